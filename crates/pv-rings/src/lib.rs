@@ -1,0 +1,5 @@
+//! # pv-rings: Xen-compatible shared rings
+//!
+//! Placeholder; being written.
+
+#![no_std]

@@ -1,0 +1,175 @@
+//! The commands' steps.
+
+use crate::{cargo, root, run};
+use std::process::Command;
+
+/// Crates that must build for bare metal, each with the feature sets to try.
+const NO_STD_CRATES: &[(&str, &[&str])] = &[
+    ("xen-abi", &["", "guest"]),
+    ("pv-rings", &[""]),
+    ("hv-core", &[""]),
+    ("guest-loader", &[""]),
+    ("arch-svm", &[""]),
+    ("arch-vmx", &[""]),
+];
+
+/// The bare-metal target.
+const TARGET: &str = "x86_64-unknown-none";
+
+/// Crates whose test suites also run under Miri.
+const MIRI_CRATES: &[&str] = &[];
+
+/// `(crate, test target)` pairs that hold loom models, run with `--cfg loom`.
+const LOOM_TESTS: &[(&str, &str)] = &[];
+
+/// Directories (relative to the root) holding a `cargo fuzz` project.
+const FUZZ_DIRS: &[&str] = &[];
+
+/// Crates with criterion benchmarks.
+const BENCH_CRATES: &[&str] = &[];
+
+pub fn test(args: &[&str]) -> Result<(), String> {
+    let mut quick = false;
+    for a in args {
+        match *a {
+            "--quick" => quick = true,
+            other => return Err(format!("test: unknown option `{other}`")),
+        }
+    }
+
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--check"]);
+    run(c)?;
+
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(c)?;
+
+    let mut c = cargo();
+    c.args(["test", "--workspace"]);
+    run(c)?;
+
+    no_std_builds()?;
+
+    if !quick {
+        miri()?;
+        loom()?;
+        fuzz(&[])?;
+    }
+    eprintln!("\nxtask test: all steps passed");
+    Ok(())
+}
+
+fn no_std_builds() -> Result<(), String> {
+    for (krate, feature_sets) in NO_STD_CRATES {
+        for features in *feature_sets {
+            let mut c = cargo();
+            c.args(["build", "--target", TARGET, "-p", krate]);
+            if !features.is_empty() {
+                c.args(["--features", features]);
+            }
+            run(c)?;
+            let mut c = cargo();
+            c.args(["clippy", "--target", TARGET, "-p", krate]);
+            if !features.is_empty() {
+                c.args(["--features", features]);
+            }
+            c.args(["--", "-D", "warnings"]);
+            run(c)?;
+        }
+    }
+    let mut c = cargo();
+    c.args(["build", "--release", "--target", TARGET, "-p", "hypervisor"]);
+    run(c)
+}
+
+/// A `cargo` run through rustup's proxy on the nightly toolchain.
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("cargo");
+    c.arg("+nightly");
+    c.current_dir(root());
+    c.env_remove("RUSTUP_TOOLCHAIN");
+    c.env_remove("CARGO");
+    c
+}
+
+pub fn miri() -> Result<(), String> {
+    for krate in MIRI_CRATES {
+        let mut c = nightly_cargo();
+        c.args(["miri", "test", "-p", krate]);
+        c.env("CARGO_TARGET_DIR", root().join("target/miri"));
+        run(c)?;
+    }
+    Ok(())
+}
+
+pub fn loom() -> Result<(), String> {
+    for (krate, test) in LOOM_TESTS {
+        let mut c = cargo();
+        c.args(["test", "--release", "-p", krate, "--test", test]);
+        c.env("RUSTFLAGS", "--cfg loom");
+        c.env("CARGO_TARGET_DIR", root().join("target/loom"));
+        run(c)?;
+    }
+    Ok(())
+}
+
+pub fn fuzz(args: &[&str]) -> Result<(), String> {
+    let mut runs: u64 = 20_000;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("fuzz: --runs takes a number")?;
+            }
+            other => return Err(format!("fuzz: unknown option `{other}`")),
+        }
+    }
+    for dir in FUZZ_DIRS {
+        let dir = root().join(dir);
+        let out = nightly_cargo()
+            .current_dir(&dir)
+            .args(["fuzz", "list"])
+            .output()
+            .map_err(|e| {
+                format!("cargo fuzz list: {e} (install with `cargo install cargo-fuzz`)")
+            })?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo fuzz list in {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        for target in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut c = nightly_cargo();
+            c.current_dir(&dir);
+            c.args(["fuzz", "run", target, "--", &format!("-runs={runs}")]);
+            run(c)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn bench(args: &[&str]) -> Result<(), String> {
+    for krate in BENCH_CRATES {
+        let mut c = cargo();
+        c.args(["bench", "-p", krate]);
+        if !args.is_empty() {
+            c.arg("--");
+            c.args(args);
+        }
+        run(c)?;
+    }
+    Ok(())
+}

@@ -17,16 +17,16 @@ const NO_STD_CRATES: &[(&str, &[&str])] = &[
 const TARGET: &str = "x86_64-unknown-none";
 
 /// Crates whose test suites also run under Miri.
-const MIRI_CRATES: &[&str] = &[];
+const MIRI_CRATES: &[&str] = &["xen-abi", "pv-rings"];
 
 /// `(crate, test target)` pairs that hold loom models, run with `--cfg loom`.
-const LOOM_TESTS: &[(&str, &str)] = &[];
+const LOOM_TESTS: &[(&str, &str)] = &[("pv-rings", "loom")];
 
 /// Directories (relative to the root) holding a `cargo fuzz` project.
-const FUZZ_DIRS: &[&str] = &[];
+const FUZZ_DIRS: &[&str] = &["crates/pv-rings/fuzz"];
 
 /// Crates with criterion benchmarks.
-const BENCH_CRATES: &[&str] = &[];
+const BENCH_CRATES: &[&str] = &["pv-rings"];
 
 pub fn test(args: &[&str]) -> Result<(), String> {
     let mut quick = false;

@@ -1,20 +1,168 @@
 //! # hypervisor: the bootable image
 //!
-//! This binary will be the hypervisor itself: entered from a Xen PVH note or
-//! Multiboot2, it brings up the machine and runs hv-core on the SVM or VMX
-//! backend. It only means something when built for `x86_64-unknown-none`
-//! (`cargo xtask image`); a host build is a placeholder that says so.
-//!
-//! Status: nothing boots yet (issue 7).
+//! The binary that a boot loader starts: `boot.rs` takes it from the
+//! loader's 32-bit entry (Xen PVH note or Multiboot2) to [`hv_entry`] in long
+//! mode; from there it brings up the console, reads what the loader handed
+//! over and (as later issues land) runs hv-core on the SVM or VMX backend.
+//! It only means something when built for `x86_64-unknown-none` (`cargo
+//! xtask image`); a host build is a placeholder that says so, and the pure
+//! logic lives in the library half of this crate, tested on the host.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    loop {
-        core::hint::spin_loop();
+mod boot;
+#[cfg(target_os = "none")]
+#[macro_use]
+mod console;
+#[cfg(target_os = "none")]
+mod machine;
+#[cfg(target_os = "none")]
+mod serial;
+
+#[cfg(target_os = "none")]
+use hypervisor::bootinfo::{BootInfo, Module, Protocol, Region, RegionKind, Text};
+#[cfg(target_os = "none")]
+use hypervisor::cmdline::{Options, Unknown};
+
+/// The first Rust code on the boot CPU, called by `boot.rs` in long mode with
+/// the first 4 GiB identity-mapped.
+#[cfg(target_os = "none")]
+extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
+    console::init();
+    let boot = match read_boot_info(protocol, info) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("(XEN) cannot read boot information: {e}");
+            machine::stop(false)
+        }
+    };
+    let opts = Options::parse(boot.cmdline.as_str(), |Unknown(w)| {
+        println!("(XEN) ignoring unknown option `{w}`");
+    });
+    machine::set_exit_method(opts.exit);
+    console::init_log(opts.log_level);
+
+    log::info!(
+        "hypervisor {} starting ({:?} boot)",
+        env!("CARGO_PKG_VERSION"),
+        boot.protocol
+    );
+    log::info!("command line: {:?}", boot.cmdline);
+    let mut ram = 0u64;
+    for r in boot.regions() {
+        log::info!(
+            " {:#014x} - {:#014x} {:?}",
+            r.start,
+            r.start.saturating_add(r.len),
+            r.kind
+        );
+        if r.kind == RegionKind::Ram {
+            ram = ram.saturating_add(r.len);
+        }
     }
+    log::info!("RAM: {} MiB", ram >> 20);
+    for (i, m) in boot.modules().enumerate() {
+        log::info!("module {i}: {:#x} +{:#x} {:?}", m.start, m.len, m.cmdline);
+    }
+    log::warn!("no domains are built yet: stopping");
+    machine::stop(true)
+}
+
+/// Reads the loader's hand-over through the identity map.
+#[cfg(target_os = "none")]
+fn read_boot_info(protocol: u32, info: u64) -> Result<BootInfo, &'static str> {
+    match protocol {
+        boot::BOOT_PVH => BootInfo::from_pvh(info, |at, buf| {
+            let Some(end) = at.checked_add(buf.len() as u64) else {
+                return false;
+            };
+            if end > IDENTITY_MAPPED {
+                return false;
+            }
+            // SAFETY: [at, end) lies in the identity-mapped first 4 GiB, which
+            // boot.rs mapped; the loader's tables are plain memory that nobody
+            // writes while we read them (one CPU runs).
+            unsafe { core::ptr::copy_nonoverlapping(at as *const u8, buf.as_mut_ptr(), buf.len()) };
+            true
+        })
+        .map_err(|_| "bad hvm_start_info"),
+        boot::BOOT_MULTIBOOT2 => read_multiboot2(info),
+        _ => Err("unknown boot protocol"),
+    }
+}
+
+/// The part of physical memory that boot.rs identity-maps.
+#[cfg(target_os = "none")]
+const IDENTITY_MAPPED: u64 = 4 << 30;
+
+#[cfg(target_os = "none")]
+fn read_multiboot2(info: u64) -> Result<BootInfo, &'static str> {
+    use multiboot2::{BootInformation, BootInformationHeader, MemoryAreaType};
+    if info >= IDENTITY_MAPPED {
+        return Err("Multiboot2 information above 4 GiB");
+    }
+    // SAFETY: the loader put a Multiboot2 information structure at `info`
+    // (EAX held the Multiboot2 magic, checked in boot.rs); it lies in the
+    // identity map and stays untouched while we hold the parsed view.
+    let mbi = unsafe { BootInformation::load(info as *const BootInformationHeader) }
+        .map_err(|_| "bad Multiboot2 information")?;
+    let mut boot = BootInfo::new(Protocol::Multiboot2);
+    if let Some(Ok(cmd)) = mbi.command_line_tag().map(|t| t.cmdline()) {
+        boot.cmdline = Text::from_bytes(cmd.as_bytes());
+    }
+    if let Some(map) = mbi.memory_map_tag() {
+        for a in map.memory_areas() {
+            let kind = match a.typ() {
+                MemoryAreaType::Available => RegionKind::Ram,
+                MemoryAreaType::AcpiAvailable => RegionKind::Acpi,
+                MemoryAreaType::ReservedHibernate => RegionKind::Nvs,
+                _ => RegionKind::Reserved,
+            };
+            boot.push_region(Region {
+                start: a.start_address(),
+                len: a.size(),
+                kind,
+            });
+        }
+    }
+    for m in mbi.module_tags() {
+        let cmdline = m
+            .cmdline()
+            .map(|c| Text::from_bytes(c.as_bytes()))
+            .unwrap_or(Text::EMPTY);
+        boot.push_module(Module {
+            start: u64::from(m.start_address()),
+            len: u64::from(m.module_size()),
+            cmdline,
+        });
+    }
+    if let Some(rsdp) = mbi.rsdp_v2_tag() {
+        boot.rsdp = Some(rsdp as *const _ as u64);
+    } else if let Some(rsdp) = mbi.rsdp_v1_tag() {
+        boot.rsdp = Some(rsdp as *const _ as u64);
+    }
+    Ok(boot)
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    console::force_unlock();
+    match info.location() {
+        Some(l) => println!(
+            "\n(XEN) PANIC at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        ),
+        None => println!("\n(XEN) PANIC: {}", info.message()),
+    }
+    println!(
+        "(XEN) the hypervisor stopped; `addr2line -e <image>` resolves addresses from a debugger"
+    );
+    machine::stop(false)
 }
 
 #[cfg(not(target_os = "none"))]

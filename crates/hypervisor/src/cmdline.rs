@@ -1,0 +1,132 @@
+//! The hypervisor's command line: space-separated `key=value` options, as
+//! Xen's. Unknown options are reported and ignored, never fatal.
+
+use log::LevelFilter;
+
+/// How the machine stops when the hypervisor is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitMethod {
+    /// Halt the CPUs (the default: safe on any machine).
+    Halt,
+    /// QEMU's `isa-debug-exit` device at the given I/O port: the emulator
+    /// exits with status `(value << 1) | 1`.
+    IsaDebugExit(u16),
+}
+
+/// The options the hypervisor understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `loglvl=`: `none`, `error`, `warning`, `info`, `debug`, `all` (Xen's
+    /// names) or the `log` crate's `warn`/`trace`.
+    pub log_level: LevelFilter,
+    /// `exit=`: `halt` or `isa-debug-exit[@port]` (port in hex, default 0xf4).
+    pub exit: ExitMethod,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            log_level: LevelFilter::Info,
+            exit: ExitMethod::Halt,
+        }
+    }
+}
+
+/// An option that was not understood, kept for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unknown<'a>(pub &'a str);
+
+impl Options {
+    /// Parses `cmdline`, calling `unknown` for every word it does not
+    /// understand (a bad value counts as not understood).
+    pub fn parse<'a>(cmdline: &'a str, mut unknown: impl FnMut(Unknown<'a>)) -> Self {
+        let mut opts = Self::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            let ok = match key {
+                "loglvl" => parse_level(value).map(|l| opts.log_level = l).is_some(),
+                "exit" => parse_exit(value).map(|e| opts.exit = e).is_some(),
+                _ => false,
+            };
+            if !ok {
+                unknown(Unknown(word));
+            }
+        }
+        opts
+    }
+}
+
+fn parse_level(v: &str) -> Option<LevelFilter> {
+    Some(match v {
+        "none" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warning" | "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "all" | "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+fn parse_exit(v: &str) -> Option<ExitMethod> {
+    match v.split_once('@') {
+        None if v == "halt" => Some(ExitMethod::Halt),
+        None if v == "isa-debug-exit" => Some(ExitMethod::IsaDebugExit(0xf4)),
+        Some(("isa-debug-exit", port)) => {
+            let hex = port.strip_prefix("0x").unwrap_or(port);
+            u16::from_str_radix(hex, 16)
+                .ok()
+                .map(ExitMethod::IsaDebugExit)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> (Options, Vec<&str>) {
+        let mut bad = Vec::new();
+        let o = Options::parse(s, |Unknown(w)| bad.push(w));
+        (o, bad)
+    }
+
+    #[test]
+    fn empty_gives_defaults() {
+        assert_eq!(parse("   "), (Options::default(), vec![]));
+    }
+
+    #[test]
+    fn known_options() {
+        let (o, bad) = parse("loglvl=debug  exit=isa-debug-exit@0x501");
+        assert!(bad.is_empty());
+        assert_eq!(o.log_level, LevelFilter::Debug);
+        assert_eq!(o.exit, ExitMethod::IsaDebugExit(0x501));
+        let (o, _) = parse("exit=isa-debug-exit loglvl=none");
+        assert_eq!(o.exit, ExitMethod::IsaDebugExit(0xf4));
+        assert_eq!(o.log_level, LevelFilter::Off);
+    }
+
+    #[test]
+    fn bad_values_are_reported_and_leave_defaults() {
+        let (o, bad) = parse("loglvl=loud exit=isa-debug-exit@zz exit=reboot dom0_mem=1G loglvl");
+        assert_eq!(o, Options::default());
+        assert_eq!(
+            bad,
+            [
+                "loglvl=loud",
+                "exit=isa-debug-exit@zz",
+                "exit=reboot",
+                "dom0_mem=1G",
+                "loglvl"
+            ]
+        );
+    }
+
+    #[test]
+    fn later_options_win() {
+        let (o, _) = parse("loglvl=error loglvl=all");
+        assert_eq!(o.log_level, LevelFilter::Trace);
+    }
+}

@@ -1,0 +1,13 @@
+//! # hypervisor: the bootable image's hardware-independent logic
+//!
+//! The image itself is the `hypervisor` binary (`src/main.rs` and the
+//! hardware modules beside it), built for `x86_64-unknown-none` by
+//! `cargo xtask image`. This library holds the parts of it that are pure
+//! logic, so that they are unit-tested on the host: the command-line
+//! options and the vendor-neutral model of what the boot loader handed over.
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod bootinfo;
+pub mod cmdline;

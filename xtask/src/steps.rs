@@ -57,6 +57,7 @@ pub fn test(args: &[&str]) -> Result<(), String> {
     run(c)?;
 
     no_std_builds()?;
+    crate::image::e2e()?;
 
     if !quick {
         miri()?;
@@ -86,7 +87,16 @@ fn no_std_builds() -> Result<(), String> {
         }
     }
     let mut c = cargo();
-    c.args(["build", "--release", "--target", TARGET, "-p", "hypervisor"]);
+    c.args([
+        "clippy",
+        "--target",
+        TARGET,
+        "-p",
+        "hypervisor",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(c)
 }
 

@@ -1,0 +1,269 @@
+//! `cargo xtask image` and `cargo xtask run`: build the hypervisor image and
+//! boot it in an emulator.
+
+use crate::{cargo, root, run};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The value our image writes to QEMU's isa-debug-exit port on success, as
+/// QEMU reports it: `(0x10 << 1) | 1` (see `crates/hypervisor/src/machine.rs`).
+pub const QEMU_EXIT_SUCCESS: i32 = 33;
+/// The same for failure: `(0x11 << 1) | 1`.
+pub const QEMU_EXIT_FAILURE: i32 = 35;
+
+/// The CPU vendor whose virtualization extension a run exercises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vendor {
+    /// AMD SVM, under QEMU's TCG.
+    Amd,
+    /// Intel VMX, under Bochs.
+    Intel,
+}
+
+impl Vendor {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "amd" => Ok(Self::Amd),
+            "intel" => Ok(Self::Intel),
+            other => Err(format!("--vendor takes amd or intel, not `{other}`")),
+        }
+    }
+}
+
+/// Options shared by `image` and `run`.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub vendor: Vendor,
+    pub cmdline: String,
+    pub mem_mib: u32,
+    pub smp: u32,
+    pub gdb: bool,
+    pub modules: Vec<PathBuf>,
+    pub timeout: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            vendor: Vendor::Amd,
+            cmdline: String::new(),
+            mem_mib: 256,
+            smp: 2,
+            gdb: false,
+            modules: Vec::new(),
+            timeout: None,
+        }
+    }
+}
+
+fn parse_options(args: &[&str]) -> Result<RunOptions, String> {
+    let mut o = RunOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .map(|s| s.to_string())
+                .ok_or(format!("{name} needs a value"))
+        };
+        match *a {
+            "--vendor" => o.vendor = Vendor::parse(&value("--vendor")?)?,
+            "--cmdline" => o.cmdline = value("--cmdline")?,
+            "--mem" => {
+                o.mem_mib = value("--mem")?
+                    .parse()
+                    .map_err(|_| "--mem takes MiB".to_string())?
+            }
+            "--smp" => {
+                o.smp = value("--smp")?
+                    .parse()
+                    .map_err(|_| "--smp takes a count".to_string())?
+            }
+            "--module" => o.modules.push(value("--module")?.into()),
+            "--timeout" => {
+                let s: u64 = value("--timeout")?
+                    .parse()
+                    .map_err(|_| "--timeout takes seconds".to_string())?;
+                o.timeout = Some(Duration::from_secs(s));
+            }
+            "--gdb" => o.gdb = true,
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    Ok(o)
+}
+
+/// Builds the release image and returns its path.
+pub fn build_image() -> Result<PathBuf, String> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-none",
+        "-p",
+        "hypervisor",
+    ]);
+    run(c)?;
+    let built = target_dir().join("x86_64-unknown-none/release/hypervisor");
+    let out_dir = root().join("target/image");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let out = out_dir.join("hypervisor.elf");
+    std::fs::copy(&built, &out).map_err(|e| format!("copy {}: {e}", built.display()))?;
+    Ok(out)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// `cargo xtask image [--vendor amd|intel]`.
+pub fn image(args: &[&str]) -> Result<(), String> {
+    let o = parse_options(args)?;
+    if o.vendor == Vendor::Intel {
+        return Err("the Intel (VMX) image and its GRUB ISO are not available yet".into());
+    }
+    let out = build_image()?;
+    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!("{} ({size} bytes)", out.display());
+    Ok(())
+}
+
+/// `cargo xtask run [options]`: boots the image with the console live.
+pub fn run_cmd(args: &[&str]) -> Result<(), String> {
+    let o = parse_options(args)?;
+    if o.vendor == Vendor::Intel {
+        return Err("running under Bochs (Intel VMX) is not available yet".into());
+    }
+    let image = build_image()?;
+    let outcome = boot_qemu(&image, &o, true)?;
+    match outcome.status {
+        Some(QEMU_EXIT_SUCCESS) => Ok(()),
+        Some(QEMU_EXIT_FAILURE) => Err("the hypervisor reported a failure".into()),
+        Some(s) => Err(format!("the machine stopped with status {s}")),
+        None => Err("the machine did not stop in time".into()),
+    }
+}
+
+/// What a boot printed and how it ended.
+pub struct Outcome {
+    /// Everything the serial line carried.
+    pub serial: String,
+    /// QEMU's exit status, or None if it was killed at the timeout.
+    pub status: Option<i32>,
+}
+
+/// Boots `image` under QEMU with SVM; echoes the serial line when `live`.
+pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<Outcome, String> {
+    let mut cmdline = String::from("exit=isa-debug-exit");
+    if !o.cmdline.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(&o.cmdline);
+    }
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
+        .args(["-m", &o.mem_mib.to_string()])
+        .args(["-smp", &o.smp.to_string()])
+        .arg("-kernel")
+        .arg(image)
+        .args(["-append", &cmdline])
+        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if let Some(m) = o.modules.first() {
+        c.arg("-initrd").arg(m);
+    }
+    if o.modules.len() > 1 {
+        return Err("QEMU's PVH boot carries one module; more come with hyperlaunch".into());
+    }
+    if o.gdb {
+        c.args(["-s", "-S"]);
+        eprintln!("QEMU waits for gdb on localhost:1234");
+    }
+    eprintln!("\n==> {c:?}");
+    let mut child = c.spawn().map_err(|e| {
+        format!("cannot start qemu-system-x86_64 (apt-get install qemu-system-x86): {e}")
+    })?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if live {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&buf[..n]);
+                        let _ = out.flush();
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        all
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s.code();
+        }
+        if o.timeout.is_some_and(|t| start.elapsed() > t) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let serial = reader.join().unwrap_or_default();
+    Ok(Outcome {
+        serial: String::from_utf8_lossy(&serial).into_owned(),
+        status,
+    })
+}
+
+/// The end-to-end checks that `cargo xtask test` runs.
+pub fn e2e() -> Result<(), String> {
+    let image = build_image()?;
+    let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
+    let module = root().join("target/image/e2e-module.bin");
+    std::fs::write(&module, b"e2e module payload")
+        .map_err(|e| format!("{}: {e}", module.display()))?;
+    let o = RunOptions {
+        cmdline: "loglvl=debug".into(),
+        modules: vec![module],
+        timeout: Some(Duration::from_secs(120)),
+        ..Default::default()
+    };
+    let out = boot_qemu(&image, &o, false)?;
+    let expect = [
+        "hypervisor 0.1.0 starting (Pvh boot)",
+        "command line: \"exit=isa-debug-exit loglvl=debug\"",
+        "module 0: ",
+        "+0x12 \"\"",
+        "RAM: ",
+    ];
+    let mut failed = Vec::new();
+    for e in expect {
+        if !out.serial.contains(e) {
+            failed.push(e);
+        }
+    }
+    if out.status != Some(QEMU_EXIT_SUCCESS) {
+        failed.push("clean exit (status 33)");
+    }
+    eprintln!("e2e: image {size} bytes; serial output:\n{}", out.serial);
+    if failed.is_empty() {
+        eprintln!("e2e: qemu-pvh-boot passed");
+        Ok(())
+    } else {
+        Err(format!(
+            "e2e: qemu-pvh-boot failed: missing {failed:?} (status {:?})",
+            out.status
+        ))
+    }
+}

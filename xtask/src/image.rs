@@ -226,6 +226,39 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
     })
 }
 
+/// One end-to-end boot: what to pass and what must come out.
+struct E2eCase {
+    name: &'static str,
+    cmdline: &'static str,
+    expect: &'static [&'static str],
+    status: i32,
+}
+
+const E2E_CASES: &[E2eCase] = &[
+    E2eCase {
+        name: "qemu-pvh-boot",
+        cmdline: "loglvl=debug",
+        expect: &[
+            "hypervisor 0.1.0 starting (Pvh boot)",
+            "command line: \"exit=isa-debug-exit loglvl=debug\"",
+            "module 0: ",
+            "+0x12 \"\"",
+            "RAM: ",
+        ],
+        status: QEMU_EXIT_SUCCESS,
+    },
+    E2eCase {
+        name: "qemu-fault-report",
+        cmdline: "selftest=ud",
+        expect: &[
+            "FATAL hypervisor exception 6 (#UD invalid opcode)",
+            "rip 0x",
+            "r8 0x",
+        ],
+        status: QEMU_EXIT_FAILURE,
+    },
+];
+
 /// The end-to-end checks that `cargo xtask test` runs.
 pub fn e2e() -> Result<(), String> {
     let image = build_image()?;
@@ -233,37 +266,39 @@ pub fn e2e() -> Result<(), String> {
     let module = root().join("target/image/e2e-module.bin");
     std::fs::write(&module, b"e2e module payload")
         .map_err(|e| format!("{}: {e}", module.display()))?;
-    let o = RunOptions {
-        cmdline: "loglvl=debug".into(),
-        modules: vec![module],
-        timeout: Some(Duration::from_secs(120)),
-        ..Default::default()
-    };
-    let out = boot_qemu(&image, &o, false)?;
-    let expect = [
-        "hypervisor 0.1.0 starting (Pvh boot)",
-        "command line: \"exit=isa-debug-exit loglvl=debug\"",
-        "module 0: ",
-        "+0x12 \"\"",
-        "RAM: ",
-    ];
-    let mut failed = Vec::new();
-    for e in expect {
-        if !out.serial.contains(e) {
-            failed.push(e);
+    let mut failures = Vec::new();
+    for case in E2E_CASES {
+        let o = RunOptions {
+            cmdline: case.cmdline.into(),
+            modules: vec![module.clone()],
+            timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        };
+        let out = boot_qemu(&image, &o, false)?;
+        let mut missing: Vec<&str> = case
+            .expect
+            .iter()
+            .copied()
+            .filter(|e| !out.serial.contains(e))
+            .collect();
+        if out.status != Some(case.status) {
+            missing.push("the expected exit status");
+        }
+        if missing.is_empty() {
+            eprintln!("e2e: {} passed", case.name);
+        } else {
+            eprintln!("e2e: {} serial output:\n{}", case.name, out.serial);
+            eprintln!(
+                "e2e: {} FAILED: missing {missing:?} (status {:?}, wanted {})",
+                case.name, out.status, case.status
+            );
+            failures.push(case.name);
         }
     }
-    if out.status != Some(QEMU_EXIT_SUCCESS) {
-        failed.push("clean exit (status 33)");
-    }
-    eprintln!("e2e: image {size} bytes; serial output:\n{}", out.serial);
-    if failed.is_empty() {
-        eprintln!("e2e: qemu-pvh-boot passed");
+    eprintln!("e2e: image {size} bytes");
+    if failures.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "e2e: qemu-pvh-boot failed: missing {failed:?} (status {:?})",
-            out.status
-        ))
+        Err(format!("e2e failures: {failures:?}"))
     }
 }

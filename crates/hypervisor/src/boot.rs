@@ -23,7 +23,7 @@ pub const BOOT_PVH: u32 = 1;
 pub const BOOT_MULTIBOOT2: u32 = 2;
 
 /// Size of the boot CPU's stack.
-pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 
 core::arch::global_asm!(
     r#"

@@ -13,6 +13,16 @@ pub enum ExitMethod {
     IsaDebugExit(u16),
 }
 
+/// A deliberate fault, to check the hypervisor's own fault reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    /// None (the default).
+    None,
+    /// Execute `ud2` after boot: the exception report must appear and the
+    /// machine stop with a failure status.
+    InvalidOpcode,
+}
+
 /// The options the hypervisor understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -21,6 +31,8 @@ pub struct Options {
     pub log_level: LevelFilter,
     /// `exit=`: `halt` or `isa-debug-exit[@port]` (port in hex, default 0xf4).
     pub exit: ExitMethod,
+    /// `selftest=ud`: see [`SelfTest`].
+    pub selftest: SelfTest,
 }
 
 impl Default for Options {
@@ -28,6 +40,7 @@ impl Default for Options {
         Self {
             log_level: LevelFilter::Info,
             exit: ExitMethod::Halt,
+            selftest: SelfTest::None,
         }
     }
 }
@@ -46,6 +59,10 @@ impl Options {
             let ok = match key {
                 "loglvl" => parse_level(value).map(|l| opts.log_level = l).is_some(),
                 "exit" => parse_exit(value).map(|e| opts.exit = e).is_some(),
+                "selftest" if value == "ud" => {
+                    opts.selftest = SelfTest::InvalidOpcode;
+                    true
+                }
                 _ => false,
             };
             if !ok {
@@ -99,8 +116,9 @@ mod tests {
 
     #[test]
     fn known_options() {
-        let (o, bad) = parse("loglvl=debug  exit=isa-debug-exit@0x501");
+        let (o, bad) = parse("loglvl=debug  exit=isa-debug-exit@0x501 selftest=ud");
         assert!(bad.is_empty());
+        assert_eq!(o.selftest, SelfTest::InvalidOpcode);
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.exit, ExitMethod::IsaDebugExit(0x501));
         let (o, _) = parse("exit=isa-debug-exit loglvl=none");
@@ -110,7 +128,8 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_and_leave_defaults() {
-        let (o, bad) = parse("loglvl=loud exit=isa-debug-exit@zz exit=reboot dom0_mem=1G loglvl");
+        let (o, bad) =
+            parse("loglvl=loud exit=isa-debug-exit@zz exit=reboot dom0_mem=1G loglvl selftest=x");
         assert_eq!(o, Options::default());
         assert_eq!(
             bad,
@@ -119,7 +138,8 @@ mod tests {
                 "exit=isa-debug-exit@zz",
                 "exit=reboot",
                 "dom0_mem=1G",
-                "loglvl"
+                "loglvl",
+                "selftest=x",
             ]
         );
     }

@@ -13,6 +13,8 @@
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
@@ -23,13 +25,17 @@ mod serial;
 #[cfg(target_os = "none")]
 use hypervisor::bootinfo::{BootInfo, Module, Protocol, Region, RegionKind, Text};
 #[cfg(target_os = "none")]
-use hypervisor::cmdline::{Options, Unknown};
+use hypervisor::cmdline::{Options, SelfTest, Unknown};
 
 /// The first Rust code on the boot CPU, called by `boot.rs` in long mode with
 /// the first 4 GiB identity-mapped.
 #[cfg(target_os = "none")]
 extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
     console::init();
+    // SAFETY: the boot CPU's tables are taken exactly once, here, before any
+    // other CPU runs; they live for the rest of the machine's life.
+    let bsp_tables = unsafe { &mut *core::ptr::addr_of_mut!(BSP_TABLES) };
+    bsp_tables.load();
     let boot = match read_boot_info(protocol, info) {
         Ok(b) => b,
         Err(e) => {
@@ -65,9 +71,17 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
     for (i, m) in boot.modules().enumerate() {
         log::info!("module {i}: {:#x} +{:#x} {:?}", m.start, m.len, m.cmdline);
     }
+    if opts.selftest == SelfTest::InvalidOpcode {
+        // SAFETY: deliberately raises #UD to check the exception report.
+        unsafe { core::arch::asm!("ud2") };
+    }
     log::warn!("no domains are built yet: stopping");
     machine::stop(true)
 }
+
+/// The boot CPU's GDT, TSS and exception stacks.
+#[cfg(target_os = "none")]
+static mut BSP_TABLES: cpu::CpuTables = cpu::CpuTables::new();
 
 /// Reads the loader's hand-over through the identity map.
 #[cfg(target_os = "none")]

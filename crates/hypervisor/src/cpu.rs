@@ -1,0 +1,364 @@
+//! Per-CPU descriptor tables: the GDT, the TSS with separate stacks for NMI,
+//! double fault and machine check, and the IDT whose exception stubs report
+//! the fault and stop the machine.
+//!
+//! A fault in the hypervisor is a hypervisor bug (guests run under SVM/VMX
+//! and their faults arrive as exits), so every exception is fatal here: the
+//! report names the vector, error code, RIP, RSP and CR2, which is what one
+//! needs to find the line with `addr2line -e target/image/hypervisor.elf`.
+
+use core::mem::size_of;
+
+/// Kernel code selector (64-bit).
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector.
+pub const KERNEL_DS: u16 = 0x10;
+/// TSS selector (a 16-byte system descriptor at GDT slots 3 and 4).
+pub const TSS_SEL: u16 = 0x18;
+
+/// IST slot (1-based, as the IDT encodes it) for NMIs.
+const IST_NMI: u8 = 1;
+/// IST slot for double faults.
+const IST_DF: u8 = 2;
+/// IST slot for machine checks.
+const IST_MC: u8 = 3;
+/// Size of each IST stack.
+pub const IST_STACK_SIZE: usize = 16 * 1024;
+
+/// The 64-bit task-state segment.
+#[repr(C, packed(4))]
+#[derive(Default)]
+pub struct Tss {
+    _reserved0: u32,
+    /// Stack pointers for privilege levels 0-2 (unused: we run in ring 0).
+    pub rsp: [u64; 3],
+    _reserved1: u64,
+    /// Interrupt stack table, IST1..IST7.
+    pub ist: [u64; 7],
+    _reserved2: u64,
+    _reserved3: u16,
+    /// Offset of the I/O permission bitmap: past the limit, so none.
+    pub iomap_base: u16,
+}
+const _: () = assert!(size_of::<Tss>() == 0x68);
+
+/// Everything one CPU's descriptor tables need, kept together so that the
+/// addresses stay valid for as long as the CPU runs (they are `'static`).
+#[repr(C, align(16))]
+pub struct CpuTables {
+    gdt: [u64; 5],
+    tss: Tss,
+    ist: [IstStack; 3],
+}
+
+#[repr(C, align(16))]
+struct IstStack([u8; IST_STACK_SIZE]);
+
+impl CpuTables {
+    /// Empty tables, to be filled by [`CpuTables::load`].
+    pub const fn new() -> Self {
+        Self {
+            gdt: [0; 5],
+            tss: Tss {
+                _reserved0: 0,
+                rsp: [0; 3],
+                _reserved1: 0,
+                ist: [0; 7],
+                _reserved2: 0,
+                _reserved3: 0,
+                iomap_base: size_of::<Tss>() as u16,
+            },
+            ist: [const { IstStack([0; IST_STACK_SIZE]) }; 3],
+        }
+    }
+
+    /// Fills the GDT and TSS and loads GDTR, the segment registers, TR and
+    /// the shared IDT on the calling CPU.
+    pub fn load(&'static mut self) {
+        for (i, slot) in [IST_NMI, IST_DF, IST_MC].iter().enumerate() {
+            let top = self.ist[i].0.as_ptr_range().end as u64;
+            self.tss.ist[usize::from(*slot) - 1] = top;
+        }
+        let tss_base = &self.tss as *const Tss as u64;
+        let limit = (size_of::<Tss>() - 1) as u64;
+        self.gdt = [
+            0,
+            0x00AF_9A00_0000_FFFF, // 64-bit code, DPL 0
+            0x00CF_9200_0000_FFFF, // data, DPL 0
+            // 64-bit available TSS (type 9), present
+            (limit & 0xFFFF)
+                | ((tss_base & 0xFF_FFFF) << 16)
+                | (0x89 << 40)
+                | (((limit >> 16) & 0xF) << 48)
+                | (((tss_base >> 24) & 0xFF) << 56),
+            tss_base >> 32,
+        ];
+        let gdtr = DescriptorPointer {
+            limit: (size_of::<[u64; 5]>() - 1) as u16,
+            base: self.gdt.as_ptr() as u64,
+        };
+        let idtr = DescriptorPointer {
+            limit: (size_of::<Idt>() - 1) as u16,
+            base: IDT.call_once(build_idt).as_ptr() as u64,
+        };
+        // SAFETY: the GDT, TSS and IDT are 'static (self is &'static mut, IDT
+        // is a static) so the registers never point at freed memory. The new
+        // GDT has the same code and data selectors as the boot GDT, so the
+        // reloads below keep the CPU running on valid descriptors; the far
+        // return reloads CS; the TSS descriptor is fresh (not busy) so `ltr`
+        // accepts it.
+        unsafe {
+            core::arch::asm!(
+                "lgdt [{gdtr}]",
+                "push {cs}",
+                "lea {tmp}, [rip + 2f]",
+                "push {tmp}",
+                "retfq",
+                "2:",
+                "mov ds, {ds:x}",
+                "mov es, {ds:x}",
+                "mov ss, {ds:x}",
+                "ltr {tss:x}",
+                "lidt [{idtr}]",
+                gdtr = in(reg) &gdtr,
+                idtr = in(reg) &idtr,
+                cs = const KERNEL_CS as u64,
+                ds = in(reg) KERNEL_DS as u64,
+                tss = in(reg) TSS_SEL as u64,
+                tmp = out(reg) _,
+            );
+        }
+    }
+}
+
+#[repr(C, packed)]
+struct DescriptorPointer {
+    limit: u16,
+    base: u64,
+}
+
+/// One IDT gate, as the CPU reads it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_lo: u16,
+    selector: u16,
+    ist: u8,
+    flags: u8,
+    offset_mid: u16,
+    offset_hi: u32,
+    _reserved: u32,
+}
+const _: () = assert!(size_of::<Gate>() == 16);
+
+type Idt = [Gate; 256];
+
+static IDT: spin::Once<Idt> = spin::Once::new();
+
+fn build_idt() -> Idt {
+    let empty = Gate {
+        offset_lo: 0,
+        selector: 0,
+        ist: 0,
+        flags: 0,
+        offset_mid: 0,
+        offset_hi: 0,
+        _reserved: 0,
+    };
+    let mut idt = [empty; 256];
+    // `exception_stubs` is defined in the global_asm below: 32 stubs of
+    // STUB_SIZE bytes each, laid out back to back.
+    let base = &raw const exception_stubs as u64;
+    for (vector, gate) in idt.iter_mut().enumerate().take(32) {
+        let handler = base + (vector as u64) * STUB_SIZE;
+        let ist = match vector {
+            2 => IST_NMI,
+            8 => IST_DF,
+            18 => IST_MC,
+            _ => 0,
+        };
+        *gate = Gate {
+            offset_lo: handler as u16,
+            selector: KERNEL_CS,
+            ist,
+            flags: 0x8E, // present, DPL 0, 64-bit interrupt gate
+            offset_mid: (handler >> 16) as u16,
+            offset_hi: (handler >> 32) as u32,
+            _reserved: 0,
+        };
+    }
+    idt
+}
+
+/// Bytes per exception stub (each is padded to this size).
+const STUB_SIZE: u64 = 16;
+
+unsafe extern "C" {
+    /// The first of the 32 exception stubs (global_asm below).
+    static exception_stubs: u8;
+}
+
+// Each stub pushes a zero error code when the CPU does not push one (so the
+// frame is uniform), then the vector, and jumps to the common path, which
+// saves the general registers and calls `exception_report` with a pointer to
+// the saved frame. The report never returns.
+core::arch::global_asm!(
+    r#"
+    .section .text.exceptions, "ax"
+    .balign 16
+    .global exception_stubs
+exception_stubs:
+    .altmacro
+    .macro STUB v
+        .balign 16
+        .if (\v == 8) || (\v >= 10 && \v <= 14) || (\v == 17) || (\v == 21) || (\v == 29) || (\v == 30)
+        .else
+        push 0
+        .endif
+        push \v
+        jmp exception_common
+    .endm
+    .set i, 0
+    .rept 32
+    STUB %i
+    .set i, i + 1
+    .endr
+
+exception_common:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    and rsp, -16
+    call {report}
+2:  cli
+    hlt
+    jmp 2b
+    "#,
+    report = sym exception_report,
+);
+
+/// The frame the common exception path builds, lowest address first.
+#[repr(C)]
+pub struct ExceptionFrame {
+    /// General registers in reverse push order.
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// The vector the stub pushed.
+    pub vector: u64,
+    /// The CPU's error code, or 0.
+    pub error_code: u64,
+    /// Pushed by the CPU.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor segment overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved (15)",
+    "#MF x87 floating point",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD floating point",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved (22)",
+    "reserved (23)",
+    "reserved (24)",
+    "reserved (25)",
+    "reserved (26)",
+    "reserved (27)",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security",
+    "reserved (31)",
+];
+
+extern "C" fn exception_report(f: &ExceptionFrame) -> ! {
+    let cr2: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
+    let name = EXCEPTION_NAMES
+        .get(f.vector as usize)
+        .copied()
+        .unwrap_or("unknown");
+    crate::console::force_unlock();
+    crate::println!(
+        "\n(XEN) FATAL hypervisor exception {} ({name}), error code {:#x}",
+        f.vector,
+        f.error_code
+    );
+    crate::println!(
+        "(XEN) rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x} cr2 {:#x}",
+        f.rip,
+        f.cs,
+        f.rflags,
+        f.rsp,
+        f.ss,
+        cr2
+    );
+    crate::println!(
+        "(XEN) rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x}",
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx,
+        f.rsi,
+        f.rdi,
+        f.rbp
+    );
+    crate::println!(
+        "(XEN) r8 {:#x} r9 {:#x} r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15
+    );
+    crate::machine::stop(false)
+}

@@ -22,6 +22,9 @@ pub const BOOT_PVH: u32 = 1;
 /// `hv_entry`'s first argument when the loader used Multiboot2.
 pub const BOOT_MULTIBOOT2: u32 = 2;
 
+/// The part of physical memory that the boot page tables identity-map.
+pub const IDENTITY_MAPPED: u64 = 4 << 30;
+
 /// Size of the boot CPU's stack.
 pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 

@@ -11,3 +11,4 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod mm;

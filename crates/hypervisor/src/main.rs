@@ -11,6 +11,9 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod cpu;
@@ -19,6 +22,8 @@ mod cpu;
 mod console;
 #[cfg(target_os = "none")]
 mod machine;
+#[cfg(target_os = "none")]
+mod memory;
 #[cfg(target_os = "none")]
 mod serial;
 
@@ -71,6 +76,10 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
     for (i, m) in boot.modules().enumerate() {
         log::info!("module {i}: {:#x} +{:#x} {:?}", m.start, m.len, m.cmdline);
     }
+    if let Err(e) = memory::init(&boot) {
+        log::error!("memory: {e}");
+        machine::stop(false);
+    }
     if opts.selftest == SelfTest::InvalidOpcode {
         // SAFETY: deliberately raises #UD to check the exception report.
         unsafe { core::arch::asm!("ud2") };
@@ -106,9 +115,8 @@ fn read_boot_info(protocol: u32, info: u64) -> Result<BootInfo, &'static str> {
     }
 }
 
-/// The part of physical memory that boot.rs identity-maps.
 #[cfg(target_os = "none")]
-const IDENTITY_MAPPED: u64 = 4 << 30;
+use boot::IDENTITY_MAPPED;
 
 #[cfg(target_os = "none")]
 fn read_multiboot2(info: u64) -> Result<BootInfo, &'static str> {

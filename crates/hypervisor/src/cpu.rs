@@ -72,9 +72,19 @@ impl CpuTables {
         }
     }
 
+    /// Zeroed tables on the heap, for an application processor; they live
+    /// as long as the machine.
+    pub fn new_boxed() -> &'static mut Self {
+        let b = alloc::boxed::Box::<Self>::new_zeroed();
+        // SAFETY: every field of CpuTables is an integer or an array of
+        // integers, for which all-zero bytes are a valid value.
+        alloc::boxed::Box::leak(unsafe { b.assume_init() })
+    }
+
     /// Fills the GDT and TSS and loads GDTR, the segment registers, TR and
     /// the shared IDT on the calling CPU.
     pub fn load(&'static mut self) {
+        self.tss.iomap_base = size_of::<Tss>() as u16;
         for (i, slot) in [IST_NMI, IST_DF, IST_MC].iter().enumerate() {
             let top = self.ist[i].0.as_ptr_range().end as u64;
             self.tss.ist[usize::from(*slot) - 1] = top;

@@ -25,7 +25,11 @@ mod machine;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
+mod platform;
+#[cfg(target_os = "none")]
 mod serial;
+#[cfg(target_os = "none")]
+mod smp;
 
 #[cfg(target_os = "none")]
 use hypervisor::bootinfo::{BootInfo, Module, Protocol, Region, RegionKind, Text};
@@ -80,12 +84,50 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         log::error!("memory: {e}");
         machine::stop(false);
     }
+    let tsc_hz = platform::calibrate_tsc();
+    log::info!(
+        "TSC: {}.{:03} MHz",
+        tsc_hz / 1_000_000,
+        (tsc_hz / 1000) % 1000
+    );
+    bring_up_cpus(boot.rsdp);
     if opts.selftest == SelfTest::InvalidOpcode {
         // SAFETY: deliberately raises #UD to check the exception report.
         unsafe { core::arch::asm!("ud2") };
     }
     log::warn!("no domains are built yet: stopping");
     machine::stop(true)
+}
+
+/// Reads the CPUs from ACPI and starts the application processors.
+#[cfg(target_os = "none")]
+fn bring_up_cpus(rsdp: Option<u64>) {
+    let topo = match platform::discover(rsdp) {
+        Ok(t) => t,
+        Err(e) => {
+            log::warn!("ACPI: {e}; running on the boot CPU alone");
+            return;
+        }
+    };
+    let bsp = platform::LocalApic::enable(topo.lapic_base);
+    let me = bsp.id();
+    log::info!(
+        "ACPI: {} CPUs, local APIC at {:#x} ({:?}), boot CPU APIC id {me}",
+        topo.cpus.len(),
+        topo.lapic_base,
+        bsp
+    );
+    let aps: alloc::vec::Vec<u32> = topo
+        .cpus
+        .iter()
+        .map(|c| c.apic_id)
+        .filter(|&id| id != me)
+        .collect();
+    smp::start_aps(&bsp, topo.lapic_base, &aps);
+    log::info!(
+        "{} CPUs online",
+        smp::CPUS_ONLINE.load(core::sync::atomic::Ordering::SeqCst)
+    );
 }
 
 /// The boot CPU's GDT, TSS and exception stacks.

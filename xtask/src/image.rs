@@ -123,29 +123,160 @@ fn target_dir() -> PathBuf {
 /// `cargo xtask image [--vendor amd|intel]`.
 pub fn image(args: &[&str]) -> Result<(), String> {
     let o = parse_options(args)?;
-    if o.vendor == Vendor::Intel {
-        return Err("the Intel (VMX) image and its GRUB ISO are not available yet".into());
-    }
     let out = build_image()?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("{} ({size} bytes)", out.display());
+    if o.vendor == Vendor::Intel {
+        let iso = build_iso(&out, &o)?;
+        println!("{}", iso.display());
+    }
     Ok(())
 }
 
 /// `cargo xtask run [options]`: boots the image with the console live.
 pub fn run_cmd(args: &[&str]) -> Result<(), String> {
     let o = parse_options(args)?;
-    if o.vendor == Vendor::Intel {
-        return Err("running under Bochs (Intel VMX) is not available yet".into());
-    }
     let image = build_image()?;
-    let outcome = boot_qemu(&image, &o, true)?;
-    match outcome.status {
-        Some(QEMU_EXIT_SUCCESS) => Ok(()),
-        Some(QEMU_EXIT_FAILURE) => Err("the hypervisor reported a failure".into()),
-        Some(s) => Err(format!("the machine stopped with status {s}")),
-        None => Err("the machine did not stop in time".into()),
+    match o.vendor {
+        Vendor::Amd => {
+            let outcome = boot_qemu(&image, &o, true)?;
+            match outcome.status {
+                Some(QEMU_EXIT_SUCCESS) => Ok(()),
+                Some(QEMU_EXIT_FAILURE) => Err("the hypervisor reported a failure".into()),
+                Some(s) => Err(format!("the machine stopped with status {s}")),
+                None => Err("the machine did not stop in time".into()),
+            }
+        }
+        Vendor::Intel => {
+            let outcome = boot_bochs(&image, &o, true)?;
+            if outcome.serial.contains(STOP_OK) {
+                Ok(())
+            } else if outcome.serial.contains(STOP_FAILED) {
+                Err("the hypervisor reported a failure".into())
+            } else {
+                Err("the machine did not stop cleanly".into())
+            }
+        }
     }
+}
+
+/// The hypervisor's last line on success (crates/hypervisor/src/machine.rs).
+pub const STOP_OK: &str = "(XEN) machine stop: success";
+/// Its last line on failure.
+pub const STOP_FAILED: &str = "(XEN) machine stop: FAILURE";
+
+/// Builds a GRUB rescue ISO that boots `image` by Multiboot2, with the
+/// hypervisor command line and modules from `o`.
+pub fn build_iso(image: &std::path::Path, o: &RunOptions) -> Result<PathBuf, String> {
+    let dir = root().join("target/image/iso");
+    let boot = dir.join("boot");
+    std::fs::create_dir_all(boot.join("grub")).map_err(|e| e.to_string())?;
+    std::fs::copy(image, boot.join("hypervisor.elf")).map_err(|e| e.to_string())?;
+    let mut cmdline = String::from("exit=bochs");
+    if !o.cmdline.is_empty() {
+        cmdline.push(' ');
+        cmdline.push_str(&o.cmdline);
+    }
+    let mut cfg = format!(
+        "set timeout=0\nset default=0\nserial --unit=0 --speed=115200\nterminal_output serial\n\
+         menuentry \"hypervisor\" {{\n  multiboot2 /boot/hypervisor.elf {cmdline}\n"
+    );
+    for (i, m) in o.modules.iter().enumerate() {
+        let name = format!("module{i}");
+        std::fs::copy(m, boot.join(&name)).map_err(|e| format!("{}: {e}", m.display()))?;
+        cfg.push_str(&format!("  module2 /boot/{name}\n"));
+    }
+    cfg.push_str("  boot\n}\n");
+    std::fs::write(boot.join("grub/grub.cfg"), cfg).map_err(|e| e.to_string())?;
+    let iso = root().join("target/image/hypervisor.iso");
+    let mut c = Command::new("grub-mkrescue");
+    c.arg("-o")
+        .arg(&iso)
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    run(c).map_err(|e| format!("{e} (apt-get install grub-pc-bin xorriso mtools)"))?;
+    Ok(iso)
+}
+
+/// Boots `image` from a GRUB ISO under Bochs with an Intel VMX CPU model.
+/// Bochs has no exit status: the outcome is read from the serial line.
+pub fn boot_bochs(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<Outcome, String> {
+    let iso = build_iso(image, o)?;
+    let dir = root().join("target/image/bochs");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Bochs is given short relative names: it runs in `dir`.
+    std::fs::copy(&iso, dir.join("hv.iso")).map_err(|e| e.to_string())?;
+    let serial = dir.join("serial.txt");
+    let _ = std::fs::remove_file(&serial);
+    let rc = dir.join("rc.txt");
+    std::fs::write(&rc, "c\n").map_err(|e| e.to_string())?;
+    let bochsrc = dir.join("bochsrc");
+    std::fs::write(
+        &bochsrc,
+        format!(
+            "megs: {mem}\n\
+             romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+             vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
+             cpu: model=corei7_skylake_x, count={smp}, ips=100000000\n\
+             ata0-master: type=cdrom, path={iso}, status=inserted\n\
+             boot: cdrom\n\
+             com1: enabled=1, mode=file, dev={serial}\n\
+             port_e9_hack: enabled=1\n\
+             display_library: rfb, options=\"timeout=0\"\n\
+             log: {log}\n\
+             panic: action=fatal\nerror: action=report\ninfo: action=report\ndebug: action=ignore\n\
+             clock: sync=none, time0=local\n\
+             speaker: enabled=0\nsound: driver=dummy\n",
+            mem = o.mem_mib,
+            smp = o.smp,
+            iso = "hv.iso",
+            serial = "serial.txt",
+            log = "bochs.log",
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut c = Command::new("bochs");
+    c.arg("-q").arg("-f").arg(&bochsrc).arg("-rc").arg(&rc);
+    c.current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    eprintln!("\n==> {c:?}");
+    let mut child = c.spawn().map_err(|e| {
+        format!("cannot start bochs (apt-get install bochs bochsbios vgabios): {e}")
+    })?;
+    let start = Instant::now();
+    let timeout = o.timeout.unwrap_or(Duration::from_secs(600));
+    let mut shown = 0;
+    let status = loop {
+        if live
+            && let Ok(text) = std::fs::read(&serial)
+            && text.len() > shown
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&text[shown..]);
+            let _ = out.flush();
+            shown = text.len();
+        }
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read(&serial).unwrap_or_default();
+    if live && text.len() > shown {
+        let _ = std::io::stdout().write_all(&text[shown..]);
+    }
+    Ok(Outcome {
+        serial: String::from_utf8_lossy(&text).into_owned(),
+        status,
+    })
 }
 
 /// What a boot printed and how it ended.
@@ -229,6 +360,7 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
 /// One end-to-end boot: what to pass and what must come out.
 struct E2eCase {
     name: &'static str,
+    vendor: Vendor,
     cmdline: &'static str,
     expect: &'static [&'static str],
     status: i32,
@@ -237,6 +369,7 @@ struct E2eCase {
 const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "qemu-pvh-boot",
+        vendor: Vendor::Amd,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Pvh boot)",
@@ -253,6 +386,7 @@ const E2E_CASES: &[E2eCase] = &[
     },
     E2eCase {
         name: "qemu-fault-report",
+        vendor: Vendor::Amd,
         cmdline: "selftest=ud",
         expect: &[
             "FATAL hypervisor exception 6 (#UD invalid opcode)",
@@ -260,6 +394,23 @@ const E2E_CASES: &[E2eCase] = &[
             "r8 0x",
         ],
         status: QEMU_EXIT_FAILURE,
+    },
+    E2eCase {
+        name: "bochs-multiboot2-boot",
+        vendor: Vendor::Intel,
+        cmdline: "loglvl=debug",
+        expect: &[
+            "hypervisor 0.1.0 starting (Multiboot2 boot)",
+            "command line: \"exit=bochs loglvl=debug\"",
+            "module 0: ",
+            "+0x12 \"\"",
+            "(X2Apic)",
+            "CPU1 online (APIC id 1)",
+            "2 CPUs online",
+            STOP_OK,
+        ],
+        // Bochs always exits with 1; the verdict is the serial line's.
+        status: 1,
     },
 ];
 
@@ -275,10 +426,13 @@ pub fn e2e() -> Result<(), String> {
         let o = RunOptions {
             cmdline: case.cmdline.into(),
             modules: vec![module.clone()],
-            timeout: Some(Duration::from_secs(120)),
+            timeout: Some(Duration::from_secs(300)),
             ..Default::default()
         };
-        let out = boot_qemu(&image, &o, false)?;
+        let out = match case.vendor {
+            Vendor::Amd => boot_qemu(&image, &o, false)?,
+            Vendor::Intel => boot_bochs(&image, &o, false)?,
+        };
         let mut missing: Vec<&str> = case
             .expect
             .iter()

@@ -11,6 +11,8 @@ pub enum ExitMethod {
     /// QEMU's `isa-debug-exit` device at the given I/O port: the emulator
     /// exits with status `(value << 1) | 1`.
     IsaDebugExit(u16),
+    /// Bochs: writing `Shutdown` to I/O port 0x8900 ends the simulation.
+    BochsShutdown,
 }
 
 /// A deliberate fault, to check the hypervisor's own fault reporting.
@@ -29,7 +31,8 @@ pub struct Options {
     /// `loglvl=`: `none`, `error`, `warning`, `info`, `debug`, `all` (Xen's
     /// names) or the `log` crate's `warn`/`trace`.
     pub log_level: LevelFilter,
-    /// `exit=`: `halt` or `isa-debug-exit[@port]` (port in hex, default 0xf4).
+    /// `exit=`: `halt`, `isa-debug-exit[@port]` (port in hex, default 0xf4)
+    /// or `bochs`.
     pub exit: ExitMethod,
     /// `selftest=ud`: see [`SelfTest`].
     pub selftest: SelfTest,
@@ -89,6 +92,7 @@ fn parse_exit(v: &str) -> Option<ExitMethod> {
     match v.split_once('@') {
         None if v == "halt" => Some(ExitMethod::Halt),
         None if v == "isa-debug-exit" => Some(ExitMethod::IsaDebugExit(0xf4)),
+        None if v == "bochs" => Some(ExitMethod::BochsShutdown),
         Some(("isa-debug-exit", port)) => {
             let hex = port.strip_prefix("0x").unwrap_or(port);
             u16::from_str_radix(hex, 16)
@@ -121,6 +125,7 @@ mod tests {
         assert_eq!(o.selftest, SelfTest::InvalidOpcode);
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.exit, ExitMethod::IsaDebugExit(0x501));
+        assert_eq!(parse("exit=bochs").0.exit, ExitMethod::BochsShutdown);
         let (o, _) = parse("exit=isa-debug-exit loglvl=none");
         assert_eq!(o.exit, ExitMethod::IsaDebugExit(0xf4));
         assert_eq!(o.log_level, LevelFilter::Off);

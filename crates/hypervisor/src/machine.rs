@@ -17,15 +17,32 @@ pub fn set_exit_method(m: ExitMethod) {
     EXIT.call_once(|| m);
 }
 
+/// The last line the hypervisor prints; emulators without an exit status
+/// (Bochs) are judged by it.
+pub const STOP_OK: &str = "(XEN) machine stop: success";
+/// The same on failure.
+pub const STOP_FAILED: &str = "(XEN) machine stop: FAILURE";
+
 /// Stops the machine, reporting `ok` where the platform can carry it.
 pub fn stop(ok: bool) -> ! {
+    crate::println!("{}", if ok { STOP_OK } else { STOP_FAILED });
     console::drain();
-    if let Some(ExitMethod::IsaDebugExit(port)) = EXIT.get() {
-        let code = if ok { EXIT_SUCCESS } else { EXIT_FAILURE };
-        // SAFETY: the operator named this port as QEMU's isa-debug-exit on the
-        // command line; writing it ends the emulator. On a machine without
-        // the device the write goes nowhere and we fall through to halting.
-        unsafe { x86::io::outl(*port, code) };
+    match EXIT.get() {
+        Some(ExitMethod::IsaDebugExit(port)) => {
+            let code = if ok { EXIT_SUCCESS } else { EXIT_FAILURE };
+            // SAFETY: the operator named this port as QEMU's isa-debug-exit on
+            // the command line; writing it ends the emulator. On a machine
+            // without the device the write goes nowhere and we halt below.
+            unsafe { x86::io::outl(*port, code) };
+        }
+        Some(ExitMethod::BochsShutdown) => {
+            for b in b"Shutdown" {
+                // SAFETY: the operator asked for Bochs' shutdown port 0x8900
+                // on the command line; on other machines it is unused.
+                unsafe { x86::io::outb(0x8900, *b) };
+            }
+        }
+        Some(ExitMethod::Halt) | None => {}
     }
     halt_forever()
 }

@@ -201,10 +201,11 @@ fn read_multiboot2(info: u64) -> Result<BootInfo, &'static str> {
             cmdline,
         });
     }
+    // The RSDP tags hold a copy of the RSDP after their 8-byte tag header.
     if let Some(rsdp) = mbi.rsdp_v2_tag() {
-        boot.rsdp = Some(rsdp as *const _ as u64);
+        boot.rsdp = Some(rsdp as *const _ as u64 + 8);
     } else if let Some(rsdp) = mbi.rsdp_v1_tag() {
-        boot.rsdp = Some(rsdp as *const _ as u64);
+        boot.rsdp = Some(rsdp as *const _ as u64 + 8);
     }
     Ok(boot)
 }

@@ -11,4 +11,5 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod launch;
 pub mod mm;

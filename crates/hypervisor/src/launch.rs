@@ -1,0 +1,356 @@
+//! Which boot module is which domain's kernel or ramdisk: the launch plan,
+//! in the spirit of Xen's hyperlaunch, read from the module command lines.
+//!
+//! Each module's command line is
+//!
+//! ```text
+//! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [-- guest command line]
+//! ramdisk
+//! ```
+//!
+//! A `kernel` module starts a new domain (ids count up from 1, or from 0
+//! for the first `priv` one, as Xen's control domain is 0). A `ramdisk`
+//! module belongs to the kernel module before it. SIZE is in bytes with an
+//! optional `K`, `M` or `G` suffix (default unit: MiB, as Xen's `dom0_mem`).
+//!
+//! A boot loader that carries a single module and no module command line
+//! (QEMU's `-kernel ... -initrd KERNEL`) gives a kernel with the defaults.
+//! Bad plans are refused as a whole with the module and reason: a
+//! half-started system is worse than none.
+
+use core::fmt;
+
+/// Defaults for a kernel module's options.
+pub const DEFAULT_MEM_MIB: u64 = 64;
+/// Default vCPU count.
+pub const DEFAULT_VCPUS: u32 = 1;
+/// Most vCPUs a domain may ask for.
+pub const MAX_VCPUS: u32 = 128;
+/// Most domains in one plan.
+pub const MAX_DOMAINS: usize = 16;
+
+/// One domain to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainPlan<'a> {
+    /// Domain id.
+    pub domid: u16,
+    /// Name for logs (defaults to `d<id>`, kept empty here).
+    pub name: &'a str,
+    /// Index of the kernel module.
+    pub kernel: usize,
+    /// Index of the ramdisk module, if any.
+    pub ramdisk: Option<usize>,
+    /// Guest RAM in bytes.
+    pub mem: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Whether this is the privileged control domain.
+    pub privileged: bool,
+    /// The guest's command line.
+    pub cmdline: &'a str,
+}
+
+/// Why a plan was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanError<'a> {
+    /// No module at all.
+    NoModules,
+    /// A module's first word is neither `kernel` nor `ramdisk`.
+    UnknownRole { module: usize, word: &'a str },
+    /// A ramdisk with no kernel before it.
+    OrphanRamdisk { module: usize },
+    /// A second ramdisk for the same kernel.
+    SecondRamdisk { module: usize },
+    /// An option that is unknown or has a bad value.
+    BadOption { module: usize, option: &'a str },
+    /// More than one privileged domain.
+    SecondPrivileged { module: usize },
+    /// More than [`MAX_DOMAINS`] kernels.
+    TooManyDomains,
+}
+
+impl fmt::Display for PlanError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoModules => write!(f, "no boot modules: nothing to run"),
+            Self::UnknownRole { module, word } => write!(
+                f,
+                "module {module}: `{word}` is not a role (kernel or ramdisk)"
+            ),
+            Self::OrphanRamdisk { module } => {
+                write!(f, "module {module}: ramdisk with no kernel before it")
+            }
+            Self::SecondRamdisk { module } => {
+                write!(f, "module {module}: the kernel already has a ramdisk")
+            }
+            Self::BadOption { module, option } => {
+                write!(f, "module {module}: bad option `{option}`")
+            }
+            Self::SecondPrivileged { module } => {
+                write!(f, "module {module}: only one domain may be privileged")
+            }
+            Self::TooManyDomains => write!(f, "more than {MAX_DOMAINS} domains"),
+        }
+    }
+}
+
+/// Parses a size: a number with an optional K/M/G suffix; no suffix means MiB.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 20),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+/// Builds the plan from the module command lines (in module order).
+pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>> {
+    if module_cmdlines.is_empty() {
+        return Err(PlanError::NoModules);
+    }
+    let mut plans = Plans::new();
+    // A lone module without a command line is a kernel with the defaults.
+    if module_cmdlines.len() == 1 && module_cmdlines[0].trim().is_empty() {
+        plans.push(DomainPlan {
+            domid: 1,
+            name: "",
+            kernel: 0,
+            ramdisk: None,
+            mem: DEFAULT_MEM_MIB << 20,
+            vcpus: DEFAULT_VCPUS,
+            privileged: false,
+            cmdline: "",
+        })?;
+        return Ok(plans);
+    }
+    let mut next_id: u16 = 1;
+    let mut have_priv = false;
+    for (module, line) in module_cmdlines.iter().enumerate() {
+        let (opts, guest_cmdline) = match line.split_once(" -- ") {
+            Some((o, c)) => (o, c.trim()),
+            None => (line.strip_suffix(" --").unwrap_or(line), ""),
+        };
+        let mut words = opts.split_ascii_whitespace();
+        match words.next() {
+            Some("kernel") => {
+                let mut d = DomainPlan {
+                    domid: 0,
+                    name: "",
+                    kernel: module,
+                    ramdisk: None,
+                    mem: DEFAULT_MEM_MIB << 20,
+                    vcpus: DEFAULT_VCPUS,
+                    privileged: false,
+                    cmdline: guest_cmdline,
+                };
+                for w in words {
+                    let bad = PlanError::BadOption { module, option: w };
+                    match w.split_once('=') {
+                        Some(("name", v)) if !v.is_empty() => d.name = v,
+                        Some(("mem", v)) => {
+                            d.mem = parse_size(v)
+                                .filter(|&m| m >= 1 << 20 && m % 4096 == 0)
+                                .ok_or(bad)?
+                        }
+                        Some(("vcpus", v)) => {
+                            d.vcpus = v
+                                .parse()
+                                .ok()
+                                .filter(|n| (1..=MAX_VCPUS).contains(n))
+                                .ok_or(bad)?
+                        }
+                        None if w == "priv" => d.privileged = true,
+                        _ => return Err(bad),
+                    }
+                }
+                if d.privileged {
+                    if have_priv {
+                        return Err(PlanError::SecondPrivileged { module });
+                    }
+                    have_priv = true;
+                    d.domid = 0;
+                } else {
+                    d.domid = next_id;
+                    next_id = next_id.checked_add(1).ok_or(PlanError::TooManyDomains)?;
+                }
+                plans.push(d)?;
+            }
+            Some("ramdisk") => {
+                if let Some(w) = words.next() {
+                    return Err(PlanError::BadOption { module, option: w });
+                }
+                let d = plans
+                    .last_mut()
+                    .ok_or(PlanError::OrphanRamdisk { module })?;
+                if d.ramdisk.is_some() {
+                    return Err(PlanError::SecondRamdisk { module });
+                }
+                d.ramdisk = Some(module);
+            }
+            Some(word) => return Err(PlanError::UnknownRole { module, word }),
+            None => {
+                return Err(PlanError::UnknownRole { module, word: "" });
+            }
+        }
+    }
+    Ok(plans)
+}
+
+/// A fixed-capacity list of plans (this runs before, and independently of,
+/// the heap): up to [`MAX_DOMAINS`] domain plans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plans<'a> {
+    items: [Option<DomainPlan<'a>>; MAX_DOMAINS],
+    len: usize,
+}
+
+impl<'a> Plans<'a> {
+    fn new() -> Self {
+        Self {
+            items: [const { None }; MAX_DOMAINS],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, d: DomainPlan<'a>) -> Result<(), PlanError<'a>> {
+        let slot = self
+            .items
+            .get_mut(self.len)
+            .ok_or(PlanError::TooManyDomains)?;
+        *slot = Some(d);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn last_mut(&mut self) -> Option<&mut DomainPlan<'a>> {
+        self.len.checked_sub(1).and_then(|i| self.items[i].as_mut())
+    }
+
+    /// The plans, in module order.
+    pub fn iter(&self) -> impl Iterator<Item = &DomainPlan<'a>> {
+        self.items[..self.len].iter().flatten()
+    }
+
+    /// How many domains.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(lines: &[&'static str]) -> Vec<DomainPlan<'static>> {
+        plan(lines).unwrap().iter().cloned().collect()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64"), Some(64 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("1m"), Some(1 << 20));
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("-1M"), None);
+        assert_eq!(parse_size("99999999999999999G"), None);
+    }
+
+    #[test]
+    fn lone_module_without_cmdline_is_a_default_kernel() {
+        let p = ok(&[""]);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].domid, p[0].kernel, p[0].ramdisk), (1, 0, None));
+        assert_eq!(p[0].mem, DEFAULT_MEM_MIB << 20);
+    }
+
+    #[test]
+    fn kernels_ramdisks_and_options() {
+        let p = ok(&[
+            "kernel name=ctl priv mem=128M vcpus=2 -- console=hvc0 quiet",
+            "ramdisk",
+            "kernel mem=32",
+            "kernel -- a -- b",
+        ]);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].domid, 0);
+        assert!(p[0].privileged);
+        assert_eq!(p[0].name, "ctl");
+        assert_eq!(p[0].mem, 128 << 20);
+        assert_eq!(p[0].vcpus, 2);
+        assert_eq!(p[0].ramdisk, Some(1));
+        assert_eq!(p[0].cmdline, "console=hvc0 quiet");
+        assert_eq!((p[1].domid, p[1].kernel, p[1].mem), (1, 2, 32 << 20));
+        assert_eq!(p[1].cmdline, "");
+        assert_eq!((p[2].domid, p[2].cmdline), (2, "a -- b"));
+    }
+
+    #[test]
+    fn bad_plans_are_refused_with_the_module_and_reason() {
+        assert_eq!(plan(&[]), Err(PlanError::NoModules));
+        assert_eq!(
+            plan(&["ramdisk"]),
+            Err(PlanError::OrphanRamdisk { module: 0 })
+        );
+        assert_eq!(
+            plan(&["kernel", "ramdisk", "ramdisk"]),
+            Err(PlanError::SecondRamdisk { module: 2 })
+        );
+        assert_eq!(
+            plan(&["kernel", "initrd"]),
+            Err(PlanError::UnknownRole {
+                module: 1,
+                word: "initrd"
+            })
+        );
+        assert_eq!(
+            plan(&["kernel", ""]),
+            Err(PlanError::UnknownRole {
+                module: 1,
+                word: ""
+            })
+        );
+        for bad in [
+            "mem=0",
+            "mem=12K",
+            "mem=lots",
+            "vcpus=0",
+            "vcpus=129",
+            "vcpus=-1",
+            "name=",
+            "colour=blue",
+        ] {
+            let line = format!("kernel {bad}");
+            let line: &'static str = Box::leak(line.into_boxed_str());
+            assert_eq!(
+                plan(&[line]),
+                Err(PlanError::BadOption {
+                    module: 0,
+                    option: bad
+                }),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            plan(&["kernel priv", "kernel priv"]),
+            Err(PlanError::SecondPrivileged { module: 1 })
+        );
+        let many = ["kernel"; MAX_DOMAINS + 1];
+        assert_eq!(plan(&many), Err(PlanError::TooManyDomains));
+    }
+
+    #[test]
+    fn errors_name_the_module() {
+        let e = plan(&["kernel vcpus=0"]).unwrap_err();
+        assert_eq!(e.to_string(), "module 0: bad option `vcpus=0`");
+    }
+}

@@ -4,12 +4,16 @@
 //! hardware modules beside it), built for `x86_64-unknown-none` by
 //! `cargo xtask image`. This library holds the parts of it that are pure
 //! logic, so that they are unit-tested on the host: the command-line
-//! options and the vendor-neutral model of what the boot loader handed over.
+//! options, the vendor-neutral model of what the boot loader handed over,
+//! the frame allocator, the launch plan and the guests' ACPI tables.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod bootinfo;
 pub mod cmdline;
+pub mod guest_acpi;
 pub mod launch;
 pub mod mm;

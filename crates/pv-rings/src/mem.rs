@@ -1,0 +1,322 @@
+//! Access to memory shared with a peer.
+//!
+//! The rings never form a Rust reference into shared memory: the peer may
+//! write any byte at any time, so `&`/`&mut` to it would be undefined
+//! behaviour. Every access goes through [`SharedMem`], whose operations are
+//! all atomic: 32-bit index loads and stores with an explicit ordering, and
+//! byte copies made of relaxed atomic loads or stores. The compiler may
+//! neither split an index access nor repeat or merge a copy (no double fetch,
+//! XSA-155), and a racing peer cannot make the copy undefined behaviour.
+//!
+//! [`RawMem`] is the production implementation over a raw pointer. The loom
+//! models implement the same trait over loom's atomics, so the protocol code
+//! they check is the code that runs.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+
+/// Memory shared with a peer, seen as a byte array of [`len`](Self::len)
+/// bytes.
+///
+/// Offsets passed by the rings are always in bounds and 32-bit accesses are
+/// 4-byte aligned; an implementation must still check and panic (never cause
+/// undefined behaviour) if handed a bad offset, since that is a bug in this
+/// crate, not something a peer can cause.
+///
+/// # Concurrency
+/// The peer writes concurrently. Each method is one or more atomic accesses;
+/// nothing returned refers to the shared memory after the call.
+pub trait SharedMem {
+    /// Size in bytes.
+    fn len(&self) -> usize;
+    /// Whether the memory is empty (never true for a usable ring).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Atomic 32-bit load at a 4-byte aligned offset.
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32;
+    /// Atomic 32-bit store at a 4-byte aligned offset.
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering);
+    /// Relaxed atomic byte load.
+    fn load_u8(&self, offset: usize) -> u8;
+    /// Relaxed atomic byte store.
+    fn store_u8(&self, offset: usize, value: u8);
+    /// Copies `dst.len()` bytes from `offset` into private memory with relaxed
+    /// atomic loads; each shared byte is read exactly once.
+    fn read(&self, offset: usize, dst: &mut [u8]);
+    /// Copies `src` to `offset` with relaxed atomic stores.
+    fn write(&self, offset: usize, src: &[u8]);
+    /// A full (sequentially consistent) fence: Xen's `mb()`.
+    fn full_fence(&self);
+}
+
+impl<T: SharedMem + ?Sized> SharedMem for &T {
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        (**self).load_u32(offset, order)
+    }
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering) {
+        (**self).store_u32(offset, value, order)
+    }
+    fn load_u8(&self, offset: usize) -> u8 {
+        (**self).load_u8(offset)
+    }
+    fn store_u8(&self, offset: usize, value: u8) {
+        (**self).store_u8(offset, value)
+    }
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        (**self).read(offset, dst)
+    }
+    fn write(&self, offset: usize, src: &[u8]) {
+        (**self).write(offset, src)
+    }
+    fn full_fence(&self) {
+        (**self).full_fence()
+    }
+}
+
+/// Why a raw region cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemError {
+    /// The base address is not 8-byte aligned.
+    Misaligned,
+    /// The length is not a multiple of 8 or is zero.
+    BadLength,
+}
+
+/// Shared memory given as a raw pointer and a length, valid for `'a`.
+///
+/// `Copy`, `Send` and `Sync`: the two ends of a ring in one address space (a
+/// test, a same-host back end) can each hold a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct RawMem<'a> {
+    base: NonNull<u8>,
+    len: usize,
+    _life: PhantomData<&'a [AtomicU8]>,
+}
+
+// SAFETY: every access through `RawMem` is atomic, so using it from several
+// threads at once is free of data races; the region's validity for `'a` is
+// the constructor's contract.
+unsafe impl Send for RawMem<'_> {}
+// SAFETY: as for `Send`: shared use only performs atomic accesses.
+unsafe impl Sync for RawMem<'_> {}
+
+impl<'a> RawMem<'a> {
+    /// Views `len` bytes at `base` as shared memory.
+    ///
+    /// # Safety
+    /// 1. `base..base + len` is valid for reads and writes for all of `'a`
+    ///    (mapped, not freed or unmapped before `'a` ends).
+    /// 2. During `'a`, no Rust reference to any byte of the region exists, and
+    ///    every other access to it (by this program) is atomic: only atomics,
+    ///    another `RawMem`, or a peer outside the Rust abstract machine (another
+    ///    domain, the hypervisor, a device) touch it.
+    ///
+    /// Xen shares whole pages, so real uses pass a page-aligned base; this
+    /// constructor itself only needs 8-byte alignment and a length that is a
+    /// multiple of 8, and checks both.
+    pub unsafe fn new(base: NonNull<u8>, len: usize) -> Result<Self, MemError> {
+        if !(base.as_ptr() as usize).is_multiple_of(8) {
+            return Err(MemError::Misaligned);
+        }
+        if len == 0 || !len.is_multiple_of(8) {
+            return Err(MemError::BadLength);
+        }
+        Ok(Self {
+            base,
+            len,
+            _life: PhantomData,
+        })
+    }
+
+    /// The base pointer.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    #[inline(always)]
+    fn check(&self, offset: usize, size: usize) {
+        let end = offset.checked_add(size);
+        assert!(
+            matches!(end, Some(e) if e <= self.len),
+            "pv-rings: shared access out of bounds"
+        );
+    }
+
+    #[inline(always)]
+    fn at(&self, offset: usize) -> *mut u8 {
+        // `check` was called by every caller; `wrapping_add` keeps this
+        // function itself free of preconditions.
+        self.base.as_ptr().wrapping_add(offset)
+    }
+}
+
+impl SharedMem for RawMem<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
+        self.check(offset, 4);
+        assert!(offset.is_multiple_of(4), "pv-rings: misaligned index");
+        // SAFETY: in bounds (checked) and 4-byte aligned (base 8-aligned,
+        // offset checked); valid for 'a and only accessed atomically, by the
+        // constructor's contract (1, 2).
+        unsafe { AtomicU32::from_ptr(self.at(offset).cast()) }.load(order)
+    }
+
+    #[inline(always)]
+    fn store_u32(&self, offset: usize, value: u32, order: Ordering) {
+        self.check(offset, 4);
+        assert!(offset.is_multiple_of(4), "pv-rings: misaligned index");
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU32::from_ptr(self.at(offset).cast()) }.store(value, order)
+    }
+
+    #[inline(always)]
+    fn load_u8(&self, offset: usize) -> u8 {
+        self.check(offset, 1);
+        // SAFETY: in bounds (checked); bytes need no alignment; contract 1, 2.
+        unsafe { AtomicU8::from_ptr(self.at(offset)) }.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn store_u8(&self, offset: usize, value: u8) {
+        self.check(offset, 1);
+        // SAFETY: as in `load_u8`.
+        unsafe { AtomicU8::from_ptr(self.at(offset)) }.store(value, Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        self.check(offset, dst.len());
+        let mut i = 0;
+        while i < dst.len() {
+            let p = self.at(offset + i);
+            let rest = dst.len() - i;
+            if (p as usize).is_multiple_of(8) && rest >= 8 {
+                // SAFETY: p..p+8 is in bounds (checked above, rest >= 8) and
+                // 8-byte aligned; contract 1, 2.
+                let v = unsafe { AtomicU64::from_ptr(p.cast()) }.load(Ordering::Relaxed);
+                dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+                i += 8;
+            } else if (p as usize).is_multiple_of(4) && rest >= 4 {
+                // SAFETY: p..p+4 in bounds and 4-byte aligned; contract 1, 2.
+                let v = unsafe { AtomicU32::from_ptr(p.cast()) }.load(Ordering::Relaxed);
+                dst[i..i + 4].copy_from_slice(&v.to_ne_bytes());
+                i += 4;
+            } else {
+                // SAFETY: p is in bounds; contract 1, 2.
+                dst[i] = unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn write(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len());
+        let mut i = 0;
+        while i < src.len() {
+            let p = self.at(offset + i);
+            let rest = src.len() - i;
+            if (p as usize).is_multiple_of(8) && rest >= 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&src[i..i + 8]);
+                // SAFETY: p..p+8 in bounds and 8-byte aligned; contract 1, 2.
+                unsafe { AtomicU64::from_ptr(p.cast()) }
+                    .store(u64::from_ne_bytes(b), Ordering::Relaxed);
+                i += 8;
+            } else if (p as usize).is_multiple_of(4) && rest >= 4 {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&src[i..i + 4]);
+                // SAFETY: p..p+4 in bounds and 4-byte aligned; contract 1, 2.
+                unsafe { AtomicU32::from_ptr(p.cast()) }
+                    .store(u32::from_ne_bytes(b), Ordering::Relaxed);
+                i += 4;
+            } else {
+                // SAFETY: p in bounds; contract 1, 2.
+                unsafe { AtomicU8::from_ptr(p) }.store(src[i], Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn full_fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// An owned, zeroed, page-aligned heap buffer to put a ring in (tests,
+/// same-host back ends, examples). Needs the `std` feature.
+#[cfg(feature = "std")]
+pub struct HeapPage {
+    ptr: NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+#[cfg(feature = "std")]
+// SAFETY: the buffer is owned; `HeapPage` only hands out `RawMem`, whose
+// accesses are atomic.
+unsafe impl Send for HeapPage {}
+#[cfg(feature = "std")]
+// SAFETY: shared use only goes through `RawMem` (atomic accesses).
+unsafe impl Sync for HeapPage {}
+
+#[cfg(feature = "std")]
+impl HeapPage {
+    /// Page size.
+    pub const PAGE_SIZE: usize = 4096;
+
+    /// Allocates `pages` zeroed 4 KiB pages (at least one).
+    pub fn new(pages: usize) -> Self {
+        let size = pages.max(1).saturating_mul(Self::PAGE_SIZE);
+        let layout = std::alloc::Layout::from_size_align(size, Self::PAGE_SIZE)
+            .expect("HeapPage: size overflows");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        Self { ptr, layout }
+    }
+
+    /// One zeroed page.
+    pub fn one() -> Self {
+        Self::new(1)
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The buffer as shared memory, for as long as the page is borrowed.
+    pub fn mem(&self) -> RawMem<'_> {
+        // SAFETY: (1) the allocation lives as long as `self` is borrowed and
+        // is `len()` bytes; (2) `HeapPage` never creates references to its
+        // bytes, all access goes through `RawMem`. Alignment and length are
+        // multiples of 4096.
+        unsafe { RawMem::new(self.ptr, self.len()) }.expect("HeapPage is page-aligned")
+    }
+}
+
+#[cfg(feature = "std")]
+impl Drop for HeapPage {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}

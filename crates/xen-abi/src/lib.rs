@@ -21,6 +21,9 @@
 
 #![no_std]
 #![deny(missing_docs)]
+// Xen's constant names are kept verbatim (`HVMOP_set_param`, `__HYPERVISOR_vcpu_op`),
+// as are its function-like macros (`XENMEMF_node`).
+#![allow(non_upper_case_globals, non_snake_case)]
 
 /// Asserts at compile time the size of a struct and the offset of each named
 /// field, against Xen's x86_64 layout.
@@ -41,6 +44,18 @@ macro_rules! assert_layout {
     };
 }
 
+pub mod elfnote;
+pub mod errno;
+pub mod features;
+pub mod memory;
 pub mod start_info;
+pub mod version;
+pub mod xen;
 
+pub use elfnote::*;
+pub use errno::*;
+pub use features::*;
+pub use memory::*;
 pub use start_info::*;
+pub use version::*;
+pub use xen::*;

@@ -46,16 +46,24 @@ macro_rules! assert_layout {
 
 pub mod elfnote;
 pub mod errno;
+pub mod event_channel;
 pub mod features;
+pub mod hvm;
 pub mod memory;
+pub mod sched;
 pub mod start_info;
+pub mod vcpu;
 pub mod version;
 pub mod xen;
 
 pub use elfnote::*;
 pub use errno::*;
+pub use event_channel::*;
 pub use features::*;
+pub use hvm::*;
 pub use memory::*;
+pub use sched::*;
 pub use start_info::*;
+pub use vcpu::*;
 pub use version::*;
 pub use xen::*;

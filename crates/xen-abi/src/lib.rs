@@ -44,10 +44,12 @@ macro_rules! assert_layout {
     };
 }
 
+pub mod cpuid;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
 pub mod features;
+pub mod grant_table;
 pub mod hvm;
 pub mod memory;
 pub mod sched;
@@ -56,10 +58,12 @@ pub mod vcpu;
 pub mod version;
 pub mod xen;
 
+pub use cpuid::*;
 pub use elfnote::*;
 pub use errno::*;
 pub use event_channel::*;
 pub use features::*;
+pub use grant_table::*;
 pub use hvm::*;
 pub use memory::*;
 pub use sched::*;

@@ -50,6 +50,8 @@ pub mod errno;
 pub mod event_channel;
 pub mod features;
 pub mod grant_table;
+#[cfg(all(feature = "guest", target_arch = "x86_64"))]
+pub mod guest;
 pub mod hvm;
 pub mod io;
 pub mod memory;
@@ -65,6 +67,8 @@ pub use errno::*;
 pub use event_channel::*;
 pub use features::*;
 pub use grant_table::*;
+#[cfg(all(feature = "guest", target_arch = "x86_64"))]
+pub use guest::*;
 pub use hvm::*;
 pub use io::*;
 pub use memory::*;

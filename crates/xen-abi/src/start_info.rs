@@ -97,3 +97,48 @@ pub struct HvmMemmapTableEntry {
     pub reserved: u32,
 }
 crate::assert_layout!(HvmMemmapTableEntry, 24, { addr: 0, size: 8, r#type: 16, reserved: 20 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_spells_xen3_with_high_bit() {
+        let b = XEN_HVM_START_MAGIC_VALUE.to_le_bytes();
+        assert_eq!(b, [b'x', b'E' | 0x80, b'n', b'3']);
+    }
+
+    #[test]
+    fn start_info_from_guest_memory() {
+        let info = HvmStartInfo {
+            magic: XEN_HVM_START_MAGIC_VALUE,
+            version: 1,
+            flags: SIF_PRIVILEGED | SIF_INITDOMAIN,
+            nr_modules: 1,
+            modlist_paddr: 0x6000,
+            cmdline_paddr: 0x7000,
+            rsdp_paddr: 0xfffc0,
+            memmap_paddr: 0x8000,
+            memmap_entries: 3,
+            reserved: 0,
+        };
+        let bytes = info.as_bytes();
+        assert_eq!(&bytes[48..52], &3u32.to_le_bytes());
+        assert_eq!(HvmStartInfo::read_from_bytes(bytes).unwrap(), info);
+        assert!(HvmStartInfo::read_from_bytes(&bytes[..55]).is_err());
+        let entry = HvmMemmapTableEntry {
+            addr: 0,
+            size: 0xa0000,
+            r#type: XEN_HVM_MEMMAP_TYPE_RAM,
+            reserved: 0,
+        };
+        let mut table = [0u8; 48];
+        table[24..48].copy_from_slice(entry.as_bytes());
+        let entries = <[HvmMemmapTableEntry; 2]>::read_from_bytes(&table[..]).unwrap();
+        assert_eq!(entries[1], entry);
+        assert_eq!(
+            entries[0].r#type, 0,
+            "type 0 is not a defined memmap type, kept as is"
+        );
+    }
+}

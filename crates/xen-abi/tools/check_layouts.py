@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Cross-checks xen-abi's layout assertions against Xen's C headers.
+
+Usage: check_layouts.py XEN_PUBLIC_DIR
+  XEN_PUBLIC_DIR is a checkout's xen/include/public.
+
+Reads every size/offset assertion in ../src, writes a C program that
+checks the same facts with sizeof/offsetof on Xen's own structs, and
+compiles it with gcc: natively for x86_64 (run, prints mismatches) and
+with -m32 for the Blkif32* layouts (static assertions). Fields that exist
+only on the Rust side (explicit padding) are reported and skipped.
+Needs gcc with -m32 support. Exit status 0 when everything matches.
+"""
+import glob, os, re, subprocess, sys, tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(HERE, '..', 'src')
+
+# Rust type -> C struct, where the snake_case rule does not give it.
+C_NAME = {
+    'XenconsInterface': 'xencons_interface',
+    'XenstoreDomainInterface': 'xenstore_domain_interface',
+    'XsdSockmsg': 'xsd_sockmsg',
+    'VcpuHvmX86_32': 'vcpu_hvm_x86_32',
+    'VcpuHvmX86_64': 'vcpu_hvm_x86_64',
+    'GrantEntryV1': 'grant_entry_v1',
+    'SringHeader': 'blkif_sring',
+    'E820Entry': 'e820entry',
+    'Blkif32Request': 'blkif_request',
+    'Blkif32RequestDiscard': 'blkif_request_discard',
+    'Blkif32RequestIndirect': 'blkif_request_indirect',
+    'Blkif32Response': 'blkif_response',
+    'EvtchnFifoControlBlock': 'evtchn_fifo_control_block',
+    'XenNetifCtrlRequest': 'xen_netif_ctrl_request',
+    'XenNetifCtrlResponse': 'xen_netif_ctrl_response',
+    'XenNetifGref': 'xen_netif_gref',
+    # C unions or anonymous members: checked by size in Rust only.
+    'GrantEntryV2': None, 'GrantEntryV2FullPage': None, 'GrantEntryV2SubPage': None,
+    'GrantEntryV2Transitive': None, 'NetifExtraInfoGso': None, 'Pair': None,
+}
+FIELD = {('SringHeader', 'pad'): '__pad', ('XenAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid'}
+
+PRELUDE = r'''
+#include <stdint.h>
+#include <stddef.h>
+#define __XEN_TOOLS__ 1
+#define XEN_HAVE_PV_UPCALL_MASK 1
+#include "xen.h"
+#include "memory.h"
+#include "version.h"
+#include "vcpu.h"
+#include "sched.h"
+#include "event_channel.h"
+#include "grant_table.h"
+#include "hvm/hvm_op.h"
+#include "hvm/params.h"
+#include "hvm/hvm_vcpu.h"
+#include "arch-x86/hvm/start_info.h"
+#include "io/ring.h"
+#include "io/console.h"
+#include "io/xs_wire.h"
+#include "io/blkif.h"
+#include "io/netif.h"
+/* Xen's e820 entry lives in its private headers: the BIOS layout. */
+struct e820entry { uint64_t addr, size; uint32_t type; } __attribute__((packed));
+#define SRING_HEADER_SIZE 64
+#define SRING_REQ_PROD_OFFSET 0
+#define SRING_REQ_EVENT_OFFSET 4
+#define SRING_RSP_PROD_OFFSET 8
+#define SRING_RSP_EVENT_OFFSET 12
+#define SRING_PVT_OFFSET 16
+'''
+RUNTIME = r'''
+#include <stdio.h>
+static int bad, n;
+int main(void) {
+CHECKS
+  printf("x86_64: %d checks, %d mismatches\n", n, bad);
+  return bad != 0;
+}
+'''
+STATIC = r'''
+CHECKS
+'''
+
+
+def assertions():
+    src = ''.join(open(f).read() for f in sorted(glob.glob(os.path.join(SRC, '**', '*.rs'), recursive=True)))
+    found = re.findall(r'assert_layout!\(\s*(\w+)\s*,\s*([^,]+?)\s*,\s*\{(.*?)\}\s*\)', src, re.S)
+    for m in re.finditer(r'(?:evtchn_arg|gnttab_arg|net_struct)!\(\s*(?:///[^\n]*\n\s*)*(\w+)\s*(?:=\s*\w+)?\s*,'
+                         r'\s*(\d+)\s*,\s*\{(.*?)\n\s*\}\s*\);', src, re.S):
+        name, size, body = m.groups()
+        fields = re.findall(r'^\s*(r#\w+|\w+)\s*:\s*[^=\n]+=\s*(\d+),', body, re.M)
+        found.append((name, size, ', '.join(f'{a}: {b}' for a, b in fields)))
+    return found
+
+
+def lines_for(found, m32):
+    out = []
+    for name, size, body in found:
+        if m32 != name.startswith('Blkif32'):
+            continue
+        c = C_NAME.get(name, re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower())
+        if c is None:
+            continue
+        size_of = 'offsetof(struct blkif_sring, ring)' if c == 'blkif_sring' else f'sizeof(struct {c})'
+        out.append(render(m32, size_of, size.strip(), f'{name} size'))
+        for field, off in re.findall(r'(r#\w+|\w+)\s*:\s*([^,]+)', body):
+            field = field.replace('r#', '')
+            expr = f'offsetof(struct {c}, {FIELD.get((name, field), field)})'
+            out.append(render(m32, expr, off.strip(), f'{name}.{field}'))
+    return out
+
+
+def render(static, c_expr, rust_value, label):
+    """One C statement comparing a C layout fact with the Rust one."""
+    if static:
+        return f'_Static_assert({c_expr} == ({rust_value}), "{label}");'
+    return (f'  n++; if ({c_expr} != ({rust_value})) {{ printf("%s: C %zu, Rust %zu\\n", "{label}", '
+            f'(size_t)({c_expr}), (size_t)({rust_value})); bad++; }}')
+
+
+def compile_dropping_unknown(lines, template, args, workdir):
+    """Compiles, dropping checks of members C does not have; returns (ok, lines)."""
+    for _ in range(8):
+        body = '\n'.join(lines)
+        path = os.path.join(workdir, 'check.c')
+        with open(path, 'w') as f:
+            f.write(PRELUDE + template.replace('CHECKS', body))
+        first = (PRELUDE + template).split('\n').index('CHECKS') + 1
+        r = subprocess.run(['gcc', '-w'] + args + [path], capture_output=True, text=True, cwd=workdir)
+        if r.returncode == 0:
+            return True, lines
+        bad = {int(x) - first for x in re.findall(r'check\.c:(\d+):\d+: error: [^\n]* has no member named', r.stderr)}
+        if not bad:
+            sys.stderr.write(r.stderr[:3000])
+            return False, lines
+        for i in sorted(bad):
+            print('skipped (no such C member):', lines[i].strip())
+        lines = [l for j, l in enumerate(lines) if j not in bad]
+    return False, lines
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    inc = os.path.abspath(sys.argv[1])
+    found = assertions()
+    with tempfile.TemporaryDirectory() as d:
+        ok64, l64 = compile_dropping_unknown(lines_for(found, False), RUNTIME, ['-iquote', inc, '-o', 'chk'], d)
+        if not ok64:
+            sys.exit('x86_64 check did not compile')
+        run = subprocess.run([os.path.join(d, 'chk')], capture_output=True, text=True)
+        print(run.stdout, end='')
+        ok32, l32 = compile_dropping_unknown(lines_for(found, True), STATIC,
+                                             ['-m32', '-ffreestanding', '-iquote', inc, '-c', '-o', 'chk32.o'], d)
+        print(f'x86_32: {len(l32)} checks, {"all match" if ok32 else "MISMATCH"}')
+    sys.exit(0 if run.returncode == 0 and ok32 else 1)
+
+
+if __name__ == '__main__':
+    main()

@@ -17,7 +17,40 @@
 //!   are a valid value. Fields that Xen defines as enumerations stay
 //!   integers; checked conversions return `Option`/`Result`. Nothing turns
 //!   foreign bytes into a Rust enum, a `bool` or a reference.
-//! - The `guest` feature adds hypercall entry for guest kernels.
+//! - The `guest` feature adds hypercall entry for guest kernels
+//!   (`guest` module, x86_64 only).
+//!
+//! ## Modules, by Xen header
+//! | module | mirrors |
+//! |---|---|
+//! | [`xen`] | `xen.h`, `arch-x86/xen*.h`: hypercall numbers, `DOMID_*`, `VIRQ_*`, `CONSOLEIO_*`, shared and vCPU info |
+//! | [`errno`] | `errno.h` |
+//! | [`elfnote`] | `elfnote.h` |
+//! | [`start_info`] | `arch-x86/hvm/start_info.h` |
+//! | [`version`], [`features`] | `version.h` (`XENVER_*`), `features.h` (`XENFEAT_*`) |
+//! | [`memory`] | `memory.h` (`XENMEM_*`), the e820 entry, `hvm/e820.h` |
+//! | [`hvm`] | `hvm/hvm_op.h`, `hvm/params.h`, callback-irq helpers |
+//! | [`vcpu`] | `vcpu.h`, `hvm/hvm_vcpu.h` |
+//! | [`sched`] | `sched.h` |
+//! | [`event_channel`] | `event_channel.h`, 2-level and FIFO |
+//! | [`grant_table`] | `grant_table.h` |
+//! | [`cpuid`] | `arch-x86/cpuid.h` |
+//! | [`io`] | `io/ring.h`, `io/console.h`, `io/xs_wire.h`, `io/xenbus.h`, `io/blkif.h`, `io/netif.h`, `io/protocols.h` |
+//!
+//! ## Example: reading what a guest wrote
+//! ```
+//! use xen_abi::{HvmCallbackVia, XenHvmParam, HVM_PARAM_CALLBACK_IRQ};
+//! use zerocopy::FromBytes;
+//!
+//! // 16 bytes copied out of guest memory: HVMOP_set_param's argument.
+//! let mut raw = [0u8; 16];
+//! raw[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes()); // DOMID_SELF
+//! raw[8..16].copy_from_slice(&((2u64 << 56) | 0xf3).to_le_bytes());
+//! let param = XenHvmParam::read_from_bytes(&raw).unwrap(); // any 16 bytes are valid
+//! assert_eq!(param.index, HVM_PARAM_CALLBACK_IRQ);
+//! assert_eq!(HvmCallbackVia::decode(param.value), Ok(HvmCallbackVia::Vector(0xf3)));
+//! assert!(XenHvmParam::read_from_bytes(&raw[..15]).is_err()); // short input: an error, not a panic
+//! ```
 
 #![no_std]
 #![deny(missing_docs)]

@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub gdb: bool,
     pub modules: Vec<PathBuf>,
     pub timeout: Option<Duration>,
+    /// Read the console from the debug port 0xE9 instead of COM1.
+    pub debugcon: bool,
 }
 
 impl Default for RunOptions {
@@ -54,6 +56,7 @@ impl Default for RunOptions {
             gdb: false,
             modules: Vec::new(),
             timeout: None,
+            debugcon: false,
         }
     }
 }
@@ -112,6 +115,21 @@ pub fn build_image() -> Result<PathBuf, String> {
     let out = out_dir.join("hypervisor.elf");
     std::fs::copy(&built, &out).map_err(|e| format!("copy {}: {e}", built.display()))?;
     Ok(out)
+}
+
+/// Builds our PVH test guest and returns its path.
+pub fn build_test_guest() -> Result<PathBuf, String> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-none",
+        "-p",
+        "pvh-test-guest",
+    ]);
+    run(c)?;
+    Ok(target_dir().join("x86_64-unknown-none/release/pvh-test-guest"))
 }
 
 fn target_dir() -> PathBuf {
@@ -301,7 +319,12 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         .arg("-kernel")
         .arg(image)
         .args(["-append", &cmdline])
-        .args(["-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-display", "none", "-no-reboot"])
+        .args(if o.debugcon {
+            ["-debugcon", "stdio", "-serial", "none"]
+        } else {
+            ["-serial", "stdio", "-debugcon", "null"]
+        })
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
@@ -361,6 +384,8 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
 struct E2eCase {
     name: &'static str,
     vendor: Vendor,
+    /// Boot the PVH test guest directly (no hypervisor) instead of the image.
+    bare_guest: bool,
     cmdline: &'static str,
     expect: &'static [&'static str],
     status: i32,
@@ -370,6 +395,7 @@ const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "qemu-pvh-boot",
         vendor: Vendor::Amd,
+        bare_guest: false,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Pvh boot)",
@@ -387,6 +413,7 @@ const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "qemu-fault-report",
         vendor: Vendor::Amd,
+        bare_guest: false,
         cmdline: "selftest=ud",
         expect: &[
             "FATAL hypervisor exception 6 (#UD invalid opcode)",
@@ -398,6 +425,7 @@ const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "bochs-multiboot2-boot",
         vendor: Vendor::Intel,
+        bare_guest: false,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
@@ -412,11 +440,22 @@ const E2E_CASES: &[E2eCase] = &[
         // Bochs always exits with 1; the verdict is the serial line's.
         status: 1,
     },
+    // The test guest on bare QEMU's PVH loader: proves the test kernel
+    // itself (boot, start_info, report) before it runs under the hypervisor.
+    E2eCase {
+        name: "test-guest-bare-qemu",
+        vendor: Vendor::Amd,
+        bare_guest: true,
+        cmdline: "",
+        expect: &["CHECK start_info: PASS", "VERDICT: PASS"],
+        status: QEMU_EXIT_SUCCESS,
+    },
 ];
 
 /// The end-to-end checks that `cargo xtask test` runs.
 pub fn e2e() -> Result<(), String> {
     let image = build_image()?;
+    let guest = build_test_guest()?;
     let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
     let module = root().join("target/image/e2e-module.bin");
     std::fs::write(&module, b"e2e module payload")
@@ -427,9 +466,11 @@ pub fn e2e() -> Result<(), String> {
             cmdline: case.cmdline.into(),
             modules: vec![module.clone()],
             timeout: Some(Duration::from_secs(300)),
+            debugcon: case.bare_guest,
             ..Default::default()
         };
         let out = match case.vendor {
+            Vendor::Amd if case.bare_guest => boot_qemu(&guest, &o, false)?,
             Vendor::Amd => boot_qemu(&image, &o, false)?,
             Vendor::Intel => boot_bochs(&image, &o, false)?,
         };

@@ -26,6 +26,7 @@ commands:
   test [--quick]     run every check: fmt, clippy, host tests, no_std builds,
                      and the proofs (Miri, loom, bounded fuzzing);
                      --quick skips the proofs
+  e2e                run the end-to-end boots alone (QEMU and Bochs)
   miri               run the Miri suite alone (nightly toolchain)
   loom               run the loom models alone
   fuzz [--runs N]    run each fuzz target for N inputs (default 20000)
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         "fuzz" => steps::fuzz(&rest),
         "bench" => steps::bench(&rest),
         "run" => image::run_cmd(&rest),
+        "e2e" => image::e2e(),
         "image" => image::image(&rest),
         "linux" => Err("`cargo xtask linux` is not available yet".to_string()),
         "help" | "--help" | "-h" => {

@@ -1,0 +1,109 @@
+//! PVH entry: 32-bit protected mode, paging off, EBX = `hvm_start_info`.
+//! Zeroes .bss, identity-maps the first GiB with 2 MiB pages, enters long
+//! mode and calls `guest_main(start_info)` on the boot stack.
+
+const STACK_SIZE: usize = 64 * 1024;
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 4
+    .long 18                              /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .long pvh_start
+    .balign 4
+
+    .section .rodata.gdt, "a"
+    .balign 16
+guest_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+guest_gdt_end:
+    .balign 4
+    .word 0
+guest_gdt_ptr:
+    .word guest_gdt_end - guest_gdt - 1
+    .long guest_gdt
+
+    .section .text.pvh, "ax"
+    .code32
+    .global pvh_start
+pvh_start:
+    cli
+    cld
+    mov esi, ebx
+    mov edi, offset __bss_start
+    mov ecx, offset __bss_end
+    sub ecx, edi
+    shr ecx, 2
+    xor eax, eax
+    rep stosd
+    mov esp, offset {stack} + {stack_size}
+
+    mov eax, offset {pdpt}
+    or eax, 3
+    mov dword ptr [{pml4}], eax
+    mov eax, offset {pd}
+    or eax, 3
+    mov dword ptr [{pdpt}], eax
+    xor ecx, ecx
+2:  mov eax, ecx
+    shl eax, 21
+    or eax, 0x83
+    mov dword ptr [{pd} + ecx * 8], eax
+    inc ecx
+    cmp ecx, 512
+    jb 2b
+
+    mov eax, cr4
+    or eax, 1 << 5
+    mov cr4, eax
+    mov eax, offset {pml4}
+    mov cr3, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 1 << 8
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001
+    mov cr0, eax
+    lgdt [guest_gdt_ptr]
+    push 0x08
+    .byte 0x68
+    .long guest_long_mode
+    retf
+
+    .code64
+guest_long_mode:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov edi, esi
+    mov rsp, offset {stack} + {stack_size}
+    call {main}
+3:  hlt
+    jmp 3b
+    "#,
+    stack = sym STACK,
+    stack_size = const STACK_SIZE,
+    pml4 = sym PML4,
+    pdpt = sym PDPT,
+    pd = sym PD,
+    main = sym crate::guest_main,
+);
+
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+static mut PML4: Table = Table([0; 512]);
+static mut PDPT: Table = Table([0; 512]);
+static mut PD: Table = Table([0; 512]);
+static mut STACK: Stack = Stack([0; STACK_SIZE]);

@@ -1,0 +1,46 @@
+//! # pvh-test-guest: our own PVH kernel for end-to-end tests
+//!
+//! A tiny `no_std` kernel that a PVH loader (our hypervisor, Xen, or QEMU's
+//! `-kernel`) enters in 32-bit protected mode with EBX = `hvm_start_info`.
+//! It switches to long mode on its own page tables, runs named checks and
+//! prints one line per check and a final verdict (see [`report`]), which
+//! `cargo xtask test` reads. Output goes to the debug console port 0xE9,
+//! which both QEMU (`-debugcon`) and our hypervisor provide.
+//!
+//! It only means something when built for `x86_64-unknown-none`; the host
+//! build checks the report logic in unit tests.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+mod report;
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod checks;
+#[cfg(target_os = "none")]
+mod console;
+
+/// Entered from `boot.rs` in long mode with the first GiB identity-mapped.
+#[cfg(target_os = "none")]
+extern "C" fn guest_main(start_info: u64) -> ! {
+    let mut r = report::Report::new(console::DebugCon);
+    let opts = checks::run_all(&mut r, start_info);
+    let passed = r.verdict();
+    console::stop(passed, opts.isa_debug_exit)
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    use core::fmt::Write;
+    let _ = writeln!(console::DebugCon, "GUEST PANIC: {info}");
+    let _ = writeln!(console::DebugCon, "{}", report::VERDICT_FAIL);
+    console::stop(false, true)
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the PVH test guest runs under a hypervisor: see `cargo xtask run`");
+    std::process::exit(2);
+}

@@ -18,6 +18,13 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
         "pvh-test-guest: start_info at {start_info:#x}"
     ));
     r.check("start_info", check_start_info(start_info));
+    match xen_abi::guest::find_xen_cpuid_base() {
+        Some(base) => {
+            r.check("xen_cpuid", Ok(()));
+            run_hypercall_checks(r, base);
+        }
+        None => r.check("xen_cpuid", Err(format_args!("no XenVMMXenVMM signature"))),
+    }
     let mut opts = Options::default();
     if let Some(si) = read_phys::<HvmStartInfo>(start_info)
         && let Some(line) = read_phys::<[u8; 256]>(si.cmdline_paddr)
@@ -60,4 +67,27 @@ fn check_start_info(pa: u64) -> Result<(), core::fmt::Arguments<'static>> {
         return Err(format_args!("command line outside mapped memory"));
     }
     Ok(())
+}
+
+/// Checks that need the hypervisor to answer hypercalls.
+fn run_hypercall_checks<W: Write>(r: &mut Report<W>, base: xen_abi::XenCpuidBase) {
+    r.note(format_args!(
+        "Xen CPUID base {:#x}, max leaf {:#x}",
+        base.base, base.max_leaf
+    ));
+    let hc = xen_abi::guest::Hypercall::detect();
+    r.check(
+        "console_io",
+        match hc.console_write(b"pvh-test-guest: hello through console_io\n") {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format_args!("CONSOLEIO_write refused")),
+        },
+    );
+    r.check(
+        "xen_version",
+        match hc.xen_version() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format_args!("XENVER_version refused")),
+        },
+    );
 }

@@ -54,14 +54,16 @@ where
     // the conversion fails instead of producing a misaligned reference.
     let align = core::mem::align_of::<T>();
     let base = buf.as_ptr() as usize;
-    let misaligned = (0..align).find(|o| (base + o) % align != 0);
+    let misaligned = (0..align).find(|o| !(base + o).is_multiple_of(align));
     if let Some(off) = misaligned {
         assert!(
             T::ref_from_bytes(&buf[off..off + size]).is_err(),
             "{name} misaligned ref"
         );
     }
-    let aligned = (0..align).find(|o| (base + o) % align == 0).unwrap();
+    let aligned = (0..align)
+        .find(|o| (base + o).is_multiple_of(align))
+        .unwrap();
     assert!(
         T::ref_from_bytes(&buf[aligned..aligned + size]).is_ok(),
         "{name} aligned ref"

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Read the console from the debug port 0xE9 instead of COM1.
     pub debugcon: bool,
+    /// The Bochs CPU model (Intel runs; `ryzen` gives SVM with NRIP save).
+    pub bochs_cpu: String,
 }
 
 impl Default for RunOptions {
@@ -57,6 +59,7 @@ impl Default for RunOptions {
             modules: Vec::new(),
             timeout: None,
             debugcon: false,
+            bochs_cpu: "corei7_skylake_x".into(),
         }
     }
 }
@@ -91,6 +94,7 @@ fn parse_options(args: &[&str]) -> Result<RunOptions, String> {
                 o.timeout = Some(Duration::from_secs(s));
             }
             "--gdb" => o.gdb = true,
+            "--bochs-cpu" => o.bochs_cpu = value("--bochs-cpu")?,
             other => return Err(format!("unknown option `{other}`")),
         }
     }
@@ -236,7 +240,7 @@ pub fn boot_bochs(image: &std::path::Path, o: &RunOptions, live: bool) -> Result
             "megs: {mem}\n\
              romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
              vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
-             cpu: model=corei7_skylake_x, count={smp}, ips=100000000\n\
+             cpu: model={cpu}, count={smp}, ips=100000000\n\
              ata0-master: type=cdrom, path={iso}, status=inserted\n\
              boot: cdrom\n\
              com1: enabled=1, mode=file, dev={serial}\n\
@@ -247,6 +251,7 @@ pub fn boot_bochs(image: &std::path::Path, o: &RunOptions, live: bool) -> Result
              clock: sync=none, time0=local\n\
              speaker: enabled=0\nsound: driver=dummy\n",
             mem = o.mem_mib,
+            cpu = o.bochs_cpu,
             smp = o.smp,
             iso = "hv.iso",
             serial = "serial.txt",
@@ -384,6 +389,8 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
 struct E2eCase {
     name: &'static str,
     vendor: Vendor,
+    /// For Bochs runs: the CPU model.
+    bochs_cpu: &'static str,
     /// Boot the PVH test guest directly (no hypervisor) instead of the image.
     bare_guest: bool,
     cmdline: &'static str,
@@ -395,6 +402,7 @@ const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "qemu-pvh-boot",
         vendor: Vendor::Amd,
+        bochs_cpu: "",
         bare_guest: false,
         cmdline: "loglvl=debug",
         expect: &[
@@ -413,6 +421,7 @@ const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "qemu-fault-report",
         vendor: Vendor::Amd,
+        bochs_cpu: "",
         bare_guest: false,
         cmdline: "selftest=ud",
         expect: &[
@@ -425,6 +434,7 @@ const E2E_CASES: &[E2eCase] = &[
     E2eCase {
         name: "bochs-multiboot2-boot",
         vendor: Vendor::Intel,
+        bochs_cpu: "corei7_skylake_x",
         bare_guest: false,
         cmdline: "loglvl=debug",
         expect: &[
@@ -440,12 +450,29 @@ const E2E_CASES: &[E2eCase] = &[
         // Bochs always exits with 1; the verdict is the serial line's.
         status: 1,
     },
+    // The same image on Bochs' AMD model (SVM with NRIP save, which QEMU's
+    // TCG lacks), booted by GRUB.
+    E2eCase {
+        name: "bochs-ryzen-boot",
+        vendor: Vendor::Intel,
+        bochs_cpu: "ryzen",
+        bare_guest: false,
+        cmdline: "",
+        expect: &[
+            "hypervisor 0.1.0 starting (Multiboot2 boot)",
+            "CPU1 online (APIC id 1)",
+            "2 CPUs online",
+            STOP_OK,
+        ],
+        status: 1,
+    },
     // The test guest on bare QEMU's PVH loader, where there is no Xen:
     // proves the test kernel itself (boot, start_info, report) and that its
     // checks can fail, before it runs under the hypervisor.
     E2eCase {
         name: "test-guest-bare-qemu",
         vendor: Vendor::Amd,
+        bochs_cpu: "",
         bare_guest: true,
         cmdline: "",
         expect: &[
@@ -472,6 +499,7 @@ pub fn e2e() -> Result<(), String> {
             modules: vec![module.clone()],
             timeout: Some(Duration::from_secs(300)),
             debugcon: case.bare_guest,
+            bochs_cpu: case.bochs_cpu.into(),
             ..Default::default()
         };
         let out = match case.vendor {

@@ -34,7 +34,8 @@ commands:
   run [options]      build the image, boot it in QEMU (AMD SVM) with the
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),
-                     --mem MiB, --smp N, --module FILE, --timeout SECS, --gdb
+                     --mem MiB, --smp N, --module FILE, --timeout SECS, --gdb,
+                     --bochs-cpu MODEL (Intel runs; e.g. ryzen for SVM)
   image [--vendor V] build the bootable image: target/image/hypervisor.elf
   linux              fetch Debian's PVH Linux kernel and build an initramfs
   help               this text

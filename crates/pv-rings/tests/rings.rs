@@ -75,7 +75,9 @@ fn ring_sizes_match_xen() {
     assert_eq!(ring_size(4096, 0), 0);
     let page = HeapPage::one();
     assert_eq!(
-        FrontRing::<_, Req112, Rsp16>::init(page.mem()).unwrap().size(),
+        FrontRing::<_, Req112, Rsp16>::init(page.mem())
+            .unwrap()
+            .size(),
         32
     );
     let big = HeapPage::new(16);
@@ -117,7 +119,11 @@ fn entries_live_at_64_with_stride_and_mask() {
         let slot = (i % 32) as usize;
         let mut raw = [0u8; 8];
         page.mem().read(64 + slot * 112, &mut raw);
-        assert_eq!(u64::from_ne_bytes(raw), 0x1000 + i, "index {i} in slot {slot}");
+        assert_eq!(
+            u64::from_ne_bytes(raw),
+            0x1000 + i,
+            "index {i} in slot {slot}"
+        );
         let got = b.pop_request().unwrap().unwrap();
         assert_eq!(got, r);
         b.put_response(&Rsp16 { id: i, status: 9 }).unwrap();
@@ -209,7 +215,13 @@ fn request_prod_overflow_breaks_the_back_end() {
     assert_eq!(b.pop_request(), Err(e));
     assert_eq!(b.put_response(&Rsp16 { id: 0, status: 0 }), Err(e));
     assert!(!b.push_responses());
-    assert_eq!(b.fault(), Some(Fault::RequestProdOverflow { req_prod: 129, rsp_prod_pvt: 0 }));
+    assert_eq!(
+        b.fault(),
+        Some(Fault::RequestProdOverflow {
+            req_prod: 129,
+            rsp_prod_pvt: 0
+        })
+    );
 }
 
 #[test]
@@ -242,7 +254,10 @@ fn request_cons_overflow_stops_consumption() {
     for id in 0..128 {
         f.put_request(&Req16 { id, val: 0 }).unwrap();
     }
-    assert_eq!(f.put_request(&Req16 { id: 0, val: 0 }), Err(RingError::Full));
+    assert_eq!(
+        f.put_request(&Req16 { id: 0, val: 0 }),
+        Err(RingError::Full)
+    );
     assert!(f.is_full());
     let _ = f.push_requests();
     let got: Vec<u64> = b.take_requests(u32::MAX).unwrap().map(|r| r.id).collect();
@@ -288,7 +303,10 @@ fn producers_running_backwards_break_the_ring() {
     }
     assert_eq!(
         b.pop_request(),
-        Err(RingError::Broken(Fault::ProducerWentBackwards { seen: 5, now: 3 }))
+        Err(RingError::Broken(Fault::ProducerWentBackwards {
+            seen: 5,
+            now: 3
+        }))
     );
 
     let page = HeapPage::one();
@@ -298,7 +316,10 @@ fn producers_running_backwards_break_the_ring() {
     poke(&page, RSP_PROD_OFFSET, 1);
     assert_eq!(
         f.unconsumed_responses(),
-        Err(RingError::Broken(Fault::ProducerWentBackwards { seen: 2, now: 1 }))
+        Err(RingError::Broken(Fault::ProducerWentBackwards {
+            seen: 2,
+            now: 1
+        }))
     );
 }
 
@@ -327,7 +348,11 @@ fn batches_are_bounded_by_max() {
     for id in 0..10 {
         f.put_request(&Req16 { id, val: id * 2 }).unwrap();
     }
-    assert_eq!(peek(&page, REQ_PROD_OFFSET), 0, "nothing visible before push");
+    assert_eq!(
+        peek(&page, REQ_PROD_OFFSET),
+        0,
+        "nothing visible before push"
+    );
     assert_eq!(b.unconsumed_requests().unwrap(), 0);
     f.publish_requests();
     let first: Vec<u64> = b.take_requests(4).unwrap().map(|r| r.id).collect();
@@ -363,14 +388,22 @@ fn indices_wrap_around_2_pow_32() {
     let mut next = 0;
     for round in 0..5u64 {
         for _ in 0..100 {
-            f.put_request(&Req16 { id: next, val: round }).unwrap();
+            f.put_request(&Req16 {
+                id: next,
+                val: round,
+            })
+            .unwrap();
             next += 1;
         }
         let _ = f.push_requests();
         let reqs: Vec<Req16> = b.take_requests(u32::MAX).unwrap().collect();
         assert_eq!(reqs.len(), 100);
         for r in &reqs {
-            b.put_response(&Rsp16 { id: r.id, status: round }).unwrap();
+            b.put_response(&Rsp16 {
+                id: r.id,
+                status: round,
+            })
+            .unwrap();
         }
         let _ = b.push_responses();
         let rsps: Vec<Rsp16> = f.take_responses(u32::MAX).unwrap().collect();
@@ -387,8 +420,9 @@ fn too_small_memory_is_refused() {
     let page = HeapPage::one();
     let mem = page.mem();
     // SAFETY: a sub-range of a live HeapPage, accessed only atomically.
-    let small = unsafe { pv_rings::RawMem::new(std::ptr::NonNull::new(mem.as_ptr()).unwrap(), 64 + 8) }
-        .unwrap();
+    let small =
+        unsafe { pv_rings::RawMem::new(std::ptr::NonNull::new(mem.as_ptr()).unwrap(), 64 + 8) }
+            .unwrap();
     assert_eq!(
         FrontRing::<_, Req16, Rsp16>::init(small).err(),
         Some(LayoutError::TooSmall)
@@ -407,7 +441,8 @@ fn raw_mem_rejects_misalignment() {
     let page = HeapPage::one();
     let p = page.mem().as_ptr();
     // SAFETY: within a live HeapPage; the constructor fails before any use.
-    let r = unsafe { pv_rings::RawMem::new(std::ptr::NonNull::new(p.wrapping_add(4)).unwrap(), 64) };
+    let r =
+        unsafe { pv_rings::RawMem::new(std::ptr::NonNull::new(p.wrapping_add(4)).unwrap(), 64) };
     assert_eq!(r.err(), Some(pv_rings::MemError::Misaligned));
     // SAFETY: as above.
     let r = unsafe { pv_rings::RawMem::new(std::ptr::NonNull::new(p).unwrap(), 12) };
@@ -485,7 +520,10 @@ fn byte_ring_rejects_bad_indices() {
     poke(&page, CONS_OUT_PROD_OFFSET, 2049);
     assert_eq!(
         ByteReader::attach(page.mem(), CONSOLE_OUT).unwrap_err(),
-        ByteRingError::Overflow { prod: 2049, cons: 0 }
+        ByteRingError::Overflow {
+            prod: 2049,
+            cons: 0
+        }
     );
     poke(&page, CONS_OUT_PROD_OFFSET, 2048);
     let mut r = ByteReader::attach(page.mem(), CONSOLE_OUT).unwrap();
@@ -493,7 +531,10 @@ fn byte_ring_rejects_bad_indices() {
     poke(&page, CONS_OUT_PROD_OFFSET, 100);
     assert_eq!(
         r.available(),
-        Err(ByteRingError::WentBackwards { seen: 2048, now: 100 })
+        Err(ByteRingError::WentBackwards {
+            seen: 2048,
+            now: 100
+        })
     );
     let mut buf = [0u8; 4];
     assert!(r.read(&mut buf).is_err(), "stopped for good");
@@ -595,7 +636,13 @@ fn xenstore_messages_round_trip_in_pieces() {
                 break (h, p.to_vec());
             }
         };
-        assert_eq!(got.0, XsdSockmsg { len: len as u32, ..hdr });
+        assert_eq!(
+            got.0,
+            XsdSockmsg {
+                len: len as u32,
+                ..hdr
+            }
+        );
         assert_eq!(got.1, payload);
     }
     assert!(matches!(
@@ -641,7 +688,10 @@ impl Event {
     fn wait(&self) {
         let mut p = self.pending.lock().unwrap();
         while !*p {
-            let (g, t) = self.cv.wait_timeout(p, std::time::Duration::from_secs(5)).unwrap();
+            let (g, t) = self
+                .cv
+                .wait_timeout(p, std::time::Duration::from_secs(5))
+                .unwrap();
             p = g;
             assert!(!t.timed_out(), "lost wake-up");
         }
@@ -669,7 +719,11 @@ fn two_threads_with_events_lose_no_wakeup() {
             while done < n {
                 let mut any = false;
                 while let Some(req) = b.pop_request().unwrap() {
-                    b.put_response(&Rsp16 { id: req.id, status: req.val + 1 }).unwrap();
+                    b.put_response(&Rsp16 {
+                        id: req.id,
+                        status: req.val + 1,
+                    })
+                    .unwrap();
                     any = true;
                     done += 1;
                 }
@@ -686,7 +740,13 @@ fn two_threads_with_events_lose_no_wakeup() {
     let (mut sent, mut got) = (0u64, 0u64);
     while got < n {
         let mut any = false;
-        while sent < n && f.put_request(&Req16 { id: sent, val: sent * 3 }).is_ok() {
+        while sent < n
+            && f.put_request(&Req16 {
+                id: sent,
+                val: sent * 3,
+            })
+            .is_ok()
+        {
             sent += 1;
             any = true;
         }
@@ -694,7 +754,13 @@ fn two_threads_with_events_lose_no_wakeup() {
             to_back.notify();
         }
         while let Some(rsp) = f.pop_response().unwrap() {
-            assert_eq!(rsp, Rsp16 { id: got, status: got * 3 + 1 });
+            assert_eq!(
+                rsp,
+                Rsp16 {
+                    id: got,
+                    status: got * 3 + 1
+                }
+            );
             got += 1;
         }
         // Sleep only when nothing can be sent and no response is pending.

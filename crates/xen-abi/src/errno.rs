@@ -10,7 +10,7 @@ pub const EPERM: i32 = 1;
 pub const ENOENT: i32 = 2;
 /// No such domain or process (errno.h `ESRCH`).
 pub const ESRCH: i32 = 3;
-/// Interrupted (errno.h `EINTR`).
+/// Interrupted; hypervisor-internal, never returned to a guest (errno.h `EINTR`).
 pub const EINTR: i32 = 4;
 /// Input/output error (errno.h `EIO`).
 pub const EIO: i32 = 5;
@@ -80,9 +80,11 @@ pub const ENODATA: i32 = 61;
 pub const ETIME: i32 = 62;
 /// Bad message (errno.h `EBADMSG`).
 pub const EBADMSG: i32 = 74;
+/// Value too large for its type (errno.h `EOVERFLOW`).
+pub const EOVERFLOW: i32 = 75;
 /// Illegal byte sequence (errno.h `EILSEQ`).
 pub const EILSEQ: i32 = 84;
-/// Restart the call (errno.h `ERESTART`).
+/// Restart the call; hypervisor-internal, never returned to a guest (errno.h `ERESTART`).
 pub const ERESTART: i32 = 85;
 /// Not a socket (errno.h `ENOTSOCK`).
 pub const ENOTSOCK: i32 = 88;
@@ -144,6 +146,7 @@ pub const XEN_ERRNOS: &[(i32, &str)] = &[
     (ENODATA, "ENODATA"),
     (ETIME, "ETIME"),
     (EBADMSG, "EBADMSG"),
+    (EOVERFLOW, "EOVERFLOW"),
     (EILSEQ, "EILSEQ"),
     (ERESTART, "ERESTART"),
     (ENOTSOCK, "ENOTSOCK"),

@@ -40,6 +40,41 @@ pub const HVMOP_guest_request_vm_event: u32 = 24;
 /// Alternate p2m operations (hvm_op.h `HVMOP_altp2m`).
 pub const HVMOP_altp2m: u32 = 25;
 
+/// Version of the altp2m sub-interface (hvm_op.h `HVMOP_ALTP2M_INTERFACE_VERSION`).
+pub const HVMOP_ALTP2M_INTERFACE_VERSION: u32 = 1;
+/// Altp2m sub-op: read the domain state (hvm_op.h `HVMOP_altp2m_get_domain_state`).
+pub const HVMOP_altp2m_get_domain_state: u32 = 1;
+/// Altp2m sub-op: set the domain state (hvm_op.h `HVMOP_altp2m_set_domain_state`).
+pub const HVMOP_altp2m_set_domain_state: u32 = 2;
+/// Altp2m sub-op: enable #VE notification (hvm_op.h `HVMOP_altp2m_vcpu_enable_notify`).
+pub const HVMOP_altp2m_vcpu_enable_notify: u32 = 3;
+/// Altp2m sub-op: create a view (hvm_op.h `HVMOP_altp2m_create_p2m`).
+pub const HVMOP_altp2m_create_p2m: u32 = 4;
+/// Altp2m sub-op: destroy a view (hvm_op.h `HVMOP_altp2m_destroy_p2m`).
+pub const HVMOP_altp2m_destroy_p2m: u32 = 5;
+/// Altp2m sub-op: switch all vCPUs to a view (hvm_op.h `HVMOP_altp2m_switch_p2m`).
+pub const HVMOP_altp2m_switch_p2m: u32 = 6;
+/// Altp2m sub-op: set access in a view (hvm_op.h `HVMOP_altp2m_set_mem_access`).
+pub const HVMOP_altp2m_set_mem_access: u32 = 7;
+/// Altp2m sub-op: change a frame in a view (hvm_op.h `HVMOP_altp2m_change_gfn`).
+pub const HVMOP_altp2m_change_gfn: u32 = 8;
+/// Altp2m sub-op: set access on a list (hvm_op.h `HVMOP_altp2m_set_mem_access_multi`).
+pub const HVMOP_altp2m_set_mem_access_multi: u32 = 9;
+/// Altp2m sub-op: set suppress-#VE (hvm_op.h `HVMOP_altp2m_set_suppress_ve`).
+pub const HVMOP_altp2m_set_suppress_ve: u32 = 10;
+/// Altp2m sub-op: get suppress-#VE (hvm_op.h `HVMOP_altp2m_get_suppress_ve`).
+pub const HVMOP_altp2m_get_suppress_ve: u32 = 11;
+/// Altp2m sub-op: get access in a view (hvm_op.h `HVMOP_altp2m_get_mem_access`).
+pub const HVMOP_altp2m_get_mem_access: u32 = 12;
+/// Altp2m sub-op: disable #VE notification (hvm_op.h `HVMOP_altp2m_vcpu_disable_notify`).
+pub const HVMOP_altp2m_vcpu_disable_notify: u32 = 13;
+/// Altp2m sub-op: current view index (hvm_op.h `HVMOP_altp2m_get_p2m_idx`).
+pub const HVMOP_altp2m_get_p2m_idx: u32 = 14;
+/// Altp2m sub-op: set suppress-#VE on a range (hvm_op.h `HVMOP_altp2m_set_suppress_ve_multi`).
+pub const HVMOP_altp2m_set_suppress_ve_multi: u32 = 15;
+/// Altp2m sub-op: set view visibility (hvm_op.h `HVMOP_altp2m_set_visibility`).
+pub const HVMOP_altp2m_set_visibility: u32 = 16;
+
 /// Memory type: ordinary RAM (hvm_op.h `HVMMEM_ram_rw`).
 pub const HVMMEM_ram_rw: u16 = 0;
 /// Memory type: read-only RAM (hvm_op.h `HVMMEM_ram_ro`).

@@ -87,6 +87,78 @@ pub const XENMEMF_exact_node_request: u32 = 1 << 17;
 /// The node is a virtual NUMA node (memory.h `XENMEMF_vnode`).
 pub const XENMEMF_vnode: u32 = 1 << 18;
 
+/// `mem_flags` asking for an exact NUMA node (memory.h `XENMEMF_exact_node`).
+pub const fn XENMEMF_exact_node(node: u32) -> u32 {
+    XENMEMF_node(node) | XENMEMF_exact_node_request
+}
+
+/// Paging sub-op: nominate a page (memory.h `XENMEM_paging_op_nominate`).
+pub const XENMEM_paging_op_nominate: u8 = 0;
+/// Paging sub-op: evict a page (memory.h `XENMEM_paging_op_evict`).
+pub const XENMEM_paging_op_evict: u8 = 1;
+/// Paging sub-op: prepare a page (memory.h `XENMEM_paging_op_prep`).
+pub const XENMEM_paging_op_prep: u8 = 2;
+/// Access sub-op: set access (memory.h `XENMEM_access_op_set_access`).
+pub const XENMEM_access_op_set_access: u8 = 0;
+/// Access sub-op: get access (memory.h `XENMEM_access_op_get_access`).
+pub const XENMEM_access_op_get_access: u8 = 1;
+/// Access sub-op: set access on a list (memory.h `XENMEM_access_op_set_access_multi`).
+pub const XENMEM_access_op_set_access_multi: u8 = 4;
+/// Sharing sub-op: nominate a frame (memory.h `XENMEM_sharing_op_nominate_gfn`).
+pub const XENMEM_sharing_op_nominate_gfn: u8 = 0;
+/// Sharing sub-op: nominate a grant (memory.h `XENMEM_sharing_op_nominate_gref`).
+pub const XENMEM_sharing_op_nominate_gref: u8 = 1;
+/// Sharing sub-op: share (memory.h `XENMEM_sharing_op_share`).
+pub const XENMEM_sharing_op_share: u8 = 2;
+/// Sharing sub-op: debug a frame (memory.h `XENMEM_sharing_op_debug_gfn`).
+pub const XENMEM_sharing_op_debug_gfn: u8 = 3;
+/// Sharing sub-op: debug a machine frame (memory.h `XENMEM_sharing_op_debug_mfn`).
+pub const XENMEM_sharing_op_debug_mfn: u8 = 4;
+/// Sharing sub-op: debug a grant (memory.h `XENMEM_sharing_op_debug_gref`).
+pub const XENMEM_sharing_op_debug_gref: u8 = 5;
+/// Sharing sub-op: add to physmap (memory.h `XENMEM_sharing_op_add_physmap`).
+pub const XENMEM_sharing_op_add_physmap: u8 = 6;
+/// Sharing sub-op: audit (memory.h `XENMEM_sharing_op_audit`).
+pub const XENMEM_sharing_op_audit: u8 = 7;
+/// Sharing sub-op: share a range (memory.h `XENMEM_sharing_op_range_share`).
+pub const XENMEM_sharing_op_range_share: u8 = 8;
+/// Sharing sub-op: fork a domain (memory.h `XENMEM_sharing_op_fork`).
+pub const XENMEM_sharing_op_fork: u8 = 9;
+/// Sharing sub-op: reset a fork (memory.h `XENMEM_sharing_op_fork_reset`).
+pub const XENMEM_sharing_op_fork_reset: u8 = 10;
+/// Sharing error: bad source handle (memory.h `XENMEM_SHARING_OP_S_HANDLE_INVALID`).
+pub const XENMEM_SHARING_OP_S_HANDLE_INVALID: i32 = -10;
+/// Sharing error: bad client handle (memory.h `XENMEM_SHARING_OP_C_HANDLE_INVALID`).
+pub const XENMEM_SHARING_OP_C_HANDLE_INVALID: i32 = -9;
+/// Sharing field flag: the value is a grant reference (memory.h `XENMEM_SHARING_OP_FIELD_IS_GREF_FLAG`).
+pub const XENMEM_SHARING_OP_FIELD_IS_GREF_FLAG: u64 = 1 << 62;
+/// Fork flag: allow IOMMU (memory.h `XENMEM_FORK_WITH_IOMMU_ALLOWED`).
+pub const XENMEM_FORK_WITH_IOMMU_ALLOWED: u16 = 1 << 0;
+/// Fork flag: block interrupts (memory.h `XENMEM_FORK_BLOCK_INTERRUPTS`).
+pub const XENMEM_FORK_BLOCK_INTERRUPTS: u16 = 1 << 1;
+/// Fork reset flag: reset vCPU state (memory.h `XENMEM_FORK_RESET_STATE`).
+pub const XENMEM_FORK_RESET_STATE: u16 = 1 << 2;
+/// Fork reset flag: reset memory (memory.h `XENMEM_FORK_RESET_MEMORY`).
+pub const XENMEM_FORK_RESET_MEMORY: u16 = 1 << 3;
+/// Reserved device memory map: all devices (memory.h `XENMEM_RDM_ALL`).
+pub const XENMEM_RDM_ALL: u32 = 1;
+/// Resource type: ioreq server pages (memory.h `XENMEM_resource_ioreq_server`).
+pub const XENMEM_resource_ioreq_server: u16 = 0;
+/// Resource type: grant table frames (memory.h `XENMEM_resource_grant_table`).
+pub const XENMEM_resource_grant_table: u16 = 1;
+/// Resource type: vmtrace buffer (memory.h `XENMEM_resource_vmtrace_buf`).
+pub const XENMEM_resource_vmtrace_buf: u16 = 2;
+/// Grant table resource id: shared frames (memory.h `XENMEM_resource_grant_table_id_shared`).
+pub const XENMEM_resource_grant_table_id_shared: u32 = 0;
+/// Grant table resource id: status frames (memory.h `XENMEM_resource_grant_table_id_status`).
+pub const XENMEM_resource_grant_table_id_status: u32 = 1;
+/// Ioreq server frame: buffered ioreq page (memory.h `XENMEM_resource_ioreq_server_frame_bufioreq`).
+pub const XENMEM_resource_ioreq_server_frame_bufioreq: u64 = 0;
+/// Ioreq server frame `n` of synchronous ioreq pages (memory.h `XENMEM_resource_ioreq_server_frame_ioreq`).
+pub const fn XENMEM_resource_ioreq_server_frame_ioreq(n: u64) -> u64 {
+    n.wrapping_add(1)
+}
+
 /// Add-to-physmap space: the shared info page (memory.h `XENMAPSPACE_shared_info`).
 pub const XENMAPSPACE_shared_info: u32 = 0;
 /// Add-to-physmap space: a grant table frame (memory.h `XENMAPSPACE_grant_table`).

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Cross-checks xen-abi's layout assertions against Xen's C headers.
+"""Cross-checks xen-abi's layouts and constants against Xen's C headers.
 
 Usage: check_layouts.py XEN_PUBLIC_DIR
   XEN_PUBLIC_DIR is a checkout's xen/include/public.
 
-Reads every size/offset assertion in ../src, writes a C program that
-checks the same facts with sizeof/offsetof on Xen's own structs, and
+Layouts: reads every size/offset assertion in ../src, writes a C program
+that checks the same facts with sizeof/offsetof on Xen's own structs, and
 compiles it with gcc: natively for x86_64 (run, prints mismatches) and
 with -m32 for the Blkif32* layouts (static assertions). Fields that exist
 only on the Rust side (explicit padding) are reported and skipped.
+
+Constants: every integer constant whose name Xen defines as a macro (or as
+an enum value of xs_wire.h, xenbus.h, hvm_op.h, or an errno.h entry) is
+compared with Xen's value by a static assertion.
+
 Needs gcc with -m32 support. Exit status 0 when everything matches.
 """
 import glob, os, re, subprocess, sys, tempfile
@@ -141,6 +146,49 @@ def compile_dropping_unknown(lines, template, args, workdir):
     return False, lines
 
 
+ENUM_NAMES = re.compile(r'^(XS_\w+|XenbusState\w+|HVMMEM_\w+)$')
+
+
+def check_constants(inc, workdir):
+    """Static-asserts each Rust integer constant against Xen's definition."""
+    src = ''.join(open(f).read() for f in sorted(glob.glob(os.path.join(SRC, '**', '*.rs'), recursive=True)))
+    consts = re.findall(r'pub const (\w+): (?:u8|u16|u32|u64|i16|i32|usize|Domid) = ([^;]+);', src)
+    body, names = [], []
+    for name, val in consts:
+        v = val.strip().replace('u32::MAX', '0xffffffffLL')
+        v = re.sub(r'\b(0x[0-9a-fA-F_]+|\d[\d_]*)\b', lambda m: m.group(1).replace('_', '') + 'LL', v)
+        if not re.fullmatch(r'[\w<>()+\- *]+', v) or name == 'XS_DEBUG':
+            continue
+        if name == 'GNTMAP_guest_avail_mask':
+            v = f'(uint32_t)({v})'
+        if ENUM_NAMES.match(name):
+            body.append(f'_Static_assert((long long)({name}) == ({v}), "{name}"); int ok_{name};')
+        elif re.fullmatch(r'E[A-Z0-9]+', name):
+            body.append(f'_Static_assert(XE_{name} == ({v}), "{name}"); int ok_{name};')
+        else:
+            body.append(f'#ifdef {name}\n_Static_assert((long long)({name}) == ({v}), "{name}");\nint ok_{name};\n#endif')
+        names.append(name)
+    headers = ['errno.h', 'elfnote.h', 'features.h', 'arch-x86/cpuid.h', 'hvm/e820.h', 'io/xenbus.h']
+    # errno.h hides two hypervisor-internal values unless __XEN__ is set.
+    pre = PRELUDE.replace('#define __XEN_TOOLS__ 1', '#define __XEN_TOOLS__ 1\n#define __XEN__ 1', 1)
+    pre = pre.replace('#include "xen.h"', '#include "xen.h"\n' + ''.join(f'#include "{h}"\n' for h in headers[1:]), 1)
+    errno = 'enum {\n#define XEN_ERRNO(n, v) XE_##n = v,\n#include "errno.h"\n};\n'
+    path = os.path.join(workdir, 'consts.c')
+    with open(path, 'w') as f:
+        f.write(pre + errno + '\n'.join(body) + '\n')
+    obj = os.path.join(workdir, 'consts.o')
+    r = subprocess.run(['gcc', '-w', '-iquote', inc, '-c', '-o', obj, path], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(r.stderr[:4000], end='')
+        print('constants: MISMATCH')
+        return False
+    syms = subprocess.run(['nm', obj], capture_output=True, text=True).stdout
+    checked = set(re.findall(r'ok_(\w+)', syms))
+    print(f'constants: {len(checked)} of {len(names)} checked against Xen, all match '
+          f'(the rest are Rust-side or outside these headers)')
+    return True
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -155,7 +203,8 @@ def main():
         ok32, l32 = compile_dropping_unknown(lines_for(found, True), STATIC,
                                              ['-m32', '-ffreestanding', '-iquote', inc, '-c', '-o', 'chk32.o'], d)
         print(f'x86_32: {len(l32)} checks, {"all match" if ok32 else "MISMATCH"}')
-    sys.exit(0 if run.returncode == 0 and ok32 else 1)
+        okc = check_constants(inc, d)
+    sys.exit(0 if run.returncode == 0 and ok32 and okc else 1)
 
 
 if __name__ == '__main__':

@@ -78,14 +78,22 @@ pub const NETIF_RSP_OKAY: i16 = 0;
 /// Response status: no response, slot of an extra-info request (netif.h `NETIF_RSP_NULL`).
 pub const NETIF_RSP_NULL: i16 = 1;
 
+/// Bit number of `XEN_NETIF_CTRL_HASH_TYPE_IPV4` (netif.h `_XEN_NETIF_CTRL_HASH_TYPE_IPV4`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV4: u32 = 0;
+/// Bit number of `XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP` (netif.h `_XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP: u32 = 1;
+/// Bit number of `XEN_NETIF_CTRL_HASH_TYPE_IPV6` (netif.h `_XEN_NETIF_CTRL_HASH_TYPE_IPV6`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV6: u32 = 2;
+/// Bit number of `XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP` (netif.h `_XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP`).
+pub const _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP: u32 = 3;
 /// Control ring hash type bit: IPv4 (netif.h `XEN_NETIF_CTRL_HASH_TYPE_IPV4`).
-pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4: u32 = 1 << 0;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV4;
 /// Control ring hash type bit: IPv4 + TCP (netif.h `XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP`).
-pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP: u32 = 1 << 1;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP;
 /// Control ring hash type bit: IPv6 (netif.h `XEN_NETIF_CTRL_HASH_TYPE_IPV6`).
-pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6: u32 = 1 << 2;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV6;
 /// Control ring hash type bit: IPv6 + TCP (netif.h `XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP`).
-pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP: u32 = 1 << 3;
+pub const XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP: u32 = 1 << _XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP;
 /// Hash algorithm: none (netif.h `XEN_NETIF_CTRL_HASH_ALGORITHM_NONE`).
 pub const XEN_NETIF_CTRL_HASH_ALGORITHM_NONE: u32 = 0;
 /// Hash algorithm: Toeplitz (netif.h `XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ`).
@@ -120,8 +128,10 @@ pub const XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED: u32 = 1;
 pub const XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER: u32 = 2;
 /// Control status: buffer overflow (netif.h `XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW`).
 pub const XEN_NETIF_CTRL_STATUS_BUFFER_OVERFLOW: u32 = 3;
+/// Bit number of `XEN_NETIF_CTRLF_GREF_readonly` (netif.h `_XEN_NETIF_CTRLF_GREF_readonly`).
+pub const _XEN_NETIF_CTRLF_GREF_readonly: u16 = 0;
 /// Gref mapping flag: read-only (netif.h `XEN_NETIF_CTRLF_GREF_readonly`).
-pub const XEN_NETIF_CTRLF_GREF_readonly: u16 = 1 << 0;
+pub const XEN_NETIF_CTRLF_GREF_readonly: u16 = 1 << _XEN_NETIF_CTRLF_GREF_readonly;
 
 macro_rules! net_struct {
     ($(#[$doc:meta])* $name:ident, $size:expr, { $($(#[$fdoc:meta])* $field:ident : $ty:ty = $off:expr),* $(,)? }) => {

@@ -11,34 +11,34 @@
 //! | 3084   | `out_prod`   |
 //! | 3088   | `connection` (u8, newer Xen) |
 //!
-//! Each direction is masked with the length of its own array.
+//! Each direction is masked with the length of its own array. Offsets come
+//! from `xen_abi`'s `XenconsInterface`.
+
+use core::mem::offset_of;
 
 use crate::bytes::{ByteReader, ByteRingError, ByteRingLayout, ByteWriter};
 use crate::mem::SharedMem;
 
-/// Offset of `in`.
-pub const CONS_IN_OFFSET: usize = 0;
-/// Length of `in`.
-pub const CONS_IN_LEN: u32 = 1024;
-/// Offset of `out`.
-pub const CONS_OUT_OFFSET: usize = 1024;
-/// Length of `out`.
-pub const CONS_OUT_LEN: u32 = 2048;
-/// Offset of `in_cons`.
-pub const CONS_IN_CONS_OFFSET: usize = 3072;
-/// Offset of `in_prod`.
-pub const CONS_IN_PROD_OFFSET: usize = 3076;
-/// Offset of `out_cons`.
-pub const CONS_OUT_CONS_OFFSET: usize = 3080;
-/// Offset of `out_prod`.
-pub const CONS_OUT_PROD_OFFSET: usize = 3084;
-/// Offset of `connection` (a byte).
-pub const CONS_CONNECTION_OFFSET: usize = 3088;
+pub use xen_abi::{XENCONSOLE_CONNECTED, XENCONSOLE_DISCONNECTED, XenconsInterface};
 
-/// `connection`: the back end services the console.
-pub const XENCONSOLE_CONNECTED: u8 = 0;
-/// `connection`: not serviced (the initial state).
-pub const XENCONSOLE_DISCONNECTED: u8 = 1;
+/// Offset of `in`.
+pub const CONS_IN_OFFSET: usize = offset_of!(XenconsInterface, r#in);
+/// Length of `in`.
+pub const CONS_IN_LEN: u32 = xen_abi::XENCONS_IN_SIZE as u32;
+/// Offset of `out`.
+pub const CONS_OUT_OFFSET: usize = offset_of!(XenconsInterface, out);
+/// Length of `out`.
+pub const CONS_OUT_LEN: u32 = xen_abi::XENCONS_OUT_SIZE as u32;
+/// Offset of `in_cons`.
+pub const CONS_IN_CONS_OFFSET: usize = offset_of!(XenconsInterface, in_cons);
+/// Offset of `in_prod`.
+pub const CONS_IN_PROD_OFFSET: usize = offset_of!(XenconsInterface, in_prod);
+/// Offset of `out_cons`.
+pub const CONS_OUT_CONS_OFFSET: usize = offset_of!(XenconsInterface, out_cons);
+/// Offset of `out_prod`.
+pub const CONS_OUT_PROD_OFFSET: usize = offset_of!(XenconsInterface, out_prod);
+/// Offset of `connection` (a byte).
+pub const CONS_CONNECTION_OFFSET: usize = offset_of!(XenconsInterface, connection);
 
 /// Layout of `in` (to the guest).
 pub const CONSOLE_IN: ByteRingLayout = ByteRingLayout {

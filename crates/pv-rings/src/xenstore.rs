@@ -18,6 +18,7 @@
 //! serving the ring; a guest that sees a non-zero `error` stops too. Signal
 //! the event channel after every index update.
 //!
+//! Offsets and constants come from `xen_abi`'s `XenstoreDomainInterface`.
 //! Messages are a 16-byte [`XsdSockmsg`] header followed by `len` payload
 //! bytes, at most [`XENSTORE_PAYLOAD_MAX`]. [`MessageReader`] and
 //! [`MessageWriter`] assemble and emit them over the byte rings in bounded
@@ -25,52 +26,42 @@
 
 use core::sync::atomic::Ordering::{Acquire, Release};
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::bytes::{ByteReader, ByteRingError, ByteRingLayout, ByteWriter};
 use crate::mem::SharedMem;
 
-/// Size of each xenstore data array.
-pub const XENSTORE_RING_SIZE: u32 = 1024;
-/// Maximum payload of one message.
-pub const XENSTORE_PAYLOAD_MAX: usize = 4096;
-/// Offset of `req`.
-pub const XS_REQ_OFFSET: usize = 0;
-/// Offset of `rsp`.
-pub const XS_RSP_OFFSET: usize = 1024;
-/// Offset of `req_cons`.
-pub const XS_REQ_CONS_OFFSET: usize = 2048;
-/// Offset of `req_prod`.
-pub const XS_REQ_PROD_OFFSET: usize = 2052;
-/// Offset of `rsp_cons`.
-pub const XS_RSP_CONS_OFFSET: usize = 2056;
-/// Offset of `rsp_prod`.
-pub const XS_RSP_PROD_OFFSET: usize = 2060;
-/// Offset of `server_features`.
-pub const XS_SERVER_FEATURES_OFFSET: usize = 2064;
-/// Offset of `connection`.
-pub const XS_CONNECTION_OFFSET: usize = 2068;
-/// Offset of `error`.
-pub const XS_ERROR_OFFSET: usize = 2072;
-/// Offset of `evtchn_port`.
-pub const XS_EVTCHN_PORT_OFFSET: usize = 2076;
+use core::mem::offset_of;
 
-/// Server feature: the reconnection handshake via `connection`.
-pub const XENSTORE_SERVER_FEATURE_RECONNECTION: u32 = 1;
-/// Server feature: the `error` field.
-pub const XENSTORE_SERVER_FEATURE_ERROR: u32 = 2;
-/// `connection`: connected.
-pub const XENSTORE_CONNECTED: u32 = 0;
-/// `connection`: the guest asks for a reconnection.
-pub const XENSTORE_RECONNECT: u32 = 1;
-/// `error`: none.
-pub const XENSTORE_ERROR_NONE: u32 = 0;
-/// `error`: communication problem.
-pub const XENSTORE_ERROR_COMM: u32 = 1;
-/// `error`: invalid ring index.
-pub const XENSTORE_ERROR_RINGIDX: u32 = 2;
-/// `error`: protocol violation (e.g. a payload over the limit).
-pub const XENSTORE_ERROR_PROTO: u32 = 3;
+pub use xen_abi::{
+    XENSTORE_CONNECTED, XENSTORE_ERROR_COMM, XENSTORE_ERROR_NONE, XENSTORE_ERROR_PROTO,
+    XENSTORE_ERROR_RINGIDX, XENSTORE_PAYLOAD_MAX, XENSTORE_RECONNECT,
+    XENSTORE_SERVER_FEATURE_ERROR, XENSTORE_SERVER_FEATURE_RECONNECTION, XenstoreDomainInterface,
+    XsdSockmsg,
+};
+
+/// Size of each xenstore data array.
+pub const XENSTORE_RING_SIZE: u32 = xen_abi::XENSTORE_RING_SIZE as u32;
+/// Offset of `req`.
+pub const XS_REQ_OFFSET: usize = offset_of!(XenstoreDomainInterface, req);
+/// Offset of `rsp`.
+pub const XS_RSP_OFFSET: usize = offset_of!(XenstoreDomainInterface, rsp);
+/// Offset of `req_cons`.
+pub const XS_REQ_CONS_OFFSET: usize = offset_of!(XenstoreDomainInterface, req_cons);
+/// Offset of `req_prod`.
+pub const XS_REQ_PROD_OFFSET: usize = offset_of!(XenstoreDomainInterface, req_prod);
+/// Offset of `rsp_cons`.
+pub const XS_RSP_CONS_OFFSET: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
+/// Offset of `rsp_prod`.
+pub const XS_RSP_PROD_OFFSET: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
+/// Offset of `server_features`.
+pub const XS_SERVER_FEATURES_OFFSET: usize = offset_of!(XenstoreDomainInterface, server_features);
+/// Offset of `connection`.
+pub const XS_CONNECTION_OFFSET: usize = offset_of!(XenstoreDomainInterface, connection);
+/// Offset of `error`.
+pub const XS_ERROR_OFFSET: usize = offset_of!(XenstoreDomainInterface, error);
+/// Offset of `evtchn_port`.
+pub const XS_EVTCHN_PORT_OFFSET: usize = offset_of!(XenstoreDomainInterface, evtchn_port);
 
 /// Layout of `req` (guest to server).
 pub const XENSTORE_REQ: ByteRingLayout = ByteRingLayout {
@@ -88,26 +79,8 @@ pub const XENSTORE_RSP: ByteRingLayout = ByteRingLayout {
     prod: XS_RSP_PROD_OFFSET,
 };
 
-/// Xen's `xsd_sockmsg`: the header of every xenstore message.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-pub struct XsdSockmsg {
-    /// Message type (`XS_READ`, ...); `type` in C.
-    pub type_: u32,
-    /// Request id, echoed in the reply.
-    pub req_id: u32,
-    /// Transaction id (0 if none).
-    pub tx_id: u32,
-    /// Payload length in bytes.
-    pub len: u32,
-}
-
-xen_abi::assert_layout!(XsdSockmsg, 16, { type_: 0, req_id: 4, tx_id: 8, len: 12 });
-
 /// Size of [`XsdSockmsg`].
-pub const XSD_SOCKMSG_SIZE: usize = 16;
+pub const XSD_SOCKMSG_SIZE: usize = core::mem::size_of::<XsdSockmsg>();
 
 /// The guest's end of the xenstore page.
 #[derive(Debug)]

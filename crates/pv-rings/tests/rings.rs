@@ -619,7 +619,7 @@ fn xenstore_messages_round_trip_in_pieces() {
     for (i, len) in [0usize, 5, 1000, 1024, 4096, 17].into_iter().enumerate() {
         let payload: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
         let hdr = XsdSockmsg {
-            type_: 2,
+            r#type: 2,
             req_id: i as u32,
             tx_id: 9,
             len: 0,
@@ -657,7 +657,7 @@ fn xenstore_oversized_payload_is_a_protocol_error() {
     let mut front = XenstoreFront::attach(page.mem()).unwrap();
     let mut back = XenstoreBack::attach(page.mem()).unwrap();
     let hdr = XsdSockmsg {
-        type_: 1,
+        r#type: 1,
         req_id: 1,
         tx_id: 0,
         len: 4097,
@@ -770,4 +770,72 @@ fn two_threads_with_events_lose_no_wakeup() {
         }
     }
     back.join().unwrap();
+}
+
+// ---- xen-abi types plug in ----
+
+#[test]
+fn xen_abi_protocol_types_plug_in() {
+    use xen_abi::{
+        BlkifRequest, BlkifResponse, NetifRxRequest, NetifRxResponse, NetifTxRequest,
+        NetifTxResponse,
+    };
+    let page = HeapPage::one();
+    let mut f = FrontRing::<_, BlkifRequest, BlkifResponse>::init(page.mem()).unwrap();
+    let mut b = BackRing::<_, BlkifRequest, BlkifResponse>::new(page.mem()).unwrap();
+    assert_eq!(f.size(), 32, "blkif: 32 slots in a page");
+    let mut req = BlkifRequest {
+        operation: 1,
+        nr_segments: 2,
+        // The high half of id sits where the response's pad1 goes.
+        id: 0xAAAA_AAAA_0000_FEED,
+        sector_number: 77,
+        ..Default::default()
+    };
+    req.seg[1].gref = 42;
+    req.seg[1].last_sect = 7;
+    f.put_request(&req).unwrap();
+    let _ = f.push_requests();
+    let got = b.pop_request().unwrap().unwrap();
+    assert_eq!(got, req);
+    b.put_response(&BlkifResponse {
+        id: got.id,
+        operation: got.operation,
+        status: -2,
+        ..Default::default()
+    })
+    .unwrap();
+    let _ = b.push_responses();
+    let rsp = f.pop_response().unwrap().unwrap();
+    assert_eq!(
+        (rsp.id, rsp.operation, rsp.status),
+        (0xAAAA_AAAA_0000_FEED, 1, -2)
+    );
+    // The response's 16 bytes overwrote the start of slot 0, padding included.
+    let mut raw = [0xFFu8; 16];
+    page.mem().read(64, &mut raw);
+    assert_eq!(&raw[12..16], &[0; 4], "pad1 written as zeros");
+
+    let tx = FrontRing::<_, NetifTxRequest, NetifTxResponse>::attach(page.mem(), 0).unwrap();
+    assert_eq!(tx.size(), 256);
+    let rx = BackRing::<_, NetifRxRequest, NetifRxResponse>::new(page.mem()).unwrap();
+    assert_eq!(rx.size(), 256);
+    let big = HeapPage::new(16);
+    let f = FrontRing::<_, BlkifRequest, BlkifResponse>::attach(big.mem(), 0).unwrap();
+    assert_eq!(f.size(), 512, "ring-page-order 4");
+}
+
+#[test]
+fn page_offsets_agree_with_xen_abi() {
+    use core::mem::offset_of;
+    assert_eq!(
+        offset_of!(xen_abi::XenconsInterface, out_prod),
+        CONS_OUT_PROD_OFFSET
+    );
+    assert_eq!(CONS_OUT_PROD_OFFSET, 3084);
+    assert_eq!(CONS_CONNECTION_OFFSET, 3088);
+    assert_eq!((CONS_IN_LEN, CONS_OUT_LEN), (1024, 2048));
+    assert_eq!(XS_EVTCHN_PORT_OFFSET, 2076);
+    assert_eq!(XS_ERROR_OFFSET, 2072);
+    assert_eq!(XSD_SOCKMSG_SIZE, 16);
 }

@@ -190,8 +190,9 @@ impl Hypercall {
                 let stub = page.wrapping_add(nr as usize * HYPERCALL_STUB_SIZE);
                 // SAFETY: `with_page`'s contract makes `stub` the start of a
                 // hypervisor-written stub (mov eax, nr; vm(m)call; ret) that
-                // returns with only RAX and the argument registers changed;
-                // the CALL uses the stack, so `nostack` is not given.
+                // returns with only RAX and the argument registers changed.
+                // The CALL pushes a return address, so `nostack` is not
+                // given and the compiler keeps the stack usable below RSP.
                 unsafe {
                     asm!(
                         "call {stub}",

@@ -86,6 +86,44 @@ pub const HVMMEM_unused: u16 = 3;
 /// Memory type: claimed by an ioreq server (hvm_op.h `HVMMEM_ioreq_server`).
 pub const HVMMEM_ioreq_server: u16 = 4;
 
+/// A memory type (hvm_op.h `hvmmem_type_t`), built only by
+/// [`HvmmemType::try_from`] from the integer field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum HvmmemType {
+    /// `HVMMEM_ram_rw`.
+    RamRw = HVMMEM_ram_rw,
+    /// `HVMMEM_ram_ro`.
+    RamRo = HVMMEM_ram_ro,
+    /// `HVMMEM_mmio_dm`.
+    MmioDm = HVMMEM_mmio_dm,
+    /// `HVMMEM_unused`.
+    Unused = HVMMEM_unused,
+    /// `HVMMEM_ioreq_server`.
+    IoreqServer = HVMMEM_ioreq_server,
+}
+
+impl TryFrom<u16> for HvmmemType {
+    type Error = u16;
+    /// Checked conversion; an unknown value is returned as the error.
+    fn try_from(v: u16) -> Result<Self, u16> {
+        Ok(match v {
+            HVMMEM_ram_rw => Self::RamRw,
+            HVMMEM_ram_ro => Self::RamRo,
+            HVMMEM_mmio_dm => Self::MmioDm,
+            HVMMEM_unused => Self::Unused,
+            HVMMEM_ioreq_server => Self::IoreqServer,
+            other => return Err(other),
+        })
+    }
+}
+
+impl From<HvmmemType> for u16 {
+    fn from(t: HvmmemType) -> u16 {
+        t as u16
+    }
+}
+
 /// Argument of `HVMOP_set_param`/`HVMOP_get_param`
 /// (hvm_op.h `struct xen_hvm_param`, 16 bytes).
 #[repr(C)]
@@ -483,6 +521,15 @@ mod tests {
             intx: 4,
         };
         assert_eq!(bad.encode(), Err(CallbackIrqError::BadIntxPin(4)));
+    }
+
+    #[test]
+    fn mem_type_checked() {
+        for v in 0..=4u16 {
+            assert_eq!(u16::from(HvmmemType::try_from(v).unwrap()), v);
+        }
+        assert_eq!(HvmmemType::try_from(5), Err(5));
+        assert_eq!(HvmmemType::try_from(u16::MAX), Err(u16::MAX));
     }
 
     #[test]

@@ -49,6 +49,48 @@ pub const VDISK_READONLY: u32 = 0x4;
 /// Sector size the protocol counts in, bytes (blkif.h: 512-byte sectors).
 pub const BLKIF_SECTOR_SIZE: u64 = 512;
 
+/// A block operation (blkif.h `BLKIF_OP_*`), built only by
+/// [`BlkifOp::try_from`] from a request's `operation` byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlkifOp {
+    /// `BLKIF_OP_READ`.
+    Read = BLKIF_OP_READ,
+    /// `BLKIF_OP_WRITE`.
+    Write = BLKIF_OP_WRITE,
+    /// `BLKIF_OP_WRITE_BARRIER`.
+    WriteBarrier = BLKIF_OP_WRITE_BARRIER,
+    /// `BLKIF_OP_FLUSH_DISKCACHE`.
+    FlushDiskcache = BLKIF_OP_FLUSH_DISKCACHE,
+    /// `BLKIF_OP_DISCARD`.
+    Discard = BLKIF_OP_DISCARD,
+    /// `BLKIF_OP_INDIRECT`.
+    Indirect = BLKIF_OP_INDIRECT,
+}
+
+impl TryFrom<u8> for BlkifOp {
+    type Error = u8;
+    /// Checked conversion; unknown values and the reserved 4 are returned
+    /// as the error.
+    fn try_from(v: u8) -> Result<Self, u8> {
+        Ok(match v {
+            BLKIF_OP_READ => Self::Read,
+            BLKIF_OP_WRITE => Self::Write,
+            BLKIF_OP_WRITE_BARRIER => Self::WriteBarrier,
+            BLKIF_OP_FLUSH_DISKCACHE => Self::FlushDiskcache,
+            BLKIF_OP_DISCARD => Self::Discard,
+            BLKIF_OP_INDIRECT => Self::Indirect,
+            other => return Err(other),
+        })
+    }
+}
+
+impl From<BlkifOp> for u8 {
+    fn from(op: BlkifOp) -> u8 {
+        op as u8
+    }
+}
+
 /// One data segment: a granted page and an inclusive sector range in it
 /// (blkif.h `struct blkif_request_segment`). Both layouts share it.
 #[repr(C)]
@@ -385,6 +427,16 @@ mod tests {
         assert_eq!(seg(4, 3).byte_len(), None);
         assert_eq!(seg(0, 8).byte_len(), None);
         assert_eq!(seg(255, 255).byte_len(), None);
+    }
+
+    #[test]
+    fn operations_checked() {
+        for v in [0u8, 1, 2, 3, 5, 6] {
+            assert_eq!(u8::from(BlkifOp::try_from(v).unwrap()), v);
+        }
+        assert_eq!(BlkifOp::try_from(BLKIF_OP_RESERVED_1), Err(4));
+        assert_eq!(BlkifOp::try_from(7), Err(7));
+        assert_eq!(BlkifOp::try_from(u8::MAX), Err(u8::MAX));
     }
 
     #[test]

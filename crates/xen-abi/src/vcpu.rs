@@ -169,38 +169,68 @@ pub const VCPU_HVM_MODE_64B: u32 = 1;
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
-#[allow(missing_docs)] // register names speak for themselves
 pub struct VcpuHvmX86_32 {
+    /// Initial `eax`.
     pub eax: u32,
+    /// Initial `ecx`.
     pub ecx: u32,
+    /// Initial `edx`.
     pub edx: u32,
+    /// Initial `ebx`.
     pub ebx: u32,
+    /// Initial `esp`.
     pub esp: u32,
+    /// Initial `ebp`.
     pub ebp: u32,
+    /// Initial `esi`.
     pub esi: u32,
+    /// Initial `edi`.
     pub edi: u32,
+    /// Initial `eip`.
     pub eip: u32,
+    /// Initial `eflags`.
     pub eflags: u32,
+    /// Initial `cr0`.
     pub cr0: u32,
+    /// Initial `cr3`.
     pub cr3: u32,
+    /// Initial `cr4`.
     pub cr4: u32,
+    /// Padding.
     pub pad1: u32,
+    /// Initial `efer`.
     pub efer: u64,
+    /// CS segment base.
     pub cs_base: u32,
+    /// DS segment base.
     pub ds_base: u32,
+    /// SS segment base.
     pub ss_base: u32,
+    /// ES segment base.
     pub es_base: u32,
+    /// TR segment base.
     pub tr_base: u32,
+    /// CS segment limit.
     pub cs_limit: u32,
+    /// DS segment limit.
     pub ds_limit: u32,
+    /// SS segment limit.
     pub ss_limit: u32,
+    /// ES segment limit.
     pub es_limit: u32,
+    /// TR segment limit.
     pub tr_limit: u32,
+    /// CS segment access rights (VMX layout).
     pub cs_ar: u16,
+    /// DS segment access rights (VMX layout).
     pub ds_ar: u16,
+    /// SS segment access rights (VMX layout).
     pub ss_ar: u16,
+    /// ES segment access rights (VMX layout).
     pub es_ar: u16,
+    /// TR segment access rights (VMX layout).
     pub tr_ar: u16,
+    /// Padding.
     pub pad2: [u16; 3],
 }
 crate::assert_layout!(VcpuHvmX86_32, 120, {
@@ -217,21 +247,34 @@ crate::assert_layout!(VcpuHvmX86_32, 120, {
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
-#[allow(missing_docs)] // register names speak for themselves
 pub struct VcpuHvmX86_64 {
+    /// Initial `rax`.
     pub rax: u64,
+    /// Initial `rcx`.
     pub rcx: u64,
+    /// Initial `rdx`.
     pub rdx: u64,
+    /// Initial `rbx`.
     pub rbx: u64,
+    /// Initial `rsp`.
     pub rsp: u64,
+    /// Initial `rbp`.
     pub rbp: u64,
+    /// Initial `rsi`.
     pub rsi: u64,
+    /// Initial `rdi`.
     pub rdi: u64,
+    /// Initial `rip`.
     pub rip: u64,
+    /// Initial `rflags`.
     pub rflags: u64,
+    /// Initial `cr0`.
     pub cr0: u64,
+    /// Initial `cr3`.
     pub cr3: u64,
+    /// Initial `cr4`.
     pub cr4: u64,
+    /// Initial `efer`.
     pub efer: u64,
 }
 crate::assert_layout!(VcpuHvmX86_64, 112, {

@@ -70,33 +70,58 @@ pub const XS_INVALID: u32 = 0xffff;
 /// and `XS_INVALID` are refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
-#[allow(missing_docs)] // each variant is the xs_wire.h constant of the same name
 pub enum XsdSockmsgType {
+    /// `XS_CONTROL`.
     Control = XS_CONTROL,
+    /// `XS_DIRECTORY`.
     Directory = XS_DIRECTORY,
+    /// `XS_READ`.
     Read = XS_READ,
+    /// `XS_GET_PERMS`.
     GetPerms = XS_GET_PERMS,
+    /// `XS_WATCH`.
     Watch = XS_WATCH,
+    /// `XS_UNWATCH`.
     Unwatch = XS_UNWATCH,
+    /// `XS_TRANSACTION_START`.
     TransactionStart = XS_TRANSACTION_START,
+    /// `XS_TRANSACTION_END`.
     TransactionEnd = XS_TRANSACTION_END,
+    /// `XS_INTRODUCE`.
     Introduce = XS_INTRODUCE,
+    /// `XS_RELEASE`.
     Release = XS_RELEASE,
+    /// `XS_GET_DOMAIN_PATH`.
     GetDomainPath = XS_GET_DOMAIN_PATH,
+    /// `XS_WRITE`.
     Write = XS_WRITE,
+    /// `XS_MKDIR`.
     Mkdir = XS_MKDIR,
+    /// `XS_RM`.
     Rm = XS_RM,
+    /// `XS_SET_PERMS`.
     SetPerms = XS_SET_PERMS,
+    /// `XS_WATCH_EVENT`.
     WatchEvent = XS_WATCH_EVENT,
+    /// `XS_ERROR`.
     Error = XS_ERROR,
+    /// `XS_IS_DOMAIN_INTRODUCED`.
     IsDomainIntroduced = XS_IS_DOMAIN_INTRODUCED,
+    /// `XS_RESUME`.
     Resume = XS_RESUME,
+    /// `XS_SET_TARGET`.
     SetTarget = XS_SET_TARGET,
+    /// `XS_RESET_WATCHES`.
     ResetWatches = XS_RESET_WATCHES,
+    /// `XS_DIRECTORY_PART`.
     DirectoryPart = XS_DIRECTORY_PART,
+    /// `XS_GET_FEATURE`.
     GetFeature = XS_GET_FEATURE,
+    /// `XS_SET_FEATURE`.
     SetFeature = XS_SET_FEATURE,
+    /// `XS_GET_QUOTA`.
     GetQuota = XS_GET_QUOTA,
+    /// `XS_SET_QUOTA`.
     SetQuota = XS_SET_QUOTA,
 }
 

@@ -220,15 +220,15 @@ pub struct VcpuHvmX86_32 {
     pub es_limit: u32,
     /// TR segment limit.
     pub tr_limit: u32,
-    /// CS segment access rights (VMX layout).
+    /// CS segment attributes: descriptor bits 40-47 in bits 0-7, bits 52-55 in bits 8-11.
     pub cs_ar: u16,
-    /// DS segment access rights (VMX layout).
+    /// DS segment attributes: descriptor bits 40-47 in bits 0-7, bits 52-55 in bits 8-11.
     pub ds_ar: u16,
-    /// SS segment access rights (VMX layout).
+    /// SS segment attributes: descriptor bits 40-47 in bits 0-7, bits 52-55 in bits 8-11.
     pub ss_ar: u16,
-    /// ES segment access rights (VMX layout).
+    /// ES segment attributes: descriptor bits 40-47 in bits 0-7, bits 52-55 in bits 8-11.
     pub es_ar: u16,
-    /// TR segment access rights (VMX layout).
+    /// TR segment attributes: descriptor bits 40-47 in bits 0-7, bits 52-55 in bits 8-11.
     pub tr_ar: u16,
     /// Padding.
     pub pad2: [u16; 3],

@@ -6,7 +6,8 @@
 //! the consumer loads `prod` with acquire, copies bytes out, then releases
 //! the space by a release store of `cons` (its reads are ordered before the
 //! store). Each end writes only its own index and keeps a private copy of it;
-//! the peer's index is read once per call and validated: the ring never holds
+//! data bytes are copied with byte-wide atomics; the peer's index is read
+//! once per call and validated: the ring never holds
 //! more than its length (`prod - cons <= len`) and the peer's index never
 //! runs backwards. A violation stops the end for good ([`ByteRingError`]).
 //! These protocols have no event indices: signal the peer after every call
@@ -71,8 +72,8 @@ pub enum ByteRingError {
 fn copy_in<M: SharedMem>(mem: &M, l: &ByteRingLayout, idx: u32, src: &[u8]) {
     let start = (idx & (l.len - 1)) as usize;
     let first = src.len().min(l.len as usize - start);
-    mem.write(l.data + start, &src[..first]);
-    mem.write(l.data, &src[first..]);
+    mem.write(l.data + start, &src[..first], 1);
+    mem.write(l.data, &src[first..], 1);
 }
 
 /// Copies ring data starting at index `idx` into `dst`, wrapping.
@@ -80,8 +81,8 @@ fn copy_out<M: SharedMem>(mem: &M, l: &ByteRingLayout, idx: u32, dst: &mut [u8])
     let start = (idx & (l.len - 1)) as usize;
     let first = dst.len().min(l.len as usize - start);
     let (a, b) = dst.split_at_mut(first);
-    mem.read(l.data + start, a);
-    mem.read(l.data, b);
+    mem.read(l.data + start, a, 1);
+    mem.read(l.data, b, 1);
 }
 
 /// Producer end of one direction.

@@ -43,10 +43,16 @@ pub trait SharedMem {
     /// Relaxed atomic byte store.
     fn store_u8(&self, offset: usize, value: u8);
     /// Copies `dst.len()` bytes from `offset` into private memory with relaxed
-    /// atomic loads; each shared byte is read exactly once.
-    fn read(&self, offset: usize, dst: &mut [u8]);
-    /// Copies `src` to `offset` with relaxed atomic stores.
-    fn write(&self, offset: usize, src: &[u8]);
+    /// atomic loads of `unit` bytes each (1, 4 or 8; `offset` and the length
+    /// are multiples of it); each shared byte is read exactly once.
+    ///
+    /// This crate always accesses a given shared byte with the same width
+    /// (ring entries with their ring's unit, byte-ring data with 1), so
+    /// atomics of different sizes never overlap.
+    fn read(&self, offset: usize, dst: &mut [u8], unit: usize);
+    /// Copies `src` to `offset` with relaxed atomic stores of `unit` bytes
+    /// each (as for [`read`](Self::read)).
+    fn write(&self, offset: usize, src: &[u8], unit: usize);
     /// A full (sequentially consistent) fence: Xen's `mb()`.
     fn full_fence(&self);
 }
@@ -67,11 +73,11 @@ impl<T: SharedMem + ?Sized> SharedMem for &T {
     fn store_u8(&self, offset: usize, value: u8) {
         (**self).store_u8(offset, value)
     }
-    fn read(&self, offset: usize, dst: &mut [u8]) {
-        (**self).read(offset, dst)
+    fn read(&self, offset: usize, dst: &mut [u8], unit: usize) {
+        (**self).read(offset, dst, unit)
     }
-    fn write(&self, offset: usize, src: &[u8]) {
-        (**self).write(offset, src)
+    fn write(&self, offset: usize, src: &[u8], unit: usize) {
+        (**self).write(offset, src, unit)
     }
     fn full_fence(&self) {
         (**self).full_fence()
@@ -147,6 +153,16 @@ impl<'a> RawMem<'a> {
         );
     }
 
+    /// `unit` is 1, 4 or 8 and divides both the offset and the length, so
+    /// every word access is aligned (the base is 8-byte aligned).
+    #[inline(always)]
+    fn check_unit(&self, offset: usize, len: usize, unit: usize) {
+        assert!(
+            matches!(unit, 1 | 4 | 8) && (offset | len).is_multiple_of(unit),
+            "pv-rings: bad copy unit"
+        );
+    }
+
     #[inline(always)]
     fn at(&self, offset: usize) -> *mut u8 {
         // `check` was called by every caller; `wrapping_add` keeps this
@@ -194,56 +210,66 @@ impl SharedMem for RawMem<'_> {
     }
 
     #[inline(always)]
-    fn read(&self, offset: usize, dst: &mut [u8]) {
+    fn read(&self, offset: usize, dst: &mut [u8], unit: usize) {
         self.check(offset, dst.len());
-        let mut i = 0;
-        while i < dst.len() {
-            let p = self.at(offset + i);
-            let rest = dst.len() - i;
-            if (p as usize).is_multiple_of(8) && rest >= 8 {
-                // SAFETY: p..p+8 is in bounds (checked above, rest >= 8) and
-                // 8-byte aligned; contract 1, 2.
-                let v = unsafe { AtomicU64::from_ptr(p.cast()) }.load(Ordering::Relaxed);
-                dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
-                i += 8;
-            } else if (p as usize).is_multiple_of(4) && rest >= 4 {
-                // SAFETY: p..p+4 in bounds and 4-byte aligned; contract 1, 2.
-                let v = unsafe { AtomicU32::from_ptr(p.cast()) }.load(Ordering::Relaxed);
-                dst[i..i + 4].copy_from_slice(&v.to_ne_bytes());
-                i += 4;
-            } else {
-                // SAFETY: p is in bounds; contract 1, 2.
-                dst[i] = unsafe { AtomicU8::from_ptr(p) }.load(Ordering::Relaxed);
-                i += 1;
+        self.check_unit(offset, dst.len(), unit);
+        let p = self.at(offset);
+        match unit {
+            8 => {
+                for (i, d) in dst.chunks_exact_mut(8).enumerate() {
+                    // SAFETY: p + 8i .. p + 8i + 8 lies in the checked range
+                    // and is 8-byte aligned (base 8-aligned, offset a
+                    // multiple of 8); contract 1, 2.
+                    let a = unsafe { AtomicU64::from_ptr(p.add(8 * i).cast()) };
+                    d.copy_from_slice(&a.load(Ordering::Relaxed).to_ne_bytes());
+                }
+            }
+            4 => {
+                for (i, d) in dst.chunks_exact_mut(4).enumerate() {
+                    // SAFETY: as above with 4-byte words.
+                    let a = unsafe { AtomicU32::from_ptr(p.add(4 * i).cast()) };
+                    d.copy_from_slice(&a.load(Ordering::Relaxed).to_ne_bytes());
+                }
+            }
+            _ => {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    // SAFETY: p + i lies in the checked range; contract 1, 2.
+                    *d = unsafe { AtomicU8::from_ptr(p.add(i)) }.load(Ordering::Relaxed);
+                }
             }
         }
     }
 
     #[inline(always)]
-    fn write(&self, offset: usize, src: &[u8]) {
+    fn write(&self, offset: usize, src: &[u8], unit: usize) {
         self.check(offset, src.len());
-        let mut i = 0;
-        while i < src.len() {
-            let p = self.at(offset + i);
-            let rest = src.len() - i;
-            if (p as usize).is_multiple_of(8) && rest >= 8 {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&src[i..i + 8]);
-                // SAFETY: p..p+8 in bounds and 8-byte aligned; contract 1, 2.
-                unsafe { AtomicU64::from_ptr(p.cast()) }
-                    .store(u64::from_ne_bytes(b), Ordering::Relaxed);
-                i += 8;
-            } else if (p as usize).is_multiple_of(4) && rest >= 4 {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&src[i..i + 4]);
-                // SAFETY: p..p+4 in bounds and 4-byte aligned; contract 1, 2.
-                unsafe { AtomicU32::from_ptr(p.cast()) }
-                    .store(u32::from_ne_bytes(b), Ordering::Relaxed);
-                i += 4;
-            } else {
-                // SAFETY: p in bounds; contract 1, 2.
-                unsafe { AtomicU8::from_ptr(p) }.store(src[i], Ordering::Relaxed);
-                i += 1;
+        self.check_unit(offset, src.len(), unit);
+        let p = self.at(offset);
+        match unit {
+            8 => {
+                for (i, s) in src.chunks_exact(8).enumerate() {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(s);
+                    // SAFETY: p + 8i .. p + 8i + 8 lies in the checked range
+                    // and is 8-byte aligned; contract 1, 2.
+                    let a = unsafe { AtomicU64::from_ptr(p.add(8 * i).cast()) };
+                    a.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+                }
+            }
+            4 => {
+                for (i, s) in src.chunks_exact(4).enumerate() {
+                    let mut b = [0u8; 4];
+                    b.copy_from_slice(s);
+                    // SAFETY: as above with 4-byte words.
+                    let a = unsafe { AtomicU32::from_ptr(p.add(4 * i).cast()) };
+                    a.store(u32::from_ne_bytes(b), Ordering::Relaxed);
+                }
+            }
+            _ => {
+                for (i, s) in src.iter().enumerate() {
+                    // SAFETY: p + i lies in the checked range; contract 1, 2.
+                    unsafe { AtomicU8::from_ptr(p.add(i)) }.store(*s, Ordering::Relaxed);
+                }
             }
         }
     }

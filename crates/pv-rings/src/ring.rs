@@ -147,6 +147,10 @@ pub enum RingError {
 struct Geometry {
     size: u32,
     entry_size: usize,
+    /// Width of the atomic accesses to entries: 8 or 4 if it divides the
+    /// entry, request and response sizes, else 1. Slot offsets are
+    /// multiples of it.
+    unit: usize,
 }
 
 impl Geometry {
@@ -159,7 +163,19 @@ impl Geometry {
         if size == 0 {
             return Err(LayoutError::TooSmall);
         }
-        Ok(Self { size, entry_size })
+        let sizes = entry_size | core::mem::size_of::<Req>() | core::mem::size_of::<Rsp>();
+        let unit = if sizes.is_multiple_of(8) {
+            8
+        } else if sizes.is_multiple_of(4) {
+            4
+        } else {
+            1
+        };
+        Ok(Self {
+            size,
+            entry_size,
+            unit,
+        })
     }
 
     /// Byte offset of the slot of index `idx`; always within the ring.
@@ -170,9 +186,9 @@ impl Geometry {
 }
 
 #[inline(always)]
-fn read_entry<T: FromBytes + IntoBytes, M: SharedMem>(mem: &M, offset: usize) -> T {
+fn read_entry<T: FromBytes + IntoBytes, M: SharedMem>(mem: &M, geo: &Geometry, idx: u32) -> T {
     let mut v = T::new_zeroed();
-    mem.read(offset, v.as_mut_bytes());
+    mem.read(geo.slot(idx), v.as_mut_bytes(), geo.unit);
     v
 }
 
@@ -184,7 +200,7 @@ pub fn init_shared_ring<M: SharedMem>(mem: &M) {
     mem.store_u32(RSP_PROD_OFFSET, 0, Relaxed);
     mem.store_u32(REQ_EVENT_OFFSET, 1, Relaxed);
     mem.store_u32(RSP_EVENT_OFFSET, 1, Relaxed);
-    mem.write(RING_PVT_OFFSET, &[0; RING_HEADER_SIZE - RING_PVT_OFFSET]);
+    mem.write(RING_PVT_OFFSET, &[0; RING_HEADER_SIZE - RING_PVT_OFFSET], 4);
     mem.full_fence();
 }
 
@@ -280,8 +296,11 @@ where
         if self.is_full() {
             return Err(RingError::Full);
         }
-        self.mem
-            .write(self.geo.slot(self.req_prod_pvt), req.as_bytes());
+        self.mem.write(
+            self.geo.slot(self.req_prod_pvt),
+            req.as_bytes(),
+            self.geo.unit,
+        );
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
         Ok(())
     }
@@ -360,7 +379,7 @@ where
         if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
             return Ok(None);
         }
-        let rsp = read_entry(&self.mem, self.geo.slot(self.rsp_cons));
+        let rsp = read_entry(&self.mem, &self.geo, self.rsp_cons);
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
         Ok(Some(rsp))
     }
@@ -412,7 +431,7 @@ where
         }
         self.left -= 1;
         let r = &mut *self.ring;
-        let rsp = read_entry(&r.mem, r.geo.slot(r.rsp_cons));
+        let rsp = read_entry(&r.mem, &r.geo, r.rsp_cons);
         r.rsp_cons = r.rsp_cons.wrapping_add(1);
         Some(rsp)
     }
@@ -541,7 +560,7 @@ where
         if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
             return Ok(None);
         }
-        let req = read_entry(&self.mem, self.geo.slot(self.req_cons));
+        let req = read_entry(&self.mem, &self.geo, self.req_cons);
         self.req_cons = self.req_cons.wrapping_add(1);
         Ok(Some(req))
     }
@@ -567,8 +586,11 @@ where
         if self.rsp_prod_pvt == self.req_cons {
             return Err(RingError::NoRequestToAnswer);
         }
-        self.mem
-            .write(self.geo.slot(self.rsp_prod_pvt), rsp.as_bytes());
+        self.mem.write(
+            self.geo.slot(self.rsp_prod_pvt),
+            rsp.as_bytes(),
+            self.geo.unit,
+        );
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         Ok(())
     }
@@ -637,7 +659,7 @@ where
         }
         self.left -= 1;
         let r = &mut *self.ring;
-        let req = read_entry(&r.mem, r.geo.slot(r.req_cons));
+        let req = read_entry(&r.mem, &r.geo, r.req_cons);
         r.req_cons = r.req_cons.wrapping_add(1);
         Some(req)
     }

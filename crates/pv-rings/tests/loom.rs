@@ -66,15 +66,15 @@ impl SharedMem for LoomMem {
     fn store_u8(&self, _offset: usize, _value: u8) {
         unimplemented!("not used by the request/response ring")
     }
-    fn read(&self, offset: usize, dst: &mut [u8]) {
-        assert!(dst.len() % 4 == 0);
+    fn read(&self, offset: usize, dst: &mut [u8], unit: usize) {
+        assert_eq!(unit, 4, "the model uses u32 entries");
         for (i, chunk) in dst.chunks_exact_mut(4).enumerate() {
             let v = self.word(offset + 4 * i).load(Ordering::Relaxed);
             chunk.copy_from_slice(&v.to_ne_bytes());
         }
     }
-    fn write(&self, offset: usize, src: &[u8]) {
-        assert!(src.len() % 4 == 0);
+    fn write(&self, offset: usize, src: &[u8], unit: usize) {
+        assert_eq!(unit, 4, "the model uses u32 entries");
         for (i, chunk) in src.chunks_exact(4).enumerate() {
             let v = u32::from_ne_bytes(chunk.try_into().unwrap());
             self.word(offset + 4 * i).store(v, Ordering::Relaxed);

@@ -246,7 +246,9 @@ proptest! {
             match what {
                 0 => mem.store_u32(REQ_PROD_OFFSET, start.wrapping_add(prod_delta % 300), Relaxed),
                 1 => mem.store_u32(REQ_PROD_OFFSET, prod_delta, Relaxed),
-                2 => mem.write(off & !7, &junk.to_ne_bytes()),
+                // Entries are accessed as 8-byte words, the header as 4-byte ones.
+                2 if off >= 64 => mem.write(off & !7, &junk.to_ne_bytes(), 8),
+                2 => mem.store_u32(off & !3, junk as u32, Relaxed),
                 _ => mem.store_u32(RSP_EVENT_OFFSET, prod_delta, Relaxed),
             }
             let res = b.take_requests(max as u32).map(|it| it.count());

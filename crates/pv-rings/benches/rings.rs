@@ -75,10 +75,13 @@ impl Message for BlkifRequest {
     }
 }
 
+/// The cores available at start-up (read before any thread is pinned: a
+/// pinned thread's children inherit its one-core mask).
+static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+
 fn pin(core: usize) {
-    if let Some(ids) = core_affinity::get_core_ids()
-        && ids.len() >= 2
-    {
+    let ids = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
+    if ids.len() >= 2 {
         core_affinity::set_for_current(ids[core % ids.len()]);
     }
 }
@@ -92,6 +95,7 @@ fn leaked_page() -> RawMem<'static> {
 fn spawn_ring_back<Q: Message>(
     mem: RawMem<'static>,
     stop: Arc<AtomicBool>,
+    notify_check: bool,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         pin(1);
@@ -103,7 +107,11 @@ fn spawn_ring_back<Q: Message>(
                 n += 1;
             }
             if n > 0 {
-                let _ = back.push_responses();
+                if notify_check {
+                    let _ = back.push_responses();
+                } else {
+                    back.publish_responses();
+                }
             } else if stop.load(Ordering::Relaxed) {
                 break;
             } else {
@@ -114,14 +122,34 @@ fn spawn_ring_back<Q: Message>(
 }
 
 fn bench_ring_stream<Q: Message>(c: &mut Criterion, group: &str) {
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    let mut cap = 0;
+    for notify_check in [true, false] {
+        cap = ring_stream::<Q>(&mut g, notify_check);
+    }
+    bench_rtrb_stream::<Q>(&mut g, cap);
+    g.finish();
+}
+
+/// Streams through a pv-rings ring; with `notify_check` each publication is
+/// a push-and-check-notify (full fence), otherwise a plain release publish
+/// (`RING_PUSH_*` without the check, for peers known to be polling).
+fn ring_stream<Q: Message>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    notify_check: bool,
+) -> usize {
     let mem = leaked_page();
     let mut front = FrontRing::<_, Q, Q::Rsp>::init(mem).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let back = spawn_ring_back::<Q>(mem, stop.clone());
+    let back = spawn_ring_back::<Q>(mem, stop.clone(), notify_check);
     pin(0);
-    let mut g = c.benchmark_group(group);
-    g.throughput(Throughput::Elements(1));
-    g.bench_function(format!("pv-rings ({} slots)", front.size()), |b| {
+    let name = if notify_check {
+        "push+check"
+    } else {
+        "publish"
+    };
+    g.bench_function(format!("pv-rings {name} ({} slots)", front.size()), |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             let (mut sent, mut done) = (0u64, 0u64);
@@ -133,7 +161,11 @@ fn bench_ring_stream<Q: Message>(c: &mut Criterion, group: &str) {
                     k += 1;
                 }
                 if k > 0 {
-                    let _ = front.push_requests();
+                    if notify_check {
+                        let _ = front.push_requests();
+                    } else {
+                        front.publish_requests();
+                    }
                 }
                 while let Some(rsp) = front.pop_response().unwrap() {
                     black_box(Q::rsp_id(&rsp));
@@ -143,11 +175,9 @@ fn bench_ring_stream<Q: Message>(c: &mut Criterion, group: &str) {
             start.elapsed()
         })
     });
-    let cap = front.size() as usize;
     stop.store(true, Ordering::Relaxed);
     back.join().unwrap();
-    bench_rtrb_stream::<Q>(&mut g, cap);
-    g.finish();
+    front.size() as usize
 }
 
 fn bench_rtrb_stream<Q: Message>(
@@ -201,7 +231,7 @@ fn bench_roundtrip(c: &mut Criterion) {
     let mem = leaked_page();
     let mut front = FrontRing::<_, Msg16, Msg16>::init(mem).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let back = spawn_ring_back::<Msg16>(mem, stop.clone());
+    let back = spawn_ring_back::<Msg16>(mem, stop.clone(), true);
     pin(0);
     let mut g = c.benchmark_group("roundtrip16");
     g.bench_function("pv-rings", |b| {
@@ -261,7 +291,40 @@ fn bench_roundtrip(c: &mut Criterion) {
     g.finish();
 }
 
+/// Both ends in one thread: the per-message instruction cost, without any
+/// cache-line traffic between cores.
+fn bench_one_thread(c: &mut Criterion) {
+    let mem = leaked_page();
+    let mut front = FrontRing::<_, Msg16, Msg16>::init(mem).unwrap();
+    let mut back = BackRing::<_, Msg16, Msg16>::new(mem).unwrap();
+    let mut g = c.benchmark_group("one_thread16");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("pv-rings (128 slots, batches of 128)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut done = 0u64;
+            while done < iters {
+                for i in 0..128 {
+                    front.put_request(&Msg16::make(done + i)).unwrap();
+                }
+                let _ = front.push_requests();
+                while let Some(req) = back.pop_request().unwrap() {
+                    back.put_response(&req.answer()).unwrap();
+                }
+                let _ = back.push_responses();
+                while let Some(rsp) = front.pop_response().unwrap() {
+                    black_box(rsp.id);
+                }
+                done += 128;
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
 fn streams(c: &mut Criterion) {
+    CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
     bench_ring_stream::<Msg16>(c, "stream16");
     bench_ring_stream::<BlkifRequest>(c, "stream112");
 }
@@ -272,6 +335,6 @@ criterion_group! {
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = streams, bench_roundtrip
+    targets = streams, bench_roundtrip, bench_one_thread
 }
 criterion_main!(benches);

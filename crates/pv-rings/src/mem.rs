@@ -43,8 +43,9 @@ pub trait SharedMem {
     /// Relaxed atomic byte store.
     fn store_u8(&self, offset: usize, value: u8);
     /// Copies `dst.len()` bytes from `offset` into private memory with relaxed
-    /// atomic loads of `unit` bytes each (1, 4 or 8; `offset` and the length
-    /// are multiples of it); each shared byte is read exactly once.
+    /// atomic loads of `unit` bytes each (8 or 4, with `offset` and the
+    /// length multiples of it; any other value means single bytes); each
+    /// shared byte is read exactly once.
     ///
     /// This crate always accesses a given shared byte with the same width
     /// (ring entries with their ring's unit, byte-ring data with 1), so
@@ -153,14 +154,14 @@ impl<'a> RawMem<'a> {
         );
     }
 
-    /// `unit` is 1, 4 or 8 and divides both the offset and the length, so
-    /// every word access is aligned (the base is 8-byte aligned).
+    /// For word copies, the width divides both the offset and the length,
+    /// so every word access is aligned (the base is 8-byte aligned). Any
+    /// other `unit` copies bytes, which needs no alignment.
     #[inline(always)]
-    fn check_unit(&self, offset: usize, len: usize, unit: usize) {
-        assert!(
-            matches!(unit, 1 | 4 | 8) && (offset | len).is_multiple_of(unit),
-            "pv-rings: bad copy unit"
-        );
+    fn check_words(offset: usize, len: usize, mask: usize) {
+        // A constant mask, not `%` by a variable: a division here would cost
+        // more than the copy.
+        assert!((offset | len) & mask == 0, "pv-rings: misaligned copy");
     }
 
     #[inline(always)]
@@ -212,19 +213,24 @@ impl SharedMem for RawMem<'_> {
     #[inline(always)]
     fn read(&self, offset: usize, dst: &mut [u8], unit: usize) {
         self.check(offset, dst.len());
-        self.check_unit(offset, dst.len(), unit);
         let p = self.at(offset);
         match unit {
             8 => {
-                for (i, d) in dst.chunks_exact_mut(8).enumerate() {
+                Self::check_words(offset, dst.len(), 7);
+                let d = dst.as_mut_ptr();
+                for i in 0..dst.len() / 8 {
                     // SAFETY: p + 8i .. p + 8i + 8 lies in the checked range
                     // and is 8-byte aligned (base 8-aligned, offset a
                     // multiple of 8); contract 1, 2.
                     let a = unsafe { AtomicU64::from_ptr(p.add(8 * i).cast()) };
-                    d.copy_from_slice(&a.load(Ordering::Relaxed).to_ne_bytes());
+                    let v = a.load(Ordering::Relaxed);
+                    // SAFETY: d + 8i .. d + 8i + 8 lies in `dst` (i < len / 8),
+                    // private memory we hold exclusively; unaligned write.
+                    unsafe { d.add(8 * i).cast::<u64>().write_unaligned(v) };
                 }
             }
             4 => {
+                Self::check_words(offset, dst.len(), 3);
                 for (i, d) in dst.chunks_exact_mut(4).enumerate() {
                     // SAFETY: as above with 4-byte words.
                     let a = unsafe { AtomicU32::from_ptr(p.add(4 * i).cast()) };
@@ -243,20 +249,23 @@ impl SharedMem for RawMem<'_> {
     #[inline(always)]
     fn write(&self, offset: usize, src: &[u8], unit: usize) {
         self.check(offset, src.len());
-        self.check_unit(offset, src.len(), unit);
         let p = self.at(offset);
         match unit {
             8 => {
-                for (i, s) in src.chunks_exact(8).enumerate() {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(s);
+                Self::check_words(offset, src.len(), 7);
+                let s = src.as_ptr();
+                for i in 0..src.len() / 8 {
+                    // SAFETY: s + 8i .. s + 8i + 8 lies in `src` (i < len / 8);
+                    // unaligned read of private memory.
+                    let v = unsafe { s.add(8 * i).cast::<u64>().read_unaligned() };
                     // SAFETY: p + 8i .. p + 8i + 8 lies in the checked range
                     // and is 8-byte aligned; contract 1, 2.
                     let a = unsafe { AtomicU64::from_ptr(p.add(8 * i).cast()) };
-                    a.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+                    a.store(v, Ordering::Relaxed);
                 }
             }
             4 => {
+                Self::check_words(offset, src.len(), 3);
                 for (i, s) in src.chunks_exact(4).enumerate() {
                     let mut b = [0u8; 4];
                     b.copy_from_slice(s);

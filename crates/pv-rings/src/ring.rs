@@ -288,7 +288,7 @@ where
 
     /// Copies `req` into the next request slot; it becomes visible to the
     /// back end at the next [`push_requests`](Self::push_requests).
-    #[inline]
+    #[inline(always)]
     pub fn put_request(&mut self, req: &Req) -> Result<(), RingError> {
         if let Some(f) = self.fault {
             return Err(RingError::Broken(f));
@@ -371,7 +371,7 @@ where
 
     /// Copies out the next response, if one is published. `rsp_prod` is read
     /// only when the responses seen at the last read are used up.
-    #[inline]
+    #[inline(always)]
     pub fn pop_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if let Some(f) = self.fault {
             return Err(RingError::Broken(f));
@@ -424,7 +424,7 @@ where
 {
     type Item = Rsp;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Rsp> {
         if self.left == 0 {
             return None;
@@ -552,7 +552,7 @@ where
 
     /// Copies out the next request, if one is published. `req_prod` is read
     /// only when the requests seen at the last read are used up.
-    #[inline]
+    #[inline(always)]
     pub fn pop_request(&mut self) -> Result<Option<Req>, RingError> {
         if let Some(f) = self.fault {
             return Err(RingError::Broken(f));
@@ -578,7 +578,7 @@ where
     /// Copies `rsp` into the next response slot; it becomes visible at the
     /// next [`push_responses`](Self::push_responses). Fails when every
     /// consumed request already has its response.
-    #[inline]
+    #[inline(always)]
     pub fn put_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
         if let Some(f) = self.fault {
             return Err(RingError::Broken(f));
@@ -652,7 +652,7 @@ where
 {
     type Item = Req;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Req> {
         if self.left == 0 {
             return None;

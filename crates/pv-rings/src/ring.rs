@@ -142,15 +142,27 @@ pub enum RingError {
     Broken(Fault),
 }
 
-/// Geometry shared by both ends.
+/// The width of the atomic accesses to entries: 8 or 4 if it divides the
+/// entry, request and response sizes, else 1. Slot offsets are multiples of
+/// it, and every access to a slot uses it, so atomics of different sizes
+/// never overlap.
+const fn copy_unit<Req, Rsp>() -> usize {
+    let sizes =
+        entry_size::<Req, Rsp>() | core::mem::size_of::<Req>() | core::mem::size_of::<Rsp>();
+    if sizes % 8 == 0 {
+        8
+    } else if sizes % 4 == 0 {
+        4
+    } else {
+        1
+    }
+}
+
+/// Geometry shared by both ends. Entry size and copy width are constants of
+/// the entry types, so the compiler folds them.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     size: u32,
-    entry_size: usize,
-    /// Width of the atomic accesses to entries: 8 or 4 if it divides the
-    /// entry, request and response sizes, else 1. Slot offsets are
-    /// multiples of it.
-    unit: usize,
 }
 
 impl Geometry {
@@ -158,38 +170,47 @@ impl Geometry {
         if core::mem::size_of::<Req>() == 0 || core::mem::size_of::<Rsp>() == 0 {
             return Err(LayoutError::ZeroSizedEntry);
         }
-        let entry_size = entry_size::<Req, Rsp>();
-        let size = ring_size(len, entry_size);
+        let size = ring_size(len, entry_size::<Req, Rsp>());
         if size == 0 {
             return Err(LayoutError::TooSmall);
         }
-        let sizes = entry_size | core::mem::size_of::<Req>() | core::mem::size_of::<Rsp>();
-        let unit = if sizes.is_multiple_of(8) {
-            8
-        } else if sizes.is_multiple_of(4) {
-            4
-        } else {
-            1
-        };
-        Ok(Self {
-            size,
-            entry_size,
-            unit,
-        })
+        Ok(Self { size })
     }
 
     /// Byte offset of the slot of index `idx`; always within the ring.
     #[inline(always)]
-    fn slot(&self, idx: u32) -> usize {
-        RING_HEADER_SIZE + (idx & (self.size - 1)) as usize * self.entry_size
+    fn slot<Req, Rsp>(&self, idx: u32) -> usize {
+        RING_HEADER_SIZE + (idx & (self.size - 1)) as usize * entry_size::<Req, Rsp>()
     }
 }
 
 #[inline(always)]
-fn read_entry<T: FromBytes + IntoBytes, M: SharedMem>(mem: &M, geo: &Geometry, idx: u32) -> T {
+fn read_entry<T: FromBytes + IntoBytes, Req, Rsp, M: SharedMem>(
+    mem: &M,
+    geo: &Geometry,
+    idx: u32,
+) -> T {
     let mut v = T::new_zeroed();
-    mem.read(geo.slot(idx), v.as_mut_bytes(), geo.unit);
+    mem.read(
+        geo.slot::<Req, Rsp>(idx),
+        v.as_mut_bytes(),
+        copy_unit::<Req, Rsp>(),
+    );
     v
+}
+
+#[inline(always)]
+fn write_entry<T: IntoBytes + Immutable, Req, Rsp, M: SharedMem>(
+    mem: &M,
+    geo: &Geometry,
+    idx: u32,
+    v: &T,
+) {
+    mem.write(
+        geo.slot::<Req, Rsp>(idx),
+        v.as_bytes(),
+        copy_unit::<Req, Rsp>(),
+    );
 }
 
 /// Initialises the shared header as Xen's `SHARED_RING_INIT` does: producers
@@ -296,11 +317,7 @@ where
         if self.is_full() {
             return Err(RingError::Full);
         }
-        self.mem.write(
-            self.geo.slot(self.req_prod_pvt),
-            req.as_bytes(),
-            self.geo.unit,
-        );
+        write_entry::<_, Req, Rsp, _>(&self.mem, &self.geo, self.req_prod_pvt, req);
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
         Ok(())
     }
@@ -379,7 +396,7 @@ where
         if self.rsp_cons == self.rsp_prod_seen && self.refresh()? == 0 {
             return Ok(None);
         }
-        let rsp = read_entry(&self.mem, &self.geo, self.rsp_cons);
+        let rsp = read_entry::<_, Req, Rsp, _>(&self.mem, &self.geo, self.rsp_cons);
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
         Ok(Some(rsp))
     }
@@ -431,7 +448,7 @@ where
         }
         self.left -= 1;
         let r = &mut *self.ring;
-        let rsp = read_entry(&r.mem, &r.geo, r.rsp_cons);
+        let rsp = read_entry::<_, Req, Rsp, _>(&r.mem, &r.geo, r.rsp_cons);
         r.rsp_cons = r.rsp_cons.wrapping_add(1);
         Some(rsp)
     }
@@ -560,7 +577,7 @@ where
         if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
             return Ok(None);
         }
-        let req = read_entry(&self.mem, &self.geo, self.req_cons);
+        let req = read_entry::<_, Req, Rsp, _>(&self.mem, &self.geo, self.req_cons);
         self.req_cons = self.req_cons.wrapping_add(1);
         Ok(Some(req))
     }
@@ -586,11 +603,7 @@ where
         if self.rsp_prod_pvt == self.req_cons {
             return Err(RingError::NoRequestToAnswer);
         }
-        self.mem.write(
-            self.geo.slot(self.rsp_prod_pvt),
-            rsp.as_bytes(),
-            self.geo.unit,
-        );
+        write_entry::<_, Req, Rsp, _>(&self.mem, &self.geo, self.rsp_prod_pvt, rsp);
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         Ok(())
     }
@@ -659,7 +672,7 @@ where
         }
         self.left -= 1;
         let r = &mut *self.ring;
-        let req = read_entry(&r.mem, &r.geo, r.req_cons);
+        let req = read_entry::<_, Req, Rsp, _>(&r.mem, &r.geo, r.req_cons);
         r.req_cons = r.req_cons.wrapping_add(1);
         Some(req)
     }

@@ -149,9 +149,9 @@ pub enum RingError {
 const fn copy_unit<Req, Rsp>() -> usize {
     let sizes =
         entry_size::<Req, Rsp>() | core::mem::size_of::<Req>() | core::mem::size_of::<Rsp>();
-    if sizes % 8 == 0 {
+    if sizes.is_multiple_of(8) {
         8
-    } else if sizes % 4 == 0 {
+    } else if sizes.is_multiple_of(4) {
         4
     } else {
         1

@@ -232,31 +232,42 @@ fn bench_rtrb_stream<Q: Message>(
 }
 
 fn bench_roundtrip(c: &mut Criterion) {
-    let mem = leaked_page();
-    let mut front = FrontRing::<_, Msg16, Msg16>::init(mem).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let back = spawn_ring_back::<Msg16>(mem, stop.clone(), true);
-    pin(0);
     let mut g = c.benchmark_group("roundtrip16");
-    g.bench_function("pv-rings", |b| {
-        b.iter_custom(|iters| {
-            let start = Instant::now();
-            for i in 0..iters {
-                front.put_request(&Msg16::make(i)).unwrap();
-                let _ = front.push_requests();
-                loop {
-                    if let Some(rsp) = front.pop_response().unwrap() {
-                        black_box(rsp.id);
-                        break;
+    for notify_check in [true, false] {
+        let mem = leaked_page();
+        let mut front = FrontRing::<_, Msg16, Msg16>::init(mem).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let back = spawn_ring_back::<Msg16>(mem, stop.clone(), notify_check);
+        pin(0);
+        let name = if notify_check {
+            "push+check"
+        } else {
+            "publish"
+        };
+        g.bench_function(format!("pv-rings {name}"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for i in 0..iters {
+                    front.put_request(&Msg16::make(i)).unwrap();
+                    if notify_check {
+                        let _ = front.push_requests();
+                    } else {
+                        front.publish_requests();
                     }
-                    std::hint::spin_loop();
+                    loop {
+                        if let Some(rsp) = front.pop_response().unwrap() {
+                            black_box(rsp.id);
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
                 }
-            }
-            start.elapsed()
-        })
-    });
-    stop.store(true, Ordering::Relaxed);
-    back.join().unwrap();
+                start.elapsed()
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        back.join().unwrap();
+    }
 
     let (mut req_tx, mut req_rx) = rtrb::RingBuffer::<Msg16>::new(128);
     let (mut rsp_tx, mut rsp_rx) = rtrb::RingBuffer::<Msg16>::new(128);

@@ -5,7 +5,7 @@
 //! `RUSTFLAGS="--cfg loom" cargo test --release -p pv-rings --test loom`.
 //!
 //! What they check, for every interleaving loom explores (bounded by
-//! `LOOM_MAX_PREEMPTIONS`, default 2 here):
+//! `LOOM_MAX_PREEMPTIONS`, default 3 here):
 //! - no lost wake-up: each side sleeps on an event channel (a mutex and a
 //!   condition variable) after a final check; a lost wake-up leaves a thread
 //!   asleep for ever, which loom reports as a deadlock;
@@ -113,7 +113,7 @@ impl Event {
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(2);
+        b.preemption_bound = Some(3);
     }
     b.check(f);
 }

@@ -1,13 +1,25 @@
 //! # hv-core: the vendor-neutral core of the hypervisor
 //!
-//! hv-core will hold everything about running Xen PVH domains that does not
+//! hv-core holds everything about running Xen PVH domains that does not
 //! depend on the CPU vendor or touch hardware: domains and vCPUs, the p2m,
-//! hypercall dispatch, event channels, grant tables, scheduling, time and
-//! timers. Hardware access happens behind traits that the arch backends
-//! (`arch-svm`, `arch-vmx`) and the platform implement, so that all of this
-//! runs and is tested on the host with `cargo test`.
+//! guest memory access, hypercall dispatch, event channels, and the handling
+//! of VM exits. Hardware access happens behind traits defined here:
 //!
-//! Status: the crate is a placeholder until issues 5 and 6 fill it.
+//! - [`arch::VcpuBackend`] and [`arch::NestedPaging`], implemented by the
+//!   vendor backends (`arch-svm`, `arch-vmx`);
+//! - [`platform::Platform`] (frames, time, IPIs, console), implemented by
+//!   the hypervisor image and, in the tests, by a mock machine.
+//!
+//! So all of it runs and is tested on the host with `cargo test`.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod platform;
+pub mod types;
+
+pub use types::{DomId, Errno, Gfn, Hfn, PAGE_SIZE, XenResult};

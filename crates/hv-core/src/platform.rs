@@ -1,0 +1,62 @@
+//! What hv-core needs from the machine it runs on: host frames and access to
+//! them, time, cross-CPU kicks and the console.
+//!
+//! The hypervisor binary implements these over real memory (identity-mapped
+//! frames, the TSC, the local APIC, the UART); the tests implement them over
+//! heap buffers and a virtual clock. hv-core never holds a Rust reference
+//! into guest memory: every access goes through [`FrameAccess`], whose
+//! implementations must tolerate a guest changing the same bytes at the same
+//! time (volatile or atomic accesses, never `&[u8]` into a live frame).
+
+use crate::types::{DomId, Hfn};
+
+/// Access to host frames by number. Offsets and lengths are checked by the
+/// caller (hv-core's guest-memory layer): `offset + len <= PAGE_SIZE`, and
+/// atomics are naturally aligned. Implementations may still assert those
+/// invariants; they are never guest-controlled.
+pub trait FrameAccess {
+    /// Copies `buf.len()` bytes out of frame `hfn` starting at `offset`.
+    fn read(&self, hfn: Hfn, offset: usize, buf: &mut [u8]);
+    /// Copies `data` into frame `hfn` at `offset`.
+    fn write(&self, hfn: Hfn, offset: usize, data: &[u8]);
+    /// Sets `len` bytes of frame `hfn` at `offset` to zero.
+    fn zero(&self, hfn: Hfn, offset: usize, len: usize);
+    /// Atomically compares the 32-bit word at `offset` with `old` and, if
+    /// equal, replaces it with `new`. Returns the value found.
+    fn cmpxchg_u32(&self, hfn: Hfn, offset: usize, old: u32, new: u32) -> u32;
+    /// 64-bit form of [`FrameAccess::cmpxchg_u32`].
+    fn cmpxchg_u64(&self, hfn: Hfn, offset: usize, old: u64, new: u64) -> u64;
+    /// Atomically ORs `bits` into the 64-bit word at `offset`; returns the
+    /// previous value.
+    fn fetch_or_u64(&self, hfn: Hfn, offset: usize, bits: u64) -> u64;
+    /// Atomically ANDs `bits` into the 64-bit word at `offset`; returns the
+    /// previous value.
+    fn fetch_and_u64(&self, hfn: Hfn, offset: usize, bits: u64) -> u64;
+    /// Atomically ORs `bits` into the 32-bit word at `offset`; returns the
+    /// previous value.
+    fn fetch_or_u32(&self, hfn: Hfn, offset: usize, bits: u32) -> u32;
+    /// Atomically ANDs `bits` into the 32-bit word at `offset`; returns the
+    /// previous value.
+    fn fetch_and_u32(&self, hfn: Hfn, offset: usize, bits: u32) -> u32;
+    /// Atomically reads the 32-bit word at `offset`.
+    fn load_u32(&self, hfn: Hfn, offset: usize) -> u32;
+    /// Atomically reads the 64-bit word at `offset`.
+    fn load_u64(&self, hfn: Hfn, offset: usize) -> u64;
+    /// Atomically writes the 8-bit value at `offset`.
+    fn store_u8(&self, hfn: Hfn, offset: usize, value: u8);
+}
+
+/// The machine: frames, time, kicks and the console.
+pub trait Platform: FrameAccess {
+    /// Allocates one zeroed host frame, or `None` when memory is exhausted.
+    fn alloc_frame(&self) -> Option<Hfn>;
+    /// Returns a frame obtained from [`Platform::alloc_frame`].
+    fn free_frame(&self, hfn: Hfn);
+    /// System time: nanoseconds since boot, monotonic, the same on every CPU.
+    fn now_ns(&self) -> u64;
+    /// Makes physical CPU `pcpu` leave guest mode (or wake from idle) and
+    /// look at its work again (an IPI on hardware).
+    fn kick_cpu(&self, pcpu: u32);
+    /// Writes guest console output, already attributed to `domid`.
+    fn console_write(&self, domid: DomId, text: &[u8]);
+}

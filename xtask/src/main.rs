@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod image;
+mod linux;
 mod steps;
 
 const USAGE: &str = "\
@@ -37,7 +38,9 @@ commands:
                      --mem MiB, --smp N, --module FILE, --timeout SECS, --gdb,
                      --bochs-cpu MODEL (Intel runs; e.g. ryzen for SVM)
   image [--vendor V] build the bootable image: target/image/hypervisor.elf
-  linux              fetch Debian's PVH Linux kernel and build an initramfs
+  linux [--force]    fetch Debian's PVH Linux kernel (apt, network) and build
+                     a busybox initramfs: target/linux/vmlinux and
+                     target/linux/initramfs.cpio; cached, --force refetches
   help               this text
 ";
 
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
         "run" => image::run_cmd(&rest),
         "e2e" => image::e2e(),
         "image" => image::image(&rest),
-        "linux" => Err("`cargo xtask linux` is not available yet".to_string()),
+        "linux" => linux::linux(&rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

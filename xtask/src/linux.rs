@@ -1,0 +1,626 @@
+//! `cargo xtask linux`: fetch Debian's kernel and build a busybox initramfs.
+//!
+//! Everything lands in `target/linux/`:
+//!
+//! - `vmlinux`: the ELF kernel taken out of Debian's `linux-image-amd64`
+//!   bzImage, checked to carry the Xen PVH entry note
+//!   (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18);
+//! - `version.txt`: one `package version` line for the kernel, then one for
+//!   busybox;
+//! - `initramfs.cpio`: an uncompressed `newc` archive with Debian's static
+//!   busybox and an `/init` that prints `PVH-LINUX-INIT: up, cpus=<N>`, then
+//!   powers off, or runs a shell on the console when the kernel command
+//!   line has the word `pvhshell`;
+//! - `debs/`, `pkg/`, `busybox-pkg/`: the downloaded packages, unpacked.
+//!
+//! A second run does no network access: it checks the cached kernel and
+//! rebuilds the archive from the cached busybox. `--force` fetches again.
+//!
+//! Needs `apt-get`, `apt-cache`, `dpkg-deb` and `xz` (Debian's `xz-utils`),
+//! and package lists (`apt-get update`); run as root it updates them itself.
+
+use crate::{root, run};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The start of an xz stream: `FD 37 7A 58 5A 00`.
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
+/// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit PVH entry point.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// Busybox applets linked into `/bin` (`sh` and those `/init` uses).
+const APPLETS: &[&str] = &[
+    "sh", "mount", "echo", "cat", "poweroff", "reboot", "nproc", "ls", "setsid", "cttyhack",
+    "sleep", "dmesg", "uname", "mkdir",
+];
+
+/// The init script. Tests look for its marker line,
+/// `PVH-LINUX-INIT: up, cpus=<N>`.
+const INIT_SCRIPT: &str = r#"#!/bin/sh
+# PID 1 of the test initramfs, written by `cargo xtask linux`.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "PVH-LINUX-INIT: up, cpus=$(nproc)"
+case " $(cat /proc/cmdline) " in
+*" pvhshell "*)
+    echo "PVH-LINUX-INIT: shell (exit to power off)"
+    setsid cttyhack sh
+    ;;
+esac
+poweroff -f
+echo "PVH-LINUX-INIT: poweroff failed"
+while :; do sleep 1000; done
+"#;
+
+/// The paths `cargo xtask linux` produces.
+struct Artifacts {
+    vmlinux: PathBuf,
+    initramfs: PathBuf,
+}
+
+fn linux_dir() -> PathBuf {
+    root().join("target").join("linux")
+}
+
+pub fn linux(args: &[&str]) -> Result<(), String> {
+    let mut force = false;
+    for a in args {
+        match *a {
+            "--force" => force = true,
+            other => return Err(format!("linux: unknown option `{other}` (takes --force)")),
+        }
+    }
+    let dir = linux_dir();
+    let out = Artifacts {
+        vmlinux: dir.join("vmlinux"),
+        initramfs: dir.join("initramfs.cpio"),
+    };
+    let busybox_bin = dir.join("busybox-pkg").join("bin").join("busybox");
+
+    let cached_kernel = !force && check_vmlinux_file(&out.vmlinux).is_ok();
+    if !cached_kernel {
+        fetch_kernel(&dir, &out.vmlinux)?;
+    } else {
+        eprintln!("==> cached kernel: {}", out.vmlinux.display());
+    }
+
+    if force || (!busybox_bin.is_file() && !valid_cpio_file(&out.initramfs)) {
+        fetch_busybox(&dir)?;
+    }
+    if busybox_bin.is_file() {
+        // Cheap and offline: keeps the archive in step with `INIT_SCRIPT`.
+        let busybox = fs::read(&busybox_bin).map_err(|e| io_err(&busybox_bin, e))?;
+        check_applets(&busybox_bin)?;
+        let archive = initramfs(&busybox);
+        if fs::read(&out.initramfs).ok().as_deref() != Some(&archive[..]) {
+            write_atomic(&out.initramfs, &archive)?;
+        }
+    } else if !valid_cpio_file(&out.initramfs) {
+        return Err(format!("no busybox at {}", busybox_bin.display()));
+    }
+
+    for p in [&out.vmlinux, &out.initramfs] {
+        let len = fs::metadata(p).map_err(|e| io_err(p, e))?.len();
+        println!("{} ({} bytes)", p.display(), len);
+    }
+    if let Ok(v) = fs::read_to_string(dir.join("version.txt")) {
+        print!("{v}");
+    }
+    Ok(())
+}
+
+/// Downloads and unpacks the kernel package, writes `vmlinux` and the
+/// kernel line of `version.txt`.
+fn fetch_kernel(dir: &Path, vmlinux: &Path) -> Result<(), String> {
+    let mut apt = Apt::default();
+    let package = apt.kernel_package()?;
+    let deb = apt.download(&package, &dir.join("debs"))?;
+    let pkg = dir.join("pkg");
+    unpack(&deb, &pkg)?;
+
+    let boot = pkg.join("boot");
+    let bzimage = fs::read_dir(&boot)
+        .map_err(|e| io_err(&boot, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .ok_or(format!("no vmlinuz-* in {}", boot.display()))?;
+    eprintln!("==> extracting the ELF kernel from {}", bzimage.display());
+    let image = fs::read(&bzimage).map_err(|e| io_err(&bzimage, e))?;
+    let elf = extract_vmlinux(&image)?;
+    write_atomic(vmlinux, &elf)?;
+
+    let version = deb_field(&deb, "Version")?;
+    update_version(dir, 0, &format!("{package} {version}"))
+}
+
+/// Downloads and unpacks `busybox-static` into `busybox-pkg/`.
+fn fetch_busybox(dir: &Path) -> Result<(), String> {
+    let mut apt = Apt::default();
+    let deb = apt.download("busybox-static", &dir.join("debs"))?;
+    unpack(&deb, &dir.join("busybox-pkg"))?;
+    let version = deb_field(&deb, "Version")?;
+    update_version(dir, 1, &format!("busybox-static {version}"))
+}
+
+/// Sets line `index` of `version.txt` (0: kernel, 1: busybox).
+fn update_version(dir: &Path, index: usize, line: &str) -> Result<(), String> {
+    let path = dir.join("version.txt");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> = old.lines().map(str::to_string).collect();
+    lines.resize(lines.len().max(2), String::new());
+    lines[index] = line.to_string();
+    write_atomic(&path, format!("{}\n", lines.join("\n")).as_bytes())
+}
+
+/// Apt access, running `apt-get update` once when root and the lists are
+/// empty.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    /// Runs `f`; on failure, updates the lists once (root only) and retries.
+    fn retry<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut() -> Result<T, String>,
+    ) -> Result<T, String> {
+        match f() {
+            Ok(v) => Ok(v),
+            Err(e) if self.updated => Err(e),
+            Err(e) if is_root() => {
+                eprintln!("xtask: {what} failed ({e}); running apt-get update once");
+                self.updated = true;
+                let mut update = Command::new("apt-get");
+                update.arg("update");
+                run(update)?;
+                f()
+            }
+            Err(e) => Err(format!(
+                "{e}\n{what} failed: are the package lists empty? \
+                 Run `apt-get update` as root, then try again"
+            )),
+        }
+    }
+
+    /// The versioned package `linux-image-amd64` depends on.
+    fn kernel_package(&mut self) -> Result<String, String> {
+        self.retry("apt-cache depends linux-image-amd64", || {
+            let out = Command::new("apt-cache")
+                .args(["depends", "linux-image-amd64"])
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("could not start apt-cache: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            match kernel_dependency(&text) {
+                Some(p) if out.status.success() => {
+                    eprintln!("==> linux-image-amd64 depends on {p}");
+                    Ok(p)
+                }
+                _ => Err(format!(
+                    "apt-cache depends linux-image-amd64 names no linux-image-*-amd64 \
+                     ({}): {text:?}",
+                    out.status
+                )),
+            }
+        })
+    }
+
+    /// `apt-get download package` into `dir`; returns the `.deb`.
+    fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf, String> {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        // Drop older downloads so that exactly one file matches afterwards.
+        for old in debs_of(dir, package)? {
+            fs::remove_file(&old).map_err(|e| io_err(&old, e))?;
+        }
+        self.retry(&format!("apt-get download {package}"), || {
+            let mut c = Command::new("apt-get");
+            c.args(["download", package]).current_dir(dir);
+            run(c)
+        })?;
+        let mut found = debs_of(dir, package)?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            n => Err(format!(
+                "expected one {package}_*.deb in {}, found {n}",
+                dir.display()
+            )),
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Picks `linux-image-<version>-amd64` (or `-amd64-unsigned`) from the output
+/// of `apt-cache depends linux-image-amd64`. Alternatives (`|Depends:`) and
+/// their continuation lines count like any other `Depends:` line; virtual
+/// packages (`<name>`) are skipped.
+fn kernel_dependency(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| {
+            !p.starts_with('<')
+                && p.starts_with("linux-image-")
+                && (p.ends_with("-amd64") || p.ends_with("-amd64-unsigned"))
+        })
+        .map(str::to_string)
+}
+
+/// The `.deb` files for `package` in `dir` (`package_version_arch.deb`).
+fn debs_of(dir: &Path, package: &str) -> Result<Vec<PathBuf>, String> {
+    let prefix = format!("{package}_");
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Unpacks `deb` into a fresh `dest`.
+fn unpack(deb: &Path, dest: &Path) -> Result<(), String> {
+    if dest.exists() {
+        fs::remove_dir_all(dest).map_err(|e| io_err(dest, e))?;
+    }
+    let mut c = Command::new("dpkg-deb");
+    c.arg("-x").arg(deb).arg(dest);
+    run(c)
+}
+
+fn deb_field(deb: &Path, field: &str) -> Result<String, String> {
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .map_err(|e| format!("could not start dpkg-deb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "dpkg-deb -f {} {field} failed: {}",
+            deb.display(),
+            out.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Finds the xz stream in a bzImage and decompresses it with
+/// `xz --single-stream -dc`, which stops at the end of the first stream and
+/// ignores what follows. Every occurrence of the magic is tried until one
+/// gives a kernel that passes `check_vmlinux`.
+fn extract_vmlinux(image: &[u8]) -> Result<Vec<u8>, String> {
+    let mut last = String::from("no xz stream (magic FD 37 7A 58 5A 00) in the bzImage");
+    let offsets = image
+        .windows(XZ_MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| *w == XZ_MAGIC)
+        .map(|(i, _)| i);
+    for off in offsets {
+        let elf = match xz_decompress(&image[off..]) {
+            Ok(elf) => elf,
+            Err(e) => {
+                last = format!("xz stream at {off:#x}: {e}");
+                continue;
+            }
+        };
+        match check_vmlinux(&elf) {
+            Ok(entry) => {
+                eprintln!(
+                    "==> xz stream at {off:#x}: ELF64 kernel, {} bytes, PVH entry {entry:#x}",
+                    elf.len()
+                );
+                return Ok(elf);
+            }
+            Err(e) => last = format!("xz stream at {off:#x}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+fn xz_decompress(input: &[u8]) -> Result<Vec<u8>, String> {
+    let mut child = Command::new("xz")
+        .args(["--single-stream", "-dc"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start xz (Debian: xz-utils): {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let (out, err) = std::thread::scope(|s| {
+        // xz may stop reading early (end of stream): a broken pipe is fine.
+        s.spawn(move || {
+            let _ = stdin.write_all(input);
+        });
+        let err = s.spawn(move || {
+            let mut e = String::new();
+            let _ = stderr.read_to_string(&mut e);
+            e
+        });
+        let mut out = Vec::new();
+        let r = stdout.read_to_end(&mut out);
+        (r.map(|_| out), err.join().unwrap_or_default())
+    });
+    let status = child.wait().map_err(|e| format!("xz: {e}"))?;
+    let out = out.map_err(|e| format!("reading xz output: {e}"))?;
+    if !status.success() {
+        return Err(format!("xz failed ({status}): {}", err.trim()));
+    }
+    Ok(out)
+}
+
+fn check_vmlinux_file(path: &Path) -> Result<u64, String> {
+    let elf = fs::read(path).map_err(|e| io_err(path, e))?;
+    check_vmlinux(&elf)
+}
+
+fn u16_at(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+/// Checks for a little-endian x86_64 ELF64 with a `Xen` note of type
+/// `XEN_ELFNOTE_PHYS32_ENTRY` in a `PT_NOTE` segment; returns the entry.
+fn check_vmlinux(elf: &[u8]) -> Result<u64, String> {
+    const PT_NOTE: u32 = 4;
+    const EM_X86_64: u16 = 62;
+    if elf.get(..4) != Some(b"\x7fELF") {
+        return Err("not an ELF file".into());
+    }
+    if elf[4] != 2 || elf[5] != 1 || u16_at(elf, 18) != Some(EM_X86_64) {
+        return Err("not a little-endian x86_64 ELF64".into());
+    }
+    let bad = || "truncated ELF headers".to_string();
+    let phoff = u64_at(elf, 0x20).ok_or_else(bad)? as usize;
+    let phentsize = u16_at(elf, 0x36).ok_or_else(bad)? as usize;
+    let phnum = u16_at(elf, 0x38).ok_or_else(bad)? as usize;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(elf, ph).ok_or_else(bad)? != PT_NOTE {
+            continue;
+        }
+        let off = u64_at(elf, ph + 8).ok_or_else(bad)? as usize;
+        let size = u64_at(elf, ph + 32).ok_or_else(bad)? as usize;
+        let notes = elf.get(off..off.saturating_add(size)).ok_or_else(bad)?;
+        if let Some(entry) = xen_phys32_entry(notes) {
+            return Ok(entry);
+        }
+    }
+    Err("no Xen PVH note (XEN_ELFNOTE_PHYS32_ENTRY) in any PT_NOTE segment".into())
+}
+
+/// Walks the notes of one segment for `Xen`/`XEN_ELFNOTE_PHYS32_ENTRY`.
+fn xen_phys32_entry(mut notes: &[u8]) -> Option<u64> {
+    let align4 = |n: usize| n.checked_add(3).map(|n| n & !3);
+    while notes.len() >= 12 {
+        let namesz = u32_at(notes, 0)? as usize;
+        let descsz = u32_at(notes, 4)? as usize;
+        let kind = u32_at(notes, 8)?;
+        let name_end = 12usize.checked_add(namesz)?;
+        let desc_start = align4(name_end)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        let name = notes.get(12..name_end)?;
+        let desc = notes.get(desc_start..desc_end)?;
+        if name == b"Xen\0" && kind == XEN_ELFNOTE_PHYS32_ENTRY {
+            return match desc.len() {
+                4 => u32_at(desc, 0).map(u64::from),
+                8 => u64_at(desc, 0),
+                _ => None,
+            };
+        }
+        notes = notes.get(align4(desc_end)?.min(notes.len())..)?;
+    }
+    None
+}
+
+/// Runs the host's copy of the static busybox to check it has the applets
+/// the archive links.
+fn check_applets(busybox: &Path) -> Result<(), String> {
+    let out = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("could not run {} --list: {e}", busybox.display()))?;
+    let list = String::from_utf8_lossy(&out.stdout);
+    let have: Vec<&str> = list.lines().collect();
+    let missing: Vec<&str> = APPLETS
+        .iter()
+        .copied()
+        .filter(|a| !have.contains(a))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} lacks applets: {}",
+            busybox.display(),
+            missing.join(" ")
+        ))
+    }
+}
+
+fn valid_cpio_file(path: &Path) -> bool {
+    fs::read(path).is_ok_and(|b| {
+        b.starts_with(b"070701") && b.windows(11).rev().any(|w| w == b"TRAILER!!!\0")
+    })
+}
+
+/// The initramfs: busybox, its applet links, `/dev/console` and `/init`.
+fn initramfs(busybox: &[u8]) -> Vec<u8> {
+    let mut c = Cpio::default();
+    for d in ["bin", "sbin", "proc", "sys", "dev", "etc"] {
+        c.dir(d);
+    }
+    c.file("bin/busybox", 0o755, busybox);
+    for a in APPLETS {
+        c.symlink(&format!("bin/{a}"), "busybox");
+    }
+    c.char_dev("dev/console", 0o600, 5, 1);
+    c.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    c.finish()
+}
+
+/// A writer for the `newc` cpio format (the one Linux unpacks as an
+/// initramfs): a 110-byte ASCII header ("070701" and thirteen 8-digit hex
+/// fields), the NUL-terminated name, padding to 4 bytes, the data, padding
+/// to 4 bytes; a `TRAILER!!!` entry ends the archive. Times are 0 and
+/// owners root so that the archive is reproducible.
+#[derive(Default)]
+struct Cpio {
+    out: Vec<u8>,
+    next_ino: u32,
+}
+
+impl Cpio {
+    const S_IFDIR: u32 = 0o040_000;
+    const S_IFREG: u32 = 0o100_000;
+    const S_IFLNK: u32 = 0o120_000;
+    const S_IFCHR: u32 = 0o020_000;
+
+    fn dir(&mut self, name: &str) {
+        self.entry(name, Self::S_IFDIR | 0o755, 2, (0, 0), &[]);
+    }
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, Self::S_IFREG | perm, 1, (0, 0), data);
+    }
+    fn symlink(&mut self, name: &str, target: &str) {
+        self.entry(name, Self::S_IFLNK | 0o777, 1, (0, 0), target.as_bytes());
+    }
+    fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
+        self.entry(name, Self::S_IFCHR | perm, 1, (major, minor), &[]);
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) {
+        self.next_ino += 1;
+        let ino = if name == "TRAILER!!!" {
+            0
+        } else {
+            self.next_ino
+        };
+        let fields = [
+            ino,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime
+            u32::try_from(data.len()).expect("cpio entries are below 4 GiB"),
+            0, // devmajor
+            0, // devminor
+            rdev.0,
+            rdev.1,
+            u32::try_from(name.len() + 1).expect("short names"),
+            0, // check
+        ];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, 1, (0, 0), &[]);
+        self.out
+    }
+}
+
+/// Writes `path` through a temporary file and a rename, so that readers
+/// never see a partial file.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, data).map_err(|e| io_err(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> String {
+    format!("{}: {e}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_versioned_kernel() {
+        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n";
+        assert_eq!(
+            kernel_dependency(text).as_deref(),
+            Some("linux-image-6.1.0-57-amd64")
+        );
+        let alt = "linux-image-amd64\n |Depends: <linux-image-virtual>\n  \
+                   Depends: linux-image-6.1.0-9-amd64-unsigned\n";
+        assert_eq!(
+            kernel_dependency(alt).as_deref(),
+            Some("linux-image-6.1.0-9-amd64-unsigned")
+        );
+        assert_eq!(kernel_dependency("E: No packages found"), None);
+    }
+
+    #[test]
+    fn cpio_headers_are_aligned() {
+        let a = initramfs(b"busybox");
+        assert!(a.starts_with(b"070701"));
+        assert!(a.len().is_multiple_of(4));
+        // Every header starts on a 4-byte boundary: walk them.
+        let mut off = 0;
+        let mut names = Vec::new();
+        loop {
+            let h = &a[off..off + 110];
+            assert_eq!(&h[..6], b"070701");
+            let field = |i: usize| {
+                let s = std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).unwrap();
+                usize::from_str_radix(s, 16).unwrap()
+            };
+            let (filesize, namesize) = (field(6), field(11));
+            let name = &a[off + 110..off + 110 + namesize - 1];
+            names.push(String::from_utf8(name.to_vec()).unwrap());
+            if name == b"TRAILER!!!" {
+                break;
+            }
+            let data = (off + 110 + namesize + 3) & !3;
+            off = (data + filesize + 3) & !3;
+        }
+        assert!(names.iter().any(|n| n == "init"));
+        assert!(names.iter().any(|n| n == "dev/console"));
+    }
+}

@@ -267,11 +267,20 @@ pub struct P2mPerms {
 
 impl P2mPerms {
     /// Read, write and execute.
-    pub const RWX: P2mPerms = P2mPerms { write: true, exec: true };
+    pub const RWX: P2mPerms = P2mPerms {
+        write: true,
+        exec: true,
+    };
     /// Read only.
-    pub const RO: P2mPerms = P2mPerms { write: false, exec: false };
+    pub const RO: P2mPerms = P2mPerms {
+        write: false,
+        exec: false,
+    };
     /// Read and write, no execute.
-    pub const RW: P2mPerms = P2mPerms { write: true, exec: false };
+    pub const RW: P2mPerms = P2mPerms {
+        write: true,
+        exec: false,
+    };
 }
 
 /// Why a nested-paging update failed.

@@ -19,7 +19,20 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod domain;
+pub mod evtchn;
+pub mod evtchn_op;
+pub mod exits;
+pub mod guestmem;
+pub mod hv;
+pub mod hvm_op;
+pub mod hypercall;
+pub mod memory_op;
+pub mod p2m;
+pub mod pagewalk;
 pub mod platform;
 pub mod types;
+pub mod vcpu_op;
 
+pub use hv::{DomainConfig, ExitAction, Hypervisor};
 pub use types::{DomId, Errno, Gfn, Hfn, PAGE_SIZE, XenResult};

@@ -59,4 +59,7 @@ pub trait Platform: FrameAccess {
     fn kick_cpu(&self, pcpu: u32);
     /// Writes guest console output, already attributed to `domid`.
     fn console_write(&self, domid: DomId, text: &[u8]);
+    /// The host's `CPUID` result for `leaf`/`subleaf` (EAX, EBX, ECX, EDX),
+    /// the base of the guest's CPUID policy.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
 }

@@ -1,0 +1,206 @@
+//! Domains and their vCPUs.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use hashbrown::HashMap;
+
+use crate::evtchn::{EvtchnDomain, VcpuInfoLoc};
+use crate::p2m::P2m;
+use crate::types::{DomId, Gfn, Hfn};
+
+/// Number of HVM params a domain keeps (`HVM_NR_PARAMS` is 39 in Xen 4.17).
+pub const HVM_NR_PARAMS: usize = 40;
+
+/// Why a domain shut down (sched.h `SHUTDOWN_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// `SHUTDOWN_poweroff`.
+    Poweroff,
+    /// `SHUTDOWN_reboot`.
+    Reboot,
+    /// `SHUTDOWN_suspend`.
+    Suspend,
+    /// `SHUTDOWN_crash`: the guest crashed or was killed for misbehaving.
+    Crash,
+    /// `SHUTDOWN_watchdog`.
+    Watchdog,
+    /// `SHUTDOWN_soft_reset`.
+    SoftReset,
+}
+
+impl ShutdownReason {
+    /// From the ABI code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            0 => Self::Poweroff,
+            1 => Self::Reboot,
+            2 => Self::Suspend,
+            3 => Self::Crash,
+            4 => Self::Watchdog,
+            5 => Self::SoftReset,
+            _ => return None,
+        })
+    }
+}
+
+/// A domain's life-cycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    /// Built, vCPUs may run.
+    Running,
+    /// Paused by the toolstack: no vCPU runs.
+    Paused,
+    /// Shut down; waiting to be destroyed.
+    Shutdown(ShutdownReason),
+}
+
+/// A vCPU's scheduling state as hv-core sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuState {
+    /// Not started (secondary vCPUs until brought up).
+    Offline,
+    /// Wants a physical CPU.
+    Runnable,
+    /// Waiting for an event (`SCHEDOP_block`, `HLT`).
+    Blocked,
+    /// Waiting for one of some ports or a timeout (`SCHEDOP_poll`).
+    Polling,
+}
+
+/// A vCPU.
+#[derive(Clone, Debug)]
+pub struct Vcpu {
+    /// The vCPU id within its domain.
+    pub id: u32,
+    /// Scheduling state.
+    pub state: VcpuState,
+    /// Whether `vcpu_info` was moved by `register_vcpu_info`.
+    pub vcpu_info_registered: bool,
+    /// Guest address of the runstate area (linear), if registered.
+    pub runstate_area: Option<u64>,
+    /// The per-vCPU upcall vector (`HVMOP_set_evtchn_upcall_vector`).
+    pub upcall_vector: Option<u8>,
+    /// Ports polled by `SCHEDOP_poll`.
+    pub poll_ports: Vec<u32>,
+    /// Absolute system time at which a blocked or polling vCPU wakes.
+    pub wake_at: Option<u64>,
+    /// The physical CPU it last ran on.
+    pub pcpu: u32,
+    /// VIRQ ports bound to this vCPU (per-vCPU VIRQs), index = VIRQ.
+    pub virq: [u32; xen_abi::xen::NR_VIRQS as usize],
+}
+
+impl Vcpu {
+    fn new(id: u32) -> Self {
+        Vcpu {
+            id,
+            state: if id == 0 {
+                VcpuState::Runnable
+            } else {
+                VcpuState::Offline
+            },
+            vcpu_info_registered: false,
+            runstate_area: None,
+            upcall_vector: None,
+            poll_ports: Vec::new(),
+            wake_at: None,
+            pcpu: 0,
+            virq: [0; xen_abi::xen::NR_VIRQS as usize],
+        }
+    }
+}
+
+/// A domain.
+pub struct Domain {
+    /// Its id.
+    pub id: DomId,
+    /// A name for logs.
+    pub name: String,
+    /// The control domain may act on others.
+    pub privileged: bool,
+    /// Life-cycle state.
+    pub state: DomainState,
+    /// Guest-physical memory.
+    pub p2m: P2m,
+    /// Frames owned (RAM and special pages).
+    pub tot_pages: u64,
+    /// The most frames it may own.
+    pub max_pages: u64,
+    /// Its vCPUs.
+    pub vcpus: Vec<Vcpu>,
+    /// Where each vCPU's `vcpu_info` lives now (index = vCPU id): in
+    /// shared_info for the first 32 until registered elsewhere.
+    pub vcpu_info: Vec<VcpuInfoLoc>,
+    /// The shared_info frame (owned by the hypervisor, mapped on request).
+    pub shared_info: Hfn,
+    /// Where the guest placed shared_info.
+    pub shared_info_gfn: Option<Gfn>,
+    /// HVM params.
+    pub hvm_params: [u64; HVM_NR_PARAMS],
+    /// Event channels.
+    pub evtchn: EvtchnDomain,
+    /// VM assists enabled (`vm_assist`).
+    pub vm_assist: u64,
+    /// The guest's memory map, for `XENMEM_memory_map`.
+    pub memory_map: Vec<xen_abi::memory::E820Entry>,
+    /// Pending console output, flushed per line.
+    pub console_line: Vec<u8>,
+    /// Guest frames whose host frame the hypervisor holds (vcpu_info,
+    /// FIFO pages), with a count: never freed while pinned.
+    pub pinned: HashMap<u64, u32>,
+    /// Host frames released by the guest while pinned, freed at teardown.
+    pub zombies: Vec<Hfn>,
+}
+
+impl Domain {
+    /// A new domain with `nr_vcpus` vCPUs, no memory yet.
+    pub fn new(
+        id: DomId,
+        name: String,
+        privileged: bool,
+        nr_vcpus: u32,
+        p2m: P2m,
+        shared_info: Hfn,
+    ) -> Self {
+        Domain {
+            id,
+            name,
+            privileged,
+            state: DomainState::Running,
+            p2m,
+            tot_pages: 0,
+            max_pages: 0,
+            vcpus: (0..nr_vcpus).map(Vcpu::new).collect(),
+            vcpu_info: (0..nr_vcpus)
+                .map(|i| {
+                    (i < xen_abi::xen::XEN_LEGACY_MAX_VCPUS as u32)
+                        .then_some((shared_info, i as usize * 64))
+                })
+                .collect(),
+            shared_info,
+            shared_info_gfn: None,
+            hvm_params: [0; HVM_NR_PARAMS],
+            evtchn: EvtchnDomain::default(),
+            vm_assist: 0,
+            memory_map: Vec::new(),
+            console_line: Vec::new(),
+            pinned: HashMap::new(),
+            zombies: Vec::new(),
+        }
+    }
+
+    /// Whether the domain is still alive (not shut down).
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.state, DomainState::Shutdown(_))
+    }
+
+    /// Pins the host frame behind `hfn`.
+    pub fn pin(&mut self, hfn: Hfn) {
+        *self.pinned.entry(hfn.0).or_insert(0) += 1;
+    }
+
+    /// Whether `hfn` is pinned.
+    pub fn is_pinned(&self, hfn: Hfn) -> bool {
+        self.pinned.contains_key(&hfn.0)
+    }
+}

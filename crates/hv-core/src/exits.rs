@@ -1,0 +1,412 @@
+//! VM exit handling: CPUID policy, MSRs, port I/O, HLT and the rest.
+
+use crate::arch::{ControlReg, Event, IoExit, VcpuBackend, VmExit, X86_EXC_GP};
+use crate::domain::ShutdownReason;
+use crate::hv::{ExitAction, Hypervisor};
+use crate::platform::Platform;
+use crate::types::DomId;
+
+/// The MSR through which a guest asks for the hypercall page
+/// (CPUID base+2 EBX).
+pub const XEN_HYPERCALL_MSR: u32 = 0x4000_0000;
+/// Xen version reported by CPUID and `xen_version` (4.17).
+pub const XEN_VERSION: (u32, u32) = (4, 17);
+/// The debug console port (Bochs/QEMU `debugcon`).
+pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
+/// The guest ACPI sleep control register (see the image's guest_acpi).
+pub const SLEEP_CONTROL_PORT: u16 = 0xB004;
+/// Most string-I/O iterations done per exit before the instruction is
+/// re-executed (keeps one exit short).
+pub const MAX_STRING_IO: u64 = 4096;
+
+const EFER_MSR: u32 = 0xC000_0080;
+const APIC_BASE_MSR: u32 = 0x1B;
+const PAT_MSR: u32 = 0x277;
+
+pub(crate) fn handle<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    v: u32,
+    cpu: &mut dyn VcpuBackend,
+    exit: VmExit,
+) -> ExitAction {
+    match exit {
+        VmExit::Hypercall => crate::hypercall::entry(hv, d, v, cpu),
+        VmExit::Cpuid => {
+            let g = cpu.gprs();
+            let (leaf, sub) = (g.rax as u32, g.rcx as u32);
+            let r = cpuid(hv, d, v, leaf, sub);
+            let g = cpu.gprs_mut();
+            g.rax = r[0] as u64;
+            g.rbx = r[1] as u64;
+            g.rcx = r[2] as u64;
+            g.rdx = r[3] as u64;
+            skip(hv, d, cpu, &exit)
+        }
+        VmExit::MsrRead { msr } => match rdmsr(hv, d, v, cpu, msr) {
+            Some(val) => {
+                let g = cpu.gprs_mut();
+                g.rax = val & 0xFFFF_FFFF;
+                g.rdx = val >> 32;
+                skip(hv, d, cpu, &exit)
+            }
+            None => gp(cpu),
+        },
+        VmExit::MsrWrite { msr, value } => {
+            if wrmsr(hv, d, v, cpu, msr, value) {
+                skip(hv, d, cpu, &exit)
+            } else {
+                gp(cpu)
+            }
+        }
+        VmExit::Io(io) => {
+            let done = port_io(hv, d, cpu, io);
+            if done {
+                skip(hv, d, cpu, &exit)
+            } else {
+                ExitAction::Resume
+            }
+        }
+        VmExit::Hlt => {
+            let a = skip(hv, d, cpu, &exit);
+            if a != ExitAction::Resume {
+                return a;
+            }
+            if hv.upcall_pending(d, v) {
+                ExitAction::Resume
+            } else {
+                ExitAction::Block
+            }
+        }
+        VmExit::ExternalInterrupt | VmExit::TimerExpired => ExitAction::Resume,
+        VmExit::InterruptWindow => {
+            cpu.set_interrupt_window(false);
+            ExitAction::Resume
+        }
+        VmExit::Exception { vector, error_code } => {
+            // Only #MC and the like are intercepted: give them back.
+            cpu.inject(Event::Exception { vector, error_code });
+            ExitAction::Resume
+        }
+        VmExit::Xsetbv => {
+            let g = cpu.gprs();
+            let (idx, val) = (g.rcx as u32, (g.rdx << 32) | (g.rax & 0xFFFF_FFFF));
+            let host = hv.platform.cpuid(0xD, 0);
+            let allowed = ((host[3] as u64) << 32) | host[0] as u64;
+            // x87 must stay on; AVX needs SSE; nothing the host lacks.
+            let ok =
+                idx == 0 && val & 1 != 0 && val & !allowed == 0 && (val & 4 == 0 || val & 2 != 0);
+            if ok {
+                cpu.set_control(ControlReg::Xcr0, val);
+                skip(hv, d, cpu, &exit)
+            } else {
+                gp(cpu)
+            }
+        }
+        VmExit::Init | VmExit::Sipi { .. } => ExitAction::Resume,
+        VmExit::Shutdown => {
+            hv.crash(d, "triple fault");
+            ExitAction::Dead
+        }
+        VmExit::NestedPageFault { gpa, access } => {
+            log::warn!(
+                "{}v{}: nested page fault at {:#x} ({:?}), rip {:#x}",
+                d,
+                v,
+                gpa,
+                access,
+                cpu.rip()
+            );
+            hv.crash(d, "access to unmapped guest-physical memory");
+            ExitAction::Dead
+        }
+        VmExit::CrAccess { .. } => {
+            hv.crash(d, "unexpected control register intercept");
+            ExitAction::Dead
+        }
+        VmExit::EntryFailed { code } => {
+            log::warn!("{}v{}: VM entry failed ({:#x})", d, v, code);
+            hv.crash(d, "VM entry failed");
+            ExitAction::Dead
+        }
+        VmExit::Unhandled { code } => {
+            log::warn!(
+                "{}v{}: unhandled exit {:#x} at rip {:#x}",
+                d,
+                v,
+                code,
+                cpu.rip()
+            );
+            hv.crash(d, "unhandled exit");
+            ExitAction::Dead
+        }
+    }
+}
+
+fn gp(cpu: &mut dyn VcpuBackend) -> ExitAction {
+    cpu.inject(Event::Exception {
+        vector: X86_EXC_GP,
+        error_code: Some(0),
+    });
+    ExitAction::Resume
+}
+
+/// Skips the exiting instruction or crashes the domain when its length is
+/// unknown.
+pub(crate) fn skip<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    cpu: &mut dyn VcpuBackend,
+    exit: &VmExit,
+) -> ExitAction {
+    if cpu.skip_instruction(exit) {
+        ExitAction::Resume
+    } else {
+        hv.crash(d, "cannot decode the exiting instruction");
+        ExitAction::Dead
+    }
+}
+
+/// The host vendor, from CPUID leaf 0.
+pub(crate) fn host_is_amd<P: Platform>(hv: &Hypervisor<P>) -> bool {
+    let r = hv.platform.cpuid(0, 0);
+    // "AuthenticAMD" / "HygonGenuine": EBX "Auth" / "Hygo".
+    r[1] == 0x6874_7541 || r[1] == 0x6f67_7948
+}
+
+/// The guest's CPUID: the host's with virtualization hidden and the
+/// hypervisor bit set, plus the Xen leaves at 0x40000000.
+pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: u32) -> [u32; 4] {
+    use xen_abi::cpuid as x;
+    let base = x::XEN_CPUID_FIRST_LEAF;
+    if (base..base + 0x1_0000).contains(&leaf) {
+        let (maj, min) = XEN_VERSION;
+        return match leaf - base {
+            0 => [
+                base + x::XEN_CPUID_MAX_NUM_LEAVES,
+                x::XEN_CPUID_SIGNATURE_EBX,
+                x::XEN_CPUID_SIGNATURE_ECX,
+                x::XEN_CPUID_SIGNATURE_EDX,
+            ],
+            1 => [(maj << 16) | min, 0, 0, 0],
+            2 => [1, XEN_HYPERCALL_MSR, 0, 0],
+            4 => [
+                x::XEN_HVM_CPUID_VCPU_ID_PRESENT | x::XEN_HVM_CPUID_DOMID_PRESENT,
+                v,
+                d.0 as u32,
+                0,
+            ],
+            _ => [0; 4],
+        };
+    }
+    let mut r = hv.platform.cpuid(leaf, sub);
+    match leaf {
+        1 => {
+            // ECX: hide VMX (5), SMX (6), MONITOR (3), x2APIC (21, until it
+            // is emulated), XSAVE/OSXSAVE (26, 27) and AVX (28) which need
+            // XSAVE; set the hypervisor bit (31).
+            r[2] &=
+                !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28));
+            r[2] |= 1 << 31;
+            // EBX[31:24]: initial APIC id = 2 x vCPU, as the MADT says.
+            r[1] = (r[1] & 0x00FF_FFFF) | ((v * 2) << 24);
+        }
+        5 | 6 | 0xA | 0xD => r = [0; 4],
+        7 if sub == 0 => {
+            // EBX: hide AVX2 (5), AVX-512 (16..), which need XSAVE state.
+            r[1] &= !((1 << 5) | 0xFFFF_0000);
+            r[2] &= !(1 << 16); // LA57 stays host-only
+        }
+        0x8000_0001 => {
+            // ECX: hide SVM (2).
+            r[2] &= !(1 << 2);
+        }
+        0x8000_000A => r = [0; 4],
+        _ => {}
+    }
+    r
+}
+
+fn rdmsr<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    _d: DomId,
+    v: u32,
+    cpu: &mut dyn VcpuBackend,
+    msr: u32,
+) -> Option<u64> {
+    let _ = hv;
+    Some(match msr {
+        EFER_MSR => cpu.control(ControlReg::Efer),
+        APIC_BASE_MSR => 0xFEE0_0000 | (1 << 11) | if v == 0 { 1 << 8 } else { 0 },
+        PAT_MSR => 0x0007_0406_0007_0406,
+        // Platform id, microcode revision, feature control, MTRRs, MCG,
+        // debug control, misc enables: a quiet machine.
+        0x17
+        | 0x8B
+        | 0x3A
+        | 0xFE
+        | 0x2FF
+        | 0x200..=0x21F
+        | 0x250
+        | 0x258
+        | 0x259
+        | 0x268..=0x26F => 0,
+        0x179 | 0x17A | 0x1D9 | 0x140 => 0,
+        0x1A0 => 1, // MISC_ENABLE: fast strings
+        0xC001_0015 | 0xC001_1029 | 0xC001_0010 => 0,
+        _ => return None,
+    })
+}
+
+fn wrmsr<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    _v: u32,
+    cpu: &mut dyn VcpuBackend,
+    msr: u32,
+    value: u64,
+) -> bool {
+    match msr {
+        XEN_HYPERCALL_MSR => write_hypercall_page(hv, d, cpu, value),
+        EFER_MSR => {
+            // LME, LMA, NXE, SCE, FFXSR may change; nothing else.
+            const ALLOWED: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
+            if value & !ALLOWED != 0 {
+                return false;
+            }
+            cpu.set_control(ControlReg::Efer, value);
+            true
+        }
+        APIC_BASE_MSR | PAT_MSR | 0x2FF | 0x200..=0x21F | 0x250 | 0x258 | 0x259 | 0x268..=0x26F => {
+            true
+        }
+        0x1D9 | 0x17A | 0x8B | 0x140 | 0xC001_1029 => true,
+        _ => false,
+    }
+}
+
+/// Fills the page at guest-physical `value & !0xFFF` with 32-byte stubs
+/// `mov eax, nr; vmcall|vmmcall; ret`.
+fn write_hypercall_page<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    _cpu: &mut dyn VcpuBackend,
+    value: u64,
+) -> bool {
+    if value & 0xFFF != 0 {
+        return false; // only page index 0 exists
+    }
+    let amd = host_is_amd(hv);
+    let mut page = [0xCCu8; 4096];
+    for (nr, stub) in page.chunks_exact_mut(32).enumerate() {
+        stub[0] = 0xB8;
+        stub[1..5].copy_from_slice(&(nr as u32).to_le_bytes());
+        stub[5..8].copy_from_slice(if amd {
+            &[0x0F, 0x01, 0xD9]
+        } else {
+            &[0x0F, 0x01, 0xC1]
+        });
+        stub[8] = 0xC3;
+    }
+    let Some(mem) = hv.guest_mem(d) else {
+        return false;
+    };
+    mem.write(value & !0xFFF, &page).is_ok()
+}
+
+/// Port I/O. Returns whether the instruction completed (false: re-execute
+/// it, a long string operation continues).
+fn port_io<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    cpu: &mut dyn VcpuBackend,
+    io: IoExit,
+) -> bool {
+    let size = io.size.clamp(1, 4) as u64;
+    if !io.string {
+        if io.write {
+            let val = cpu.gprs().rax;
+            out(hv, d, io.port, size, val);
+        } else {
+            let mask = if size == 4 {
+                0xFFFF_FFFF
+            } else {
+                (1u64 << (size * 8)) - 1
+            };
+            let g = cpu.gprs_mut();
+            g.rax = (g.rax & !mask) | mask; // unhandled ports read all-ones
+        }
+        return true;
+    }
+    // INS / OUTS: flat segments assumed (PVH guests run flat); 64-bit or
+    // 32-bit addressing from the mode.
+    let long = cpu.in_64bit_mode();
+    let amask = if long { u64::MAX } else { 0xFFFF_FFFF };
+    let count = if io.rep { cpu.gprs().rcx & amask } else { 1 };
+    if count == 0 {
+        return true;
+    }
+    let n = count.min(MAX_STRING_IO);
+    let down = cpu.rflags() & (1 << 10) != 0;
+    let mode = Hypervisor::<P>::paging_mode(cpu);
+    let mut i = 0;
+    while i < n {
+        let g = *cpu.gprs();
+        let step = |r: u64| if down { r.wrapping_sub(size) } else { r.wrapping_add(size) } & amask;
+        if io.write {
+            let mut b = [0u8; 4];
+            let Some(virt) = hv.guest_virt(d, mode) else {
+                return true;
+            };
+            if virt.read(g.rsi & amask, &mut b[..size as usize]).is_err() {
+                cpu.inject(Event::Exception {
+                    vector: 14,
+                    error_code: Some(0),
+                });
+                return false;
+            }
+            out(hv, d, io.port, size, u32::from_le_bytes(b) as u64);
+            cpu.gprs_mut().rsi = step(g.rsi);
+        } else {
+            let Some(virt) = hv.guest_virt(d, mode) else {
+                return true;
+            };
+            if virt
+                .write(g.rdi & amask, &[0xFF; 4][..size as usize])
+                .is_err()
+            {
+                cpu.inject(Event::Exception {
+                    vector: 14,
+                    error_code: Some(2),
+                });
+                return false;
+            }
+            cpu.gprs_mut().rdi = step(g.rdi);
+        }
+        i += 1;
+    }
+    if io.rep {
+        let left = count - n;
+        let g = cpu.gprs_mut();
+        g.rcx = (g.rcx & !amask) | left;
+        return left == 0;
+    }
+    true
+}
+
+fn out<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64, val: u64) {
+    match port {
+        DEBUG_CONSOLE_PORT => {
+            let b = (val & 0xFF) as u8;
+            crate::hypercall::console_put(hv, d, &[b]);
+        }
+        SLEEP_CONTROL_PORT
+            if size == 1
+            // SLP_EN (bit 5) with SLP_TYP (bits 2-4) = 5 (the DSDT's \_S5).
+            && val & 0x20 != 0 && (val >> 2) & 7 == 5 =>
+        {
+            hv.shutdown(d, ShutdownReason::Poweroff);
+        }
+        _ => {}
+    }
+}

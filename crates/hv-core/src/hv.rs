@@ -1,0 +1,494 @@
+//! The hypervisor state: every domain, and the entry points the per-CPU
+//! loop calls (exits, upcall injection, timers).
+//!
+//! hv-core is single-threaded by construction: the image wraps one
+//! [`Hypervisor`] in a lock and calls it from every physical CPU between
+//! guest runs. Guest execution itself happens outside the lock.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::arch::{Event, NestedPaging, P2mPerms, VcpuBackend, VmExit};
+use crate::domain::{Domain, DomainState, ShutdownReason, VcpuState};
+use crate::evtchn::{ChanState, Target};
+use crate::guestmem::GuestMem;
+use crate::p2m::{P2m, P2mEntry, P2mKind};
+use crate::pagewalk::{GuestVirt, PagingMode};
+use crate::platform::Platform;
+use crate::types::{DomId, Errno, Gfn, Hfn, XenResult};
+
+/// What the per-CPU loop does after an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Enter the same vCPU again.
+    Resume,
+    /// Give the CPU to someone else, the vCPU stays runnable.
+    Yield,
+    /// The vCPU is blocked until an event or timeout.
+    Block,
+    /// The domain is gone (shut down or crashed): stop running it.
+    Dead,
+}
+
+/// How to build a domain.
+#[derive(Clone, Debug)]
+pub struct DomainConfig {
+    /// A name for logs.
+    pub name: String,
+    /// Control domain.
+    pub privileged: bool,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Maximum frames the domain may own.
+    pub max_pages: u64,
+}
+
+/// The hypervisor core.
+pub struct Hypervisor<P: Platform> {
+    /// The machine.
+    pub platform: P,
+    pub(crate) domains: BTreeMap<u16, Domain>,
+    next_domid: u16,
+    /// Set by hypercall handlers that block, yield or kill.
+    pub(crate) action: ExitAction,
+    /// Set by a handler that wants the call re-executed (continuation).
+    pub(crate) restart: bool,
+    /// vCPUs woken while handling the current request, to kick.
+    pub(crate) woken: Vec<(DomId, u32)>,
+}
+
+impl<P: Platform> Hypervisor<P> {
+    /// A hypervisor with no domains.
+    pub fn new(platform: P) -> Self {
+        Hypervisor {
+            platform,
+            domains: BTreeMap::new(),
+            next_domid: 0,
+            action: ExitAction::Resume,
+            restart: false,
+            woken: Vec::new(),
+        }
+    }
+
+    /// Creates a domain (ids count up from 0, the first is the usual dom0).
+    pub fn create_domain(
+        &mut self,
+        cfg: DomainConfig,
+        npt: Box<dyn NestedPaging>,
+    ) -> XenResult<DomId> {
+        if cfg.vcpus == 0 || cfg.vcpus > 128 {
+            return Err(Errno::EINVAL);
+        }
+        if self.next_domid >= DomId::FIRST_RESERVED {
+            return Err(Errno::ENOSPC);
+        }
+        let si = self.platform.alloc_frame().ok_or(Errno::ENOMEM)?;
+        let id = DomId(self.next_domid);
+        self.next_domid += 1;
+        let mut d = Domain::new(id, cfg.name, cfg.privileged, cfg.vcpus, P2m::new(npt), si);
+        d.max_pages = cfg.max_pages;
+        self.domains.insert(id.0, d);
+        Ok(id)
+    }
+
+    /// A domain by id.
+    pub fn domain(&self, d: DomId) -> Option<&Domain> {
+        self.domains.get(&d.0)
+    }
+
+    /// A domain by id, writable.
+    pub fn domain_mut(&mut self, d: DomId) -> Option<&mut Domain> {
+        self.domains.get_mut(&d.0)
+    }
+
+    /// Ids of every domain.
+    pub fn domain_ids(&self) -> Vec<DomId> {
+        self.domains.keys().map(|&k| DomId(k)).collect()
+    }
+
+    /// Gives `count` frames of RAM to `d` starting at `gfn`.
+    pub fn populate(&mut self, d: DomId, gfn: Gfn, count: u64) -> XenResult<()> {
+        for i in 0..count {
+            let g = Gfn(gfn.0.checked_add(i).ok_or(Errno::EINVAL)?);
+            self.populate_one(d, g, P2mKind::Ram)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `d` one frame at `gfn` of the given kind (RAM or special).
+    pub fn populate_one(&mut self, d: DomId, gfn: Gfn, kind: P2mKind) -> XenResult<Hfn> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        if dom.tot_pages >= dom.max_pages {
+            return Err(Errno::ENOMEM);
+        }
+        if dom.p2m.get(gfn).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let h = self.platform.alloc_frame().ok_or(Errno::ENOMEM)?;
+        let e = P2mEntry {
+            hfn: h,
+            kind,
+            perms: P2mPerms::RWX,
+        };
+        if dom.p2m.set(gfn, e).is_err() {
+            self.platform.free_frame(h);
+            return Err(Errno::ENOMEM);
+        }
+        dom.tot_pages += 1;
+        Ok(h)
+    }
+
+    /// Removes what is mapped at `gfn` in `d`, freeing an owned frame (or
+    /// keeping it as a zombie while the hypervisor holds it).
+    pub(crate) fn release_gfn(&mut self, d: DomId, gfn: Gfn) -> XenResult<()> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        let e = dom.p2m.remove(gfn).ok_or(Errno::ENOENT)?;
+        match e.kind {
+            P2mKind::Ram | P2mKind::Special => {
+                dom.tot_pages -= 1;
+                if dom.is_pinned(e.hfn) {
+                    dom.zombies.push(e.hfn);
+                } else {
+                    self.platform.free_frame(e.hfn);
+                }
+            }
+            P2mKind::SharedInfo => dom.shared_info_gfn = None,
+            P2mKind::GrantTable(_) | P2mKind::Foreign { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Guest-physical memory of `d`.
+    pub fn guest_mem(&self, d: DomId) -> Option<GuestMem<'_>> {
+        let dom = self.domains.get(&d.0)?;
+        Some(GuestMem::new(&dom.p2m, &self.platform))
+    }
+
+    /// Guest-linear memory of `d` under `mode`.
+    pub fn guest_virt(&self, d: DomId, mode: PagingMode) -> Option<GuestVirt<'_>> {
+        Some(GuestVirt {
+            mem: self.guest_mem(d)?,
+            mode,
+        })
+    }
+
+    /// Shuts `d` down with `reason`; its vCPUs stop at their next exit.
+    pub fn shutdown(&mut self, d: DomId, reason: ShutdownReason) {
+        let Some(dom) = self.domains.get_mut(&d.0) else {
+            return;
+        };
+        if !dom.is_alive() {
+            return;
+        }
+        log::info!("{}: shutdown ({:?})", d, reason);
+        dom.state = DomainState::Shutdown(reason);
+        let pcpus: Vec<u32> = dom.vcpus.iter().map(|v| v.pcpu).collect();
+        for p in pcpus {
+            self.platform.kick_cpu(p);
+        }
+        self.flush_console(d);
+        // Tell the control domain (VIRQ_DOM_EXC), as Xen does.
+        let dom0 = DomId(0);
+        if d != dom0 {
+            self.send_virq(dom0, xen_abi::xen::VIRQ_DOM_EXC, 0);
+        }
+    }
+
+    /// Kills `d` because of something it did: a crash.
+    pub fn crash(&mut self, d: DomId, why: &str) {
+        log::warn!("{}: crashed: {}", d, why);
+        self.shutdown(d, ShutdownReason::Crash);
+    }
+
+    /// Destroys `d`: closes its event channels (the peers see their ports
+    /// go unbound), unmaps and frees every frame it owns.
+    pub fn destroy_domain(&mut self, d: DomId) -> XenResult<()> {
+        let ports: Vec<u32> = {
+            let dom = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
+            dom.evtchn.iter().map(|(p, _)| p).collect()
+        };
+        for p in ports {
+            let _ = self.evtchn_close(d, p);
+        }
+        let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
+        for (_, e) in dom.p2m.drain() {
+            if e.kind.owned() {
+                self.platform.free_frame(e.hfn);
+            }
+        }
+        for z in dom.zombies.drain(..) {
+            self.platform.free_frame(z);
+        }
+        self.platform.free_frame(dom.shared_info);
+        log::info!("{}: destroyed", d);
+        Ok(())
+    }
+
+    /// Whether vCPU `v` of `d` wants to run.
+    pub fn vcpu_runnable(&self, d: DomId, v: u32) -> bool {
+        self.domains.get(&d.0).is_some_and(|dom| {
+            dom.state == DomainState::Running
+                && dom
+                    .vcpus
+                    .get(v as usize)
+                    .is_some_and(|x| x.state == VcpuState::Runnable)
+        })
+    }
+
+    /// Records that vCPU `v` of `d` runs on `pcpu` (for kicks).
+    pub fn set_vcpu_pcpu(&mut self, d: DomId, v: u32, pcpu: u32) {
+        if let Some(x) = self
+            .domains
+            .get_mut(&d.0)
+            .and_then(|dom| dom.vcpus.get_mut(v as usize))
+        {
+            x.pcpu = pcpu;
+        }
+    }
+
+    /// Brings a secondary vCPU online (the toolstack or an INIT/SIPI).
+    pub fn vcpu_up(&mut self, d: DomId, v: u32) -> XenResult<()> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        let vc = dom.vcpus.get_mut(v as usize).ok_or(Errno::ENOENT)?;
+        if vc.state == VcpuState::Offline {
+            vc.state = VcpuState::Runnable;
+        }
+        Ok(())
+    }
+
+    /// Wakes a blocked or polling vCPU.
+    pub(crate) fn wake(&mut self, d: DomId, v: u32) {
+        if let Some(vc) = self
+            .domains
+            .get_mut(&d.0)
+            .and_then(|dom| dom.vcpus.get_mut(v as usize))
+        {
+            if matches!(vc.state, VcpuState::Blocked | VcpuState::Polling) {
+                vc.state = VcpuState::Runnable;
+                vc.poll_ports.clear();
+                vc.wake_at = None;
+                self.woken.push((d, v));
+            }
+            let p = vc.pcpu;
+            self.platform.kick_cpu(p);
+        }
+    }
+
+    /// Takes the list of vCPUs woken since the last call.
+    pub fn take_woken(&mut self) -> Vec<(DomId, u32)> {
+        core::mem::take(&mut self.woken)
+    }
+
+    /// Wakes every vCPU whose timeout has passed at `now` (system time).
+    /// Returns the earliest deadline still pending.
+    pub fn tick(&mut self, now: u64) -> Option<u64> {
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        for dom in self.domains.values() {
+            for v in &dom.vcpus {
+                if let Some(t) = v.wake_at {
+                    if t <= now {
+                        due.push((dom.id, v.id));
+                    } else {
+                        next = Some(next.map_or(t, |n| n.min(t)));
+                    }
+                }
+            }
+        }
+        for (d, v) in due {
+            self.wake(d, v);
+        }
+        next
+    }
+
+    // ---- events ----
+
+    /// Raises `port` of `d` (an event from the hypervisor or a peer).
+    pub fn evtchn_set_pending(&mut self, d: DomId, port: u32) {
+        let Some(dom) = self.domains.get_mut(&d.0) else {
+            return;
+        };
+        let t = Target {
+            frames: &self.platform,
+            shared_info: dom.shared_info,
+            vcpu_info: &dom.vcpu_info,
+        };
+        let notify = dom.evtchn.set_pending(&t, port);
+        // A vCPU polling this port wakes even if the event is masked.
+        let pollers: Vec<u32> = dom
+            .vcpus
+            .iter()
+            .filter(|v| v.state == VcpuState::Polling && v.poll_ports.contains(&port))
+            .map(|v| v.id)
+            .collect();
+        for v in pollers {
+            self.wake(d, v);
+        }
+        if let Some(v) = notify {
+            self.wake(d, v);
+        }
+    }
+
+    /// Sends VIRQ `virq` of `d` to vCPU `vcpu` (global VIRQs use vCPU 0).
+    pub fn send_virq(&mut self, d: DomId, virq: u32, vcpu: u32) {
+        let port = self
+            .domains
+            .get(&d.0)
+            .and_then(|dom| dom.vcpus.get(vcpu as usize))
+            .and_then(|v| v.virq.get(virq as usize).copied())
+            .unwrap_or(0);
+        if port != 0 {
+            self.evtchn_set_pending(d, port);
+        }
+    }
+
+    /// Closes `port` of `d` (`EVTCHNOP_close`); an interdomain peer's port
+    /// goes back to unbound, as in Xen.
+    pub fn evtchn_close(&mut self, d: DomId, port: u32) -> XenResult<()> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        let c = *dom.evtchn.get(port).ok_or(Errno::EINVAL)?;
+        match c.state {
+            ChanState::Virq(virq) => {
+                if let Some(v) = dom.vcpus.get_mut(c.vcpu as usize)
+                    && v.virq.get(virq as usize) == Some(&port)
+                {
+                    v.virq[virq as usize] = 0;
+                }
+            }
+            ChanState::Interdomain { remote, rport } => {
+                if let Some(r) = self.domains.get_mut(&remote.0)
+                    && let Some(rc) = r.evtchn.get_mut(rport)
+                    && rc.state
+                        == (ChanState::Interdomain {
+                            remote: d,
+                            rport: port,
+                        })
+                {
+                    rc.state = ChanState::Unbound { remote: d };
+                }
+            }
+            _ => {}
+        }
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        dom.evtchn.free(port);
+        Ok(())
+    }
+
+    // ---- entry and exits ----
+
+    /// Called before entering a vCPU: injects the event-channel upcall
+    /// when `evtchn_upcall_pending` is set and a callback vector is
+    /// configured, or asks for an interrupt window when the guest cannot
+    /// take it now.
+    pub fn prepare_entry(&mut self, d: DomId, v: u32, cpu: &mut dyn VcpuBackend) {
+        let Some(dom) = self.domains.get(&d.0) else {
+            return;
+        };
+        let Some(vector) = self.upcall_vector(dom, v) else {
+            return;
+        };
+        let Some(Some((h, o))) = dom.vcpu_info.get(v as usize).copied() else {
+            return;
+        };
+        // evtchn_upcall_pending is byte 0 of vcpu_info.
+        let word = self.platform.load_u64(h, o);
+        if word & 0xFF == 0 {
+            cpu.set_interrupt_window(false);
+            return;
+        }
+        if cpu.interruptible() {
+            cpu.inject(Event::Interrupt(vector));
+            cpu.set_interrupt_window(false);
+        } else {
+            cpu.set_interrupt_window(true);
+        }
+    }
+
+    /// The vector used for upcalls of vCPU `v`, if any.
+    pub(crate) fn upcall_vector(&self, dom: &Domain, v: u32) -> Option<u8> {
+        if let Some(vec) = dom.vcpus.get(v as usize).and_then(|x| x.upcall_vector) {
+            return Some(vec);
+        }
+        let cb = dom.hvm_params[xen_abi::hvm::HVM_PARAM_CALLBACK_IRQ as usize];
+        match xen_abi::hvm::HvmCallbackVia::decode(cb) {
+            Ok(xen_abi::hvm::HvmCallbackVia::Vector(vec)) if vec >= 0x10 => Some(vec),
+            _ => None,
+        }
+    }
+
+    /// Whether vCPU `v`'s upcall flag is set.
+    pub(crate) fn upcall_pending(&self, d: DomId, v: u32) -> bool {
+        self.domains
+            .get(&d.0)
+            .and_then(|dom| dom.vcpu_info.get(v as usize).copied().flatten())
+            .is_some_and(|(h, o)| self.platform.load_u64(h, o) & 0xFF != 0)
+    }
+
+    /// Handles one exit of vCPU `v` of domain `d`.
+    pub fn handle_exit(
+        &mut self,
+        d: DomId,
+        v: u32,
+        cpu: &mut dyn VcpuBackend,
+        exit: VmExit,
+    ) -> ExitAction {
+        let alive = self
+            .domains
+            .get(&d.0)
+            .is_some_and(|dom| dom.state == DomainState::Running && (v as usize) < dom.vcpus.len());
+        if !alive {
+            return ExitAction::Dead;
+        }
+        self.action = ExitAction::Resume;
+        self.restart = false;
+        let action = crate::exits::handle(self, d, v, cpu, exit);
+        let dead = self.domains.get(&d.0).is_none_or(|dom| !dom.is_alive());
+        if dead {
+            return ExitAction::Dead;
+        }
+        if action == ExitAction::Block {
+            // Never sleep with an event already waiting.
+            if let Some(vc) = self
+                .domains
+                .get_mut(&d.0)
+                .and_then(|x| x.vcpus.get_mut(v as usize))
+                && vc.state == VcpuState::Runnable
+            {
+                vc.state = VcpuState::Blocked;
+            }
+            if self.upcall_pending(d, v)
+                && self
+                    .domain(d)
+                    .is_some_and(|x| x.vcpus[v as usize].state == VcpuState::Blocked)
+            {
+                self.wake(d, v);
+                self.woken.retain(|w| *w != (d, v));
+                return ExitAction::Resume;
+            }
+        }
+        action
+    }
+}
+
+/// `Hfn` of shared_info etc. helpers for the mock and the image.
+pub fn guest_mem_of<'a>(
+    dom: &'a Domain,
+    frames: &'a dyn crate::platform::FrameAccess,
+) -> GuestMem<'a> {
+    GuestMem::new(&dom.p2m, frames)
+}
+
+impl<P: Platform> Hypervisor<P> {
+    /// The paging mode of a backend vCPU, for linear accesses.
+    pub fn paging_mode(cpu: &dyn VcpuBackend) -> PagingMode {
+        use crate::arch::ControlReg as C;
+        PagingMode {
+            cr0: cpu.control(C::Cr0),
+            cr3: cpu.control(C::Cr3),
+            cr4: cpu.control(C::Cr4),
+            efer: cpu.control(C::Efer),
+        }
+    }
+}

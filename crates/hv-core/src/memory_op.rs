@@ -1,0 +1,194 @@
+//! `memory_op`: the memory map, reservations and `add_to_physmap`.
+
+use xen_abi::memory as m;
+
+use crate::arch::P2mPerms;
+use crate::hv::Hypervisor;
+use crate::hypercall::{Call, read_arg, target_domain, write_arg};
+use crate::p2m::{P2mEntry, P2mKind};
+use crate::platform::Platform;
+use crate::types::{DomId, Errno, Gfn, XenResult};
+
+/// Low bits of the `memory_op` command; the rest is the start extent of a
+/// continued call (memory.h `MEMOP_CMD_MASK`, `MEMOP_EXTENT_SHIFT`).
+pub const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
+/// See [`MEMOP_CMD_MASK`].
+pub const MEMOP_EXTENT_SHIFT: u32 = 6;
+/// Extents handled per exit before a continuation.
+pub const EXTENTS_PER_EXIT: u64 = 512;
+/// Largest extent order accepted (2 MiB).
+pub const MAX_EXTENT_ORDER: u32 = 9;
+
+pub(crate) fn memory_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64> {
+    let [cmd, arg, ..] = c.args;
+    let op = (cmd & MEMOP_CMD_MASK) as u32;
+    let start = cmd >> MEMOP_EXTENT_SHIFT;
+    if start != 0
+        && !matches!(
+            op,
+            m::XENMEM_increase_reservation
+                | m::XENMEM_decrease_reservation
+                | m::XENMEM_populate_physmap
+        )
+    {
+        return Err(Errno::ENOSYS);
+    }
+    match op {
+        m::XENMEM_memory_map => {
+            let mut a: m::XenMemoryMap = read_arg(hv, c, arg)?;
+            let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
+            if dom.memory_map.is_empty() {
+                return Err(Errno::ENOSYS);
+            }
+            let n = (a.nr_entries as usize).min(dom.memory_map.len());
+            let map = dom.memory_map[..n].to_vec();
+            let virt = hv.guest_virt(c.d, c.mode).ok_or(Errno::ESRCH)?;
+            for (i, e) in map.iter().enumerate() {
+                virt.write_obj(a.buffer.wrapping_add(i as u64 * 20), e)?;
+            }
+            a.nr_entries = n as u32;
+            write_arg(hv, c, arg, &a)?;
+            Ok(0)
+        }
+        m::XENMEM_maximum_ram_page | m::XENMEM_maximum_gpfn => {
+            let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
+            Ok(dom.p2m.max_gfn().map_or(0, |g| g.0))
+        }
+        m::XENMEM_current_reservation | m::XENMEM_maximum_reservation => {
+            let mut b = [0u8; 2];
+            hv.guest_virt(c.d, c.mode)
+                .ok_or(Errno::ESRCH)?
+                .read(arg, &mut b)?;
+            let t = target_domain(hv, c, u16::from_le_bytes(b))?;
+            let dom = hv.domain(t).ok_or(Errno::ESRCH)?;
+            Ok(if op == m::XENMEM_current_reservation {
+                dom.tot_pages
+            } else {
+                dom.max_pages
+            })
+        }
+        m::XENMEM_add_to_physmap => {
+            let a: m::XenAddToPhysmap = read_arg(hv, c, arg)?;
+            let t = target_domain(hv, c, a.domid)?;
+            add_to_physmap(hv, t, a.space, a.idx, a.gpfn)?;
+            Ok(0)
+        }
+        m::XENMEM_populate_physmap
+        | m::XENMEM_decrease_reservation
+        | m::XENMEM_increase_reservation => reservation(hv, c, op, start, arg),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `XENMEM_add_to_physmap` for one frame.
+pub fn add_to_physmap<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    space: u32,
+    idx: u64,
+    gpfn: u64,
+) -> XenResult<()> {
+    let gfn = Gfn(gpfn);
+    match space {
+        m::XENMAPSPACE_shared_info => {
+            if idx != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let dom = hv.domain(d).ok_or(Errno::ESRCH)?;
+            if gpfn >= (1 << 40) {
+                return Err(Errno::EINVAL);
+            }
+            let si = dom.shared_info;
+            let old_gfn = dom.shared_info_gfn;
+            if let Some(old) = old_gfn
+                && old != gfn
+            {
+                hv.release_gfn(d, old)?;
+            }
+            // Whatever was at the target frame goes (Xen frees it too).
+            if hv.domain(d).and_then(|x| x.p2m.get(gfn)).is_some() {
+                hv.release_gfn(d, gfn)?;
+            }
+            let dom = hv.domain_mut(d).ok_or(Errno::ESRCH)?;
+            dom.p2m
+                .set(
+                    gfn,
+                    P2mEntry {
+                        hfn: si,
+                        kind: P2mKind::SharedInfo,
+                        perms: P2mPerms::RW,
+                    },
+                )
+                .map_err(|_| Errno::ENOMEM)?;
+            dom.p2m.flush();
+            dom.shared_info_gfn = Some(gfn);
+            Ok(())
+        }
+        // Grant frames arrive with the grant tables (hv-core part 2).
+        m::XENMAPSPACE_grant_table => Err(Errno::ENOSYS),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn reservation<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    c: &mut Call,
+    op: u32,
+    start: u64,
+    arg: u64,
+) -> XenResult<u64> {
+    let a: m::XenMemoryReservation = read_arg(hv, c, arg)?;
+    let t = target_domain(hv, c, a.domid)?;
+    if a.extent_order > MAX_EXTENT_ORDER {
+        return Err(Errno::EINVAL);
+    }
+    if start > a.nr_extents {
+        return Err(Errno::EINVAL);
+    }
+    // Translated guests get nothing from increase_reservation.
+    if op == m::XENMEM_increase_reservation {
+        return Ok(start);
+    }
+    let frames = 1u64 << a.extent_order;
+    let end = a.nr_extents.min(start + EXTENTS_PER_EXIT);
+    let mut i = start;
+    while i < end {
+        let mut b = [0u8; 8];
+        let la = a.extent_start.wrapping_add(i * 8);
+        if hv
+            .guest_virt(c.d, c.mode)
+            .ok_or(Errno::ESRCH)?
+            .read(la, &mut b)
+            .is_err()
+        {
+            break;
+        }
+        let gpfn = u64::from_le_bytes(b);
+        if gpfn & (frames - 1) != 0 || gpfn >= (1 << 40) {
+            break;
+        }
+        let ok = if op == m::XENMEM_populate_physmap {
+            (0..frames).all(|k| hv.populate(t, Gfn(gpfn + k), 1).is_ok())
+        } else {
+            (0..frames).all(|k| {
+                let owned = hv
+                    .domain(t)
+                    .and_then(|d| d.p2m.get(Gfn(gpfn + k)))
+                    .is_some_and(|e| e.kind == P2mKind::Ram);
+                owned && hv.release_gfn(t, Gfn(gpfn + k)).is_ok()
+            })
+        };
+        if let Some(dom) = hv.domain_mut(t) {
+            dom.p2m.flush();
+        }
+        if !ok {
+            break;
+        }
+        i += 1;
+    }
+    if i == end && end < a.nr_extents {
+        c.args[0] = (c.args[0] & MEMOP_CMD_MASK) | (end << MEMOP_EXTENT_SHIFT);
+        hv.restart = true;
+    }
+    Ok(i)
+}

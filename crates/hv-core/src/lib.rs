@@ -28,6 +28,8 @@ pub mod hv;
 pub mod hvm_op;
 pub mod hypercall;
 pub mod memory_op;
+#[cfg(any(test, feature = "mock"))]
+pub mod mock;
 pub mod p2m;
 pub mod pagewalk;
 pub mod platform;

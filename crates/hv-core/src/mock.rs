@@ -1,0 +1,354 @@
+//! A mock machine for host tests, fuzzing and benchmarks: frames on the
+//! heap, a virtual clock, captured console output and kicks, software
+//! nested page tables and a scripted vCPU backend.
+//!
+//! Enabled by the `mock` feature (and in hv-core's own unit tests).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use hashbrown::HashMap;
+use spin::Mutex;
+
+use crate::arch::{ControlReg, Event, Gprs, NestedPaging, NptError, P2mPerms, VcpuBackend, VmExit};
+use crate::platform::{FrameAccess, Platform};
+use crate::types::{DomId, Gfn, Hfn, PAGE_SIZE};
+
+type Frame = Box<[AtomicU64; PAGE_SIZE / 8]>;
+
+fn new_frame() -> Frame {
+    Box::new([const { AtomicU64::new(0) }; PAGE_SIZE / 8])
+}
+
+/// The mock machine.
+pub struct MockPlatform {
+    frames: Mutex<HashMap<u64, Frame>>,
+    next: AtomicU64,
+    limit: AtomicU64,
+    /// Virtual system time in nanoseconds.
+    pub now: AtomicU64,
+    /// Console lines written, with their domain.
+    pub console: Mutex<Vec<(DomId, Vec<u8>)>>,
+    /// Physical CPUs kicked, in order.
+    pub kicks: Mutex<Vec<u32>>,
+    /// Whether CPUID leaf 0 says AMD.
+    pub amd: bool,
+}
+
+impl Default for MockPlatform {
+    fn default() -> Self {
+        Self::new(1 << 20)
+    }
+}
+
+impl MockPlatform {
+    /// A machine that can hand out `limit` frames.
+    pub fn new(limit: u64) -> Self {
+        MockPlatform {
+            frames: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0x100),
+            limit: AtomicU64::new(limit),
+            now: AtomicU64::new(1_000_000),
+            console: Mutex::new(Vec::new()),
+            kicks: Mutex::new(Vec::new()),
+            amd: true,
+        }
+    }
+
+    /// Frames currently allocated.
+    pub fn frames_in_use(&self) -> usize {
+        self.frames.lock().len()
+    }
+
+    /// Console output of `d` as text lines.
+    pub fn console_of(&self, d: DomId) -> Vec<alloc::string::String> {
+        self.console
+            .lock()
+            .iter()
+            .filter(|(x, _)| *x == d)
+            .map(|(_, l)| alloc::string::String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    fn with<R>(&self, hfn: Hfn, f: impl FnOnce(&[AtomicU64; PAGE_SIZE / 8]) -> R) -> R {
+        let frames = self.frames.lock();
+        let fr = frames
+            .get(&hfn.0)
+            .expect("access to a frame that is not allocated");
+        f(fr)
+    }
+
+    fn byte_op(
+        &self,
+        hfn: Hfn,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(&AtomicU64, usize, usize),
+    ) {
+        assert!(offset + len <= PAGE_SIZE, "frame access out of bounds");
+        self.with(hfn, |fr| {
+            for i in offset..offset + len {
+                f(&fr[i / 8], (i % 8) * 8, i - offset);
+            }
+        })
+    }
+}
+
+impl FrameAccess for MockPlatform {
+    fn read(&self, hfn: Hfn, offset: usize, buf: &mut [u8]) {
+        self.byte_op(hfn, offset, buf.len(), |w, sh, i| {
+            buf[i] = (w.load(SeqCst) >> sh) as u8
+        });
+    }
+    fn write(&self, hfn: Hfn, offset: usize, data: &[u8]) {
+        self.byte_op(hfn, offset, data.len(), |w, sh, i| {
+            let m = 0xFFu64 << sh;
+            let v = (data[i] as u64) << sh;
+            let _ = w.fetch_update(SeqCst, SeqCst, |x| Some((x & !m) | v));
+        });
+    }
+    fn zero(&self, hfn: Hfn, offset: usize, len: usize) {
+        self.byte_op(hfn, offset, len, |w, sh, _| {
+            w.fetch_and(!(0xFFu64 << sh), SeqCst);
+        });
+    }
+    fn cmpxchg_u32(&self, hfn: Hfn, offset: usize, old: u32, new: u32) -> u32 {
+        assert!(offset.is_multiple_of(4));
+        let sh = (offset % 8) * 8;
+        let m = 0xFFFF_FFFFu64 << sh;
+        self.with(hfn, |fr| {
+            let w = &fr[offset / 8];
+            let mut found = 0;
+            let _ = w.fetch_update(SeqCst, SeqCst, |x| {
+                found = ((x & m) >> sh) as u32;
+                (found == old).then_some((x & !m) | ((new as u64) << sh))
+            });
+            found
+        })
+    }
+    fn cmpxchg_u64(&self, hfn: Hfn, offset: usize, old: u64, new: u64) -> u64 {
+        assert!(offset.is_multiple_of(8));
+        self.with(hfn, |fr| {
+            match fr[offset / 8].compare_exchange(old, new, SeqCst, SeqCst) {
+                Ok(v) | Err(v) => v,
+            }
+        })
+    }
+    fn fetch_or_u64(&self, hfn: Hfn, offset: usize, bits: u64) -> u64 {
+        assert!(offset.is_multiple_of(8));
+        self.with(hfn, |fr| fr[offset / 8].fetch_or(bits, SeqCst))
+    }
+    fn fetch_and_u64(&self, hfn: Hfn, offset: usize, bits: u64) -> u64 {
+        assert!(offset.is_multiple_of(8));
+        self.with(hfn, |fr| fr[offset / 8].fetch_and(bits, SeqCst))
+    }
+    fn fetch_or_u32(&self, hfn: Hfn, offset: usize, bits: u32) -> u32 {
+        assert!(offset.is_multiple_of(4));
+        let sh = (offset % 8) * 8;
+        self.with(hfn, |fr| {
+            (fr[offset / 8].fetch_or((bits as u64) << sh, SeqCst) >> sh) as u32
+        })
+    }
+    fn fetch_and_u32(&self, hfn: Hfn, offset: usize, bits: u32) -> u32 {
+        assert!(offset.is_multiple_of(4));
+        let sh = (offset % 8) * 8;
+        let mask = !(0xFFFF_FFFFu64 << sh) | ((bits as u64) << sh);
+        self.with(hfn, |fr| {
+            (fr[offset / 8].fetch_and(mask, SeqCst) >> sh) as u32
+        })
+    }
+    fn load_u32(&self, hfn: Hfn, offset: usize) -> u32 {
+        assert!(offset.is_multiple_of(4));
+        self.with(hfn, |fr| {
+            (fr[offset / 8].load(SeqCst) >> ((offset % 8) * 8)) as u32
+        })
+    }
+    fn load_u64(&self, hfn: Hfn, offset: usize) -> u64 {
+        assert!(offset.is_multiple_of(8));
+        self.with(hfn, |fr| fr[offset / 8].load(SeqCst))
+    }
+    fn store_u8(&self, hfn: Hfn, offset: usize, value: u8) {
+        self.write(hfn, offset, &[value]);
+    }
+}
+
+impl Platform for MockPlatform {
+    fn alloc_frame(&self) -> Option<Hfn> {
+        let mut frames = self.frames.lock();
+        if frames.len() as u64 >= self.limit.load(SeqCst) {
+            return None;
+        }
+        let h = self.next.fetch_add(1, SeqCst);
+        frames.insert(h, new_frame());
+        Some(Hfn(h))
+    }
+    fn free_frame(&self, hfn: Hfn) {
+        assert!(
+            self.frames.lock().remove(&hfn.0).is_some(),
+            "double free of {hfn:?}"
+        );
+    }
+    fn now_ns(&self) -> u64 {
+        self.now.load(SeqCst)
+    }
+    fn kick_cpu(&self, pcpu: u32) {
+        self.kicks.lock().push(pcpu);
+    }
+    fn console_write(&self, domid: DomId, text: &[u8]) {
+        self.console.lock().push((domid, text.to_vec()));
+    }
+    fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+        match leaf {
+            0 if self.amd => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
+            0 => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
+            // Everything set, to see what the policy hides.
+            1 | 7 | 0x8000_0001 => [0xFFFF_FFFF; 4],
+            0xD => [0x7, 0, 0, 0],
+            _ => [0; 4],
+        }
+    }
+}
+
+/// Software nested page tables: a map, with counters.
+#[derive(Default)]
+pub struct MockNpt {
+    /// The mappings.
+    pub map: HashMap<u64, (Hfn, P2mPerms)>,
+    /// Number of flushes.
+    pub flushes: u64,
+}
+
+impl NestedPaging for MockNpt {
+    fn map(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        if gfn.0 >= 1 << 40 {
+            return Err(NptError::OutOfRange);
+        }
+        self.map.insert(gfn.0, (hfn, perms));
+        Ok(())
+    }
+    fn unmap(&mut self, gfn: Gfn) {
+        self.map.remove(&gfn.0);
+    }
+    fn flush(&mut self) {
+        self.flushes += 1;
+    }
+    fn root(&self) -> u64 {
+        0
+    }
+}
+
+/// A scripted vCPU: registers and control state in memory, events
+/// recorded, every exiting instruction 3 bytes long.
+#[derive(Clone, Debug, Default)]
+pub struct MockVcpu {
+    /// General registers.
+    pub gprs: Gprs,
+    /// RIP.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// CPL.
+    pub cpl: u8,
+    /// 64-bit mode.
+    pub long: bool,
+    /// CR0, CR2, CR3, CR4, EFER, XCR0.
+    pub ctl: [u64; 6],
+    /// Events injected, in order.
+    pub injected: Vec<Event>,
+    /// Whether an interrupt window is requested.
+    pub window: bool,
+    /// Exits the next `run` calls return.
+    pub script: Vec<VmExit>,
+}
+
+impl MockVcpu {
+    /// A vCPU in 64-bit mode with paging off for simplicity (linear =
+    /// physical), interrupts enabled.
+    pub fn flat64() -> Self {
+        MockVcpu {
+            long: true,
+            rflags: 0x202,
+            ctl: [0x11, 0, 0, 0, 0, 1],
+            ..Default::default()
+        }
+    }
+
+    /// Sets up a 64-bit hypercall.
+    pub fn hypercall(&mut self, nr: u64, args: [u64; 5]) {
+        self.gprs.rax = nr;
+        [
+            self.gprs.rdi,
+            self.gprs.rsi,
+            self.gprs.rdx,
+            self.gprs.r10,
+            self.gprs.r8,
+        ] = args;
+    }
+
+    /// RAX as a signed hypercall result.
+    pub fn ret(&self) -> i64 {
+        self.gprs.rax as i64
+    }
+}
+
+fn idx(r: ControlReg) -> usize {
+    match r {
+        ControlReg::Cr0 => 0,
+        ControlReg::Cr2 => 1,
+        ControlReg::Cr3 => 2,
+        ControlReg::Cr4 => 3,
+        ControlReg::Efer => 4,
+        ControlReg::Xcr0 => 5,
+    }
+}
+
+impl VcpuBackend for MockVcpu {
+    fn run(&mut self) -> VmExit {
+        if self.script.is_empty() {
+            VmExit::Hlt
+        } else {
+            self.script.remove(0)
+        }
+    }
+    fn gprs(&self) -> &Gprs {
+        &self.gprs
+    }
+    fn gprs_mut(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+    fn set_rip(&mut self, rip: u64) {
+        self.rip = rip;
+    }
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
+    }
+    fn in_64bit_mode(&self) -> bool {
+        self.long
+    }
+    fn control(&self, reg: ControlReg) -> u64 {
+        self.ctl[idx(reg)]
+    }
+    fn set_control(&mut self, reg: ControlReg, value: u64) {
+        self.ctl[idx(reg)] = value;
+    }
+    fn skip_instruction(&mut self, _exit: &VmExit) -> bool {
+        self.rip += 3;
+        true
+    }
+    fn inject(&mut self, event: Event) {
+        self.injected.push(event);
+    }
+    fn interruptible(&self) -> bool {
+        self.rflags & 0x200 != 0
+    }
+    fn set_interrupt_window(&mut self, enable: bool) {
+        self.window = enable;
+    }
+}

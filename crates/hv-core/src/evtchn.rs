@@ -106,6 +106,8 @@ pub struct Fifo {
 #[derive(Clone, Debug, Default)]
 pub struct EvtchnDomain {
     ports: Vec<Channel>,
+    /// No port below this one is free (a search hint; port 0 never is).
+    free_hint: usize,
     /// FIFO state once `init_control` succeeded; 2-level before.
     pub fifo: Option<Fifo>,
 }
@@ -161,11 +163,12 @@ impl EvtchnDomain {
     /// Allocates the lowest free port (port 0 is never used) with `state`.
     pub fn alloc(&mut self, state: ChanState, vcpu: u32) -> XenResult<u32> {
         let max = self.max_ports() as usize;
+        let from = self.free_hint.max(1);
         let free = self
             .ports
             .iter()
             .enumerate()
-            .skip(1)
+            .skip(from)
             .find(|(_, c)| c.state == ChanState::Free)
             .map(|(p, _)| p);
         let port = match free {
@@ -184,6 +187,7 @@ impl EvtchnDomain {
             vcpu,
             priority: ev::EVTCHN_FIFO_PRIORITY_DEFAULT as u8,
         };
+        self.free_hint = port + 1;
         Ok(port as u32)
     }
 
@@ -196,6 +200,7 @@ impl EvtchnDomain {
         }
         let old = *c;
         *c = Channel::FREE;
+        self.free_hint = self.free_hint.min(port as usize);
         while self
             .ports
             .last()

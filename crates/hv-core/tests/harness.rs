@@ -1549,3 +1549,55 @@ fn no_such_domain_or_vcpu() {
     assert_eq!(s.call(d, x::__HYPERVISOR_hvm_op, [1, ARG, 0, 0, 0]), ESRCH);
     assert_eq!(s.call(d, x::__HYPERVISOR_vcpu_op, [3, 1, 0, 0, 0]), ENOENT);
 }
+
+#[test]
+fn fifo_holds_131072_ports() {
+    use hv_core::evtchn::ChanState;
+    let mut s = Sim::new();
+    let d = s.domain(4, 1, false);
+    fifo(&mut s, d);
+    // 128 array pages cover every port (the first is at gfn 9).
+    for gfn in 0x100..0x100 + 127 {
+        assert_eq!(
+            s.evtchn(
+                d,
+                ev::EVTCHNOP_expand_array,
+                &ev::EvtchnExpandArray { array_gfn: gfn }
+            )
+            .0,
+            0
+        );
+    }
+    assert_eq!(
+        s.evtchn(
+            d,
+            ev::EVTCHNOP_expand_array,
+            &ev::EvtchnExpandArray { array_gfn: 0x200 }
+        )
+        .0,
+        EINVAL,
+        "no 129th page"
+    );
+    let evt = &mut s.hv.domain_mut(d).unwrap().evtchn;
+    for p in 1..131_072u32 {
+        assert_eq!(evt.alloc(ChanState::Ipi, 0), Ok(p));
+    }
+    assert_eq!(evt.alloc(ChanState::Ipi, 0), Err(hv_core::Errno::ENOSPC));
+    assert_eq!(s.send(d, 131_071), 0);
+    // Port 131071 is word 1023 of the last page (gfn 0x100 + 126).
+    let w: u32 = s.read(d, ((0x100 + 126) << 12) + 1023 * 4);
+    assert_eq!(w >> 29, 0b101, "PENDING|LINKED");
+    // Freed ports are reused lowest first.
+    assert_eq!(
+        s.evtchn(d, ev::EVTCHNOP_close, &ev::EvtchnClose { port: 70_000 })
+            .0,
+        0
+    );
+    assert_eq!(
+        s.evtchn(d, ev::EVTCHNOP_close, &ev::EvtchnClose { port: 5 })
+            .0,
+        0
+    );
+    assert_eq!(s.bind_ipi(d, 0), 5);
+    assert_eq!(s.bind_ipi(d, 0), 70_000);
+}

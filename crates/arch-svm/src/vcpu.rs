@@ -1,0 +1,1032 @@
+//! One vCPU on SVM: its VMCB, the initial state, the run loop step, and
+//! hv-core's [`VcpuBackend`].
+//!
+//! Unsafe at the edge: [`SvmVcpu::new`] and [`PermissionMaps::init`] take
+//! host frames and promise they are ours; [`VcpuBackend::run`] is the one
+//! place that enters the guest. Everything else reads and writes the VMCB
+//! as a plain struct.
+
+use crate::enable::{self, EFER_LMA, EFER_SVME, SvmFeatures};
+use crate::entry::{self, GuestRegs};
+use crate::exit::{self, RawExit};
+use crate::insn::{self, Expected, MAX_INSN_LEN};
+use crate::intr;
+use crate::iopm::{IOPM_SIZE, IoPermissionMap};
+use crate::msrpm::{MSRPM_SIZE, MsrPermissionMap};
+use crate::npt::TlbEpoch;
+use crate::vmcb::{self, Segment, Vmcb, intercept1 as i1, intercept2 as i2, vintr};
+use crate::{asid::VcpuAsid, instr};
+use alloc::boxed::Box;
+use core::ptr::NonNull;
+use hv_core::arch::{ControlReg, Event, Gprs, VcpuBackend, VmExit};
+use hv_core::types::Hfn;
+
+/// [`VmExit::EntryFailed`] code when SVM is not enabled on the running CPU.
+pub const NOT_ENABLED: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+
+/// The power-on PAT (WB, WT, UC-, UC twice), the guest's initial G_PAT.
+pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+/// Packed segment attribute L (64-bit code).
+const ATTR_L: u16 = 1 << 9;
+
+/// A segment register's initial value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentInit {
+    /// The selector.
+    pub selector: u16,
+    /// The base.
+    pub base: u64,
+    /// The limit in bytes.
+    pub limit: u32,
+    /// Packed 12-bit attributes (type, S, DPL, P, AVL, L, D/B, G).
+    pub attrib: u16,
+}
+
+/// A descriptor table register's initial value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableInit {
+    /// The base.
+    pub base: u64,
+    /// The limit.
+    pub limit: u16,
+}
+
+/// A vCPU's initial architectural state (what a PVH boot or
+/// `VCPUOP_initialise` sets); everything not named starts at zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct VcpuInit {
+    pub rip: u64,
+    pub rbx: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs: SegmentInit,
+    pub ds: SegmentInit,
+    pub es: SegmentInit,
+    pub fs: SegmentInit,
+    pub gs: SegmentInit,
+    pub ss: SegmentInit,
+    pub tr: SegmentInit,
+    pub ldtr: SegmentInit,
+    pub gdtr: TableInit,
+    pub idtr: TableInit,
+    pub dr6: u64,
+    pub dr7: u64,
+}
+
+impl VcpuInit {
+    /// The PVH entry state: 32-bit protected mode, paging off, flat 4 GiB
+    /// segments, EBX = the `hvm_start_info` address.
+    pub fn pvh(entry: u32, start_info: u32) -> Self {
+        let flat = |selector, attrib| SegmentInit {
+            selector,
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            attrib,
+        };
+        VcpuInit {
+            rip: u64::from(entry),
+            rbx: u64::from(start_info),
+            rflags: 0x2,
+            cr0: 0x11, // PE | ET
+            cs: flat(0x10, 0xC9B),
+            ds: flat(0x18, 0xC93),
+            es: flat(0x18, 0xC93),
+            fs: flat(0x18, 0xC93),
+            gs: flat(0x18, 0xC93),
+            ss: flat(0x18, 0xC93),
+            tr: SegmentInit {
+                selector: 0x20,
+                base: 0,
+                limit: 0x67,
+                attrib: 0x8B,
+            },
+            dr6: 0xFFFF_0FF0,
+            dr7: 0x400,
+            ..Default::default()
+        }
+    }
+}
+
+fn seg(s: &SegmentInit) -> Segment {
+    Segment {
+        selector: s.selector,
+        attrib: s.attrib & 0xFFF,
+        limit: s.limit,
+        base: s.base,
+    }
+}
+
+/// The shared MSR and I/O permission maps (constant, one set for every
+/// vCPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PermissionMaps {
+    msrpm_pa: u64,
+    iopm_pa: u64,
+}
+
+impl PermissionMaps {
+    /// Fills the maps: every port exits, every MSR exits except
+    /// [`crate::msrpm::PASSTHROUGH`].
+    ///
+    /// # Safety
+    /// 1. `msrpm` starts 2 and `iopm` 3 contiguous identity-mapped host
+    ///    frames, owned by the maps and never freed while a vCPU uses them.
+    pub unsafe fn init(msrpm: Hfn, iopm: Hfn) -> Self {
+        // SAFETY: duty 1: the frames are ours, identity-mapped, large
+        // enough and page-aligned; no other reference to them exists.
+        let (m, i) = unsafe {
+            (
+                &mut *(msrpm.hpa() as *mut [u8; MSRPM_SIZE]),
+                &mut *(iopm.hpa() as *mut [u8; IOPM_SIZE]),
+            )
+        };
+        MsrPermissionMap::init(m);
+        IoPermissionMap::init(i);
+        Self {
+            msrpm_pa: msrpm.hpa(),
+            iopm_pa: iopm.hpa(),
+        }
+    }
+}
+
+/// Fills a VMCB for a new vCPU: intercepts, maps, nested paging, state.
+pub fn setup_vmcb(v: &mut Vmcb, init: &VcpuInit, maps: &PermissionMaps, npt_root: u64) {
+    *v = Vmcb::zeroed();
+    let c = &mut v.control;
+    c.intercept_exceptions = 1 << 18; // #MC
+    c.intercept1 = i1::INTR
+        | i1::NMI
+        | i1::SMI
+        | i1::INIT
+        | i1::CPUID
+        | i1::HLT
+        | i1::INVD
+        | i1::INVLPGA
+        | i1::IOIO_PROT
+        | i1::MSR_PROT
+        | i1::RSM
+        | i1::SHUTDOWN;
+    c.intercept2 = i2::VMRUN
+        | i2::VMMCALL
+        | i2::VMLOAD
+        | i2::VMSAVE
+        | i2::STGI
+        | i2::CLGI
+        | i2::SKINIT
+        | i2::MONITOR
+        | i2::MWAIT
+        | i2::XSETBV;
+    c.iopm_base_pa = maps.iopm_pa;
+    c.msrpm_base_pa = maps.msrpm_pa;
+    c.vintr = vintr::V_INTR_MASKING;
+    c.np_enable = vmcb::NP_ENABLE;
+    c.n_cr3 = npt_root;
+    let s = &mut v.save;
+    s.es = seg(&init.es);
+    s.cs = seg(&init.cs);
+    s.ss = seg(&init.ss);
+    s.ds = seg(&init.ds);
+    s.fs = seg(&init.fs);
+    s.gs = seg(&init.gs);
+    s.tr = seg(&init.tr);
+    s.ldtr = seg(&init.ldtr);
+    s.gdtr = Segment {
+        base: init.gdtr.base,
+        limit: u32::from(init.gdtr.limit),
+        ..Segment::default()
+    };
+    s.idtr = Segment {
+        base: init.idtr.base,
+        limit: u32::from(init.idtr.limit),
+        ..Segment::default()
+    };
+    s.cpl = ((init.ss.attrib >> 5) & 3) as u8;
+    s.efer = init.efer | EFER_SVME;
+    s.cr0 = init.cr0;
+    s.cr3 = init.cr3;
+    s.cr4 = init.cr4;
+    s.dr6 = init.dr6;
+    s.dr7 = init.dr7;
+    s.rflags = init.rflags | 0x2;
+    s.rip = init.rip;
+    s.g_pat = PAT_DEFAULT;
+}
+
+/// Reads guest instruction bytes for the length decoder on CPUs without
+/// NRIP save. hv-core (or the hypervisor) implements it with a guest page
+/// walk.
+pub trait InsnFetch: Send {
+    /// Copies up to `buf.len()` bytes at guest-linear address `linear` (as
+    /// the guest sees it through `cr0`/`cr3`/`cr4`/`efer`) into `buf`;
+    /// returns how many bytes were readable.
+    fn fetch(&self, linear: u64, regs: &FetchRegs, buf: &mut [u8]) -> usize;
+}
+
+/// The paging state a fetch needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct FetchRegs {
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cpl: u8,
+}
+
+/// The guest's FPU/SSE/AVX state (XSAVE or FXSAVE image).
+#[repr(C, align(64))]
+struct FpuArea([u8; enable::FPU_AREA_SIZE]);
+
+impl FpuArea {
+    fn new() -> Box<Self> {
+        let mut a = Box::new(FpuArea([0; enable::FPU_AREA_SIZE]));
+        a.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes()); // FCW
+        a.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes()); // MXCSR
+        a
+    }
+}
+
+/// One vCPU run with SVM.
+pub struct SvmVcpu {
+    vmcb: NonNull<Vmcb>,
+    vmcb_pa: u64,
+    gprs: Gprs,
+    fpu: Box<FpuArea>,
+    xcr0: u64,
+    dr: [u64; 4],
+    asid: VcpuAsid,
+    epoch: TlbEpoch,
+    seen_epoch: u64,
+    force_fresh_asid: bool,
+    features: SvmFeatures,
+    fetch: Option<Box<dyn InsnFetch>>,
+    /// An interrupt or NMI that an exception pushed out of EVENTINJ.
+    deferred: Option<u64>,
+    /// The exit whose instruction may still be skipped.
+    skippable: Option<RawExit>,
+}
+
+// SAFETY: the VMCB frame behind the pointer is owned by this vCPU alone
+// (duty 1 of `new`), so moving the vCPU to another thread moves that
+// ownership with it; every other field is Send.
+unsafe impl Send for SvmVcpu {}
+
+impl SvmVcpu {
+    /// A vCPU in the state `init`, using the VMCB frame `vmcb`, the shared
+    /// permission `maps`, the domain's nested tables (`npt_root`, `epoch`)
+    /// and the CPU `features` (all CPUs alike; from `enable`).
+    ///
+    /// # Safety
+    /// 1. `vmcb` is an identity-mapped host frame owned by this vCPU alone
+    ///    until the vCPU is dropped (then the caller frees it).
+    /// 2. `maps` and the tables under `npt_root` stay valid while the vCPU
+    ///    can run.
+    pub unsafe fn new(
+        vmcb: Hfn,
+        maps: &PermissionMaps,
+        npt_root: u64,
+        epoch: TlbEpoch,
+        features: SvmFeatures,
+        init: &VcpuInit,
+    ) -> Self {
+        let ptr = NonNull::new(vmcb.hpa() as *mut Vmcb).expect("VMCB at frame 0");
+        let seen_epoch = epoch.get();
+        let mut v = Self {
+            vmcb: ptr,
+            vmcb_pa: vmcb.hpa(),
+            gprs: Gprs {
+                rbx: init.rbx,
+                ..Gprs::default()
+            },
+            fpu: FpuArea::new(),
+            xcr0: 1,
+            dr: [0; 4],
+            asid: VcpuAsid::default(),
+            epoch,
+            seen_epoch,
+            force_fresh_asid: true,
+            features,
+            fetch: None,
+            deferred: None,
+            skippable: None,
+        };
+        setup_vmcb(v.vmcb_mut(), init, maps, npt_root);
+        v
+    }
+
+    /// The VMCB.
+    pub fn vmcb(&self) -> &Vmcb {
+        // SAFETY: duty 1 of `new`: the frame is ours, identity-mapped and
+        // holds a VMCB; `&self` rules out a concurrent `&mut`.
+        unsafe { self.vmcb.as_ref() }
+    }
+
+    /// The VMCB, writable (for the hypervisor's own adjustments).
+    pub fn vmcb_mut(&mut self) -> &mut Vmcb {
+        // SAFETY: as in `vmcb`, with `&mut self` for exclusivity.
+        unsafe { self.vmcb.as_mut() }
+    }
+
+    /// The VMCB's frame, to free after the vCPU is dropped.
+    pub fn vmcb_frame(&self) -> Hfn {
+        Hfn(self.vmcb_pa >> 12)
+    }
+
+    /// Sets how instruction bytes are read on CPUs without NRIP save.
+    pub fn set_fetcher(&mut self, fetch: Box<dyn InsnFetch>) {
+        self.fetch = Some(fetch);
+    }
+
+    /// The raw exit information of the last exit.
+    pub fn last_raw_exit(&self) -> RawExit {
+        let c = &self.vmcb().control;
+        RawExit {
+            code: c.exitcode,
+            info1: c.exitinfo1,
+            info2: c.exitinfo2,
+        }
+    }
+
+    /// Bookkeeping after #VMEXIT, separate from the hardware step so that
+    /// it can be tested: re-injection, window, decode.
+    fn after_exit(&mut self) -> VmExit {
+        let raw = self.last_raw_exit();
+        let c = &mut self.vmcb_mut().control;
+        c.tlb_control = vmcb::tlb_control::NONE;
+        // An event whose delivery the exit interrupted goes in again.
+        let intinfo = c.exitintinfo;
+        if intr::needs_reinjection(intinfo) {
+            c.event_inj = intinfo & !0x7FFF_F000;
+        } else if c.event_inj & intr::VALID == 0
+            && let Some(d) = self.deferred.take()
+        {
+            self.vmcb_mut().control.event_inj = d;
+        }
+        let exit = exit::decode(&raw, &self.gprs);
+        if exit == VmExit::InterruptWindow {
+            self.set_interrupt_window(false);
+        }
+        self.skippable = Some(raw);
+        exit
+    }
+
+    fn expected(exit: &VmExit) -> Option<Expected> {
+        Some(match exit {
+            VmExit::Cpuid => Expected::Cpuid,
+            VmExit::Hypercall => Expected::Hypercall,
+            VmExit::Hlt => Expected::Hlt,
+            VmExit::MsrRead { .. } => Expected::Rdmsr,
+            VmExit::MsrWrite { .. } => Expected::Wrmsr,
+            VmExit::Xsetbv => Expected::Xsetbv,
+            VmExit::Io(_) => Expected::Io,
+            _ => return None,
+        })
+    }
+
+    /// The next RIP from the instruction bytes (fetcher) or, when they
+    /// cannot be read, the plain encoding's length.
+    fn decoded_next_rip(&self, expected: Expected) -> Option<u64> {
+        let s = &self.vmcb().save;
+        let rip = s.rip;
+        let long = self.in_64bit_mode();
+        let len = match &self.fetch {
+            Some(f) => {
+                let regs = FetchRegs {
+                    cr0: s.cr0,
+                    cr3: s.cr3,
+                    cr4: s.cr4,
+                    efer: s.efer,
+                    cpl: s.cpl,
+                };
+                let mut buf = [0u8; MAX_INSN_LEN];
+                let linear = s.cs.base.wrapping_add(rip);
+                let n = f.fetch(linear, &regs, &mut buf).min(MAX_INSN_LEN);
+                if n == 0 {
+                    expected.plain_len()?
+                } else {
+                    insn::length(&buf[..n], expected, long)?
+                }
+            }
+            None => expected.plain_len()?,
+        };
+        Some(rip.wrapping_add(u64::from(len)))
+    }
+
+    fn valid_xcr0(&self, v: u64) -> bool {
+        let avx512 = 0xE0;
+        v & 1 != 0
+            && v & !self.features.xcr0_mask == 0
+            && (v & 4 == 0 || v & 2 != 0)
+            && (v & avx512 == 0 || (v & avx512 == avx512 && v & 4 != 0))
+    }
+
+    /// Loads the guest's FPU state and DR0-DR3, runs, saves them again.
+    fn hw_run(&mut self, cpu: &enable::SvmCpu) {
+        let mut regs = GuestRegs::default();
+        let g = &self.gprs;
+        regs.r = [
+            g.rax, g.rcx, g.rdx, g.rbx, g.rsp, g.rbp, g.rsi, g.rdi, g.r8, g.r9, g.r10, g.r11,
+            g.r12, g.r13, g.r14, g.r15,
+        ];
+        let area = self.fpu.0.as_mut_ptr();
+        let xsave = self.features.xsave;
+        let host_dr = instr::read_dr03();
+        instr::write_dr03(self.dr);
+        if xsave {
+            // SAFETY: `enable` set CR4.OSXSAVE on every CPU when `xsave`;
+            // `xcr0` passed `valid_xcr0` (or is the initial 1); the area
+            // is 64-aligned, FPU_AREA_SIZE covers every bit of
+            // `xcr0_mask`, and it holds an image XSAVE wrote or the
+            // initial one (zero header, valid MXCSR).
+            unsafe {
+                if instr::xgetbv0() != self.xcr0 {
+                    instr::xsetbv0(self.xcr0);
+                }
+                instr::xrstor(area, u64::MAX);
+            }
+        } else {
+            // SAFETY: CR4.OSFXSR is set by `enable`; the area is aligned,
+            // large enough and a valid image (MXCSR 0x1F80 initially).
+            unsafe { instr::fxrstor(area) };
+        }
+        // SAFETY: SVM is enabled here (`cpu` came from `this_cpu`); the
+        // VMCB is ours (duty 1 of `new`) and its maps and nested tables
+        // valid (duty 2); the hypervisor runs with interrupts off.
+        unsafe {
+            entry::svm_run(
+                self.vmcb_pa,
+                &mut regs,
+                cpu.host_save_pa(),
+                cpu.host_interrupts(),
+            )
+        };
+        if xsave {
+            // SAFETY: as for the restore; XCR0 is still the guest's.
+            unsafe { instr::xsave(area, u64::MAX) };
+        } else {
+            // SAFETY: as for the restore.
+            unsafe { instr::fxsave(area) };
+        }
+        self.dr = instr::read_dr03();
+        instr::write_dr03(host_dr);
+        let [
+            _,
+            rcx,
+            rdx,
+            rbx,
+            _,
+            rbp,
+            rsi,
+            rdi,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        ] = regs.r;
+        let (rax, rsp) = (self.vmcb().save.rax, self.vmcb().save.rsp);
+        self.gprs = Gprs {
+            rax,
+            rcx,
+            rdx,
+            rbx,
+            rsp,
+            rbp,
+            rsi,
+            rdi,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        };
+    }
+}
+
+impl VcpuBackend for SvmVcpu {
+    fn run(&mut self) -> VmExit {
+        let Some(cpu) = enable::this_cpu() else {
+            return VmExit::EntryFailed { code: NOT_ENABLED };
+        };
+        let epoch = self.epoch.get();
+        let fresh = core::mem::take(&mut self.force_fresh_asid) || epoch != self.seen_epoch;
+        self.seen_epoch = epoch;
+        let mut asid = self.asid;
+        let choice = cpu.choose_asid(&mut asid, fresh);
+        self.asid = asid;
+        let (rax, rsp) = (self.gprs.rax, self.gprs.rsp);
+        let v = self.vmcb_mut();
+        v.control.guest_asid = choice.asid;
+        v.control.tlb_control = if choice.flush_all {
+            vmcb::tlb_control::FLUSH_ALL
+        } else {
+            vmcb::tlb_control::NONE
+        };
+        v.control.vmcb_clean = 0;
+        v.save.rax = rax;
+        v.save.rsp = rsp;
+        self.skippable = None;
+        self.hw_run(cpu);
+        self.after_exit()
+    }
+
+    fn gprs(&self) -> &Gprs {
+        &self.gprs
+    }
+
+    fn gprs_mut(&mut self) -> &mut Gprs {
+        &mut self.gprs
+    }
+
+    fn rip(&self) -> u64 {
+        self.vmcb().save.rip
+    }
+
+    fn set_rip(&mut self, rip: u64) {
+        self.vmcb_mut().save.rip = rip;
+    }
+
+    fn rflags(&self) -> u64 {
+        self.vmcb().save.rflags
+    }
+
+    fn cpl(&self) -> u8 {
+        self.vmcb().save.cpl & 3
+    }
+
+    fn in_64bit_mode(&self) -> bool {
+        let s = &self.vmcb().save;
+        s.efer & EFER_LMA != 0 && s.cs.attrib & ATTR_L != 0
+    }
+
+    fn control(&self, reg: ControlReg) -> u64 {
+        let s = &self.vmcb().save;
+        match reg {
+            ControlReg::Cr0 => s.cr0,
+            ControlReg::Cr2 => s.cr2,
+            ControlReg::Cr3 => s.cr3,
+            ControlReg::Cr4 => s.cr4,
+            // SVME is the host's business; the guest sees it clear.
+            ControlReg::Efer => s.efer & !EFER_SVME,
+            ControlReg::Xcr0 => self.xcr0,
+        }
+    }
+
+    fn set_control(&mut self, reg: ControlReg, value: u64) {
+        match reg {
+            ControlReg::Cr2 => self.vmcb_mut().save.cr2 = value,
+            ControlReg::Cr0 | ControlReg::Cr3 | ControlReg::Cr4 => {
+                let s = &mut self.vmcb_mut().save;
+                match reg {
+                    ControlReg::Cr0 => s.cr0 = value,
+                    ControlReg::Cr3 => s.cr3 = value,
+                    _ => s.cr4 = value,
+                }
+                // The guest's translations changed behind its back.
+                self.force_fresh_asid = true;
+            }
+            ControlReg::Efer => self.vmcb_mut().save.efer = value | EFER_SVME,
+            ControlReg::Xcr0 => {
+                if self.valid_xcr0(value) {
+                    self.xcr0 = value;
+                } else {
+                    log::warn!("svm: refusing invalid guest XCR0 {value:#x}");
+                }
+            }
+        }
+    }
+
+    fn skip_instruction(&mut self, exit: &VmExit) -> bool {
+        let Some(expected) = Self::expected(exit) else {
+            return false;
+        };
+        let Some(raw) = self.skippable else {
+            return false;
+        };
+        let nrip = self.vmcb().control.nrip;
+        let next = if self.features.nrip && nrip != 0 {
+            Some(nrip)
+        } else if expected == Expected::Io && raw.code == exit::code::IOIO && raw.info2 != 0 {
+            // IOIO exits hold the next RIP in EXITINFO2 even without NRIP.
+            Some(raw.info2)
+        } else {
+            self.decoded_next_rip(expected)
+        };
+        let Some(mut next) = next else {
+            return false;
+        };
+        if !self.in_64bit_mode() {
+            next &= 0xFFFF_FFFF;
+        }
+        let v = self.vmcb_mut();
+        v.save.rip = next;
+        // The instruction completed: an STI/MOV SS shadow is over.
+        v.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
+        self.skippable = None;
+        true
+    }
+
+    fn inject(&mut self, event: Event) {
+        let new = intr::encode(event);
+        let cur = self.vmcb().control.event_inj;
+        let slot = match (intr::decode(cur), event) {
+            (None, _) => new,
+            (
+                Some(Event::Exception { vector: first, .. }),
+                Event::Exception {
+                    vector: second,
+                    error_code,
+                },
+            ) => match intr::combine(first, second) {
+                Event::Exception { vector: 8, .. } => intr::encode(intr::combine(first, second)),
+                _ => intr::encode(Event::Exception {
+                    vector: second,
+                    error_code,
+                }),
+            },
+            // An exception goes first; the interrupt waits for the next
+            // entry after this one.
+            (Some(_), Event::Exception { .. }) => {
+                if self.deferred.replace(cur).is_some() {
+                    log::warn!("svm: dropping a deferred event");
+                }
+                new
+            }
+            (Some(_), _) => {
+                if self.deferred.replace(new).is_some() {
+                    log::warn!("svm: dropping a deferred event");
+                }
+                cur
+            }
+        };
+        self.vmcb_mut().control.event_inj = slot;
+    }
+
+    fn interruptible(&self) -> bool {
+        let v = self.vmcb();
+        v.save.rflags & RFLAGS_IF != 0
+            && v.control.interrupt_shadow & vmcb::INTERRUPT_SHADOW == 0
+            && v.control.event_inj & intr::VALID == 0
+            && self.deferred.is_none()
+    }
+
+    fn set_interrupt_window(&mut self, enable: bool) {
+        let c = &mut self.vmcb_mut().control;
+        let bits = vintr::V_IRQ | (0xF << vintr::V_INTR_PRIO_SHIFT) | vintr::V_IGN_TPR;
+        if enable {
+            c.vintr |= bits;
+            c.intercept1 |= i1::VINTR;
+        } else {
+            c.vintr &= !bits;
+            c.intercept1 &= !i1::VINTR;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::ioio;
+    use hv_core::arch::IoExit;
+
+    #[repr(C, align(4096))]
+    struct Pages<const N: usize>([u8; N]);
+
+    struct TestVcpu {
+        vcpu: SvmVcpu,
+        _vmcb: Box<Vmcb>,
+        _maps: (Box<Pages<8192>>, Box<Pages<12288>>),
+    }
+
+    fn features(nrip: bool) -> SvmFeatures {
+        SvmFeatures {
+            asids: 16,
+            npt: true,
+            nrip,
+            xsave: true,
+            xcr0_mask: 0x7,
+            ..SvmFeatures::default()
+        }
+    }
+
+    fn vcpu_with(nrip: bool, init: &VcpuInit) -> TestVcpu {
+        let mut vmcb = Box::new(Vmcb::zeroed());
+        let mut m = Box::new(Pages([0; 8192]));
+        let mut i = Box::new(Pages([0; 12288]));
+        let hfn = |p: *mut u8| Hfn(p as u64 >> 12);
+        // SAFETY: the boxes are page-aligned, large enough, exclusively
+        // ours and outlive the vCPU (kept in TestVcpu); on the host the
+        // "physical" address is the virtual one and is never given to
+        // hardware (run is not called).
+        let (maps, vcpu) = unsafe {
+            let maps = PermissionMaps::init(hfn(m.0.as_mut_ptr()), hfn(i.0.as_mut_ptr()));
+            let vcpu = SvmVcpu::new(
+                hfn((&mut *vmcb as *mut Vmcb).cast()),
+                &maps,
+                0x1234_5000,
+                TlbEpoch::default(),
+                features(nrip),
+                init,
+            );
+            (maps, vcpu)
+        };
+        let _ = maps;
+        TestVcpu {
+            vcpu,
+            _vmcb: vmcb,
+            _maps: (m, i),
+        }
+    }
+
+    fn vcpu(nrip: bool) -> TestVcpu {
+        vcpu_with(nrip, &VcpuInit::pvh(0x10_0000, 0x5000))
+    }
+
+    /// Pretends the hardware exited with `raw`.
+    fn exit(t: &mut TestVcpu, raw: RawExit) -> VmExit {
+        let c = &mut t.vcpu.vmcb_mut().control;
+        c.exitcode = raw.code;
+        c.exitinfo1 = raw.info1;
+        c.exitinfo2 = raw.info2;
+        t.vcpu.after_exit()
+    }
+
+    #[test]
+    fn pvh_vmcb_setup() {
+        let t = vcpu(false);
+        let v = t.vcpu.vmcb();
+        assert_eq!(v.save.cs.attrib, 0xC9B);
+        assert_eq!(v.save.ss.attrib, 0xC93);
+        assert_eq!(v.save.tr.attrib, 0x8B);
+        assert_eq!(v.save.rip, 0x10_0000);
+        assert_eq!(v.save.efer, EFER_SVME);
+        assert_eq!(v.save.dr6, 0xFFFF_0FF0);
+        assert_eq!(v.save.dr7, 0x400);
+        assert_eq!(v.save.g_pat, PAT_DEFAULT);
+        assert_eq!(v.save.cpl, 0);
+        assert_eq!(v.control.np_enable, 1);
+        assert_eq!(v.control.n_cr3, 0x1234_5000);
+        assert_ne!(v.control.intercept2 & i2::VMRUN, 0);
+        assert_ne!(v.control.intercept1 & i1::MSR_PROT, 0);
+        assert_ne!(v.control.intercept1 & i1::IOIO_PROT, 0);
+        assert_eq!(v.control.intercept_exceptions, 1 << 18);
+        assert_ne!(v.control.vintr & vintr::V_INTR_MASKING, 0);
+        assert_ne!(v.control.iopm_base_pa, 0);
+        assert_eq!(t.vcpu.gprs().rbx, 0x5000);
+        assert_eq!(t.vcpu.cpl(), 0);
+        assert!(!t.vcpu.in_64bit_mode());
+        assert_eq!(t.vcpu.control(ControlReg::Efer), 0);
+        assert_eq!(t.vcpu.control(ControlReg::Xcr0), 1);
+    }
+
+    #[test]
+    fn long_mode_detection() {
+        let mut init = VcpuInit::pvh(0, 0);
+        init.efer = 0x500;
+        init.cs.attrib = 0xA9B;
+        let t = vcpu_with(false, &init);
+        assert!(t.vcpu.in_64bit_mode());
+    }
+
+    #[test]
+    fn skip_with_nrip() {
+        let mut t = vcpu(true);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::CPUID,
+                ..RawExit::default()
+            },
+        );
+        assert_eq!(e, VmExit::Cpuid);
+        t.vcpu.vmcb_mut().control.nrip = 0x10_0007;
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0007);
+        // Only once per exit.
+        assert!(!t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0007);
+    }
+
+    #[test]
+    fn skip_without_nrip_uses_plain_lengths_and_ioio_info2() {
+        let mut t = vcpu(false);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::VMMCALL,
+                ..RawExit::default()
+            },
+        );
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0003);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::IOIO,
+                info1: (0x3F8 << 16) | ioio::SZ8,
+                info2: 0x10_0010,
+            },
+        );
+        assert!(matches!(e, VmExit::Io(IoExit { port: 0x3F8, .. })));
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0010);
+        // Exits without an instruction to skip.
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::NPF,
+                ..RawExit::default()
+            },
+        );
+        assert!(!t.vcpu.skip_instruction(&e));
+    }
+
+    struct Bytes(&'static [u8]);
+    impl InsnFetch for Bytes {
+        fn fetch(&self, linear: u64, _: &FetchRegs, buf: &mut [u8]) -> usize {
+            assert_eq!(linear, 0x10_0000);
+            let n = self.0.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            n
+        }
+    }
+
+    #[test]
+    fn skip_without_nrip_decodes_fetched_bytes() {
+        let mut t = vcpu(false);
+        t.vcpu.set_fetcher(Box::new(Bytes(&[0x66, 0x0F, 0xA2])));
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::CPUID,
+                ..RawExit::default()
+            },
+        );
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0003);
+
+        let mut t = vcpu(false);
+        t.vcpu.set_fetcher(Box::new(Bytes(&[0x90])));
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::HLT,
+                ..RawExit::default()
+            },
+        );
+        assert!(!t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0000);
+    }
+
+    #[test]
+    fn skip_clears_the_interrupt_shadow() {
+        let mut t = vcpu(false);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::HLT,
+                ..RawExit::default()
+            },
+        );
+        t.vcpu.vmcb_mut().control.interrupt_shadow = 1;
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.vmcb().control.interrupt_shadow, 0);
+    }
+
+    #[test]
+    fn injection_and_interruptibility() {
+        let mut t = vcpu(false);
+        assert!(!t.vcpu.interruptible()); // IF clear at PVH entry
+        t.vcpu.vmcb_mut().save.rflags |= RFLAGS_IF;
+        assert!(t.vcpu.interruptible());
+        t.vcpu.vmcb_mut().control.interrupt_shadow = 1;
+        assert!(!t.vcpu.interruptible());
+        t.vcpu.vmcb_mut().control.interrupt_shadow = 0;
+        t.vcpu.inject(Event::Interrupt(0x40));
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0040);
+        assert!(!t.vcpu.interruptible());
+        // An exception pushes the interrupt to the following entry.
+        t.vcpu.inject(Event::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0B0D);
+        // The hardware delivered the exception (EVENTINJ cleared).
+        t.vcpu.vmcb_mut().control.event_inj = 0;
+        exit(
+            &mut t,
+            RawExit {
+                code: exit::code::HLT,
+                ..RawExit::default()
+            },
+        );
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0040);
+        // Two contributory exceptions make a #DF.
+        t.vcpu.vmcb_mut().control.event_inj = 0;
+        t.vcpu.inject(Event::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
+        t.vcpu.inject(Event::Exception {
+            vector: 11,
+            error_code: Some(8),
+        });
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0B08);
+    }
+
+    #[test]
+    fn exitintinfo_is_reinjected() {
+        let mut t = vcpu(false);
+        t.vcpu.vmcb_mut().control.exitintinfo = (6 << 32) | 0x8000_0B0E;
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::NPF,
+                info1: 0,
+                info2: 0x1000,
+            },
+        );
+        assert!(matches!(e, VmExit::NestedPageFault { gpa: 0x1000, .. }));
+        assert_eq!(t.vcpu.vmcb().control.event_inj, (6 << 32) | 0x8000_0B0E);
+        // A software interrupt is not re-injected (INT n runs again).
+        t.vcpu.vmcb_mut().control.event_inj = 0;
+        t.vcpu.vmcb_mut().control.exitintinfo = 0x8000_0480;
+        exit(
+            &mut t,
+            RawExit {
+                code: exit::code::NPF,
+                info1: 0,
+                info2: 0x1000,
+            },
+        );
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0);
+    }
+
+    #[test]
+    fn interrupt_window() {
+        let mut t = vcpu(false);
+        t.vcpu.set_interrupt_window(true);
+        let c = &t.vcpu.vmcb().control;
+        assert_ne!(c.vintr & vintr::V_IRQ, 0);
+        assert_ne!(c.vintr & vintr::V_IGN_TPR, 0);
+        assert_eq!((c.vintr >> vintr::V_INTR_PRIO_SHIFT) & 0xF, 0xF);
+        assert_ne!(c.intercept1 & i1::VINTR, 0);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::VINTR,
+                ..RawExit::default()
+            },
+        );
+        assert_eq!(e, VmExit::InterruptWindow);
+        let c = &t.vcpu.vmcb().control;
+        assert_eq!(c.vintr & vintr::V_IRQ, 0);
+        assert_eq!(c.intercept1 & i1::VINTR, 0);
+        assert_ne!(c.vintr & vintr::V_INTR_MASKING, 0);
+    }
+
+    #[test]
+    fn control_registers() {
+        let mut t = vcpu(false);
+        t.vcpu.set_control(ControlReg::Efer, 0x500);
+        assert_eq!(t.vcpu.vmcb().save.efer, 0x500 | EFER_SVME);
+        assert_eq!(t.vcpu.control(ControlReg::Efer), 0x500);
+        t.vcpu.set_control(ControlReg::Cr3, 0x9000);
+        assert_eq!(t.vcpu.control(ControlReg::Cr3), 0x9000);
+        t.vcpu.set_control(ControlReg::Xcr0, 0x7);
+        assert_eq!(t.vcpu.control(ControlReg::Xcr0), 0x7);
+        t.vcpu.set_control(ControlReg::Xcr0, 0x4); // no x87
+        t.vcpu.set_control(ControlReg::Xcr0, 0x5); // AVX without SSE
+        t.vcpu.set_control(ControlReg::Xcr0, 0xE7); // beyond the mask
+        assert_eq!(t.vcpu.control(ControlReg::Xcr0), 0x7);
+    }
+
+    #[test]
+    fn msr_exit_reads_gprs() {
+        let mut t = vcpu(false);
+        t.vcpu.gprs_mut().rcx = 0xC000_0080;
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::MSR,
+                ..RawExit::default()
+            },
+        );
+        assert_eq!(e, VmExit::MsrRead { msr: 0xC000_0080 });
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0002);
+    }
+}

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod bootinfo;
+pub mod builder;
 pub mod cmdline;
 pub mod guest_acpi;
 pub mod launch;

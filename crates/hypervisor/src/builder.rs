@@ -1,0 +1,206 @@
+//! The domain builder: turns a launch plan and its modules into an hv-core
+//! domain with memory, a loaded PVH kernel, its boot structures and the
+//! boot vCPU's initial state. Pure logic over hv-core's platform traits, so
+//! it is tested on the host with hv-core's mock machine.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use guest_loader::{
+    AcpiBlob, GuestConfig, GuestMemory, InitialVcpuState, LoadError, MemError, Module,
+};
+use hv_core::arch::NestedPaging;
+use hv_core::guestmem::GuestMem;
+use hv_core::p2m::P2mKind;
+use hv_core::platform::Platform;
+use hv_core::{DomId, DomainConfig, Errno, Gfn, Hypervisor};
+
+use crate::guest_acpi;
+use crate::launch::DomainPlan;
+
+/// Frames a domain may own beyond its RAM: special pages, ACPI tables,
+/// and room for the guest to place a few pages of its own.
+pub const EXTRA_PAGES: u64 = 256;
+
+/// Why a domain could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// hv-core refused (out of memory, bad vCPU count, ...).
+    Core(Errno),
+    /// The kernel could not be loaded.
+    Load(LoadError),
+    /// The ACPI tables could not be built.
+    Acpi(guest_acpi::AcpiBuildError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Core(e) => write!(f, "hypervisor error {}", e.0),
+            BuildError::Load(e) => write!(f, "cannot load the kernel: {e}"),
+            BuildError::Acpi(e) => write!(f, "cannot build ACPI tables: {e:?}"),
+        }
+    }
+}
+
+impl From<Errno> for BuildError {
+    fn from(e: Errno) -> Self {
+        BuildError::Core(e)
+    }
+}
+
+/// A built domain.
+#[derive(Debug)]
+pub struct Built {
+    /// Its id.
+    pub domid: DomId,
+    /// The boot vCPU's registers.
+    pub vcpu0: InitialVcpuState,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Where the loader put things (for logs).
+    pub entry: u32,
+}
+
+/// Writes through hv-core's guest memory for the loader.
+struct LoaderMem<'a> {
+    mem: GuestMem<'a>,
+    size: u64,
+}
+
+impl GuestMemory for LoaderMem<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        self.mem
+            .write(gpa, data)
+            .map_err(|_| MemError::OutOfBounds {
+                gpa,
+                len: data.len() as u64,
+            })
+    }
+    fn zero(&mut self, gpa: u64, len: u64) -> Result<(), MemError> {
+        let n = usize::try_from(len).map_err(|_| MemError::OutOfBounds { gpa, len })?;
+        self.mem
+            .zero(gpa, n)
+            .map_err(|_| MemError::OutOfBounds { gpa, len })
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.mem.read(gpa, buf).map_err(|_| MemError::OutOfBounds {
+            gpa,
+            len: buf.len() as u64,
+        })
+    }
+}
+
+/// Builds the domain `plan` describes from `kernel` (and `ramdisk`).
+pub fn build<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    plan: &DomainPlan<'_>,
+    kernel: &[u8],
+    ramdisk: Option<&[u8]>,
+    npt: Box<dyn NestedPaging>,
+) -> Result<Built, BuildError> {
+    let acpi = guest_acpi::build(plan.vcpus).map_err(BuildError::Acpi)?;
+    let modules: Vec<Module<'_>> = ramdisk
+        .map(|data| Module {
+            data,
+            cmdline: None,
+        })
+        .into_iter()
+        .collect();
+    let cfg = GuestConfig {
+        mem_bytes: plan.mem,
+        cmdline: plan.cmdline,
+        modules: &modules,
+        acpi: Some(AcpiBlob {
+            tables: &acpi.bytes,
+            rsdp_paddr: acpi.rsdp,
+        }),
+        privileged: plan.privileged,
+    };
+    let image = guest_loader::parse(kernel).map_err(BuildError::Load)?;
+    let mplan = guest_loader::plan(&image, &cfg).map_err(BuildError::Load)?;
+    let backing = mplan.backing();
+    let pages: u64 = backing.iter().map(|r| r.len() >> 12).sum();
+    let name = if plan.name.is_empty() {
+        alloc::format!("d{}", plan.domid)
+    } else {
+        String::from(plan.name)
+    };
+    let d = hv.create_domain(
+        DomainConfig {
+            name,
+            privileged: plan.privileged,
+            vcpus: plan.vcpus,
+            max_pages: pages + EXTRA_PAGES,
+        },
+        npt,
+    )?;
+    let result = fill(hv, d, &backing, &mplan, kernel, &cfg);
+    match result {
+        Ok(vcpu0) => Ok(Built {
+            domid: d,
+            vcpu0,
+            vcpus: plan.vcpus,
+            entry: mplan.entry,
+        }),
+        Err(e) => {
+            let _ = hv.destroy_domain(d);
+            Err(e)
+        }
+    }
+}
+
+fn fill<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    backing: &[guest_loader::GpaRange],
+    mplan: &guest_loader::MemoryPlan,
+    kernel: &[u8],
+    cfg: &GuestConfig<'_>,
+) -> Result<InitialVcpuState, BuildError> {
+    let special = mplan.special_pages;
+    let mut top = 0;
+    for r in backing {
+        let kind = if *r == special {
+            P2mKind::Special
+        } else {
+            P2mKind::Ram
+        };
+        let mut g = r.start >> 12;
+        while g < r.end.div_ceil(4096) {
+            // Ranges may touch (the RSDP page inside RAM): skip what exists.
+            if hv.domain(d).and_then(|x| x.p2m.get(Gfn(g))).is_none() {
+                hv.populate_one(d, Gfn(g), kind)?;
+            }
+            g += 1;
+        }
+        top = top.max(r.end);
+    }
+    if let Some(dom) = hv.domain_mut(d) {
+        dom.p2m.flush();
+    }
+    let loaded = {
+        let mem = hv.guest_mem(d).ok_or(Errno::ESRCH)?;
+        let mut lm = LoaderMem { mem, size: top };
+        guest_loader::load(kernel, cfg, &mut lm).map_err(BuildError::Load)?
+    };
+    let dom = hv.domain_mut(d).ok_or(Errno::ESRCH)?;
+    dom.memory_map = loaded
+        .plan
+        .memmap_entries
+        .iter()
+        .map(|e| xen_abi::memory::E820Entry {
+            addr: e.addr,
+            size: e.size,
+            r#type: e.r#type,
+        })
+        .collect();
+    // No xenstore and no PV console back end yet: both params stay 0,
+    // which guests read as "no PV devices".
+    Ok(loaded.vcpu)
+}

@@ -1,0 +1,152 @@
+//! The domain builder on hv-core's mock machine: a small PVH ELF becomes a
+//! domain whose memory holds the kernel, start_info, the module and the
+//! ACPI tables, and whose boot vCPU starts at the entry with EBX pointing
+//! at start_info.
+
+use hv_core::mock::{MockNpt, MockPlatform};
+use hv_core::p2m::P2mKind;
+use hv_core::{Gfn, Hypervisor};
+use hypervisor::builder::build;
+use hypervisor::launch::DomainPlan;
+
+/// An ELF64 with one PT_LOAD (paddr 0x100000, 0x2000 bytes of which 0x100
+/// from the file) and a PT_NOTE holding a 4-byte PHYS32_ENTRY 0x100010.
+fn tiny_pvh_elf() -> Vec<u8> {
+    let mut f = vec![0u8; 0x400];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little endian
+    f[6] = 1;
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&0x3Eu16.to_le_bytes()); // x86-64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&0x100010u64.to_le_bytes());
+    f[32..40].copy_from_slice(&64u64.to_le_bytes()); // phoff
+    f[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+    f[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+    f[56..58].copy_from_slice(&2u16.to_le_bytes()); // phnum
+    let ph = |f: &mut Vec<u8>,
+              i: usize,
+              ty: u32,
+              flags: u32,
+              off: u64,
+              paddr: u64,
+              filesz: u64,
+              memsz: u64| {
+        let b = 64 + i * 56;
+        f[b..b + 4].copy_from_slice(&ty.to_le_bytes());
+        f[b + 4..b + 8].copy_from_slice(&flags.to_le_bytes());
+        f[b + 8..b + 16].copy_from_slice(&off.to_le_bytes());
+        f[b + 16..b + 24].copy_from_slice(&paddr.to_le_bytes());
+        f[b + 24..b + 32].copy_from_slice(&paddr.to_le_bytes());
+        f[b + 32..b + 40].copy_from_slice(&filesz.to_le_bytes());
+        f[b + 40..b + 48].copy_from_slice(&memsz.to_le_bytes());
+        f[b + 48..b + 56].copy_from_slice(&4u64.to_le_bytes());
+    };
+    ph(&mut f, 0, 1, 5, 0x200, 0x100000, 0x100, 0x2000);
+    ph(&mut f, 1, 4, 4, 0x180, 0, 20, 0);
+    // Note: namesz 4, descsz 4, type 18, "Xen\0", entry.
+    let note = [
+        4u32.to_le_bytes(),
+        4u32.to_le_bytes(),
+        18u32.to_le_bytes(),
+        *b"Xen\0",
+        0x100010u32.to_le_bytes(),
+    ]
+    .concat();
+    f[0x180..0x180 + 20].copy_from_slice(&note);
+    for (i, b) in f[0x200..0x300].iter_mut().enumerate() {
+        *b = i as u8 ^ 0x5A;
+    }
+    f
+}
+
+fn plan(privileged: bool) -> DomainPlan<'static> {
+    DomainPlan {
+        domid: 0,
+        name: "",
+        kernel: 0,
+        ramdisk: Some(1),
+        mem: 16 << 20,
+        vcpus: 2,
+        privileged,
+        cmdline: "console=hvc0 test",
+    }
+}
+
+#[test]
+fn builds_a_bootable_domain() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let elf = tiny_pvh_elf();
+    let ramdisk = vec![0xA5u8; 10_000];
+    let b = build(
+        &mut hv,
+        &plan(true),
+        &elf,
+        Some(&ramdisk),
+        Box::new(MockNpt::default()),
+    )
+    .unwrap();
+    assert_eq!(b.vcpu0.rip, 0x100010);
+    assert_eq!(b.vcpus, 2);
+    let mem = hv.guest_mem(b.domid).unwrap();
+    // The kernel's file bytes and zeroed bss.
+    let mut k = vec![0u8; 0x2000];
+    mem.read(0x100000, &mut k).unwrap();
+    assert_eq!(&k[..0x100], &elf[0x200..0x300]);
+    assert!(k[0x100..].iter().all(|&b| b == 0));
+    // start_info at EBX.
+    let si: xen_abi::start_info::HvmStartInfo = mem.read_obj(b.vcpu0.rbx).unwrap();
+    assert_eq!(si.magic, xen_abi::start_info::XEN_HVM_START_MAGIC_VALUE);
+    assert_eq!(si.nr_modules, 1);
+    assert_ne!(si.flags & xen_abi::start_info::SIF_PRIVILEGED, 0);
+    let mut cmd = [0u8; 18];
+    mem.read(si.cmdline_paddr, &mut cmd).unwrap();
+    assert_eq!(&cmd, b"console=hvc0 test\0");
+    let m: xen_abi::start_info::HvmModlistEntry = mem.read_obj(si.modlist_paddr).unwrap();
+    let mut rd = vec![0u8; m.size as usize];
+    mem.read(m.paddr, &mut rd).unwrap();
+    assert_eq!(rd, ramdisk);
+    // ACPI: the RSDP signature where start_info says.
+    let mut sig = [0u8; 8];
+    mem.read(si.rsdp_paddr, &mut sig).unwrap();
+    assert_eq!(&sig, b"RSD PTR ");
+    // The memory map is what XENMEM_memory_map will report.
+    let dom = hv.domain(b.domid).unwrap();
+    assert_eq!(dom.memory_map.len() as u32, si.memmap_entries);
+    assert_eq!({ dom.memory_map[0].r#type }, 1);
+    assert_eq!(dom.p2m.get(Gfn(0xfefff)).unwrap().kind, P2mKind::Special);
+    assert_eq!(dom.p2m.get(Gfn(0)).unwrap().kind, P2mKind::Ram);
+    assert!(dom.tot_pages >= 16 * 256);
+}
+
+#[test]
+fn failures_leave_nothing_behind() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let before = hv.platform.frames_in_use();
+    let mut elf = tiny_pvh_elf();
+    elf[0x180 + 12..0x180 + 16].copy_from_slice(b"Nop\0");
+    assert!(
+        build(
+            &mut hv,
+            &plan(false),
+            &elf,
+            None,
+            Box::new(MockNpt::default())
+        )
+        .is_err()
+    );
+    // Out of host memory halfway through populating.
+    let mut hv2 = Hypervisor::new(MockPlatform::new(1000));
+    let r = build(
+        &mut hv2,
+        &plan(false),
+        &tiny_pvh_elf(),
+        None,
+        Box::new(MockNpt::default()),
+    );
+    assert!(r.is_err());
+    assert_eq!(hv2.platform.frames_in_use(), 0);
+    assert!(hv2.domain_ids().is_empty());
+    assert_eq!(hv.platform.frames_in_use(), before);
+}

@@ -35,7 +35,7 @@ unsafe extern "sysv64" {
 
 core::arch::global_asm!(
     r#"
-    .section .text.svm_run, "ax"
+    .pushsection .text.svm_run, "ax"
     .global svm_run_asm
     .balign 16
 svm_run_asm:
@@ -106,6 +106,7 @@ svm_run_asm:
     pop rbx
     pop rbp
     ret
+    .popsection
     "#
 );
 

@@ -244,7 +244,19 @@ pub struct FetchRegs {
 #[repr(C, align(64))]
 struct FpuArea([u8; enable::FPU_AREA_SIZE]);
 
+/// Offset of XSTATE_BV in the XSAVE header.
+const XSTATE_BV: usize = 512;
+
 impl FpuArea {
+    /// Drops saved components outside `xcr0`: XRSTOR faults on an
+    /// XSTATE_BV bit that XCR0 does not enable.
+    fn restrict_to(&mut self, xcr0: u64) {
+        let mut bv = [0u8; 8];
+        bv.copy_from_slice(&self.0[XSTATE_BV..XSTATE_BV + 8]);
+        let bv = u64::from_le_bytes(bv) & xcr0;
+        self.0[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
+    }
+
     fn new() -> Box<Self> {
         let mut a = Box::new(FpuArea([0; enable::FPU_AREA_SIZE]));
         a.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes()); // FCW
@@ -602,6 +614,7 @@ impl VcpuBackend for SvmVcpu {
             ControlReg::Xcr0 => {
                 if self.valid_xcr0(value) {
                     self.xcr0 = value;
+                    self.fpu.restrict_to(value);
                 } else {
                     log::warn!("svm: refusing invalid guest XCR0 {value:#x}");
                 }
@@ -1008,10 +1021,14 @@ mod tests {
         assert_eq!(t.vcpu.control(ControlReg::Cr3), 0x9000);
         t.vcpu.set_control(ControlReg::Xcr0, 0x7);
         assert_eq!(t.vcpu.control(ControlReg::Xcr0), 0x7);
+        // A component saved under the old XCR0 is dropped when XCR0 shrinks.
+        t.vcpu.fpu.0[XSTATE_BV] = 0x7;
+        t.vcpu.set_control(ControlReg::Xcr0, 0x3);
+        assert_eq!(t.vcpu.fpu.0[XSTATE_BV], 0x3);
         t.vcpu.set_control(ControlReg::Xcr0, 0x4); // no x87
         t.vcpu.set_control(ControlReg::Xcr0, 0x5); // AVX without SSE
         t.vcpu.set_control(ControlReg::Xcr0, 0xE7); // beyond the mask
-        assert_eq!(t.vcpu.control(ControlReg::Xcr0), 0x7);
+        assert_eq!(t.vcpu.control(ControlReg::Xcr0), 0x3);
     }
 
     #[test]

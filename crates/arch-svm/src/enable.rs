@@ -191,7 +191,11 @@ impl SvmCpu {
     }
 }
 
-/// Enables SVM on the calling CPU and returns its per-CPU area.
+/// Enables SVM on the calling CPU and returns its per-CPU area. `index`
+/// must differ between CPUs (ASIDs are tracked per CPU by it). Leaves
+/// CR4.OSFXSR/OSXMMEXCPT (and OSXSAVE when available) set; the hypervisor
+/// itself must not use the FPU or SIMD registers (the `x86_64-unknown-none`
+/// target does not), since only the guest's state is switched.
 ///
 /// # Safety
 /// 1. `area` is the first of [`CPU_AREA_PAGES`] contiguous host frames,

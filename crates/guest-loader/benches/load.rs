@@ -9,7 +9,8 @@
 //!
 //! The image is Debian's vmlinux from `target/linux/` (`cargo xtask
 //! linux`) when present, else a synthetic 64 MB ELF (60 MB of file bytes,
-//! 4 MB of bss) so the bench always measures something. Goal: the loader
+//! 4 MB of bss) so the bench always measures something (set
+//! `GUEST_LOADER_BENCH_SYNTHETIC=1` to force it). Goal: the loader
 //! within 1.2x of the plain copy.
 
 use std::hint::black_box;
@@ -62,6 +63,9 @@ fn synthetic() -> Vec<u8> {
 }
 
 fn image() -> (Vec<u8>, &'static str) {
+    if std::env::var_os("GUEST_LOADER_BENCH_SYNTHETIC").is_some() {
+        return (synthetic(), "synthetic_64mb");
+    }
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/linux/vmlinux");
     match std::fs::read(&path) {
         Ok(b) => (b, "debian_vmlinux"),

@@ -7,6 +7,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Why a guest-memory access failed.
@@ -58,17 +59,34 @@ pub trait GuestMemory {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError>;
 }
 
-/// Size of one [`VecGuestMemory`] chunk: 2 MiB.
+/// Size of one sparse [`VecGuestMemory`] chunk above the dense part: 2 MiB.
 pub const CHUNK_SIZE: u64 = 2 << 20;
 
-/// Heap-backed, sparse guest memory: addresses `0..size` are all backed,
-/// but only 2 MiB chunks that were written hold an allocation, so a layout
+/// Most bytes of the dense (one contiguous buffer) part of a
+/// [`VecGuestMemory`]: the first 1 GiB, where kernels, boot structures and
+/// modules go.
+pub const DENSE_MAX: u64 = 1 << 30;
+
+/// Heap-backed guest memory for tests, benches and tools: addresses
+/// `0..size` are all backed. The first [`DENSE_MAX`] bytes are one
+/// zero-allocated buffer (allocated on the first write there; the host OS
+/// commits only the pages touched), so a kernel segment is one `memcpy`;
+/// above it, 2 MiB chunks are allocated as they are written, so a layout
 /// reaching past 4 GiB costs only what is written. Unwritten bytes read as
 /// zero.
 #[derive(Clone, Debug, Default)]
 pub struct VecGuestMemory {
     size: u64,
+    dense: Vec<u8>,
     chunks: BTreeMap<u64, Box<[u8]>>,
+}
+
+/// The part of an access below the dense limit and the part above it.
+struct Split {
+    /// `(offset in dense, length)`.
+    dense: Option<(usize, usize)>,
+    /// `(gpa, length, offset into the access)`.
+    sparse: Option<(u64, u64, usize)>,
 }
 
 impl VecGuestMemory {
@@ -76,6 +94,7 @@ impl VecGuestMemory {
     pub fn new(size: u64) -> Self {
         Self {
             size,
+            dense: Vec::new(),
             chunks: BTreeMap::new(),
         }
     }
@@ -87,21 +106,46 @@ impl VecGuestMemory {
         Self::new(crate::layout::backing_top(mem_bytes))
     }
 
-    /// Bytes currently allocated (written chunks).
+    /// Heap bytes reserved: the dense part once written, plus the written
+    /// chunks.
     pub fn allocated(&self) -> u64 {
-        (self.chunks.len() as u64).saturating_mul(CHUNK_SIZE)
+        (self.chunks.len() as u64)
+            .saturating_mul(CHUNK_SIZE)
+            .saturating_add(self.dense.len() as u64)
     }
 
-    fn check(&self, gpa: u64, len: u64) -> Result<(), MemError> {
-        match gpa.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(MemError::OutOfBounds { gpa, len }),
+    fn dense_len(&self) -> u64 {
+        self.size.min(DENSE_MAX)
+    }
+
+    /// Checks `[gpa, gpa + len)` against the size and splits it at the
+    /// dense limit.
+    fn split(&self, gpa: u64, len: u64) -> Result<Split, MemError> {
+        let end = match gpa.checked_add(len) {
+            Some(end) if end <= self.size => end,
+            _ => return Err(MemError::OutOfBounds { gpa, len }),
+        };
+        let limit = self.dense_len();
+        // Below `limit` (at most 1 GiB), so the casts are lossless.
+        let dense =
+            (gpa < limit && len > 0).then(|| (gpa as usize, (end.min(limit) - gpa) as usize));
+        let sparse = (end > limit && len > 0).then(|| {
+            let from = gpa.max(limit);
+            (from, end - from, (from - gpa) as usize)
+        });
+        Ok(Split { dense, sparse })
+    }
+
+    fn dense_mut(&mut self) -> &mut [u8] {
+        if self.dense.is_empty() {
+            // Zero-allocated: the OS maps pages only when touched.
+            self.dense = alloc::vec![0u8; self.dense_len() as usize];
         }
+        &mut self.dense
     }
 
-    /// Calls `f(chunk index, offset in chunk, length)` for each chunk piece
-    /// of the checked range `[gpa, gpa + len)`, with the offset into the
-    /// access.
+    /// Calls `f(chunk index, offset in chunk, length, offset into the
+    /// access)` for each chunk piece of the checked sparse range.
     fn pieces(gpa: u64, len: u64, mut f: impl FnMut(u64, usize, usize, usize)) {
         let mut done = 0u64;
         while done < len {
@@ -128,38 +172,58 @@ impl GuestMemory for VecGuestMemory {
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
-        let len = data.len() as u64;
-        self.check(gpa, len)?;
-        let chunks = &mut self.chunks;
-        Self::pieces(gpa, len, |index, off, n, done| {
-            let chunk = chunks.entry(index).or_insert_with(new_chunk);
-            chunk[off..off + n].copy_from_slice(&data[done..done + n]);
-        });
+        let split = self.split(gpa, data.len() as u64)?;
+        if let Some((off, n)) = split.dense {
+            self.dense_mut()[off..off + n].copy_from_slice(&data[..n]);
+        }
+        if let Some((from, len, skip)) = split.sparse {
+            let chunks = &mut self.chunks;
+            Self::pieces(from, len, |index, off, n, done| {
+                let chunk = chunks.entry(index).or_insert_with(new_chunk);
+                let src = skip + done;
+                chunk[off..off + n].copy_from_slice(&data[src..src + n]);
+            });
+        }
         Ok(())
     }
 
     fn zero(&mut self, gpa: u64, len: u64) -> Result<(), MemError> {
-        self.check(gpa, len)?;
-        let chunks = &mut self.chunks;
-        Self::pieces(gpa, len, |index, off, n, _| {
-            // An unwritten chunk is already zero.
-            if let Some(chunk) = chunks.get_mut(&index) {
-                chunk[off..off + n].fill(0);
+        let split = self.split(gpa, len)?;
+        if let Some((off, n)) = split.dense {
+            // Unallocated means zero.
+            if let Some(d) = self.dense.get_mut(off..off + n) {
+                d.fill(0);
             }
-        });
+        }
+        if let Some((from, len, _)) = split.sparse {
+            let chunks = &mut self.chunks;
+            Self::pieces(from, len, |index, off, n, _| {
+                // An unwritten chunk is already zero.
+                if let Some(chunk) = chunks.get_mut(&index) {
+                    chunk[off..off + n].fill(0);
+                }
+            });
+        }
         Ok(())
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let len = buf.len() as u64;
-        self.check(gpa, len)?;
-        Self::pieces(gpa, len, |index, off, n, done| {
-            let out = &mut buf[done..done + n];
-            match self.chunks.get(&index) {
-                Some(chunk) => out.copy_from_slice(&chunk[off..off + n]),
-                None => out.fill(0),
+        let split = self.split(gpa, buf.len() as u64)?;
+        if let Some((off, n)) = split.dense {
+            match self.dense.get(off..off + n) {
+                Some(d) => buf[..n].copy_from_slice(d),
+                None => buf[..n].fill(0),
             }
-        });
+        }
+        if let Some((from, len, skip)) = split.sparse {
+            Self::pieces(from, len, |index, off, n, done| {
+                let out = &mut buf[skip + done..skip + done + n];
+                match self.chunks.get(&index) {
+                    Some(chunk) => out.copy_from_slice(&chunk[off..off + n]),
+                    None => out.fill(0),
+                }
+            });
+        }
         Ok(())
     }
 }
@@ -169,19 +233,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_across_chunks_read_back() {
-        let mut m = VecGuestMemory::new(3 * CHUNK_SIZE);
-        let data: alloc::vec::Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
-        let at = CHUNK_SIZE - 1234;
-        m.write(at, &data).unwrap();
-        let mut back = alloc::vec![0u8; 5000];
+    fn writes_across_the_dense_limit_and_chunks_read_back() {
+        let mut m = VecGuestMemory::new(DENSE_MAX + 3 * CHUNK_SIZE);
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for at in [DENSE_MAX - 1234, DENSE_MAX + CHUNK_SIZE - 77, 5] {
+            m.write(at, &data[..5000]).unwrap();
+            let mut back = alloc::vec![0u8; 5000];
+            m.read(at, &mut back).unwrap();
+            assert_eq!(back, data[..5000]);
+            m.zero(at + 10, 100).unwrap();
+            m.read(at, &mut back).unwrap();
+            assert!(back[10..110].iter().all(|&b| b == 0));
+            assert_eq!(back[110..], data[110..5000]);
+        }
+        assert_eq!(m.allocated(), DENSE_MAX + 2 * CHUNK_SIZE);
+        let at = DENSE_MAX - 100;
+        m.write(at, &data[..2 * CHUNK_SIZE as usize]).unwrap();
+        let mut back = alloc::vec![0u8; 2 * CHUNK_SIZE as usize];
         m.read(at, &mut back).unwrap();
-        assert_eq!(back, data);
-        assert_eq!(m.allocated(), 2 * CHUNK_SIZE);
-        m.zero(at + 10, 100).unwrap();
-        m.read(at, &mut back).unwrap();
-        assert!(back[10..110].iter().all(|&b| b == 0));
-        assert_eq!(back[110], data[110]);
+        assert_eq!(back, data[..2 * CHUNK_SIZE as usize]);
+    }
+
+    #[test]
+    fn small_memory_is_all_dense() {
+        let mut m = VecGuestMemory::new(0x3000);
+        m.write(0x2ff0, &[9; 16]).unwrap();
+        assert_eq!(m.allocated(), 0x3000);
+        let mut b = [0u8; 32];
+        m.read(0x2fe0, &mut b).unwrap();
+        assert_eq!(b[..16], [0; 16]);
+        assert_eq!(b[16..], [9; 16]);
     }
 
     #[test]
@@ -202,6 +285,7 @@ mod tests {
     fn unwritten_reads_zero_and_zeroing_allocates_nothing() {
         let mut m = VecGuestMemory::new(1 << 40);
         m.zero(1 << 35, 64 << 20).unwrap();
+        m.zero(0, 64 << 20).unwrap();
         assert_eq!(m.allocated(), 0);
         let mut b = [0xffu8; 16];
         m.read((1 << 40) - 16, &mut b).unwrap();

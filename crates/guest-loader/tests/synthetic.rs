@@ -613,7 +613,7 @@ fn large_guest_gets_ram_above_4g() {
         .map(|e| e.1)
         .sum();
     assert_eq!(ram, mem_bytes);
-    assert!(mem.allocated() < 64 * MIB, "sparse memory");
+    assert!(mem.allocated() <= 1 << 30, "sparse above 1 GiB");
 }
 
 /// A minimal ACPI blob: an RSDP v2 at offset 0 and some bytes.

@@ -35,6 +35,8 @@ pub enum ExitAction {
 /// How to build a domain.
 #[derive(Clone, Debug)]
 pub struct DomainConfig {
+    /// The id to use (the builder's plan), or `None` for the next free one.
+    pub domid: Option<u16>,
     /// A name for logs.
     pub name: String,
     /// Control domain.
@@ -81,12 +83,23 @@ impl<P: Platform> Hypervisor<P> {
         if cfg.vcpus == 0 || cfg.vcpus > 128 {
             return Err(Errno::EINVAL);
         }
-        if self.next_domid >= DomId::FIRST_RESERVED {
-            return Err(Errno::ENOSPC);
-        }
+        let id = match cfg.domid {
+            Some(id) if id >= DomId::FIRST_RESERVED => return Err(Errno::EINVAL),
+            Some(id) if self.domains.contains_key(&id) => return Err(Errno::EEXIST),
+            Some(id) => id,
+            None => {
+                while self.domains.contains_key(&self.next_domid) {
+                    self.next_domid += 1;
+                }
+                if self.next_domid >= DomId::FIRST_RESERVED {
+                    return Err(Errno::ENOSPC);
+                }
+                self.next_domid
+            }
+        };
         let si = self.platform.alloc_frame().ok_or(Errno::ENOMEM)?;
-        let id = DomId(self.next_domid);
-        self.next_domid += 1;
+        let id = DomId(id);
+        self.next_domid = self.next_domid.max(id.0 + 1);
         let mut d = Domain::new(id, cfg.name, cfg.privileged, cfg.vcpus, P2m::new(npt), si);
         d.max_pages = cfg.max_pages;
         self.domains.insert(id.0, d);

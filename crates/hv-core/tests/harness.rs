@@ -39,6 +39,7 @@ impl Sim {
             .hv
             .create_domain(
                 DomainConfig {
+                    domid: None,
                     name: "t".into(),
                     privileged,
                     vcpus,

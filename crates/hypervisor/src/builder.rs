@@ -133,6 +133,7 @@ pub fn build<P: Platform>(
     };
     let d = hv.create_domain(
         DomainConfig {
+            domid: Some(plan.domid),
             name,
             privileged: plan.privileged,
             vcpus: plan.vcpus,

@@ -197,8 +197,95 @@ fn build_idt() -> Idt {
             _reserved: 0,
         };
     }
+    // Host interrupts: the kick IPI, the APIC timer and the spurious vector.
+    let irq = &raw const irq_stubs as u64;
+    for (i, vector) in IRQ_VECTORS.iter().enumerate() {
+        let handler = irq + (i as u64) * STUB_SIZE;
+        idt[*vector as usize] = Gate {
+            offset_lo: handler as u16,
+            selector: KERNEL_CS,
+            ist: 0,
+            flags: 0x8E,
+            offset_mid: (handler >> 16) as u16,
+            offset_hi: (handler >> 32) as u32,
+            _reserved: 0,
+        };
+    }
     idt
 }
+
+/// The host interrupt vectors, in the order of `irq_stubs`.
+const IRQ_VECTORS: [u8; 3] = [
+    crate::hostplat::TIMER_VECTOR,
+    crate::hostplat::KICK_VECTOR,
+    0xFF,
+];
+
+/// Counts host interrupts taken (timer and kicks), for statistics.
+pub static IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Handles a host interrupt: all they do is end a guest run or an idle
+/// wait, so acknowledging is the whole job. The spurious vector gets no EOI.
+extern "C" fn irq_handler(vector: u64) {
+    IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if vector != 0xFF {
+        if let Some(apic) = crate::platform::HOST_APIC.get() {
+            apic.eoi();
+        }
+    }
+}
+
+unsafe extern "C" {
+    /// The first of the interrupt stubs (global_asm below), one per entry of
+    /// `IRQ_VECTORS`, STUB_SIZE apart.
+    static irq_stubs: u8;
+}
+
+// Interrupt stubs: save the caller-saved registers (the handler is a normal
+// Rust function), pass the vector, restore, return. The CPU's 40-byte frame
+// leaves RSP at 8 mod 16; nine pushes realign it for the call.
+core::arch::global_asm!(
+    r#"
+    .section .text.irqs, "ax"
+    .balign 16
+    .global irq_stubs
+irq_stubs:
+    .balign 16
+    push 0xEF
+    jmp irq_common
+    .balign 16
+    push 0xF0
+    jmp irq_common
+    .balign 16
+    push 0xFF
+    jmp irq_common
+
+irq_common:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    mov rdi, [rsp + 72]
+    call {handler}
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    add rsp, 8
+    iretq
+    "#,
+    handler = sym irq_handler,
+);
 
 /// Bytes per exception stub (each is padded to this size).
 const STUB_SIZE: u64 = 16;

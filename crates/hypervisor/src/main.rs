@@ -21,11 +21,15 @@ mod cpu;
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
+mod hostplat;
+#[cfg(target_os = "none")]
 mod machine;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
 mod platform;
+#[cfg(target_os = "none")]
+mod run;
 #[cfg(target_os = "none")]
 mod serial;
 #[cfg(target_os = "none")]
@@ -90,26 +94,27 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         tsc_hz / 1_000_000,
         (tsc_hz / 1000) % 1000
     );
-    bring_up_cpus(boot.rsdp);
+    let apic = bring_up_cpus(boot.rsdp);
     if opts.selftest == SelfTest::InvalidOpcode {
         // SAFETY: deliberately raises #UD to check the exception report.
         unsafe { core::arch::asm!("ud2") };
     }
-    log::warn!("no domains are built yet: stopping");
-    machine::stop(true)
+    run::start(&boot, apic)
 }
 
-/// Reads the CPUs from ACPI and starts the application processors.
+/// Reads the CPUs from ACPI and starts the application processors; returns
+/// the boot CPU's local APIC.
 #[cfg(target_os = "none")]
-fn bring_up_cpus(rsdp: Option<u64>) {
+fn bring_up_cpus(rsdp: Option<u64>) -> platform::LocalApic {
     let topo = match platform::discover(rsdp) {
         Ok(t) => t,
         Err(e) => {
             log::warn!("ACPI: {e}; running on the boot CPU alone");
-            return;
+            return platform::LocalApic::enable(0xFEE0_0000);
         }
     };
     let bsp = platform::LocalApic::enable(topo.lapic_base);
+    platform::HOST_APIC.call_once(|| bsp);
     let me = bsp.id();
     log::info!(
         "ACPI: {} CPUs, local APIC at {:#x} ({:?}), boot CPU APIC id {me}",
@@ -128,6 +133,7 @@ fn bring_up_cpus(rsdp: Option<u64>) {
         "{} CPUs online",
         smp::CPUS_ONLINE.load(core::sync::atomic::Ordering::SeqCst)
     );
+    bsp
 }
 
 /// The boot CPU's GDT, TSS and exception stacks.

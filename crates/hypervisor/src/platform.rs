@@ -82,6 +82,18 @@ pub fn discover(rsdp: Option<u64>) -> Result<Topology, &'static str> {
     Ok(Topology { cpus, lapic_base })
 }
 
+/// Masks every line of the two legacy 8259 interrupt controllers: the
+/// host takes interrupts only through the local APIC, and a BIOS leaves the
+/// PIC's timer (IRQ 0) on vector 8, where it would look like a double fault.
+pub fn mask_legacy_pic() {
+    // SAFETY: 0x21 and 0xA1 are the PICs' interrupt mask registers; masking
+    // every line has no other effect.
+    unsafe {
+        outb(0x21, 0xff);
+        outb(0xa1, 0xff);
+    }
+}
+
 // ---------------------------------------------------------------- time ----
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
@@ -150,7 +162,17 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
 
 const REG_ID: u32 = 0x20;
+const REG_EOI: u32 = 0xb0;
 const REG_SVR: u32 = 0xf0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_TIMER_INIT: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3e0;
+
+/// Local APIC timer ticks per millisecond (divide by 16), measured once.
+static APIC_TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// The boot CPU's APIC, for the interrupt handlers (same mode everywhere).
+pub static HOST_APIC: spin::Once<LocalApic> = spin::Once::new();
 const REG_ICR_LO: u32 = 0x300;
 const REG_ICR_HI: u32 = 0x310;
 
@@ -209,6 +231,35 @@ impl LocalApic {
             LocalApic::X2Apic => self.read(REG_ID),
             LocalApic::XApic(_) => self.read(REG_ID) >> 24,
         }
+    }
+
+    /// Signals the end of the interrupt being handled.
+    pub fn eoi(&self) {
+        self.write(REG_EOI, 0);
+    }
+
+    /// Measures the timer against the TSC (once, on the boot CPU).
+    pub fn calibrate_timer(&self) -> u64 {
+        self.write(REG_TIMER_DIVIDE, 0x3); // divide by 16
+        self.write(REG_LVT_TIMER, 1 << 16); // masked, one-shot
+        self.write(REG_TIMER_INIT, u32::MAX);
+        delay_us(10_000);
+        let left = self.read(REG_TIMER_CURRENT);
+        self.write(REG_TIMER_INIT, 0);
+        let per_ms = (u64::from(u32::MAX - left) / 10).max(1);
+        APIC_TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
+        per_ms
+    }
+
+    /// Arms the one-shot timer to fire `vector` after `ns` nanoseconds
+    /// (0 stops it).
+    pub fn arm_timer(&self, vector: u8, ns: u64) {
+        let per_ms = APIC_TICKS_PER_MS.load(Ordering::Relaxed).max(1);
+        let ticks =
+            (u128::from(ns) * u128::from(per_ms) / 1_000_000).clamp(1, u128::from(u32::MAX)) as u32;
+        self.write(REG_TIMER_DIVIDE, 0x3);
+        self.write(REG_LVT_TIMER, u32::from(vector));
+        self.write(REG_TIMER_INIT, if ns == 0 { 0 } else { ticks });
     }
 
     /// Sends an IPI: `icr_lo` is the low ICR word (vector, delivery mode...).

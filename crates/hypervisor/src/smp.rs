@@ -182,6 +182,5 @@ extern "C" fn ap_entry(index: u32) -> ! {
     CPUS_ONLINE.fetch_add(1, Ordering::SeqCst);
     AP_STARTED.store(1, Ordering::SeqCst);
     log::info!("CPU{index} online (APIC id {})", apic.id());
-    // Nothing to run yet: the scheduler loop arrives with hv-core.
-    crate::machine::halt_forever()
+    crate::run::ap_main(index, apic)
 }

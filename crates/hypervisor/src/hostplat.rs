@@ -1,0 +1,179 @@
+//! hv-core's platform on real hardware: host frames through the identity
+//! map, the TSC clock, IPIs through the local APIC, the serial console.
+
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
+
+use hv_core::platform::{FrameAccess, Platform};
+use hv_core::{DomId, Hfn, PAGE_SIZE};
+
+use crate::boot::IDENTITY_MAPPED;
+use crate::memory::FRAMES;
+use crate::platform::LocalApic;
+
+/// The vector that kicks a CPU out of a guest or out of idle.
+pub const KICK_VECTOR: u8 = 0xF0;
+/// The local APIC timer's vector (time slices and timeouts).
+pub const TIMER_VECTOR: u8 = 0xEF;
+/// Most CPUs the hypervisor drives.
+pub const MAX_CPUS: usize = 64;
+
+/// APIC id of each CPU index (index 0 is the boot CPU); `u32::MAX`: none.
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+
+/// Records that CPU `index` has APIC id `apic_id`.
+pub fn register_cpu(index: u32, apic_id: u32) {
+    if let Some(slot) = APIC_IDS.get(index as usize) {
+        slot.store(apic_id, SeqCst);
+    }
+}
+
+/// The index of the calling CPU (0 if unknown).
+pub fn current_cpu(apic: &LocalApic) -> u32 {
+    let id = apic.id();
+    APIC_IDS
+        .iter()
+        .position(|a| a.load(SeqCst) == id)
+        .unwrap_or(0) as u32
+}
+
+/// hv-core's view of the machine.
+pub struct HostPlatform {
+    /// The local APIC (same mode on every CPU).
+    pub apic: LocalApic,
+}
+
+fn frame_ptr(hfn: Hfn, offset: usize, len: usize) -> *mut u8 {
+    let hpa = hfn.hpa();
+    // hv-core passes only frames it got from `alloc_frame` (below 4 GiB)
+    // and ranges inside one page; anything else is a hypervisor bug.
+    assert!(hpa + PAGE_SIZE as u64 <= IDENTITY_MAPPED && offset + len <= PAGE_SIZE);
+    (hpa as usize + offset) as *mut u8
+}
+
+macro_rules! atomic_at {
+    ($ty:ty, $hfn:expr, $off:expr) => {{
+        let p = frame_ptr($hfn, $off, size_of::<$ty>());
+        assert!((p as usize).is_multiple_of(size_of::<$ty>()));
+        // SAFETY: the address is an identity-mapped, naturally aligned word
+        // of a host frame that stays allocated while hv-core uses it; guest
+        // and hypervisor touch guest-shared words only atomically (the
+        // guest with locked instructions), so an atomic view is sound.
+        unsafe { <$ty>::from_ptr(p.cast()) }
+    }};
+}
+
+impl FrameAccess for HostPlatform {
+    fn read(&self, hfn: Hfn, offset: usize, buf: &mut [u8]) {
+        let p = frame_ptr(hfn, offset, buf.len());
+        // SAFETY: [p, p + len) lies in one identity-mapped host frame; a
+        // guest may write it concurrently, which is a race in its own data
+        // that cannot break the hypervisor: we copy bytes and never form a
+        // reference to guest memory.
+        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) }
+    }
+    fn write(&self, hfn: Hfn, offset: usize, data: &[u8]) {
+        let p = frame_ptr(hfn, offset, data.len());
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) }
+    }
+    fn zero(&self, hfn: Hfn, offset: usize, len: usize) {
+        let p = frame_ptr(hfn, offset, len);
+        // SAFETY: as in `read`.
+        unsafe { core::ptr::write_bytes(p, 0, len) }
+    }
+    fn cmpxchg_u32(&self, hfn: Hfn, offset: usize, old: u32, new: u32) -> u32 {
+        match atomic_at!(AtomicU32, hfn, offset).compare_exchange(old, new, SeqCst, SeqCst) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+    fn cmpxchg_u64(&self, hfn: Hfn, offset: usize, old: u64, new: u64) -> u64 {
+        match atomic_at!(AtomicU64, hfn, offset).compare_exchange(old, new, SeqCst, SeqCst) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+    fn fetch_or_u64(&self, hfn: Hfn, offset: usize, bits: u64) -> u64 {
+        atomic_at!(AtomicU64, hfn, offset).fetch_or(bits, SeqCst)
+    }
+    fn fetch_and_u64(&self, hfn: Hfn, offset: usize, bits: u64) -> u64 {
+        atomic_at!(AtomicU64, hfn, offset).fetch_and(bits, SeqCst)
+    }
+    fn fetch_or_u32(&self, hfn: Hfn, offset: usize, bits: u32) -> u32 {
+        atomic_at!(AtomicU32, hfn, offset).fetch_or(bits, SeqCst)
+    }
+    fn fetch_and_u32(&self, hfn: Hfn, offset: usize, bits: u32) -> u32 {
+        atomic_at!(AtomicU32, hfn, offset).fetch_and(bits, SeqCst)
+    }
+    fn load_u32(&self, hfn: Hfn, offset: usize) -> u32 {
+        atomic_at!(AtomicU32, hfn, offset).load(SeqCst)
+    }
+    fn load_u64(&self, hfn: Hfn, offset: usize) -> u64 {
+        atomic_at!(AtomicU64, hfn, offset).load(SeqCst)
+    }
+    fn store_u8(&self, hfn: Hfn, offset: usize, value: u8) {
+        atomic_at!(AtomicU8, hfn, offset).store(value, SeqCst)
+    }
+}
+
+/// One zeroed frame below 4 GiB from the frame allocator.
+pub fn alloc_zeroed_frame() -> Option<Hfn> {
+    let hpa = FRAMES
+        .lock()
+        .alloc(PAGE_SIZE as u64, PAGE_SIZE as u64, IDENTITY_MAPPED)
+        .ok()?;
+    // SAFETY: the frame was just taken from the allocator, so nothing else
+    // uses it, and it is identity-mapped.
+    unsafe { core::ptr::write_bytes(hpa as *mut u8, 0, PAGE_SIZE) };
+    Some(Hfn(hpa >> 12))
+}
+
+/// Gives a frame back to the allocator.
+pub fn free_frame(hfn: Hfn) {
+    if let Err(e) = FRAMES.lock().dealloc(hfn.hpa(), PAGE_SIZE as u64) {
+        log::error!("freeing frame {:#x}: {:?}", hfn.hpa(), e);
+    }
+}
+
+impl Platform for HostPlatform {
+    fn alloc_frame(&self) -> Option<Hfn> {
+        alloc_zeroed_frame()
+    }
+    fn free_frame(&self, hfn: Hfn) {
+        free_frame(hfn)
+    }
+    fn now_ns(&self) -> u64 {
+        crate::platform::now_ns()
+    }
+    fn kick_cpu(&self, pcpu: u32) {
+        if pcpu == current_cpu(&self.apic) {
+            return;
+        }
+        let Some(id) = APIC_IDS.get(pcpu as usize).map(|a| a.load(SeqCst)) else {
+            return;
+        };
+        if id != u32::MAX {
+            // Fixed delivery, edge, the kick vector.
+            self.apic.send_ipi(id, u32::from(KICK_VECTOR));
+        }
+    }
+    fn console_write(&self, domid: DomId, text: &[u8]) {
+        let s = core::str::from_utf8(text).unwrap_or("<non-UTF-8 output>");
+        crate::println!("(d{}) {}", domid.0, s);
+    }
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+}
+
+/// The frame source arch-svm's nested tables and VMCBs use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostFrames;
+
+impl arch_svm::npt::FrameSource for HostFrames {
+    fn alloc_frame(&self) -> Option<Hfn> {
+        alloc_zeroed_frame()
+    }
+    fn free_frame(&self, hfn: Hfn) {
+        free_frame(hfn)
+    }
+}

@@ -1,0 +1,321 @@
+//! Running domains: the boot CPU builds them from the boot modules, then
+//! every CPU runs vCPUs on SVM until all domains have shut down.
+//!
+//! One lock guards hv-core (`HV`); guests run outside it. Each vCPU's
+//! backend sits in a slot that one CPU at a time takes out to run it. The
+//! local APIC timer ends a time slice (10 ms) and wakes idle CPUs for
+//! timeouts; kicks (IPIs) end a run or an idle wait early.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+use arch_svm::npt::IdentityTables;
+use arch_svm::{Npt, PermissionMaps, SvmCpu, SvmVcpu, VcpuInit};
+use hv_core::arch::{NestedPaging, VcpuBackend, VmExit};
+use hv_core::domain::{DomainState, ShutdownReason};
+use hv_core::{DomId, ExitAction, Hfn, Hypervisor};
+use hypervisor::bootinfo::BootInfo;
+use hypervisor::builder;
+use hypervisor::launch;
+use spin::{Mutex, Once};
+
+use crate::boot::IDENTITY_MAPPED;
+use crate::hostplat::{self, HostFrames, HostPlatform, TIMER_VECTOR};
+use crate::memory::FRAMES;
+use crate::platform::{self, HOST_APIC, LocalApic};
+
+/// The time slice.
+const SLICE_NS: u64 = 10_000_000;
+
+/// hv-core, shared by every CPU.
+static HV: Once<Mutex<Hypervisor<HostPlatform>>> = Once::new();
+/// The vCPUs that have a backend.
+static SLOTS: Once<Vec<Slot>> = Once::new();
+/// The MSR and I/O permission maps, shared by every vCPU.
+static MAPS: Once<PermissionMaps> = Once::new();
+/// Set when the domains are built and the CPUs may start running them.
+static GO: AtomicBool = AtomicBool::new(false);
+/// Round-robin cursor over `SLOTS`.
+static CURSOR: AtomicUsize = AtomicUsize::new(0);
+/// VM exits handled, machine-wide.
+pub static EXITS: AtomicU64 = AtomicU64::new(0);
+
+/// One vCPU and its backend.
+struct Slot {
+    d: DomId,
+    v: u32,
+    backend: Mutex<Option<Box<SvmVcpu>>>,
+}
+
+/// Contiguous, zeroed, identity-mapped frames for hardware structures
+/// that live as long as the machine.
+fn frames(n: u64) -> Option<Hfn> {
+    let hpa = FRAMES.lock().alloc(n * 4096, 4096, IDENTITY_MAPPED).ok()?;
+    // SAFETY: just taken from the allocator (nothing else uses them) and
+    // identity-mapped.
+    unsafe { core::ptr::write_bytes(hpa as *mut u8, 0, (n * 4096) as usize) };
+    Some(Hfn(hpa >> 12))
+}
+
+/// Turns SVM on for the calling CPU.
+fn enable_svm(index: u32) -> Option<&'static SvmCpu> {
+    let area = frames(arch_svm::enable::CPU_AREA_PAGES as u64)?;
+    // SAFETY: the area is fresh, contiguous, identity-mapped and never
+    // freed; this runs once per CPU on that CPU with interrupts disabled.
+    match unsafe { arch_svm::enable(area, index) } {
+        Ok(cpu) => Some(cpu),
+        Err(e) => {
+            log::error!("CPU{index}: cannot enable SVM: {e:?}");
+            None
+        }
+    }
+}
+
+/// Reads a boot module through the identity map.
+fn module_bytes(boot: &BootInfo, i: usize) -> Option<&'static [u8]> {
+    let m = boot.modules().nth(i)?;
+    let end = m.start.checked_add(m.len)?;
+    if end > IDENTITY_MAPPED || m.start == 0 {
+        return None;
+    }
+    // SAFETY: the module lies in the identity map and the frame allocator
+    // never hands out module memory (memory::init reserved it); nothing
+    // writes it, so a shared slice for the machine's lifetime is sound.
+    Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, m.len as usize) })
+}
+
+/// Builds every domain and runs them on the boot CPU (and the APs).
+pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
+    platform::mask_legacy_pic();
+    HOST_APIC.call_once(|| apic);
+    hostplat::register_cpu(0, apic.id());
+    let per_ms = apic.calibrate_timer();
+    log::info!("local APIC timer: {per_ms} ticks/ms");
+    let Some(cpu) = enable_svm(0) else {
+        crate::machine::stop(false)
+    };
+    log::info!("SVM enabled: {:?}", cpu.features());
+    let (Some(msrpm), Some(iopm)) = (frames(2), frames(3)) else {
+        log::error!("no memory for the permission maps");
+        crate::machine::stop(false)
+    };
+    // SAFETY: fresh contiguous identity-mapped frames, never freed.
+    MAPS.call_once(|| unsafe { PermissionMaps::init(msrpm, iopm) });
+
+    let cmdlines: Vec<&str> = boot.modules().map(|m| m.cmdline.as_str()).collect();
+    let plans = match launch::plan(&cmdlines) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("launch plan: {e}");
+            crate::machine::stop(false)
+        }
+    };
+    HV.call_once(|| Mutex::new(Hypervisor::new(HostPlatform { apic })));
+    let mut slots = Vec::new();
+    for p in plans.iter() {
+        let Some(kernel) = module_bytes(boot, p.kernel) else {
+            log::error!("d{}: kernel module {} is unreadable", p.domid, p.kernel);
+            crate::machine::stop(false)
+        };
+        let ramdisk = p.ramdisk.and_then(|i| module_bytes(boot, i));
+        // SAFETY: HostFrames hands out identity-mapped frames owned by the
+        // tables until they give them back.
+        let npt = match Npt::new(unsafe { IdentityTables::new(HostFrames) }) {
+            Ok(n) => n,
+            Err(e) => {
+                log::error!("d{}: nested page tables: {e:?}", p.domid);
+                crate::machine::stop(false)
+            }
+        };
+        let (root, epoch) = (npt.root(), npt.epoch());
+        let built = {
+            let mut hv = HV.get().expect("set above").lock();
+            builder::build(&mut hv, p, kernel, ramdisk, Box::new(npt))
+        };
+        let b = match built {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("d{}: {e}", p.domid);
+                crate::machine::stop(false)
+            }
+        };
+        log::info!(
+            "d{}: {} MiB, {} vCPU(s), entry {:#x}, start_info {:#x}{}",
+            b.domid.0,
+            p.mem >> 20,
+            b.vcpus,
+            b.entry,
+            b.vcpu0.rbx,
+            if p.privileged { ", privileged" } else { "" }
+        );
+        let Some(vmcb) = frames(1) else {
+            log::error!("no memory for a VMCB");
+            crate::machine::stop(false)
+        };
+        let s = b.vcpu0;
+        let seg = |x: guest_loader::SegmentState| arch_svm::vcpu::SegmentInit {
+            selector: x.selector,
+            base: x.base,
+            limit: x.limit,
+            attrib: x.attributes,
+        };
+        let init = VcpuInit {
+            rip: s.rip,
+            rbx: s.rbx,
+            rflags: s.rflags,
+            cr0: s.cr0,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            cs: seg(s.cs),
+            ds: seg(s.ds),
+            es: seg(s.es),
+            fs: seg(s.fs),
+            gs: seg(s.gs),
+            ss: seg(s.ss),
+            tr: seg(s.tr),
+            ldtr: seg(s.ldtr),
+            gdtr: arch_svm::vcpu::TableInit {
+                base: s.gdtr.base,
+                limit: s.gdtr.limit,
+            },
+            idtr: arch_svm::vcpu::TableInit {
+                base: s.idtr.base,
+                limit: s.idtr.limit,
+            },
+            dr6: s.dr6,
+            dr7: s.dr7,
+        };
+        let maps = MAPS.get().expect("set above");
+        // SAFETY: the VMCB frame is fresh and owned by this vCPU; the maps
+        // and the domain's tables live as long as the machine.
+        let vcpu = unsafe { SvmVcpu::new(vmcb, maps, root, epoch, cpu.features(), &init) };
+        slots.push(Slot {
+            d: b.domid,
+            v: 0,
+            backend: Mutex::new(Some(Box::new(vcpu))),
+        });
+    }
+    if slots.is_empty() {
+        log::error!("no domains to run");
+        crate::machine::stop(false)
+    }
+    SLOTS.call_once(|| slots);
+    cpu.set_host_interrupts(true);
+    GO.store(true, SeqCst);
+    cpu_loop(0, &apic)
+}
+
+/// The scheduler loop of an application processor.
+pub fn ap_main(index: u32, apic: LocalApic) -> ! {
+    hostplat::register_cpu(index, apic.id());
+    let Some(cpu) = enable_svm(index) else {
+        crate::machine::halt_forever()
+    };
+    while !GO.load(SeqCst) {
+        core::hint::spin_loop();
+    }
+    cpu.set_host_interrupts(true);
+    cpu_loop(index, &apic)
+}
+
+/// Takes pending host interrupts (the handlers only acknowledge them).
+fn take_interrupts() {
+    // SAFETY: the IDT has handlers for every vector the host enables (the
+    // timer, the kick, spurious); they return with IF restored to 0 by the
+    // `cli`. The `nop` gives the CPU one instruction boundary with IF=1.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
+/// Sleeps until an interrupt (kick or timer).
+fn idle(apic: &LocalApic, ns: u64) {
+    apic.arm_timer(TIMER_VECTOR, ns);
+    // SAFETY: `sti; hlt` waits for the next interrupt with no window in
+    // which one could be missed (STI's shadow covers HLT); handlers exist.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
+fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
+    let slots = SLOTS.get().expect("set before GO");
+    let hv = HV.get().expect("set before GO");
+    loop {
+        let now = platform::now_ns();
+        let (pick, next_deadline, all_down) = {
+            let mut hv = hv.lock();
+            let next = hv.tick(now);
+            let all_down = hv
+                .domain_ids()
+                .iter()
+                .all(|&d| hv.domain(d).is_none_or(|x| !x.is_alive()));
+            let n = slots.len();
+            let start = CURSOR.fetch_add(1, SeqCst);
+            let mut pick = None;
+            for k in 0..n {
+                let i = (start + k) % n;
+                let s = &slots[i];
+                if hv.vcpu_runnable(s.d, s.v) {
+                    if let Some(b) = s.backend.try_lock().and_then(|mut g| g.take()) {
+                        hv.set_vcpu_pcpu(s.d, s.v, me);
+                        pick = Some((i, b));
+                        break;
+                    }
+                }
+            }
+            (pick, next, all_down)
+        };
+        if all_down {
+            finish(me);
+        }
+        let Some((i, mut vcpu)) = pick else {
+            let wait =
+                next_deadline.map_or(SLICE_NS, |t| t.saturating_sub(now).clamp(1_000, SLICE_NS));
+            idle(apic, wait);
+            continue;
+        };
+        let s = &slots[i];
+        let slice_end = now + SLICE_NS;
+        apic.arm_timer(TIMER_VECTOR, SLICE_NS);
+        loop {
+            hv.lock().prepare_entry(s.d, s.v, vcpu.as_mut());
+            let exit = vcpu.run();
+            EXITS.fetch_add(1, SeqCst);
+            if exit == VmExit::ExternalInterrupt {
+                take_interrupts();
+            }
+            let action = hv.lock().handle_exit(s.d, s.v, vcpu.as_mut(), exit);
+            match action {
+                ExitAction::Resume if platform::now_ns() < slice_end => continue,
+                _ => break,
+            }
+        }
+        *s.backend.lock() = Some(vcpu);
+    }
+}
+
+/// Every domain has shut down: report and stop the machine (boot CPU), or
+/// park (the others).
+fn finish(me: u32) -> ! {
+    if me != 0 {
+        crate::machine::halt_forever()
+    }
+    let hv = HV.get().expect("set").lock();
+    let mut clean = true;
+    for d in hv.domain_ids() {
+        if let Some(dom) = hv.domain(d) {
+            let reason = match dom.state {
+                DomainState::Shutdown(r) => r,
+                _ => ShutdownReason::Crash,
+            };
+            clean &= reason == ShutdownReason::Poweroff;
+            log::info!("{}: {:?}", d, reason);
+        }
+    }
+    log::info!(
+        "all domains shut down ({}): {} VM exits",
+        if clean { "cleanly" } else { "NOT cleanly" },
+        EXITS.load(SeqCst)
+    );
+    drop(hv);
+    crate::machine::stop(clean)
+}

@@ -23,7 +23,11 @@ const MIRI_CRATES: &[&str] = &["xen-abi", "pv-rings"];
 const LOOM_TESTS: &[(&str, &str)] = &[("pv-rings", "loom")];
 
 /// Directories (relative to the root) holding a `cargo fuzz` project.
-const FUZZ_DIRS: &[&str] = &["crates/pv-rings/fuzz", "crates/guest-loader/fuzz"];
+const FUZZ_DIRS: &[&str] = &[
+    "crates/pv-rings/fuzz",
+    "crates/guest-loader/fuzz",
+    "crates/hv-core/fuzz",
+];
 
 /// Crates with criterion benchmarks.
 const BENCH_CRATES: &[&str] = &["pv-rings", "guest-loader"];

@@ -486,10 +486,10 @@ fn parse_notes<'a>(
         let desc = b.slice(desc_at, descsz)?;
         at = align_up(desc_at.checked_add(descsz)?, align)?;
         let name = name.strip_suffix(&[0]).unwrap_or(name);
-        if name == XEN_ELFNOTE_NAME {
-            if let Err(e) = xen_note(ty, desc, notes) {
-                return Some(Err(e));
-            }
+        if name == XEN_ELFNOTE_NAME
+            && let Err(e) = xen_note(ty, desc, notes)
+        {
+            return Some(Err(e));
         }
     }
     Some(Ok(()))

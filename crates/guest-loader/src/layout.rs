@@ -105,7 +105,7 @@ impl GpaRange {
     pub fn page_rounded(&self) -> GpaRange {
         GpaRange {
             start: self.start & !(PAGE_SIZE - 1),
-            end: align_up(self.end, PAGE_SIZE).unwrap_or(u64::MAX & !(PAGE_SIZE - 1)),
+            end: align_up(self.end, PAGE_SIZE).unwrap_or(!(PAGE_SIZE - 1)),
         }
     }
 }
@@ -519,10 +519,10 @@ fn place_kernel(image: &PvhImage<'_>, free: &Free) -> Result<(Vec<Segment>, u64)
         if last > reloc.max {
             break;
         }
-        if let Some(segs) = moved(&image.segments, start, base) {
-            if fits(free, &segs) {
-                return Ok((segs, base));
-            }
+        if let Some(segs) = moved(&image.segments, start, base)
+            && fits(free, &segs)
+        {
+            return Ok((segs, base));
         }
     }
     Err(PlanError::NoRoomToRelocate { linked, reloc })

@@ -18,7 +18,10 @@ fn template(elf64: bool) -> Vec<u8> {
     for (ty, desc) in [
         (6u32, &b"linux\0\0\0"[..]),
         (18, &0x10_0010u64.to_le_bytes()[..]),
-        (19, &[0, 0, 0x20, 0, 0, 0, 0x10, 0, 0xff, 0xff, 0xff, 0x3f][..]),
+        (
+            19,
+            &[0, 0, 0x20, 0, 0, 0, 0x10, 0, 0xff, 0xff, 0xff, 0x3f][..],
+        ),
     ] {
         notes.extend_from_slice(&4u32.to_le_bytes());
         notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());

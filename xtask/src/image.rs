@@ -399,8 +399,11 @@ struct E2eCase {
 }
 
 const E2E_CASES: &[E2eCase] = &[
+    // The hypervisor boots by PVH under QEMU (AMD SVM model, 2 CPUs) and
+    // runs the test guest as a domain: every check must pass and the guest
+    // must power off, which ends the machine with success.
     E2eCase {
-        name: "qemu-pvh-boot",
+        name: "qemu-svm-test-guest",
         vendor: Vendor::Amd,
         bochs_cpu: "",
         bare_guest: false,
@@ -409,12 +412,18 @@ const E2E_CASES: &[E2eCase] = &[
             "hypervisor 0.1.0 starting (Pvh boot)",
             "command line: \"exit=isa-debug-exit loglvl=debug\"",
             "module 0: ",
-            "+0x12 \"\"",
             "RAM: ",
             "memory: image 0x100000-",
             "TSC: ",
             "CPU1 online (APIC id 1)",
             "2 CPUs online",
+            "SVM enabled",
+            "(d1) CHECK start_info: PASS",
+            "(d1) CHECK xen_cpuid: PASS",
+            "(d1) CHECK console_io: PASS",
+            "(d1) VERDICT: PASS",
+            "d1: shutdown (Poweroff)",
+            "all domains shut down (cleanly)",
         ],
         status: QEMU_EXIT_SUCCESS,
     },
@@ -431,6 +440,9 @@ const E2E_CASES: &[E2eCase] = &[
         ],
         status: QEMU_EXIT_FAILURE,
     },
+    // GRUB and Multiboot2 on Bochs' Intel model: the boot path (x2APIC,
+    // both CPUs) works; guests need the VMX backend, which is not there
+    // yet, and the hypervisor says so and stops with a failure.
     E2eCase {
         name: "bochs-multiboot2-boot",
         vendor: Vendor::Intel,
@@ -441,34 +453,36 @@ const E2E_CASES: &[E2eCase] = &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
             "command line: \"exit=bochs loglvl=debug\"",
             "module 0: ",
-            "+0x12 \"\"",
             "(X2Apic)",
             "CPU1 online (APIC id 1)",
             "2 CPUs online",
-            STOP_OK,
+            "no AMD SVM on this CPU and the Intel VMX backend is not written yet",
+            STOP_FAILED,
         ],
         // Bochs always exits with 1; the verdict is the serial line's.
         status: 1,
     },
     // The same image on Bochs' AMD model (SVM with NRIP save, which QEMU's
-    // TCG lacks), booted by GRUB.
+    // TCG lacks), booted by GRUB, runs the test guest.
     E2eCase {
-        name: "bochs-ryzen-boot",
+        name: "bochs-ryzen-test-guest",
         vendor: Vendor::Intel,
         bochs_cpu: "ryzen",
         bare_guest: false,
         cmdline: "",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
-            "CPU1 online (APIC id 1)",
             "2 CPUs online",
+            "nrip true",
+            "(d1) VERDICT: PASS",
+            "all domains shut down (cleanly)",
             STOP_OK,
         ],
         status: 1,
     },
     // The test guest on bare QEMU's PVH loader, where there is no Xen:
     // proves the test kernel itself (boot, start_info, report) and that its
-    // checks can fail, before it runs under the hypervisor.
+    // checks can fail.
     E2eCase {
         name: "test-guest-bare-qemu",
         vendor: Vendor::Amd,
@@ -489,9 +503,7 @@ pub fn e2e() -> Result<(), String> {
     let image = build_image()?;
     let guest = build_test_guest()?;
     let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
-    let module = root().join("target/image/e2e-module.bin");
-    std::fs::write(&module, b"e2e module payload")
-        .map_err(|e| format!("{}: {e}", module.display()))?;
+    let module = guest.clone();
     let mut failures = Vec::new();
     for case in E2E_CASES {
         let o = RunOptions {

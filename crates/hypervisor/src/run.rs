@@ -92,6 +92,15 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     hostplat::register_cpu(0, apic.id());
     let per_ms = apic.calibrate_timer();
     log::info!("local APIC timer: {per_ms} ticks/ms");
+    if arch_svm::enable::detect(|l, s| {
+        let r = core::arch::x86_64::__cpuid_count(l, s);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    })
+    .is_err()
+    {
+        log::error!("no AMD SVM on this CPU and the Intel VMX backend is not written yet");
+        crate::machine::stop(false)
+    }
     let Some(cpu) = enable_svm(0) else {
         crate::machine::stop(false)
     };

@@ -10,6 +10,8 @@ use zerocopy::FromBytes;
 pub struct Options {
     /// `exit=isa-debug-exit`: end a bare QEMU run through port 0xf4.
     pub isa_debug_exit: bool,
+    /// A Xen-compatible hypervisor answered: stop with SCHEDOP_shutdown.
+    pub xen: bool,
 }
 
 /// Runs every check in order.
@@ -18,14 +20,15 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
         "pvh-test-guest: start_info at {start_info:#x}"
     ));
     r.check("start_info", check_start_info(start_info));
+    let mut opts = Options::default();
     match xen_abi::guest::find_xen_cpuid_base() {
         Some(base) => {
             r.check("xen_cpuid", Ok(()));
+            opts.xen = true;
             run_hypercall_checks(r, base);
         }
         None => r.check("xen_cpuid", Err(format_args!("no XenVMMXenVMM signature"))),
     }
-    let mut opts = Options::default();
     if let Some(si) = read_phys::<HvmStartInfo>(start_info)
         && let Some(line) = read_phys::<[u8; 256]>(si.cmdline_paddr)
     {

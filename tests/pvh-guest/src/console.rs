@@ -17,9 +17,20 @@ impl core::fmt::Write for DebugCon {
 
 /// Stops this guest. With `exit=isa-debug-exit` on its command line (bare
 /// QEMU), it ends the emulator with status 33 (pass) or 35 (fail); otherwise
-/// it halts with interrupts off. (Under our hypervisor this becomes
-/// SCHEDOP_shutdown once guests run.)
-pub fn stop(passed: bool, isa_debug_exit: bool) -> ! {
+/// it asks a Xen-compatible hypervisor (`xen`) to power it off (pass) or
+/// records a crash (fail) with `SCHEDOP_shutdown`, and otherwise halts with
+/// interrupts off.
+pub fn stop(passed: bool, isa_debug_exit: bool, xen: bool) -> ! {
+    if xen {
+        use xen_abi::sched::ShutdownReason;
+        let hc = xen_abi::guest::Hypercall::detect();
+        let why = if passed {
+            ShutdownReason::Poweroff
+        } else {
+            ShutdownReason::Crash
+        };
+        let _ = hc.sched_shutdown(why);
+    }
     if isa_debug_exit {
         let code: u32 = if passed { 0x10 } else { 0x11 };
         // SAFETY: the command line says QEMU's isa-debug-exit sits at 0xf4;

@@ -27,7 +27,7 @@ extern "C" fn guest_main(start_info: u64) -> ! {
     let mut r = report::Report::new(console::DebugCon);
     let opts = checks::run_all(&mut r, start_info);
     let passed = r.verdict();
-    console::stop(passed, opts.isa_debug_exit)
+    console::stop(passed, opts.isa_debug_exit, opts.xen)
 }
 
 #[cfg(target_os = "none")]
@@ -36,7 +36,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     use core::fmt::Write;
     let _ = writeln!(console::DebugCon, "GUEST PANIC: {info}");
     let _ = writeln!(console::DebugCon, "{}", report::VERDICT_FAIL);
-    console::stop(false, true)
+    console::stop(false, true, xen_abi::guest::find_xen_cpuid_base().is_some())
 }
 
 #[cfg(not(target_os = "none"))]

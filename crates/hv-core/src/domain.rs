@@ -150,6 +150,8 @@ pub struct Domain {
     pub pinned: HashMap<u64, u32>,
     /// Host frames released by the guest while pinned, freed at teardown.
     pub zombies: Vec<Hfn>,
+    /// Grant table and maptrack.
+    pub gnttab: crate::gnttab::GrantTable,
 }
 
 impl Domain {
@@ -186,6 +188,7 @@ impl Domain {
             console_line: Vec::new(),
             pinned: HashMap::new(),
             zombies: Vec::new(),
+            gnttab: crate::gnttab::GrantTable::new(),
         }
     }
 

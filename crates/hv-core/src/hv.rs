@@ -225,6 +225,7 @@ impl<P: Platform> Hypervisor<P> {
         for p in ports {
             let _ = self.evtchn_close(d, p);
         }
+        crate::gnttab::teardown(self, d);
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         for (_, e) in dom.p2m.drain() {
             if e.kind.owned() {

@@ -101,6 +101,7 @@ pub fn dispatch<P: Platform>(hv: &mut Hypervisor<P>, nr: u64, c: &mut Call) -> X
         x::__HYPERVISOR_hvm_op => crate::hvm_op::hvm_op(hv, c),
         x::__HYPERVISOR_vcpu_op => crate::vcpu_op::vcpu_op(hv, c),
         x::__HYPERVISOR_event_channel_op => crate::evtchn_op::event_channel_op(hv, c),
+        x::__HYPERVISOR_grant_table_op => crate::gnttab_op::grant_table_op(hv, c),
         _ => Err(Errno::ENOSYS),
     }
 }

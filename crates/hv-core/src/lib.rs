@@ -23,6 +23,8 @@ pub mod domain;
 pub mod evtchn;
 pub mod evtchn_op;
 pub mod exits;
+pub mod gnttab;
+pub mod gnttab_op;
 pub mod guestmem;
 pub mod hv;
 pub mod hvm_op;

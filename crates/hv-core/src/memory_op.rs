@@ -124,8 +124,7 @@ pub fn add_to_physmap<P: Platform>(
             dom.shared_info_gfn = Some(gfn);
             Ok(())
         }
-        // Grant frames arrive with the grant tables (hv-core part 2).
-        m::XENMAPSPACE_grant_table => Err(Errno::ENOSYS),
+        m::XENMAPSPACE_grant_table => crate::gnttab::add_to_physmap(hv, d, idx, gfn),
         _ => Err(Errno::EINVAL),
     }
 }

@@ -82,8 +82,12 @@ pub struct Vcpu {
     pub upcall_vector: Option<u8>,
     /// Ports polled by `SCHEDOP_poll`.
     pub poll_ports: Vec<u32>,
-    /// Absolute system time at which a blocked or polling vCPU wakes.
+    /// Absolute system time at which a polling vCPU wakes.
     pub wake_at: Option<u64>,
+    /// The singleshot timer's deadline.
+    pub singleshot: Option<u64>,
+    /// The periodic timer: (period, next deadline).
+    pub periodic: Option<(u64, u64)>,
     /// The physical CPU it last ran on.
     pub pcpu: u32,
     /// VIRQ ports bound to this vCPU (per-vCPU VIRQs), index = VIRQ.
@@ -104,6 +108,8 @@ impl Vcpu {
             upcall_vector: None,
             poll_ports: Vec::new(),
             wake_at: None,
+            singleshot: None,
+            periodic: None,
             pcpu: 0,
             virq: [0; xen_abi::xen::NR_VIRQS as usize],
         }

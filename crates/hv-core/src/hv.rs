@@ -17,6 +17,7 @@ use crate::guestmem::GuestMem;
 use crate::p2m::{P2m, P2mEntry, P2mKind};
 use crate::pagewalk::{GuestVirt, PagingMode};
 use crate::platform::Platform;
+use crate::time::{TimeScale, TimerEntry, TimerHeap, TimerKind};
 use crate::types::{DomId, Errno, Gfn, Hfn, XenResult};
 
 /// What the per-CPU loop does after an exit.
@@ -59,12 +60,19 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) restart: bool,
     /// vCPUs woken while handling the current request, to kick.
     pub(crate) woken: Vec<(DomId, u32)>,
+    /// Every pending timer.
+    pub(crate) timers: TimerHeap,
+    /// The TSC to system-time scale published in pvclock.
+    pub scale: TimeScale,
 }
 
 impl<P: Platform> Hypervisor<P> {
     /// A hypervisor with no domains.
     pub fn new(platform: P) -> Self {
+        let scale = TimeScale::for_hz(platform.tsc_hz());
         Hypervisor {
+            scale,
+            timers: TimerHeap::default(),
             platform,
             domains: BTreeMap::new(),
             next_domid: 0,
@@ -103,7 +111,77 @@ impl<P: Platform> Hypervisor<P> {
         let mut d = Domain::new(id, cfg.name, cfg.privileged, cfg.vcpus, P2m::new(npt), si);
         d.max_pages = cfg.max_pages;
         self.domains.insert(id.0, d);
+        self.write_wallclock(id);
+        for v in 0..cfg.vcpus {
+            self.update_vcpu_time(id, v);
+        }
         Ok(id)
+    }
+
+    /// System time: nanoseconds since boot, exactly as guests compute it
+    /// from the TSC through pvclock.
+    pub fn now(&self) -> u64 {
+        self.scale.apply(self.platform.tsc())
+    }
+
+    /// Publishes vCPU `v`'s `vcpu_time_info`: system time is the scaled
+    /// TSC itself (timestamp 0), so every vCPU reads the same clock and it
+    /// never needs re-publishing; the version goes odd during the update.
+    pub fn update_vcpu_time(&mut self, d: DomId, v: u32) {
+        let Some(Some((h, o))) = self
+            .domains
+            .get(&d.0)
+            .and_then(|x| x.vcpu_info.get(v as usize))
+            .copied()
+        else {
+            return;
+        };
+        let t = o + 32;
+        let mut ver = [0u8; 4];
+        self.platform.read(h, t, &mut ver);
+        let ver = u32::from_le_bytes(ver);
+        let odd = (ver | 1).wrapping_add(if ver & 1 == 0 { 0 } else { 2 });
+        self.platform.write(h, t, &odd.to_le_bytes());
+        let info = xen_abi::xen::VcpuTimeInfo {
+            version: odd,
+            pad0: 0,
+            tsc_timestamp: 0,
+            system_time: 0,
+            tsc_to_system_mul: self.scale.mul,
+            tsc_shift: self.scale.shift,
+            flags: xen_abi::xen::XEN_PVCLOCK_TSC_STABLE_BIT,
+            pad1: [0; 2],
+        };
+        use zerocopy::IntoBytes;
+        self.platform.write(h, t + 4, &info.as_bytes()[4..]);
+        self.platform
+            .write(h, t, &odd.wrapping_add(1).to_le_bytes());
+    }
+
+    /// Writes the wallclock at system time 0 into `d`'s shared_info.
+    fn write_wallclock(&mut self, d: DomId) {
+        let Some(si) = self.domains.get(&d.0).map(|x| x.shared_info) else {
+            return;
+        };
+        let (sec, nsec) = self.platform.wallclock_at_boot();
+        // wc_version @3072 (odd while updating), wc_sec @3076,
+        // wc_nsec @3080, wc_sec_hi @3084.
+        self.platform.write(si, 3072, &1u32.to_le_bytes());
+        self.platform.write(si, 3076, &(sec as u32).to_le_bytes());
+        self.platform.write(si, 3080, &nsec.to_le_bytes());
+        self.platform
+            .write(si, 3084, &((sec >> 32) as u32).to_le_bytes());
+        self.platform.write(si, 3072, &2u32.to_le_bytes());
+    }
+
+    /// Arms a timer of vCPU `v` (the vCPU's own fields say which are live).
+    pub(crate) fn arm_timer(&mut self, d: DomId, v: u32, deadline: u64, kind: TimerKind) {
+        self.timers.insert(TimerEntry {
+            deadline,
+            dom: d,
+            vcpu: v,
+            kind,
+        });
     }
 
     /// A domain by id.
@@ -236,6 +314,7 @@ impl<P: Platform> Hypervisor<P> {
             self.platform.free_frame(z);
         }
         self.platform.free_frame(dom.shared_info);
+        self.timers.remove_domain(d);
         log::info!("{}: destroyed", d);
         Ok(())
     }
@@ -295,26 +374,51 @@ impl<P: Platform> Hypervisor<P> {
         core::mem::take(&mut self.woken)
     }
 
-    /// Wakes every vCPU whose timeout has passed at `now` (system time).
-    /// Returns the earliest deadline still pending.
+    /// Fires every timer due at `now` (system time): VIRQ_TIMER for
+    /// singleshot and periodic timers, wake-ups for poll timeouts. Returns
+    /// the earliest deadline still pending.
     pub fn tick(&mut self, now: u64) -> Option<u64> {
-        let mut due = Vec::new();
-        let mut next: Option<u64> = None;
-        for dom in self.domains.values() {
-            for v in &dom.vcpus {
-                if let Some(t) = v.wake_at {
-                    if t <= now {
-                        due.push((dom.id, v.id));
-                    } else {
-                        next = Some(next.map_or(t, |n| n.min(t)));
+        while let Some(e) = self.timers.pop_due(now) {
+            let Some(vc) = self
+                .domains
+                .get_mut(&e.dom.0)
+                .and_then(|x| x.vcpus.get_mut(e.vcpu as usize))
+            else {
+                continue;
+            };
+            match e.kind {
+                TimerKind::Singleshot => {
+                    if vc.singleshot != Some(e.deadline) {
+                        continue;
                     }
+                    vc.singleshot = None;
+                    self.send_virq(e.dom, xen_abi::xen::VIRQ_TIMER, e.vcpu);
+                }
+                TimerKind::Periodic => {
+                    let Some((period, next)) = vc.periodic else {
+                        continue;
+                    };
+                    if next != e.deadline {
+                        continue;
+                    }
+                    // Missed periods are not replayed.
+                    let mut n = next.saturating_add(period);
+                    if n <= now {
+                        n = now.saturating_add(period);
+                    }
+                    vc.periodic = Some((period, n));
+                    self.arm_timer(e.dom, e.vcpu, n, TimerKind::Periodic);
+                    self.send_virq(e.dom, xen_abi::xen::VIRQ_TIMER, e.vcpu);
+                }
+                TimerKind::PollTimeout => {
+                    if vc.wake_at != Some(e.deadline) {
+                        continue;
+                    }
+                    self.wake(e.dom, e.vcpu);
                 }
             }
         }
-        for (d, v) in due {
-            self.wake(d, v);
-        }
-        next
+        self.timers.next_deadline()
     }
 
     // ---- events ----

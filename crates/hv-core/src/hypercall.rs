@@ -29,6 +29,8 @@ pub struct Call {
     pub mode: PagingMode,
     /// The five arguments.
     pub args: [u64; 5],
+    /// The 64-bit register convention (else the 32-bit one).
+    pub long: bool,
 }
 
 /// Longest console write handled per exit.
@@ -62,6 +64,7 @@ pub(crate) fn entry<P: Platform>(
         v,
         mode: Hypervisor::<P>::paging_mode(cpu),
         args,
+        long,
     };
     let ret = dispatch(hv, nr, &mut call);
     if hv.restart {
@@ -102,6 +105,17 @@ pub fn dispatch<P: Platform>(hv: &mut Hypervisor<P>, nr: u64, c: &mut Call) -> X
         x::__HYPERVISOR_vcpu_op => crate::vcpu_op::vcpu_op(hv, c),
         x::__HYPERVISOR_event_channel_op => crate::evtchn_op::event_channel_op(hv, c),
         x::__HYPERVISOR_grant_table_op => crate::gnttab_op::grant_table_op(hv, c),
+        x::__HYPERVISOR_set_timer_op => {
+            // 64-bit callers pass the deadline in one register; 32-bit
+            // callers split it over EBX (low) and ECX (high).
+            let deadline = if c.long {
+                c.args[0]
+            } else {
+                c.args[0] | (c.args[1] << 32)
+            };
+            crate::vcpu_op::set_singleshot(hv, c.d, c.v, (deadline != 0).then_some(deadline));
+            Ok(0)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -346,7 +360,7 @@ fn sched_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64>
                 virt.read(a.ports.wrapping_add(i * 4), &mut b)?;
                 ports.push(u32::from_le_bytes(b));
             }
-            let now = hv.platform.now_ns();
+            let now = hv.now();
             let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
             let t = crate::evtchn::Target {
                 frames: &hv.platform,
@@ -371,6 +385,9 @@ fn sched_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64>
             vc.state = VcpuState::Polling;
             vc.poll_ports = ports;
             vc.wake_at = (a.timeout != 0).then_some(a.timeout);
+            if a.timeout != 0 {
+                hv.arm_timer(c.d, c.v, a.timeout, crate::time::TimerKind::PollTimeout);
+            }
             hv.action = ExitAction::Block;
             Ok(0)
         }

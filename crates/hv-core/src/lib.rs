@@ -33,8 +33,10 @@ pub mod memory_op;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;
 pub mod p2m;
+pub mod pagetable;
 pub mod pagewalk;
 pub mod platform;
+pub mod time;
 pub mod types;
 pub mod vcpu_op;
 

@@ -62,4 +62,18 @@ pub trait Platform: FrameAccess {
     /// The host's `CPUID` result for `leaf`/`subleaf` (EAX, EBX, ECX, EDX),
     /// the base of the guest's CPUID policy.
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// The counter guests read with `RDTSC` (invariant, the same on every
+    /// CPU). Platforms without one count nanoseconds.
+    fn tsc(&self) -> u64 {
+        self.now_ns()
+    }
+    /// The frequency of [`Platform::tsc`] in Hz.
+    fn tsc_hz(&self) -> u64 {
+        1_000_000_000
+    }
+    /// Wall-clock time (seconds, nanoseconds since the Unix epoch) at
+    /// system time 0, for the guests' `shared_info` wallclock.
+    fn wallclock_at_boot(&self) -> (u64, u32) {
+        (0, 0)
+    }
 }

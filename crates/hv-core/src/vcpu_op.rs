@@ -7,7 +7,8 @@ use crate::hv::Hypervisor;
 use crate::hypercall::{Call, read_arg, write_arg};
 use crate::p2m::P2mKind;
 use crate::platform::Platform;
-use crate::types::{Errno, Gfn, PAGE_SIZE, XenResult};
+use crate::time::{MIN_PERIOD_NS, TimerKind};
+use crate::types::{DomId, Errno, Gfn, PAGE_SIZE, XenResult};
 
 /// Size of `struct vcpu_info`.
 pub const VCPU_INFO_SIZE: usize = 64;
@@ -44,9 +45,64 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
             let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
             Ok((dom.vcpus[v as usize].state != VcpuState::Offline) as u64)
         }
-        // The Xen clock event device is chosen by this call returning 0.
-        vc::VCPUOP_stop_periodic_timer | vc::VCPUOP_stop_singleshot_timer => Ok(0),
+        vc::VCPUOP_set_singleshot_timer => {
+            if v != c.v {
+                // Xen only lets a vCPU set its own singleshot timer.
+                return Err(Errno::EINVAL);
+            }
+            let a: vc::VcpuSetSingleshotTimer = read_arg(hv, c, arg)?;
+            if a.flags & vc::VCPU_SSHOTTMR_future != 0 && a.timeout_abs_ns < hv.now() {
+                return Err(Errno::ETIME);
+            }
+            set_singleshot(hv, c.d, v, Some(a.timeout_abs_ns));
+            Ok(0)
+        }
+        vc::VCPUOP_stop_singleshot_timer => {
+            if v != c.v {
+                return Err(Errno::EINVAL);
+            }
+            set_singleshot(hv, c.d, v, None);
+            Ok(0)
+        }
+        vc::VCPUOP_set_periodic_timer => {
+            let a: vc::VcpuSetPeriodicTimer = read_arg(hv, c, arg)?;
+            if a.period_ns < MIN_PERIOD_NS || a.period_ns > MAX_TIMER_NS {
+                return Err(Errno::EINVAL);
+            }
+            let next = hv.now().saturating_add(a.period_ns);
+            let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
+            dom.vcpus[v as usize].periodic = Some((a.period_ns, next));
+            hv.arm_timer(c.d, v, next, TimerKind::Periodic);
+            Ok(0)
+        }
+        // Returning 0 here makes Linux choose the Xen clock event device.
+        vc::VCPUOP_stop_periodic_timer => {
+            let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
+            dom.vcpus[v as usize].periodic = None;
+            Ok(0)
+        }
         _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// Timers further away than this are refused (about 146 years, Xen's
+/// `STIME_DELTA_MAX` is 2^62 ns).
+pub const MAX_TIMER_NS: u64 = 1 << 62;
+
+/// Sets (or with `None` stops) vCPU `v`'s singleshot timer. A deadline in
+/// the past fires at the next tick.
+pub fn set_singleshot<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    v: u32,
+    deadline: Option<u64>,
+) {
+    let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
+        return;
+    };
+    vc.singleshot = deadline;
+    if let Some(t) = deadline {
+        hv.arm_timer(d, v, t, TimerKind::Singleshot);
     }
 }
 
@@ -64,7 +120,7 @@ fn runstate<P: Platform>(
             VcpuState::Blocked | VcpuState::Polling => vc::RUNSTATE_blocked,
             VcpuState::Offline => vc::RUNSTATE_offline,
         },
-        state_entry_time: hv.platform.now_ns(),
+        state_entry_time: hv.now(),
         ..Default::default()
     }
 }
@@ -100,5 +156,6 @@ fn register_vcpu_info<P: Platform>(
     dom.pin(e.hfn);
     dom.vcpu_info[v as usize] = Some((e.hfn, offset));
     dom.vcpus[v as usize].vcpu_info_registered = true;
+    hv.update_vcpu_time(c.d, v);
     Ok(0)
 }

@@ -1,0 +1,178 @@
+//! Time: the pvclock scale published to guests, and the timer heap that
+//! drives singleshot and periodic vCPU timers and poll timeouts.
+//!
+//! System time is nanoseconds since boot from the platform. Guests read it
+//! without exits through `vcpu_time_info` (pvclock): `system_time +
+//! scale(tsc - tsc_timestamp)`, published with the odd/even version
+//! protocol. Timers live in one binary heap ordered by deadline: inserting
+//! and expiring are O(log n) whatever the number of vCPUs. An entry that
+//! no longer matches its vCPU's settings (the timer was changed or
+//! stopped) is dropped when it surfaces.
+
+use alloc::collections::BinaryHeap;
+use core::cmp::Reverse;
+
+use crate::types::DomId;
+
+/// Nanoseconds in a second.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
+/// The shortest periodic timer Xen accepts (1 ms).
+pub const MIN_PERIOD_NS: u64 = 1_000_000;
+
+/// The pvclock scale: `ns = ((ticks << shift) * mul) >> 32` (a negative
+/// shift shifts right).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeScale {
+    /// `tsc_to_system_mul`.
+    pub mul: u32,
+    /// `tsc_shift`.
+    pub shift: i8,
+}
+
+impl TimeScale {
+    /// The scale for a counter running at `hz` (at least 1).
+    pub fn for_hz(hz: u64) -> Self {
+        let mut f = hz.max(1);
+        let mut shift: i8 = 0;
+        // Bring the frequency into (1e9 / 2, 1e9] ... (1e9, 2e9] so that the
+        // 32-bit fraction 1e9 / f lies in [0.5, 1).
+        while f > 2 * NS_PER_SEC {
+            f >>= 1;
+            shift -= 1;
+        }
+        while f <= NS_PER_SEC {
+            f <<= 1;
+            shift += 1;
+        }
+        let mul = ((u128::from(NS_PER_SEC) << 32) / u128::from(f)) as u32;
+        TimeScale { mul, shift }
+    }
+
+    /// Applies the scale to a tick delta, as a guest does.
+    pub fn apply(&self, delta: u64) -> u64 {
+        let d = if self.shift >= 0 {
+            delta << self.shift
+        } else {
+            delta >> (-self.shift)
+        };
+        ((u128::from(d) * u128::from(self.mul)) >> 32) as u64
+    }
+}
+
+/// What a timer does when it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// `VCPUOP_set_singleshot_timer` / `set_timer_op`: VIRQ_TIMER once.
+    Singleshot,
+    /// `VCPUOP_set_periodic_timer`: VIRQ_TIMER every period.
+    Periodic,
+    /// A `SCHEDOP_poll` timeout: wake the vCPU.
+    PollTimeout,
+}
+
+/// One pending expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimerEntry {
+    /// Absolute system time.
+    pub deadline: u64,
+    /// The domain.
+    pub dom: DomId,
+    /// The vCPU.
+    pub vcpu: u32,
+    /// What to do.
+    pub kind: TimerKind,
+}
+
+/// Every pending timer of the machine, earliest first.
+#[derive(Clone, Debug, Default)]
+pub struct TimerHeap {
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+}
+
+impl TimerHeap {
+    /// Adds an expiry.
+    pub fn insert(&mut self, e: TimerEntry) {
+        self.heap.push(Reverse(e));
+    }
+
+    /// Removes and returns the earliest entry due at `now`.
+    pub fn pop_due(&mut self, now: u64) -> Option<TimerEntry> {
+        if self.heap.peek().is_some_and(|Reverse(e)| e.deadline <= now) {
+            self.heap.pop().map(|Reverse(e)| e)
+        } else {
+            None
+        }
+    }
+
+    /// The earliest deadline (possibly of an entry that is no longer valid:
+    /// waking early for it is harmless).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse(e)| e.deadline)
+    }
+
+    /// Entries held (valid or not).
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Drops every entry of domain `d` (teardown).
+    pub fn remove_domain(&mut self, d: DomId) {
+        self.heap.retain(|Reverse(e)| e.dom != d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_matches_division() {
+        for hz in [
+            1_000_000u64,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            2_810_177_000,
+            3_407_568_000,
+            25_000_000_000,
+        ] {
+            let s = TimeScale::for_hz(hz);
+            for ticks in [0u64, 1, 1000, hz, hz * 3600] {
+                let exact = (u128::from(ticks) * u128::from(NS_PER_SEC) / u128::from(hz)) as u64;
+                let got = s.apply(ticks);
+                // Within 1 ns per second of elapsed time (plus rounding).
+                let tol = exact / NS_PER_SEC + 2;
+                assert!(
+                    got.abs_diff(exact) <= tol,
+                    "hz {hz} ticks {ticks}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn heap_orders_and_filters() {
+        let mut h = TimerHeap::default();
+        let e = |deadline, vcpu| TimerEntry {
+            deadline,
+            dom: DomId(1),
+            vcpu,
+            kind: TimerKind::Singleshot,
+        };
+        h.insert(e(30, 3));
+        h.insert(e(10, 1));
+        h.insert(e(20, 2));
+        assert_eq!(h.next_deadline(), Some(10));
+        assert_eq!(h.pop_due(5), None);
+        assert_eq!(h.pop_due(25).map(|x| x.vcpu), Some(1));
+        assert_eq!(h.pop_due(25).map(|x| x.vcpu), Some(2));
+        assert_eq!(h.pop_due(25), None);
+        h.remove_domain(DomId(1));
+        assert!(h.is_empty());
+    }
+}

@@ -30,7 +30,7 @@ const FUZZ_DIRS: &[&str] = &[
 ];
 
 /// Crates with criterion benchmarks.
-const BENCH_CRATES: &[&str] = &["pv-rings", "guest-loader"];
+const BENCH_CRATES: &[&str] = &["pv-rings", "guest-loader", "hv-core"];
 
 pub fn test(args: &[&str]) -> Result<(), String> {
     let mut quick = false;

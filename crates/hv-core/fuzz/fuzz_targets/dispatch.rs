@@ -35,8 +35,10 @@ const ARG_LEN: usize = 16 * 4096;
 const MACHINE_FRAMES: u64 = 4 * RAM_PAGES;
 const MAX_STEPS: usize = 32;
 
-/// The hypercalls hv-core implements.
-const IMPLEMENTED: [u64; 8] = [12, 17, 18, 21, 24, 29, 32, 34];
+/// The hypercalls hv-core implements (set_timer_op, memory_op, xen_version,
+/// console_io, grant_table_op, vm_assist, vcpu_op, sched_op,
+/// event_channel_op, hvm_op).
+const IMPLEMENTED: [u64; 10] = [15, 12, 17, 18, 20, 21, 24, 29, 32, 34];
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Nr {

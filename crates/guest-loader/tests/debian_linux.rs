@@ -78,19 +78,17 @@ fn load_headers(elf: &[u8]) -> Vec<(u64, u64, u64, u64, u32)> {
 }
 
 /// The PHYS32_ENTRY value found by scanning for its note header:
-/// namesz 4, descsz 4 or 8, type 18, "Xen\0".
+/// namesz 4, descsz 4 or 8, type 18, "Xen\0", at a 4-byte aligned offset.
 fn entry_by_scan(elf: &[u8]) -> u32 {
+    // Notes are 4-byte aligned in the file: look at aligned "Xen\0" words.
     let mut found = Vec::new();
-    for descsz in [4u32, 8] {
-        let mut pat = Vec::new();
-        pat.extend_from_slice(&4u32.to_le_bytes());
-        pat.extend_from_slice(&descsz.to_le_bytes());
-        pat.extend_from_slice(&18u32.to_le_bytes());
-        pat.extend_from_slice(b"Xen\0");
-        for (i, w) in elf.windows(pat.len()).enumerate() {
-            if w == pat {
-                found.push(u32_at(elf, i + 16));
-            }
+    for at in (12..elf.len().saturating_sub(12)).step_by(4) {
+        if &elf[at..at + 4] == b"Xen\0"
+            && u32_at(elf, at - 12) == 4
+            && matches!(u32_at(elf, at - 8), 4 | 8)
+            && u32_at(elf, at - 4) == 18
+        {
+            found.push(u32_at(elf, at + 4));
         }
     }
     assert_eq!(found.len(), 1, "one PHYS32_ENTRY note: {found:x?}");

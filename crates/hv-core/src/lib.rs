@@ -36,6 +36,7 @@ pub mod p2m;
 pub mod pagetable;
 pub mod pagewalk;
 pub mod platform;
+pub mod sched;
 pub mod time;
 pub mod types;
 pub mod vcpu_op;

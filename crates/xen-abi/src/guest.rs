@@ -297,6 +297,16 @@ impl Hypercall {
         Ok(p.value)
     }
 
+    /// The hypervisor's system time in nanoseconds (`HVMOP_get_time`), the
+    /// clock that timer deadlines and pvclock use.
+    pub fn hvm_get_time(&self) -> Result<u64, Errno> {
+        let mut t = XenHvmGetTime { now: 0 };
+        let args = [u64::from(HVMOP_get_time), ptr(&mut t), 0, 0, 0];
+        // SAFETY: the hypervisor writes only the 8-byte struct we own.
+        ret(unsafe { self.call(__HYPERVISOR_hvm_op, args) })?;
+        Ok(t.now)
+    }
+
     /// Sets an HVM parameter of this domain (`HVMOP_set_param`), e.g.
     /// `HVM_PARAM_CALLBACK_IRQ` with [`hvm_callback_vector`].
     pub fn hvm_set_param(&self, index: u32, value: u64) -> Result<(), Errno> {
@@ -337,6 +347,39 @@ impl Hypercall {
         // SAFETY: the hypervisor reads the struct during the call only.
         unsafe { self.vcpu_op(VCPUOP_set_singleshot_timer, vcpu, ptr(&mut t) as *mut u8) }
             .map(|_| ())
+    }
+
+    /// Cancels the one-shot timer (`VCPUOP_stop_singleshot_timer`).
+    pub fn vcpu_stop_singleshot_timer(&self, vcpu: u32) -> Result<(), Errno> {
+        // SAFETY: no argument structure.
+        unsafe { self.vcpu_op(VCPUOP_stop_singleshot_timer, vcpu, core::ptr::null_mut()) }
+            .map(|_| ())
+    }
+
+    /// Moves `vcpu`'s `vcpu_info` to byte `offset` of guest frame `gfn`
+    /// (`VCPUOP_register_vcpu_info`). The hypervisor copies the current
+    /// contents there and from then on writes event and time state into
+    /// that copy instead of the shared info slot. Works once per vCPU.
+    ///
+    /// # Safety
+    /// The 64 bytes at `gfn << 12 | offset` must stay reserved for the
+    /// hypervisor's `vcpu_info` for the rest of the domain's life: no Rust
+    /// value may live there, and the guest must only touch them with
+    /// atomic or volatile accesses.
+    pub unsafe fn vcpu_register_vcpu_info(
+        &self,
+        vcpu: u32,
+        gfn: u64,
+        offset: u32,
+    ) -> Result<(), Errno> {
+        let mut a = VcpuRegisterVcpuInfo {
+            mfn: gfn,
+            offset,
+            rsvd: 0,
+        };
+        // SAFETY: the hypervisor reads the struct during the call; the
+        // later writes to the frame are covered by the caller's contract.
+        unsafe { self.vcpu_op(VCPUOP_register_vcpu_info, vcpu, ptr(&mut a) as *mut u8) }.map(|_| ())
     }
 
     /// Stops the periodic timer (`VCPUOP_stop_periodic_timer`).

@@ -1,6 +1,8 @@
 //! PVH entry: 32-bit protected mode, paging off, EBX = `hvm_start_info`.
 //! Zeroes .bss, identity-maps the first GiB with 2 MiB pages, enters long
-//! mode and calls `guest_main(start_info)` on the boot stack.
+//! mode and calls `guest_main(start_info)` on the boot stack. The mappings
+//! are user-accessible (U bit) so the ring-3 check can run our own code at
+//! CPL 3; SMEP and SMAP stay off.
 
 const STACK_SIZE: usize = 64 * 1024;
 
@@ -45,15 +47,15 @@ pvh_start:
     mov esp, offset {stack} + {stack_size}
 
     mov eax, offset {pdpt}
-    or eax, 3
+    or eax, 7
     mov dword ptr [{pml4}], eax
     mov eax, offset {pd}
-    or eax, 3
+    or eax, 7
     mov dword ptr [{pdpt}], eax
     xor ecx, ecx
 2:  mov eax, ecx
     shl eax, 21
-    or eax, 0x83
+    or eax, 0x87
     mov dword ptr [{pd} + ecx * 8], eax
     inc ecx
     cmp ecx, 512

@@ -1,9 +1,45 @@
-//! The named checks.
+//! The named checks, in the order they run:
+//!
+//! | check | what it proves |
+//! |---|---|
+//! | `start_info` | magic, version 1, a memory map with RAM, a readable command line, an RSDP |
+//! | `xen_cpuid` | the Xen leaves: signature, version, hypercall MSR (base+2), vCPU id and domid flags (base+4) |
+//! | `console_io` | `CONSOLEIO_write` |
+//! | `xen_version` | `XENVER_version` agrees with CPUID; `XENVER_get_features` has bits 2, 8, 9 |
+//! | `memory_map` | `XENMEM_memory_map` returns the start_info map |
+//! | `shared_info` | `add_to_physmap` puts shared_info over one of our RAM pages; vcpu_info[0] reads sanely through it |
+//! | `register_vcpu_info` | `VCPUOP_register_vcpu_info` copies vcpu_info to our page and events land there |
+//! | `upcall_self_event` | an IPI port to ourselves raises the callback vector 0xF3; the handler clears the pending state |
+//! | `block_woken_by_event` | `SCHEDOP_block` with an event pending returns at once |
+//! | `hostile_efault` | bad guest pointers give `-EFAULT` |
+//! | `hostile_enosys` | unknown hypercall numbers give `-ENOSYS` |
+//! | `hostile_ring3_eperm` | a hypercall from CPL 3 gives `-EPERM` |
+//! | `singleshot_timer` | `VCPUOP_set_singleshot_timer` 1 ms ahead raises `VIRQ_TIMER` |
+//! | `block_timer_wakeup` | `SCHEDOP_block` with nothing pending sleeps until the timer |
+//! | `poll_timeout` | `SCHEDOP_poll` on a quiet port returns at its timeout |
+//! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
+//! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
+//!
+//! A check whose feature is missing fails with the reason; checks that
+//! could wait forever are bounded by spin counts or system-time deadlines.
+//! Without a Xen CPUID signature only the first two run.
 
-use crate::report::Report;
-use core::fmt::Write;
-use xen_abi::{HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
+// Failure reasons are formatted into a fixed buffer: this kernel has no
+// heap to box them, and they only travel one call up.
+#![allow(
+    clippy::result_large_err,
+    reason = "no heap; the reason buffer lives on the stack"
+)]
+
+use core::fmt::{self, Write};
+
+use xen_abi::guest::{Hypercall, HypercallInsn};
+use xen_abi::*;
 use zerocopy::FromBytes;
+
+use crate::cpu;
+use crate::events::{self, Page};
+use crate::report::Report;
 
 /// What the guest's command line asks for.
 #[derive(Default)]
@@ -12,37 +48,94 @@ pub struct Options {
     pub isa_debug_exit: bool,
     /// A Xen-compatible hypervisor answered: stop with SCHEDOP_shutdown.
     pub xen: bool,
+    /// `role=...`: what this domain does in a multi-domain test.
+    pub role: Role,
 }
 
-/// Runs every check in order.
-pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
-    r.note(format_args!(
-        "pvh-test-guest: start_info at {start_info:#x}"
-    ));
-    r.check("start_info", check_start_info(start_info));
-    let mut opts = Options::default();
-    match xen_abi::guest::find_xen_cpuid_base() {
-        Some(base) => {
-            r.check("xen_cpuid", Ok(()));
-            opts.xen = true;
-            run_hypercall_checks(r, base);
+/// The guest's part in a multi-domain test (`role=` on its command line).
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// No role: run the checks and stop.
+    #[default]
+    Solo,
+    /// `role=ping`: the initiating end of an interdomain ping-pong (to come).
+    Ping,
+    /// `role=pong`: the answering end of an interdomain ping-pong (to come).
+    Pong,
+    /// `role=crash`: run the checks, then triple-fault on purpose.
+    Crash,
+    /// An unknown role (reported, otherwise ignored).
+    Unknown,
+}
+
+impl Role {
+    /// The word after `role=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Solo => "solo",
+            Role::Ping => "ping",
+            Role::Pong => "pong",
+            Role::Crash => "crash",
+            Role::Unknown => "unknown",
         }
-        None => r.check("xen_cpuid", Err(format_args!("no XenVMMXenVMM signature"))),
     }
-    if let Some(si) = read_phys::<HvmStartInfo>(start_info)
-        && let Some(line) = read_phys::<[u8; 256]>(si.cmdline_paddr)
-    {
-        let len = line.iter().position(|&b| b == 0).unwrap_or(line.len());
-        let text = core::str::from_utf8(&line[..len]).unwrap_or("");
-        opts.isa_debug_exit = text
-            .split_ascii_whitespace()
-            .any(|w| w == "exit=isa-debug-exit");
+}
+
+/// A failure reason with values in it, formatted on the stack.
+pub struct Why {
+    buf: [u8; 200],
+    len: usize,
+}
+
+impl Write for Why {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
     }
-    opts
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Truncation may split a UTF-8 sequence; the messages are ASCII.
+        f.write_str(core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?"))
+    }
+}
+
+fn why(args: fmt::Arguments<'_>) -> Why {
+    let mut w = Why {
+        buf: [0; 200],
+        len: 0,
+    };
+    let _ = w.write_fmt(args);
+    w
+}
+
+type Outcome = Result<(), Why>;
+
+/// Returns a failure with a formatted reason.
+macro_rules! fail {
+    ($($t:tt)*) => {
+        return Err(why(format_args!($($t)*)))
+    };
+}
+
+fn record<W: Write>(r: &mut Report<W>, name: &str, o: Outcome) {
+    match o {
+        Ok(()) => r.check(name, Ok(())),
+        Err(w) => r.check(name, Err(format_args!("{w}"))),
+    }
 }
 
 /// The part of guest memory the boot code identity-maps.
 const MAPPED: u64 = 1 << 30;
+/// Most memory map entries compared.
+const MAX_MAP: usize = 128;
+/// An address no guest page table maps (canonical, below the kernel half).
+const UNMAPPED_VA: u64 = 0x7fff_0000_0000;
+/// Spin rounds to wait for an upcall that should come at once.
+const UPCALL_SPINS: u64 = 5_000_000;
 
 /// Reads a `T` from guest-physical memory through the identity map.
 fn read_phys<T: FromBytes>(addr: u64) -> Option<T> {
@@ -58,39 +151,960 @@ fn read_phys<T: FromBytes>(addr: u64) -> Option<T> {
     T::read_from_bytes(bytes).ok()
 }
 
-fn check_start_info(pa: u64) -> Result<(), core::fmt::Arguments<'static>> {
-    let si: HvmStartInfo = read_phys(pa).ok_or(format_args!("start_info not in mapped memory"))?;
+/// The NUL-terminated string at `addr` (at most 4 KiB), if mapped.
+fn read_cstr(addr: u64) -> Option<&'static [u8]> {
+    if addr == 0 {
+        return None;
+    }
+    let mut len = 0u64;
+    while len < 4096 {
+        let b: [u8; 1] = read_phys(addr + len)?;
+        if b[0] == 0 {
+            // SAFETY: [addr, addr + len) was just read through the identity
+            // map; the loader's command line is never written afterwards.
+            return Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len as usize) });
+        }
+        len += 1;
+    }
+    None
+}
+
+/// The memory map from start_info (empty if absent or unreadable).
+fn start_info_map(si: &HvmStartInfo, out: &mut [HvmMemmapTableEntry; MAX_MAP]) -> usize {
+    let n = (si.memmap_entries as usize).min(MAX_MAP);
+    for (i, e) in out.iter_mut().take(n).enumerate() {
+        match read_phys::<HvmMemmapTableEntry>(si.memmap_paddr + i as u64 * 24) {
+            Some(x) => *e = x,
+            None => return i,
+        }
+    }
+    n
+}
+
+/// What the checks learn and pass on.
+struct Ctx {
+    hc: Hypercall,
+    insn: HypercallInsn,
+    base: XenCpuidBase,
+    start_info: Option<HvmStartInfo>,
+    domid: Option<u16>,
+    /// A frame below 1 GiB that no memory map entry covers (a p2m hole).
+    hole_gfn: Option<u64>,
+    /// The callback vector is set and the handler ran.
+    upcalls_work: bool,
+    /// An IPI port bound to vCPU 0.
+    ipi_port: Option<u32>,
+    /// The VIRQ_TIMER port.
+    timer_port: Option<u32>,
+    /// The singleshot timer fired.
+    timer_works: bool,
+}
+
+/// Runs every check in order.
+pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
+    r.note(format_args!(
+        "pvh-test-guest: start_info at {start_info:#x}"
+    ));
+    cpu::init();
+    let si = read_phys::<HvmStartInfo>(start_info);
+    let o = check_start_info(r, si.as_ref());
+    record(r, "start_info", o);
+    let mut opts = Options::default();
+    if let Some(line) = si.as_ref().and_then(|s| read_cstr(s.cmdline_paddr)) {
+        let text = core::str::from_utf8(line).unwrap_or("");
+        for w in text.split_ascii_whitespace() {
+            if w == "exit=isa-debug-exit" {
+                opts.isa_debug_exit = true;
+            } else if let Some(role) = w.strip_prefix("role=") {
+                opts.role = match role {
+                    "ping" => Role::Ping,
+                    "pong" => Role::Pong,
+                    "crash" => Role::Crash,
+                    _ => Role::Unknown,
+                };
+            }
+        }
+    }
+    if opts.role != Role::Solo {
+        r.note(format_args!("pvh-test-guest: role={}", opts.role.name()));
+    }
+    match xen_abi::guest::find_xen_cpuid_base() {
+        Some(base) => {
+            opts.xen = true;
+            let mut ctx = Ctx {
+                hc: Hypercall::detect(),
+                insn: xen_abi::guest::detect_hypercall_insn(),
+                base,
+                start_info: si,
+                domid: None,
+                hole_gfn: None,
+                upcalls_work: false,
+                ipi_port: None,
+                timer_port: None,
+                timer_works: false,
+            };
+            let o = check_xen_cpuid(r, &mut ctx);
+            record(r, "xen_cpuid", o);
+            run_hypercall_checks(r, &mut ctx);
+        }
+        None => r.check("xen_cpuid", Err(format_args!("no XenVMMXenVMM signature"))),
+    }
+    if matches!(opts.role, Role::Ping | Role::Pong) {
+        r.note(format_args!(
+            "pvh-test-guest: interdomain ping-pong is not implemented yet"
+        ));
+    }
+    opts
+}
+
+fn check_start_info<W: Write>(r: &mut Report<W>, si: Option<&HvmStartInfo>) -> Outcome {
+    let Some(si) = si else {
+        fail!("start_info not in mapped memory");
+    };
+    r.note(format_args!(
+        "start_info: version {} flags {:#x} modules {} cmdline {:#x} rsdp {:#x} memmap {:#x} x{}",
+        si.version,
+        si.flags,
+        si.nr_modules,
+        si.cmdline_paddr,
+        si.rsdp_paddr,
+        si.memmap_paddr,
+        si.memmap_entries
+    ));
     if si.magic != XEN_HVM_START_MAGIC_VALUE {
-        return Err(format_args!("bad magic"));
+        fail!("bad magic {:#x}", si.magic);
     }
-    if si.version > 1 {
-        return Err(format_args!("unknown version"));
+    if si.version != 1 {
+        fail!("version {}, want 1", si.version);
     }
-    if si.cmdline_paddr != 0 && read_phys::<[u8; 64]>(si.cmdline_paddr).is_none() {
-        return Err(format_args!("command line outside mapped memory"));
+    if si.memmap_paddr == 0 || si.memmap_entries == 0 {
+        fail!("no memory map (version 1 must carry one)");
+    }
+    let mut map = [HvmMemmapTableEntry::default(); MAX_MAP];
+    let n = start_info_map(si, &mut map);
+    if n < (si.memmap_entries as usize).min(MAX_MAP) {
+        fail!("memory map at {:#x} not in mapped memory", si.memmap_paddr);
+    }
+    let ram = map[..n]
+        .iter()
+        .filter(|e| e.r#type == XEN_HVM_MEMMAP_TYPE_RAM && e.size != 0)
+        .count();
+    if ram == 0 {
+        fail!("memory map has no RAM entry");
+    }
+    if si.cmdline_paddr == 0 {
+        fail!("no command line");
+    }
+    let Some(line) = read_cstr(si.cmdline_paddr) else {
+        fail!(
+            "command line at {:#x} unreadable or unterminated",
+            si.cmdline_paddr
+        );
+    };
+    if core::str::from_utf8(line).is_err() {
+        fail!("command line is not UTF-8");
+    }
+    if si.rsdp_paddr == 0 {
+        fail!("rsdp_paddr is 0");
     }
     Ok(())
 }
 
-/// Checks that need the hypervisor to answer hypercalls.
-fn run_hypercall_checks<W: Write>(r: &mut Report<W>, base: xen_abi::XenCpuidBase) {
+fn cpuid(leaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid(leaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+fn check_xen_cpuid<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    let b = ctx.base;
     r.note(format_args!(
         "Xen CPUID base {:#x}, max leaf {:#x}",
-        base.base, base.max_leaf
+        b.base, b.max_leaf
     ));
-    let hc = xen_abi::guest::Hypercall::detect();
-    r.check(
-        "console_io",
-        match hc.console_write(b"pvh-test-guest: hello through console_io\n") {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format_args!("CONSOLEIO_write refused")),
-        },
+    if b.max_leaf < b.base + XEN_CPUID_LEAF_HVM {
+        fail!("max leaf {:#x} lacks base+4", b.max_leaf);
+    }
+    let ver = cpuid(b.base + XEN_CPUID_LEAF_VERSION)[0];
+    if ver >> 16 == 0 {
+        fail!("version leaf EAX {ver:#x}: major 0");
+    }
+    let [pages, msr, ..] = cpuid(b.base + XEN_CPUID_LEAF_HYPERCALL);
+    if pages == 0 || msr == 0 {
+        fail!("hypercall leaf: {pages} pages, MSR {msr:#x}");
+    }
+    let [flags, vcpu, domid, _] = cpuid(b.base + XEN_CPUID_LEAF_HVM);
+    r.note(format_args!(
+        "Xen {}.{}, hypercall MSR {msr:#x}, base+4 flags {flags:#x} vcpu {vcpu} domid {domid}",
+        ver >> 16,
+        ver & 0xFFFF
+    ));
+    if flags & XEN_HVM_CPUID_VCPU_ID_PRESENT == 0 {
+        fail!("base+4 flags {flags:#x}: no vCPU id");
+    }
+    if flags & XEN_HVM_CPUID_DOMID_PRESENT == 0 {
+        fail!("base+4 flags {flags:#x}: no domid");
+    }
+    if vcpu != 0 {
+        fail!("vCPU id {vcpu} on the boot vCPU, want 0");
+    }
+    if domid >= u32::from(DOMID_FIRST_RESERVED) {
+        fail!("domid {domid} is reserved");
+    }
+    ctx.domid = Some(domid as u16);
+    Ok(())
+}
+
+/// Checks that need the hypervisor to answer hypercalls.
+fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
+    let o = match ctx
+        .hc
+        .console_write(b"pvh-test-guest: hello through console_io\n")
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(why(format_args!("CONSOLEIO_write: {e}"))),
+    };
+    record(r, "console_io", o);
+    let o = check_xen_version(ctx);
+    record(r, "xen_version", o);
+    let o = check_memory_map(r, ctx);
+    record(r, "memory_map", o);
+    let o = check_shared_info(r, ctx);
+    record(r, "shared_info", o);
+    let o = check_register_vcpu_info(r, ctx);
+    record(r, "register_vcpu_info", o);
+    let o = check_upcall_self_event(ctx);
+    record(r, "upcall_self_event", o);
+    let o = check_block_woken_by_event(ctx);
+    record(r, "block_woken_by_event", o);
+    let o = check_hostile_efault(ctx);
+    record(r, "hostile_efault", o);
+    let o = check_hostile_enosys(ctx);
+    record(r, "hostile_enosys", o);
+    let o = check_hostile_ring3_eperm(ctx);
+    record(r, "hostile_ring3_eperm", o);
+    let o = check_singleshot_timer(r, ctx);
+    record(r, "singleshot_timer", o);
+    let o = check_block_timer_wakeup(r, ctx);
+    record(r, "block_timer_wakeup", o);
+    let o = check_poll_timeout(r, ctx);
+    record(r, "poll_timeout", o);
+    let o = check_pvclock_monotonic(r, ctx);
+    record(r, "pvclock_monotonic", o);
+    let o = check_grant_self(r, ctx);
+    record(r, "grant_self", o);
+    let spurious = cpu::SPURIOUS.load(core::sync::atomic::Ordering::SeqCst);
+    if spurious != 0 {
+        r.note(format_args!("{spurious} interrupts on unexpected vectors"));
+    }
+}
+
+fn check_xen_version(ctx: &Ctx) -> Outcome {
+    let (maj, min) = match ctx.hc.xen_version() {
+        Ok(v) => v,
+        Err(e) => fail!("XENVER_version: {e}"),
+    };
+    let leaf = cpuid(ctx.base.base + XEN_CPUID_LEAF_VERSION)[0];
+    if (u32::from(maj) << 16 | u32::from(min)) != leaf {
+        fail!("XENVER_version {maj}.{min} but CPUID says {leaf:#x}");
+    }
+    let f = match ctx.hc.xen_get_features(0) {
+        Ok(f) => f,
+        Err(e) => fail!("XENVER_get_features: {e}"),
+    };
+    for (bit, name) in [
+        (XENFEAT_auto_translated_physmap, "auto_translated_physmap"),
+        (XENFEAT_hvm_callback_vector, "hvm_callback_vector"),
+        (XENFEAT_hvm_safe_pvclock, "hvm_safe_pvclock"),
+    ] {
+        if f & (1 << bit) == 0 {
+            fail!("features {f:#x} lack {name} ({bit})");
+        }
+    }
+    Ok(())
+}
+
+fn check_memory_map<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    let mut buf = [E820Entry::default(); MAX_MAP];
+    let n = match ctx.hc.memory_map(&mut buf) {
+        Ok(n) => n,
+        Err(e) => fail!("XENMEM_memory_map: {e}"),
+    };
+    let map = &buf[..n];
+    // A hole below 1 GiB, past the highest entry that starts there.
+    let top = map
+        .iter()
+        .filter(|e| e.addr < MAPPED)
+        .filter_map(|e| e.end())
+        .max()
+        .unwrap_or(MAPPED);
+    let hole = top.div_ceil(4096) * 4096 + 16 * 4096;
+    if hole + 4096 <= MAPPED
+        && map.iter().all(|e| {
+            e.end()
+                .is_some_and(|end| end <= hole || e.addr >= hole + 4096)
+        })
+    {
+        ctx.hole_gfn = Some(hole >> 12);
+    }
+    r.note(format_args!(
+        "memory_map: {n} entries, RAM top below 1 GiB {top:#x}"
+    ));
+    if !map.iter().any(|e| e.r#type == XEN_HVM_MEMMAP_TYPE_RAM) {
+        fail!("no RAM entry");
+    }
+    let Some(si) = ctx.start_info.as_ref() else {
+        fail!("no start_info to compare with");
+    };
+    let mut want = [HvmMemmapTableEntry::default(); MAX_MAP];
+    let m = start_info_map(si, &mut want);
+    if m != n {
+        fail!("{n} entries, start_info has {m}");
+    }
+    for (i, (a, b)) in map.iter().zip(&want[..m]).enumerate() {
+        let (addr, size, ty) = (a.addr, a.size, a.r#type);
+        if (addr, size, ty) != (b.addr, b.size, b.r#type) {
+            fail!(
+                "entry {i}: {addr:#x}+{size:#x} type {ty}, start_info {:#x}+{:#x} type {}",
+                b.addr,
+                b.size,
+                b.r#type
+            );
+        }
+    }
+    Ok(())
+}
+
+static SHARED_INFO_PAGE: Page = Page::new();
+static VCPU_INFO_PAGE: Page = Page::new();
+static GRANT_TABLE_PAGE: Page = Page::new();
+static GRANT_SOURCE_PAGE: Page = Page::new();
+/// Where in its page the vcpu_info goes (not 0, to test the offset).
+const VCPU_INFO_OFFSET: usize = 0x40;
+/// A marker placed in vcpu_info.arch.pad before it moves.
+const VCPU_INFO_MARKER: u64 = 0x5EED_CAFE_F00D_D00D;
+
+fn check_shared_info<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    let page = &SHARED_INFO_PAGE;
+    page.fill(0xA5);
+    let mut xatp = XenAddToPhysmap {
+        domid: DOMID_SELF,
+        size: 0,
+        space: XENMAPSPACE_shared_info,
+        idx: 0,
+        gpfn: page.gfn(),
+    };
+    // SAFETY: the frame is `SHARED_INFO_PAGE`, which holds no Rust value
+    // and is from now on only reached through `events` with atomics.
+    if let Err(e) = unsafe { ctx.hc.add_to_physmap(&mut xatp) } {
+        fail!(
+            "XENMEM_add_to_physmap(shared_info, gfn {:#x}): {e}",
+            page.gfn()
+        );
+    }
+    let unchanged = (0..3136).filter(|&i| page.byte(i) == 0xA5).count();
+    if unchanged == 3136 {
+        fail!("the frame still holds our pattern: shared_info is not there");
+    }
+    // SAFETY: the page is now the shared info page, for good.
+    unsafe { events::set_shared_info(page.ptr()) };
+    let vi = page.ptr();
+    let Some(t) = events::read_time(vi) else {
+        fail!("vcpu_info[0].time.version stays odd");
+    };
+    let pending = events::upcall_pending_at(vi).load(core::sync::atomic::Ordering::SeqCst);
+    let sel = events::pending_sel_at(vi).load(core::sync::atomic::Ordering::SeqCst);
+    let wc_version = u32::from_le_bytes([
+        page.byte(3072),
+        page.byte(3073),
+        page.byte(3074),
+        page.byte(3075),
+    ]);
+    r.note(format_args!(
+        "shared_info at gfn {:#x}: vcpu_info[0] upcall_pending {pending} sel {sel:#x} time v{} system_time {} mul {:#x} shift {}; wc_version {wc_version}",
+        page.gfn(),
+        t.version,
+        t.system_time,
+        t.tsc_to_system_mul,
+        t.tsc_shift
+    ));
+    if pending > 1 {
+        fail!("vcpu_info[0].evtchn_upcall_pending = {pending}");
+    }
+    if wc_version & 1 != 0 {
+        fail!("wc_version {wc_version} stays odd");
+    }
+    Ok(())
+}
+
+/// Writes a u64 at `p + off` of a shared page.
+fn put_u64(p: *mut u8, off: usize, v: u64) {
+    // SAFETY: callers pass pages from `events`/this module and in-page offsets.
+    unsafe { p.add(off).cast::<u64>().write_volatile(v) }
+}
+
+/// Reads a u64 at `p + off` of a shared page.
+fn get_u64(p: *mut u8, off: usize) -> u64 {
+    // SAFETY: as for `put_u64`.
+    unsafe { p.add(off).cast::<u64>().read_volatile() }
+}
+
+fn check_register_vcpu_info<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    use core::sync::atomic::Ordering::SeqCst;
+    let Some(old) = events::shared_info() else {
+        fail!("needs the shared_info mapping");
+    };
+    put_u64(old, 24, VCPU_INFO_MARKER);
+    let page = &VCPU_INFO_PAGE;
+    page.fill(0);
+    // SAFETY: `VCPU_INFO_PAGE` holds no Rust value; from now on it is only
+    // reached through `events` with atomics.
+    if let Err(e) = unsafe {
+        ctx.hc
+            .vcpu_register_vcpu_info(0, page.gfn(), VCPU_INFO_OFFSET as u32)
+    } {
+        fail!("VCPUOP_register_vcpu_info: {e}");
+    }
+    // SAFETY: the page is page-aligned, so `+ 0x40` stays inside it.
+    let new = unsafe { page.ptr().add(VCPU_INFO_OFFSET) };
+    // SAFETY: the hypervisor now uses these 64 bytes as vcpu_info.
+    unsafe { events::set_vcpu_info(new) };
+    let pending = events::upcall_pending_at(new).load(SeqCst);
+    let sel = events::pending_sel_at(new).load(SeqCst);
+    r.note(format_args!(
+        "register_vcpu_info: at {:#x}, upcall_pending {pending} sel {sel:#x}",
+        new as u64
+    ));
+    if get_u64(new, 24) != VCPU_INFO_MARKER {
+        fail!("the old contents were not copied to the new place");
+    }
+    // Now an event must land in the new copy only.
+    for vi in [old, new] {
+        events::upcall_pending_at(vi).store(0, SeqCst);
+        events::pending_sel_at(vi).store(0, SeqCst);
+    }
+    let port = match ctx.hc.evtchn_bind_ipi(0) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_ipi: {e}"),
+    };
+    events::clear_pending(port);
+    events::unmask(port);
+    if let Err(e) = ctx.hc.evtchn_send(port) {
+        fail!("EVTCHNOP_send({port}): {e}");
+    }
+    let (p_new, s_new) = (
+        events::upcall_pending_at(new).load(SeqCst),
+        events::pending_sel_at(new).load(SeqCst),
     );
-    r.check(
-        "xen_version",
-        match hc.xen_version() {
-            Ok(_) => Ok(()),
-            Err(_) => Err(format_args!("XENVER_version refused")),
-        },
+    let (p_old, s_old) = (
+        events::upcall_pending_at(old).load(SeqCst),
+        events::pending_sel_at(old).load(SeqCst),
     );
+    let pend = events::is_pending(port);
+    events::clear_pending(port);
+    for vi in [old, new] {
+        events::upcall_pending_at(vi).store(0, SeqCst);
+        events::pending_sel_at(vi).store(0, SeqCst);
+    }
+    let _ = ctx.hc.evtchn_close(port);
+    if !pend {
+        fail!("EVTCHNOP_send({port}) left no pending bit in shared_info");
+    }
+    if p_old != 0 || s_old != 0 {
+        fail!("the event went to the old vcpu_info (pending {p_old} sel {s_old:#x})");
+    }
+    if p_new != 1 || s_new & (1 << (port / 64)) == 0 {
+        fail!("the new vcpu_info shows upcall_pending {p_new} sel {s_new:#x} for port {port}");
+    }
+    Ok(())
+}
+
+fn check_upcall_self_event(ctx: &mut Ctx) -> Outcome {
+    use core::sync::atomic::Ordering::SeqCst;
+    let Some(vi) = events::vcpu_info() else {
+        fail!("needs the shared_info mapping");
+    };
+    if let Err(e) = ctx.hc.hvm_set_param(
+        HVM_PARAM_CALLBACK_IRQ,
+        hvm_callback_vector(cpu::UPCALL_VECTOR),
+    ) {
+        fail!(
+            "HVMOP_set_param(CALLBACK_IRQ, vector {:#x}): {e}",
+            cpu::UPCALL_VECTOR
+        );
+    }
+    let port = match ctx.hc.evtchn_bind_ipi(0) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_ipi: {e}"),
+    };
+    ctx.ipi_port = Some(port);
+    events::clear_pending(port);
+    events::unmask(port);
+    events::forget_seen();
+    let before = events::UPCALLS.load(SeqCst);
+    if let Err(e) = ctx.hc.evtchn_send(port) {
+        fail!("EVTCHNOP_send({port}): {e}");
+    }
+    if events::upcall_pending_at(vi).load(SeqCst) == 0 {
+        fail!("EVTCHNOP_send({port}) did not set evtchn_upcall_pending");
+    }
+    let ran = events::wait_with_interrupts(|| events::UPCALLS.load(SeqCst) != before, UPCALL_SPINS);
+    if !ran {
+        fail!("no upcall on vector {:#x} after sti", cpu::UPCALL_VECTOR);
+    }
+    if !events::take_seen(port) {
+        fail!("the upcall ran but port {port} was not pending");
+    }
+    if events::is_pending(port) || events::upcall_pending_at(vi).load(SeqCst) != 0 {
+        fail!("pending state survived the handler");
+    }
+    ctx.upcalls_work = true;
+    Ok(())
+}
+
+/// System time in ns: pvclock when published, else `HVMOP_get_time`.
+fn now_ns(ctx: &Ctx) -> Option<u64> {
+    match events::published_time() {
+        Some(t) => Some(events::pvclock_ns(&t)),
+        None => ctx.hc.hvm_get_time().ok(),
+    }
+}
+
+/// Binds VIRQ_TIMER once.
+fn timer_port(ctx: &mut Ctx) -> Result<u32, Errno> {
+    if let Some(p) = ctx.timer_port {
+        return Ok(p);
+    }
+    let p = ctx.hc.evtchn_bind_virq(VIRQ_TIMER, 0)?;
+    events::clear_pending(p);
+    events::unmask(p);
+    ctx.timer_port = Some(p);
+    Ok(p)
+}
+
+/// Arms the singleshot timer `ns` ahead as a guard against a sleep that
+/// never ends; true if armed.
+fn arm_guard(ctx: &mut Ctx, ns: u64) -> bool {
+    if !ctx.timer_works || timer_port(ctx).is_err() {
+        return false;
+    }
+    let Some(now) = now_ns(ctx) else {
+        return false;
+    };
+    ctx.hc.vcpu_set_singleshot_timer(0, now + ns, 0).is_ok()
+}
+
+/// Lets pending upcalls run (interrupts on briefly).
+fn drain_upcalls() {
+    use core::sync::atomic::Ordering::SeqCst;
+    let Some(vi) = events::vcpu_info() else {
+        return;
+    };
+    events::wait_with_interrupts(
+        || events::upcall_pending_at(vi).load(SeqCst) == 0,
+        UPCALL_SPINS,
+    );
+}
+
+fn check_block_woken_by_event(ctx: &mut Ctx) -> Outcome {
+    use core::sync::atomic::Ordering::SeqCst;
+    let (Some(vi), Some(port), true) = (events::vcpu_info(), ctx.ipi_port, ctx.upcalls_work) else {
+        fail!("needs working upcalls (upcall_self_event)");
+    };
+    // Interrupts are off: the event stays pending across the block.
+    if let Err(e) = ctx.hc.evtchn_send(port) {
+        fail!("EVTCHNOP_send({port}): {e}");
+    }
+    if events::upcall_pending_at(vi).load(SeqCst) == 0 {
+        fail!("EVTCHNOP_send({port}) did not set evtchn_upcall_pending");
+    }
+    // Only with a working timer can a wrong sleep be cut short; the
+    // hypervisor must return at once anyway.
+    let guarded = arm_guard(ctx, 200_000_000);
+    let t0 = now_ns(ctx);
+    let res = ctx.hc.sched_block();
+    let t1 = now_ns(ctx);
+    if guarded {
+        let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
+    }
+    let still = events::upcall_pending_at(vi).load(SeqCst);
+    drain_upcalls();
+    let seen = events::take_seen(port);
+    if let Some(tp) = ctx.timer_port {
+        events::take_seen(tp);
+    }
+    if let Err(e) = res {
+        fail!("SCHEDOP_block: {e}");
+    }
+    if let (Some(a), Some(b)) = (t0, t1)
+        && b.saturating_sub(a) >= 100_000_000
+    {
+        fail!(
+            "SCHEDOP_block slept {} ms with an event pending",
+            (b - a) / 1_000_000
+        );
+    }
+    if still == 0 {
+        fail!("evtchn_upcall_pending was cleared by the block");
+    }
+    if !seen {
+        fail!("port {port} was not delivered after the block");
+    }
+    Ok(())
+}
+
+fn expect_errno(what: &str, got: i64, want: i32) -> Outcome {
+    if got == -i64::from(want) {
+        return Ok(());
+    }
+    let w = Errno::new(want)
+        .map(|e| e.name().unwrap_or("?"))
+        .unwrap_or("?");
+    match Errno::from_ret(got) {
+        Ok(v) => fail!("{what}: returned {v:#x}, want -{w}"),
+        Err(e) => fail!("{what}: {e}, want -{w}"),
+    }
+}
+
+fn check_hostile_efault(ctx: &mut Ctx) -> Outcome {
+    let hc = &ctx.hc;
+    // memory_map with a buffer nobody maps.
+    let mut map = XenMemoryMap {
+        nr_entries: 4,
+        pad: 0,
+        buffer: UNMAPPED_VA,
+    };
+    // SAFETY: the hypervisor may only write the struct (ours) and the
+    // buffer, which is unmapped: no guest memory can change.
+    let got = unsafe {
+        hc.call(
+            __HYPERVISOR_memory_op,
+            [
+                u64::from(XENMEM_memory_map),
+                core::ptr::from_mut(&mut map) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    expect_errno("memory_map, buffer at 0x7fff00000000", got, EFAULT)?;
+    // memory_map with the argument itself unmapped.
+    // SAFETY: the argument is unmapped: nothing can be read or written.
+    let got = unsafe {
+        hc.call(
+            __HYPERVISOR_memory_op,
+            [u64::from(XENMEM_memory_map), UNMAPPED_VA, 0, 0, 0],
+        )
+    };
+    expect_errno("memory_map, argument at 0x7fff00000000", got, EFAULT)?;
+    // console_io reading from an unmapped address.
+    // SAFETY: console_io write only reads the buffer.
+    let got = unsafe {
+        hc.call(
+            __HYPERVISOR_console_io,
+            [u64::from(CONSOLEIO_write), 16, UNMAPPED_VA, 0, 0],
+        )
+    };
+    expect_errno("console_io, buffer at 0x7fff00000000", got, EFAULT)?;
+    // console_io reading a page our tables map but no RAM backs.
+    if let Some(gfn) = ctx.hole_gfn {
+        // SAFETY: console_io write only reads the buffer.
+        let got = unsafe {
+            hc.call(
+                __HYPERVISOR_console_io,
+                [u64::from(CONSOLEIO_write), 16, gfn << 12, 0, 0],
+            )
+        };
+        expect_errno("console_io, buffer in a p2m hole", got, EFAULT)?;
+    }
+    Ok(())
+}
+
+fn check_hostile_enosys(ctx: &mut Ctx) -> Outcome {
+    for nr in [63u32, 0x7fff_ffff] {
+        // SAFETY: no such hypercall: nothing happens.
+        let got = unsafe { ctx.hc.call(nr, [0; 5]) };
+        if got != -i64::from(ENOSYS) {
+            fail!("hypercall {nr:#x} returned {got}, want -ENOSYS (-38)");
+        }
+    }
+    Ok(())
+}
+
+fn check_hostile_ring3_eperm(ctx: &mut Ctx) -> Outcome {
+    // XENVER_version (cmd 0 in RDI) would succeed at CPL 0.
+    let rax = cpu::ring3_hypercall(ctx.insn, __HYPERVISOR_xen_version);
+    if rax & 0xFFFF_0000_0000_0000 == cpu::RING3_FAULT {
+        fail!("the ring-3 hypercall raised exception {}", rax & 0xFF);
+    }
+    expect_errno("xen_version from CPL 3", rax as i64, EPERM)
+}
+
+fn check_singleshot_timer<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    if !ctx.upcalls_work {
+        fail!("needs working upcalls (upcall_self_event)");
+    }
+    let port = match timer_port(ctx) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_virq(VIRQ_TIMER): {e}"),
+    };
+    let Some(t0) = now_ns(ctx) else {
+        fail!("no system time (pvclock unpublished, HVMOP_get_time refused)");
+    };
+    events::take_seen(port);
+    if let Err(e) = ctx.hc.vcpu_set_singleshot_timer(0, t0 + 1_000_000, 0) {
+        fail!("VCPUOP_set_singleshot_timer: {e}");
+    }
+    let deadline = t0 + 2_000_000_000;
+    let mut late = false;
+    let fired = events::wait_with_interrupts(
+        || {
+            if events::take_seen(port) {
+                return true;
+            }
+            late = now_ns(ctx).is_none_or(|n| n > deadline);
+            late
+        },
+        u64::MAX,
+    ) && !late;
+    let t1 = now_ns(ctx).unwrap_or(t0);
+    if !fired {
+        let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
+        fail!("no VIRQ_TIMER upcall within 2 s of a timer 1 ms ahead");
+    }
+    r.note(format_args!(
+        "singleshot_timer: VIRQ_TIMER port {port} after {} us",
+        (t1 - t0) / 1000
+    ));
+    if t1 < t0 + 1_000_000 {
+        fail!("fired after {} ns, before its deadline", t1 - t0);
+    }
+    ctx.timer_works = true;
+    Ok(())
+}
+
+fn check_block_timer_wakeup<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    use core::sync::atomic::Ordering::SeqCst;
+    let (true, Some(port), Some(vi)) = (ctx.timer_works, ctx.timer_port, events::vcpu_info())
+    else {
+        fail!("needs a working singleshot timer");
+    };
+    drain_upcalls();
+    if events::upcall_pending_at(vi).load(SeqCst) != 0 {
+        fail!("an upcall stays pending");
+    }
+    let Some(t0) = now_ns(ctx) else {
+        fail!("no system time");
+    };
+    if let Err(e) = ctx.hc.vcpu_set_singleshot_timer(0, t0 + 2_000_000, 0) {
+        fail!("VCPUOP_set_singleshot_timer: {e}");
+    }
+    let res = ctx.hc.sched_block();
+    let t1 = now_ns(ctx).unwrap_or(t0);
+    let pending = events::is_pending(port);
+    drain_upcalls();
+    events::take_seen(port);
+    if let Err(e) = res {
+        fail!("SCHEDOP_block: {e}");
+    }
+    r.note(format_args!(
+        "block_timer_wakeup: woke after {} us",
+        (t1 - t0) / 1000
+    ));
+    if !pending {
+        fail!("woke after {} us without the timer event", (t1 - t0) / 1000);
+    }
+    if t1 < t0 + 2_000_000 {
+        fail!("woke after {} us, before the 2 ms timer", (t1 - t0) / 1000);
+    }
+    Ok(())
+}
+
+fn check_poll_timeout<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    let (true, Some(tport), Some(ipi)) = (ctx.timer_works, ctx.timer_port, ctx.ipi_port) else {
+        fail!("needs a working singleshot timer and an IPI port");
+    };
+    drain_upcalls();
+    events::clear_pending(ipi);
+    // The guard: the timer port is polled too, so a lost timeout ends
+    // after 500 ms instead of never.
+    if !arm_guard(ctx, 500_000_000) {
+        fail!("cannot arm the guard timer");
+    }
+    let Some(t0) = now_ns(ctx) else {
+        fail!("no system time");
+    };
+    let res = ctx.hc.sched_poll(&[ipi, tport], t0 + 3_000_000);
+    let t1 = now_ns(ctx).unwrap_or(t0);
+    let guard_fired = events::is_pending(tport);
+    let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
+    drain_upcalls();
+    events::take_seen(tport);
+    if let Err(e) = res {
+        fail!("SCHEDOP_poll: {e}");
+    }
+    r.note(format_args!(
+        "poll_timeout: returned after {} us",
+        (t1 - t0) / 1000
+    ));
+    if guard_fired {
+        fail!("the 3 ms timeout did not end the poll (the guard timer did)");
+    }
+    if t1 < t0 + 3_000_000 {
+        fail!(
+            "returned after {} us, before the 3 ms timeout",
+            (t1 - t0) / 1000
+        );
+    }
+    Ok(())
+}
+
+fn check_pvclock_monotonic<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    let Some(vi) = events::vcpu_info() else {
+        fail!("needs the shared_info mapping");
+    };
+    let Some(t) = events::read_time(vi) else {
+        fail!("vcpu_info.time.version stays odd");
+    };
+    if t.version == 0 || t.tsc_to_system_mul == 0 {
+        fail!(
+            "pvclock not published (version {}, tsc_to_system_mul {})",
+            t.version,
+            t.tsc_to_system_mul
+        );
+    }
+    let first = events::pvclock_ns(&t);
+    let mut prev = first;
+    for i in 0..20_000u32 {
+        let Some(t) = events::read_time(vi) else {
+            fail!("vcpu_info.time.version stays odd at sample {i}");
+        };
+        let now = events::pvclock_ns(&t);
+        if now < prev {
+            fail!("went back {} ns at sample {i}", prev - now);
+        }
+        prev = now;
+    }
+    if prev <= first {
+        fail!("did not advance over 20000 samples ({first} ns)");
+    }
+    let reference = ctx.hc.hvm_get_time().ok();
+    r.note(format_args!(
+        "pvclock: {first}..{prev} ns over 20000 samples (mul {:#x} shift {}); HVMOP_get_time {reference:?}",
+        t.tsc_to_system_mul, t.tsc_shift
+    ));
+    Ok(())
+}
+
+/// The grant reference used (the first one not reserved).
+const GREF: u32 = GNTTAB_NR_RESERVED_ENTRIES;
+
+fn check_grant_self<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    let hc = ctx.hc;
+    let Some(domid) = ctx.domid else {
+        fail!("own domid unknown (CPUID base+4)");
+    };
+    let q = match hc.gnttab_query_size() {
+        Ok(q) => q,
+        Err(e) => fail!("GNTTABOP_query_size: {e}"),
+    };
+    if q.status != GNTST_okay {
+        fail!("GNTTABOP_query_size status {}", q.status);
+    }
+    r.note(format_args!(
+        "grant table: {} of {} frames",
+        q.nr_frames, q.max_nr_frames
+    ));
+    let table = &GRANT_TABLE_PAGE;
+    let mut xatp = XenAddToPhysmap {
+        domid: DOMID_SELF,
+        size: 0,
+        space: XENMAPSPACE_grant_table,
+        idx: 0,
+        gpfn: table.gfn(),
+    };
+    // SAFETY: `GRANT_TABLE_PAGE` holds no Rust value and is only touched
+    // with volatile accesses from now on.
+    if let Err(e) = unsafe { hc.add_to_physmap(&mut xatp) } {
+        fail!(
+            "XENMEM_add_to_physmap(grant_table 0, gfn {:#x}): {e}",
+            table.gfn()
+        );
+    }
+    let Some(target) = ctx.hole_gfn else {
+        fail!("no free frame below 1 GiB to map the grant at");
+    };
+    let src = &GRANT_SOURCE_PAGE;
+    for i in 0..4096 {
+        // SAFETY: inside the page.
+        unsafe { src.ptr().add(i).write_volatile((i * 7 + 3) as u8) };
+    }
+    // Entry GREF: domid and frame first, then the flags that publish it.
+    let entry = (GREF as usize) * 8;
+    // SAFETY: entry 8 of the grant frame, inside the page; u16/u32 aligned.
+    unsafe {
+        let e = table.ptr().add(entry);
+        e.add(2).cast::<u16>().write_volatile(domid);
+        e.add(4).cast::<u32>().write_volatile(src.gfn() as u32);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        e.cast::<u16>().write_volatile(GTF_permit_access);
+    }
+    let mut map = [GnttabMapGrantRef {
+        host_addr: target << 12,
+        flags: GNTMAP_host_map,
+        r#ref: GREF,
+        dom: domid,
+        ..Default::default()
+    }];
+    // SAFETY: the target frame is a hole (no RAM, no Rust value); the
+    // mapping only adds a p2m entry there.
+    if let Err(e) = unsafe { hc.grant_table_op(&mut map) } {
+        fail!("GNTTABOP_map_grant_ref: {e}");
+    }
+    if map[0].status != GNTST_okay {
+        fail!("GNTTABOP_map_grant_ref status {}", map[0].status);
+    }
+    let dst = (target << 12) as *mut u8;
+    let mut bad = None;
+    for i in 0..4096 {
+        // SAFETY: the identity map covers the target; the grant backs it.
+        let b = unsafe { dst.add(i).read_volatile() };
+        if b != (i * 7 + 3) as u8 {
+            bad = Some((i, b));
+            break;
+        }
+    }
+    // A write through the mapping shows in the source page.
+    // SAFETY: as above; the grant is writable.
+    unsafe { dst.write_volatile(0x5A) };
+    let through = src.byte(0);
+    let mut unmap = [GnttabUnmapGrantRef {
+        host_addr: target << 12,
+        dev_bus_addr: 0,
+        handle: map[0].handle,
+        ..Default::default()
+    }];
+    // SAFETY: removes the mapping made above; nothing else uses the frame.
+    let un = unsafe { hc.grant_table_op(&mut unmap) };
+    // SAFETY: entry GREF inside the grant frame.
+    unsafe {
+        table
+            .ptr()
+            .add(entry)
+            .cast::<u16>()
+            .write_volatile(GTF_invalid)
+    };
+    if let Some((i, b)) = bad {
+        fail!("mapped byte {i} is {b:#x}, want {:#x}", (i * 7 + 3) as u8);
+    }
+    if through != 0x5A {
+        fail!("a write through the mapping did not reach the granted page");
+    }
+    if let Err(e) = un {
+        fail!("GNTTABOP_unmap_grant_ref: {e}");
+    }
+    if unmap[0].status != GNTST_okay {
+        fail!("GNTTABOP_unmap_grant_ref status {}", unmap[0].status);
+    }
+    Ok(())
 }

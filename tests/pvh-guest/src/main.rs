@@ -7,6 +7,10 @@
 //! `cargo xtask test` reads. Output goes to the debug console port 0xE9,
 //! which both QEMU (`-debugcon`) and our hypervisor provide.
 //!
+//! The command line may carry `role=crash` (triple-fault on purpose after
+//! the verdict, for tests that show a dying domain does not stop the
+//! others) and `role=ping` / `role=pong` (reserved for interdomain tests).
+//!
 //! It only means something when built for `x86_64-unknown-none`; the host
 //! build checks the report logic in unit tests.
 
@@ -20,6 +24,10 @@ mod boot;
 mod checks;
 #[cfg(target_os = "none")]
 mod console;
+#[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
+mod events;
 
 /// Entered from `boot.rs` in long mode with the first GiB identity-mapped.
 #[cfg(target_os = "none")]
@@ -27,6 +35,10 @@ extern "C" fn guest_main(start_info: u64) -> ! {
     let mut r = report::Report::new(console::DebugCon);
     let opts = checks::run_all(&mut r, start_info);
     let passed = r.verdict();
+    if opts.role == checks::Role::Crash {
+        r.note(format_args!("pvh-test-guest: role=crash: triple fault now"));
+        cpu::triple_fault();
+    }
     console::stop(passed, opts.isa_debug_exit, opts.xen)
 }
 

@@ -10,6 +10,7 @@ const NO_STD_CRATES: &[(&str, &[&str])] = &[
     ("hv-core", &[""]),
     ("guest-loader", &[""]),
     ("arch-svm", &[""]),
+    ("arch-common", &[""]),
     ("arch-vmx", &[""]),
 ];
 

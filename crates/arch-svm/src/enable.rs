@@ -23,15 +23,8 @@ pub const EFER_LMA: u64 = 1 << 10;
 /// VM_CR.SVMDIS.
 pub const VM_CR_SVMDIS: u64 = 1 << 4;
 
-/// CR4.OSFXSR.
-const CR4_OSFXSR: u64 = 1 << 9;
-/// CR4.OSXMMEXCPT.
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-/// CR4.OSXSAVE.
-const CR4_OSXSAVE: u64 = 1 << 18;
-
-/// Bytes of each vCPU's FPU save area.
-pub const FPU_AREA_SIZE: usize = 4096;
+pub use arch_common::fpu::FPU_AREA_SIZE;
+use arch_common::fpu::{self, FpuFeatures};
 
 /// Why SVM cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +64,16 @@ pub struct SvmFeatures {
     pub xcr0_mask: u64,
 }
 
+impl SvmFeatures {
+    /// The FPU part, for `arch_common::fpu`.
+    pub fn fpu(&self) -> FpuFeatures {
+        FpuFeatures {
+            xsave: self.xsave,
+            xcr0_mask: self.xcr0_mask,
+        }
+    }
+}
+
 /// Reads the SVM features through `cpuid(leaf, subleaf)`; host-testable.
 pub fn detect(cpuid: impl Fn(u32, u32) -> [u32; 4]) -> Result<SvmFeatures, EnableError> {
     let max_ext = cpuid(0x8000_0000, 0)[0];
@@ -85,18 +88,7 @@ pub fn detect(cpuid: impl Fn(u32, u32) -> [u32; 4]) -> Result<SvmFeatures, Enabl
         return Err(EnableError::NoNx);
     }
     let [_, asids, _, edx] = cpuid(0x8000_000A, 0);
-    let xsave = cpuid(1, 0)[2] & (1 << 26) != 0;
-    let mut xcr0_mask = 0;
-    if xsave {
-        let [lo, _, max_size, hi] = cpuid(0xD, 0);
-        let supported = (u64::from(hi) << 32) | u64::from(lo);
-        // Everything if it fits, else x87 | SSE | AVX (832 bytes).
-        xcr0_mask = if max_size as usize <= FPU_AREA_SIZE {
-            supported
-        } else {
-            supported & 0x7
-        };
-    }
+    let FpuFeatures { xsave, xcr0_mask } = fpu::detect(&cpuid);
     let f = SvmFeatures {
         asids,
         npt: edx & 1 != 0,
@@ -241,13 +233,8 @@ pub unsafe fn enable(area: Hfn, index: u32) -> Result<&'static SvmCpu, EnableErr
         let efer = instr::rdmsr(MSR_EFER);
         instr::wrmsr(MSR_EFER, efer | EFER_SVME | EFER_NXE);
     }
-    let mut cr4 = instr::read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT;
-    if features.xsave {
-        cr4 |= CR4_OSXSAVE;
-    }
-    // SAFETY: only the FPU-enabling bits are added, each supported (FXSR
-    // is architectural in long mode, XSAVE checked); paging is unchanged.
-    unsafe { instr::write_cr4(cr4) };
+    // SAFETY: the features were just detected on this CPU.
+    unsafe { fpu::enable_host(features.fpu()) };
     // SAFETY: SVME is set; the page is 4 KiB aligned and ours (duty 1).
     unsafe { instr::wrmsr(MSR_VM_HSAVE_PA, pa) };
     log::info!(

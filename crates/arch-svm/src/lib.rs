@@ -10,11 +10,19 @@
 //! Hardware is touched in a few places only, each `unsafe` with its duties:
 //! [`enable::enable`] (EFER.SVME, VM_HSAVE_PA), [`entry`] (VMRUN),
 //! [`vcpu::SvmVcpu::new`] and [`vcpu::PermissionMaps::init`] (frames the
-//! caller hands over), [`npt::IdentityTables`] (table frames) and the
-//! private `instr` wrappers. Everything else is plain code, tested on the
-//! host with `cargo test -p arch-svm`.
+//! caller hands over). Everything else is plain code, tested on the host
+//! with `cargo test -p arch-svm`.
 //!
-//! ## Modules (an Intel VMX backend mirrors them)
+//! ## Shared with arch-vmx
+//! - The page-table engine (levels, 2 MiB pages and their splitting, the
+//!   software walk, deferred freeing) is hv-core's [`hv_core::pagetable`]:
+//!   NPT and EPT differ only in their `EntryFormat`.
+//! - The `unsafe` parts both backends need are in `arch-common`: the
+//!   privileged instruction wrappers (`instr`), the guest FPU/XCR0/DR
+//!   switch (`fpu`) and table memory over the identity map
+//!   ([`npt::IdentityTables`], `tables`).
+//!
+//! ## Modules (arch-vmx mirrors them file for file)
 //! - [`vmcb`]: the VMCB layout, offsets checked at compile time.
 //! - [`enable`]: CPUID checks, turning SVM on, the per-CPU area.
 //! - [`vcpu`]: initial state, the run step, `VcpuBackend`.
@@ -23,8 +31,8 @@
 //! - [`intr`]: event injection, re-injection, double faults.
 //! - [`insn`]: instruction lengths without NRIP save.
 //! - [`msrpm`], [`iopm`]: the permission maps.
-//! - [`pt`]: a generic second-level page-table engine (shared with EPT
-//!   later), [`npt`]: its AMD format and `NestedPaging`.
+//! - [`npt`]: the AMD entry format for hv-core's page-table engine, and
+//!   `NestedPaging`.
 //! - [`asid`]: per-CPU ASID allocation.
 //!
 //! ## How the hypervisor uses it
@@ -49,7 +57,6 @@ pub mod intr;
 pub mod iopm;
 pub mod msrpm;
 pub mod npt;
-pub mod pt;
 pub mod vcpu;
 pub mod vmcb;
 

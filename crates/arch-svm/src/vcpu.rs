@@ -6,6 +6,7 @@
 //! place that enters the guest. Everything else reads and writes the VMCB
 //! as a plain struct.
 
+use crate::asid::VcpuAsid;
 use crate::enable::{self, EFER_LMA, EFER_SVME, SvmFeatures};
 use crate::entry::{self, GuestRegs};
 use crate::exit::{self, RawExit};
@@ -15,8 +16,8 @@ use crate::iopm::{IOPM_SIZE, IoPermissionMap};
 use crate::msrpm::{MSRPM_SIZE, MsrPermissionMap};
 use crate::npt::TlbEpoch;
 use crate::vmcb::{self, Segment, Vmcb, intercept1 as i1, intercept2 as i2, vintr};
-use crate::{asid::VcpuAsid, instr};
 use alloc::boxed::Box;
+use arch_common::fpu::GuestFpu;
 use core::ptr::NonNull;
 use hv_core::arch::{ControlReg, Event, Gprs, VcpuBackend, VmExit};
 use hv_core::types::Hfn;
@@ -240,39 +241,12 @@ pub struct FetchRegs {
     pub cpl: u8,
 }
 
-/// The guest's FPU/SSE/AVX state (XSAVE or FXSAVE image).
-#[repr(C, align(64))]
-struct FpuArea([u8; enable::FPU_AREA_SIZE]);
-
-/// Offset of XSTATE_BV in the XSAVE header.
-const XSTATE_BV: usize = 512;
-
-impl FpuArea {
-    /// Drops saved components outside `xcr0`: XRSTOR faults on an
-    /// XSTATE_BV bit that XCR0 does not enable.
-    fn restrict_to(&mut self, xcr0: u64) {
-        let mut bv = [0u8; 8];
-        bv.copy_from_slice(&self.0[XSTATE_BV..XSTATE_BV + 8]);
-        let bv = u64::from_le_bytes(bv) & xcr0;
-        self.0[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
-    }
-
-    fn new() -> Box<Self> {
-        let mut a = Box::new(FpuArea([0; enable::FPU_AREA_SIZE]));
-        a.0[0..2].copy_from_slice(&0x037Fu16.to_le_bytes()); // FCW
-        a.0[24..28].copy_from_slice(&0x1F80u32.to_le_bytes()); // MXCSR
-        a
-    }
-}
-
 /// One vCPU run with SVM.
 pub struct SvmVcpu {
     vmcb: NonNull<Vmcb>,
     vmcb_pa: u64,
     gprs: Gprs,
-    fpu: Box<FpuArea>,
-    xcr0: u64,
-    dr: [u64; 4],
+    fpu: GuestFpu,
     asid: VcpuAsid,
     epoch: TlbEpoch,
     seen_epoch: u64,
@@ -317,9 +291,7 @@ impl SvmVcpu {
                 rbx: init.rbx,
                 ..Gprs::default()
             },
-            fpu: FpuArea::new(),
-            xcr0: 1,
-            dr: [0; 4],
+            fpu: GuestFpu::new(features.fpu()),
             asid: VcpuAsid::default(),
             epoch,
             seen_epoch,
@@ -431,14 +403,6 @@ impl SvmVcpu {
         Some(rip.wrapping_add(u64::from(len)))
     }
 
-    fn valid_xcr0(&self, v: u64) -> bool {
-        let avx512 = 0xE0;
-        v & 1 != 0
-            && v & !self.features.xcr0_mask == 0
-            && (v & 4 == 0 || v & 2 != 0)
-            && (v & avx512 == 0 || (v & avx512 == avx512 && v & 4 != 0))
-    }
-
     /// Loads the guest's FPU state and DR0-DR3, runs, saves them again.
     fn hw_run(&mut self, cpu: &enable::SvmCpu) {
         let mut regs = GuestRegs::default();
@@ -447,27 +411,9 @@ impl SvmVcpu {
             g.rax, g.rcx, g.rdx, g.rbx, g.rsp, g.rbp, g.rsi, g.rdi, g.r8, g.r9, g.r10, g.r11,
             g.r12, g.r13, g.r14, g.r15,
         ];
-        let area = self.fpu.0.as_mut_ptr();
-        let xsave = self.features.xsave;
-        let host_dr = instr::read_dr03();
-        instr::write_dr03(self.dr);
-        if xsave {
-            // SAFETY: `enable` set CR4.OSXSAVE on every CPU when `xsave`;
-            // `xcr0` passed `valid_xcr0` (or is the initial 1); the area
-            // is 64-aligned, FPU_AREA_SIZE covers every bit of
-            // `xcr0_mask`, and it holds an image XSAVE wrote or the
-            // initial one (zero header, valid MXCSR).
-            unsafe {
-                if instr::xgetbv0() != self.xcr0 {
-                    instr::xsetbv0(self.xcr0);
-                }
-                instr::xrstor(area, u64::MAX);
-            }
-        } else {
-            // SAFETY: CR4.OSFXSR is set by `enable`; the area is aligned,
-            // large enough and a valid image (MXCSR 0x1F80 initially).
-            unsafe { instr::fxrstor(area) };
-        }
+        // SAFETY: `enable` ran `fpu::enable_host` on this CPU (`cpu` came
+        // from `this_cpu`); `save` follows right after the run.
+        unsafe { self.fpu.load() };
         // SAFETY: SVM is enabled here (`cpu` came from `this_cpu`); the
         // VMCB is ours (duty 1 of `new`) and its maps and nested tables
         // valid (duty 2); the hypervisor runs with interrupts off.
@@ -479,15 +425,8 @@ impl SvmVcpu {
                 cpu.host_interrupts(),
             )
         };
-        if xsave {
-            // SAFETY: as for the restore; XCR0 is still the guest's.
-            unsafe { instr::xsave(area, u64::MAX) };
-        } else {
-            // SAFETY: as for the restore.
-            unsafe { instr::fxsave(area) };
-        }
-        self.dr = instr::read_dr03();
-        instr::write_dr03(host_dr);
+        // SAFETY: `load` ran before the run.
+        unsafe { self.fpu.save() };
         let [
             _,
             rcx,
@@ -593,7 +532,7 @@ impl VcpuBackend for SvmVcpu {
             ControlReg::Cr4 => s.cr4,
             // SVME is the host's business; the guest sees it clear.
             ControlReg::Efer => s.efer & !EFER_SVME,
-            ControlReg::Xcr0 => self.xcr0,
+            ControlReg::Xcr0 => self.fpu.xcr0(),
         }
     }
 
@@ -612,10 +551,7 @@ impl VcpuBackend for SvmVcpu {
             }
             ControlReg::Efer => self.vmcb_mut().save.efer = value | EFER_SVME,
             ControlReg::Xcr0 => {
-                if self.valid_xcr0(value) {
-                    self.xcr0 = value;
-                    self.fpu.restrict_to(value);
-                } else {
+                if !self.fpu.set_xcr0(value) {
                     log::warn!("svm: refusing invalid guest XCR0 {value:#x}");
                 }
             }
@@ -1022,9 +958,9 @@ mod tests {
         t.vcpu.set_control(ControlReg::Xcr0, 0x7);
         assert_eq!(t.vcpu.control(ControlReg::Xcr0), 0x7);
         // A component saved under the old XCR0 is dropped when XCR0 shrinks.
-        t.vcpu.fpu.0[XSTATE_BV] = 0x7;
+        t.vcpu.fpu.set_xstate_bv(0x7);
         t.vcpu.set_control(ControlReg::Xcr0, 0x3);
-        assert_eq!(t.vcpu.fpu.0[XSTATE_BV], 0x3);
+        assert_eq!(t.vcpu.fpu.xstate_bv(), 0x3);
         t.vcpu.set_control(ControlReg::Xcr0, 0x4); // no x87
         t.vcpu.set_control(ControlReg::Xcr0, 0x5); // AVX without SSE
         t.vcpu.set_control(ControlReg::Xcr0, 0xE7); // beyond the mask

@@ -163,6 +163,12 @@ impl Platform for HostPlatform {
         let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
         [r.eax, r.ebx, r.ecx, r.edx]
     }
+    fn tsc(&self) -> u64 {
+        crate::platform::rdtsc()
+    }
+    fn tsc_hz(&self) -> u64 {
+        crate::platform::tsc_hz()
+    }
 }
 
 /// The frame source arch-svm's nested tables and VMCBs use.

@@ -132,6 +132,11 @@ pub fn calibrate_tsc() -> u64 {
     hz
 }
 
+/// The calibrated TSC frequency in Hz.
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed).max(1)
+}
+
 /// Nanoseconds since the TSC started, from the calibrated frequency.
 pub fn now_ns() -> u64 {
     let hz = TSC_HZ.load(Ordering::Relaxed).max(1);

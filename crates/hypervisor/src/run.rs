@@ -249,9 +249,9 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
     let slots = SLOTS.get().expect("set before GO");
     let hv = HV.get().expect("set before GO");
     loop {
-        let now = platform::now_ns();
-        let (pick, next_deadline, all_down) = {
+        let (now, pick, next_deadline, all_down) = {
             let mut hv = hv.lock();
+            let now = hv.now();
             let next = hv.tick(now);
             let all_down = hv
                 .domain_ids()
@@ -271,7 +271,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                     }
                 }
             }
-            (pick, next, all_down)
+            (now, pick, next, all_down)
         };
         if all_down {
             finish(me);
@@ -294,7 +294,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             }
             let action = hv.lock().handle_exit(s.d, s.v, vcpu.as_mut(), exit);
             match action {
-                ExitAction::Resume if platform::now_ns() < slice_end => continue,
+                ExitAction::Resume if hv.lock().now() < slice_end => continue,
                 _ => break,
             }
         }

@@ -78,7 +78,9 @@ pub const MIN_SLICE: u64 = 500_000;
 pub const CAP_PERIOD: u64 = 10_000_000;
 /// How often (ns) each pCPU tries to even its load with the most loaded one.
 pub const BALANCE_INTERVAL: u64 = 2_000_000;
-/// How many entries (from the low-credit end) a balancing pass looks at.
+/// A vCPU moved by load balancing is not moved again for this long (ns).
+pub const MIGRATE_RESIST: u64 = 20_000_000;
+/// How many entries (best candidates first) a balancing pass looks at.
 const BALANCE_SCAN: usize = 32;
 /// Xen's default vCPU weight.
 pub const DEFAULT_WEIGHT: u16 = 256;
@@ -138,6 +140,8 @@ struct Vcpu {
     bperiod: u64,
     /// When parked: the start of the period that replenishes it.
     park_until: u64,
+    /// When it was last moved by load balancing.
+    moved_at: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +242,7 @@ impl Scheduler {
             budget: quantum.unwrap_or(0),
             bperiod: 0,
             park_until: 0,
+            moved_at: None,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -365,10 +370,10 @@ impl Scheduler {
         self.unpark_due(pcpu, now);
         if now >= self.rqs[p].next_balance {
             self.rqs[p].next_balance = now.saturating_add(BALANCE_INTERVAL);
-            self.balance(pcpu);
+            self.balance(pcpu, now);
         }
         if self.rqs[p].set.is_empty() {
-            self.steal(pcpu);
+            self.steal(pcpu, now);
         }
         let &(neg, _, _) = self.rqs[p].set.first()?;
         let best = (-neg).saturating_add(self.rqs[p].bias);
@@ -516,8 +521,27 @@ impl Scheduler {
         v.state = State::Blocked;
     }
 
-    fn migrate(&mut self, i: u32, from: u32, to: u32) {
+    /// The credit of the best candidate queued on `q`.
+    fn best_credit(&self, q: u32) -> Option<i64> {
+        let rq = &self.rqs[q as usize];
+        rq.set
+            .first()
+            .map(|&(neg, _, _)| (-neg).saturating_add(rq.bias))
+    }
+
+    /// Moves queued slot `i` from queue `from` to queue `to`. Credits of
+    /// different queues are not comparable (their resets are independent),
+    /// so the vCPU keeps its lag behind the best candidate: it waits on the
+    /// new queue about as long as it would have on the old one.
+    fn migrate(&mut self, i: u32, from: u32, to: u32, now: u64) {
+        let src_best = self.best_credit(from);
         self.dequeue(i);
+        if let (Some(src), Some(dst)) = (src_best, self.best_credit(to)) {
+            let v = &mut self.slots[i as usize];
+            let lag = src.saturating_sub(v.credit).max(0);
+            v.credit = dst.saturating_sub(lag).clamp(CREDIT_FLOOR, CREDIT_INIT);
+        }
+        self.slots[i as usize].moved_at = Some(now);
         self.leave(from, i);
         self.join(to, i);
         self.enqueue(i, to);
@@ -714,7 +738,7 @@ impl Scheduler {
 
     /// Queue `p` is empty: take the best candidate of the most loaded other
     /// queue that has one waiting.
-    fn steal(&mut self, p: u32) {
+    fn steal(&mut self, p: u32, now: u64) {
         let n = self.rqs.len() as u32;
         let from = (0..n)
             .filter(|&q| q != p && !self.rqs[q as usize].set.is_empty())
@@ -722,13 +746,14 @@ impl Scheduler {
         if let Some(q) = from
             && let Some(&(_, _, i)) = self.rqs[q as usize].set.first()
         {
-            self.migrate(i, q, p);
+            self.migrate(i, q, p, now);
         }
     }
 
-    /// Pulls into `p` the vCPU of the most loaded queue whose weight best
-    /// evens the two loads, if moving one makes them more even.
-    fn balance(&mut self, p: u32) {
+    /// Pulls into `p` the vCPU among the best candidates of the most loaded
+    /// queue whose weight best evens the two loads, if moving one makes them
+    /// more even (and it was not moved recently).
+    fn balance(&mut self, p: u32, now: u64) {
         let n = self.rqs.len() as u32;
         let mine = self.rqs[p as usize].load;
         let Some(q) = (0..n)
@@ -743,9 +768,13 @@ impl Scheduler {
         }
         let diff = theirs - mine;
         let mut best: Option<(u64, u32)> = None;
-        for &(_, _, i) in self.rqs[q as usize].set.iter().rev().take(BALANCE_SCAN) {
-            let w = u64::from(self.slots[i as usize].weight);
-            if w >= diff {
+        for &(_, _, i) in self.rqs[q as usize].set.iter().take(BALANCE_SCAN) {
+            let v = &self.slots[i as usize];
+            let w = u64::from(v.weight);
+            let recent = v
+                .moved_at
+                .is_some_and(|t| now < t.saturating_add(MIGRATE_RESIST));
+            if w >= diff || recent {
                 continue;
             }
             let score = diff.abs_diff(2 * w);
@@ -754,7 +783,7 @@ impl Scheduler {
             }
         }
         if let Some((_, i)) = best {
-            self.migrate(i, q, p);
+            self.migrate(i, q, p, now);
         }
     }
 }

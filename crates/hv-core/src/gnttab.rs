@@ -754,14 +754,13 @@ fn place<P: Platform>(
     if gfn.0 >= 1 << 40 {
         return g::GNTST_general_error;
     }
-    match me.p2m.get(gfn).map(|e| e.kind) {
-        None => {}
-        Some(P2mKind::Ram | P2mKind::Special) => {
-            if hv.release_gfn(mapper, gfn).is_err() {
-                return g::GNTST_general_error;
-            }
-        }
-        Some(_) => return g::GNTST_general_error,
+    let ok = match me.p2m.get(gfn).map(|e| e.kind) {
+        None => true,
+        Some(P2mKind::Ram | P2mKind::Special) => hv.release_gfn(mapper, gfn).is_ok(),
+        Some(_) => false,
+    };
+    if !ok {
+        return g::GNTST_general_error;
     }
     let Some(me) = hv.domains.get_mut(&mapper.0) else {
         return g::GNTST_general_error;

@@ -92,6 +92,8 @@ pub struct Vcpu {
     pub pcpu: u32,
     /// VIRQ ports bound to this vCPU (per-vCPU VIRQs), index = VIRQ.
     pub virq: [u32; xen_abi::xen::NR_VIRQS as usize],
+    /// The emulated local APIC.
+    pub vlapic: crate::vlapic::Vlapic,
 }
 
 impl Vcpu {
@@ -112,6 +114,7 @@ impl Vcpu {
             periodic: None,
             pcpu: 0,
             virq: [0; xen_abi::xen::NR_VIRQS as usize],
+            vlapic: crate::vlapic::Vlapic::new(id),
         }
     }
 }

@@ -22,6 +22,9 @@ pub const MAX_STRING_IO: u64 = 4096;
 const EFER_MSR: u32 = 0xC000_0080;
 const APIC_BASE_MSR: u32 = 0x1B;
 const PAT_MSR: u32 = 0x277;
+/// IA32_APIC_BASE as the firmware leaves it: 0xFEE00000, enabled (EN),
+/// x2APIC mode (EXTD); the BSP bit is added for vCPU 0.
+const APIC_BASE_VALUE: u64 = 0xFEE0_0000 | (1 << 11) | (1 << 10);
 
 pub(crate) fn handle<P: Platform>(
     hv: &mut Hypervisor<P>,
@@ -72,11 +75,8 @@ pub(crate) fn handle<P: Platform>(
             if a != ExitAction::Resume {
                 return a;
             }
-            if hv.upcall_pending(d, v) {
-                ExitAction::Resume
-            } else {
-                ExitAction::Block
-            }
+            // handle_exit turns Block into Resume when something is pending.
+            ExitAction::Block
         }
         VmExit::ExternalInterrupt | VmExit::TimerExpired => ExitAction::Resume,
         VmExit::InterruptWindow => {
@@ -191,7 +191,9 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
             1 => [(maj << 16) | min, 0, 0, 0],
             2 => [1, XEN_HYPERCALL_MSR, 0, 0],
             4 => [
-                x::XEN_HVM_CPUID_VCPU_ID_PRESENT | x::XEN_HVM_CPUID_DOMID_PRESENT,
+                x::XEN_HVM_CPUID_X2APIC_VIRT
+                    | x::XEN_HVM_CPUID_VCPU_ID_PRESENT
+                    | x::XEN_HVM_CPUID_DOMID_PRESENT,
                 v,
                 d.0 as u32,
                 0,
@@ -202,12 +204,14 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
     let mut r = hv.platform.cpuid(leaf, sub);
     match leaf {
         1 => {
-            // ECX: hide VMX (5), SMX (6), MONITOR (3), x2APIC (21, until it
-            // is emulated), XSAVE/OSXSAVE (26, 27) and AVX (28) which need
-            // XSAVE; set the hypervisor bit (31).
+            // ECX: hide VMX (5), SMX (6), MONITOR (3), TSC deadline (24),
+            // XSAVE/OSXSAVE (26, 27) and AVX (28) which need XSAVE; show
+            // the emulated x2APIC (21) and the hypervisor bit (31).
             r[2] &=
-                !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 21) | (1 << 26) | (1 << 27) | (1 << 28));
-            r[2] |= 1 << 31;
+                !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            r[2] |= (1 << 21) | (1 << 31);
+            // EDX: the APIC (9) is there.
+            r[3] |= 1 << 9;
             // EBX[31:24]: initial APIC id = 2 x vCPU, as the MADT says.
             r[1] = (r[1] & 0x00FF_FFFF) | ((v * 2) << 24);
         }
@@ -229,15 +233,19 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
 
 fn rdmsr<P: Platform>(
     hv: &mut Hypervisor<P>,
-    _d: DomId,
+    d: DomId,
     v: u32,
     cpu: &mut dyn VcpuBackend,
     msr: u32,
 ) -> Option<u64> {
-    let _ = hv;
+    if (0x800..=0x8FF).contains(&msr) {
+        let now = hv.now();
+        let vc = hv.domain(d)?.vcpus.get(v as usize)?;
+        return vc.vlapic.read(msr, now);
+    }
     Some(match msr {
         EFER_MSR => cpu.control(ControlReg::Efer),
-        APIC_BASE_MSR => 0xFEE0_0000 | (1 << 11) | if v == 0 { 1 << 8 } else { 0 },
+        APIC_BASE_MSR => APIC_BASE_VALUE | if v == 0 { 1 << 8 } else { 0 },
         PAT_MSR => 0x0007_0406_0007_0406,
         // Platform id, microcode revision, feature control, MTRRs, MCG,
         // debug control, misc enables: a quiet machine.
@@ -261,12 +269,33 @@ fn rdmsr<P: Platform>(
 fn wrmsr<P: Platform>(
     hv: &mut Hypervisor<P>,
     d: DomId,
-    _v: u32,
+    v: u32,
     cpu: &mut dyn VcpuBackend,
     msr: u32,
     value: u64,
 ) -> bool {
+    if (0x800..=0x8FF).contains(&msr) {
+        use crate::vlapic::WriteEffect;
+        let now = hv.now();
+        let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
+            return false;
+        };
+        return match vc.vlapic.write(msr, value, now) {
+            Err(()) => false,
+            Ok(WriteEffect::None) => true,
+            Ok(WriteEffect::SendIcr(icr)) => {
+                hv.send_icr(d, v, icr);
+                true
+            }
+            Ok(WriteEffect::Timer(ns)) => {
+                hv.lapic_timer(d, v, ns);
+                true
+            }
+        };
+    }
     match msr {
+        // x2APIC mode cannot be left (no xAPIC page is emulated).
+        APIC_BASE_MSR => value & !(1 << 8) == APIC_BASE_VALUE,
         XEN_HYPERCALL_MSR => write_hypercall_page(hv, d, cpu, value),
         EFER_MSR => {
             // LME, LMA, NXE, SCE, FFXSR may change; nothing else.
@@ -277,9 +306,7 @@ fn wrmsr<P: Platform>(
             cpu.set_control(ControlReg::Efer, value);
             true
         }
-        APIC_BASE_MSR | PAT_MSR | 0x2FF | 0x200..=0x21F | 0x250 | 0x258 | 0x259 | 0x268..=0x26F => {
-            true
-        }
+        PAT_MSR | 0x2FF | 0x200..=0x21F | 0x250 | 0x258 | 0x259 | 0x268..=0x26F => true,
         0x1D9 | 0x17A | 0x8B | 0x140 | 0xC001_1029 => true,
         _ => false,
     }

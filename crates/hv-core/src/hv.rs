@@ -64,6 +64,11 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) timers: TimerHeap,
     /// The TSC to system-time scale published in pvclock.
     pub scale: TimeScale,
+    /// Secondary vCPUs started by INIT-SIPI-SIPI: (domain, vCPU, SIPI
+    /// vector), for the image to create their backends in real mode.
+    pub(crate) starts: Vec<(DomId, u32, u8)>,
+    /// When each vCPU's APIC timer is due, to drop stale heap entries.
+    lapic_due: BTreeMap<(u16, u32), u64>,
 }
 
 impl<P: Platform> Hypervisor<P> {
@@ -71,6 +76,8 @@ impl<P: Platform> Hypervisor<P> {
     pub fn new(platform: P) -> Self {
         let scale = TimeScale::for_hz(platform.tsc_hz());
         Hypervisor {
+            starts: Vec::new(),
+            lapic_due: BTreeMap::new(),
             scale,
             timers: TimerHeap::default(),
             platform,
@@ -416,9 +423,90 @@ impl<P: Platform> Hypervisor<P> {
                     }
                     self.wake(e.dom, e.vcpu);
                 }
+                TimerKind::Lapic => {
+                    if self.lapic_due.get(&(e.dom.0, e.vcpu)) != Some(&e.deadline) {
+                        continue;
+                    }
+                    self.lapic_due.remove(&(e.dom.0, e.vcpu));
+                    if let Some(again) = vc.vlapic.timer_fired(now) {
+                        let t = now.saturating_add(again);
+                        self.lapic_due.insert((e.dom.0, e.vcpu), t);
+                        self.arm_timer(e.dom, e.vcpu, t, TimerKind::Lapic);
+                    }
+                    self.wake(e.dom, e.vcpu);
+                }
             }
         }
         self.timers.next_deadline()
+    }
+
+    /// (Re)arms or stops vCPU `v`'s APIC timer.
+    pub(crate) fn lapic_timer(&mut self, d: DomId, v: u32, after_ns: Option<u64>) {
+        match after_ns {
+            Some(ns) => {
+                let t = self.now().saturating_add(ns);
+                self.lapic_due.insert((d.0, v), t);
+                self.arm_timer(d, v, t, TimerKind::Lapic);
+            }
+            None => {
+                self.lapic_due.remove(&(d.0, v));
+            }
+        }
+    }
+
+    /// Delivers an ICR write of vCPU `from` of `d` to its targets.
+    pub(crate) fn send_icr(&mut self, d: DomId, from: u32, icr: u64) {
+        use crate::vlapic::{Shorthand, decode_icr};
+        let (vector, mode, sh, dest) = decode_icr(icr);
+        let Some(dom) = self.domains.get(&d.0) else {
+            return;
+        };
+        let targets: Vec<u32> = (0..dom.vcpus.len() as u32)
+            .filter(|&t| match sh {
+                Shorthand::None => dest == u32::MAX || dom.vcpus[t as usize].vlapic.id == dest,
+                Shorthand::SelfOnly => t == from,
+                Shorthand::AllIncludingSelf => true,
+                Shorthand::AllExcludingSelf => t != from,
+            })
+            .collect();
+        for t in targets {
+            let Some(vc) = self
+                .domains
+                .get_mut(&d.0)
+                .and_then(|x| x.vcpus.get_mut(t as usize))
+            else {
+                continue;
+            };
+            match mode {
+                // Fixed and lowest priority.
+                0 | 1 => {
+                    vc.vlapic.accept(vector);
+                    self.wake(d, t);
+                }
+                // NMI.
+                4 => {
+                    vc.vlapic.nmi_pending = true;
+                    self.wake(d, t);
+                }
+                // INIT (level de-assert INITs carry the level bit clear).
+                5 if (icr & (1 << 14) != 0 || icr & (1 << 15) == 0) => {
+                    vc.vlapic.reset();
+                }
+                // Startup: only an offline vCPU after INIT starts.
+                6 if vc.vlapic.init_received && vc.state == VcpuState::Offline => {
+                    vc.vlapic.init_received = false;
+                    self.starts.push((d, t, vector));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Takes the secondary vCPUs that a SIPI started: the image creates
+    /// their backends (real mode at `vector << 12`) and then calls
+    /// [`Hypervisor::vcpu_up`].
+    pub fn take_vcpu_starts(&mut self) -> Vec<(DomId, u32, u8)> {
+        core::mem::take(&mut self.starts)
     }
 
     // ---- events ----
@@ -501,24 +589,46 @@ impl<P: Platform> Hypervisor<P> {
     /// configured, or asks for an interrupt window when the guest cannot
     /// take it now.
     pub fn prepare_entry(&mut self, d: DomId, v: u32, cpu: &mut dyn VcpuBackend) {
+        let Some(dom) = self.domains.get_mut(&d.0) else {
+            return;
+        };
+        let Some(vc) = dom.vcpus.get_mut(v as usize) else {
+            return;
+        };
+        if vc.vlapic.nmi_pending {
+            vc.vlapic.nmi_pending = false;
+            cpu.inject(Event::Nmi);
+            return;
+        }
+        let lapic = vc.vlapic.pending_vector();
         let Some(dom) = self.domains.get(&d.0) else {
             return;
         };
-        let Some(vector) = self.upcall_vector(dom, v) else {
-            return;
+        let upcall = self
+            .upcall_vector(dom, v)
+            .filter(|_| self.upcall_pending(d, v));
+        // The higher vector wins, as the APIC's priority classes would.
+        let want = match (lapic, upcall) {
+            (Some(a), Some(b)) if a > b => Some((a, true)),
+            (_, Some(b)) => Some((b, false)),
+            (Some(a), None) => Some((a, true)),
+            (None, None) => None,
         };
-        let Some(Some((h, o))) = dom.vcpu_info.get(v as usize).copied() else {
-            return;
-        };
-        // evtchn_upcall_pending is byte 0 of vcpu_info.
-        let word = self.platform.load_u64(h, o);
-        if word & 0xFF == 0 {
+        let Some((vector, from_lapic)) = want else {
             cpu.set_interrupt_window(false);
             return;
-        }
+        };
         if cpu.interruptible() {
             cpu.inject(Event::Interrupt(vector));
             cpu.set_interrupt_window(false);
+            if from_lapic
+                && let Some(vc) = self
+                    .domains
+                    .get_mut(&d.0)
+                    .and_then(|x| x.vcpus.get_mut(v as usize))
+            {
+                vc.vlapic.acknowledge(vector);
+            }
         } else {
             cpu.set_interrupt_window(true);
         }
@@ -576,7 +686,11 @@ impl<P: Platform> Hypervisor<P> {
             {
                 vc.state = VcpuState::Blocked;
             }
-            if self.upcall_pending(d, v)
+            let lapic = self.domain(d).is_some_and(|x| {
+                let vl = &x.vcpus[v as usize].vlapic;
+                vl.nmi_pending || vl.pending_vector().is_some()
+            });
+            if (lapic || self.upcall_pending(d, v))
                 && self
                     .domain(d)
                     .is_some_and(|x| x.vcpus[v as usize].state == VcpuState::Blocked)

@@ -40,6 +40,7 @@ pub mod sched;
 pub mod time;
 pub mod types;
 pub mod vcpu_op;
+pub mod vlapic;
 
 pub use hv::{DomainConfig, ExitAction, Hypervisor};
 pub use types::{DomId, Errno, Gfn, Hfn, PAGE_SIZE, XenResult};

@@ -68,6 +68,8 @@ pub enum TimerKind {
     Periodic,
     /// A `SCHEDOP_poll` timeout: wake the vCPU.
     PollTimeout,
+    /// The emulated local APIC timer.
+    Lapic,
 }
 
 /// One pending expiry.

@@ -1328,7 +1328,7 @@ fn hypercall_page_and_msrs() {
     );
     cpu.gprs.rcx = 0x1B;
     s.hv.handle_exit(d, 0, &mut cpu, VmExit::MsrRead { msr: 0x1B });
-    assert_eq!(cpu.gprs.rax, 0xFEE0_0900);
+    assert_eq!(cpu.gprs.rax, 0xFEE0_0D00, "enabled, x2APIC mode, BSP");
     // Intel hosts get VMCALL.
     let mut intel = MockPlatform::default();
     intel.amd = false;

@@ -154,6 +154,8 @@ pub struct Domain {
     pub memory_map: Vec<xen_abi::memory::E820Entry>,
     /// Pending console output, flushed per line.
     pub console_line: Vec<u8>,
+    /// The PV console ring served by the hypervisor, if set up.
+    pub console: Option<crate::console::ConsoleBackend>,
     /// Guest frames whose host frame the hypervisor holds (vcpu_info,
     /// FIFO pages), with a count: never freed while pinned.
     pub pinned: HashMap<u64, u32>,
@@ -195,6 +197,7 @@ impl Domain {
             vm_assist: 0,
             memory_map: Vec::new(),
             console_line: Vec::new(),
+            console: None,
             pinned: HashMap::new(),
             zombies: Vec::new(),
             gnttab: crate::gnttab::GrantTable::new(),

@@ -252,6 +252,9 @@ pub fn send<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u32) -> XenResu
         .get(port)
         .ok_or(Errno::EINVAL)?;
     match ch.state {
+        ChanState::Interdomain { remote, .. } if remote == crate::console::DOMID_XEN => {
+            hv.console_kick(d)
+        }
         ChanState::Interdomain { remote, rport } => hv.evtchn_set_pending(remote, rport),
         ChanState::Ipi => hv.evtchn_set_pending(d, port),
         ChanState::Unbound { .. } => {}

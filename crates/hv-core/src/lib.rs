@@ -19,6 +19,7 @@
 extern crate alloc;
 
 pub mod arch;
+pub mod console;
 pub mod domain;
 pub mod evtchn;
 pub mod evtchn_op;

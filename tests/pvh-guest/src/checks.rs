@@ -136,6 +136,8 @@ const MAX_MAP: usize = 128;
 const UNMAPPED_VA: u64 = 0x7fff_0000_0000;
 /// Spin rounds to wait for an upcall that should come at once.
 const UPCALL_SPINS: u64 = 5_000_000;
+/// Spin rounds bounding a wait for a timer, should the clock stall too.
+const TIMER_SPINS: u64 = 200_000_000;
 
 /// Reads a `T` from guest-physical memory through the identity map.
 fn read_phys<T: FromBytes>(addr: u64) -> Option<T> {
@@ -865,7 +867,7 @@ fn check_singleshot_timer<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome
             late = now_ns(ctx).is_none_or(|n| n > deadline);
             late
         },
-        u64::MAX,
+        TIMER_SPINS,
     ) && !late;
     let t1 = now_ns(ctx).unwrap_or(t0);
     if !fired {

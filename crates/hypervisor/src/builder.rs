@@ -201,7 +201,8 @@ fn fill<P: Platform>(
             r#type: e.r#type,
         })
         .collect();
-    // No xenstore and no PV console back end yet: both params stay 0,
-    // which guests read as "no PV devices".
+    // The hypervisor serves the PV console; there is no xenstore, so its
+    // params stay 0, which guests read as "no PV devices".
+    hv.setup_console(d, Gfn(loaded.plan.console_pfn))?;
     Ok(loaded.vcpu)
 }

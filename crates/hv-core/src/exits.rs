@@ -261,7 +261,8 @@ fn rdmsr<P: Platform>(
         | 0x268..=0x26F => 0,
         0x179 | 0x17A | 0x1D9 | 0x140 => 0,
         0x1A0 => 1, // MISC_ENABLE: fast strings
-        0xC001_0015 | 0xC001_1029 | 0xC001_0010 => 0,
+        // HWCR, DE_CFG, SYSCFG, the C1E interrupt-pending register.
+        0xC001_0015 | 0xC001_1029 | 0xC001_0010 | 0xC001_0055 => 0,
         _ => return None,
     })
 }

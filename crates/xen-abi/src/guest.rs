@@ -492,6 +492,24 @@ impl Hypercall {
         Ok(a.port)
     }
 
+    /// Connects a new local port to `remote_port` of `remote_dom`, which
+    /// that domain allocated unbound for us (`EVTCHNOP_bind_interdomain`).
+    pub fn evtchn_bind_interdomain(
+        &self,
+        remote_dom: Domid,
+        remote_port: EvtchnPort,
+    ) -> Result<EvtchnPort, Errno> {
+        let mut a = EvtchnBindInterdomain {
+            remote_dom,
+            pad: 0,
+            remote_port,
+            local_port: 0,
+        };
+        // SAFETY: EVTCHNOP_bind_interdomain touches only the argument.
+        unsafe { self.event_channel_op(&mut a) }?;
+        Ok(a.local_port)
+    }
+
     /// Closes a port (`EVTCHNOP_close`).
     pub fn evtchn_close(&self, port: EvtchnPort) -> Result<(), Errno> {
         // SAFETY: EVTCHNOP_close touches only the argument.

@@ -50,6 +50,9 @@ pub struct Options {
     pub xen: bool,
     /// `role=...`: what this domain does in a multi-domain test.
     pub role: Role,
+    /// `peer=N`: the other domain of a ping-pong (default: 2 for ping,
+    /// 1 for pong, the launch plan's order).
+    pub peer: Option<u16>,
 }
 
 /// The guest's part in a multi-domain test (`role=` on its command line).
@@ -58,9 +61,9 @@ pub enum Role {
     /// No role: run the checks and stop.
     #[default]
     Solo,
-    /// `role=ping`: the initiating end of an interdomain ping-pong (to come).
+    /// `role=ping`: binds to the port its peer offers and sends pings.
     Ping,
-    /// `role=pong`: the answering end of an interdomain ping-pong (to come).
+    /// `role=pong`: offers an unbound port to its peer and answers pings.
     Pong,
     /// `role=crash`: run the checks, then triple-fault on purpose.
     Crash,
@@ -200,6 +203,9 @@ struct Ctx {
     timer_port: Option<u32>,
     /// The singleshot timer fired.
     timer_works: bool,
+    /// A port kept masked from the start (pong's offer), so the upcall
+    /// handler never consumes what `SCHEDOP_poll` waits for.
+    quiet_port: Option<u32>,
 }
 
 /// Runs every check in order.
@@ -224,6 +230,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "crash" => Role::Crash,
                     _ => Role::Unknown,
                 };
+            } else if let Some(peer) = w.strip_prefix("peer=") {
+                opts.peer = peer.parse().ok();
             }
         }
     }
@@ -244,17 +252,36 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 ipi_port: None,
                 timer_port: None,
                 timer_works: false,
+                quiet_port: None,
             };
             let o = check_xen_cpuid(r, &mut ctx);
             record(r, "xen_cpuid", o);
+            // Pong offers its port first, so ping finds it after its checks.
+            let peer = opts
+                .peer
+                .unwrap_or(if opts.role == Role::Pong { 1 } else { 2 });
+            let offered = (opts.role == Role::Pong).then(|| ctx.hc.evtchn_alloc_unbound(peer));
+            ctx.quiet_port = offered.and_then(Result::ok);
             run_hypercall_checks(r, &mut ctx);
+            match opts.role {
+                Role::Ping => {
+                    let o = ping(r, &mut ctx, peer);
+                    record(r, "interdomain_ping", o);
+                }
+                Role::Pong => {
+                    let o = match offered {
+                        Some(Ok(port)) => pong(r, &mut ctx, peer, port),
+                        Some(Err(e)) => Err(why(format_args!(
+                            "EVTCHNOP_alloc_unbound(remote d{peer}): {e}"
+                        ))),
+                        None => Ok(()),
+                    };
+                    record(r, "interdomain_pong", o);
+                }
+                _ => {}
+            }
         }
         None => r.check("xen_cpuid", Err(format_args!("no XenVMMXenVMM signature"))),
-    }
-    if matches!(opts.role, Role::Ping | Role::Pong) {
-        r.note(format_args!(
-            "pvh-test-guest: interdomain ping-pong is not implemented yet"
-        ));
     }
     opts
 }
@@ -509,6 +536,9 @@ fn check_shared_info<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
     }
     // SAFETY: the page is now the shared info page, for good.
     unsafe { events::set_shared_info(page.ptr()) };
+    if let Some(p) = ctx.quiet_port {
+        events::mask(p);
+    }
     let vi = page.ptr();
     let Some(t) = events::read_time(vi) else {
         fail!("vcpu_info[0].time.version stays odd");
@@ -1108,5 +1138,126 @@ fn check_grant_self<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
     if unmap[0].status != GNTST_okay {
         fail!("GNTTABOP_unmap_grant_ref status {}", unmap[0].status);
     }
+    Ok(())
+}
+
+/// Round trips of the ping-pong.
+const PING_ROUNDS: u32 = 10;
+/// Lowest port numbers ping tries to bind to (pong allocates its port
+/// before any other, so it is among the first).
+const PING_SCAN_PORTS: u32 = 32;
+
+/// Waits (SCHEDOP_poll, guarded by the singleshot timer) until `port` is
+/// pending or `ns` pass; clears it and returns whether it came.
+fn await_port(ctx: &mut Ctx, port: u32, ns: u64) -> Result<bool, Why> {
+    let Some(tport) = ctx.timer_port.filter(|_| ctx.timer_works) else {
+        fail!("needs a working singleshot timer to bound the wait");
+    };
+    let Some(t0) = now_ns(ctx) else {
+        fail!("no system time");
+    };
+    let deadline = t0 + ns;
+    loop {
+        if events::is_pending(port) {
+            events::clear_pending(port);
+            return Ok(true);
+        }
+        let Some(now) = now_ns(ctx) else {
+            fail!("no system time");
+        };
+        if now >= deadline {
+            return Ok(false);
+        }
+        // The guard also wakes the poll should its timeout be lost.
+        let _ = ctx
+            .hc
+            .vcpu_set_singleshot_timer(0, deadline.min(now + 100_000_000), 0);
+        if let Err(e) = ctx.hc.sched_poll(&[port, tport], deadline) {
+            fail!("SCHEDOP_poll: {e}");
+        }
+        events::clear_pending(tport);
+    }
+}
+
+/// Clears every upcall left over, with interrupts briefly on.
+fn settle(ctx: &mut Ctx) {
+    let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
+    drain_upcalls();
+    events::forget_seen();
+}
+
+fn ping<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: u16) -> Outcome {
+    let mut bound = None;
+    'scan: for _ in 0..2000 {
+        for p in 1..=PING_SCAN_PORTS {
+            if let Ok(local) = ctx.hc.evtchn_bind_interdomain(peer, p) {
+                bound = Some((local, p));
+                break 'scan;
+            }
+        }
+        let _ = ctx.hc.sched_yield();
+    }
+    let Some((port, remote)) = bound else {
+        fail!("d{peer} offers no unbound port to us among ports 1..={PING_SCAN_PORTS}");
+    };
+    events::mask(port);
+    r.note(format_args!(
+        "ping: port {port} bound to d{peer} port {remote}"
+    ));
+    events::clear_pending(port);
+    let t0 = now_ns(ctx).unwrap_or(0);
+    for i in 0..PING_ROUNDS {
+        if let Err(e) = ctx.hc.evtchn_send(port) {
+            fail!("EVTCHNOP_send({port}) round {i}: {e}");
+        }
+        match await_port(ctx, port, 5_000_000_000) {
+            Ok(true) => {}
+            Ok(false) => {
+                settle(ctx);
+                fail!("no pong within 5 s in round {i}");
+            }
+            Err(e) => {
+                settle(ctx);
+                return Err(e);
+            }
+        }
+    }
+    settle(ctx);
+    let t1 = now_ns(ctx).unwrap_or(0);
+    r.note(format_args!(
+        "ping: {PING_ROUNDS} round trips with d{peer} in {} us",
+        t1.saturating_sub(t0) / 1000
+    ));
+    let _ = ctx.hc.evtchn_close(port);
+    Ok(())
+}
+
+fn pong<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: u16, port: u32) -> Outcome {
+    r.note(format_args!("pong: port {port} offered to d{peer}"));
+    for i in 0..PING_ROUNDS {
+        // The first ping waits for ping's own checks.
+        let wait = if i == 0 {
+            60_000_000_000
+        } else {
+            5_000_000_000
+        };
+        match await_port(ctx, port, wait) {
+            Ok(true) => {}
+            Ok(false) => {
+                settle(ctx);
+                fail!("no ping from d{peer} in round {i}");
+            }
+            Err(e) => {
+                settle(ctx);
+                return Err(e);
+            }
+        }
+        if let Err(e) = ctx.hc.evtchn_send(port) {
+            settle(ctx);
+            fail!("EVTCHNOP_send({port}) round {i}: {e}");
+        }
+    }
+    settle(ctx);
+    r.note(format_args!("pong: answered {PING_ROUNDS} pings"));
     Ok(())
 }

@@ -148,6 +148,14 @@ pub fn unmask(port: u32) {
     }
 }
 
+/// Sets `port`'s mask bit: the upcall handler leaves it alone, while
+/// `SCHEDOP_poll` still wakes on it.
+pub fn mask(port: u32) {
+    if let Some((w, b)) = word(EVTCHN_MASK, port) {
+        w.fetch_or(b, Ordering::SeqCst);
+    }
+}
+
 /// Whether the handler saw `port` since the last call (and forgets it).
 pub fn take_seen(port: u32) -> bool {
     if port >= 4096 {

@@ -9,6 +9,8 @@
 //!   XSAVE/FXSAVE, debug registers), one small `unsafe` wrapper each;
 //! - [`fpu`]: the guest's FPU/SSE/AVX state and its switch around a VM
 //!   entry, and the XCR0 rules;
+//! - [`init`], [`event`]: plain data and rules both use (the initial vCPU
+//!   state, exception classes), here so the two cannot drift apart;
 //! - [`tables`]: page-table memory over identity-mapped host frames, the
 //!   [`PageTableMemory`](hv_core::pagetable::PageTableMemory) that NPT and
 //!   EPT trees use in the hypervisor.
@@ -21,6 +23,8 @@
 
 extern crate alloc;
 
+pub mod event;
 pub mod fpu;
+pub mod init;
 pub mod instr;
 pub mod tables;

@@ -110,10 +110,7 @@ pub struct RawExit {
     pub info2: u64,
 }
 
-/// Whether exception `vector` pushes an error code.
-pub const fn has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
-}
+pub use arch_common::event::has_error_code;
 
 /// Decodes an exit; `gprs` (with RAX already copied from the VMCB) supply
 /// the MSR number and the value of a `WRMSR`.

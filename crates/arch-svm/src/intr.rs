@@ -1,8 +1,9 @@
 //! Event injection (EVENTINJ, VMCB 0x0A8, and the same format in
-//! EXITINTINFO, 0x088) and the rules for combining two exceptions (APM
-//! vol. 2, 15.20, and vol. 2, 8.2 "double fault").
+//! EXITINTINFO, 0x088) (APM vol. 2, 15.20). The rules for combining two
+//! exceptions are vendor-neutral: `arch_common::event`.
 
-use crate::exit::has_error_code;
+pub use arch_common::event::combine;
+use arch_common::event::has_error_code;
 use hv_core::arch::Event;
 
 /// The vector, bits 7:0.
@@ -21,11 +22,6 @@ pub const TYPE_SOFT: u64 = 4;
 pub const EV: u64 = 1 << 11;
 /// The event is valid (bit 31).
 pub const VALID: u64 = 1 << 31;
-
-/// `#DF`.
-const DF: u8 = 8;
-/// `#PF`.
-const PF: u8 = 14;
 
 /// The EVENTINJ encoding of `event`.
 pub fn encode(event: Event) -> u64 {
@@ -68,32 +64,6 @@ pub fn needs_reinjection(raw: u64) -> bool {
         None => false,
         Some(Event::Exception { vector: 3 | 4, .. }) => false,
         Some(_) => true,
-    }
-}
-
-fn contributory(v: u8) -> bool {
-    matches!(v, 0 | 10 | 11 | 12 | 13)
-}
-
-/// The exception to deliver when `second` is raised while `first` is being
-/// delivered: `#DF` for contributory-after-contributory and for
-/// page-fault-then-(contributory or page fault); otherwise the second one.
-/// (A fault during `#DF` is a triple fault; the result is then `#DF` again
-/// and the guest's IDT will shut it down.)
-pub fn combine(first: u8, second: u8) -> Event {
-    let double = first == DF
-        || (contributory(first) && contributory(second))
-        || (first == PF && (contributory(second) || second == PF));
-    if double {
-        Event::Exception {
-            vector: DF,
-            error_code: Some(0),
-        }
-    } else {
-        Event::Exception {
-            vector: second,
-            error_code: None,
-        }
     }
 }
 
@@ -150,31 +120,5 @@ mod tests {
         assert!(!needs_reinjection(0x30));
         assert!(!needs_reinjection(0x8000_0480)); // INT 0x80
         assert!(!needs_reinjection(0x8000_0303)); // #BP
-    }
-
-    #[test]
-    fn double_faults() {
-        let df = Event::Exception {
-            vector: 8,
-            error_code: Some(0),
-        };
-        assert_eq!(combine(13, 13), df);
-        assert_eq!(combine(14, 14), df);
-        assert_eq!(combine(14, 13), df);
-        assert_eq!(combine(8, 6), df);
-        assert_eq!(
-            combine(13, 14),
-            Event::Exception {
-                vector: 14,
-                error_code: None
-            }
-        );
-        assert_eq!(
-            combine(1, 13),
-            Event::Exception {
-                vector: 13,
-                error_code: None
-            }
-        );
     }
 }

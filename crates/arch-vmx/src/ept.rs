@@ -1,0 +1,224 @@
+//! Intel extended page tables: hv-core's page-table engine
+//! ([`hv_core::pagetable`], shared with arch-svm's NPT) with the EPT entry
+//! format (SDM vol. 3, 29.3.2), over identity-mapped host frames
+//! (`arch-common`'s [`IdentityTables`]), behind hv-core's [`NestedPaging`].
+//!
+//! EPT entries have separate read, write and execute bits and, in leaves,
+//! the memory type. Guest memory is ordinary RAM, so every leaf is
+//! write-back with the guest's PAT honoured (IPAT clear).
+
+use alloc::sync::Arc;
+pub use arch_common::tables::{FrameSource, IdentityTables};
+use core::sync::atomic::{AtomicU64, Ordering};
+use hv_core::arch::{NestedPaging, NptError, P2mPerms};
+use hv_core::pagetable::{EntryFormat, PageTable, PageTableMemory, Translation};
+use hv_core::types::{Gfn, Hfn};
+
+/// Read.
+pub const R: u64 = 1 << 0;
+/// Write.
+pub const W: u64 = 1 << 1;
+/// Execute (supervisor and user: mode-based execute control is off).
+pub const X: u64 = 1 << 2;
+/// Memory type, bits 5:3 of a leaf.
+pub const MT_SHIFT: u32 = 3;
+/// Write-back memory type.
+pub const MT_WB: u64 = 6;
+/// Large page (2 MiB at level 2).
+pub const LARGE: u64 = 1 << 7;
+
+/// EPTP memory type write-back (bits 2:0).
+pub const EPTP_WB: u64 = 6;
+/// EPTP page-walk length minus one (bits 5:3): 4 levels.
+pub const EPTP_WALK_4: u64 = 3 << 3;
+
+/// The EPT pointer for a tree rooted at `root` (emulators.md: PML4 | 0x1E).
+pub const fn eptp(root: u64) -> u64 {
+    root | EPTP_WALK_4 | EPTP_WB
+}
+
+/// The EPT entry format.
+pub struct EptFormat;
+
+impl EntryFormat for EptFormat {
+    const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+    fn table(table_hpa: u64) -> u64 {
+        table_hpa | R | W | X
+    }
+
+    fn leaf(hpa: u64, perms: P2mPerms, large: bool) -> u64 {
+        let mut e = hpa | R | (MT_WB << MT_SHIFT);
+        if perms.write {
+            e |= W;
+        }
+        if perms.exec {
+            e |= X;
+        }
+        if large {
+            e |= LARGE;
+        }
+        e
+    }
+
+    fn present(entry: u64) -> bool {
+        entry & (R | W | X) != 0
+    }
+
+    fn large(entry: u64) -> bool {
+        entry & LARGE != 0
+    }
+
+    fn perms(entry: u64) -> P2mPerms {
+        P2mPerms {
+            write: entry & W != 0,
+            exec: entry & X != 0,
+        }
+    }
+}
+
+/// A counter that a domain's EPT bumps on every flush; each vCPU compares
+/// it at entry and invalidates the EPT's cached translations (INVEPT) when
+/// it moved.
+#[derive(Clone, Debug, Default)]
+pub struct TlbEpoch(Arc<AtomicU64>);
+
+impl TlbEpoch {
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bump_for_test(&self) {
+        self.bump();
+    }
+}
+
+/// One domain's extended page tables.
+pub struct Ept<M: PageTableMemory> {
+    pt: PageTable<EptFormat, M>,
+    epoch: TlbEpoch,
+}
+
+impl<M: PageTableMemory> Ept<M> {
+    /// Empty tables.
+    pub fn new(mem: M) -> Result<Self, NptError> {
+        Ok(Self {
+            pt: PageTable::new(mem)?,
+            epoch: TlbEpoch::default(),
+        })
+    }
+
+    /// The epoch the domain's vCPUs watch (give it to each `VmxVcpu`).
+    pub fn epoch(&self) -> TlbEpoch {
+        self.epoch.clone()
+    }
+
+    /// Maps a 2 MiB region (both frame numbers 512-aligned); see
+    /// arch-svm's `Npt::map_large` for when that is safe.
+    pub fn map_large(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        self.pt.map_large(gfn, hfn, perms)
+    }
+
+    /// Software walk of the tables.
+    pub fn lookup(&self, gfn: Gfn) -> Option<Translation> {
+        self.pt.lookup(gfn)
+    }
+
+    /// Table frames in use.
+    pub fn table_frames(&self) -> usize {
+        self.pt.table_frames()
+    }
+}
+
+impl<M: PageTableMemory + Send> NestedPaging for Ept<M> {
+    fn map(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        self.pt.map(gfn, hfn, perms)
+    }
+
+    fn unmap(&mut self, gfn: Gfn) {
+        self.pt.unmap(gfn)
+    }
+
+    /// Bumps the epoch: every vCPU of the domain runs INVEPT for this EPTP
+    /// at its next entry. A vCPU running right now keeps stale
+    /// translations until it exits, so hv-core kicks the CPUs running the
+    /// domain.
+    fn flush(&mut self) {
+        self.epoch.bump();
+        self.pt.flush_done();
+    }
+
+    /// The root table (the vCPU makes the EPTP of it with [`eptp`]).
+    fn root(&self) -> u64 {
+        self.pt.root()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hv_core::pagetable::MockTables;
+
+    #[test]
+    fn entries_have_the_ept_bits() {
+        let mut mem = MockTables::default();
+        let mut ept = Ept::new(&mut mem).unwrap();
+        ept.map(Gfn(0), Hfn(0xABC), P2mPerms::RO).unwrap();
+        let mut t = ept.root();
+        for _ in 0..3 {
+            let e = ept.pt.memory().read(t, 0);
+            assert_eq!(e & 0xFFF, R | W | X);
+            t = e & EptFormat::ADDR_MASK;
+        }
+        assert_eq!(ept.pt.memory().read(t, 0), 0xABC000 | R | (6 << 3));
+        ept.map(Gfn(1), Hfn(0xABD), P2mPerms::RWX).unwrap();
+        assert_eq!(ept.pt.memory().read(t, 1), 0xABD000 | R | W | X | 0x30);
+        ept.map(Gfn(2), Hfn(0xABE), P2mPerms::RW).unwrap();
+        assert_eq!(ept.pt.memory().read(t, 2), 0xABE000 | R | W | 0x30);
+        ept.map_large(Gfn(0x200), Hfn(0x400), P2mPerms::RWX)
+            .unwrap();
+        assert_eq!(
+            ept.lookup(Gfn(0x3FF)),
+            Some(Translation {
+                hfn: Hfn(0x5FF),
+                perms: P2mPerms::RWX,
+                large: true
+            })
+        );
+        let l2 = ept
+            .pt
+            .memory()
+            .read(ept.pt.memory().read(ept.root(), 0) & !0xFFF, 0)
+            & !0xFFF;
+        assert_eq!(
+            ept.pt.memory().read(l2, 1),
+            0x40_0000 | R | W | X | 0x30 | LARGE
+        );
+    }
+
+    #[test]
+    fn eptp_and_flush() {
+        assert_eq!(eptp(0x1234_5000), 0x1234_501E);
+        let mut mem = MockTables::default();
+        let mut ept = Ept::new(&mut mem).unwrap();
+        ept.map(Gfn(0x205), Hfn(0x77), P2mPerms::RO).unwrap();
+        ept.map_large(Gfn(0x200), Hfn(0x6_0000), P2mPerms::RW)
+            .unwrap();
+        assert_eq!(ept.table_frames(), 4);
+        let e = ept.epoch();
+        ept.flush();
+        assert_eq!(e.get(), 1);
+        assert_eq!(ept.table_frames(), 3);
+        ept.unmap(Gfn(0x201));
+        assert_eq!(ept.lookup(Gfn(0x201)), None);
+        assert!(ept.lookup(Gfn(0x202)).is_some());
+        drop(ept);
+        assert!(mem.tables.is_empty());
+    }
+}

@@ -1018,7 +1018,7 @@ fn version_two_status_frames_and_maps() {
     assert_eq!(st, 0);
     assert_eq!(s.read::<u16>(a, (0x1800 << 12) + 16), INUSE);
     assert_eq!(
-        s.read::<u16>(a, TABLE_GFN << 12 | 8 * 16),
+        s.read::<u16>(a, (TABLE_GFN << 12) + 8 * 16),
         PERMIT,
         "header untouched"
     );

@@ -768,7 +768,7 @@ fn check_block_woken_by_event(ctx: &mut Ctx) -> Outcome {
         fail!("SCHEDOP_block: {e}");
     }
     if let (Some(a), Some(b)) = (t0, t1)
-        && b.saturating_sub(a) >= 100_000_000
+        && b.saturating_sub(a) >= 190_000_000
     {
         fail!(
             "SCHEDOP_block slept {} ms with an event pending",

@@ -1223,3 +1223,37 @@ fn bad_calls() {
         0
     );
 }
+
+#[test]
+fn self_grant_like_the_test_guest() {
+    // The PVH test guest's grant_self check: the table frame placed over
+    // one of its own RAM pages, a grant to itself, mapped at a hole.
+    let mut s = Sim::new();
+    let start = s.hv.platform.frames_in_use();
+    let a = s.domain(false);
+    let q = g::GnttabQuerySize {
+        dom: DomId::SELF,
+        ..Default::default()
+    };
+    let (_, out) = s.gop(a, g::GNTTABOP_query_size, &[q]);
+    assert_eq!((out[0].status, out[0].nr_frames), (0, 1));
+    let table = 0x180;
+    assert_eq!(s.place(a, 0, table), 0);
+    let src: Vec<u8> = (0..4096).map(|i| (i * 7 + 3) as u8).collect();
+    s.write(a, DATA_GFN << 12, &src[..]);
+    let at = (table << 12) + 8 * 8;
+    s.write(a, at + 2, &a.0);
+    s.write(a, at + 4, &(DATA_GFN as u32));
+    s.write(a, at, &PERMIT);
+    let (st, h) = s.map(a, DomId(DomId::SELF), 8, MAP_GFN, HOST);
+    assert_eq!(st, 0);
+    assert_eq!(s.bytes(a, MAP_GFN << 12, 4096), src);
+    s.write(a, MAP_GFN << 12, &0x5Au8);
+    assert_eq!(s.bytes(a, DATA_GFN << 12, 1), [0x5A]);
+    assert_eq!(s.unmap(a, MAP_GFN, h), 0);
+    assert_eq!(s.read::<u16>(a, at), PERMIT);
+    // And once more, left mapped at death.
+    assert_eq!(s.map(a, a, 8, MAP_GFN, HOST).0, 0);
+    s.hv.destroy_domain(a).unwrap();
+    assert_eq!(s.hv.platform.frames_in_use(), start);
+}

@@ -32,15 +32,35 @@ impl Vendor {
     }
 }
 
+/// A boot module and its command line (the hyperlaunch role: see
+/// crates/hypervisor/src/launch.rs).
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub path: PathBuf,
+    pub cmdline: String,
+}
+
+impl Module {
+    /// A module without a command line.
+    pub fn plain(path: PathBuf) -> Self {
+        Self {
+            path,
+            cmdline: String::new(),
+        }
+    }
+}
+
 /// Options shared by `image` and `run`.
 #[derive(Debug)]
 pub struct RunOptions {
     pub vendor: Vendor,
+    /// The hypervisor's command line.
     pub cmdline: String,
+    /// The machine's memory in MiB.
     pub mem_mib: u32,
     pub smp: u32,
     pub gdb: bool,
-    pub modules: Vec<PathBuf>,
+    pub modules: Vec<Module>,
     pub timeout: Option<Duration>,
     /// Read the console from the debug port 0xE9 instead of COM1.
     pub debugcon: bool,
@@ -64,8 +84,29 @@ impl Default for RunOptions {
     }
 }
 
-fn parse_options(args: &[&str]) -> Result<RunOptions, String> {
+/// What `cargo xtask run` is asked to boot.
+#[derive(Debug, Default)]
+struct Guests {
+    /// A PVH kernel (`--guest`), else the test guest.
+    guest: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    guest_cmdline: Option<String>,
+    /// Guest memory in MiB.
+    guest_mem: Option<u32>,
+    vcpus: u32,
+    /// Boot the cached Debian kernel and busybox initramfs.
+    linux: bool,
+    /// With `--linux`: an interactive shell instead of the unattended boot.
+    shell: bool,
+}
+
+fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
     let mut o = RunOptions::default();
+    let mut g = Guests {
+        vcpus: 1,
+        ..Default::default()
+    };
+    let mut host_mem = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -73,20 +114,23 @@ fn parse_options(args: &[&str]) -> Result<RunOptions, String> {
                 .map(|s| s.to_string())
                 .ok_or(format!("{name} needs a value"))
         };
+        let num = |name: &str, v: String| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{name} takes a number, not `{v}`"))
+        };
         match *a {
             "--vendor" => o.vendor = Vendor::parse(&value("--vendor")?)?,
             "--cmdline" => o.cmdline = value("--cmdline")?,
-            "--mem" => {
-                o.mem_mib = value("--mem")?
-                    .parse()
-                    .map_err(|_| "--mem takes MiB".to_string())?
-            }
-            "--smp" => {
-                o.smp = value("--smp")?
-                    .parse()
-                    .map_err(|_| "--smp takes a count".to_string())?
-            }
-            "--module" => o.modules.push(value("--module")?.into()),
+            "--mem" => g.guest_mem = Some(num("--mem", value("--mem")?)?),
+            "--host-mem" => host_mem = Some(num("--host-mem", value("--host-mem")?)?),
+            "--smp" => o.smp = num("--smp", value("--smp")?)?,
+            "--vcpus" => g.vcpus = num("--vcpus", value("--vcpus")?)?.max(1),
+            "--guest" => g.guest = Some(value("--guest")?.into()),
+            "--initrd" => g.initrd = Some(value("--initrd")?.into()),
+            "--guest-cmdline" => g.guest_cmdline = Some(value("--guest-cmdline")?),
+            "--linux" => g.linux = true,
+            "--shell" => g.shell = true,
+            "--module" => o.modules.push(Module::plain(value("--module")?.into())),
             "--timeout" => {
                 let s: u64 = value("--timeout")?
                     .parse()
@@ -98,7 +142,40 @@ fn parse_options(args: &[&str]) -> Result<RunOptions, String> {
             other => return Err(format!("unknown option `{other}`")),
         }
     }
-    Ok(o)
+    let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
+    o.mem_mib = host_mem.unwrap_or((guest_mem + 192).max(256));
+    Ok((o, g))
+}
+
+/// The hyperlaunch command line of a kernel module.
+fn kernel_cmdline(mem_mib: u32, vcpus: u32, guest_cmdline: &str) -> String {
+    format!("kernel mem={mem_mib}M vcpus={vcpus} -- {guest_cmdline}")
+}
+
+/// The cached Debian kernel and initramfs (`cargo xtask linux`).
+pub fn linux_files() -> (PathBuf, PathBuf) {
+    let dir = root().join("target/linux");
+    (dir.join("vmlinux"), dir.join("initramfs.cpio"))
+}
+
+/// The modules for a Linux domain: the kernel with its command line, and
+/// the busybox initramfs.
+pub fn linux_modules(mem_mib: u32, vcpus: u32, shell: bool) -> Vec<Module> {
+    let (kernel, initrd) = linux_files();
+    let mut cmd = String::from("console=hvc0 earlyprintk=xen");
+    if shell {
+        cmd.push_str(" pvhshell");
+    }
+    vec![
+        Module {
+            path: kernel,
+            cmdline: kernel_cmdline(mem_mib, vcpus, &cmd),
+        },
+        Module {
+            path: initrd,
+            cmdline: "ramdisk".into(),
+        },
+    ]
 }
 
 /// Builds the release image and returns its path.
@@ -144,12 +221,12 @@ fn target_dir() -> PathBuf {
 
 /// `cargo xtask image [--vendor amd|intel]`.
 pub fn image(args: &[&str]) -> Result<(), String> {
-    let o = parse_options(args)?;
+    let (o, _) = parse_options(args)?;
     let out = build_image()?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("{} ({size} bytes)", out.display());
     if o.vendor == Vendor::Intel {
-        let iso = build_iso(&out, &o)?;
+        let iso = build_iso(&out, &o, "exit=bochs")?;
         println!("{}", iso.display());
     }
     Ok(())
@@ -157,30 +234,81 @@ pub fn image(args: &[&str]) -> Result<(), String> {
 
 /// `cargo xtask run [options]`: boots the image with the console live.
 pub fn run_cmd(args: &[&str]) -> Result<(), String> {
-    let o = parse_options(args)?;
+    let (mut o, g) = parse_options(args)?;
     let image = build_image()?;
-    match o.vendor {
+    let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
+    if g.linux {
+        crate::linux::linux(&[])?;
+        o.modules.extend(linux_modules(guest_mem, g.vcpus, g.shell));
+        if o.timeout.is_none() && !g.shell {
+            o.timeout = Some(Duration::from_secs(900));
+        }
+    } else if let Some(k) = &g.guest {
+        o.modules.push(Module {
+            path: k.clone(),
+            cmdline: kernel_cmdline(guest_mem, g.vcpus, g.guest_cmdline.as_deref().unwrap_or("")),
+        });
+        if let Some(i) = &g.initrd {
+            o.modules.push(Module {
+                path: i.clone(),
+                cmdline: "ramdisk".into(),
+            });
+        }
+    } else if o.modules.is_empty() {
+        // The demo: our test guest, whose checks print as it runs.
+        let guest = build_test_guest()?;
+        o.modules.push(Module {
+            path: guest,
+            cmdline: kernel_cmdline(guest_mem, g.vcpus, g.guest_cmdline.as_deref().unwrap_or("")),
+        });
+    }
+    let (ok, serial) = match o.vendor {
         Vendor::Amd => {
             let outcome = boot_qemu(&image, &o, true)?;
             match outcome.status {
-                Some(QEMU_EXIT_SUCCESS) => Ok(()),
-                Some(QEMU_EXIT_FAILURE) => Err("the hypervisor reported a failure".into()),
-                Some(s) => Err(format!("the machine stopped with status {s}")),
-                None => Err("the machine did not stop in time".into()),
+                Some(QEMU_EXIT_SUCCESS) => (Ok(()), outcome.serial),
+                Some(QEMU_EXIT_FAILURE) => (
+                    Err(
+                        "the hypervisor reported a failure (a domain did not power off cleanly)"
+                            .into(),
+                    ),
+                    outcome.serial,
+                ),
+                Some(s) => (
+                    Err(format!("the machine stopped with status {s}")),
+                    outcome.serial,
+                ),
+                None => (
+                    Err("the machine did not stop in time".into()),
+                    outcome.serial,
+                ),
             }
         }
         Vendor::Intel => {
             let outcome = boot_bochs(&image, &o, true)?;
-            if outcome.serial.contains(STOP_OK) {
+            let r = if outcome.serial.contains(STOP_OK) {
                 Ok(())
             } else if outcome.serial.contains(STOP_FAILED) {
                 Err("the hypervisor reported a failure".into())
             } else {
                 Err("the machine did not stop cleanly".into())
+            };
+            (r, outcome.serial)
+        }
+    };
+    ok?;
+    if g.linux && !g.shell {
+        for want in ["Linux version", LINUX_MARKER] {
+            if !serial.contains(want) {
+                return Err(format!("the Linux boot never printed `{want}`"));
             }
         }
     }
+    Ok(())
 }
+
+/// What the busybox `/init` prints once userspace runs (xtask/src/linux.rs).
+pub const LINUX_MARKER: &str = "PVH-LINUX-INIT: up, cpus=";
 
 /// The hypervisor's last line on success (crates/hypervisor/src/machine.rs).
 pub const STOP_OK: &str = "(XEN) machine stop: success";
@@ -189,12 +317,12 @@ pub const STOP_FAILED: &str = "(XEN) machine stop: FAILURE";
 
 /// Builds a GRUB rescue ISO that boots `image` by Multiboot2, with the
 /// hypervisor command line and modules from `o`.
-pub fn build_iso(image: &std::path::Path, o: &RunOptions) -> Result<PathBuf, String> {
+pub fn build_iso(image: &std::path::Path, o: &RunOptions, exit: &str) -> Result<PathBuf, String> {
     let dir = root().join("target/image/iso");
     let boot = dir.join("boot");
     std::fs::create_dir_all(boot.join("grub")).map_err(|e| e.to_string())?;
     std::fs::copy(image, boot.join("hypervisor.elf")).map_err(|e| e.to_string())?;
-    let mut cmdline = String::from("exit=bochs");
+    let mut cmdline = String::from(exit);
     if !o.cmdline.is_empty() {
         cmdline.push(' ');
         cmdline.push_str(&o.cmdline);
@@ -205,8 +333,9 @@ pub fn build_iso(image: &std::path::Path, o: &RunOptions) -> Result<PathBuf, Str
     );
     for (i, m) in o.modules.iter().enumerate() {
         let name = format!("module{i}");
-        std::fs::copy(m, boot.join(&name)).map_err(|e| format!("{}: {e}", m.display()))?;
-        cfg.push_str(&format!("  module2 /boot/{name}\n"));
+        std::fs::copy(&m.path, boot.join(&name))
+            .map_err(|e| format!("{}: {e}", m.path.display()))?;
+        cfg.push_str(&format!("  module2 /boot/{name} {}\n", m.cmdline));
     }
     cfg.push_str("  boot\n}\n");
     std::fs::write(boot.join("grub/grub.cfg"), cfg).map_err(|e| e.to_string())?;
@@ -224,7 +353,7 @@ pub fn build_iso(image: &std::path::Path, o: &RunOptions) -> Result<PathBuf, Str
 /// Boots `image` from a GRUB ISO under Bochs with an Intel VMX CPU model.
 /// Bochs has no exit status: the outcome is read from the serial line.
 pub fn boot_bochs(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<Outcome, String> {
-    let iso = build_iso(image, o)?;
+    let iso = build_iso(image, o, "exit=bochs")?;
     let dir = root().join("target/image/bochs");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Bochs is given short relative names: it runs in `dir`.
@@ -333,11 +462,21 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    if let Some(m) = o.modules.first() {
-        c.arg("-initrd").arg(m);
-    }
-    if o.modules.len() > 1 {
-        return Err("QEMU's PVH boot carries one module; more come with hyperlaunch".into());
+    if o.modules.len() > 1 || o.modules.iter().any(|m| !m.cmdline.is_empty()) {
+        // QEMU's PVH loader carries one module without a command line:
+        // several modules (hyperlaunch) go through GRUB and Multiboot2.
+        let iso = build_iso(image, o, "exit=isa-debug-exit")?;
+        let mut args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_owned()).collect();
+        let k = args.iter().position(|a| a == "-kernel").expect("set above");
+        args.drain(k..k + 4); // -kernel IMAGE -append CMDLINE
+        c = Command::new("qemu-system-x86_64");
+        c.args(args)
+            .arg("-cdrom")
+            .arg(iso)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+    } else if let Some(m) = o.modules.first() {
+        c.arg("-initrd").arg(&m.path);
     }
     if o.gdb {
         c.args(["-s", "-S"]);
@@ -539,7 +678,7 @@ pub fn e2e() -> Result<(), String> {
     for case in E2E_CASES {
         let o = RunOptions {
             cmdline: case.cmdline.into(),
-            modules: vec![module.clone()],
+            modules: vec![Module::plain(module.clone())],
             timeout: Some(Duration::from_secs(300)),
             debugcon: case.bare_guest,
             bochs_cpu: case.bochs_cpu.into(),
@@ -570,10 +709,94 @@ pub fn e2e() -> Result<(), String> {
             failures.push(case.name);
         }
     }
+    linux_e2e(&image, &mut failures)?;
     eprintln!("e2e: image {size} bytes");
     if failures.is_empty() {
         Ok(())
     } else {
         Err(format!("e2e failures: {failures:?}"))
     }
+}
+
+/// The unmodified Debian kernel as a domain: banner, `/init`'s marker with
+/// the number of online CPUs, then `poweroff -f` (ACPI S5) ending the
+/// machine with success.
+struct LinuxCase {
+    name: &'static str,
+    vendor: Vendor,
+    vcpus: u32,
+    /// Host CPUs.
+    smp: u32,
+    expect: &'static [&'static str],
+}
+
+const LINUX_CASES: &[LinuxCase] = &[LinuxCase {
+    name: "qemu-svm-linux-1vcpu",
+    vendor: Vendor::Amd,
+    vcpus: 1,
+    smp: 2,
+    expect: &[
+        "(d1) [    0.000000] Linux version 6.1",
+        "Booting kernel on Xen PVH",
+        "xen:events: Using FIFO-based ABI",
+        "printk: console [hvc0] enabled",
+        "clocksource: Switched to clocksource xen",
+        "Run /init as init process",
+        "(d1) PVH-LINUX-INIT: up, cpus=1",
+        "reboot: Power down",
+        "d1: shutdown (Poweroff)",
+        "all domains shut down (cleanly)",
+    ],
+}];
+
+/// Runs [`LINUX_CASES`] when `cargo xtask linux` has cached the kernel;
+/// with `PVH_REQUIRE_LINUX=1` (CI) a missing kernel is a failure.
+fn linux_e2e(image: &std::path::Path, failures: &mut Vec<&'static str>) -> Result<(), String> {
+    let (kernel, initrd) = linux_files();
+    if !kernel.exists() || !initrd.exists() {
+        if std::env::var("PVH_REQUIRE_LINUX").is_ok_and(|v| v == "1") {
+            return Err("PVH_REQUIRE_LINUX=1 but no cached kernel: run `cargo xtask linux`".into());
+        }
+        eprintln!("e2e: Linux cases skipped (run `cargo xtask linux` first)");
+        return Ok(());
+    }
+    for case in LINUX_CASES {
+        let o = RunOptions {
+            vendor: case.vendor,
+            modules: linux_modules(256, case.vcpus, false),
+            mem_mib: 512,
+            smp: case.smp,
+            timeout: Some(Duration::from_secs(900)),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let out = match case.vendor {
+            Vendor::Amd => boot_qemu(image, &o, false)?,
+            Vendor::Intel => boot_bochs(image, &o, false)?,
+        };
+        let mut missing: Vec<&str> = case
+            .expect
+            .iter()
+            .copied()
+            .filter(|e| !out.serial.contains(e))
+            .collect();
+        if case.vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
+            missing.push("the success exit status");
+        }
+        if missing.is_empty() {
+            eprintln!(
+                "e2e: {} passed in {:.1} s",
+                case.name,
+                start.elapsed().as_secs_f64()
+            );
+        } else {
+            eprintln!("e2e: {} serial output:\n{}", case.name, out.serial);
+            eprintln!(
+                "e2e: {} FAILED: missing {missing:?} (status {:?})",
+                case.name, out.status
+            );
+            failures.push(case.name);
+        }
+    }
+    Ok(())
 }

@@ -60,6 +60,8 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) restart: bool,
     /// vCPUs woken while handling the current request, to kick.
     pub(crate) woken: Vec<(DomId, u32)>,
+    /// The vCPU whose exit is being handled.
+    current: Option<(DomId, u32)>,
     /// Every pending timer.
     pub(crate) timers: TimerHeap,
     /// The TSC to system-time scale published in pvclock.
@@ -76,6 +78,7 @@ impl<P: Platform> Hypervisor<P> {
     pub fn new(platform: P) -> Self {
         let scale = TimeScale::for_hz(platform.tsc_hz());
         Hypervisor {
+            current: None,
             starts: Vec::new(),
             lapic_due: BTreeMap::new(),
             scale,
@@ -370,6 +373,9 @@ impl<P: Platform> Hypervisor<P> {
                 vc.poll_ports.clear();
                 vc.wake_at = None;
                 self.woken.push((d, v));
+            } else if self.current == Some((d, v)) {
+                // The caller itself: it sees the event at its next entry.
+                return;
             }
             let p = vc.pcpu;
             self.platform.kick_cpu(p);
@@ -523,14 +529,15 @@ impl<P: Platform> Hypervisor<P> {
         };
         let notify = dom.evtchn.set_pending(&t, port);
         // A vCPU polling this port wakes even if the event is masked.
-        let pollers: Vec<u32> = dom
-            .vcpus
-            .iter()
-            .filter(|v| v.state == VcpuState::Polling && v.poll_ports.contains(&port))
-            .map(|v| v.id)
-            .collect();
-        for v in pollers {
-            self.wake(d, v);
+        if dom.vcpus.iter().any(|v| v.state == VcpuState::Polling) {
+            for i in 0..dom.vcpus.len() {
+                let Some(vc) = self.domains.get(&d.0).and_then(|x| x.vcpus.get(i)) else {
+                    break;
+                };
+                if vc.state == VcpuState::Polling && vc.poll_ports.contains(&port) {
+                    self.wake(d, i as u32);
+                }
+            }
         }
         if let Some(v) = notify {
             self.wake(d, v);
@@ -671,7 +678,9 @@ impl<P: Platform> Hypervisor<P> {
         }
         self.action = ExitAction::Resume;
         self.restart = false;
+        self.current = Some((d, v));
         let action = crate::exits::handle(self, d, v, cpu, exit);
+        self.current = None;
         let dead = self.domains.get(&d.0).is_none_or(|dom| !dom.is_alive());
         if dead {
             return ExitAction::Dead;

@@ -47,7 +47,8 @@ pub(crate) fn entry<P: Platform>(
     let g = *cpu.gprs();
     let exit = crate::arch::VmExit::Hypercall;
     if cpu.cpl() != 0 {
-        cpu.gprs_mut().rax = Errno::EPERM.to_ret();
+        let r = Errno::EPERM.to_ret();
+        cpu.gprs_mut().rax = if long { r } else { r & 0xFFFF_FFFF };
         return crate::exits::skip(hv, d, cpu, &exit);
     }
     let (nr, args) = if long {

@@ -172,7 +172,9 @@ pub struct GrantTable {
     shared: Vec<TableFrame>,
     status: Vec<TableFrame>,
     max_frames: u32,
-    active: HashMap<u32, Active>,
+    /// Active entries indexed by reference (grown on demand).
+    active: Vec<Option<Active>>,
+    nr_active: usize,
     maptrack: Vec<Option<MapEntry>>,
     free_handles: Vec<u32>,
     maptrack_limit: u32,
@@ -192,7 +194,8 @@ impl GrantTable {
             shared: Vec::new(),
             status: Vec::new(),
             max_frames: MAX_FRAMES,
-            active: HashMap::new(),
+            active: Vec::new(),
+            nr_active: 0,
             maptrack: Vec::new(),
             free_handles: Vec::new(),
             maptrack_limit: MAX_MAPTRACK,
@@ -252,12 +255,12 @@ impl GrantTable {
 
     /// The active entry of `gref`, if the grant is in use.
     pub fn active(&self, gref: u32) -> Option<&Active> {
-        self.active.get(&gref)
+        self.active.get(gref as usize)?.as_ref()
     }
 
     /// Grants in use.
     pub fn nr_active(&self) -> usize {
-        self.active.len()
+        self.nr_active
     }
 
     /// Mappings this domain holds.
@@ -300,6 +303,22 @@ impl GrantTable {
         } else {
             self.entry_loc(gref).map(|(h, o)| (h, o, 0))
         }
+    }
+
+    fn set_active(&mut self, gref: u32, a: Option<Active>) {
+        let i = gref as usize;
+        if i >= self.active.len() {
+            if a.is_none() {
+                return;
+            }
+            self.active.resize(i + 1, None);
+        }
+        match (self.active[i].is_some(), a.is_some()) {
+            (false, true) => self.nr_active += 1,
+            (true, false) => self.nr_active -= 1,
+            _ => {}
+        }
+        self.active[i] = a;
     }
 
     fn alloc_handle(&mut self) -> Option<u32> {
@@ -591,7 +610,7 @@ pub fn acquire<P: Platform>(
     }
     let mapflag = matches!(pin, Pin::MapRead | Pin::MapWrite);
     let readonly = !pin.writes();
-    let act = gt.active.get(&gref).copied();
+    let act = gt.active(gref).copied();
     if let Some(a) = act
         && (a.grantee != grantee || a.pins[pin_index(pin)] >= PIN_MAX || (mapflag && a.sub_page()))
     {
@@ -629,7 +648,7 @@ pub fn acquire<P: Platform>(
         }
     };
     a.pins[pin_index(pin)] += 1;
-    dom.gnttab.active.insert(gref, a);
+    dom.gnttab.set_active(gref, Some(a));
     Ok(a)
 }
 
@@ -640,7 +659,12 @@ pub fn release<P: Platform>(hv: &mut Hypervisor<P>, granter: DomId, gref: u32, p
     let Some(dom) = hv.domains.get_mut(&granter.0) else {
         return;
     };
-    let Some(a) = dom.gnttab.active.get_mut(&gref) else {
+    let Some(a) = dom
+        .gnttab
+        .active
+        .get_mut(gref as usize)
+        .and_then(|a| a.as_mut())
+    else {
         return;
     };
     let k = pin_index(pin);
@@ -655,7 +679,7 @@ pub fn release<P: Platform>(hv: &mut Hypervisor<P>, granter: DomId, gref: u32, p
     }
     if a.total() == 0 {
         clear |= g::GTF_reading;
-        dom.gnttab.active.remove(&gref);
+        dom.gnttab.set_active(gref, None);
     }
     clear_flags(&hv.platform, &dom.gnttab, gref, clear);
     if a.total() == 0 {
@@ -978,8 +1002,9 @@ pub fn set_version<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, version: u32) 
     }
     if gt
         .active
-        .keys()
-        .any(|&r| r >= g::GNTTAB_NR_RESERVED_ENTRIES)
+        .iter()
+        .skip(g::GNTTAB_NR_RESERVED_ENTRIES as usize)
+        .any(|a| a.is_some())
     {
         return Err(Errno::EBUSY);
     }
@@ -1083,7 +1108,7 @@ pub fn swap_refs<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, a: u32, b: u32) 
     let (Some(la), Some(lb)) = (gt.entry_loc(a), gt.entry_loc(b)) else {
         return g::GNTST_bad_gntref;
     };
-    if gt.active.contains_key(&a) || gt.active.contains_key(&b) {
+    if gt.active(a).is_some() || gt.active(b).is_some() {
         return g::GNTST_eagain;
     }
     if a == b {
@@ -1138,7 +1163,14 @@ pub fn teardown<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
     let Some(dom) = hv.domains.get_mut(&d.0) else {
         return;
     };
-    let active: Vec<(u32, Active)> = dom.gnttab.active.drain().collect();
+    let active: Vec<(u32, Active)> = dom
+        .gnttab
+        .active
+        .drain(..)
+        .enumerate()
+        .filter_map(|(r, a)| Some((r as u32, a?)))
+        .collect();
+    dom.gnttab.nr_active = 0;
     let mut orphans: HashMap<u64, Arc<Orphan>> = HashMap::new();
     for (_, a) in &active {
         if orphans.contains_key(&a.hfn.0) {

@@ -79,17 +79,25 @@ impl MockPlatform {
         f(fr)
     }
 
-    fn byte_op(
+    /// Runs `f` on each 64-bit word that bytes `offset..offset + len` of
+    /// the frame touch, with the byte shift in the word and the range of
+    /// the caller's buffer it covers (one lock for the whole access).
+    fn word_op(
         &self,
         hfn: Hfn,
         offset: usize,
         len: usize,
-        mut f: impl FnMut(&AtomicU64, usize, usize),
+        mut f: impl FnMut(&AtomicU64, usize, core::ops::Range<usize>),
     ) {
         assert!(offset + len <= PAGE_SIZE, "frame access out of bounds");
         self.with(hfn, |fr| {
-            for i in offset..offset + len {
-                f(&fr[i / 8], (i % 8) * 8, i - offset);
+            let mut i = 0;
+            while i < len {
+                let at = offset + i;
+                let sh = at % 8;
+                let n = (8 - sh).min(len - i);
+                f(&fr[at / 8], sh, i..i + n);
+                i += n;
             }
         })
     }
@@ -97,20 +105,36 @@ impl MockPlatform {
 
 impl FrameAccess for MockPlatform {
     fn read(&self, hfn: Hfn, offset: usize, buf: &mut [u8]) {
-        self.byte_op(hfn, offset, buf.len(), |w, sh, i| {
-            buf[i] = (w.load(SeqCst) >> sh) as u8
+        // One atomic load per word touched.
+        self.word_op(hfn, offset, buf.len(), |w, sh, r| {
+            let n = r.len();
+            buf[r].copy_from_slice(&w.load(SeqCst).to_le_bytes()[sh..sh + n]);
         });
     }
     fn write(&self, hfn: Hfn, offset: usize, data: &[u8]) {
-        self.byte_op(hfn, offset, data.len(), |w, sh, i| {
-            let m = 0xFFu64 << sh;
-            let v = (data[i] as u64) << sh;
-            let _ = w.fetch_update(SeqCst, SeqCst, |x| Some((x & !m) | v));
+        // Whole words are stored, partial ones merged atomically.
+        self.word_op(hfn, offset, data.len(), |w, sh, r| {
+            let n = r.len();
+            let mut b = [0u8; 8];
+            b[sh..sh + n].copy_from_slice(&data[r]);
+            let v = u64::from_le_bytes(b);
+            if n == 8 {
+                w.store(v, SeqCst);
+            } else {
+                let m = (u64::MAX >> (64 - 8 * n)) << (8 * sh);
+                let _ = w.fetch_update(SeqCst, SeqCst, |x| Some((x & !m) | v));
+            }
         });
     }
     fn zero(&self, hfn: Hfn, offset: usize, len: usize) {
-        self.byte_op(hfn, offset, len, |w, sh, _| {
-            w.fetch_and(!(0xFFu64 << sh), SeqCst);
+        self.word_op(hfn, offset, len, |w, sh, r| {
+            let n = r.len();
+            let m = if n == 8 {
+                u64::MAX
+            } else {
+                (u64::MAX >> (64 - 8 * n)) << (8 * sh)
+            };
+            w.fetch_and(!m, SeqCst);
         });
     }
     fn cmpxchg_u32(&self, hfn: Hfn, offset: usize, old: u32, new: u32) -> u32 {

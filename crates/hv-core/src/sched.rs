@@ -7,8 +7,11 @@
 //! - Every vCPU has a **weight** (1..=65535, Xen's default 256) and an
 //!   optional **cap** (percent of one physical CPU).
 //! - Every physical CPU (pCPU) has a **run queue** of runnable vCPUs ordered
-//!   by **credit** (highest first, ties by [`VcpuKey`]), so [`Scheduler::pick`]
-//!   is O(log n).
+//!   by **credit** (highest first, ties by order of addition): a binary heap with
+//!   lazy deletion (an entry whose vCPU left the queue is dropped when it
+//!   reaches the top, and the heap is compacted when such entries outnumber
+//!   the live ones), so [`Scheduler::pick`] is O(log n) and requeuing a vCPU
+//!   that just burnt its credit is O(1) on average.
 //! - A running vCPU **burns credit** at a rate inversely proportional to its
 //!   weight: `ran_ns * max_weight / weight`, where `max_weight` is the
 //!   largest weight among the vCPUs of that run queue (so the heaviest burns
@@ -17,7 +20,8 @@
 //! - When the best candidate of a queue has negative credit, a **credit
 //!   reset** adds a multiple of [`CREDIT_INIT`] to every vCPU of that queue
 //!   (O(1): the queue keeps a bias), enough to make the best one positive.
-//!   Negative balances carry over, bounded below by [`CREDIT_FLOOR`]; vCPUs
+//!   Negative balances carry over, bounded below by [`CREDIT_FLOOR`] (applied
+//!   when a vCPU is queued); vCPUs
 //!   that were blocked catch up with the resets they missed when they wake,
 //!   bounded above by [`CREDIT_INIT`].
 //! - **Time slices** last until the picked vCPU's credit would drop to that
@@ -55,8 +59,9 @@
 //! All methods ignore unknown keys and out-of-range pCPUs instead of
 //! panicking.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 
 use hashbrown::HashMap;
 
@@ -109,9 +114,31 @@ enum State {
     Parked,
 }
 
-/// A run-queue entry: (negated stored credit, key, slot). The first entry is
-/// the best candidate (highest credit, then lowest key).
-type Entry = (i64, VcpuKey, u32);
+/// A run-queue entry, packed in one integer so the heap compares cheaply:
+/// stored credit (sign-flipped, bits 64..128), inverted slot (bits 32..64),
+/// stamp (bits 0..32). The greatest is the best candidate: highest credit,
+/// then lowest slot (slots are allocated deterministically: in order of
+/// `add_vcpu`, freed slots reused last-freed first). It is live while the
+/// slot is queued there with the same stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry(u128);
+
+impl Entry {
+    fn new(stored: i64, slot: u32, stamp: u32) -> Self {
+        let credit = (stored as u64) ^ (1 << 63);
+        let low = (u64::from(u32::MAX - slot) << 32) | u64::from(stamp);
+        Entry((u128::from(credit) << 64) | u128::from(low))
+    }
+    fn stored(self) -> i64 {
+        (((self.0 >> 64) as u64) ^ (1 << 63)) as i64
+    }
+    fn slot(self) -> u32 {
+        u32::MAX - (self.0 >> 32) as u32
+    }
+    fn stamp(self) -> u32 {
+        self.0 as u32
+    }
+}
 
 #[derive(Debug)]
 struct Vcpu {
@@ -142,11 +169,18 @@ struct Vcpu {
     park_until: u64,
     /// When it was last moved by load balancing.
     moved_at: Option<u64>,
+    /// Bumped whenever it is queued or leaves a queue: tells live run-queue
+    /// entries from stale ones.
+    stamp: u32,
 }
 
 #[derive(Debug, Default)]
 struct RunQueue {
-    set: BTreeSet<Entry>,
+    heap: BinaryHeap<Entry>,
+    /// Live entries (vCPUs queued here).
+    len: usize,
+    /// Stale entries in `heap`.
+    stale: usize,
     /// Added to the stored credits of the entries (credit resets in O(1)).
     bias: i64,
     /// Total credit ever added by resets (wrapping), for vCPUs that missed
@@ -175,17 +209,31 @@ pub struct Scheduler {
     parked: BTreeSet<(u64, u32)>,
 }
 
+/// Whether run-queue entry `e` of queue `q` is live.
+fn live(slots: &[Vcpu], q: u32, e: &Entry) -> bool {
+    let v = &slots[e.slot() as usize];
+    v.stamp == e.stamp() && v.state == State::Queued(q)
+}
+
 /// Credit burnt by running `dt` ns.
 fn burn(dt: u64, weight: u16, max_weight: u16) -> i64 {
-    let w = u128::from(weight.max(1));
-    let b = u128::from(dt) * u128::from(max_weight.max(weight)) / w;
+    let (w, m) = (u64::from(weight.max(1)), u64::from(max_weight.max(weight)));
+    let b = match dt.checked_mul(m) {
+        Some(x) => u128::from(x / w),
+        None => u128::from(dt) * u128::from(m) / u128::from(w),
+    };
     i64::try_from(b).unwrap_or(i64::MAX)
 }
 
 /// Run time that burns `credit`.
 fn credit_time(credit: u64, weight: u16, max_weight: u16) -> u64 {
-    let t = u128::from(credit) * u128::from(weight.max(1)) / u128::from(max_weight.max(weight));
-    u64::try_from(t).unwrap_or(u64::MAX)
+    let (w, m) = (u64::from(weight.max(1)), u64::from(max_weight.max(weight)));
+    match credit.checked_mul(w) {
+        Some(x) => x / m,
+        None => {
+            u64::try_from(u128::from(credit) * u128::from(w) / u128::from(m)).unwrap_or(u64::MAX)
+        }
+    }
 }
 
 impl Scheduler {
@@ -243,10 +291,13 @@ impl Scheduler {
             bperiod: 0,
             park_until: 0,
             moved_at: None,
+            stamp: 0,
         };
         let i = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = v;
+                // Keep the stamp going: stale entries may name this slot.
+                let stamp = self.slots[i as usize].stamp.wrapping_add(1);
+                self.slots[i as usize] = Vcpu { stamp, ..v };
                 i
             }
             None => {
@@ -341,7 +392,7 @@ impl Scheduler {
             State::Queued(q) => {
                 self.dequeue(i);
                 self.leave(q, i);
-                self.to_blocked(i);
+                self.make_blocked(i);
             }
             State::Parked => {
                 let until = self.slots[i as usize].park_until;
@@ -372,26 +423,21 @@ impl Scheduler {
             self.rqs[p].next_balance = now.saturating_add(BALANCE_INTERVAL);
             self.balance(pcpu, now);
         }
-        if self.rqs[p].set.is_empty() {
+        if self.rqs[p].len == 0 {
             self.steal(pcpu, now);
         }
-        let &(neg, _, _) = self.rqs[p].set.first()?;
-        let best = (-neg).saturating_add(self.rqs[p].bias);
+        let (best, i) = self.peek_best(pcpu)?;
         if best < 0 {
             self.reset(pcpu, best);
         }
+        self.dequeue(i);
+        let next = self.peek_best(pcpu).map(|(c, _)| c);
         let rq = &mut self.rqs[p];
-        let (neg, key, i) = rq.set.pop_first()?;
-        let credit = (-neg).saturating_add(rq.bias);
-        let next = rq
-            .set
-            .first()
-            .map(|&(n, _, _)| (-n).saturating_add(rq.bias));
         rq.current = Some(i);
         let max_weight = rq.max_weight;
         self.replenish(i, now);
         let v = &mut self.slots[i as usize];
-        v.credit = credit;
+        let (key, credit) = (v.key, v.credit);
         v.state = State::Running(pcpu);
         v.start = now;
         let slice = match next {
@@ -457,7 +503,7 @@ impl Scheduler {
 
     /// The number of vCPUs waiting on the run queue of `pcpu`.
     pub fn queue_len(&self, pcpu: u32) -> usize {
-        self.rqs.get(pcpu as usize).map_or(0, |rq| rq.set.len())
+        self.rqs.get(pcpu as usize).map_or(0, |rq| rq.len)
     }
 
     /// The load of `pcpu`'s run queue: the sum of the weights of its queued
@@ -498,35 +544,57 @@ impl Scheduler {
         rq.max_weight = rq.weights.last_key_value().map_or(1, |(&w, _)| w);
     }
 
-    /// Puts slot `i` (credit absolute) on queue `q`.
+    /// Puts slot `i` (credit absolute) on queue `q`, its debt bounded by
+    /// [`CREDIT_FLOOR`].
     fn enqueue(&mut self, i: u32, q: u32) {
         let rq = &mut self.rqs[q as usize];
         let v = &mut self.slots[i as usize];
-        let stored = v.credit.max(CREDIT_MIN).saturating_sub(rq.bias);
+        let stored = v.credit.max(CREDIT_FLOOR).saturating_sub(rq.bias);
         v.credit = stored;
         v.home = Some(q);
         v.state = State::Queued(q);
-        rq.set.insert((-stored, v.key, i));
+        v.stamp = v.stamp.wrapping_add(1);
+        rq.heap.push(Entry::new(stored, i, v.stamp));
+        rq.len += 1;
     }
 
-    /// Takes queued slot `i` off its queue; its credit becomes absolute.
+    /// Takes queued slot `i` off its queue (its entry goes stale); its
+    /// credit becomes absolute.
     fn dequeue(&mut self, i: u32) {
         let v = &mut self.slots[i as usize];
         let State::Queued(q) = v.state else {
             return;
         };
         let rq = &mut self.rqs[q as usize];
-        rq.set.remove(&(-v.credit, v.key, i));
         v.credit = v.credit.saturating_add(rq.bias);
         v.state = State::Blocked;
+        v.stamp = v.stamp.wrapping_add(1);
+        rq.len -= 1;
+        rq.stale += 1;
+        if rq.stale > rq.len + 64 {
+            let slots = &self.slots;
+            rq.heap.retain(|e| live(slots, q, e));
+            rq.stale = 0;
+        }
+    }
+
+    /// The best candidate queued on `q` (effective credit, slot), dropping
+    /// stale entries from the top.
+    fn peek_best(&mut self, q: u32) -> Option<(i64, u32)> {
+        let rq = &mut self.rqs[q as usize];
+        while let Some(e) = rq.heap.peek() {
+            if live(&self.slots, q, e) {
+                return Some((e.stored().saturating_add(rq.bias), e.slot()));
+            }
+            rq.heap.pop();
+            rq.stale -= 1;
+        }
+        None
     }
 
     /// The credit of the best candidate queued on `q`.
-    fn best_credit(&self, q: u32) -> Option<i64> {
-        let rq = &self.rqs[q as usize];
-        rq.set
-            .first()
-            .map(|&(neg, _, _)| (-neg).saturating_add(rq.bias))
+    fn best_credit(&mut self, q: u32) -> Option<i64> {
+        self.peek_best(q).map(|(c, _)| c)
     }
 
     /// Moves queued slot `i` from queue `from` to queue `to`. Credits of
@@ -547,7 +615,7 @@ impl Scheduler {
         self.enqueue(i, to);
     }
 
-    fn to_blocked(&mut self, i: u32) {
+    fn make_blocked(&mut self, i: u32) {
         let v = &mut self.slots[i as usize];
         v.state = State::Blocked;
         v.wants = false;
@@ -610,7 +678,7 @@ impl Scheduler {
                 self.park(i, now);
                 continue;
             }
-            let q = if self.rqs[pcpu as usize].set.is_empty() {
+            let q = if self.rqs[pcpu as usize].len == 0 {
                 pcpu
             } else {
                 self.slots[i as usize].home.unwrap_or(pcpu)
@@ -622,7 +690,7 @@ impl Scheduler {
 
     fn is_idle(&self, p: u32) -> bool {
         let rq = &self.rqs[p as usize];
-        rq.current.is_none() && rq.set.is_empty()
+        rq.current.is_none() && rq.len == 0
     }
 
     /// The queue for a woken vCPU: its home if that pCPU is idle, else an
@@ -701,7 +769,7 @@ impl Scheduler {
             }
         } else {
             self.leave(pcpu, i);
-            self.to_blocked(i);
+            self.make_blocked(i);
         }
     }
 
@@ -714,24 +782,18 @@ impl Scheduler {
             .saturating_mul(CREDIT_INIT);
         rq.bias = rq.bias.saturating_add(add);
         rq.added = rq.added.wrapping_add(add as u64);
-        // Bound the carried-over debt: the lowest entries go up to the floor.
-        while let Some(&(neg, key, i)) = rq.set.last() {
-            if (-neg).saturating_add(rq.bias) >= CREDIT_FLOOR {
-                break;
-            }
-            rq.set.pop_last();
-            let stored = CREDIT_FLOOR - rq.bias;
-            rq.set.insert((-stored, key, i));
-            self.slots[i as usize].credit = stored;
-        }
         if rq.bias > BIAS_RENORMALIZE {
             let bias = rq.bias;
-            let entries: Vec<Entry> = core::mem::take(&mut rq.set).into_iter().collect();
-            for (neg, key, i) in entries {
-                let credit = (-neg).saturating_add(bias);
-                rq.set.insert((-credit, key, i));
-                self.slots[i as usize].credit = credit;
+            let slots = &mut self.slots;
+            let mut entries = core::mem::take(&mut rq.heap).into_vec();
+            entries.retain(|e| live(slots, p, e));
+            for e in &mut entries {
+                let credit = e.stored().saturating_add(bias);
+                *e = Entry::new(credit, e.slot(), e.stamp());
+                slots[e.slot() as usize].credit = credit;
             }
+            rq.heap = BinaryHeap::from(entries);
+            rq.stale = 0;
             rq.bias = 0;
         }
     }
@@ -741,10 +803,10 @@ impl Scheduler {
     fn steal(&mut self, p: u32, now: u64) {
         let n = self.rqs.len() as u32;
         let from = (0..n)
-            .filter(|&q| q != p && !self.rqs[q as usize].set.is_empty())
-            .max_by_key(|&q| (self.rqs[q as usize].load, core::cmp::Reverse(q)));
+            .filter(|&q| q != p && self.rqs[q as usize].len > 0)
+            .max_by_key(|&q| (self.rqs[q as usize].load, Reverse(q)));
         if let Some(q) = from
-            && let Some(&(_, _, i)) = self.rqs[q as usize].set.first()
+            && let Some((_, i)) = self.peek_best(q)
         {
             self.migrate(i, q, p, now);
         }
@@ -757,8 +819,8 @@ impl Scheduler {
         let n = self.rqs.len() as u32;
         let mine = self.rqs[p as usize].load;
         let Some(q) = (0..n)
-            .filter(|&q| q != p && !self.rqs[q as usize].set.is_empty())
-            .max_by_key(|&q| (self.rqs[q as usize].load, core::cmp::Reverse(q)))
+            .filter(|&q| q != p && self.rqs[q as usize].len > 0)
+            .max_by_key(|&q| (self.rqs[q as usize].load, Reverse(q)))
         else {
             return;
         };
@@ -767,8 +829,20 @@ impl Scheduler {
             return;
         }
         let diff = theirs - mine;
+        // No single move helps unless some vCPU there weighs less than diff.
+        let lightest = self.rqs[q as usize].weights.first_key_value();
+        if lightest.is_none_or(|(&w, _)| u64::from(w) >= diff) {
+            return;
+        }
         let mut best: Option<(u64, u32)> = None;
-        for &(_, _, i) in self.rqs[q as usize].set.iter().take(BALANCE_SCAN) {
+        // The first entries of the heap array are among the best candidates.
+        let candidates = self.rqs[q as usize]
+            .heap
+            .iter()
+            .filter(|e| live(&self.slots, q, e))
+            .take(BALANCE_SCAN);
+        for e in candidates {
+            let i = e.slot();
             let v = &self.slots[i as usize];
             let w = u64::from(v.weight);
             let recent = v

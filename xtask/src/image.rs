@@ -709,6 +709,7 @@ pub fn e2e() -> Result<(), String> {
             failures.push(case.name);
         }
     }
+    multi_domain_e2e(&image, &guest, &mut failures)?;
     linux_e2e(&image, &mut failures)?;
     eprintln!("e2e: image {size} bytes");
     if failures.is_empty() {
@@ -797,6 +798,63 @@ fn linux_e2e(image: &std::path::Path, failures: &mut Vec<&'static str>) -> Resul
             );
             failures.push(case.name);
         }
+    }
+    Ok(())
+}
+
+/// Several test-guest domains from one GRUB ISO (hyperlaunch): d1 pings
+/// d2 over an interdomain event channel, d3 triple-faults on purpose. The
+/// two survivors must pass every check and power off; d3's crash must be
+/// reported and stop only d3, so the machine ends "not cleanly".
+fn multi_domain_e2e(
+    image: &std::path::Path,
+    guest: &std::path::Path,
+    failures: &mut Vec<&'static str>,
+) -> Result<(), String> {
+    let name = "qemu-svm-three-domains";
+    let m = |cmd: &str| Module {
+        path: guest.to_path_buf(),
+        cmdline: kernel_cmdline(32, 1, cmd),
+    };
+    let o = RunOptions {
+        modules: vec![
+            m("role=ping peer=2"),
+            m("role=pong peer=1"),
+            m("role=crash"),
+        ],
+        mem_mib: 512,
+        timeout: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let out = boot_qemu(image, &o, false)?;
+    let expect = [
+        "(d1) CHECK interdomain_ping: PASS",
+        "(d1) VERDICT: PASS 18/18",
+        "(d2) CHECK interdomain_pong: PASS",
+        "(d2) VERDICT: PASS 18/18",
+        "(d3) VERDICT: PASS 17/17",
+        "d3: crashed: triple fault",
+        "d1: shutdown (Poweroff)",
+        "d2: shutdown (Poweroff)",
+        "all domains shut down (NOT cleanly)",
+    ];
+    let mut missing: Vec<&str> = expect
+        .iter()
+        .copied()
+        .filter(|e| !out.serial.contains(e))
+        .collect();
+    if out.status != Some(QEMU_EXIT_FAILURE) {
+        missing.push("the failure exit status (d3 crashed)");
+    }
+    if missing.is_empty() {
+        eprintln!("e2e: {name} passed");
+    } else {
+        eprintln!("e2e: {name} serial output:\n{}", out.serial);
+        eprintln!(
+            "e2e: {name} FAILED: missing {missing:?} (status {:?})",
+            out.status
+        );
+        failures.push(name);
     }
     Ok(())
 }

@@ -81,7 +81,7 @@ impl FlatPlatform {
 impl FrameAccess for FlatPlatform {
     fn read(&self, hfn: Hfn, offset: usize, buf: &mut [u8]) {
         let fr = self.fr(hfn);
-        if offset % 8 == 0 && buf.len() % 8 == 0 {
+        if offset.is_multiple_of(8) && buf.len().is_multiple_of(8) {
             // Whole words: fixed-size moves.
             for (k, c) in buf.chunks_exact_mut(8).enumerate() {
                 c.copy_from_slice(&fr[offset / 8 + k].load(Relaxed).to_le_bytes());
@@ -100,7 +100,7 @@ impl FrameAccess for FlatPlatform {
     }
     fn write(&self, hfn: Hfn, offset: usize, data: &[u8]) {
         let fr = self.fr(hfn);
-        if offset % 8 == 0 && data.len() % 8 == 0 {
+        if offset.is_multiple_of(8) && data.len().is_multiple_of(8) {
             for (k, c) in data.chunks_exact(8).enumerate() {
                 fr[offset / 8 + k].store(u64::from_le_bytes(c.try_into().unwrap()), Relaxed);
             }

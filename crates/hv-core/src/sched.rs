@@ -177,9 +177,14 @@ struct Vcpu {
 #[derive(Debug, Default)]
 struct RunQueue {
     heap: BinaryHeap<Entry>,
-    /// Live entries (vCPUs queued here).
+    /// One more entry, outside the heap: the vCPU that just left this pCPU.
+    /// The next `pick` either takes it back without touching the heap or
+    /// swaps it for the heap's top (one sift-down instead of a push and a
+    /// pop).
+    staged: Option<Entry>,
+    /// Live entries (vCPUs queued here, in `heap` or `staged`).
     len: usize,
-    /// Stale entries in `heap`.
+    /// Stale entries in `heap` and `staged`.
     stale: usize,
     /// Added to the stored credits of the entries (credit resets in O(1)).
     bias: i64,
@@ -430,7 +435,7 @@ impl Scheduler {
         if best < 0 {
             self.reset(pcpu, best);
         }
-        self.dequeue(i);
+        self.take_best(i, pcpu);
         let next = self.peek_best(pcpu).map(|(c, _)| c);
         let rq = &mut self.rqs[p];
         rq.current = Some(i);
@@ -547,6 +552,11 @@ impl Scheduler {
     /// Puts slot `i` (credit absolute) on queue `q`, its debt bounded by
     /// [`CREDIT_FLOOR`].
     fn enqueue(&mut self, i: u32, q: u32) {
+        self.enqueue_as(i, q, false);
+    }
+
+    /// [`Self::enqueue`], as the staged entry if `staged`.
+    fn enqueue_as(&mut self, i: u32, q: u32, staged: bool) {
         let rq = &mut self.rqs[q as usize];
         let v = &mut self.slots[i as usize];
         let stored = v.credit.max(CREDIT_FLOOR).saturating_sub(rq.bias);
@@ -554,7 +564,14 @@ impl Scheduler {
         v.home = Some(q);
         v.state = State::Queued(q);
         v.stamp = v.stamp.wrapping_add(1);
-        rq.heap.push(Entry::new(stored, i, v.stamp));
+        let e = Entry::new(stored, i, v.stamp);
+        if staged {
+            if let Some(old) = rq.staged.replace(e) {
+                rq.heap.push(old);
+            }
+        } else {
+            rq.heap.push(e);
+        }
         rq.len += 1;
     }
 
@@ -574,22 +591,67 @@ impl Scheduler {
         if rq.stale > rq.len + 64 {
             let slots = &self.slots;
             rq.heap.retain(|e| live(slots, q, e));
-            rq.stale = 0;
+            rq.stale = usize::from(rq.staged.is_some_and(|e| !live(slots, q, &e)));
         }
+    }
+
+    /// Takes the best candidate `i` (just found by `peek_best`) off queue
+    /// `q`, like `dequeue` but without leaving a stale entry.
+    fn take_best(&mut self, i: u32, q: u32) {
+        let rq = &mut self.rqs[q as usize];
+        let slots = &self.slots;
+        let staged = rq.staged.filter(|e| live(slots, q, e));
+        let from_staged = staged.is_some_and(|e| e.slot() == i);
+        let from_top = !from_staged
+            && rq
+                .heap
+                .peek()
+                .is_some_and(|e| e.slot() == i && live(slots, q, e));
+        if from_staged {
+            rq.staged = None;
+        } else if from_top {
+            if let Some(st) = staged
+                && let Some(mut top) = rq.heap.peek_mut()
+            {
+                *top = st;
+                rq.staged = None;
+            } else {
+                rq.heap.pop();
+            }
+        } else {
+            // Not where expected: leave a stale entry.
+            self.dequeue(i);
+            return;
+        }
+        let v = &mut self.slots[i as usize];
+        v.credit = v.credit.saturating_add(rq.bias);
+        v.state = State::Blocked;
+        v.stamp = v.stamp.wrapping_add(1);
+        rq.len -= 1;
     }
 
     /// The best candidate queued on `q` (effective credit, slot), dropping
     /// stale entries from the top.
     fn peek_best(&mut self, q: u32) -> Option<(i64, u32)> {
         let rq = &mut self.rqs[q as usize];
-        while let Some(e) = rq.heap.peek() {
-            if live(&self.slots, q, e) {
-                return Some((e.stored().saturating_add(rq.bias), e.slot()));
+        if rq.staged.is_some_and(|e| !live(&self.slots, q, &e)) {
+            rq.staged = None;
+            rq.stale -= 1;
+        }
+        let mut top = None;
+        while let Some(&e) = rq.heap.peek() {
+            if live(&self.slots, q, &e) {
+                top = Some(e);
+                break;
             }
             rq.heap.pop();
             rq.stale -= 1;
         }
-        None
+        let best = match (top, rq.staged) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
+        Some((best.stored().saturating_add(rq.bias), best.slot()))
     }
 
     /// The credit of the best candidate queued on `q`.
@@ -765,7 +827,7 @@ impl Scheduler {
                 self.leave(pcpu, i);
                 self.park(i, now);
             } else {
-                self.enqueue(i, pcpu);
+                self.enqueue_as(i, pcpu, true);
             }
         } else {
             self.leave(pcpu, i);
@@ -786,6 +848,7 @@ impl Scheduler {
             let bias = rq.bias;
             let slots = &mut self.slots;
             let mut entries = core::mem::take(&mut rq.heap).into_vec();
+            entries.extend(rq.staged.take());
             entries.retain(|e| live(slots, p, e));
             for e in &mut entries {
                 let credit = e.stored().saturating_add(bias);

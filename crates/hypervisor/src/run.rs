@@ -1,5 +1,6 @@
 //! Running domains: the boot CPU builds them from the boot modules, then
-//! every CPU runs vCPUs on SVM until all domains have shut down.
+//! every CPU runs vCPUs on AMD SVM or Intel VMX (whichever the CPU has,
+//! [`Vendor`]) until all domains have shut down.
 //!
 //! One lock guards hv-core (`HV`); guests run outside it. Each vCPU's
 //! backend sits in a slot that one CPU at a time takes out to run it. The
@@ -11,7 +12,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 
 use arch_svm::npt::IdentityTables;
-use arch_svm::{Npt, PermissionMaps, SvmCpu, SvmVcpu, VcpuInit};
+use arch_svm::{Npt, SvmCpu, SvmVcpu, VcpuInit};
+use arch_vmx::{Ept, VmxCpu, VmxVcpu};
 use hv_core::arch::{NestedPaging, VcpuBackend, VmExit};
 use hv_core::domain::{DomainState, ShutdownReason};
 use hv_core::{DomId, ExitAction, Hfn, Hypervisor};
@@ -33,7 +35,7 @@ static HV: Once<Mutex<Hypervisor<HostPlatform>>> = Once::new();
 /// The vCPUs that have a backend.
 static SLOTS: Once<Vec<Slot>> = Once::new();
 /// The MSR and I/O permission maps, shared by every vCPU.
-static MAPS: Once<PermissionMaps> = Once::new();
+static MAPS: Once<Maps> = Once::new();
 /// Set when the domains are built and the CPUs may start running them.
 static GO: AtomicBool = AtomicBool::new(false);
 /// Round-robin cursor over `SLOTS`.
@@ -45,7 +47,62 @@ pub static EXITS: AtomicU64 = AtomicU64::new(0);
 struct Slot {
     d: DomId,
     v: u32,
-    backend: Mutex<Option<Box<SvmVcpu>>>,
+    backend: Mutex<Option<Box<dyn VcpuBackend + Send>>>,
+}
+
+/// The virtualization extension of this machine's CPUs (all alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Vendor {
+    /// AMD SVM with nested paging.
+    Svm,
+    /// Intel VMX with EPT and unrestricted guest.
+    Vmx,
+}
+
+impl Vendor {
+    /// Which backend the calling CPU supports, if any.
+    fn detect() -> Option<Self> {
+        let cpuid = |l, s| {
+            let r = core::arch::x86_64::__cpuid_count(l, s);
+            [r.eax, r.ebx, r.ecx, r.edx]
+        };
+        if arch_svm::enable::detect(cpuid).is_ok() {
+            Some(Vendor::Svm)
+        } else if arch_vmx::enable::has_vmx(cpuid) {
+            Some(Vendor::Vmx)
+        } else {
+            None
+        }
+    }
+}
+
+/// A CPU with its backend turned on.
+#[derive(Clone, Copy)]
+enum Cpu {
+    Svm(&'static SvmCpu),
+    Vmx(&'static VmxCpu),
+}
+
+impl Cpu {
+    /// Lets host interrupts end guest runs. VMX always exits on them
+    /// (external-interrupt exiting); SVM needs the host's IF set at VMRUN.
+    fn take_host_interrupts(&self) {
+        if let Cpu::Svm(c) = self {
+            c.set_host_interrupts(true);
+        }
+    }
+}
+
+/// A domain's TLB epoch (its nested tables bump it on every flush).
+enum Epoch {
+    Svm(arch_svm::TlbEpoch),
+    Vmx(arch_vmx::TlbEpoch),
+}
+
+/// The shared permission maps of the backend in use.
+enum Maps {
+    Svm(arch_svm::PermissionMaps),
+    Vmx(arch_vmx::PermissionMaps),
 }
 
 /// Contiguous, zeroed, identity-mapped frames for hardware structures
@@ -58,18 +115,30 @@ fn frames(n: u64) -> Option<Hfn> {
     Some(Hfn(hpa >> 12))
 }
 
-/// Turns SVM on for the calling CPU.
-fn enable_svm(index: u32) -> Option<&'static SvmCpu> {
-    let area = frames(arch_svm::enable::CPU_AREA_PAGES as u64)?;
-    // SAFETY: the area is fresh, contiguous, identity-mapped and never
-    // freed; this runs once per CPU on that CPU with interrupts disabled.
-    match unsafe { arch_svm::enable(area, index) } {
-        Ok(cpu) => Some(cpu),
-        Err(e) => {
-            log::error!("CPU{index}: cannot enable SVM: {e:?}");
-            None
-        }
-    }
+/// Turns SVM or VMX on for the calling CPU.
+fn enable_cpu(index: u32) -> Option<Cpu> {
+    let Some(vendor) = Vendor::detect() else {
+        log::error!("CPU{index}: neither AMD SVM (with NPT) nor Intel VMX");
+        return None;
+    };
+    let pages = match vendor {
+        Vendor::Svm => arch_svm::enable::CPU_AREA_PAGES,
+        Vendor::Vmx => arch_vmx::enable::CPU_AREA_PAGES,
+    };
+    let area = frames(pages as u64)?;
+    let r = match vendor {
+        // SAFETY: the area is fresh, contiguous, identity-mapped and never
+        // freed; this runs once per CPU on that CPU with interrupts
+        // disabled.
+        Vendor::Svm => unsafe { arch_svm::enable(area, index) }
+            .map(Cpu::Svm)
+            .map_err(|e| log::error!("CPU{index}: cannot enable SVM: {e:?}")),
+        // SAFETY: as for SVM.
+        Vendor::Vmx => unsafe { arch_vmx::enable(area, index) }
+            .map(Cpu::Vmx)
+            .map_err(|e| log::error!("CPU{index}: cannot enable VMX: {e:?}")),
+    };
+    r.ok()
 }
 
 /// Reads a boot module through the identity map.
@@ -92,25 +161,35 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     hostplat::register_cpu(0, apic.id());
     let per_ms = apic.calibrate_timer();
     log::info!("local APIC timer: {per_ms} ticks/ms");
-    if arch_svm::enable::detect(|l, s| {
-        let r = core::arch::x86_64::__cpuid_count(l, s);
-        [r.eax, r.ebx, r.ecx, r.edx]
-    })
-    .is_err()
-    {
-        log::error!("no AMD SVM on this CPU and the Intel VMX backend is not written yet");
-        crate::machine::stop(false)
-    }
-    let Some(cpu) = enable_svm(0) else {
+    let Some(cpu) = enable_cpu(0) else {
         crate::machine::stop(false)
     };
-    log::info!("SVM enabled: {:?}", cpu.features());
-    let (Some(msrpm), Some(iopm)) = (frames(2), frames(3)) else {
-        log::error!("no memory for the permission maps");
-        crate::machine::stop(false)
+    let maps = match cpu {
+        Cpu::Svm(c) => {
+            log::info!("SVM enabled: {:?}", c.features());
+            let (Some(msrpm), Some(iopm)) = (frames(2), frames(3)) else {
+                log::error!("no memory for the permission maps");
+                crate::machine::stop(false)
+            };
+            // SAFETY: fresh contiguous identity-mapped frames, never freed.
+            Maps::Svm(unsafe { arch_svm::PermissionMaps::init(msrpm, iopm) })
+        }
+        Cpu::Vmx(c) => {
+            let f = c.features();
+            log::info!(
+                "VMX enabled: EPT, unrestricted guest, VPID {}, INVEPT single {}",
+                f.vpid,
+                f.invept_single
+            );
+            let (Some(msr), Some(io)) = (frames(1), frames(2)) else {
+                log::error!("no memory for the permission maps");
+                crate::machine::stop(false)
+            };
+            // SAFETY: fresh contiguous identity-mapped frames, never freed.
+            Maps::Vmx(unsafe { arch_vmx::PermissionMaps::init(msr, io) })
+        }
     };
-    // SAFETY: fresh contiguous identity-mapped frames, never freed.
-    MAPS.call_once(|| unsafe { PermissionMaps::init(msrpm, iopm) });
+    MAPS.call_once(|| maps);
 
     let cmdlines: Vec<&str> = boot.modules().map(|m| m.cmdline.as_str()).collect();
     let plans = match launch::plan(&cmdlines) {
@@ -128,19 +207,30 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             crate::machine::stop(false)
         };
         let ramdisk = p.ramdisk.and_then(|i| module_bytes(boot, i));
-        // SAFETY: HostFrames hands out identity-mapped frames owned by the
-        // tables until they give them back.
-        let npt = match Npt::new(unsafe { IdentityTables::new(HostFrames) }) {
-            Ok(n) => n,
+        // The domain's nested tables (NPT or EPT) and what its vCPUs need
+        // of them.
+        let tables: Result<(Box<dyn NestedPaging>, Epoch), _> = match cpu {
+            // SAFETY: HostFrames hands out identity-mapped frames owned by
+            // the tables until they give them back.
+            Cpu::Svm(_) => Npt::new(unsafe { IdentityTables::new(HostFrames) })
+                .map(|t| (t.epoch(), t))
+                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, Epoch::Svm(e))),
+            // SAFETY: as for the NPT above.
+            Cpu::Vmx(_) => Ept::new(unsafe { arch_vmx::IdentityTables::new(HostFrames) })
+                .map(|t| (t.epoch(), t))
+                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, Epoch::Vmx(e))),
+        };
+        let (tables, epoch) = match tables {
+            Ok(t) => t,
             Err(e) => {
                 log::error!("d{}: nested page tables: {e:?}", p.domid);
                 crate::machine::stop(false)
             }
         };
-        let (root, epoch) = (npt.root(), npt.epoch());
+        let root = tables.root();
         let built = {
             let mut hv = HV.get().expect("set above").lock();
-            builder::build(&mut hv, p, kernel, ramdisk, Box::new(npt))
+            builder::build(&mut hv, p, kernel, ramdisk, tables)
         };
         let b = match built {
             Ok(b) => b,
@@ -158,8 +248,8 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             b.vcpu0.rbx,
             if p.privileged { ", privileged" } else { "" }
         );
-        let Some(vmcb) = frames(1) else {
-            log::error!("no memory for a VMCB");
+        let Some(frame) = frames(1) else {
+            log::error!("no memory for a VMCB/VMCS");
             crate::machine::stop(false)
         };
         let s = b.vcpu0;
@@ -197,13 +287,23 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             dr7: s.dr7,
         };
         let maps = MAPS.get().expect("set above");
-        // SAFETY: the VMCB frame is fresh and owned by this vCPU; the maps
-        // and the domain's tables live as long as the machine.
-        let vcpu = unsafe { SvmVcpu::new(vmcb, maps, root, epoch, cpu.features(), &init) };
+        let vcpu: Box<dyn VcpuBackend + Send> = match (cpu, maps, epoch) {
+            (Cpu::Svm(c), Maps::Svm(maps), Epoch::Svm(e)) => {
+                // SAFETY: the VMCB frame is fresh and owned by this vCPU;
+                // the maps and the domain's tables live as long as the
+                // machine.
+                Box::new(unsafe { SvmVcpu::new(frame, maps, root, e, c.features(), &init) })
+            }
+            (Cpu::Vmx(c), Maps::Vmx(maps), Epoch::Vmx(e)) => {
+                // SAFETY: as for SVM, with a VMCS frame.
+                Box::new(unsafe { VmxVcpu::new(frame, maps, root, e, c.features(), &init) })
+            }
+            _ => unreachable!("one vendor per machine"),
+        };
         slots.push(Slot {
             d: b.domid,
             v: 0,
-            backend: Mutex::new(Some(Box::new(vcpu))),
+            backend: Mutex::new(Some(vcpu)),
         });
     }
     if slots.is_empty() {
@@ -211,7 +311,7 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
         crate::machine::stop(false)
     }
     SLOTS.call_once(|| slots);
-    cpu.set_host_interrupts(true);
+    cpu.take_host_interrupts();
     GO.store(true, SeqCst);
     cpu_loop(0, &apic)
 }
@@ -219,13 +319,13 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
 /// The scheduler loop of an application processor.
 pub fn ap_main(index: u32, apic: LocalApic) -> ! {
     hostplat::register_cpu(index, apic.id());
-    let Some(cpu) = enable_svm(index) else {
+    let Some(cpu) = enable_cpu(index) else {
         crate::machine::halt_forever()
     };
     while !GO.load(SeqCst) {
         core::hint::spin_loop();
     }
-    cpu.set_host_interrupts(true);
+    cpu.take_host_interrupts();
     cpu_loop(index, &apic)
 }
 

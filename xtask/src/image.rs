@@ -593,11 +593,11 @@ const E2E_CASES: &[E2eCase] = &[
         ],
         status: QEMU_EXIT_FAILURE,
     },
-    // GRUB and Multiboot2 on Bochs' Intel model: the boot path (x2APIC,
-    // both CPUs) works; guests need the VMX backend, which is not there
-    // yet, and the hypervisor says so and stops with a failure.
+    // GRUB and Multiboot2 on Bochs' Intel model (x2APIC, both CPUs): the
+    // VMX backend (EPT, VPID, unrestricted guest) runs the test guest, which
+    // passes its checks and powers off.
     E2eCase {
-        name: "bochs-multiboot2-boot",
+        name: "bochs-vmx-test-guest",
         vendor: Vendor::Intel,
         bochs_cpu: "corei7_skylake_x",
         bare_guest: false,
@@ -609,8 +609,10 @@ const E2E_CASES: &[E2eCase] = &[
             "(X2Apic)",
             "CPU1 online (APIC id 1)",
             "2 CPUs online",
-            "no AMD SVM on this CPU and the Intel VMX backend is not written yet",
-            STOP_FAILED,
+            "VMX enabled: EPT, unrestricted guest, VPID true",
+            "(d1) VERDICT: PASS",
+            "all domains shut down (cleanly)",
+            STOP_OK,
         ],
         // Bochs always exits with 1; the verdict is the serial line's.
         status: 1,

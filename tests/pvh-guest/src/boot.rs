@@ -2,7 +2,8 @@
 //! Zeroes .bss, identity-maps the first GiB with 2 MiB pages, enters long
 //! mode and calls `guest_main(start_info)` on the boot stack. The mappings
 //! are user-accessible (U bit) so the ring-3 check can run our own code at
-//! CPL 3; SMEP and SMAP stay off.
+//! CPL 3; SMEP and SMAP stay off. The very first instruction reads the
+//! TSC into [`first_tsc`] (for `cargo xtask bench`'s boot figure).
 
 const STACK_SIZE: usize = 64 * 1024;
 
@@ -35,6 +36,9 @@ guest_gdt_ptr:
     .code32
     .global pvh_start
 pvh_start:
+    rdtsc
+    mov dword ptr [{first_tsc}], eax
+    mov dword ptr [{first_tsc} + 4], edx
     cli
     cld
     mov esi, ebx
@@ -97,7 +101,23 @@ guest_long_mode:
     pdpt = sym PDPT,
     pd = sym PD,
     main = sym crate::guest_main,
+    first_tsc = sym FIRST_TSC,
 );
+
+/// The TSC at our first instruction (`pvh_start`), saved before anything
+/// else runs. It lives in .data, which the zeroing of .bss leaves alone;
+/// `u64::MAX` until written.
+static mut FIRST_TSC: u64 = u64::MAX;
+
+/// The TSC read by the guest's very first instruction. QEMU's TSC starts at
+/// 0 at machine reset and our hypervisor gives guests no TSC offset, so
+/// under `-icount shift=0` this counts the instructions (ns of virtual
+/// time) from power-on to the guest's entry.
+pub fn first_tsc() -> u64 {
+    // SAFETY: written once by `pvh_start` before any Rust code runs; only
+    // read afterwards, on the one vCPU.
+    unsafe { core::ptr::addr_of!(FIRST_TSC).read_volatile() }
+}
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);

@@ -20,6 +20,9 @@
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
 //!
+//! `role=bench` and `role=bench-pong` add the figures of [`bench`] after
+//! them (checks `bench` and `bench_pong`).
+//!
 //! A check whose feature is missing fails with the reason; checks that
 //! could wait forever are bounded by spin counts or system-time deadlines.
 //! Without a Xen CPUID signature only the first two run.
@@ -67,6 +70,12 @@ pub enum Role {
     Pong,
     /// `role=crash`: run the checks, then triple-fault on purpose.
     Crash,
+    /// `role=bench`: after the checks, time hypercalls and (with `peer=`)
+    /// event round trips with a `bench-pong` peer (see [`bench`]).
+    Bench,
+    /// `role=bench-pong`: offers an unbound port to its peer and answers
+    /// every event `role=bench` sends.
+    BenchPong,
     /// An unknown role (reported, otherwise ignored).
     Unknown,
 }
@@ -79,6 +88,8 @@ impl Role {
             Role::Ping => "ping",
             Role::Pong => "pong",
             Role::Crash => "crash",
+            Role::Bench => "bench",
+            Role::BenchPong => "bench-pong",
             Role::Unknown => "unknown",
         }
     }
@@ -123,6 +134,8 @@ macro_rules! fail {
         return Err(why(format_args!($($t)*)))
     };
 }
+
+mod bench;
 
 fn record<W: Write>(r: &mut Report<W>, name: &str, o: Outcome) {
     match o {
@@ -213,6 +226,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
     r.note(format_args!(
         "pvh-test-guest: start_info at {start_info:#x}"
     ));
+    r.note(format_args!("BENCH first_tsc={}", crate::boot::first_tsc()));
     cpu::init();
     let si = read_phys::<HvmStartInfo>(start_info);
     let o = check_start_info(r, si.as_ref());
@@ -228,6 +242,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "ping" => Role::Ping,
                     "pong" => Role::Pong,
                     "crash" => Role::Crash,
+                    "bench" => Role::Bench,
+                    "bench-pong" => Role::BenchPong,
                     _ => Role::Unknown,
                 };
             } else if let Some(peer) = w.strip_prefix("peer=") {
@@ -257,10 +273,9 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
             let o = check_xen_cpuid(r, &mut ctx);
             record(r, "xen_cpuid", o);
             // Pong offers its port first, so ping finds it after its checks.
-            let peer = opts
-                .peer
-                .unwrap_or(if opts.role == Role::Pong { 1 } else { 2 });
-            let offered = (opts.role == Role::Pong).then(|| ctx.hc.evtchn_alloc_unbound(peer));
+            let offers = matches!(opts.role, Role::Pong | Role::BenchPong);
+            let peer = opts.peer.unwrap_or(if offers { 1 } else { 2 });
+            let offered = offers.then(|| ctx.hc.evtchn_alloc_unbound(peer));
             ctx.quiet_port = offered.and_then(Result::ok);
             run_hypercall_checks(r, &mut ctx);
             match opts.role {
@@ -277,6 +292,20 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                         None => Ok(()),
                     };
                     record(r, "interdomain_pong", o);
+                }
+                Role::Bench => {
+                    let o = bench::bench(r, &mut ctx, opts.peer);
+                    record(r, "bench", o);
+                }
+                Role::BenchPong => {
+                    let o = match offered {
+                        Some(Ok(port)) => bench::bench_pong(r, &mut ctx, peer, port),
+                        Some(Err(e)) => Err(why(format_args!(
+                            "EVTCHNOP_alloc_unbound(remote d{peer}): {e}"
+                        ))),
+                        None => Ok(()),
+                    };
+                    record(r, "bench_pong", o);
                 }
                 _ => {}
             }

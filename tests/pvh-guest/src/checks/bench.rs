@@ -1,0 +1,209 @@
+//! `role=bench` and `role=bench-pong`: the guest-side figures of
+//! `cargo xtask bench` (xtask/src/figures.rs), run after the checks.
+//!
+//! Everything is timed with RDTSC. Under QEMU's `-icount shift=0` the TSC
+//! follows the virtual clock, one tick per nanosecond, and the virtual clock
+//! advances one nanosecond per instruction executed (by any CPU of the
+//! machine): ticks are instructions. The guest does not take that on faith:
+//! it first times a loop of a known number of instructions
+//! ([`CALIB_ITERS`] rounds of `dec; jnz`) and prints both counts, so every
+//! figure converts to instructions (`*_insns` below).
+//!
+//! Lines printed (machine-readable, one `key=value` per figure):
+//!
+//! ```text
+//! BENCH first_tsc=N                        (every run: the TSC at pvh_start)
+//! BENCH calibration insns=N tsc_ticks=N    (before and after the hypercalls)
+//! BENCH hypercall n=N mean_ticks=N mean_insns=N min_ticks=N
+//! BENCH event n=N roundtrip_ticks=N roundtrip_insns=N send_deliver_insns=N
+//! ```
+//!
+//! `role=bench [peer=N]` measures [`HYPERCALLS`] `xen_version(XENVER_version)`
+//! calls and, with a peer, [`ROUNDS`] event round trips: it binds to the
+//! port its peer offers (as `role=ping` does), sends, and waits with
+//! `SCHEDOP_poll` until the answer is pending. `role=bench-pong [peer=N]`
+//! offers the port and answers every event. Both keep the port masked, so
+//! no upcall runs: the figure is the hypercall, the hypervisor's delivery
+//! and the peer's wake-up.
+
+use super::*;
+
+/// Rounds of the calibration loop (two instructions each).
+pub const CALIB_ITERS: u64 = 1_000_000;
+/// `xen_version` calls timed.
+pub const HYPERCALLS: u64 = 1000;
+/// Event round trips timed.
+pub const ROUNDS: u32 = 1000;
+/// Untimed round trips first (caches, the peer's first wake-up).
+const WARMUP: u32 = 10;
+/// How long bench waits (virtual time) before it measures, so that the
+/// peer has finished its own checks and sleeps: under icount every CPU's
+/// instructions advance the clock.
+const QUIET_NS: u64 = 200_000_000;
+/// The longest any wait may last, in system time.
+const WAIT_NS: u64 = 120_000_000_000;
+
+/// The TSC ticks of `2 * CALIB_ITERS` instructions.
+fn calibrate() -> u64 {
+    let t0 = events::rdtsc();
+    // SAFETY: a register-only countdown loop.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) CALIB_ITERS => _,
+            options(nomem, nostack),
+        );
+    }
+    events::rdtsc() - t0
+}
+
+/// `ticks` as instructions, by the calibration (`calib` ticks for
+/// `2 * CALIB_ITERS` instructions).
+fn insns(ticks: u64, calib: u64) -> u64 {
+    (u128::from(ticks) * u128::from(2 * CALIB_ITERS) / u128::from(calib.max(1))) as u64
+}
+
+/// Sleeps `ns` of system time with `SCHEDOP_poll` on a port that stays quiet.
+fn quiet(ctx: &mut Ctx, port: u32, ns: u64) {
+    if let Some(now) = now_ns(ctx) {
+        let _ = ctx.hc.sched_poll(&[port], now + ns);
+    }
+}
+
+/// Waits until `port` is pending (clears it), polling until `deadline`.
+fn await_event(ctx: &Ctx, port: u32, deadline: u64) -> Result<bool, Why> {
+    loop {
+        if events::is_pending(port) {
+            events::clear_pending(port);
+            return Ok(true);
+        }
+        if let Err(e) = ctx.hc.sched_poll(&[port], deadline) {
+            fail!("SCHEDOP_poll: {e}");
+        }
+        if !events::is_pending(port) && now_ns(ctx).is_none_or(|n| n >= deadline) {
+            return Ok(false);
+        }
+    }
+}
+
+/// `role=bench`.
+pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: Option<u16>) -> Outcome {
+    if let Some(p) = ctx.ipi_port {
+        events::mask(p);
+        events::clear_pending(p);
+        quiet(ctx, p, QUIET_NS);
+    }
+    let calib = calibrate();
+    r.note(format_args!(
+        "BENCH calibration insns={} tsc_ticks={calib}",
+        2 * CALIB_ITERS
+    ));
+    let t0 = events::rdtsc();
+    for i in 0..HYPERCALLS {
+        if let Err(e) = ctx.hc.xen_version() {
+            fail!("XENVER_version call {i}: {e}");
+        }
+    }
+    let total = events::rdtsc() - t0;
+    let mut min = u64::MAX;
+    for _ in 0..HYPERCALLS {
+        let a = events::rdtsc();
+        let _ = ctx.hc.xen_version();
+        min = min.min(events::rdtsc() - a);
+    }
+    let calib2 = calibrate();
+    r.note(format_args!(
+        "BENCH calibration insns={} tsc_ticks={calib2}",
+        2 * CALIB_ITERS
+    ));
+    let mean = total / HYPERCALLS;
+    r.note(format_args!(
+        "BENCH hypercall n={HYPERCALLS} mean_ticks={mean} mean_insns={} min_ticks={min}",
+        insns(total, calib) / HYPERCALLS
+    ));
+    match peer {
+        Some(peer) => event_bench(r, ctx, peer, calib),
+        None => Ok(()),
+    }
+}
+
+fn event_bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: u16, calib: u64) -> Outcome {
+    let mut bound = None;
+    'scan: for _ in 0..2000 {
+        for p in 1..=PING_SCAN_PORTS {
+            if let Ok(local) = ctx.hc.evtchn_bind_interdomain(peer, p) {
+                bound = Some((local, p));
+                break 'scan;
+            }
+        }
+        let _ = ctx.hc.sched_yield();
+    }
+    let Some((port, remote)) = bound else {
+        fail!("d{peer} offers no unbound port to us among ports 1..={PING_SCAN_PORTS}");
+    };
+    events::mask(port);
+    events::clear_pending(port);
+    r.note(format_args!(
+        "bench: port {port} bound to d{peer} port {remote}"
+    ));
+    let Some(now) = now_ns(ctx) else {
+        fail!("no system time");
+    };
+    let deadline = now + WAIT_NS;
+    let mut t0 = 0;
+    for i in 0..WARMUP + ROUNDS {
+        if i == WARMUP {
+            t0 = events::rdtsc();
+        }
+        if let Err(e) = ctx.hc.evtchn_send(port) {
+            fail!("EVTCHNOP_send({port}) round {i}: {e}");
+        }
+        if !await_event(ctx, port, deadline)? {
+            fail!("no answer from d{peer} in round {i}");
+        }
+    }
+    let total = events::rdtsc() - t0;
+    let rt = insns(total, calib) / u64::from(ROUNDS);
+    r.note(format_args!(
+        "BENCH event n={ROUNDS} roundtrip_ticks={} roundtrip_insns={rt} send_deliver_insns={}",
+        total / u64::from(ROUNDS),
+        rt / 2
+    ));
+    let _ = ctx.hc.evtchn_close(port);
+    Ok(())
+}
+
+/// `role=bench-pong`: answers every event on the offered `port`.
+pub(super) fn bench_pong<W: Write>(
+    r: &mut Report<W>,
+    ctx: &mut Ctx,
+    peer: u16,
+    port: u32,
+) -> Outcome {
+    r.note(format_args!("bench-pong: port {port} offered to d{peer}"));
+    events::mask(port);
+    let mut deadline = 0;
+    for i in 0..WARMUP + ROUNDS {
+        // The first event waits for the peer's checks and its quiet time;
+        // the deadline is read again after it, then stays out of the loop.
+        if i <= 1 {
+            let Some(now) = now_ns(ctx) else {
+                fail!("no system time");
+            };
+            deadline = now + WAIT_NS;
+        }
+        if !await_event(ctx, port, deadline)? {
+            fail!("no event from d{peer} in round {i}");
+        }
+        if let Err(e) = ctx.hc.evtchn_send(port) {
+            fail!("EVTCHNOP_send({port}) round {i}: {e}");
+        }
+    }
+    r.note(format_args!(
+        "bench-pong: answered {} events",
+        WARMUP + ROUNDS
+    ));
+    Ok(())
+}

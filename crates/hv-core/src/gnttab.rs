@@ -941,9 +941,7 @@ pub fn copy_one<P: Platform>(hv: &mut Hypervisor<P>, caller: DomId, op: &g::Gntt
     {
         g::GNTST_general_error
     } else {
-        let mut buf = [0u8; PAGE_SIZE];
-        hv.platform.read(src.hfn, so, &mut buf[..len]);
-        hv.platform.write(dst.hfn, doff, &buf[..len]);
+        hv.platform.copy(src.hfn, so, dst.hfn, doff, len);
         g::GNTST_okay
     };
     finish(hv, dst);

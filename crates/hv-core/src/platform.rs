@@ -44,6 +44,15 @@ pub trait FrameAccess {
     fn load_u64(&self, hfn: Hfn, offset: usize) -> u64;
     /// Atomically writes the 8-bit value at `offset`.
     fn store_u8(&self, hfn: Hfn, offset: usize, value: u8);
+    /// Copies `len` bytes from (`src`, `src_off`) to (`dst`, `dst_off`);
+    /// the ranges may be in the same frame and may overlap. Platforms with
+    /// direct access override the bounce-buffer default.
+    fn copy(&self, src: Hfn, src_off: usize, dst: Hfn, dst_off: usize, len: usize) {
+        let mut buf = [0u8; crate::types::PAGE_SIZE];
+        let len = len.min(buf.len());
+        self.read(src, src_off, &mut buf[..len]);
+        self.write(dst, dst_off, &buf[..len]);
+    }
 }
 
 /// The machine: frames, time, kicks and the console.

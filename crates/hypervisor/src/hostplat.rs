@@ -112,6 +112,13 @@ impl FrameAccess for HostPlatform {
     fn store_u8(&self, hfn: Hfn, offset: usize, value: u8) {
         atomic_at!(AtomicU8, hfn, offset).store(value, SeqCst)
     }
+    fn copy(&self, src: Hfn, src_off: usize, dst: Hfn, dst_off: usize, len: usize) {
+        let s = frame_ptr(src, src_off, len);
+        let d = frame_ptr(dst, dst_off, len);
+        // SAFETY: both ranges lie inside identity-mapped host frames that
+        // hv-core holds (checked by frame_ptr); `copy` allows overlap.
+        unsafe { core::ptr::copy(s, d, len) }
+    }
 }
 
 /// One zeroed frame below 4 GiB from the frame allocator.

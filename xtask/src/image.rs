@@ -66,6 +66,8 @@ pub struct RunOptions {
     pub debugcon: bool,
     /// The Bochs CPU model (Intel runs; `ryzen` gives SVM with NRIP save).
     pub bochs_cpu: String,
+    /// More QEMU arguments (e.g. `-icount shift=0` for `cargo xtask bench`).
+    pub extra_qemu_args: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -80,6 +82,7 @@ impl Default for RunOptions {
             timeout: None,
             debugcon: false,
             bochs_cpu: "corei7_skylake_x".into(),
+            extra_qemu_args: Vec::new(),
         }
     }
 }
@@ -460,6 +463,7 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
             ["-serial", "stdio", "-debugcon", "null"]
         })
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(&o.extra_qemu_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     if o.modules.len() > 1 || o.modules.iter().any(|m| !m.cmdline.is_empty()) {

@@ -16,6 +16,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod figures;
 mod image;
 mod linux;
 mod steps;
@@ -31,7 +32,10 @@ commands:
   miri               run the Miri suite alone (nightly toolchain)
   loom               run the loom models alone
   fuzz [--runs N]    run each fuzz target for N inputs (default 20000)
-  bench              run the criterion benchmarks and print their figures
+  bench [--figures-only|--no-figures]
+                     run the criterion benchmarks, then the system figures
+                     (image size, hypercall, event, boot under -icount,
+                     Linux vs bare QEMU): target/figures.txt, docs/figures.md
   run [options]      build the image, boot it in QEMU (AMD SVM) with the
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),

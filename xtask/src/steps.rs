@@ -195,15 +195,30 @@ pub fn fuzz(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask bench [--figures-only | --no-figures] [criterion args]`:
+/// the criterion benchmarks, then the whole-system figures
+/// (`crate::figures`, docs/figures.md).
 pub fn bench(args: &[&str]) -> Result<(), String> {
-    for krate in BENCH_CRATES {
-        let mut c = cargo();
-        c.args(["bench", "-p", krate]);
-        if !args.is_empty() {
-            c.arg("--");
-            c.args(args);
+    let figures_only = args.contains(&"--figures-only");
+    let no_figures = args.contains(&"--no-figures");
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !matches!(*a, "--figures-only" | "--no-figures"))
+        .collect();
+    if !figures_only {
+        for krate in BENCH_CRATES {
+            let mut c = cargo();
+            c.args(["bench", "-p", krate]);
+            if !args.is_empty() {
+                c.arg("--");
+                c.args(&args);
+            }
+            run(c)?;
         }
-        run(c)?;
     }
-    Ok(())
+    if no_figures {
+        return Ok(());
+    }
+    crate::figures::figures()
 }

@@ -1,0 +1,566 @@
+//! The figures of `cargo xtask bench` (issues 7 and 9), printed and written
+//! to `target/figures.txt`; docs/figures.md explains each one.
+//!
+//! Under QEMU's `-icount shift=0` the virtual clock advances one nanosecond
+//! per instruction executed and the TSC follows it (one tick per ns), so
+//! TSC ticks read by a guest count instructions; the test guest checks this
+//! against a loop of known length (`BENCH calibration`).
+//!
+//! - image size: the release ELF as built, and stripped (`objcopy
+//!   --strip-all`); goal: under 512 KiB stripped.
+//! - boot: the hypervisor by PVH `-kernel` with the test guest as its one
+//!   module; the guest's first instruction reads the TSC (`BENCH
+//!   first_tsc`): instructions from power-on (QEMU resets the TSC to 0 and
+//!   our hypervisor gives guests no TSC offset). The firmware part (QEMU's
+//!   SeaBIOS and PVH option ROM) is taken from the hypervisor's own entry
+//!   TSC when it prints `hv_entry_tsc=N`, else estimated by booting the test
+//!   guest directly on the same machine. Goal: under 2 million instructions
+//!   from hypervisor entry to the first guest instruction.
+//! - hypercall and event round trip: two test-guest domains from a GRUB
+//!   ISO, `role=bench peer=2` and `role=bench-pong peer=1`.
+//! - Linux (when `cargo xtask linux` has cached the kernel): wall-clock time
+//!   from starting QEMU to the `/init` marker, our hypervisor with Linux as
+//!   a PVH domain against QEMU booting the same kernel and initramfs itself,
+//!   alternating, [`LINUX_RUNS`] each, without icount. Goal: at most 1.5x.
+
+use crate::image::{
+    self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, build_image, build_iso,
+    build_test_guest, linux_files, linux_modules,
+};
+use crate::root;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs of each Linux boot (alternating ours and bare QEMU).
+const LINUX_RUNS: usize = 3;
+/// The image size goal (stripped).
+const IMAGE_GOAL: u64 = 512 * 1024;
+/// The boot goal: hypervisor entry to the first guest instruction.
+const BOOT_GOAL: u64 = 2_000_000;
+/// The Linux goal: ours over bare QEMU.
+const LINUX_GOAL: f64 = 1.5;
+/// What the hypervisor prints first (crates/hypervisor/src/main.rs).
+const HV_BANNER: &str = "hypervisor 0.1.0 starting";
+
+fn icount() -> Vec<String> {
+    vec!["-icount".into(), "shift=0".into()]
+}
+
+/// `key=value` numbers of the first `BENCH <name> ...` line (`name` empty:
+/// a line whose first word is already `key=value`), or of the `nth` such.
+fn bench_line(serial: &str, name: &str, nth: usize) -> Option<Vec<(String, u64)>> {
+    serial
+        .lines()
+        .filter_map(|l| l.split_once("BENCH ").map(|(_, rest)| rest))
+        .filter(|rest| {
+            let first = rest.split_whitespace().next().unwrap_or("");
+            if name.is_empty() {
+                first.contains('=')
+            } else {
+                first == name
+            }
+        })
+        .nth(nth)
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                .collect()
+        })
+}
+
+fn get(serial: &str, name: &str, nth: usize, key: &str) -> Option<u64> {
+    bench_line(serial, name, nth)?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// The number after `key=` anywhere in the output (e.g. `hv_entry_tsc=`).
+fn token(serial: &str, key: &str) -> Option<u64> {
+    let at = serial.find(key)? + key.len();
+    let digits: String = serial[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Appends a line to the report and prints it.
+fn say(out: &mut String, line: String) {
+    println!("{line}");
+    out.push_str(&line);
+    out.push('\n');
+}
+
+fn kib(n: u64) -> String {
+    format!("{n} bytes ({:.1} KiB)", n as f64 / 1024.0)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "goal met" } else { "goal NOT met" }
+}
+
+/// Thousands separators for instruction counts.
+fn num(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The figures; the report goes to stdout and `target/figures.txt`. Fails
+/// (after writing what it has) if a figure could not be measured.
+pub fn figures() -> Result<(), String> {
+    let image = build_image()?;
+    let guest = build_test_guest()?;
+    let mut out = String::new();
+    let mut missing: Vec<String> = Vec::new();
+    say(
+        &mut out,
+        "== figures (cargo xtask bench; docs/figures.md) ==".into(),
+    );
+
+    image_size(&image, &mut out)?;
+
+    // Boot: hypervisor by PVH -kernel, the test guest as its module.
+    let boot_opts = RunOptions {
+        modules: vec![Module::plain(guest.clone())],
+        timeout: Some(Duration::from_secs(600)),
+        extra_qemu_args: icount(),
+        ..Default::default()
+    };
+    let run = image::boot_qemu(&image, &boot_opts, false)?;
+    let first = get(&run.serial, "", 0, "first_tsc");
+    // The firmware alone: the test guest booted directly on the same machine.
+    let bare_opts = RunOptions {
+        debugcon: true,
+        timeout: Some(Duration::from_secs(120)),
+        extra_qemu_args: icount(),
+        ..Default::default()
+    };
+    let bare = image::boot_qemu(&guest, &bare_opts, false)?;
+    let firmware = get(&bare.serial, "", 0, "first_tsc");
+    let hv_entry = token(&run.serial, "hv_entry_tsc=");
+    say(
+        &mut out,
+        format!(
+            "boot (QEMU -icount shift=0, PVH -kernel, -m {} -smp {}, test guest as the one module):",
+            boot_opts.mem_mib, boot_opts.smp
+        ),
+    );
+    match first {
+        Some(first) => {
+            say(
+                &mut out,
+                format!(
+                    "  power-on to first guest instruction: {} instructions",
+                    num(first)
+                ),
+            );
+            let (entry, how) = match (hv_entry, firmware) {
+                (Some(e), _) => (Some(e), "the hypervisor's hv_entry_tsc"),
+                (None, Some(f)) => (
+                    Some(f),
+                    "estimated: the test guest's own entry when QEMU boots it directly",
+                ),
+                (None, None) => (None, ""),
+            };
+            match entry {
+                Some(e) => {
+                    let boot = first.saturating_sub(e);
+                    say(
+                        &mut out,
+                        format!(
+                            "  power-on to hypervisor entry: {} instructions ({how})",
+                            num(e)
+                        ),
+                    );
+                    say(
+                        &mut out,
+                        format!(
+                            "  hypervisor entry to first guest instruction: {} instructions (goal < {}: {})",
+                            num(boot),
+                            num(BOOT_GOAL),
+                            met(boot < BOOT_GOAL)
+                        ),
+                    );
+                }
+                None => missing.push("the firmware's share of the boot".into()),
+            }
+        }
+        None => {
+            say(
+                &mut out,
+                "  no `BENCH first_tsc` from the guest (boot failed?)".into(),
+            );
+            eprintln!("figures: boot run output:\n{}", run.serial);
+            missing.push("boot to first guest instruction".into());
+        }
+    }
+
+    hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+
+    let (kernel, initrd) = linux_files();
+    if kernel.exists() && initrd.exists() {
+        linux_comparison(&image, &mut out, &mut missing)?;
+    } else {
+        say(
+            &mut out,
+            "linux: skipped (no target/linux/vmlinux: run `cargo xtask linux`)".into(),
+        );
+    }
+
+    let path = root().join("target/figures.txt");
+    std::fs::write(&path, &out).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("figures: written to {}", path.display());
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("figures not measured: {missing:?}"))
+    }
+}
+
+fn image_size(image: &Path, out: &mut String) -> Result<(), String> {
+    let elf = std::fs::metadata(image)
+        .map_err(|e| format!("{}: {e}", image.display()))?
+        .len();
+    let stripped_path = root().join("target/image/hypervisor.stripped.elf");
+    let st = Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(image)
+        .arg(&stripped_path)
+        .status()
+        .map_err(|e| format!("objcopy (apt-get install binutils): {e}"))?;
+    if !st.success() {
+        return Err(format!("objcopy --strip-all {} failed", image.display()));
+    }
+    let stripped = std::fs::metadata(&stripped_path)
+        .map_err(|e| e.to_string())?
+        .len();
+    say(
+        out,
+        format!("image: ELF {}, stripped {}", kib(elf), kib(stripped)),
+    );
+    say(
+        out,
+        format!(
+            "  stripped goal < 512 KiB (Xen 4.17: 2.5 MB): {}",
+            met(stripped < IMAGE_GOAL)
+        ),
+    );
+    Ok(())
+}
+
+fn hypercall_and_event(
+    image: &Path,
+    guest: &Path,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<(), String> {
+    let m = |cmd: &str| Module {
+        path: guest.to_path_buf(),
+        cmdline: format!("kernel mem=32M vcpus=1 -- {cmd}"),
+    };
+    let o = RunOptions {
+        modules: vec![m("role=bench peer=2"), m("role=bench-pong peer=1")],
+        mem_mib: 512,
+        timeout: Some(Duration::from_secs(900)),
+        extra_qemu_args: icount(),
+        ..Default::default()
+    };
+    let run = image::boot_qemu(image, &o, false)?;
+    let s = &run.serial;
+    say(
+        out,
+        "hypercall and event (QEMU -icount shift=0, -smp 2, d1 role=bench peer=2, d2 role=bench-pong peer=1):"
+            .into(),
+    );
+    let calib = [0, 1].map(|i| {
+        (
+            get(s, "calibration", i, "insns"),
+            get(s, "calibration", i, "tsc_ticks"),
+        )
+    });
+    for (insns, ticks) in calib.iter() {
+        if let (Some(i), Some(t)) = (insns, ticks) {
+            say(
+                out,
+                format!(
+                    "  calibration: {} instructions took {} TSC ticks ({:.4} ticks/instruction)",
+                    num(*i),
+                    num(*t),
+                    *t as f64 / *i as f64
+                ),
+            );
+        }
+    }
+    match (
+        get(s, "hypercall", 0, "mean_insns"),
+        get(s, "hypercall", 0, "mean_ticks"),
+        get(s, "hypercall", 0, "min_ticks"),
+        get(s, "hypercall", 0, "n"),
+    ) {
+        (Some(i), Some(t), Some(min), Some(n)) => say(
+            out,
+            format!(
+                "  hypercall round trip (xen_version(XENVER_version), mean of {n}): {} instructions ({} ticks; fastest single call {} ticks)",
+                num(i),
+                num(t),
+                num(min)
+            ),
+        ),
+        _ => missing.push("hypercall round trip".into()),
+    }
+    match (
+        get(s, "event", 0, "roundtrip_insns"),
+        get(s, "event", 0, "send_deliver_insns"),
+        get(s, "event", 0, "n"),
+    ) {
+        (Some(rt), Some(half), Some(n)) => {
+            say(
+                out,
+                format!(
+                    "  event round trip to d2 and back (mean of {n}): {} instructions",
+                    num(rt)
+                ),
+            );
+            say(
+                out,
+                format!(
+                    "  event sent to another domain and delivered (half): {} instructions",
+                    num(half)
+                ),
+            );
+        }
+        _ => missing.push("event send+deliver".into()),
+    }
+    let passed = ["(d1) VERDICT: PASS", "(d2) VERDICT: PASS"]
+        .iter()
+        .all(|v| s.contains(v));
+    if !passed || run.status != Some(QEMU_EXIT_SUCCESS) {
+        say(
+            out,
+            format!(
+                "  warning: the bench domains did not both pass and power off (status {:?})",
+                run.status
+            ),
+        );
+        eprintln!("figures: bench run output:\n{s}");
+    }
+    Ok(())
+}
+
+/// One timed boot: when the patterns first appeared, measured from just
+/// before QEMU starts.
+struct Timed {
+    /// Per pattern: seconds until it first appeared.
+    seen: Vec<Option<f64>>,
+    /// Seconds until QEMU exited (or was killed).
+    total: f64,
+    status: Option<i32>,
+    serial: String,
+}
+
+/// Runs `c` (stdout piped), timestamping the first appearance of each
+/// pattern; kills QEMU `grace` after the last pattern or at `timeout`.
+fn timed(
+    mut c: Command,
+    patterns: &[&str],
+    timeout: Duration,
+    grace: Duration,
+) -> Result<Timed, String> {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    eprintln!("\n==> {c:?}");
+    let start = Instant::now();
+    let mut child = c
+        .spawn()
+        .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let pats: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut all: Vec<u8> = Vec::new();
+        let mut seen: Vec<Option<f64>> = vec![None; pats.len()];
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let from = all.len();
+                    all.extend_from_slice(&buf[..n]);
+                    let now = start.elapsed().as_secs_f64();
+                    for (p, s) in pats.iter().zip(seen.iter_mut()) {
+                        if s.is_none() {
+                            let lo = from.saturating_sub(p.len());
+                            if all[lo..].windows(p.len()).any(|w| w == p.as_bytes()) {
+                                *s = Some(now);
+                            }
+                        }
+                    }
+                    if seen.iter().all(Option::is_some) {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+        (all, seen)
+    });
+    let mut all_seen_at: Option<Instant> = None;
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s.code();
+        }
+        if all_seen_at.is_none() && rx.try_recv().is_ok() {
+            all_seen_at = Some(Instant::now());
+        }
+        let late = all_seen_at.is_some_and(|t| t.elapsed() > grace);
+        if late || start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let total = start.elapsed().as_secs_f64();
+    let (all, seen) = reader.join().unwrap_or_default();
+    Ok(Timed {
+        seen,
+        total,
+        status,
+        serial: String::from_utf8_lossy(&all).into_owned(),
+    })
+}
+
+/// Our hypervisor with Linux as a PVH domain (d1), booted as `cargo xtask
+/// run --linux` and the e2e do: GRUB ISO, the kernel and initramfs as
+/// modules. Patterns: the hypervisor's banner, the `/init` marker.
+fn ours(image: &Path) -> Result<Timed, String> {
+    let o = RunOptions {
+        modules: linux_modules(256, 1, false),
+        mem_mib: 512,
+        ..Default::default()
+    };
+    let iso = build_iso(image, &o, "exit=isa-debug-exit")?;
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
+        .args(["-m", &o.mem_mib.to_string(), "-smp", &o.smp.to_string()])
+        .args(["-display", "none", "-no-reboot"])
+        .args(["-serial", "stdio", "-debugcon", "null"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-cdrom")
+        .arg(iso);
+    timed(
+        c,
+        &[HV_BANNER, LINUX_MARKER],
+        Duration::from_secs(900),
+        Duration::from_secs(60),
+    )
+}
+
+/// QEMU booting the same kernel and initramfs itself in PVH mode, as issue
+/// 9 words it.
+fn bare_linux() -> Result<Timed, String> {
+    let (kernel, initrd) = linux_files();
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-m", "512", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0", "-nographic"]);
+    timed(
+        c,
+        &["Linux version", LINUX_MARKER],
+        Duration::from_secs(900),
+        Duration::from_secs(60),
+    )
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn linux_comparison(
+    image: &Path,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<(), String> {
+    say(
+        out,
+        format!(
+            "linux: seconds from starting QEMU (TCG, no icount) to `{LINUX_MARKER}`, alternating, {LINUX_RUNS} runs each:"
+        ),
+    );
+    let mut ours_t = Vec::new();
+    let mut bare_t = Vec::new();
+    for i in 1..=LINUX_RUNS {
+        let o = ours(image)?;
+        match o.seen[1] {
+            Some(t) => {
+                ours_t.push(t);
+                say(
+                    out,
+                    format!(
+                        "  run {i} ours: {t:.2} s (hypervisor banner at {}, QEMU gone at {:.2} s, status {:?})",
+                        o.seen[0].map_or("-".into(), |b| format!("{b:.2} s")),
+                        o.total,
+                        o.status
+                    ),
+                );
+            }
+            None => {
+                say(
+                    out,
+                    format!("  run {i} ours: no marker (status {:?})", o.status),
+                );
+                eprintln!("figures: our Linux run output:\n{}", o.serial);
+            }
+        }
+        let b = bare_linux()?;
+        match b.seen[1] {
+            Some(t) => {
+                bare_t.push(t);
+                say(
+                    out,
+                    format!(
+                        "  run {i} bare QEMU: {t:.2} s (`Linux version` at {}, QEMU gone at {:.2} s, status {:?})",
+                        b.seen[0].map_or("-".into(), |v| format!("{v:.2} s")),
+                        b.total,
+                        b.status
+                    ),
+                );
+            }
+            None => {
+                say(
+                    out,
+                    format!("  run {i} bare QEMU: no marker (status {:?})", b.status),
+                );
+                eprintln!("figures: bare Linux run output:\n{}", b.serial);
+            }
+        }
+    }
+    if ours_t.is_empty() || bare_t.is_empty() {
+        missing.push("the Linux comparison".into());
+        return Ok(());
+    }
+    let (mo, mb) = (mean(&ours_t), mean(&bare_t));
+    let ratio = mo / mb;
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "  mean: ours {mo:.2} s, bare QEMU {mb:.2} s: ratio {ratio:.2}x (goal <= {LINUX_GOAL}x: {})",
+        met(ratio <= LINUX_GOAL)
+    );
+    say(out, line);
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Page-table memory over identity-mapped host frames (host-virtual address
 //! == host-physical address), the hypervisor's memory model below 4 GiB.
-//! NPT ([`arch-svm`]) and EPT ([`arch-vmx`]) trees both sit on it.
+//! NPT (arch-svm) and EPT (arch-vmx) trees both sit on it.
 
 use hv_core::pagetable::{ENTRIES, PageTableMemory};
 use hv_core::types::Hfn;

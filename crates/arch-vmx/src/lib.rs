@@ -18,7 +18,7 @@
 //! | arch-vmx | arch-svm | job |
 //! |---|---|---|
 //! | [`vmcs`] | `vmcb` | the control structure, typed fields |
-//! | [`enable`] | `enable` | CPUID, capabilities, turning it on, per-CPU area |
+//! | [`enable`](mod@enable) | `enable` | CPUID, capabilities, turning it on, per-CPU area |
 //! | [`vcpu`] | `vcpu` | initial state, the run step, `VcpuBackend` |
 //! | [`entry`] | `entry` | the VM-entry assembly |
 //! | [`exit`] | `exit` | exit reason to [`VmExit`](hv_core::arch::VmExit) |

@@ -24,6 +24,11 @@ pub fn write_fmt(args: core::fmt::Arguments<'_>) {
     }
 }
 
+/// A byte typed on the serial line, if any (never waits for the lock).
+pub fn read_byte() -> Option<u8> {
+    CONSOLE.try_lock()?.as_mut()?.get()
+}
+
 /// Waits until the console has sent everything.
 pub fn drain() {
     if let Some(uart) = CONSOLE.lock().as_mut() {

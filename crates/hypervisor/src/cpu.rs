@@ -228,10 +228,10 @@ pub static IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 /// wait, so acknowledging is the whole job. The spurious vector gets no EOI.
 extern "C" fn irq_handler(vector: u64) {
     IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-    if vector != 0xFF {
-        if let Some(apic) = crate::platform::HOST_APIC.get() {
-            apic.eoi();
-        }
+    if vector != 0xFF
+        && let Some(apic) = crate::platform::HOST_APIC.get()
+    {
+        apic.eoi();
     }
 }
 

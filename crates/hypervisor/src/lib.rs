@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod bootinfo;
 pub mod builder;
 pub mod cmdline;
+pub mod focus;
 pub mod guest_acpi;
 pub mod launch;
 pub mod mm;

@@ -23,6 +23,8 @@ mod console;
 #[cfg(target_os = "none")]
 mod hostplat;
 #[cfg(target_os = "none")]
+mod input;
+#[cfg(target_os = "none")]
 mod machine;
 #[cfg(target_os = "none")]
 mod memory;

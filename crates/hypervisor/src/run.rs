@@ -9,13 +9,14 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use arch_svm::npt::IdentityTables;
 use arch_svm::{Npt, SvmCpu, SvmVcpu, VcpuInit};
 use arch_vmx::{Ept, VmxCpu, VmxVcpu};
 use hv_core::arch::{NestedPaging, VcpuBackend, VmExit};
 use hv_core::domain::{DomainState, ShutdownReason};
+use hv_core::sched::{Scheduler, VcpuKey};
 use hv_core::{DomId, ExitAction, Hfn, Hypervisor};
 use hypervisor::bootinfo::BootInfo;
 use hypervisor::builder;
@@ -38,8 +39,12 @@ static SLOTS: Once<Vec<Slot>> = Once::new();
 static MAPS: Once<Maps> = Once::new();
 /// Set when the domains are built and the CPUs may start running them.
 static GO: AtomicBool = AtomicBool::new(false);
-/// Round-robin cursor over `SLOTS`.
-static CURSOR: AtomicUsize = AtomicUsize::new(0);
+/// hv-core's credit scheduler; always taken inside the `HV` lock.
+static SCHED: Once<Mutex<Scheduler>> = Once::new();
+/// The boot CPU's backend (every CPU has the same features).
+static BOOT_CPU: Once<Cpu> = Once::new();
+/// Xen's default vCPU weight.
+const DEFAULT_WEIGHT: u16 = 256;
 /// VM exits handled, machine-wide.
 pub static EXITS: AtomicU64 = AtomicU64::new(0);
 
@@ -47,7 +52,15 @@ pub static EXITS: AtomicU64 = AtomicU64::new(0);
 struct Slot {
     d: DomId,
     v: u32,
+    /// The domain's nested tables, for backends created later (SIPI).
+    root: u64,
+    epoch: Epoch,
+    /// `None` while it runs somewhere, or before the vCPU was started.
     backend: Mutex<Option<Box<dyn VcpuBackend + Send>>>,
+}
+
+fn key(d: DomId, v: u32) -> VcpuKey {
+    VcpuKey { dom: d, vcpu: v }
 }
 
 /// The virtualization extension of this machine's CPUs (all alike).
@@ -94,6 +107,7 @@ impl Cpu {
 }
 
 /// A domain's TLB epoch (its nested tables bump it on every flush).
+#[derive(Clone)]
 enum Epoch {
     Svm(arch_svm::TlbEpoch),
     Vmx(arch_vmx::TlbEpoch),
@@ -164,6 +178,7 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     let Some(cpu) = enable_cpu(0) else {
         crate::machine::stop(false)
     };
+    BOOT_CPU.call_once(|| cpu);
     let maps = match cpu {
         Cpu::Svm(c) => {
             log::info!("SVM enabled: {:?}", c.features());
@@ -248,72 +263,165 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             b.vcpu0.rbx,
             if p.privileged { ", privileged" } else { "" }
         );
-        let Some(frame) = frames(1) else {
+        let init = vcpu_init(&b.vcpu0);
+        let Some(vcpu) = make_backend(root, &epoch, &init) else {
             log::error!("no memory for a VMCB/VMCS");
             crate::machine::stop(false)
         };
-        let s = b.vcpu0;
-        let seg = |x: guest_loader::SegmentState| arch_svm::vcpu::SegmentInit {
-            selector: x.selector,
-            base: x.base,
-            limit: x.limit,
-            attrib: x.attributes,
-        };
-        let init = VcpuInit {
-            rip: s.rip,
-            rbx: s.rbx,
-            rflags: s.rflags,
-            cr0: s.cr0,
-            cr3: s.cr3,
-            cr4: s.cr4,
-            efer: s.efer,
-            cs: seg(s.cs),
-            ds: seg(s.ds),
-            es: seg(s.es),
-            fs: seg(s.fs),
-            gs: seg(s.gs),
-            ss: seg(s.ss),
-            tr: seg(s.tr),
-            ldtr: seg(s.ldtr),
-            gdtr: arch_svm::vcpu::TableInit {
-                base: s.gdtr.base,
-                limit: s.gdtr.limit,
-            },
-            idtr: arch_svm::vcpu::TableInit {
-                base: s.idtr.base,
-                limit: s.idtr.limit,
-            },
-            dr6: s.dr6,
-            dr7: s.dr7,
-        };
-        let maps = MAPS.get().expect("set above");
-        let vcpu: Box<dyn VcpuBackend + Send> = match (cpu, maps, epoch) {
-            (Cpu::Svm(c), Maps::Svm(maps), Epoch::Svm(e)) => {
-                // SAFETY: the VMCB frame is fresh and owned by this vCPU;
-                // the maps and the domain's tables live as long as the
-                // machine.
-                Box::new(unsafe { SvmVcpu::new(frame, maps, root, e, c.features(), &init) })
-            }
-            (Cpu::Vmx(c), Maps::Vmx(maps), Epoch::Vmx(e)) => {
-                // SAFETY: as for SVM, with a VMCS frame.
-                Box::new(unsafe { VmxVcpu::new(frame, maps, root, e, c.features(), &init) })
-            }
-            _ => unreachable!("one vendor per machine"),
-        };
-        slots.push(Slot {
-            d: b.domid,
-            v: 0,
-            backend: Mutex::new(Some(vcpu)),
-        });
+        for v in 0..b.vcpus {
+            slots.push(Slot {
+                d: b.domid,
+                v,
+                root,
+                epoch: epoch.clone(),
+                backend: Mutex::new(None),
+            });
+        }
+        let first = slots.len() - b.vcpus as usize;
+        *slots[first].backend.lock() = Some(vcpu);
     }
     if slots.is_empty() {
         log::error!("no domains to run");
         crate::machine::stop(false)
     }
+    let mut sched = Scheduler::new(crate::smp::CPUS_ONLINE.load(SeqCst));
+    {
+        let hv = HV.get().expect("set above").lock();
+        let now = hv.now();
+        for sl in &slots {
+            sched.add_vcpu(key(sl.d, sl.v), DEFAULT_WEIGHT, None);
+            if sl.v == 0 {
+                sched.wake(key(sl.d, sl.v), now);
+            }
+        }
+    }
+    SCHED.call_once(|| Mutex::new(sched));
     SLOTS.call_once(|| slots);
     cpu.take_host_interrupts();
     GO.store(true, SeqCst);
     cpu_loop(0, &apic)
+}
+
+/// The backend registers for a loader-made initial state.
+fn vcpu_init(s: &guest_loader::InitialVcpuState) -> VcpuInit {
+    let seg = |x: guest_loader::SegmentState| arch_svm::vcpu::SegmentInit {
+        selector: x.selector,
+        base: x.base,
+        limit: x.limit,
+        attrib: x.attributes,
+    };
+    VcpuInit {
+        rip: s.rip,
+        rbx: s.rbx,
+        rflags: s.rflags,
+        cr0: s.cr0,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        efer: s.efer,
+        cs: seg(s.cs),
+        ds: seg(s.ds),
+        es: seg(s.es),
+        fs: seg(s.fs),
+        gs: seg(s.gs),
+        ss: seg(s.ss),
+        tr: seg(s.tr),
+        ldtr: seg(s.ldtr),
+        gdtr: arch_svm::vcpu::TableInit {
+            base: s.gdtr.base,
+            limit: s.gdtr.limit,
+        },
+        idtr: arch_svm::vcpu::TableInit {
+            base: s.idtr.base,
+            limit: s.idtr.limit,
+        },
+        dr6: s.dr6,
+        dr7: s.dr7,
+    }
+}
+
+/// A secondary vCPU started by a SIPI: real mode at `vector << 12`, as
+/// after INIT (CS = vector << 8, IP = 0).
+fn sipi_init(vector: u8) -> VcpuInit {
+    let seg = |selector: u16, base: u64, attrib: u16| arch_svm::vcpu::SegmentInit {
+        selector,
+        base,
+        limit: 0xFFFF,
+        attrib,
+    };
+    let data = seg(0, 0, 0x93);
+    VcpuInit {
+        rip: 0,
+        rflags: 0x2,
+        cr0: 0x10, // ET
+        cs: seg(u16::from(vector) << 8, u64::from(vector) << 12, 0x9B),
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ss: data,
+        tr: seg(0, 0, 0x8B),
+        ldtr: seg(0, 0, 0x82),
+        gdtr: arch_svm::vcpu::TableInit {
+            base: 0,
+            limit: 0xFFFF,
+        },
+        idtr: arch_svm::vcpu::TableInit {
+            base: 0,
+            limit: 0xFFFF,
+        },
+        dr6: 0xFFFF_0FF0,
+        dr7: 0x400,
+        ..VcpuInit::default()
+    }
+}
+
+/// Creates a vCPU backend of this machine's vendor.
+fn make_backend(root: u64, epoch: &Epoch, init: &VcpuInit) -> Option<Box<dyn VcpuBackend + Send>> {
+    let frame = frames(1)?;
+    let cpu = *BOOT_CPU.get()?;
+    let maps = MAPS.get()?;
+    let vcpu: Box<dyn VcpuBackend + Send> = match (cpu, maps, epoch) {
+        (Cpu::Svm(c), Maps::Svm(maps), Epoch::Svm(e)) => {
+            // SAFETY: the VMCB frame is fresh and owned by this vCPU; the
+            // maps and the domain's tables live as long as the machine.
+            Box::new(unsafe { SvmVcpu::new(frame, maps, root, e.clone(), c.features(), init) })
+        }
+        (Cpu::Vmx(c), Maps::Vmx(maps), Epoch::Vmx(e)) => {
+            // SAFETY: as for SVM, with a VMCS frame.
+            Box::new(unsafe { VmxVcpu::new(frame, maps, root, e.clone(), c.features(), init) })
+        }
+        _ => unreachable!("one vendor per machine"),
+    };
+    Some(vcpu)
+}
+
+/// Gives the scheduler the vCPUs hv-core woke, kicking the CPUs it names.
+fn drain_wakes(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, now: u64) {
+    for (d, v) in hv.take_woken() {
+        if let Some(p) = sched.wake(key(d, v), now) {
+            hv_core::platform::Platform::kick_cpu(&hv.platform, p);
+        }
+    }
+}
+
+/// Creates the backends of vCPUs that INIT-SIPI-SIPI started.
+fn start_vcpus(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, slots: &[Slot], now: u64) {
+    for (d, v, vector) in hv.take_vcpu_starts() {
+        let Some(sl) = slots.iter().find(|s| s.d == d && s.v == v) else {
+            continue;
+        };
+        match make_backend(sl.root, &sl.epoch, &sipi_init(vector)) {
+            Some(b) => {
+                *sl.backend.lock() = Some(b);
+                let _ = hv.vcpu_up(d, v);
+                log::info!("{}v{}: started at {:#x}", d, v, u32::from(vector) << 12);
+                if let Some(p) = sched.wake(key(d, v), now) {
+                    hv_core::platform::Platform::kick_cpu(&hv.platform, p);
+                }
+            }
+            None => hv.crash(d, "no memory for a secondary vCPU"),
+        }
+    }
 }
 
 /// The scheduler loop of an application processor.
@@ -348,43 +456,60 @@ fn idle(apic: &LocalApic, ns: u64) {
 fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
     let slots = SLOTS.get().expect("set before GO");
     let hv = HV.get().expect("set before GO");
+    let sched = SCHED.get().expect("set before GO");
     loop {
         let (now, pick, next_deadline, all_down) = {
             let mut hv = hv.lock();
+            let mut sched = sched.lock();
             let now = hv.now();
-            let next = hv.tick(now);
+            let mut next = hv.tick(now);
+            if me == 0 {
+                crate::input::poll(&mut hv);
+            }
+            drain_wakes(&mut hv, &mut sched, now);
             let all_down = hv
                 .domain_ids()
                 .iter()
                 .all(|&d| hv.domain(d).is_none_or(|x| !x.is_alive()));
-            let n = slots.len();
-            let start = CURSOR.fetch_add(1, SeqCst);
             let mut pick = None;
-            for k in 0..n {
-                let i = (start + k) % n;
-                let s = &slots[i];
-                if hv.vcpu_runnable(s.d, s.v) {
-                    if let Some(b) = s.backend.try_lock().and_then(|mut g| g.take()) {
-                        hv.set_vcpu_pcpu(s.d, s.v, me);
-                        pick = Some((i, b));
+            while let Some((k, slice)) = sched.pick(me, now) {
+                let sl = slots.iter().position(|s| s.d == k.dom && s.v == k.vcpu);
+                let backend = sl.and_then(|i| slots[i].backend.lock().take());
+                match (sl, backend) {
+                    (Some(i), Some(b)) if hv.vcpu_runnable(k.dom, k.vcpu) => {
+                        hv.set_vcpu_pcpu(k.dom, k.vcpu, me);
+                        pick = Some((i, b, slice));
                         break;
                     }
+                    (i, b) => {
+                        // Not runnable after all (domain dead, never
+                        // started): put it back and let it sleep.
+                        if let (Some(i), Some(b)) = (i, b) {
+                            *slots[i].backend.lock() = Some(b);
+                        }
+                        sched.descheduled(k, me, now, false);
+                    }
                 }
+            }
+            if let Some(t) = sched.next_event() {
+                next = Some(next.map_or(t, |n| n.min(t)));
             }
             (now, pick, next, all_down)
         };
         if all_down {
             finish(me);
         }
-        let Some((i, mut vcpu)) = pick else {
+        let Some((i, mut vcpu, slice)) = pick else {
             let wait =
                 next_deadline.map_or(SLICE_NS, |t| t.saturating_sub(now).clamp(1_000, SLICE_NS));
             idle(apic, wait);
             continue;
         };
         let s = &slots[i];
-        let slice_end = now + SLICE_NS;
-        apic.arm_timer(TIMER_VECTOR, SLICE_NS);
+        let k = key(s.d, s.v);
+        let slice = slice.clamp(100_000, SLICE_NS);
+        let slice_end = now + slice;
+        apic.arm_timer(TIMER_VECTOR, slice);
         loop {
             hv.lock().prepare_entry(s.d, s.v, vcpu.as_mut());
             let exit = vcpu.run();
@@ -392,13 +517,26 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if exit == VmExit::ExternalInterrupt {
                 take_interrupts();
             }
-            let action = hv.lock().handle_exit(s.d, s.v, vcpu.as_mut(), exit);
-            match action {
-                ExitAction::Resume if hv.lock().now() < slice_end => continue,
-                _ => break,
+            let mut hv = hv.lock();
+            let action = hv.handle_exit(s.d, s.v, vcpu.as_mut(), exit);
+            let now = hv.now();
+            let mut sched = sched.lock();
+            start_vcpus(&mut hv, &mut sched, slots, now);
+            let stop = match action {
+                ExitAction::Resume if now < slice_end => None,
+                ExitAction::Resume | ExitAction::Yield => Some(true),
+                ExitAction::Block | ExitAction::Dead => Some(false),
+            };
+            if let Some(runnable) = stop {
+                // The backend goes home before the scheduler can hand the
+                // vCPU to another CPU.
+                *s.backend.lock() = Some(vcpu);
+                sched.descheduled(k, me, now, runnable);
+                drain_wakes(&mut hv, &mut sched, now);
+                break;
             }
+            drain_wakes(&mut hv, &mut sched, now);
         }
-        *s.backend.lock() = Some(vcpu);
     }
 }
 

@@ -49,6 +49,17 @@ impl Uart {
         unsafe { inb(self.base + LINE_STATUS) }
     }
 
+    /// A received byte, if one is waiting.
+    pub fn get(&mut self) -> Option<u8> {
+        let lsr = self.line_status();
+        // 0xFF: no UART at all (floating bus); bit 0: data ready.
+        if lsr == 0xFF || lsr & 1 == 0 {
+            return None;
+        }
+        // SAFETY: as in `line_status`; reading DATA takes the byte.
+        Some(unsafe { inb(self.base + DATA) })
+    }
+
     /// Sends one byte, waiting (boundedly) for room.
     pub fn put(&mut self, byte: u8) {
         // An absent UART reads 0xFF, which has THRE set; a wedged one must not

@@ -737,24 +737,41 @@ struct LinuxCase {
     expect: &'static [&'static str],
 }
 
-const LINUX_CASES: &[LinuxCase] = &[LinuxCase {
-    name: "qemu-svm-linux-1vcpu",
-    vendor: Vendor::Amd,
-    vcpus: 1,
-    smp: 2,
-    expect: &[
-        "(d1) [    0.000000] Linux version 6.1",
-        "Booting kernel on Xen PVH",
-        "xen:events: Using FIFO-based ABI",
-        "printk: console [hvc0] enabled",
-        "clocksource: Switched to clocksource xen",
-        "Run /init as init process",
-        "(d1) PVH-LINUX-INIT: up, cpus=1",
-        "reboot: Power down",
-        "d1: shutdown (Poweroff)",
-        "all domains shut down (cleanly)",
-    ],
-}];
+const LINUX_CASES: &[LinuxCase] = &[
+    LinuxCase {
+        name: "qemu-svm-linux-1vcpu",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 2,
+        expect: &[
+            "(d1) [    0.000000] Linux version 6.1",
+            "Booting kernel on Xen PVH",
+            "xen:events: Using FIFO-based ABI",
+            "printk: console [hvc0] enabled",
+            "clocksource: Switched to clocksource xen",
+            "Run /init as init process",
+            "(d1) PVH-LINUX-INIT: up, cpus=1",
+            "reboot: Power down",
+            "d1: shutdown (Poweroff)",
+            "all domains shut down (cleanly)",
+        ],
+    },
+    LinuxCase {
+        name: "qemu-svm-linux-2vcpus",
+        vendor: Vendor::Amd,
+        vcpus: 2,
+        smp: 2,
+        expect: &[
+            "(d1) [    0.000000] Linux version 6.1",
+            "smpboot: Allowing 2 CPUs",
+            "d1v1: started at",
+            "smp: Brought up 1 node, 2 CPUs",
+            "(d1) PVH-LINUX-INIT: up, cpus=2",
+            "reboot: Power down",
+            "all domains shut down (cleanly)",
+        ],
+    },
+];
 
 /// Runs [`LINUX_CASES`] when `cargo xtask linux` has cached the kernel;
 /// with `PVH_REQUIRE_LINUX=1` (CI) a missing kernel is a failure.

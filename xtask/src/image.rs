@@ -50,6 +50,19 @@ impl Module {
     }
 }
 
+/// The serial line's input side.
+#[derive(Clone, Debug, Default)]
+pub enum SerialInput {
+    /// Nothing is typed.
+    #[default]
+    None,
+    /// The user's terminal (interactive runs).
+    Terminal,
+    /// Scripted: when the output so far contains the first string, type
+    /// the second (in order).
+    Script(Vec<(String, String)>),
+}
+
 /// Options shared by `image` and `run`.
 #[derive(Debug)]
 pub struct RunOptions {
@@ -64,6 +77,8 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Read the console from the debug port 0xE9 instead of COM1.
     pub debugcon: bool,
+    /// What goes to the machine's serial input.
+    pub input: SerialInput,
     /// The Bochs CPU model (Intel runs; `ryzen` gives SVM with NRIP save).
     pub bochs_cpu: String,
     /// More QEMU arguments (e.g. `-icount shift=0` for `cargo xtask bench`).
@@ -81,6 +96,7 @@ impl Default for RunOptions {
             modules: Vec::new(),
             timeout: None,
             debugcon: false,
+            input: SerialInput::None,
             bochs_cpu: "corei7_skylake_x".into(),
             extra_qemu_args: Vec::new(),
         }
@@ -229,7 +245,9 @@ pub fn image(args: &[&str]) -> Result<(), String> {
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!("{} ({size} bytes)", out.display());
     if o.vendor == Vendor::Intel {
-        let iso = build_iso(&out, &o, "exit=bochs")?;
+        let made = build_iso(&out, &o, "exit=bochs")?;
+        let iso = root().join("target/image/hypervisor.iso");
+        std::fs::rename(&made, &iso).map_err(|e| format!("{}: {e}", iso.display()))?;
         println!("{}", iso.display());
     }
     Ok(())
@@ -243,6 +261,10 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
     if g.linux {
         crate::linux::linux(&[])?;
         o.modules.extend(linux_modules(guest_mem, g.vcpus, g.shell));
+        if g.shell {
+            o.input = SerialInput::Terminal;
+            eprintln!("The busybox shell runs on hvc0; `poweroff -f` (or exit) ends the machine.");
+        }
         if o.timeout.is_none() && !g.shell {
             o.timeout = Some(Duration::from_secs(900));
         }
@@ -321,7 +343,8 @@ pub const STOP_FAILED: &str = "(XEN) machine stop: FAILURE";
 /// Builds a GRUB rescue ISO that boots `image` by Multiboot2, with the
 /// hypervisor command line and modules from `o`.
 pub fn build_iso(image: &std::path::Path, o: &RunOptions, exit: &str) -> Result<PathBuf, String> {
-    let dir = root().join("target/image/iso");
+    let dir = root().join(format!("target/image/iso-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let boot = dir.join("boot");
     std::fs::create_dir_all(boot.join("grub")).map_err(|e| e.to_string())?;
     std::fs::copy(image, boot.join("hypervisor.elf")).map_err(|e| e.to_string())?;
@@ -342,14 +365,19 @@ pub fn build_iso(image: &std::path::Path, o: &RunOptions, exit: &str) -> Result<
     }
     cfg.push_str("  boot\n}\n");
     std::fs::write(boot.join("grub/grub.cfg"), cfg).map_err(|e| e.to_string())?;
-    let iso = root().join("target/image/hypervisor.iso");
+    let iso = root().join(format!(
+        "target/image/hypervisor-{}.iso",
+        std::process::id()
+    ));
     let mut c = Command::new("grub-mkrescue");
     c.arg("-o")
         .arg(&iso)
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    run(c).map_err(|e| format!("{e} (apt-get install grub-pc-bin xorriso mtools)"))?;
+    let made = run(c).map_err(|e| format!("{e} (apt-get install grub-pc-bin xorriso mtools)"));
+    let _ = std::fs::remove_dir_all(&dir);
+    made?;
     Ok(iso)
 }
 
@@ -357,10 +385,10 @@ pub fn build_iso(image: &std::path::Path, o: &RunOptions, exit: &str) -> Result<
 /// Bochs has no exit status: the outcome is read from the serial line.
 pub fn boot_bochs(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<Outcome, String> {
     let iso = build_iso(image, o, "exit=bochs")?;
-    let dir = root().join("target/image/bochs");
+    let dir = root().join(format!("target/image/bochs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Bochs is given short relative names: it runs in `dir`.
-    std::fs::copy(&iso, dir.join("hv.iso")).map_err(|e| e.to_string())?;
+    std::fs::rename(&iso, dir.join("hv.iso")).map_err(|e| e.to_string())?;
     let serial = dir.join("serial.txt");
     let _ = std::fs::remove_file(&serial);
     let rc = dir.join("rc.txt");
@@ -428,6 +456,8 @@ pub fn boot_bochs(image: &std::path::Path, o: &RunOptions, live: bool) -> Result
     if live && text.len() > shown {
         let _ = std::io::stdout().write_all(&text[shown..]);
     }
+    // The ISO can be large (a Linux kernel); keep the log and serial copy.
+    let _ = std::fs::remove_file(dir.join("hv.iso"));
     Ok(Outcome {
         serial: String::from_utf8_lossy(&text).into_owned(),
         status,
@@ -464,21 +494,18 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         })
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(&o.extra_qemu_args)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped());
+    let mut iso_made = None;
     if o.modules.len() > 1 || o.modules.iter().any(|m| !m.cmdline.is_empty()) {
         // QEMU's PVH loader carries one module without a command line:
         // several modules (hyperlaunch) go through GRUB and Multiboot2.
         let iso = build_iso(image, o, "exit=isa-debug-exit")?;
+        iso_made = Some(iso.clone());
         let mut args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_owned()).collect();
         let k = args.iter().position(|a| a == "-kernel").expect("set above");
         args.drain(k..k + 4); // -kernel IMAGE -append CMDLINE
         c = Command::new("qemu-system-x86_64");
-        c.args(args)
-            .arg("-cdrom")
-            .arg(iso)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
+        c.args(args).arg("-cdrom").arg(iso).stdout(Stdio::piped());
     } else if let Some(m) = o.modules.first() {
         c.arg("-initrd").arg(&m.path);
     }
@@ -486,13 +513,19 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         c.args(["-s", "-S"]);
         eprintln!("QEMU waits for gdb on localhost:1234");
     }
+    c.stdin(match o.input {
+        SerialInput::None => Stdio::null(),
+        SerialInput::Terminal => Stdio::inherit(),
+        SerialInput::Script(_) => Stdio::piped(),
+    });
     eprintln!("\n==> {c:?}");
     let mut child = c.spawn().map_err(|e| {
         format!("cannot start qemu-system-x86_64 (apt-get install qemu-system-x86): {e}")
     })?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
     let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
             match stdout.read(&mut buf) {
@@ -503,14 +536,34 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
                         let _ = out.write_all(&buf[..n]);
                         let _ = out.flush();
                     }
-                    all.extend_from_slice(&buf[..n]);
+                    seen2.lock().expect("reader").extend_from_slice(&buf[..n]);
                 }
             }
         }
-        all
     });
+    let mut script: Vec<(String, String)> = match &o.input {
+        SerialInput::Script(s) => s.iter().rev().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let mut stdin = child.stdin.take();
     let start = Instant::now();
     let status = loop {
+        if let Some((trigger, text)) = script.last() {
+            let hit =
+                String::from_utf8_lossy(&seen.lock().expect("reader")).contains(trigger.as_str());
+            if hit {
+                if let Some(w) = stdin.as_mut() {
+                    // Type it slowly, as a person would: the guest's
+                    // input ring holds 1 KiB and the UART FIFO 16 bytes.
+                    for b in text.bytes() {
+                        let _ = w.write_all(&[b]);
+                        let _ = w.flush();
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                script.pop();
+            }
+        }
         if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
             break s.code();
         }
@@ -521,7 +574,12 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let serial = reader.join().unwrap_or_default();
+    drop(stdin);
+    let _ = reader.join();
+    if let Some(iso) = &iso_made {
+        let _ = std::fs::remove_file(iso);
+    }
+    let serial = seen.lock().expect("reader").clone();
     Ok(Outcome {
         serial: String::from_utf8_lossy(&serial).into_owned(),
         status,
@@ -676,12 +734,30 @@ const E2E_CASES: &[E2eCase] = &[
 
 /// The end-to-end checks that `cargo xtask test` runs.
 pub fn e2e() -> Result<(), String> {
+    e2e_only(None)
+}
+
+/// `cargo xtask e2e [NAME]`: every case, or those whose name contains NAME.
+pub fn e2e_cmd(args: &[&str]) -> Result<(), String> {
+    match args {
+        [] => e2e_only(None),
+        [name] => e2e_only(Some(name)),
+        _ => Err("e2e takes at most one case-name filter".into()),
+    }
+}
+
+/// Whether case `name` runs under `filter`.
+fn selected(filter: Option<&str>, name: &str) -> bool {
+    filter.is_none_or(|f| name.contains(f))
+}
+
+fn e2e_only(filter: Option<&str>) -> Result<(), String> {
     let image = build_image()?;
     let guest = build_test_guest()?;
     let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
     let module = guest.clone();
     let mut failures = Vec::new();
-    for case in E2E_CASES {
+    for case in E2E_CASES.iter().filter(|c| selected(filter, c.name)) {
         let o = RunOptions {
             cmdline: case.cmdline.into(),
             modules: vec![Module::plain(module.clone())],
@@ -715,8 +791,10 @@ pub fn e2e() -> Result<(), String> {
             failures.push(case.name);
         }
     }
-    multi_domain_e2e(&image, &guest, &mut failures)?;
-    linux_e2e(&image, &mut failures)?;
+    if selected(filter, "qemu-svm-three-domains") {
+        multi_domain_e2e(&image, &guest, &mut failures)?;
+    }
+    linux_e2e(&image, &mut failures, filter)?;
     eprintln!("e2e: image {size} bytes");
     if failures.is_empty() {
         Ok(())
@@ -775,7 +853,16 @@ const LINUX_CASES: &[LinuxCase] = &[
 
 /// Runs [`LINUX_CASES`] when `cargo xtask linux` has cached the kernel;
 /// with `PVH_REQUIRE_LINUX=1` (CI) a missing kernel is a failure.
-fn linux_e2e(image: &std::path::Path, failures: &mut Vec<&'static str>) -> Result<(), String> {
+fn linux_e2e(
+    image: &std::path::Path,
+    failures: &mut Vec<&'static str>,
+    filter: Option<&str>,
+) -> Result<(), String> {
+    if !LINUX_CASES.iter().any(|c| selected(filter, c.name))
+        && !selected(filter, "qemu-svm-linux-shell")
+    {
+        return Ok(());
+    }
     let (kernel, initrd) = linux_files();
     if !kernel.exists() || !initrd.exists() {
         if std::env::var("PVH_REQUIRE_LINUX").is_ok_and(|v| v == "1") {
@@ -784,7 +871,7 @@ fn linux_e2e(image: &std::path::Path, failures: &mut Vec<&'static str>) -> Resul
         eprintln!("e2e: Linux cases skipped (run `cargo xtask linux` first)");
         return Ok(());
     }
-    for case in LINUX_CASES {
+    for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
         let o = RunOptions {
             vendor: case.vendor,
             modules: linux_modules(256, case.vcpus, false),
@@ -821,6 +908,33 @@ fn linux_e2e(image: &std::path::Path, failures: &mut Vec<&'static str>) -> Resul
             );
             failures.push(case.name);
         }
+    }
+    // The interactive shell, typed at through the serial line: input goes
+    // COM1 -> the hypervisor -> the domain's PV console ring -> hvc0.
+    let name = "qemu-svm-linux-shell";
+    if !selected(filter, name) {
+        return Ok(());
+    }
+    let o = RunOptions {
+        modules: linux_modules(256, 1, true),
+        mem_mib: 512,
+        timeout: Some(Duration::from_secs(900)),
+        input: SerialInput::Script(vec![
+            (LINUX_MARKER.into(), "echo hello-$((40+2))\r".into()),
+            ("hello-42".into(), "poweroff -f\r".into()),
+        ]),
+        ..Default::default()
+    };
+    let out = boot_qemu(image, &o, false)?;
+    let ok = out.serial.contains("hello-42")
+        && out.serial.contains("all domains shut down (cleanly)")
+        && out.status == Some(QEMU_EXIT_SUCCESS);
+    if ok {
+        eprintln!("e2e: {name} passed");
+    } else {
+        eprintln!("e2e: {name} serial output:\n{}", out.serial);
+        eprintln!("e2e: {name} FAILED: no answer to the typed command, or no clean poweroff");
+        failures.push(name);
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ commands:
   test [--quick]     run every check: fmt, clippy, host tests, no_std builds,
                      and the proofs (Miri, loom, bounded fuzzing);
                      --quick skips the proofs
-  e2e                run the end-to-end boots alone (QEMU and Bochs)
+  e2e [NAME]         run the end-to-end boots alone (QEMU and Bochs), or those matching NAME
   miri               run the Miri suite alone (nightly toolchain)
   loom               run the loom models alone
   fuzz [--runs N]    run each fuzz target for N inputs (default 20000)
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         "fuzz" => steps::fuzz(&rest),
         "bench" => steps::bench(&rest),
         "run" => image::run_cmd(&rest),
-        "e2e" => image::e2e(),
+        "e2e" => image::e2e_cmd(&rest),
         "image" => image::image(&rest),
         "linux" => linux::linux(&rest),
         "help" | "--help" | "-h" => {

@@ -161,6 +161,10 @@ pub struct FetchRegs {
     pub cpl: u8,
 }
 
+/// Reads guest code bytes at a linear address (see
+/// `VcpuBackend::skip_instruction_fetching`).
+type CodeFetch<'a> = &'a mut dyn FnMut(u64, &mut [u8]) -> usize;
+
 /// One vCPU run with SVM.
 pub struct SvmVcpu {
     vmcb: NonNull<Vmcb>,
@@ -296,10 +300,20 @@ impl SvmVcpu {
 
     /// The next RIP from the instruction bytes (fetcher) or, when they
     /// cannot be read, the plain encoding's length.
-    fn decoded_next_rip(&self, expected: Expected) -> Option<u64> {
+    fn decoded_next_rip(&self, expected: Expected, with: Option<CodeFetch<'_>>) -> Option<u64> {
         let s = &self.vmcb().save;
         let rip = s.rip;
         let long = self.in_64bit_mode();
+        if let Some(fetch) = with {
+            let mut buf = [0u8; MAX_INSN_LEN];
+            let n = fetch(s.cs.base.wrapping_add(rip), &mut buf).min(MAX_INSN_LEN);
+            let len = if n == 0 {
+                expected.plain_len()?
+            } else {
+                insn::length(&buf[..n], expected, long)?
+            };
+            return Some(rip.wrapping_add(u64::from(len)));
+        }
         let len = match &self.fetch {
             Some(f) => {
                 let regs = FetchRegs {
@@ -321,6 +335,39 @@ impl SvmVcpu {
             None => expected.plain_len()?,
         };
         Some(rip.wrapping_add(u64::from(len)))
+    }
+
+    /// Advances RIP past the exiting instruction: NRIP, IOIO's EXITINFO2,
+    /// or the decoded length (bytes from `fetch`, else the installed
+    /// fetcher, else the plain encoding).
+    fn skip_with(&mut self, exit: &VmExit, fetch: Option<CodeFetch<'_>>) -> bool {
+        let Some(expected) = Self::expected(exit) else {
+            return false;
+        };
+        let Some(raw) = self.skippable else {
+            return false;
+        };
+        let nrip = self.vmcb().control.nrip;
+        let next = if self.features.nrip && nrip != 0 {
+            Some(nrip)
+        } else if expected == Expected::Io && raw.code == exit::code::IOIO && raw.info2 != 0 {
+            // IOIO exits hold the next RIP in EXITINFO2 even without NRIP.
+            Some(raw.info2)
+        } else {
+            self.decoded_next_rip(expected, fetch)
+        };
+        let Some(mut next) = next else {
+            return false;
+        };
+        if !self.in_64bit_mode() {
+            next &= 0xFFFF_FFFF;
+        }
+        let v = self.vmcb_mut();
+        v.save.rip = next;
+        // The instruction completed: an STI/MOV SS shadow is over.
+        v.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
+        self.skippable = None;
+        true
     }
 
     /// Loads the guest's FPU state and DR0-DR3, runs, saves them again.
@@ -479,33 +526,15 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn skip_instruction(&mut self, exit: &VmExit) -> bool {
-        let Some(expected) = Self::expected(exit) else {
-            return false;
-        };
-        let Some(raw) = self.skippable else {
-            return false;
-        };
-        let nrip = self.vmcb().control.nrip;
-        let next = if self.features.nrip && nrip != 0 {
-            Some(nrip)
-        } else if expected == Expected::Io && raw.code == exit::code::IOIO && raw.info2 != 0 {
-            // IOIO exits hold the next RIP in EXITINFO2 even without NRIP.
-            Some(raw.info2)
-        } else {
-            self.decoded_next_rip(expected)
-        };
-        let Some(mut next) = next else {
-            return false;
-        };
-        if !self.in_64bit_mode() {
-            next &= 0xFFFF_FFFF;
-        }
-        let v = self.vmcb_mut();
-        v.save.rip = next;
-        // The instruction completed: an STI/MOV SS shadow is over.
-        v.control.interrupt_shadow &= !vmcb::INTERRUPT_SHADOW;
-        self.skippable = None;
-        true
+        self.skip_with(exit, None)
+    }
+
+    fn skip_instruction_fetching(
+        &mut self,
+        exit: &VmExit,
+        fetch: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    ) -> bool {
+        self.skip_with(exit, Some(fetch))
     }
 
     fn inject(&mut self, event: Event) {
@@ -758,6 +787,41 @@ mod tests {
         );
         assert!(!t.vcpu.skip_instruction(&e));
         assert_eq!(t.vcpu.rip(), 0x10_0000);
+    }
+
+    #[test]
+    fn skip_with_hv_core_fetching_the_bytes() {
+        // hv-core passes a reader of guest code: a VMMCALL with a segment
+        // prefix is 4 bytes, and the reader sees CS.base+RIP.
+        let mut t = vcpu(false);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::VMMCALL,
+                ..RawExit::default()
+            },
+        );
+        let mut asked = 0;
+        let mut fetch = |la: u64, buf: &mut [u8]| {
+            asked = la;
+            let code = [0x3E, 0x0F, 0x01, 0xD9];
+            buf[..4].copy_from_slice(&code);
+            4
+        };
+        assert!(t.vcpu.skip_instruction_fetching(&e, &mut fetch));
+        assert_eq!(asked, 0x10_0000);
+        assert_eq!(t.vcpu.rip(), 0x10_0004);
+        // Unreadable code falls back to the plain length.
+        let mut t = vcpu(false);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::CPUID,
+                ..RawExit::default()
+            },
+        );
+        assert!(t.vcpu.skip_instruction_fetching(&e, &mut |_, _| 0));
+        assert_eq!(t.vcpu.rip(), 0x10_0002);
     }
 
     #[test]

@@ -246,6 +246,18 @@ pub trait VcpuBackend {
     /// Returns false when the length cannot be found (the caller then
     /// injects `#GP` or crashes the domain).
     fn skip_instruction(&mut self, exit: &VmExit) -> bool;
+    /// [`VcpuBackend::skip_instruction`] for backends that may have to
+    /// read the instruction: `fetch(linear, buf)` copies guest code bytes
+    /// at a linear address (as the guest's paging maps it) and returns how
+    /// many it could read. The default ignores `fetch`.
+    fn skip_instruction_fetching(
+        &mut self,
+        exit: &VmExit,
+        fetch: &mut dyn FnMut(u64, &mut [u8]) -> usize,
+    ) -> bool {
+        let _ = fetch;
+        self.skip_instruction(exit)
+    }
     /// Queues an event for the next entry.
     fn inject(&mut self, event: Event);
     /// Whether an interrupt could be delivered now (IF set, no interrupt

@@ -159,7 +159,23 @@ pub(crate) fn skip<P: Platform>(
     cpu: &mut dyn VcpuBackend,
     exit: &VmExit,
 ) -> ExitAction {
-    if cpu.skip_instruction(exit) {
+    let mode = Hypervisor::<P>::paging_mode(cpu);
+    let ok = match hv.guest_virt(d, mode) {
+        Some(virt) => cpu.skip_instruction_fetching(exit, &mut |la, buf| {
+            // Byte by byte: the instruction may end on an unmapped page.
+            let mut n = 0;
+            while n < buf.len()
+                && virt
+                    .read(la.wrapping_add(n as u64), &mut buf[n..n + 1])
+                    .is_ok()
+            {
+                n += 1;
+            }
+            n
+        }),
+        None => false,
+    };
+    if ok {
         ExitAction::Resume
     } else {
         hv.crash(d, "cannot decode the exiting instruction");
@@ -217,13 +233,17 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
         }
         5 | 6 | 0xA | 0xD => r = [0; 4],
         7 if sub == 0 => {
-            // EBX: hide AVX2 (5), AVX-512 (16..), which need XSAVE state.
-            r[1] &= !((1 << 5) | 0xFFFF_0000);
-            r[2] &= !(1 << 16); // LA57 stays host-only
+            // EBX: hide TSC_ADJUST (1, an MSR we do not emulate), AVX2 (5)
+            // and AVX-512 (16..), which need XSAVE state.
+            r[1] &= !((1 << 1) | (1 << 5) | 0xFFFF_0000);
+            // ECX: LA57 (16) stays host-only; RDPID (22) needs TSC_AUX.
+            r[2] &= !((1 << 16) | (1 << 22));
         }
         0x8000_0001 => {
-            // ECX: hide SVM (2).
+            // ECX: hide SVM (2). EDX: hide RDTSCP (27), whose TSC_AUX is
+            // not switched per guest.
             r[2] &= !(1 << 2);
+            r[3] &= !(1 << 27);
         }
         0x8000_000A => r = [0; 4],
         _ => {}

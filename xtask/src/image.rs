@@ -834,6 +834,20 @@ const LINUX_CASES: &[LinuxCase] = &[
             "all domains shut down (cleanly)",
         ],
     },
+    // Intel VMX under Bochs: slow (minutes), one vCPU.
+    LinuxCase {
+        name: "bochs-vmx-linux-1vcpu",
+        vendor: Vendor::Intel,
+        vcpus: 1,
+        smp: 1,
+        expect: &[
+            "(d1) [    0.000000] Linux version 6.1",
+            "(d1) PVH-LINUX-INIT: up, cpus=1",
+            "reboot: Power down",
+            "all domains shut down (cleanly)",
+            STOP_OK,
+        ],
+    },
     LinuxCase {
         name: "qemu-svm-linux-2vcpus",
         vendor: Vendor::Amd,

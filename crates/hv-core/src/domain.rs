@@ -78,6 +78,10 @@ pub struct Vcpu {
     pub vcpu_info_registered: bool,
     /// Guest address of the runstate area (linear), if registered.
     pub runstate_area: Option<u64>,
+    /// The paging the runstate area's address was registered under.
+    pub runstate_mode: crate::pagewalk::PagingMode,
+    /// Time accounting: the current runstate and the time in each.
+    pub runstate: xen_abi::vcpu::VcpuRunstateInfo,
     /// The per-vCPU upcall vector (`HVMOP_set_evtchn_upcall_vector`).
     pub upcall_vector: Option<u8>,
     /// Ports polled by `SCHEDOP_poll`.
@@ -107,6 +111,15 @@ impl Vcpu {
             },
             vcpu_info_registered: false,
             runstate_area: None,
+            runstate_mode: crate::pagewalk::PagingMode::FLAT,
+            runstate: xen_abi::vcpu::VcpuRunstateInfo {
+                state: if id == 0 {
+                    xen_abi::vcpu::RUNSTATE_runnable
+                } else {
+                    xen_abi::vcpu::RUNSTATE_offline
+                },
+                ..Default::default()
+            },
             upcall_vector: None,
             poll_ports: Vec::new(),
             wake_at: None,

@@ -372,7 +372,11 @@ impl<P: Platform> Hypervisor<P> {
                 vc.state = VcpuState::Runnable;
                 vc.poll_ports.clear();
                 vc.wake_at = None;
+                let p = vc.pcpu;
                 self.woken.push((d, v));
+                self.set_runstate(d, v, xen_abi::vcpu::RUNSTATE_runnable);
+                self.platform.kick_cpu(p);
+                return;
             } else if self.current == Some((d, v)) {
                 // The caller itself: it sees the event at its next entry.
                 return;
@@ -679,6 +683,14 @@ impl<P: Platform> Hypervisor<P> {
         self.action = ExitAction::Resume;
         self.restart = false;
         self.current = Some((d, v));
+        // A vCPU taking an exit was running, whoever scheduled it.
+        if self
+            .domains
+            .get(&d.0)
+            .is_some_and(|x| x.vcpus[v as usize].runstate.state != xen_abi::vcpu::RUNSTATE_running)
+        {
+            self.set_runstate(d, v, xen_abi::vcpu::RUNSTATE_running);
+        }
         let action = crate::exits::handle(self, d, v, cpu, exit);
         self.current = None;
         let dead = self.domains.get(&d.0).is_none_or(|dom| !dom.is_alive());

@@ -28,12 +28,11 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
         vc::VCPUOP_register_runstate_memory_area => {
             let a: vc::VcpuRegisterRunstateMemoryArea = read_arg(hv, c, arg)?;
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
-            dom.vcpus[v as usize].runstate_area = (a.addr != 0).then_some(a.addr);
-            if a.addr != 0 {
-                let info = runstate(hv, c.d, v);
-                // A bad address is not an error here: Xen updates lazily.
-                let _ = write_arg(hv, c, a.addr, &info);
-            }
+            let vc = &mut dom.vcpus[v as usize];
+            vc.runstate_area = (a.addr != 0).then_some(a.addr);
+            vc.runstate_mode = c.mode;
+            // A bad address is not an error here: Xen updates lazily.
+            hv.publish_runstate(c.d, v);
             Ok(0)
         }
         vc::VCPUOP_get_runstate_info => {
@@ -111,17 +110,71 @@ fn runstate<P: Platform>(
     d: crate::types::DomId,
     v: u32,
 ) -> vc::VcpuRunstateInfo {
-    let st = hv
-        .domain(d)
-        .map_or(VcpuState::Offline, |x| x.vcpus[v as usize].state);
-    vc::VcpuRunstateInfo {
-        state: match st {
-            VcpuState::Runnable => vc::RUNSTATE_running,
-            VcpuState::Blocked | VcpuState::Polling => vc::RUNSTATE_blocked,
-            VcpuState::Offline => vc::RUNSTATE_offline,
-        },
-        state_entry_time: hv.now(),
-        ..Default::default()
+    hv.domain(d)
+        .map(|x| x.vcpus[v as usize].runstate)
+        .unwrap_or_default()
+}
+
+/// `XEN_RUNSTATE_UPDATE`: set in `state_entry_time` while the area is
+/// being written (with `VMASST_TYPE_runstate_update_flag`).
+pub const XEN_RUNSTATE_UPDATE: u64 = 1 << 63;
+
+impl<P: Platform> Hypervisor<P> {
+    /// Moves vCPU `v` to runstate `state` at the current time, accounting
+    /// the time spent in the previous one, and publishes it.
+    pub fn set_runstate(&mut self, d: crate::types::DomId, v: u32, state: i32) {
+        let now = self.now();
+        let Some(vc) = self.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
+            return;
+        };
+        let r = &mut vc.runstate;
+        if r.state == state {
+            return;
+        }
+        if let Some(t) = usize::try_from(r.state)
+            .ok()
+            .and_then(|i| r.time.get_mut(i))
+        {
+            *t = t.saturating_add(now.saturating_sub(r.state_entry_time));
+        }
+        r.state = state;
+        r.state_entry_time = now;
+        self.publish_runstate(d, v);
+    }
+
+    /// The runstate a vCPU that is not running is in.
+    pub fn idle_runstate(&self, d: crate::types::DomId, v: u32) -> i32 {
+        match self
+            .domain(d)
+            .and_then(|x| x.vcpus.get(v as usize))
+            .map(|x| x.state)
+        {
+            Some(VcpuState::Runnable) => vc::RUNSTATE_runnable,
+            Some(VcpuState::Blocked | VcpuState::Polling) => vc::RUNSTATE_blocked,
+            _ => vc::RUNSTATE_offline,
+        }
+    }
+
+    /// Copies vCPU `v`'s runstate into its registered area, with the
+    /// update flag protocol when the guest asked for it.
+    pub(crate) fn publish_runstate(&mut self, d: crate::types::DomId, v: u32) {
+        let Some(dom) = self.domain(d) else { return };
+        let flag = dom.vm_assist & (1 << xen_abi::xen::VMASST_TYPE_runstate_update_flag) != 0;
+        let Some(vc) = dom.vcpus.get(v as usize) else {
+            return;
+        };
+        let (Some(la), mode, info) = (vc.runstate_area, vc.runstate_mode, vc.runstate) else {
+            return;
+        };
+        let Some(virt) = self.guest_virt(d, mode) else {
+            return;
+        };
+        // state_entry_time is at offset 8.
+        if flag {
+            let marked = info.state_entry_time | XEN_RUNSTATE_UPDATE;
+            let _ = virt.write(la.wrapping_add(8), &marked.to_le_bytes());
+        }
+        let _ = virt.write_obj(la, &info);
     }
 }
 

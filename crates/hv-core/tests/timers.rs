@@ -365,3 +365,70 @@ fn thousands_of_timers() {
     assert_eq!(fired, 128);
     assert_eq!(hv.tick(t0 + 3_000_000), None);
 }
+
+#[test]
+fn runstate_area_tracks_time_per_state() {
+    let (mut hv, d) = setup(1);
+    // Registered at a guest address (paging off: linear = physical),
+    // with the update-flag assist.
+    assert_eq!(
+        call(&mut hv, d, 0, x::__HYPERVISOR_vm_assist, [0, 5, 0, 0, 0]),
+        0
+    );
+    hv.guest_mem(d)
+        .unwrap()
+        .write_obj(ARG, &vc::VcpuRegisterRunstateMemoryArea { addr: 0x2000 })
+        .unwrap();
+    assert_eq!(
+        call(
+            &mut hv,
+            d,
+            0,
+            x::__HYPERVISOR_vcpu_op,
+            [
+                vc::VCPUOP_register_runstate_memory_area as u64,
+                0,
+                ARG,
+                0,
+                0
+            ]
+        ),
+        0
+    );
+    let read = |hv: &Hypervisor<MockPlatform>| {
+        hv.guest_mem(d)
+            .unwrap()
+            .read_obj::<vc::VcpuRunstateInfo>(0x2000)
+            .unwrap()
+    };
+    let t0 = hv.now();
+    hv.set_runstate(d, 0, vc::RUNSTATE_running);
+    set_now(&hv, t0 + 1000);
+    hv.set_runstate(d, 0, vc::RUNSTATE_blocked);
+    set_now(&hv, t0 + 1500);
+    hv.set_runstate(d, 0, vc::RUNSTATE_running);
+    let r = read(&hv);
+    assert_eq!(r.state, vc::RUNSTATE_running);
+    assert_eq!(r.state_entry_time & (1 << 63), 0, "update flag cleared");
+    assert_eq!(r.state_entry_time, t0 + 1500);
+    assert_eq!(r.time[vc::RUNSTATE_running as usize], 1000);
+    assert_eq!(r.time[vc::RUNSTATE_blocked as usize], 500);
+    // VCPUOP_get_runstate_info returns the same.
+    assert_eq!(
+        call(
+            &mut hv,
+            d,
+            0,
+            x::__HYPERVISOR_vcpu_op,
+            [vc::VCPUOP_get_runstate_info as u64, 0, ARG, 0, 0]
+        ),
+        0
+    );
+    assert_eq!(
+        hv.guest_mem(d)
+            .unwrap()
+            .read_obj::<vc::VcpuRunstateInfo>(ARG)
+            .unwrap(),
+        r
+    );
+}

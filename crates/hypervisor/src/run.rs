@@ -478,6 +478,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 match (sl, backend) {
                     (Some(i), Some(b)) if hv.vcpu_runnable(k.dom, k.vcpu) => {
                         hv.set_vcpu_pcpu(k.dom, k.vcpu, me);
+                        hv.set_runstate(k.dom, k.vcpu, xen_abi::vcpu::RUNSTATE_running);
                         pick = Some((i, b, slice));
                         break;
                     }
@@ -532,6 +533,8 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 // vCPU to another CPU.
                 *s.backend.lock() = Some(vcpu);
                 sched.descheduled(k, me, now, runnable);
+                let st = hv.idle_runstate(s.d, s.v);
+                hv.set_runstate(s.d, s.v, st);
                 drain_wakes(&mut hv, &mut sched, now);
                 break;
             }

@@ -873,7 +873,7 @@ fn linux_e2e(
     filter: Option<&str>,
 ) -> Result<(), String> {
     if !LINUX_CASES.iter().any(|c| selected(filter, c.name))
-        && !selected(filter, "qemu-svm-linux-shell")
+        && !SHELL_CASES.iter().any(|c| selected(filter, c.name))
     {
         return Ok(());
     }
@@ -924,34 +924,88 @@ fn linux_e2e(
         }
     }
     // The interactive shell, typed at through the serial line: input goes
-    // COM1 -> the hypervisor -> the domain's PV console ring -> hvc0.
-    let name = "qemu-svm-linux-shell";
-    if !selected(filter, name) {
-        return Ok(());
-    }
-    let o = RunOptions {
-        modules: linux_modules(256, 1, true),
-        mem_mib: 512,
-        timeout: Some(Duration::from_secs(900)),
-        input: SerialInput::Script(vec![
-            (LINUX_MARKER.into(), "echo hello-$((40+2))\r".into()),
-            ("hello-42".into(), "poweroff -f\r".into()),
-        ]),
-        ..Default::default()
-    };
-    let out = boot_qemu(image, &o, false)?;
-    let ok = out.serial.contains("hello-42")
-        && out.serial.contains("all domains shut down (cleanly)")
-        && out.status == Some(QEMU_EXIT_SUCCESS);
-    if ok {
-        eprintln!("e2e: {name} passed");
-    } else {
-        eprintln!("e2e: {name} serial output:\n{}", out.serial);
-        eprintln!("e2e: {name} FAILED: no answer to the typed command, or no clean poweroff");
-        failures.push(name);
+    // COM1 -> the hypervisor -> the domain's PV console ring -> hvc0. Then
+    // the ways a Linux domain ends: poweroff, reboot, and a kernel panic.
+    for case in SHELL_CASES.iter().filter(|c| selected(filter, c.name)) {
+        let o = RunOptions {
+            modules: linux_modules(256, 1, true),
+            mem_mib: 512,
+            timeout: Some(Duration::from_secs(900)),
+            input: SerialInput::Script(
+                case.script
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let out = boot_qemu(image, &o, false)?;
+        let mut missing: Vec<&str> = case
+            .expect
+            .iter()
+            .copied()
+            .filter(|e| !out.serial.contains(e))
+            .collect();
+        if out.status != Some(case.status) {
+            missing.push("the expected exit status");
+        }
+        if missing.is_empty() {
+            eprintln!("e2e: {} passed", case.name);
+        } else {
+            eprintln!("e2e: {} serial output:\n{}", case.name, out.serial);
+            eprintln!(
+                "e2e: {} FAILED: missing {missing:?} (status {:?})",
+                case.name, out.status
+            );
+            failures.push(case.name);
+        }
     }
     Ok(())
 }
+
+/// A Linux boot with the shell, driven by typed commands.
+struct ShellCase {
+    name: &'static str,
+    /// (when the output contains this, type that).
+    script: &'static [(&'static str, &'static str)],
+    expect: &'static [&'static str],
+    status: i32,
+}
+
+const SHELL_CASES: &[ShellCase] = &[
+    ShellCase {
+        name: "qemu-svm-linux-shell",
+        script: &[
+            (LINUX_MARKER, "echo hello-$((40+2))\r"),
+            ("hello-42", "poweroff -f\r"),
+        ],
+        expect: &[
+            "hello-42",
+            "d1: shutdown (Poweroff)",
+            "all domains shut down (cleanly)",
+        ],
+        status: QEMU_EXIT_SUCCESS,
+    },
+    ShellCase {
+        name: "qemu-svm-linux-reboot",
+        script: &[(LINUX_MARKER, "reboot -f\r")],
+        expect: &[
+            "d1: shutdown (Reboot)",
+            "all domains shut down (NOT cleanly)",
+        ],
+        status: QEMU_EXIT_FAILURE,
+    },
+    ShellCase {
+        name: "qemu-svm-linux-panic",
+        script: &[(LINUX_MARKER, "echo c > /proc/sysrq-trigger\r")],
+        expect: &[
+            "Kernel panic",
+            "d1: shutdown (Crash)",
+            "all domains shut down (NOT cleanly)",
+        ],
+        status: QEMU_EXIT_FAILURE,
+    },
+];
 
 /// Several test-guest domains from one GRUB ISO (hyperlaunch): d1 pings
 /// d2 over an interdomain event channel, d3 triple-faults on purpose. The

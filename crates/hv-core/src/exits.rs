@@ -162,14 +162,20 @@ pub(crate) fn skip<P: Platform>(
     let mode = Hypervisor::<P>::paging_mode(cpu);
     let ok = match hv.guest_virt(d, mode) {
         Some(virt) => cpu.skip_instruction_fetching(exit, &mut |la, buf| {
-            // Byte by byte: the instruction may end on an unmapped page.
+            // One translation per page: the instruction may cross into a
+            // page that is not mapped, and then only the first part counts.
             let mut n = 0;
-            while n < buf.len()
-                && virt
-                    .read(la.wrapping_add(n as u64), &mut buf[n..n + 1])
-                    .is_ok()
-            {
-                n += 1;
+            while n < buf.len() {
+                let at = la.wrapping_add(n as u64);
+                let room = (crate::types::PAGE_SIZE as u64 - (at & 0xFFF)) as usize;
+                let chunk = room.min(buf.len() - n);
+                let Ok(gpa) = virt.to_gpa(at, false) else {
+                    break;
+                };
+                if virt.mem.read(gpa, &mut buf[n..n + chunk]).is_err() {
+                    break;
+                }
+                n += chunk;
             }
             n
         }),

@@ -46,6 +46,7 @@ use hypervisor::cmdline::{Options, SelfTest, Unknown};
 /// the first 4 GiB identity-mapped.
 #[cfg(target_os = "none")]
 extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
+    let entry_tsc = platform::rdtsc();
     console::init();
     // SAFETY: the boot CPU's tables are taken exactly once, here, before any
     // other CPU runs; they live for the rest of the machine's life.
@@ -63,6 +64,9 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
     });
     machine::set_exit_method(opts.exit);
     console::init_log(opts.log_level);
+    // For `cargo xtask bench`: under QEMU's -icount the TSC counts
+    // instructions since power-on.
+    log::info!("BENCH hv_entry_tsc={entry_tsc}");
 
     log::info!(
         "hypervisor {} starting ({:?} boot)",

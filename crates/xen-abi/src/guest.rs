@@ -283,6 +283,45 @@ impl Hypercall {
         unsafe { self.memory_op(XENMEM_add_to_physmap, ptr(xatp) as *mut u8) }.map(|_| ())
     }
 
+    /// `XENMEM_add_to_physmap_batch`: `gpfns.len()` frames of `space`
+    /// (e.g. `XENMAPSPACE_gmfn_foreign` with the frames `idxs` of
+    /// `foreign_domid`) appear at `gpfns` in `domid`'s physmap. Each entry
+    /// reports its own result in `errs` (0 or a negative errno).
+    ///
+    /// Returns `E2BIG` if the slices differ in length or hold more than
+    /// `u16::MAX` entries.
+    ///
+    /// # Safety
+    /// Whatever was at the frames in `gpfns` is replaced: no Rust value may
+    /// live in them.
+    pub unsafe fn add_to_physmap_batch(
+        &self,
+        domid: Domid,
+        space: u16,
+        foreign_domid: Domid,
+        idxs: &[u64],
+        gpfns: &[u64],
+        errs: &mut [i32],
+    ) -> Result<(), Errno> {
+        let size = u16::try_from(idxs.len()).map_err(|_| E2BIG_ERRNO)?;
+        if gpfns.len() != idxs.len() || errs.len() != idxs.len() {
+            return Err(E2BIG_ERRNO);
+        }
+        let mut a = XenAddToPhysmapBatch {
+            domid,
+            space,
+            size,
+            foreign_domid,
+            idxs: idxs.as_ptr() as u64,
+            gpfns: gpfns.as_ptr() as u64,
+            errs: errs.as_mut_ptr() as u64,
+        };
+        // SAFETY: the hypervisor reads the struct and the two live input
+        // slices and writes at most `size` ints into `errs`, all ours for
+        // the call; the frame contract is the caller's.
+        unsafe { self.memory_op(XENMEM_add_to_physmap_batch, ptr(&mut a) as *mut u8) }.map(|_| ())
+    }
+
     /// Reads an HVM parameter of this domain (`HVMOP_get_param`).
     pub fn hvm_get_param(&self, index: u32) -> Result<u64, Errno> {
         let mut p = XenHvmParam {
@@ -539,6 +578,72 @@ impl Hypercall {
         ];
         // SAFETY: forwarded to the caller; the slice is ours for the call.
         unit(unsafe { self.call(__HYPERVISOR_grant_table_op, regs) })
+    }
+
+    /// Maps grant `gref` of domain `dom` at guest address `host_addr`
+    /// (`GNTTABOP_map_grant_ref` for one entry; an auto-translated guest
+    /// passes a guest-physical address with `GNTMAP_host_map`). Returns the
+    /// entry as the hypervisor left it: `status` (`GNTST_*`) says whether
+    /// it mapped, `handle` is for [`Hypercall::gnttab_unmap_grant_ref`].
+    ///
+    /// # Safety
+    /// The frame at `host_addr` is replaced by the granted page: no Rust
+    /// value may live there, and the caller must only touch the mapping
+    /// with volatile accesses (the granter writes it too).
+    pub unsafe fn gnttab_map_grant_ref(
+        &self,
+        dom: Domid,
+        gref: GrantRef,
+        host_addr: u64,
+        flags: u32,
+    ) -> Result<GnttabMapGrantRef, Errno> {
+        let mut m = [GnttabMapGrantRef {
+            host_addr,
+            flags,
+            r#ref: gref,
+            dom,
+            ..Default::default()
+        }];
+        // SAFETY: the struct is ours for the call; the frame at
+        // `host_addr` is covered by the caller's contract.
+        unsafe { self.grant_table_op(&mut m) }?;
+        Ok(m[0])
+    }
+
+    /// Removes the mapping `handle` made at `host_addr`
+    /// (`GNTTABOP_unmap_grant_ref` for one entry). Returns its `GNTST_*`
+    /// status.
+    ///
+    /// # Safety
+    /// Nothing may use the mapping any more: the frame becomes a hole.
+    pub unsafe fn gnttab_unmap_grant_ref(
+        &self,
+        host_addr: u64,
+        handle: GrantHandle,
+    ) -> Result<i16, Errno> {
+        let mut u = [GnttabUnmapGrantRef {
+            host_addr,
+            handle,
+            ..Default::default()
+        }];
+        // SAFETY: the struct is ours; the caller gave up the mapping.
+        unsafe { self.grant_table_op(&mut u) }?;
+        Ok(u[0].status)
+    }
+
+    /// Copies between grants and frames (`GNTTABOP_copy`): each entry of
+    /// `ops` names its source and destination (a grant reference with
+    /// `GNTCOPY_source_gref` / `GNTCOPY_dest_gref`, else a frame of
+    /// `DOMID_SELF`) and gets its own `GNTST_*` in `status`.
+    ///
+    /// # Safety
+    /// The hypervisor writes the destination frames behind the compiler's
+    /// back: a destination frame of ours must hold no Rust value that is
+    /// read other than with volatile accesses.
+    pub unsafe fn gnttab_copy(&self, ops: &mut [GnttabCopy]) -> Result<(), Errno> {
+        // SAFETY: the slice is ours; the destination frames are the
+        // caller's contract.
+        unsafe { self.grant_table_op(ops) }
     }
 
     /// Current and maximum grant table frames (`GNTTABOP_query_size`).

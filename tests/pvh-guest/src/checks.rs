@@ -20,8 +20,11 @@
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
 //!
-//! `role=bench` and `role=bench-pong` add the figures of [`bench`] after
-//! them (checks `bench` and `bench_pong`).
+//! `role=ping` and `role=pong` add `interdomain_ping` / `interdomain_pong`
+//! after them, then the grants between the two of [`grants`]
+//! (`grant_shared`, `grant_copy` and `hostile_map_without_grant` on ping,
+//! `grant_shared` on pong). `role=bench` and `role=bench-pong` add the
+//! figures of [`bench`] after them (checks `bench` and `bench_pong`).
 //!
 //! A check whose feature is missing fails with the reason; checks that
 //! could wait forever are bounded by spin counts or system-time deadlines.
@@ -136,6 +139,7 @@ macro_rules! fail {
 }
 
 mod bench;
+mod grants;
 
 fn record<W: Write>(r: &mut Report<W>, name: &str, o: Outcome) {
     match o {
@@ -150,6 +154,8 @@ const MAPPED: u64 = 1 << 30;
 const MAX_MAP: usize = 128;
 /// An address no guest page table maps (canonical, below the kernel half).
 const UNMAPPED_VA: u64 = 0x7fff_0000_0000;
+/// Free frames past the memory map that the grant checks map at.
+const HOLE_FRAMES: u64 = 2;
 /// Spin rounds to wait for an upcall that should come at once.
 const UPCALL_SPINS: u64 = 5_000_000;
 /// Spin rounds bounding a wait for a timer, should the clock stall too.
@@ -206,7 +212,8 @@ struct Ctx {
     base: XenCpuidBase,
     start_info: Option<HvmStartInfo>,
     domid: Option<u16>,
-    /// A frame below 1 GiB that no memory map entry covers (a p2m hole).
+    /// The first of [`HOLE_FRAMES`] frames below 1 GiB that no memory map
+    /// entry covers (p2m holes).
     hole_gfn: Option<u64>,
     /// The callback vector is set and the handler ran.
     upcalls_work: bool,
@@ -219,6 +226,11 @@ struct Ctx {
     /// A port kept masked from the start (pong's offer), so the upcall
     /// handler never consumes what `SCHEDOP_poll` waits for.
     quiet_port: Option<u32>,
+    /// Grant frame 0 is mapped at `GRANT_TABLE_PAGE`.
+    gnttab_ready: bool,
+    /// Ping's end of the interdomain channel, kept open after the
+    /// ping-pong for the grant checks' handshake.
+    peer_port: Option<u32>,
 }
 
 /// Runs every check in order.
@@ -269,6 +281,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 timer_port: None,
                 timer_works: false,
                 quiet_port: None,
+                gnttab_ready: false,
+                peer_port: None,
             };
             let o = check_xen_cpuid(r, &mut ctx);
             record(r, "xen_cpuid", o);
@@ -281,9 +295,14 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
             match opts.role {
                 Role::Ping => {
                     let o = ping(r, &mut ctx, peer);
+                    let pinged = o.is_ok();
                     record(r, "interdomain_ping", o);
+                    grants::ping_side(r, &mut ctx, peer, pinged);
                 }
                 Role::Pong => {
+                    // The grants are in place before the first pong, so
+                    // ping finds them once its ping-pong is over.
+                    let shared = grants::offer(r, &mut ctx, peer);
                     let o = match offered {
                         Some(Ok(port)) => pong(r, &mut ctx, peer, port),
                         Some(Err(e)) => Err(why(format_args!(
@@ -291,7 +310,11 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                         ))),
                         None => Ok(()),
                     };
+                    let ponged = o.is_ok();
                     record(r, "interdomain_pong", o);
+                    let port = offered.and_then(Result::ok).filter(|_| ponged);
+                    let o = grants::pong_side(r, &mut ctx, peer, port, shared);
+                    record(r, "grant_shared", o);
                 }
                 Role::Bench => {
                     let o = bench::bench(r, &mut ctx, opts.peer);
@@ -496,11 +519,11 @@ fn check_memory_map<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
         .max()
         .unwrap_or(MAPPED);
     let hole = top.div_ceil(4096) * 4096 + 16 * 4096;
-    if hole + 4096 <= MAPPED
-        && map.iter().all(|e| {
-            e.end()
-                .is_some_and(|end| end <= hole || e.addr >= hole + 4096)
-        })
+    let hole_end = hole + HOLE_FRAMES * 4096;
+    if hole_end <= MAPPED
+        && map
+            .iter()
+            .all(|e| e.end().is_some_and(|end| end <= hole || e.addr >= hole_end))
     {
         ctx.hole_gfn = Some(hole >> 12);
     }
@@ -1092,6 +1115,7 @@ fn check_grant_self<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
             table.gfn()
         );
     }
+    ctx.gnttab_ready = true;
     let Some(target) = ctx.hole_gfn else {
         fail!("no free frame below 1 GiB to map the grant at");
     };
@@ -1257,7 +1281,8 @@ fn ping<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: u16) -> Outcome {
         "ping: {PING_ROUNDS} round trips with d{peer} in {} us",
         t1.saturating_sub(t0) / 1000
     ));
-    let _ = ctx.hc.evtchn_close(port);
+    // Closed after the grant checks' handshake (`grants::ping_side`).
+    ctx.peer_port = Some(port);
     Ok(())
 }
 

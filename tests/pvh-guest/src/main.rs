@@ -9,7 +9,8 @@
 //!
 //! The command line may carry `role=crash` (triple-fault on purpose after
 //! the verdict, for tests that show a dying domain does not stop the
-//! others) and `role=ping` / `role=pong` (reserved for interdomain tests).
+//! others) and `role=ping` / `role=pong` (an interdomain event-channel
+//! ping-pong, then a page granted by pong, mapped and copied by ping).
 //!
 //! It only means something when built for `x86_64-unknown-none`; the host
 //! build checks the report logic in unit tests.

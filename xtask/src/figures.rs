@@ -22,10 +22,17 @@
 //!   from starting QEMU to the `/init` marker, our hypervisor with Linux as
 //!   a PVH domain against QEMU booting the same kernel and initramfs itself,
 //!   alternating, [`LINUX_RUNS`] each, without icount. Goal: at most 1.5x.
+//! - Bochs (issue 8): the same bench domains and the same boot, under Bochs
+//!   on Intel VMX (`corei7_skylake_x`) and AMD SVM with NRIP save
+//!   (`ryzen`), one CPU: there Bochs ticks its clock, and so the TSC, once
+//!   per instruction executed (and per `rep` iteration). Then a table of
+//!   the three machines side by side, in instructions. `--no-bochs` skips
+//!   this part, `--bochs-only` does only this part (both read from the
+//!   command line; with criterion, give `--figures-only` too).
 
 use crate::image::{
-    self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, build_image, build_iso,
-    build_test_guest, linux_files, linux_modules,
+    self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, STOP_OK, Vendor, build_image,
+    build_iso, build_test_guest, linux_files, linux_modules,
 };
 use crate::root;
 use std::fmt::Write as _;
@@ -44,6 +51,26 @@ const BOOT_GOAL: u64 = 2_000_000;
 const LINUX_GOAL: f64 = 1.5;
 /// What the hypervisor prints first (crates/hypervisor/src/main.rs).
 const HV_BANNER: &str = "hypervisor 0.1.0 starting";
+/// The Bochs CPU models of the side-by-side table, with their column names.
+const BOCHS_CPUS: [(&str, &str); 2] = [
+    ("corei7_skylake_x", "Bochs VMX"),
+    ("ryzen", "Bochs SVM+NRIP"),
+];
+/// Host CPUs of the Bochs runs: with one, Bochs' clock is exactly one tick
+/// per instruction (with two it advances by the mean of the CPUs' counts,
+/// a halted CPU counting 16 per turn: not convertible).
+const BOCHS_SMP: u32 = 1;
+/// The longest a Bochs run may take (a loaded 2-core host).
+const BOCHS_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// One machine's column of the side-by-side table, in instructions.
+#[derive(Default)]
+struct Column {
+    name: String,
+    hypercall: Option<u64>,
+    event: Option<u64>,
+    boot: Option<u64>,
+}
 
 fn icount() -> Vec<String> {
     vec!["-icount".into(), "shift=0".into()]
@@ -73,6 +100,14 @@ fn bench_line(serial: &str, name: &str, nth: usize) -> Option<Vec<(String, u64)>
 }
 
 fn get(serial: &str, name: &str, nth: usize, key: &str) -> Option<u64> {
+    if name.is_empty() {
+        // `BENCH key=N` lines come from several sources (the hypervisor's
+        // hv_entry_tsc, each domain's first_tsc): the nth that has `key`.
+        return (0..)
+            .map_while(|i| bench_line(serial, "", i))
+            .filter_map(|l| l.into_iter().find(|(k, _)| k == key).map(|(_, v)| v))
+            .nth(nth);
+    }
     bench_line(serial, name, nth)?
         .into_iter()
         .find(|(k, _)| k == key)
@@ -119,7 +154,12 @@ fn num(n: u64) -> String {
 
 /// The figures; the report goes to stdout and `target/figures.txt`. Fails
 /// (after writing what it has) if a figure could not be measured.
+/// `--no-bochs` and `--bochs-only` anywhere on xtask's command line skip
+/// the Bochs part or everything else.
 pub fn figures() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let (qemu_part, bochs_part) = (!has("--bochs-only"), !has("--no-bochs"));
     let image = build_image()?;
     let guest = build_test_guest()?;
     let mut out = String::new();
@@ -129,94 +169,37 @@ pub fn figures() -> Result<(), String> {
         "== figures (cargo xtask bench; docs/figures.md) ==".into(),
     );
 
-    image_size(&image, &mut out)?;
-
-    // Boot: hypervisor by PVH -kernel, the test guest as its module.
-    let boot_opts = RunOptions {
-        modules: vec![Module::plain(guest.clone())],
-        timeout: Some(Duration::from_secs(600)),
-        extra_qemu_args: icount(),
+    let mut qemu = Column {
+        name: "QEMU SVM".into(),
         ..Default::default()
     };
-    let run = image::boot_qemu(&image, &boot_opts, false)?;
-    let first = get(&run.serial, "", 0, "first_tsc");
-    // The firmware alone: the test guest booted directly on the same machine.
-    let bare_opts = RunOptions {
-        debugcon: true,
-        timeout: Some(Duration::from_secs(120)),
-        extra_qemu_args: icount(),
-        ..Default::default()
-    };
-    let bare = image::boot_qemu(&guest, &bare_opts, false)?;
-    let firmware = get(&bare.serial, "", 0, "first_tsc");
-    let hv_entry = token(&run.serial, "hv_entry_tsc=");
-    say(
-        &mut out,
-        format!(
-            "boot (QEMU -icount shift=0, PVH -kernel, -m {} -smp {}, test guest as the one module):",
-            boot_opts.mem_mib, boot_opts.smp
-        ),
-    );
-    match first {
-        Some(first) => {
+    if qemu_part {
+        image_size(&image, &mut out)?;
+        qemu.boot = qemu_boot(&image, &guest, &mut out, &mut missing)?;
+        (qemu.hypercall, qemu.event) = hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        let (kernel, initrd) = linux_files();
+        if kernel.exists() && initrd.exists() {
+            linux_comparison(&image, &mut out, &mut missing)?;
+        } else {
             say(
                 &mut out,
-                format!(
-                    "  power-on to first guest instruction: {} instructions",
-                    num(first)
-                ),
+                "linux: skipped (no target/linux/vmlinux: run `cargo xtask linux`)".into(),
             );
-            let (entry, how) = match (hv_entry, firmware) {
-                (Some(e), _) => (Some(e), "the hypervisor's hv_entry_tsc"),
-                (None, Some(f)) => (
-                    Some(f),
-                    "estimated: the test guest's own entry when QEMU boots it directly",
-                ),
-                (None, None) => (None, ""),
-            };
-            match entry {
-                Some(e) => {
-                    let boot = first.saturating_sub(e);
-                    say(
-                        &mut out,
-                        format!(
-                            "  power-on to hypervisor entry: {} instructions ({how})",
-                            num(e)
-                        ),
-                    );
-                    say(
-                        &mut out,
-                        format!(
-                            "  hypervisor entry to first guest instruction: {} instructions (goal < {}: {})",
-                            num(boot),
-                            num(BOOT_GOAL),
-                            met(boot < BOOT_GOAL)
-                        ),
-                    );
-                }
-                None => missing.push("the firmware's share of the boot".into()),
-            }
-        }
-        None => {
-            say(
-                &mut out,
-                "  no `BENCH first_tsc` from the guest (boot failed?)".into(),
-            );
-            eprintln!("figures: boot run output:\n{}", run.serial);
-            missing.push("boot to first guest instruction".into());
         }
     }
-
-    hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
-
-    let (kernel, initrd) = linux_files();
-    if kernel.exists() && initrd.exists() {
-        linux_comparison(&image, &mut out, &mut missing)?;
-    } else {
-        say(
-            &mut out,
-            "linux: skipped (no target/linux/vmlinux: run `cargo xtask linux`)".into(),
-        );
+    if bochs_part {
+        let mut columns = vec![qemu];
+        for (cpu, name) in BOCHS_CPUS {
+            columns.push(bochs_column(
+                &image,
+                &guest,
+                cpu,
+                name,
+                &mut out,
+                &mut missing,
+            )?);
+        }
+        side_by_side(&columns, &mut out);
     }
 
     let path = root().join("target/figures.txt");
@@ -227,6 +210,92 @@ pub fn figures() -> Result<(), String> {
     } else {
         Err(format!("figures not measured: {missing:?}"))
     }
+}
+
+/// The QEMU boot figure: hypervisor entry to the first guest instruction,
+/// in instructions.
+fn qemu_boot(
+    image: &Path,
+    guest: &Path,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<Option<u64>, String> {
+    // Boot: hypervisor by PVH -kernel, the test guest as its module.
+    let boot_opts = RunOptions {
+        modules: vec![Module::plain(guest.to_path_buf())],
+        timeout: Some(Duration::from_secs(600)),
+        extra_qemu_args: icount(),
+        ..Default::default()
+    };
+    let run = image::boot_qemu(image, &boot_opts, false)?;
+    let first = get(&run.serial, "", 0, "first_tsc");
+    let hv_entry = token(&run.serial, "hv_entry_tsc=");
+    // The firmware alone: the test guest booted directly on the same
+    // machine (only needed when the hypervisor does not log its entry).
+    let firmware = if hv_entry.is_none() {
+        let bare_opts = RunOptions {
+            debugcon: true,
+            timeout: Some(Duration::from_secs(120)),
+            extra_qemu_args: icount(),
+            ..Default::default()
+        };
+        let bare = image::boot_qemu(guest, &bare_opts, false)?;
+        get(&bare.serial, "", 0, "first_tsc")
+    } else {
+        None
+    };
+    say(
+        out,
+        format!(
+            "boot (QEMU -icount shift=0, PVH -kernel, -m {} -smp {}, test guest as the one module):",
+            boot_opts.mem_mib, boot_opts.smp
+        ),
+    );
+    let Some(first) = first else {
+        say(
+            out,
+            "  no `BENCH first_tsc` from the guest (boot failed?)".into(),
+        );
+        eprintln!("figures: boot run output:\n{}", run.serial);
+        missing.push("boot to first guest instruction".into());
+        return Ok(None);
+    };
+    say(
+        out,
+        format!(
+            "  power-on to first guest instruction: {} instructions",
+            num(first)
+        ),
+    );
+    let (entry, how) = match (hv_entry, firmware) {
+        (Some(e), _) => (e, "the hypervisor's hv_entry_tsc"),
+        (None, Some(f)) => (
+            f,
+            "estimated: the test guest's own entry when QEMU boots it directly",
+        ),
+        (None, None) => {
+            missing.push("the firmware's share of the boot".into());
+            return Ok(None);
+        }
+    };
+    let boot = first.saturating_sub(entry);
+    say(
+        out,
+        format!(
+            "  power-on to hypervisor entry: {} instructions ({how})",
+            num(entry)
+        ),
+    );
+    say(
+        out,
+        format!(
+            "  hypervisor entry to first guest instruction: {} instructions (goal < {}: {})",
+            num(boot),
+            num(BOOT_GOAL),
+            met(boot < BOOT_GOAL)
+        ),
+    );
+    Ok(Some(boot))
 }
 
 fn image_size(image: &Path, out: &mut String) -> Result<(), String> {
@@ -260,30 +329,65 @@ fn image_size(image: &Path, out: &mut String) -> Result<(), String> {
     Ok(())
 }
 
+/// The two bench domains of the hypercall and event figures (32 MiB, one
+/// vCPU each).
+fn bench_modules(guest: &Path) -> Vec<Module> {
+    let m = |cmd: &str| Module {
+        path: guest.to_path_buf(),
+        cmdline: format!("kernel mem=32M vcpus=1 -- {cmd}"),
+    };
+    vec![m("role=bench peer=2"), m("role=bench-pong peer=1")]
+}
+
+/// The QEMU hypercall and event figures: (hypercall round trip, event send
+/// + deliver), in instructions.
 fn hypercall_and_event(
     image: &Path,
     guest: &Path,
     out: &mut String,
     missing: &mut Vec<String>,
-) -> Result<(), String> {
-    let m = |cmd: &str| Module {
-        path: guest.to_path_buf(),
-        cmdline: format!("kernel mem=32M vcpus=1 -- {cmd}"),
-    };
+) -> Result<(Option<u64>, Option<u64>), String> {
     let o = RunOptions {
-        modules: vec![m("role=bench peer=2"), m("role=bench-pong peer=1")],
+        modules: bench_modules(guest),
         mem_mib: 512,
         timeout: Some(Duration::from_secs(900)),
         extra_qemu_args: icount(),
         ..Default::default()
     };
     let run = image::boot_qemu(image, &o, false)?;
-    let s = &run.serial;
     say(
         out,
         "hypercall and event (QEMU -icount shift=0, -smp 2, d1 role=bench peer=2, d2 role=bench-pong peer=1):"
             .into(),
     );
+    let figures = bench_report(&run.serial, "", out, missing);
+    let passed = ["(d1) VERDICT: PASS", "(d2) VERDICT: PASS"]
+        .iter()
+        .all(|v| run.serial.contains(v));
+    if !passed || run.status != Some(QEMU_EXIT_SUCCESS) {
+        say(
+            out,
+            format!(
+                "  warning: the bench domains did not both pass and power off (status {:?})",
+                run.status
+            ),
+        );
+        eprintln!("figures: bench run output:\n{}", run.serial);
+    }
+    Ok((figures.hypercall, figures.event))
+}
+
+/// What the bench domains printed, in instructions.
+struct BenchFigures {
+    hypercall: Option<u64>,
+    event: Option<u64>,
+    /// The first calibration: (instructions, TSC ticks).
+    calibration: Option<(u64, u64)>,
+}
+
+/// Reports the `BENCH calibration`, `hypercall` and `event` lines of a
+/// bench run; `what` names the machine in `missing`.
+fn bench_report(s: &str, what: &str, out: &mut String, missing: &mut Vec<String>) -> BenchFigures {
     let calib = [0, 1].map(|i| {
         (
             get(s, "calibration", i, "insns"),
@@ -303,24 +407,34 @@ fn hypercall_and_event(
             );
         }
     }
-    match (
+    let calibration = match calib[0] {
+        (Some(i), Some(t)) => Some((i, t)),
+        _ => None,
+    };
+    let hypercall = match (
         get(s, "hypercall", 0, "mean_insns"),
         get(s, "hypercall", 0, "mean_ticks"),
         get(s, "hypercall", 0, "min_ticks"),
         get(s, "hypercall", 0, "n"),
     ) {
-        (Some(i), Some(t), Some(min), Some(n)) => say(
-            out,
-            format!(
-                "  hypercall round trip (xen_version(XENVER_version), mean of {n}): {} instructions ({} ticks; fastest single call {} ticks)",
-                num(i),
-                num(t),
-                num(min)
-            ),
-        ),
-        _ => missing.push("hypercall round trip".into()),
-    }
-    match (
+        (Some(i), Some(t), Some(min), Some(n)) => {
+            say(
+                out,
+                format!(
+                    "  hypercall round trip (xen_version(XENVER_version), mean of {n}): {} instructions ({} ticks; fastest single call {} ticks)",
+                    num(i),
+                    num(t),
+                    num(min)
+                ),
+            );
+            Some(i)
+        }
+        _ => {
+            missing.push(format!("hypercall round trip{what}"));
+            None
+        }
+    };
+    let event = match (
         get(s, "event", 0, "roundtrip_insns"),
         get(s, "event", 0, "send_deliver_insns"),
         get(s, "event", 0, "n"),
@@ -340,23 +454,162 @@ fn hypercall_and_event(
                     num(half)
                 ),
             );
+            Some(half)
         }
-        _ => missing.push("event send+deliver".into()),
+        _ => {
+            missing.push(format!("event send+deliver{what}"));
+            None
+        }
+    };
+    BenchFigures {
+        hypercall,
+        event,
+        calibration,
     }
-    let passed = ["(d1) VERDICT: PASS", "(d2) VERDICT: PASS"]
+}
+
+/// The Bochs figures on one CPU model: the bench domains, then the boot of
+/// the test guest as the one module, each from a GRUB ISO on one CPU.
+fn bochs_column(
+    image: &Path,
+    guest: &Path,
+    cpu: &str,
+    name: &str,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<Column, String> {
+    let what = format!(" ({name})");
+    let mut col = Column {
+        name: name.into(),
+        ..Default::default()
+    };
+    let o = RunOptions {
+        vendor: Vendor::Intel,
+        bochs_cpu: cpu.into(),
+        smp: BOCHS_SMP,
+        modules: bench_modules(guest),
+        mem_mib: 512,
+        timeout: Some(BOCHS_TIMEOUT),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let run = image::boot_bochs(image, &o, false)?;
+    say(
+        out,
+        format!(
+            "hypercall and event ({name}: Bochs `cpu: model={cpu}, count={BOCHS_SMP}`, GRUB, d1 role=bench peer=2, d2 role=bench-pong peer=1; {:.0} s):",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let figures = bench_report(&run.serial, &what, out, missing);
+    (col.hypercall, col.event) = (figures.hypercall, figures.event);
+    let passed = ["(d1) VERDICT: PASS", "(d2) VERDICT: PASS", STOP_OK]
         .iter()
-        .all(|v| s.contains(v));
-    if !passed || run.status != Some(QEMU_EXIT_SUCCESS) {
+        .all(|v| run.serial.contains(v));
+    if !passed {
         say(
             out,
-            format!(
-                "  warning: the bench domains did not both pass and power off (status {:?})",
-                run.status
-            ),
+            "  warning: the bench domains did not both pass and power off".into(),
         );
-        eprintln!("figures: bench run output:\n{s}");
+        eprintln!("figures: {name} bench run output:\n{}", run.serial);
     }
-    Ok(())
+
+    let o = RunOptions {
+        vendor: Vendor::Intel,
+        bochs_cpu: cpu.into(),
+        smp: BOCHS_SMP,
+        modules: vec![Module::plain(guest.to_path_buf())],
+        timeout: Some(BOCHS_TIMEOUT),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let run = image::boot_bochs(image, &o, false)?;
+    say(
+        out,
+        format!(
+            "boot ({name}: Bochs `cpu: model={cpu}, count={BOCHS_SMP}`, GRUB, -m {}, test guest as the one module; {:.0} s):",
+            o.mem_mib,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    match (
+        token(&run.serial, "hv_entry_tsc="),
+        get(&run.serial, "", 0, "first_tsc"),
+    ) {
+        (Some(entry), Some(first)) => {
+            let ticks = first.saturating_sub(entry);
+            // Ticks to instructions by the bench run's calibration.
+            let (insns, how) = match figures.calibration {
+                Some((i, t)) => (
+                    (u128::from(ticks) * u128::from(i) / u128::from(t.max(1))) as u64,
+                    "by the bench run's calibration",
+                ),
+                None => (ticks, "1 tick per instruction, uncalibrated"),
+            };
+            say(
+                out,
+                format!(
+                    "  power-on (BIOS, GRUB) to hypervisor entry: {} ticks",
+                    num(entry)
+                ),
+            );
+            say(
+                out,
+                format!(
+                    "  hypervisor entry to first guest instruction: {} instructions ({} ticks, {how}; goal < {}: {})",
+                    num(insns),
+                    num(ticks),
+                    num(BOOT_GOAL),
+                    met(insns < BOOT_GOAL)
+                ),
+            );
+            col.boot = Some(insns);
+        }
+        _ => {
+            say(
+                out,
+                "  no `hv_entry_tsc` and `BENCH first_tsc` (boot failed?)".into(),
+            );
+            eprintln!("figures: {name} boot run output:\n{}", run.serial);
+            missing.push(format!("boot to first guest instruction{what}"));
+        }
+    }
+    Ok(col)
+}
+
+/// The side-by-side table: one row per figure, one column per machine.
+fn side_by_side(columns: &[Column], out: &mut String) {
+    say(
+        out,
+        format!("side by side, instructions (QEMU: -smp 2, no NRIP save; Bochs: {BOCHS_SMP} CPU):"),
+    );
+    let cell = |v: Option<u64>| v.map_or("-".to_string(), num);
+    let rows = [
+        (
+            "hypercall round trip",
+            columns.iter().map(|c| c.hypercall).collect::<Vec<_>>(),
+        ),
+        (
+            "event send + deliver",
+            columns.iter().map(|c| c.event).collect(),
+        ),
+        (
+            "hypervisor entry to first guest insn",
+            columns.iter().map(|c| c.boot).collect(),
+        ),
+    ];
+    let mut head = format!("  {:<38}", "figure");
+    for c in columns {
+        let _ = write!(head, " {:>16}", c.name);
+    }
+    say(out, head);
+    for (label, values) in rows {
+        let mut line = format!("  {label:<38}");
+        for v in values {
+            let _ = write!(line, " {:>16}", cell(v));
+        }
+        say(out, line);
+    }
 }
 
 /// One timed boot: when the patterns first appeared, measured from just

@@ -204,7 +204,12 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
     let args: Vec<&str> = args
         .iter()
         .copied()
-        .filter(|a| !matches!(*a, "--figures-only" | "--no-figures"))
+        .filter(|a| {
+            !matches!(
+                *a,
+                "--figures-only" | "--no-figures" | "--no-bochs" | "--bochs-only"
+            )
+        })
         .collect();
     if !figures_only {
         for krate in BENCH_CRATES {

@@ -31,7 +31,8 @@ commands:
   e2e [NAME]         run the end-to-end boots alone (QEMU and Bochs), or those matching NAME
   miri               run the Miri suite alone (nightly toolchain)
   loom               run the loom models alone
-  fuzz [--runs N]    run each fuzz target for N inputs (default 20000)
+  fuzz [--runs N] [--seconds S]
+                     run each fuzz target for N inputs or S seconds (20000, 90)
   bench [--figures-only|--no-figures]
                      run the criterion benchmarks, then the system figures
                      (image size, hypercall, event, boot under -icount,

@@ -157,6 +157,10 @@ pub fn loom() -> Result<(), String> {
 
 pub fn fuzz(args: &[&str]) -> Result<(), String> {
     let mut runs: u64 = 20_000;
+    // Each target stops at `runs` inputs or after this many seconds,
+    // whichever comes first: the slow targets (a whole hypervisor per
+    // input) keep CI's time bounded.
+    let mut seconds: u64 = 90;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -165,6 +169,12 @@ pub fn fuzz(args: &[&str]) -> Result<(), String> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or("fuzz: --runs takes a number")?;
+            }
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("fuzz: --seconds takes a number")?;
             }
             other => return Err(format!("fuzz: unknown option `{other}`")),
         }
@@ -188,7 +198,14 @@ pub fn fuzz(args: &[&str]) -> Result<(), String> {
         for target in String::from_utf8_lossy(&out.stdout).lines() {
             let mut c = nightly_cargo();
             c.current_dir(&dir);
-            c.args(["fuzz", "run", target, "--", &format!("-runs={runs}")]);
+            c.args([
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-runs={runs}"),
+                &format!("-max_total_time={seconds}"),
+            ]);
             run(c)?;
         }
     }

@@ -7,12 +7,10 @@
 //! accesses in the nested walk, so U/S is set at every level; NX needs the
 //! host's EFER.NXE, which [`crate::enable`] sets.
 
-use alloc::sync::Arc;
 pub use arch_common::tables::{FrameSource, IdentityTables};
-use core::sync::atomic::{AtomicU64, Ordering};
-use hv_core::arch::{NestedPaging, NptError, P2mPerms};
-use hv_core::pagetable::{EntryFormat, PageTable, PageTableMemory, Translation};
-use hv_core::types::{Gfn, Hfn};
+use hv_core::arch::P2mPerms;
+pub use hv_core::pagetable::TlbEpoch;
+use hv_core::pagetable::{EntryFormat, NestedTables};
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -60,87 +58,17 @@ impl EntryFormat for NptFormat {
     }
 }
 
-/// A counter that a domain's nested tables bump on every flush; each vCPU
-/// compares it at entry and takes a fresh ASID when it moved.
-#[derive(Clone, Debug, Default)]
-pub struct TlbEpoch(Arc<AtomicU64>);
-
-impl TlbEpoch {
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// One domain's nested page tables.
-pub struct Npt<M: PageTableMemory> {
-    pt: PageTable<NptFormat, M>,
-    epoch: TlbEpoch,
-}
-
-impl<M: PageTableMemory> Npt<M> {
-    /// Empty tables.
-    pub fn new(mem: M) -> Result<Self, NptError> {
-        Ok(Self {
-            pt: PageTable::new(mem)?,
-            epoch: TlbEpoch::default(),
-        })
-    }
-
-    /// The epoch the domain's vCPUs watch (give it to each `SvmVcpu`).
-    pub fn epoch(&self) -> TlbEpoch {
-        self.epoch.clone()
-    }
-
-    /// Maps a 2 MiB region (both frame numbers 512-aligned). Replacing a
-    /// table of 4 KiB mappings frees it at the next [`NestedPaging::flush`],
-    /// which is only safe while no vCPU of the domain runs (building the
-    /// domain, or paused).
-    pub fn map_large(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
-        self.pt.map_large(gfn, hfn, perms)
-    }
-
-    /// Software walk of the tables.
-    pub fn lookup(&self, gfn: Gfn) -> Option<Translation> {
-        self.pt.lookup(gfn)
-    }
-
-    /// Table frames in use.
-    pub fn table_frames(&self) -> usize {
-        self.pt.table_frames()
-    }
-}
-
-impl<M: PageTableMemory + Send> NestedPaging for Npt<M> {
-    fn map(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
-        self.pt.map(gfn, hfn, perms)
-    }
-
-    fn unmap(&mut self, gfn: Gfn) {
-        self.pt.unmap(gfn)
-    }
-
-    /// Bumps the epoch: every vCPU of the domain takes a fresh (clean) ASID
-    /// at its next VMRUN. A vCPU running right now keeps stale translations
-    /// until it exits, so hv-core kicks the CPUs running the domain.
-    fn flush(&mut self) {
-        self.epoch.bump();
-        self.pt.flush_done();
-    }
-
-    fn root(&self) -> u64 {
-        self.pt.root()
-    }
-}
+/// One domain's nested page tables: hv-core's shared engine in the NPT
+/// entry format, with the TLB epoch its vCPUs watch (a fresh ASID when it
+/// moves).
+pub type Npt<M> = NestedTables<NptFormat, M>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hv_core::pagetable::MockTables;
+    use hv_core::arch::NestedPaging;
+    use hv_core::pagetable::{MockTables, PageTableMemory, Translation};
+    use hv_core::types::{Gfn, Hfn};
 
     #[test]
     fn entries_have_the_npt_bits() {
@@ -150,12 +78,12 @@ mod tests {
         let root = npt.root();
         let mut t = root;
         for _ in 0..3 {
-            let e = npt.pt.memory().read(t, 0);
+            let e = npt.memory().read(t, 0);
             assert_eq!(e & 0xFFF, P | RW | US);
             assert_eq!(e & NX, 0);
             t = e & NptFormat::ADDR_MASK;
         }
-        let leaf = npt.pt.memory().read(t, 0);
+        let leaf = npt.memory().read(t, 0);
         assert_eq!(leaf, 0xABC000 | P | US | NX);
         npt.map_large(Gfn(0x200), Hfn(0x400), P2mPerms::RWX)
             .unwrap();

@@ -7,12 +7,10 @@
 //! the memory type. Guest memory is ordinary RAM, so every leaf is
 //! write-back with the guest's PAT honoured (IPAT clear).
 
-use alloc::sync::Arc;
 pub use arch_common::tables::{FrameSource, IdentityTables};
-use core::sync::atomic::{AtomicU64, Ordering};
-use hv_core::arch::{NestedPaging, NptError, P2mPerms};
-use hv_core::pagetable::{EntryFormat, PageTable, PageTableMemory, Translation};
-use hv_core::types::{Gfn, Hfn};
+use hv_core::arch::P2mPerms;
+pub use hv_core::pagetable::TlbEpoch;
+use hv_core::pagetable::{EntryFormat, NestedTables};
 
 /// Read.
 pub const R: u64 = 1 << 0;
@@ -77,93 +75,17 @@ impl EntryFormat for EptFormat {
     }
 }
 
-/// A counter that a domain's EPT bumps on every flush; each vCPU compares
-/// it at entry and invalidates the EPT's cached translations (INVEPT) when
-/// it moved.
-#[derive(Clone, Debug, Default)]
-pub struct TlbEpoch(Arc<AtomicU64>);
-
-impl TlbEpoch {
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn bump(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn bump_for_test(&self) {
-        self.bump();
-    }
-}
-
-/// One domain's extended page tables.
-pub struct Ept<M: PageTableMemory> {
-    pt: PageTable<EptFormat, M>,
-    epoch: TlbEpoch,
-}
-
-impl<M: PageTableMemory> Ept<M> {
-    /// Empty tables.
-    pub fn new(mem: M) -> Result<Self, NptError> {
-        Ok(Self {
-            pt: PageTable::new(mem)?,
-            epoch: TlbEpoch::default(),
-        })
-    }
-
-    /// The epoch the domain's vCPUs watch (give it to each `VmxVcpu`).
-    pub fn epoch(&self) -> TlbEpoch {
-        self.epoch.clone()
-    }
-
-    /// Maps a 2 MiB region (both frame numbers 512-aligned); see
-    /// arch-svm's `Npt::map_large` for when that is safe.
-    pub fn map_large(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
-        self.pt.map_large(gfn, hfn, perms)
-    }
-
-    /// Software walk of the tables.
-    pub fn lookup(&self, gfn: Gfn) -> Option<Translation> {
-        self.pt.lookup(gfn)
-    }
-
-    /// Table frames in use.
-    pub fn table_frames(&self) -> usize {
-        self.pt.table_frames()
-    }
-}
-
-impl<M: PageTableMemory + Send> NestedPaging for Ept<M> {
-    fn map(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
-        self.pt.map(gfn, hfn, perms)
-    }
-
-    fn unmap(&mut self, gfn: Gfn) {
-        self.pt.unmap(gfn)
-    }
-
-    /// Bumps the epoch: every vCPU of the domain runs INVEPT for this EPTP
-    /// at its next entry. A vCPU running right now keeps stale
-    /// translations until it exits, so hv-core kicks the CPUs running the
-    /// domain.
-    fn flush(&mut self) {
-        self.epoch.bump();
-        self.pt.flush_done();
-    }
-
-    /// The root table (the vCPU makes the EPTP of it with [`eptp`]).
-    fn root(&self) -> u64 {
-        self.pt.root()
-    }
-}
+/// One domain's extended page tables: hv-core's shared engine in the EPT
+/// entry format, with the TLB epoch its vCPUs watch (INVEPT when it
+/// moves). The vCPU makes the EPTP of the root with [`eptp`].
+pub type Ept<M> = NestedTables<EptFormat, M>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hv_core::pagetable::MockTables;
+    use hv_core::arch::NestedPaging;
+    use hv_core::pagetable::{MockTables, PageTableMemory, Translation};
+    use hv_core::types::{Gfn, Hfn};
 
     #[test]
     fn entries_have_the_ept_bits() {
@@ -172,15 +94,15 @@ mod tests {
         ept.map(Gfn(0), Hfn(0xABC), P2mPerms::RO).unwrap();
         let mut t = ept.root();
         for _ in 0..3 {
-            let e = ept.pt.memory().read(t, 0);
+            let e = ept.memory().read(t, 0);
             assert_eq!(e & 0xFFF, R | W | X);
             t = e & EptFormat::ADDR_MASK;
         }
-        assert_eq!(ept.pt.memory().read(t, 0), 0xABC000 | R | (6 << 3));
+        assert_eq!(ept.memory().read(t, 0), 0xABC000 | R | (6 << 3));
         ept.map(Gfn(1), Hfn(0xABD), P2mPerms::RWX).unwrap();
-        assert_eq!(ept.pt.memory().read(t, 1), 0xABD000 | R | W | X | 0x30);
+        assert_eq!(ept.memory().read(t, 1), 0xABD000 | R | W | X | 0x30);
         ept.map(Gfn(2), Hfn(0xABE), P2mPerms::RW).unwrap();
-        assert_eq!(ept.pt.memory().read(t, 2), 0xABE000 | R | W | 0x30);
+        assert_eq!(ept.memory().read(t, 2), 0xABE000 | R | W | 0x30);
         ept.map_large(Gfn(0x200), Hfn(0x400), P2mPerms::RWX)
             .unwrap();
         assert_eq!(
@@ -192,12 +114,11 @@ mod tests {
             })
         );
         let l2 = ept
-            .pt
             .memory()
-            .read(ept.pt.memory().read(ept.root(), 0) & !0xFFF, 0)
+            .read(ept.memory().read(ept.root(), 0) & !0xFFF, 0)
             & !0xFFF;
         assert_eq!(
-            ept.pt.memory().read(l2, 1),
+            ept.memory().read(l2, 1),
             0x40_0000 | R | W | X | 0x30 | LARGE
         );
     }

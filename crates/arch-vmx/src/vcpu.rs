@@ -1281,7 +1281,7 @@ mod tests {
         t.set_control(ControlReg::Cr3, 0x9000);
         assert_eq!(t.flushes(0), (false, true));
         assert_eq!(t.flushes(1), (true, false)); // moved
-        t.epoch.bump_for_test();
+        t.epoch.bump();
         assert_eq!(t.flushes(1), (true, false));
         assert_eq!(t.flushes(1), (false, false));
     }

@@ -303,6 +303,92 @@ impl<F: EntryFormat, M: PageTableMemory> Drop for PageTable<F, M> {
     }
 }
 
+/// A counter that a domain's nested tables bump on every flush; each vCPU
+/// compares it at entry and drops cached translations when it moved (a
+/// fresh ASID on SVM, INVEPT on VMX).
+#[derive(Clone, Debug, Default)]
+pub struct TlbEpoch(alloc::sync::Arc<core::sync::atomic::AtomicU64>);
+
+impl TlbEpoch {
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Moves the epoch on.
+    pub fn bump(&self) {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// One domain's nested page tables in the vendor's entry format `F` (NPT
+/// or EPT): the shared engine plus the TLB epoch its vCPUs watch.
+pub struct NestedTables<F: EntryFormat, M: PageTableMemory> {
+    pt: PageTable<F, M>,
+    epoch: TlbEpoch,
+}
+
+impl<F: EntryFormat, M: PageTableMemory> NestedTables<F, M> {
+    /// Empty tables.
+    pub fn new(mem: M) -> Result<Self, NptError> {
+        Ok(Self {
+            pt: PageTable::new(mem)?,
+            epoch: TlbEpoch::default(),
+        })
+    }
+
+    /// The epoch the domain's vCPUs watch (give it to each vCPU).
+    pub fn epoch(&self) -> TlbEpoch {
+        self.epoch.clone()
+    }
+
+    /// Maps a 2 MiB region (both frame numbers 512-aligned). Replacing a
+    /// table of 4 KiB mappings frees it at the next flush, which is only
+    /// safe while no vCPU of the domain runs (building it, or paused).
+    pub fn map_large(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        self.pt.map_large(gfn, hfn, perms)
+    }
+
+    /// Software walk of the tables.
+    pub fn lookup(&self, gfn: Gfn) -> Option<Translation> {
+        self.pt.lookup(gfn)
+    }
+
+    /// Table frames in use.
+    pub fn table_frames(&self) -> usize {
+        self.pt.table_frames()
+    }
+
+    /// The table memory (for tests that inspect entries).
+    pub fn memory(&self) -> &M {
+        self.pt.memory()
+    }
+}
+
+impl<F: EntryFormat + Send, M: PageTableMemory + Send> crate::arch::NestedPaging
+    for NestedTables<F, M>
+{
+    fn map(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        self.pt.map(gfn, hfn, perms)
+    }
+
+    fn unmap(&mut self, gfn: Gfn) {
+        self.pt.unmap(gfn)
+    }
+
+    /// Bumps the epoch: every vCPU of the domain drops its cached
+    /// translations at its next entry. A vCPU running right now keeps them
+    /// until it exits, so hv-core kicks the CPUs running the domain.
+    fn flush(&mut self) {
+        self.epoch.bump();
+        self.pt.flush_done();
+    }
+
+    fn root(&self) -> u64 {
+        self.pt.root()
+    }
+}
+
 impl<M: PageTableMemory> PageTableMemory for &mut M {
     fn alloc_table(&mut self) -> Option<u64> {
         (**self).alloc_table()

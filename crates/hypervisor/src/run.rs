@@ -16,6 +16,7 @@ use arch_svm::{Npt, SvmCpu, SvmVcpu, VcpuInit};
 use arch_vmx::{Ept, VmxCpu, VmxVcpu};
 use hv_core::arch::{NestedPaging, VcpuBackend, VmExit};
 use hv_core::domain::{DomainState, ShutdownReason};
+use hv_core::pagetable::TlbEpoch;
 use hv_core::sched::{Scheduler, VcpuKey};
 use hv_core::{DomId, ExitAction, Hfn, Hypervisor};
 use hypervisor::bootinfo::BootInfo;
@@ -54,7 +55,7 @@ struct Slot {
     v: u32,
     /// The domain's nested tables, for backends created later (SIPI).
     root: u64,
-    epoch: Epoch,
+    epoch: TlbEpoch,
     /// `None` while it runs somewhere, or before the vCPU was started.
     backend: Mutex<Option<Box<dyn VcpuBackend + Send>>>,
 }
@@ -104,13 +105,6 @@ impl Cpu {
             c.set_host_interrupts(true);
         }
     }
-}
-
-/// A domain's TLB epoch (its nested tables bump it on every flush).
-#[derive(Clone)]
-enum Epoch {
-    Svm(arch_svm::TlbEpoch),
-    Vmx(arch_vmx::TlbEpoch),
 }
 
 /// The shared permission maps of the backend in use.
@@ -224,16 +218,16 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
         let ramdisk = p.ramdisk.and_then(|i| module_bytes(boot, i));
         // The domain's nested tables (NPT or EPT) and what its vCPUs need
         // of them.
-        let tables: Result<(Box<dyn NestedPaging>, Epoch), _> = match cpu {
+        let tables: Result<(Box<dyn NestedPaging>, TlbEpoch), _> = match cpu {
             // SAFETY: HostFrames hands out identity-mapped frames owned by
             // the tables until they give them back.
             Cpu::Svm(_) => Npt::new(unsafe { IdentityTables::new(HostFrames) })
                 .map(|t| (t.epoch(), t))
-                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, Epoch::Svm(e))),
+                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, e)),
             // SAFETY: as for the NPT above.
             Cpu::Vmx(_) => Ept::new(unsafe { arch_vmx::IdentityTables::new(HostFrames) })
                 .map(|t| (t.epoch(), t))
-                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, Epoch::Vmx(e))),
+                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, e)),
         };
         let (tables, epoch) = match tables {
             Ok(t) => t,
@@ -376,19 +370,23 @@ fn sipi_init(vector: u8) -> VcpuInit {
 }
 
 /// Creates a vCPU backend of this machine's vendor.
-fn make_backend(root: u64, epoch: &Epoch, init: &VcpuInit) -> Option<Box<dyn VcpuBackend + Send>> {
+fn make_backend(
+    root: u64,
+    epoch: &TlbEpoch,
+    init: &VcpuInit,
+) -> Option<Box<dyn VcpuBackend + Send>> {
     let frame = frames(1)?;
     let cpu = *BOOT_CPU.get()?;
     let maps = MAPS.get()?;
-    let vcpu: Box<dyn VcpuBackend + Send> = match (cpu, maps, epoch) {
-        (Cpu::Svm(c), Maps::Svm(maps), Epoch::Svm(e)) => {
+    let vcpu: Box<dyn VcpuBackend + Send> = match (cpu, maps) {
+        (Cpu::Svm(c), Maps::Svm(maps)) => {
             // SAFETY: the VMCB frame is fresh and owned by this vCPU; the
             // maps and the domain's tables live as long as the machine.
-            Box::new(unsafe { SvmVcpu::new(frame, maps, root, e.clone(), c.features(), init) })
+            Box::new(unsafe { SvmVcpu::new(frame, maps, root, epoch.clone(), c.features(), init) })
         }
-        (Cpu::Vmx(c), Maps::Vmx(maps), Epoch::Vmx(e)) => {
+        (Cpu::Vmx(c), Maps::Vmx(maps)) => {
             // SAFETY: as for SVM, with a VMCS frame.
-            Box::new(unsafe { VmxVcpu::new(frame, maps, root, e.clone(), c.features(), init) })
+            Box::new(unsafe { VmxVcpu::new(frame, maps, root, epoch.clone(), c.features(), init) })
         }
         _ => unreachable!("one vendor per machine"),
     };

@@ -160,27 +160,30 @@ pub(crate) fn skip<P: Platform>(
     exit: &VmExit,
 ) -> ExitAction {
     let mode = Hypervisor::<P>::paging_mode(cpu);
-    let ok = match hv.guest_virt(d, mode) {
-        Some(virt) => cpu.skip_instruction_fetching(exit, &mut |la, buf| {
-            // One translation per page: the instruction may cross into a
-            // page that is not mapped, and then only the first part counts.
-            let mut n = 0;
-            while n < buf.len() {
-                let at = la.wrapping_add(n as u64);
-                let room = (crate::types::PAGE_SIZE as u64 - (at & 0xFFF)) as usize;
-                let chunk = room.min(buf.len() - n);
-                let Ok(gpa) = virt.to_gpa(at, false) else {
-                    break;
-                };
-                if virt.mem.read(gpa, &mut buf[n..n + chunk]).is_err() {
-                    break;
-                }
-                n += chunk;
+    let hvr: &Hypervisor<P> = hv;
+    // The reader is only called by backends that must decode (SVM without
+    // NRIP); the lookup of the domain's memory waits until then.
+    let ok = cpu.skip_instruction_fetching(exit, &mut |la, buf| {
+        let Some(virt) = hvr.guest_virt(d, mode) else {
+            return 0;
+        };
+        // One translation per page: the instruction may cross into a page
+        // that is not mapped, and then only the first part counts.
+        let mut n = 0;
+        while n < buf.len() {
+            let at = la.wrapping_add(n as u64);
+            let room = (crate::types::PAGE_SIZE as u64 - (at & 0xFFF)) as usize;
+            let chunk = room.min(buf.len() - n);
+            let Ok(gpa) = virt.to_gpa(at, false) else {
+                break;
+            };
+            if virt.mem.read(gpa, &mut buf[n..n + chunk]).is_err() {
+                break;
             }
-            n
-        }),
-        None => false,
-    };
+            n += chunk;
+        }
+        n
+    });
     if ok {
         ExitAction::Resume
     } else {

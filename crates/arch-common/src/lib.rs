@@ -23,6 +23,7 @@
 
 extern crate alloc;
 
+pub mod bitmap;
 pub mod event;
 pub mod fpu;
 pub mod init;

@@ -11,19 +11,7 @@ pub const MSRPM_PAGES: usize = MSRPM_SIZE / 4096;
 /// MSRs the guest reads and writes directly. Each lives in the VMCB and is
 /// switched by VMRUN/#VMEXIT or by VMLOAD/VMSAVE around the run, so the
 /// guest only ever touches its own copy.
-pub const PASSTHROUGH: &[u32] = &[
-    0x174,       // SYSENTER_CS
-    0x175,       // SYSENTER_ESP
-    0x176,       // SYSENTER_EIP
-    0x277,       // PAT: G_PAT with nested paging
-    0xC000_0081, // STAR
-    0xC000_0082, // LSTAR
-    0xC000_0083, // CSTAR
-    0xC000_0084, // SFMASK
-    0xC000_0100, // FS_BASE
-    0xC000_0101, // GS_BASE
-    0xC000_0102, // KERNEL_GS_BASE
-];
+pub const PASSTHROUGH: &[u32] = arch_common::bitmap::PASSTHROUGH_MSRS;
 
 /// Bit position (in the whole map) of `msr`'s read bit, or `None` for MSRs
 /// outside the three ranges.
@@ -58,12 +46,7 @@ impl<'a> MsrPermissionMap<'a> {
     pub fn set(&mut self, msr: u32, read_exits: bool, write_exits: bool) {
         let Some(bit) = bit_of(msr) else { return };
         for (b, on) in [(bit, read_exits), (bit + 1, write_exits)] {
-            let mask = 1u8 << (b % 8);
-            if on {
-                self.bytes[b / 8] |= mask;
-            } else {
-                self.bytes[b / 8] &= !mask;
-            }
+            arch_common::bitmap::set_bit(self.bytes, b, on);
         }
     }
 
@@ -73,7 +56,7 @@ impl<'a> MsrPermissionMap<'a> {
             None => true,
             Some(bit) => {
                 let b = bit + usize::from(write);
-                self.bytes[b / 8] & (1 << (b % 8)) != 0
+                arch_common::bitmap::bit(self.bytes, b)
             }
         }
     }

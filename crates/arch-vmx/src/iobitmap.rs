@@ -22,21 +22,13 @@ impl<'a> IoBitmaps<'a> {
 
     /// Sets whether accesses to `port` exit.
     pub fn set(&mut self, port: u16, exits: bool) {
-        let (i, mask) = (usize::from(port) / 8, 1u8 << (port % 8));
-        if exits {
-            self.bytes[i] |= mask;
-        } else {
-            self.bytes[i] &= !mask;
-        }
+        arch_common::bitmap::set_bit(self.bytes, usize::from(port), exits);
     }
 
     /// Whether an access of `size` bytes at `port` exits: any of its
     /// bytes' bits set, or wrapping past 0xFFFF (which always exits).
     pub fn exits(&self, port: u16, size: u8) -> bool {
-        (0..usize::from(size)).any(|k| {
-            let p = usize::from(port) + k;
-            p > 0xFFFF || self.bytes[p / 8] & (1 << (p % 8)) != 0
-        })
+        arch_common::bitmap::port_exits(self.bytes, port, size)
     }
 }
 

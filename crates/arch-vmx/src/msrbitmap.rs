@@ -11,19 +11,7 @@ pub const MSR_BITMAP_SIZE: usize = 4096;
 /// controls) or switched by the backend around each run (STAR, LSTAR,
 /// CSTAR, SFMASK, KERNEL_GS_BASE: see `vcpu`), so the guest only ever
 /// touches its own copy. The same list as arch-svm's.
-pub const PASSTHROUGH: &[u32] = &[
-    0x174,       // SYSENTER_CS
-    0x175,       // SYSENTER_ESP
-    0x176,       // SYSENTER_EIP
-    0x277,       // PAT
-    0xC000_0081, // STAR
-    0xC000_0082, // LSTAR
-    0xC000_0083, // CSTAR
-    0xC000_0084, // SFMASK
-    0xC000_0100, // FS_BASE
-    0xC000_0101, // GS_BASE
-    0xC000_0102, // KERNEL_GS_BASE
-];
+pub const PASSTHROUGH: &[u32] = arch_common::bitmap::PASSTHROUGH_MSRS;
 
 /// The MSRs the backend switches by hand (VMX leaves them alone).
 pub const SWITCHED: [u32; 5] = [
@@ -65,12 +53,7 @@ impl<'a> MsrBitmap<'a> {
     pub fn set(&mut self, msr: u32, read_exits: bool, write_exits: bool) {
         let Some(bit) = bit_of(msr) else { return };
         for (b, on) in [(bit, read_exits), (bit + 2048 * 8, write_exits)] {
-            let mask = 1u8 << (b % 8);
-            if on {
-                self.bytes[b / 8] |= mask;
-            } else {
-                self.bytes[b / 8] &= !mask;
-            }
+            arch_common::bitmap::set_bit(self.bytes, b, on);
         }
     }
 
@@ -80,7 +63,7 @@ impl<'a> MsrBitmap<'a> {
             None => true,
             Some(bit) => {
                 let b = bit + if write { 2048 * 8 } else { 0 };
-                self.bytes[b / 8] & (1 << (b % 8)) != 0
+                arch_common::bitmap::bit(self.bytes, b)
             }
         }
     }

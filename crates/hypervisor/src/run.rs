@@ -293,6 +293,11 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     SLOTS.call_once(|| slots);
     cpu.take_host_interrupts();
     GO.store(true, SeqCst);
+    let online = crate::smp::CPUS_ONLINE.load(SeqCst);
+    let hv = HV.get().expect("set above");
+    for p in 1..online {
+        hv_core::platform::Platform::kick_cpu(&hv.lock().platform, p);
+    }
     cpu_loop(0, &apic)
 }
 
@@ -428,8 +433,10 @@ pub fn ap_main(index: u32, apic: LocalApic) -> ! {
     let Some(cpu) = enable_cpu(index) else {
         crate::machine::halt_forever()
     };
+    // Sleep (not spin) until the boot CPU has built the domains: it kicks
+    // every CPU once GO is set; the timer bounds a missed kick.
     while !GO.load(SeqCst) {
-        core::hint::spin_loop();
+        idle(&apic, SLICE_NS);
     }
     cpu.take_host_interrupts();
     cpu_loop(index, &apic)

@@ -100,7 +100,9 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         tsc_hz / 1_000_000,
         (tsc_hz / 1000) % 1000
     );
+    log::debug!("TSC at calibration end: {}", platform::rdtsc());
     let apic = bring_up_cpus(boot.rsdp);
+    log::debug!("TSC with every CPU up: {}", platform::rdtsc());
     if opts.selftest == SelfTest::InvalidOpcode {
         // SAFETY: deliberately raises #UD to check the exception report.
         unsafe { core::arch::asm!("ud2") };
@@ -121,6 +123,9 @@ fn bring_up_cpus(rsdp: Option<u64>) -> platform::LocalApic {
     };
     let bsp = platform::LocalApic::enable(topo.lapic_base);
     platform::HOST_APIC.call_once(|| bsp);
+    platform::mask_legacy_pic();
+    let per_ms = bsp.calibrate_timer();
+    log::info!("local APIC timer: {per_ms} ticks/ms");
     let me = bsp.id();
     log::info!(
         "ACPI: {} CPUs, local APIC at {:#x} ({:?}), boot CPU APIC id {me}",

@@ -178,6 +178,11 @@ const REG_TIMER_DIVIDE: u32 = 0x3e0;
 
 /// Local APIC timer ticks per millisecond (divide by 16), measured once.
 static APIC_TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// Whether the APIC timer was calibrated.
+pub fn timer_calibrated() -> bool {
+    APIC_TICKS_PER_MS.load(Ordering::Relaxed) != 0
+}
+
 /// The boot CPU's APIC, for the interrupt handlers (same mode everywhere).
 pub static HOST_APIC: spin::Once<LocalApic> = spin::Once::new();
 const REG_ICR_LO: u32 = 0x300;

@@ -167,8 +167,10 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     platform::mask_legacy_pic();
     HOST_APIC.call_once(|| apic);
     hostplat::register_cpu(0, apic.id());
-    let per_ms = apic.calibrate_timer();
-    log::info!("local APIC timer: {per_ms} ticks/ms");
+    if !platform::timer_calibrated() {
+        let per_ms = apic.calibrate_timer();
+        log::info!("local APIC timer: {per_ms} ticks/ms");
+    }
     let Some(cpu) = enable_cpu(0) else {
         crate::machine::stop(false)
     };
@@ -237,10 +239,12 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             }
         };
         let root = tables.root();
+        let t0 = platform::rdtsc();
         let built = {
             let mut hv = HV.get().expect("set above").lock();
             builder::build(&mut hv, p, kernel, ramdisk, tables)
         };
+        log::debug!("d{}: built in {} TSC ticks", p.domid, platform::rdtsc() - t0);
         let b = match built {
             Ok(b) => b,
             Err(e) => {

@@ -169,10 +169,15 @@ pub fn start_aps(bsp: &LocalApic, lapic_base: u64, apic_ids: &[u32]) -> u32 {
                 break;
             }
         }
-        // Give it up to 100 ms to reach Rust.
+        // Give it up to 100 ms to reach Rust, sleeping between looks (in
+        // an emulator the AP shares the host thread: spinning would only
+        // slow it down).
         let deadline = platform::now_ns() + 100_000_000;
         while AP_STARTED.load(Ordering::SeqCst) == 0 && platform::now_ns() < deadline {
-            core::hint::spin_loop();
+            bsp.arm_timer(crate::hostplat::TIMER_VECTOR, 20_000);
+            // SAFETY: the IDT handles the timer vector (it only sends EOI);
+            // STI's shadow covers HLT, so the timer cannot be missed.
+            unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
         }
         if AP_STARTED.load(Ordering::SeqCst) != 0 {
             started += 1;

@@ -244,7 +244,11 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             let mut hv = HV.get().expect("set above").lock();
             builder::build(&mut hv, p, kernel, ramdisk, tables)
         };
-        log::debug!("d{}: built in {} TSC ticks", p.domid, platform::rdtsc() - t0);
+        log::debug!(
+            "d{}: built in {} TSC ticks",
+            p.domid,
+            platform::rdtsc() - t0
+        );
         let b = match built {
             Ok(b) => b,
             Err(e) => {

@@ -297,6 +297,42 @@ impl<P: Platform> Hypervisor<P> {
         }
     }
 
+    /// Pauses `d` (the toolstack's `pause`): its vCPUs leave their CPUs at
+    /// their next exit and are not scheduled until [`Hypervisor::unpause`].
+    pub fn pause(&mut self, d: DomId) -> XenResult<()> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        match dom.state {
+            DomainState::Running => dom.state = DomainState::Paused,
+            DomainState::Paused => {}
+            DomainState::Shutdown(_) => return Err(Errno::EINVAL),
+        }
+        let pcpus: Vec<u32> = dom.vcpus.iter().map(|v| v.pcpu).collect();
+        for p in pcpus {
+            self.platform.kick_cpu(p);
+        }
+        Ok(())
+    }
+
+    /// Lets a paused `d` run again; its runnable vCPUs are reported as
+    /// woken for the scheduler.
+    pub fn unpause(&mut self, d: DomId) -> XenResult<()> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        if dom.state != DomainState::Paused {
+            return Err(Errno::EINVAL);
+        }
+        dom.state = DomainState::Running;
+        let runnable: Vec<u32> = dom
+            .vcpus
+            .iter()
+            .filter(|v| v.state == VcpuState::Runnable)
+            .map(|v| v.id)
+            .collect();
+        for v in runnable {
+            self.woken.push((d, v));
+        }
+        Ok(())
+    }
+
     /// Kills `d` because of something it did: a crash.
     pub fn crash(&mut self, d: DomId, why: &str) {
         log::warn!("{}: crashed: {}", d, why);
@@ -676,7 +712,7 @@ impl<P: Platform> Hypervisor<P> {
         let alive = self
             .domains
             .get(&d.0)
-            .is_some_and(|dom| dom.state == DomainState::Running && (v as usize) < dom.vcpus.len());
+            .is_some_and(|dom| dom.is_alive() && (v as usize) < dom.vcpus.len());
         if !alive {
             return ExitAction::Dead;
         }
@@ -696,6 +732,15 @@ impl<P: Platform> Hypervisor<P> {
         let dead = self.domains.get(&d.0).is_none_or(|dom| !dom.is_alive());
         if dead {
             return ExitAction::Dead;
+        }
+        // A paused domain finishes the exit, then leaves the CPU.
+        if action == ExitAction::Resume
+            && self
+                .domains
+                .get(&d.0)
+                .is_some_and(|dom| dom.state == DomainState::Paused)
+        {
+            return ExitAction::Yield;
         }
         if action == ExitAction::Block {
             // Never sleep with an event already waiting.

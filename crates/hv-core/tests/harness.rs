@@ -1602,3 +1602,29 @@ fn fifo_holds_131072_ports() {
     assert_eq!(s.bind_ipi(d, 0), 5);
     assert_eq!(s.bind_ipi(d, 0), 70_000);
 }
+
+#[test]
+fn pause_and_unpause() {
+    let mut s = Sim::new();
+    let d = s.domain(4, 2, false);
+    s.hv.vcpu_up(d, 1).unwrap();
+    let mut cpu = MockVcpu::flat64();
+    s.hv.pause(d).unwrap();
+    assert!(!s.hv.vcpu_runnable(d, 0) && !s.hv.vcpu_runnable(d, 1));
+    // An exit in flight is still handled, then the vCPU leaves the CPU.
+    cpu.gprs.rax = 0x4000_0000;
+    assert_eq!(
+        s.hv.handle_exit(d, 0, &mut cpu, VmExit::Cpuid),
+        ExitAction::Yield
+    );
+    assert_eq!(cpu.rip, 3);
+    s.hv.take_woken();
+    s.hv.unpause(d).unwrap();
+    assert!(s.hv.vcpu_runnable(d, 0));
+    assert_eq!(s.hv.take_woken(), [(d, 0), (d, 1)]);
+    assert_eq!(s.hv.unpause(d), Err(hv_core::Errno::EINVAL));
+    assert_eq!(s.hv.pause(DomId(99)), Err(hv_core::Errno::ESRCH));
+    // A shut-down domain cannot be paused.
+    s.hv.shutdown(d, ShutdownReason::Poweroff);
+    assert_eq!(s.hv.pause(d), Err(hv_core::Errno::EINVAL));
+}

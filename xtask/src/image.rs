@@ -280,12 +280,16 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             });
         }
     } else if o.modules.is_empty() {
-        // The demo: our test guest, whose checks print as it runs.
+        // The demo: two test-guest domains whose checks print as they run;
+        // they share a page by grant and ping-pong over an event channel.
         let guest = build_test_guest()?;
-        o.modules.push(Module {
-            path: guest,
-            cmdline: kernel_cmdline(guest_mem, g.vcpus, g.guest_cmdline.as_deref().unwrap_or("")),
-        });
+        let extra = g.guest_cmdline.as_deref().unwrap_or("");
+        for role in ["role=ping peer=2", "role=pong peer=1"] {
+            o.modules.push(Module {
+                path: guest.clone(),
+                cmdline: kernel_cmdline(guest_mem, g.vcpus, &format!("{role} {extra}")),
+            });
+        }
     }
     let (ok, serial) = match o.vendor {
         Vendor::Amd => {

@@ -169,6 +169,8 @@ pub struct Domain {
     pub console_line: Vec<u8>,
     /// The PV console ring served by the hypervisor, if set up.
     pub console: Option<crate::console::ConsoleBackend>,
+    /// The emulated PIT channel 2 (TSC calibration).
+    pub pit: crate::pit::Pit,
     /// Guest frames whose host frame the hypervisor holds (vcpu_info,
     /// FIFO pages), with a count: never freed while pinned.
     pub pinned: HashMap<u64, u32>,
@@ -211,6 +213,7 @@ impl Domain {
             memory_map: Vec::new(),
             console_line: Vec::new(),
             console: None,
+            pit: crate::pit::Pit::default(),
             pinned: HashMap::new(),
             zombies: Vec::new(),
             gnttab: crate::gnttab::GrantTable::new(),

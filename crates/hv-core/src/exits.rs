@@ -15,6 +15,12 @@ pub const XEN_VERSION: (u32, u32) = (4, 17);
 pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
 /// The guest ACPI sleep control register (see the image's guest_acpi).
 pub const SLEEP_CONTROL_PORT: u16 = 0xB004;
+/// PIT channel 2's data port.
+const PIT_CH2_PORT: u16 = 0x42;
+/// The PIT's mode/command port.
+const PIT_CMD_PORT: u16 = 0x43;
+/// The NMI status / speaker gate port (PIT channel 2's gate and OUT2).
+const PIT_GATE_PORT: u16 = 0x61;
 /// Most string-I/O iterations done per exit before the instruction is
 /// re-executed (keeps one exit short).
 pub const MAX_STRING_IO: u64 = 4096;
@@ -390,8 +396,10 @@ fn port_io<P: Platform>(
             } else {
                 (1u64 << (size * 8)) - 1
             };
+            // Unhandled ports read all-ones.
+            let v = input(hv, d, io.port, size).unwrap_or(mask);
             let g = cpu.gprs_mut();
-            g.rax = (g.rax & !mask) | mask; // unhandled ports read all-ones
+            g.rax = (g.rax & !mask) | (v & mask);
         }
         return true;
     }
@@ -451,7 +459,29 @@ fn port_io<P: Platform>(
     true
 }
 
+/// An emulated port's value, or `None` for all-ones.
+fn input<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64) -> Option<u64> {
+    let now = hv.now();
+    let pit = &mut hv.domain_mut(d)?.pit;
+    match (port, size) {
+        (PIT_CH2_PORT, 1) => Some(u64::from(pit.read(now))),
+        (PIT_GATE_PORT, 1) => Some(u64::from(pit.port61(now))),
+        _ => None,
+    }
+}
+
 fn out<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64, val: u64) {
+    if size == 1 && matches!(port, PIT_CH2_PORT | PIT_CMD_PORT | PIT_GATE_PORT) {
+        let now = hv.now();
+        if let Some(dom) = hv.domain_mut(d) {
+            match port {
+                PIT_CH2_PORT => dom.pit.write(val as u8, now),
+                PIT_CMD_PORT => dom.pit.command(val as u8, now),
+                _ => dom.pit.set_port61(val as u8),
+            }
+        }
+        return;
+    }
     match port {
         DEBUG_CONSOLE_PORT => {
             let b = (val & 0xFF) as u8;

@@ -36,6 +36,7 @@ pub mod mock;
 pub mod p2m;
 pub mod pagetable;
 pub mod pagewalk;
+pub mod pit;
 pub mod platform;
 pub mod sched;
 pub mod time;

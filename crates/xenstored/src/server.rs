@@ -1,0 +1,1358 @@
+//! The server: connections, request dispatch, transactions, watches,
+//! domains and quotas. Transports hand it whole messages per connection
+//! and take back whole messages (replies and watch events).
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use xen_abi::XsdSockmsg;
+
+use crate::path::{self, INTRODUCE_DOMAIN, RELEASE_DOMAIN, atoi, canonicalize, is_child};
+use crate::perms::{
+    Caller, Perm, Perms, XS_PERM_NONE, XS_PERM_OWNER, XS_PERM_READ, XS_PERM_WRITE, parse_list,
+};
+use crate::tree::{self, NO_GENERATION, Node, lookup, lookup_mut};
+use crate::wire::*;
+
+/// A connection's number, chosen by the server.
+pub type ConnId = u32;
+
+/// Limits on what an unprivileged domain may hold (C xenstored's defaults,
+/// `quotas[]` in `tools/xenstored/domain.c`), and the bounds on what the
+/// server queues for any connection. Privileged callers are exempt from the
+/// first group.
+#[derive(Clone, Debug)]
+pub struct Quotas {
+    /// Nodes a domain may own (ENOSPC beyond).
+    pub nodes_per_domain: usize,
+    /// Watches a domain may hold (E2BIG beyond; as in C, the check is
+    /// "more than this many already", so one more fits).
+    pub watches_per_domain: usize,
+    /// Open transactions per connection (ENOSPC beyond; same "more than"
+    /// check as C).
+    pub transactions_per_conn: usize,
+    /// Nodes one transaction may touch (ENOSPC, and the transaction fails).
+    pub nodes_per_transaction: usize,
+    /// Permission entries per node (ENOSPC).
+    pub perms_per_node: usize,
+    /// A node's record size: header, perms, value and child names (ENOSPC
+    /// at or beyond).
+    pub node_size: usize,
+    /// Replies an unprivileged connection may leave unread before the
+    /// transport stops taking its requests.
+    pub outstanding_requests: usize,
+    /// The same for privileged connections (socket clients): a client that
+    /// never reads still cannot grow the server without bound.
+    pub outstanding_requests_privileged: usize,
+    /// Watch events queued per connection; further events are dropped (and
+    /// counted) until the client reads.
+    pub queued_events: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            nodes_per_domain: 1000,
+            watches_per_domain: 128,
+            transactions_per_conn: 10,
+            nodes_per_transaction: 1024,
+            perms_per_node: 5,
+            node_size: 2048,
+            outstanding_requests: 20,
+            outstanding_requests_privileged: 1024,
+            queued_events: 1024,
+        }
+    }
+}
+
+/// What the embedder does for `INTRODUCE` and `RELEASE`: attach a domain's
+/// ring page and event channel to the new connection, or detach them.
+pub trait DomainOps {
+    /// Attach domain `domid`'s ring (C xenstored maps grant
+    /// `GNTTAB_RESERVED_XENSTORE` and ignores `gfn`) and bind its event
+    /// channel `port`, for connection `conn`. An error is the reply.
+    fn introduce(&mut self, domid: u32, gfn: u64, port: u32, conn: ConnId) -> Result<(), XsError>;
+    /// Detach the domain's ring and event channel.
+    fn release(&mut self, domid: u32, conn: ConnId);
+}
+
+/// Accepts every introduction without a transport: domains exist in the
+/// store's bookkeeping only (the host daemon, tests).
+#[derive(Debug, Default)]
+pub struct NoTransport;
+
+impl DomainOps for NoTransport {
+    fn introduce(&mut self, _: u32, _: u64, _: u32, _: ConnId) -> Result<(), XsError> {
+        Ok(())
+    }
+    fn release(&mut self, _: u32, _: ConnId) {}
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Access {
+    generation: u64,
+    check: bool,
+    modified: bool,
+}
+
+/// An open transaction: its own root (a snapshot at START, then changed in
+/// place as the transaction writes) and what it touched.
+#[derive(Clone)]
+struct Transaction {
+    root: Arc<Node>,
+    log: TxLog,
+}
+
+#[derive(Clone, Default)]
+struct TxLog {
+    accessed: BTreeMap<String, Access>,
+    entry_delta: BTreeMap<u32, i64>,
+    failed: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Watch {
+    path: String,
+    token: Vec<u8>,
+    relative: bool,
+    depth: Option<u32>,
+}
+
+#[derive(Debug)]
+enum Output {
+    Reply(Vec<u8>),
+    Event { path: String, token: Vec<u8> },
+}
+
+struct Connection {
+    domid: u32,
+    privileged: bool,
+    target: Option<u32>,
+    domain: bool,
+    transactions: BTreeMap<u32, Transaction>,
+    next_tx: u32,
+    watches: Vec<Watch>,
+    out: VecDeque<Output>,
+    pending_replies: usize,
+    queued_events: usize,
+    dropped_events: u64,
+}
+
+impl Connection {
+    fn caller(&self) -> Caller {
+        Caller {
+            domid: self.domid,
+            privileged: self.privileged,
+            target: self.target,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DomainRec {
+    conn: ConnId,
+    shutdown: bool,
+}
+
+struct Fire {
+    path: String,
+    perms: Perms,
+    exact: bool,
+}
+
+/// A xenstore server.
+pub struct Xenstored {
+    root: Arc<Node>,
+    generation: u64,
+    entries: BTreeMap<u32, u32>,
+    conns: BTreeMap<ConnId, Connection>,
+    next_conn: ConnId,
+    domains: BTreeMap<u32, DomainRec>,
+    privileged: Vec<u32>,
+    special: [(&'static str, Perms); 2],
+    quotas: Quotas,
+    pending_first_event: Option<(String, Vec<u8>)>,
+}
+
+impl Default for Xenstored {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The pieces of an operation that may run in a transaction.
+struct View<'a> {
+    root: &'a mut Arc<Node>,
+    log: Option<&'a mut TxLog>,
+    generation: &'a mut u64,
+    entries: &'a BTreeMap<u32, u32>,
+    caller: Caller,
+    quotas: &'a Quotas,
+    entry_changes: Vec<(u32, i64)>,
+    fires: Vec<Fire>,
+}
+
+impl View<'_> {
+    fn next_gen(&mut self) -> u64 {
+        let g = *self.generation;
+        *self.generation += 1;
+        g
+    }
+
+    fn unprivileged(&self) -> bool {
+        !self.caller.privileged
+    }
+
+    /// Records a first access in the transaction (reads are checked at
+    /// commit).
+    fn touch(&mut self, path: &str, read: bool) -> Result<(), XsError> {
+        let generation = lookup(self.root, path).map_or(NO_GENERATION, |n| n.generation);
+        let limit = self.quotas.nodes_per_transaction;
+        let unpriv = self.unprivileged();
+        let Some(log) = self.log.as_deref_mut() else {
+            return Ok(());
+        };
+        if let Some(a) = log.accessed.get_mut(path) {
+            a.modified |= !read;
+            return Ok(());
+        }
+        if unpriv && log.accessed.len() >= limit {
+            log.failed = true;
+            return Err(XsError::ENOSPC);
+        }
+        log.accessed.insert(
+            String::from(path),
+            Access {
+                generation,
+                check: read,
+                modified: !read,
+            },
+        );
+        Ok(())
+    }
+
+    fn read(&mut self, path: &str) -> Result<Option<&Node>, XsError> {
+        if self.log.is_some() {
+            self.touch(path, true)?;
+        }
+        Ok(lookup(self.root, path))
+    }
+
+    /// C's `get_node`: the node if the caller has `perm` on it; for a
+    /// missing node, EACCES when the nearest existing ancestor denies
+    /// `perm` (not revealing what exists), else ENOENT.
+    fn get_node(&mut self, path: &str, perm: u8) -> Result<&Node, XsError> {
+        let caller = self.caller;
+        if self.read(path)?.is_none() {
+            let mut p = path;
+            while p != "/" {
+                p = path::parent(p);
+                if let Some(n) = lookup(self.root, p) {
+                    if !caller.may(&n.perms, perm) {
+                        return Err(XsError::EACCES);
+                    }
+                    break;
+                }
+            }
+            return Err(XsError::ENOENT);
+        }
+        let node = lookup(self.root, path).ok_or(XsError::ENOENT)?;
+        if caller.may(&node.perms, perm) {
+            Ok(node)
+        } else {
+            Err(XsError::EACCES)
+        }
+    }
+
+    fn entries_of(&self, domid: u32) -> i64 {
+        let global = i64::from(self.entries.get(&domid).copied().unwrap_or(0));
+        let delta = self
+            .log
+            .as_ref()
+            .and_then(|l| l.entry_delta.get(&domid).copied())
+            .unwrap_or(0);
+        let pending: i64 = self
+            .entry_changes
+            .iter()
+            .filter(|(d, _)| *d == domid)
+            .map(|(_, n)| n)
+            .sum();
+        global + delta + pending
+    }
+
+    fn changed_entries(&mut self, domid: u32, n: i64) {
+        if let Some(log) = self.log.as_deref_mut() {
+            *log.entry_delta.entry(domid).or_default() += n;
+        }
+        self.entry_changes.push((domid, n));
+    }
+
+    /// Creates `path` and any missing ancestors (empty), the last with
+    /// `value`; perms are inherited, owned by an unprivileged creator.
+    fn create(&mut self, path: &str, value: &[u8]) -> Result<(), XsError> {
+        let mut missing = Vec::new();
+        let mut p = path;
+        while lookup(self.root, p).is_none() {
+            missing.push(p);
+            p = path::parent(p);
+        }
+        let top = p;
+        for m in &missing {
+            self.touch(m, true)?;
+        }
+        self.touch(top, true)?;
+        let caller = self.caller;
+        let parent_perms = lookup(self.root, top).map(|n| n.perms.clone());
+        let Some(mut perms) = parent_perms else {
+            return Err(XsError::ENOENT);
+        };
+        // Quotas: the nodes the creator will own, and the record sizes.
+        if self.unprivileged() {
+            let owner = tree::inherit(&perms, caller.domid, false)[0].domid;
+            let have = self.entries_of(owner);
+            if have + missing.len() as i64 > self.quotas.nodes_per_domain as i64 {
+                return Err(XsError::ENOSPC);
+            }
+            let leaf_size = 20 + 8 * perms.len() + value.len();
+            let name_len = missing[0].len() - path::parent(missing[0]).len();
+            let parent_size = lookup(self.root, top).map_or(0, |n| n.record_size())
+                + missing.last().map_or(0, |m| m.len() - top.len());
+            if leaf_size >= self.quotas.node_size
+                || parent_size >= self.quotas.node_size
+                || name_len >= self.quotas.node_size
+            {
+                return Err(XsError::ENOSPC);
+            }
+        }
+        let mut parent = top;
+        for (i, m) in missing.iter().enumerate().rev() {
+            perms = tree::inherit(&perms, caller.domid, caller.privileged);
+            let generation = self.next_gen();
+            let v = if i == 0 { value.to_vec() } else { Vec::new() };
+            let name = path::components(m).last().unwrap_or("");
+            let node = Node::new(v, perms.clone(), generation);
+            if !tree::insert_child(self.root, parent, name, node, generation) {
+                return Err(XsError::EIO);
+            }
+            self.touch(parent, false)?;
+            self.touch(m, false)?;
+            self.changed_entries(perms[0].domid, 1);
+            parent = m;
+        }
+        self.fires.push(Fire {
+            path: String::from(path),
+            perms,
+            exact: false,
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), XsError> {
+        match self.get_node(path, XS_PERM_WRITE) {
+            Ok(node) => {
+                let size = node.record_size() - node.value.len() + value.len();
+                if self.unprivileged() && size >= self.quotas.node_size {
+                    return Err(XsError::ENOSPC);
+                }
+                let generation = self.next_gen();
+                self.touch(path, false)?;
+                let node = lookup_mut(self.root, path).ok_or(XsError::EIO)?;
+                node.value = value.to_vec();
+                node.generation = generation;
+                let perms = node.perms.clone();
+                self.fires.push(Fire {
+                    path: String::from(path),
+                    perms,
+                    exact: false,
+                });
+                Ok(())
+            }
+            Err(XsError::ENOENT) => self.create(path, value),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mkdir(&mut self, path: &str) -> Result<(), XsError> {
+        match self.get_node(path, XS_PERM_WRITE) {
+            Ok(_) => Ok(()),
+            Err(XsError::ENOENT) => self.create(path, b""),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rm(&mut self, path: &str) -> Result<(), XsError> {
+        match self.get_node(path, XS_PERM_WRITE) {
+            Ok(_) => {}
+            Err(XsError::ENOENT) => {
+                let parent = path::parent(path);
+                return match self.read(parent)? {
+                    Some(_) => Ok(()),
+                    None => Err(XsError::ENOENT),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+        if path == "/" {
+            return Err(XsError::EINVAL);
+        }
+        let parent = path::parent(path);
+        self.touch(parent, true)?;
+        self.touch(parent, false)?;
+        self.touch(path, false)?;
+        let generation = self.next_gen();
+        let gone = tree::remove(self.root, path, generation).ok_or(XsError::EIO)?;
+        self.removed(path, &gone);
+        Ok(())
+    }
+
+    /// Accounts for and reports a removed subtree: each node's owner loses
+    /// one entry; watches on each removed descendant fire exactly, and
+    /// watches on the top or above fire for it.
+    fn removed(&mut self, path: &str, gone: &Node) {
+        let mut owners = Vec::new();
+        let mut fires = Vec::new();
+        gone.walk(path, &mut |p, n| {
+            owners.push(n.owner());
+            fires.push(Fire {
+                path: String::from(p),
+                perms: n.perms.clone(),
+                exact: p != path,
+            });
+        });
+        for o in owners {
+            self.changed_entries(o, -1);
+        }
+        // Descendants first, then the top (as C deletes children first).
+        fires.rotate_left(1);
+        self.fires.extend(fires);
+    }
+
+    fn set_perms(&mut self, path: &str, perms: Perms) -> Result<(), XsError> {
+        let node = self.get_node(path, XS_PERM_WRITE | XS_PERM_OWNER)?;
+        let old = node.perms.clone();
+        let size = node.record_size() - 8 * old.len() + 8 * perms.len();
+        if self.unprivileged() && perms[0].domid != old[0].domid {
+            return Err(XsError::EPERM);
+        }
+        if self.unprivileged() && size >= self.quotas.node_size {
+            return Err(XsError::ENOSPC);
+        }
+        if old[0].domid != perms[0].domid {
+            self.changed_entries(old[0].domid, -1);
+            self.changed_entries(perms[0].domid, 1);
+        }
+        let generation = self.next_gen();
+        self.touch(path, false)?;
+        let node = lookup_mut(self.root, path).ok_or(XsError::EIO)?;
+        node.perms = perms.clone();
+        node.generation = generation;
+        // Watchers that could read the node before or after hear of it.
+        let mut either = perms;
+        either.extend(old.iter().skip(1).copied());
+        if !old.is_empty() && either[0].access == XS_PERM_NONE {
+            either[0].access = old[0].access;
+        }
+        self.fires.push(Fire {
+            path: String::from(path),
+            perms: either,
+            exact: false,
+        });
+        Ok(())
+    }
+}
+
+/// The strings of a payload: each NUL-terminated piece (a trailing piece
+/// without NUL is not a string, as C's `get_strings`).
+fn strings(payload: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = payload;
+    while let Some(i) = rest.iter().position(|&b| b == 0) {
+        out.push(&rest[..i]);
+        rest = &rest[i + 1..];
+    }
+    out
+}
+
+/// C's `onearg`: the payload is exactly one NUL-terminated string.
+fn onearg(payload: &[u8]) -> Result<&[u8], XsError> {
+    match payload.iter().position(|&b| b == 0) {
+        Some(i) if i + 1 == payload.len() => Ok(&payload[..i]),
+        _ => Err(XsError::EINVAL),
+    }
+}
+
+fn with_nul(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 1);
+    v.extend_from_slice(s.as_bytes());
+    v.push(0);
+    v
+}
+
+const OK: &[u8] = b"OK\0";
+
+impl Xenstored {
+    /// An empty store with C xenstored's initial nodes (`/` and `/tool`,
+    /// owned by domain 0, no access for others) and default quotas.
+    pub fn new() -> Self {
+        Self::with_quotas(Quotas::default())
+    }
+
+    /// The same with other quotas.
+    pub fn with_quotas(quotas: Quotas) -> Self {
+        let none0 = vec![Perm {
+            domid: 0,
+            access: XS_PERM_NONE,
+        }];
+        let mut root = Arc::new(Node::new(Vec::new(), none0.clone(), 0));
+        tree::insert_child(
+            &mut root,
+            "/",
+            "tool",
+            Node::new(Vec::new(), none0.clone(), 1),
+            1,
+        );
+        let mut entries = BTreeMap::new();
+        entries.insert(0, 2);
+        Self {
+            root,
+            generation: 2,
+            entries,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            domains: BTreeMap::new(),
+            privileged: vec![0],
+            special: [(INTRODUCE_DOMAIN, none0.clone()), (RELEASE_DOMAIN, none0)],
+            quotas,
+            pending_first_event: None,
+        }
+    }
+
+    /// The quotas in force.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// Declares domain `domid` privileged (or not): it may then do what
+    /// domain 0 does. Domain 0 is privileged from the start.
+    pub fn set_privileged(&mut self, domid: u32, privileged: bool) {
+        self.privileged.retain(|&d| d != domid);
+        if privileged {
+            self.privileged.push(domid);
+        }
+        for c in self.conns.values_mut() {
+            if c.domid == domid && c.domain {
+                c.privileged = privileged;
+            }
+        }
+    }
+
+    fn add_conn(&mut self, domid: u32, privileged: bool, domain: bool) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn = self.next_conn.wrapping_add(1).max(1);
+        self.conns.insert(
+            id,
+            Connection {
+                domid,
+                privileged,
+                target: None,
+                domain,
+                transactions: BTreeMap::new(),
+                next_tx: 1,
+                watches: Vec::new(),
+                out: VecDeque::new(),
+                pending_replies: 0,
+                queued_events: 0,
+                dropped_events: 0,
+            },
+        );
+        id
+    }
+
+    /// A socket client: domain 0, privileged.
+    pub fn connect_socket(&mut self) -> ConnId {
+        self.add_conn(0, true, false)
+    }
+
+    /// A domain's ring connection made by the embedder itself (a boot-time
+    /// introduction, without an `INTRODUCE` message); fires
+    /// `@introduceDomain`. An already introduced domain keeps its
+    /// connection, which is returned.
+    pub fn introduce_domain(&mut self, domid: u32) -> ConnId {
+        if let Some(d) = self.domains.get(&domid) {
+            return d.conn;
+        }
+        let privileged = self.privileged.contains(&domid);
+        let conn = self.add_conn(domid, privileged, true);
+        self.domains.insert(
+            domid,
+            DomainRec {
+                conn,
+                shutdown: false,
+            },
+        );
+        self.fire_special(INTRODUCE_DOMAIN, domid);
+        conn
+    }
+
+    /// The connection of an introduced domain.
+    pub fn domain_conn(&self, domid: u32) -> Option<ConnId> {
+        self.domains.get(&domid).map(|d| d.conn)
+    }
+
+    /// Whether `domid` is introduced.
+    pub fn is_introduced(&self, domid: u32) -> bool {
+        self.domains.contains_key(&domid)
+    }
+
+    /// A domain shut down or crashed: `@releaseDomain` fires once (until
+    /// `RESUME`).
+    pub fn domain_shutdown(&mut self, domid: u32) {
+        if let Some(d) = self.domains.get_mut(&domid)
+            && !d.shutdown
+        {
+            d.shutdown = true;
+            self.fire_special(RELEASE_DOMAIN, domid);
+        }
+    }
+
+    /// A domain is gone: its connection closes, its watches and
+    /// transactions go, and `@releaseDomain` fires. Its nodes stay (the
+    /// toolstack removes `/local/domain/<domid>`, as with C xenstored).
+    pub fn domain_gone(&mut self, domid: u32, ops: &mut dyn DomainOps) {
+        if let Some(d) = self.domains.remove(&domid) {
+            ops.release(domid, d.conn);
+            self.conns.remove(&d.conn);
+            self.fire_special(RELEASE_DOMAIN, domid);
+        }
+    }
+
+    /// Closes a connection (a socket client went away, or the embedder cut
+    /// off a misbehaving ring): its transactions and watches go. A domain's
+    /// connection closed this way leaves the domain unintroduced.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn)
+            && c.domain
+        {
+            self.domains.retain(|_, d| d.conn != conn);
+        }
+    }
+
+    /// Whether the connection exists.
+    pub fn is_connected(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// Whether the transport should take another request from `conn`:
+    /// false while too many replies wait to be read.
+    pub fn accepts_requests(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            let limit = if c.privileged {
+                self.quotas.outstanding_requests_privileged
+            } else {
+                self.quotas.outstanding_requests
+            };
+            c.pending_replies < limit
+        })
+    }
+
+    /// Whether messages wait for `conn`.
+    pub fn has_output(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| !c.out.is_empty())
+    }
+
+    /// Watch events dropped for `conn` because its queue was full.
+    pub fn dropped_events(&self, conn: ConnId) -> u64 {
+        self.conns.get(&conn).map_or(0, |c| c.dropped_events)
+    }
+
+    /// The next message for `conn` (header and payload), in order.
+    pub fn next_output(&mut self, conn: ConnId) -> Option<Vec<u8>> {
+        let c = self.conns.get_mut(&conn)?;
+        match c.out.pop_front()? {
+            Output::Reply(bytes) => {
+                c.pending_replies -= 1;
+                Some(bytes)
+            }
+            Output::Event { path, token } => {
+                c.queued_events -= 1;
+                let mut p = with_nul(&path);
+                p.extend_from_slice(&token);
+                p.push(0);
+                Some(encode(XS_WATCH_EVENT, 0, 0, &p))
+            }
+        }
+    }
+
+    /// Nodes in the store.
+    pub fn node_count(&self) -> usize {
+        let mut n = 0;
+        self.root.walk("/", &mut |_, _| n += 1);
+        n
+    }
+
+    /// Nodes owned by `domid` (what the node quota counts).
+    pub fn entries_of(&self, domid: u32) -> u32 {
+        self.entries.get(&domid).copied().unwrap_or(0)
+    }
+
+    /// Handles one request from `conn`; its reply (and any watch events it
+    /// causes, for any connection) are queued. A message for an unknown
+    /// connection is ignored.
+    pub fn handle(
+        &mut self,
+        conn: ConnId,
+        hdr: &XsdSockmsg,
+        payload: &[u8],
+        ops: &mut dyn DomainOps,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.pending_first_event = None;
+        let (kind, reply) = match self.dispatch(conn, hdr, payload, ops) {
+            Ok(r) if r.len() > XENSTORE_PAYLOAD_MAX => (XS_ERROR, with_nul("E2BIG")),
+            Ok(r) => (hdr.r#type, r),
+            Err(e) => (XS_ERROR, with_nul(e.name())),
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out
+                .push_back(Output::Reply(encode(kind, hdr.req_id, hdr.tx_id, &reply)));
+            c.pending_replies += 1;
+        }
+        if hdr.r#type == XS_WATCH
+            && kind == XS_WATCH
+            && let Some((path, token)) = self.pending_first_event.take()
+        {
+            self.queue_event(conn, path, token);
+        }
+    }
+}
+
+// The WATCH reply precedes its first event: dispatch leaves the event here.
+impl Xenstored {
+    fn dispatch(
+        &mut self,
+        conn: ConnId,
+        hdr: &XsdSockmsg,
+        payload: &[u8],
+        ops: &mut dyn DomainOps,
+    ) -> Result<Vec<u8>, XsError> {
+        let c = self.conns.get(&conn).ok_or(XsError::EINVAL)?;
+        let caller = c.caller();
+        let privileged_op = matches!(
+            hdr.r#type,
+            XS_INTRODUCE | XS_RELEASE | XS_IS_DOMAIN_INTRODUCED | XS_RESUME | XS_SET_TARGET
+        );
+        if privileged_op && !caller.privileged {
+            return Err(XsError::EACCES);
+        }
+        // Requests that may run in a transaction name it in tx_id.
+        let in_tx = matches!(
+            hdr.r#type,
+            XS_DIRECTORY
+                | XS_DIRECTORY_PART
+                | XS_READ
+                | XS_GET_PERMS
+                | XS_WRITE
+                | XS_MKDIR
+                | XS_RM
+                | XS_SET_PERMS
+                | XS_TRANSACTION_START
+                | XS_TRANSACTION_END
+        );
+        if in_tx && hdr.tx_id != 0 && !c.transactions.contains_key(&hdr.tx_id) {
+            return Err(XsError::ENOENT);
+        }
+        match hdr.r#type {
+            XS_READ => self.op(conn, hdr.tx_id, |v| {
+                let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
+                Ok(v.get_node(&p, XS_PERM_READ)?.value.clone())
+            }),
+            XS_DIRECTORY => self.op(conn, hdr.tx_id, |v| {
+                let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
+                Ok(v.get_node(&p, XS_PERM_READ)?.child_list())
+            }),
+            XS_DIRECTORY_PART => self.op(conn, hdr.tx_id, |v| {
+                let args = strings(payload);
+                if args.len() != 2
+                    || args.iter().map(|a| a.len() + 1).sum::<usize>() != payload.len()
+                {
+                    return Err(XsError::EINVAL);
+                }
+                let (p, _) = canonicalize(caller.domid, args[0])?;
+                let offset = atoi(args[1]) as usize;
+                let node = v.get_node(&p, XS_PERM_READ)?;
+                Ok(directory_part(node, offset))
+            }),
+            XS_GET_PERMS => {
+                let arg = onearg(payload)?;
+                let perms = if arg.first() == Some(&b'@') {
+                    self.special
+                        .iter()
+                        .find(|(n, _)| n.as_bytes() == arg)
+                        .map(|(_, p)| p.clone())
+                        .ok_or(XsError::ENOENT)?
+                } else {
+                    self.op(conn, hdr.tx_id, |v| {
+                        let (p, _) = canonicalize(caller.domid, arg)?;
+                        Ok(v.get_node(&p, XS_PERM_READ)?.perms.clone())
+                    })?
+                };
+                let mut out = Vec::new();
+                for p in &perms {
+                    p.write_to(&mut out);
+                }
+                Ok(out)
+            }
+            XS_WRITE => {
+                let i = payload
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or(XsError::EINVAL)?;
+                let (p, _) = canonicalize(caller.domid, &payload[..i])?;
+                let value = &payload[i + 1..];
+                self.op(conn, hdr.tx_id, |v| v.write(&p, value))?;
+                Ok(OK.to_vec())
+            }
+            XS_MKDIR => {
+                let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
+                self.op(conn, hdr.tx_id, |v| v.mkdir(&p))?;
+                Ok(OK.to_vec())
+            }
+            XS_RM => {
+                let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
+                self.op(conn, hdr.tx_id, |v| v.rm(&p))?;
+                Ok(OK.to_vec())
+            }
+            XS_SET_PERMS => {
+                let args = strings(payload);
+                if args.len() < 2 {
+                    return Err(XsError::EINVAL);
+                }
+                if !caller.privileged && args.len() - 1 > self.quotas.perms_per_node {
+                    return Err(XsError::ENOSPC);
+                }
+                let perms = parse_list(args[1..].iter().copied())?;
+                if args[0].first() == Some(&b'@') {
+                    let slot = self
+                        .special
+                        .iter_mut()
+                        .find(|(n, _)| n.as_bytes() == args[0])
+                        .ok_or(XsError::ENOENT)?;
+                    if !caller.may(&slot.1, XS_PERM_WRITE | XS_PERM_OWNER) {
+                        return Err(XsError::EACCES);
+                    }
+                    slot.1 = perms;
+                    return Ok(OK.to_vec());
+                }
+                let (p, _) = canonicalize(caller.domid, args[0])?;
+                self.op(conn, hdr.tx_id, |v| v.set_perms(&p, perms))?;
+                Ok(OK.to_vec())
+            }
+            XS_WATCH => self.watch(conn, payload),
+            XS_UNWATCH => {
+                let args = strings(payload);
+                if args.len() < 2 {
+                    return Err(XsError::EINVAL);
+                }
+                let (p, _) = watch_path(caller.domid, args[0])?;
+                let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+                let i = c
+                    .watches
+                    .iter()
+                    .position(|w| w.path == p && w.token == args[1])
+                    .ok_or(XsError::ENOENT)?;
+                c.watches.remove(i);
+                Ok(OK.to_vec())
+            }
+            XS_TRANSACTION_START => {
+                if hdr.tx_id != 0 {
+                    return Err(XsError::EBUSY);
+                }
+                let root = self.root.clone();
+                let limit = self.quotas.transactions_per_conn;
+                let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+                if !c.privileged && c.transactions.len() > limit {
+                    return Err(XsError::ENOSPC);
+                }
+                let mut id = c.next_tx;
+                while id == 0 || c.transactions.contains_key(&id) {
+                    id = id.wrapping_add(1);
+                }
+                c.next_tx = id.wrapping_add(1);
+                c.transactions.insert(
+                    id,
+                    Transaction {
+                        root,
+                        log: TxLog::default(),
+                    },
+                );
+                Ok(with_nul(&format!("{id}")))
+            }
+            XS_TRANSACTION_END => {
+                let arg = onearg(payload)?;
+                let commit = match arg {
+                    b"T" => true,
+                    b"F" => false,
+                    _ => return Err(XsError::EINVAL),
+                };
+                let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+                let t = c.transactions.remove(&hdr.tx_id).ok_or(XsError::ENOENT)?;
+                if commit {
+                    self.commit(t)?;
+                }
+                Ok(OK.to_vec())
+            }
+            XS_GET_DOMAIN_PATH => {
+                let domid = atoi(onearg(payload)?);
+                Ok(with_nul(&path::domain_path(domid)))
+            }
+            XS_INTRODUCE => {
+                let args = strings(payload);
+                if args.len() < 3 {
+                    return Err(XsError::EINVAL);
+                }
+                let domid = atoi(args[0]);
+                let gfn = args[1]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .fold(0u64, |v, &b| {
+                        v.wrapping_mul(10).wrapping_add(u64::from(b - b'0'))
+                    });
+                let port = atoi(args[2]) as i32;
+                if port <= 0 || domid >= u32::from(xen_abi::DOMID_FIRST_RESERVED) {
+                    return Err(XsError::EINVAL);
+                }
+                if let Some(d) = self.domains.get(&domid) {
+                    // Re-introduction: the ring is bound again, and the
+                    // connection starts afresh.
+                    let dc = d.conn;
+                    ops.introduce(domid, gfn, port as u32, dc)?;
+                    if let Some(c) = self.conns.get_mut(&dc) {
+                        c.watches.clear();
+                        c.transactions.clear();
+                    }
+                    return Ok(OK.to_vec());
+                }
+                let privileged = self.privileged.contains(&domid);
+                let dc = self.add_conn(domid, privileged, true);
+                if let Err(e) = ops.introduce(domid, gfn, port as u32, dc) {
+                    self.conns.remove(&dc);
+                    return Err(e);
+                }
+                self.domains.insert(
+                    domid,
+                    DomainRec {
+                        conn: dc,
+                        shutdown: false,
+                    },
+                );
+                self.fire_special(INTRODUCE_DOMAIN, domid);
+                Ok(OK.to_vec())
+            }
+            XS_RELEASE => {
+                let domid = atoi(onearg(payload)?);
+                if !self.domains.contains_key(&domid) {
+                    return Err(XsError::ENOENT);
+                }
+                self.domain_gone(domid, ops);
+                Ok(OK.to_vec())
+            }
+            XS_IS_DOMAIN_INTRODUCED => {
+                let domid = atoi(onearg(payload)?);
+                let yes =
+                    domid == u32::from(xen_abi::DOMID_SELF) || self.domains.contains_key(&domid);
+                Ok(if yes {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                })
+            }
+            XS_RESUME => {
+                let domid = atoi(onearg(payload)?);
+                let d = self.domains.get_mut(&domid).ok_or(XsError::ENOENT)?;
+                d.shutdown = false;
+                Ok(OK.to_vec())
+            }
+            XS_SET_TARGET => {
+                let args = strings(payload);
+                if args.len() < 2 {
+                    return Err(XsError::EINVAL);
+                }
+                let domid = atoi(args[0]);
+                let target = atoi(args[1]);
+                if !self.domains.contains_key(&target) {
+                    return Err(XsError::ENOENT);
+                }
+                let d = self.domains.get(&domid).ok_or(XsError::ENOENT)?;
+                let c = self.conns.get_mut(&d.conn).ok_or(XsError::EINVAL)?;
+                c.target = Some(target);
+                Ok(OK.to_vec())
+            }
+            XS_RESET_WATCHES => {
+                let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+                c.watches.clear();
+                c.transactions.clear();
+                Ok(OK.to_vec())
+            }
+            _ => Err(XsError::ENOSYS),
+        }
+    }
+
+    /// Runs `f` on the global store or in transaction `tx_id`; changes to
+    /// the global store fire their watches at once.
+    fn op<T>(
+        &mut self,
+        conn: ConnId,
+        tx_id: u32,
+        f: impl FnOnce(&mut View<'_>) -> Result<T, XsError>,
+    ) -> Result<T, XsError> {
+        let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+        let caller = c.caller();
+        let (root, log) = if tx_id == 0 {
+            (&mut self.root, None)
+        } else {
+            let t = c.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
+            (&mut t.root, Some(&mut t.log))
+        };
+        let in_tx = log.is_some();
+        let mut view = View {
+            root,
+            log,
+            generation: &mut self.generation,
+            entries: &self.entries,
+            caller,
+            quotas: &self.quotas,
+            entry_changes: Vec::new(),
+            fires: Vec::new(),
+        };
+        let r = f(&mut view);
+        let View {
+            entry_changes,
+            fires,
+            ..
+        } = view;
+        if !in_tx {
+            for (d, n) in entry_changes {
+                self.add_entries(d, n);
+            }
+            if r.is_ok() {
+                for fire in fires {
+                    self.fire(&fire);
+                }
+            }
+        }
+        r
+    }
+
+    fn add_entries(&mut self, domid: u32, n: i64) {
+        let e = self.entries.entry(domid).or_default();
+        *e = (i64::from(*e) + n).max(0) as u32;
+        if *e == 0 {
+            self.entries.remove(&domid);
+        }
+    }
+
+    /// Commits a transaction: EAGAIN if any node it read has changed since
+    /// (C xenstored's generation check), else its changes are applied.
+    fn commit(&mut self, t: Transaction) -> Result<(), XsError> {
+        if t.log.failed {
+            return Err(XsError::ENOMEM);
+        }
+        for (&domid, &delta) in &t.log.entry_delta {
+            let now = i64::from(self.entries_of(domid));
+            if delta > 0
+                && !self.privileged.contains(&domid)
+                && now + delta > self.quotas.nodes_per_domain as i64
+            {
+                return Err(XsError::ENOSPC);
+            }
+        }
+        for (p, a) in &t.log.accessed {
+            if a.check {
+                let now = lookup(&self.root, p).map_or(NO_GENERATION, |n| n.generation);
+                if now != a.generation {
+                    return Err(XsError::EAGAIN);
+                }
+            }
+        }
+        let mut modified: Vec<&str> = t
+            .log
+            .accessed
+            .iter()
+            .filter(|(_, a)| a.modified)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        modified.sort_by_key(|p| path::depth(p));
+        for p in modified {
+            match lookup(&t.root, p) {
+                Some(tn) => self.apply_node(p, tn),
+                None => {
+                    if p != "/" && lookup(&self.root, p).is_some() {
+                        self.remove_global(p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the global node at `p` what the transaction left: value,
+    /// perms, and no children the transaction's copy lacks (its new
+    /// children are modified entries of their own, applied after it).
+    fn apply_node(&mut self, p: &str, tn: &Node) {
+        let generation = self.generation;
+        self.generation += 1;
+        let exists = lookup(&self.root, p).is_some();
+        if !exists {
+            let parent = path::parent(p);
+            if lookup(&self.root, parent).is_none() {
+                return;
+            }
+            let name = path::components(p).last().unwrap_or("");
+            let node = Node::new(tn.value.clone(), tn.perms.clone(), generation);
+            tree::insert_child(&mut self.root, parent, name, node, generation);
+            self.add_entries(tn.owner(), 1);
+        } else {
+            let stale: Vec<String> = lookup(&self.root, p)
+                .map(|g| {
+                    g.children
+                        .iter()
+                        .filter(|(n, _)| tn.child(n).is_none())
+                        .map(|(n, _)| {
+                            if p == "/" {
+                                format!("/{n}")
+                            } else {
+                                format!("{p}/{n}")
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for s in stale {
+                self.remove_global(&s);
+            }
+            let Some(g) = lookup_mut(&mut self.root, p) else {
+                return;
+            };
+            let old_owner = g.owner();
+            g.value = tn.value.clone();
+            g.perms = tn.perms.clone();
+            g.generation = generation;
+            if old_owner != tn.owner() {
+                self.add_entries(old_owner, -1);
+                self.add_entries(tn.owner(), 1);
+            }
+        }
+        self.fire(&Fire {
+            path: String::from(p),
+            perms: tn.perms.clone(),
+            exact: false,
+        });
+    }
+
+    fn remove_global(&mut self, p: &str) {
+        let generation = self.generation;
+        self.generation += 1;
+        let caller = Caller {
+            domid: 0,
+            privileged: true,
+            target: None,
+        };
+        let quotas = self.quotas.clone();
+        let mut view = View {
+            root: &mut self.root,
+            log: None,
+            generation: &mut self.generation,
+            entries: &self.entries,
+            caller,
+            quotas: &quotas,
+            entry_changes: Vec::new(),
+            fires: Vec::new(),
+        };
+        if let Some(gone) = tree::remove(view.root, p, generation) {
+            view.removed(p, &gone);
+        }
+        let View {
+            entry_changes,
+            fires,
+            ..
+        } = view;
+        for (d, n) in entry_changes {
+            self.add_entries(d, n);
+        }
+        for f in fires {
+            self.fire(&f);
+        }
+    }
+
+    fn watch(&mut self, conn: ConnId, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+        let args = strings(payload);
+        if args.len() < 2 {
+            return Err(XsError::EINVAL);
+        }
+        let c = self.conns.get(&conn).ok_or(XsError::EINVAL)?;
+        let (p, relative) = watch_path(c.domid, args[0])?;
+        let depth = match args.get(2) {
+            Some(d) if !d.is_empty() => {
+                if !d.iter().all(u8::is_ascii_digit) || d.len() > 9 {
+                    return Err(XsError::EINVAL);
+                }
+                Some(atoi(d))
+            }
+            _ => None,
+        };
+        if c.watches.iter().any(|w| w.path == p && w.token == args[1]) {
+            return Err(XsError::EEXIST);
+        }
+        if !c.privileged {
+            let held: usize = self
+                .conns
+                .values()
+                .filter(|o| o.domid == c.domid && !o.privileged)
+                .map(|o| o.watches.len())
+                .sum();
+            if held > self.quotas.watches_per_domain {
+                return Err(XsError::E2BIG);
+            }
+        }
+        let token = args[1].to_vec();
+        let first = String::from_utf8_lossy(args[0]).into_owned();
+        let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+        c.watches.push(Watch {
+            path: p,
+            token: token.clone(),
+            relative,
+            depth,
+        });
+        self.pending_first_event = Some((first, token));
+        Ok(OK.to_vec())
+    }
+
+    fn queue_event(&mut self, conn: ConnId, path: String, token: Vec<u8>) {
+        let limit = self.quotas.queued_events;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let dup = c
+            .out
+            .iter()
+            .any(|o| matches!(o, Output::Event { path: p, token: t } if *p == path && *t == token));
+        if dup {
+            return;
+        }
+        if c.queued_events >= limit {
+            c.dropped_events += 1;
+            return;
+        }
+        c.queued_events += 1;
+        c.out.push_back(Output::Event { path, token });
+    }
+
+    fn fire(&mut self, fire: &Fire) {
+        let mut events = Vec::new();
+        for (&id, c) in &self.conns {
+            let caller = c.caller();
+            if !caller.may(&fire.perms, XS_PERM_READ) {
+                continue;
+            }
+            for w in &c.watches {
+                let hit = if fire.exact {
+                    fire.path == w.path
+                } else {
+                    is_child(&fire.path, &w.path)
+                };
+                if !hit {
+                    continue;
+                }
+                if let Some(d) = w.depth
+                    && path::depth(&fire.path) > path::depth(&w.path) + d as usize
+                {
+                    continue;
+                }
+                let shown = if w.relative {
+                    let home = path::domain_path(c.domid);
+                    fire.path
+                        .strip_prefix(home.as_str())
+                        .and_then(|r| r.strip_prefix('/'))
+                        .map_or_else(|| fire.path.clone(), String::from)
+                } else {
+                    fire.path.clone()
+                };
+                events.push((id, shown, w.token.clone()));
+            }
+        }
+        for (id, p, t) in events {
+            self.queue_event(id, p, t);
+        }
+    }
+
+    fn fire_special(&mut self, name: &'static str, domid: u32) {
+        let perms = self
+            .special
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        for (&id, c) in &self.conns {
+            if !c.caller().may(&perms, XS_PERM_READ) {
+                continue;
+            }
+            for w in &c.watches {
+                if w.path == name {
+                    let shown = match w.depth {
+                        Some(d) if d >= 1 => format!("{name}/{domid}"),
+                        _ => String::from(name),
+                    };
+                    events.push((id, shown, w.token.clone()));
+                }
+            }
+        }
+        for (id, p, t) in events {
+            self.queue_event(id, p, t);
+        }
+    }
+}
+
+/// A watch path: a special `@` name as it is (up to the relative path
+/// limit), or a node name resolved for the caller.
+fn watch_path(domid: u32, raw: &[u8]) -> Result<(String, bool), XsError> {
+    if raw.first() == Some(&b'@') {
+        if raw.len() > XENSTORE_REL_PATH_MAX {
+            return Err(XsError::EINVAL);
+        }
+        let s = core::str::from_utf8(raw).map_err(|_| XsError::EINVAL)?;
+        return Ok((String::from(s), false));
+    }
+    canonicalize(domid, raw)
+}
+
+/// DIRECTORY_PART's reply: the node's generation, then whole child names
+/// from byte `offset` while they fit, then an empty name if the list ended.
+fn directory_part(node: &Node, offset: usize) -> Vec<u8> {
+    let list = node.child_list();
+    let mut out = with_nul(&format!("{}", node.generation));
+    let room = XENSTORE_PAYLOAD_MAX - out.len() - 1;
+    let start = offset.min(list.len());
+    let mut end = start;
+    while end < list.len() {
+        let len = list[end..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(list.len() - end, |i| i + 1);
+        if end + len - start > room {
+            break;
+        }
+        end += len;
+    }
+    out.extend_from_slice(&list[start..end]);
+    if end == list.len() {
+        out.push(0);
+    }
+    out
+}

@@ -1,0 +1,231 @@
+//! The store: a persistent tree of nodes with shared subtrees.
+//!
+//! Every node sits behind an `Arc`, and a change copies only the nodes on
+//! the path from the root to the change (`Arc::make_mut`), and only those
+//! that someone else still holds. Taking a snapshot is cloning the root
+//! `Arc`: O(1), whatever the store's size. With no snapshot alive the same
+//! code changes nodes in place, so the common case (no open transaction)
+//! pays no copies at all.
+//!
+//! Children keep their insertion order, as C xenstored's child lists do
+//! (DIRECTORY answers in that order).
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::path::components;
+use crate::perms::{Perm, Perms};
+
+/// A node's generation when it does not exist (C's `NO_GENERATION`).
+pub const NO_GENERATION: u64 = u64::MAX;
+
+/// One node.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The value (any bytes).
+    pub value: Vec<u8>,
+    /// Its permissions (entry 0: owner and default access).
+    pub perms: Perms,
+    /// Children by name, in insertion order.
+    pub children: Vec<(Arc<str>, Arc<Node>)>,
+    /// The global generation count at the node's last change (a child added
+    /// or removed counts as a change).
+    pub generation: u64,
+}
+
+impl Node {
+    /// A leaf.
+    pub fn new(value: Vec<u8>, perms: Perms, generation: u64) -> Self {
+        Self {
+            value,
+            perms,
+            children: Vec::new(),
+            generation,
+        }
+    }
+
+    /// The child called `name`.
+    pub fn child(&self, name: &str) -> Option<&Arc<Node>> {
+        self.children
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, c)| c)
+    }
+
+    fn child_index(&self, name: &str) -> Option<usize> {
+        self.children.iter().position(|(n, _)| &**n == name)
+    }
+
+    /// The bytes C xenstored's `node-size` quota counts: its record header
+    /// (20 bytes), 8 per permission, the value and each child's name with
+    /// its NUL.
+    pub fn record_size(&self) -> usize {
+        20 + 8 * self.perms.len()
+            + self.value.len()
+            + self
+                .children
+                .iter()
+                .map(|(n, _)| n.len() + 1)
+                .sum::<usize>()
+    }
+
+    /// Child names, each followed by a NUL (DIRECTORY's reply).
+    pub fn child_list(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, _) in &self.children {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// The owner (entry 0's domain).
+    pub fn owner(&self) -> u32 {
+        self.perms.first().map_or(0, |p| p.domid)
+    }
+
+    /// Visits this node and every descendant (depth first, parents first)
+    /// with its absolute path.
+    pub fn walk(&self, path: &str, f: &mut dyn FnMut(&str, &Node)) {
+        f(path, self);
+        for (name, child) in &self.children {
+            let mut p = String::with_capacity(path.len() + 1 + name.len());
+            p.push_str(path);
+            if path != "/" {
+                p.push('/');
+            }
+            p.push_str(name);
+            child.walk(&p, f);
+        }
+    }
+}
+
+/// Finds a node by absolute path.
+pub fn lookup<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
+    let mut cur = root;
+    for c in components(path) {
+        cur = cur.child(c)?;
+    }
+    Some(cur)
+}
+
+/// The node at `path`, made unique (copied out of any snapshot that shares
+/// it, with its ancestors). `None` if it does not exist; nothing is copied
+/// then.
+pub fn lookup_mut<'a>(root: &'a mut Arc<Node>, path: &str) -> Option<&'a mut Node> {
+    lookup(root, path)?;
+    let mut cur = Arc::make_mut(root);
+    for c in components(path) {
+        let i = cur.child_index(c)?;
+        cur = Arc::make_mut(&mut cur.children[i].1);
+    }
+    Some(cur)
+}
+
+/// Adds `child` as `name` under the (existing) node at `parent`, which gets
+/// generation `generation`. The name must be absent.
+pub fn insert_child(
+    root: &mut Arc<Node>,
+    parent: &str,
+    name: &str,
+    child: Node,
+    generation: u64,
+) -> bool {
+    let Some(p) = lookup_mut(root, parent) else {
+        return false;
+    };
+    if p.child_index(name).is_some() {
+        return false;
+    }
+    p.children.push((Arc::from(name), Arc::new(child)));
+    p.generation = generation;
+    true
+}
+
+/// Unlinks the subtree at `path` (not the root) and returns it; the parent
+/// gets generation `generation`.
+pub fn remove(root: &mut Arc<Node>, path: &str, generation: u64) -> Option<Arc<Node>> {
+    let name = components(path).last()?;
+    let parent = crate::path::parent(path);
+    lookup(root, path)?;
+    let p = lookup_mut(root, parent)?;
+    let i = p.child_index(name)?;
+    p.generation = generation;
+    Some(p.children.remove(i).1)
+}
+
+/// The perms a new node under a parent with `parent_perms` gets: a copy,
+/// owned by the creator when the creator is unprivileged.
+pub fn inherit(parent_perms: &[Perm], creator: u32, creator_privileged: bool) -> Perms {
+    let mut perms: Perms = parent_perms.to_vec();
+    if perms.is_empty() {
+        perms.push(Perm {
+            domid: 0,
+            access: crate::perms::XS_PERM_NONE,
+        });
+    }
+    if !creator_privileged {
+        perms[0].domid = creator;
+    }
+    perms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn leaf(v: &str, g: u64) -> Node {
+        Node::new(
+            v.as_bytes().to_vec(),
+            vec![Perm {
+                domid: 0,
+                access: 0,
+            }],
+            g,
+        )
+    }
+
+    #[test]
+    fn snapshots_share_and_diverge() {
+        let mut root = Arc::new(leaf("", 0));
+        assert!(insert_child(&mut root, "/", "a", leaf("1", 1), 1));
+        assert!(insert_child(&mut root, "/a", "b", leaf("2", 2), 2));
+        assert!(insert_child(&mut root, "/", "c", leaf("3", 3), 3));
+        let snap = root.clone();
+        lookup_mut(&mut root, "/a/b").unwrap().value = b"new".to_vec();
+        assert_eq!(lookup(&snap, "/a/b").unwrap().value, b"2");
+        assert_eq!(lookup(&root, "/a/b").unwrap().value, b"new");
+        // The untouched subtree is still shared.
+        assert!(Arc::ptr_eq(
+            root.child("c").unwrap(),
+            snap.child("c").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            root.child("a").unwrap(),
+            snap.child("a").unwrap()
+        ));
+        let gone = remove(&mut root, "/a", 9).unwrap();
+        assert_eq!(gone.child("b").unwrap().value, b"new");
+        assert!(lookup(&root, "/a").is_none());
+        assert!(lookup(&snap, "/a/b").is_some());
+        assert_eq!(root.generation, 9);
+        assert!(remove(&mut root, "/", 10).is_none());
+        assert!(insert_child(&mut root, "/c", "x", leaf("", 0), 11));
+        assert!(!insert_child(&mut root, "/c", "x", leaf("", 0), 12));
+        assert!(!insert_child(&mut root, "/nope", "x", leaf("", 0), 13));
+    }
+
+    #[test]
+    fn sizes_and_lists() {
+        let mut root = Arc::new(leaf("", 0));
+        insert_child(&mut root, "/", "ab", leaf("xyz", 1), 1);
+        insert_child(&mut root, "/", "c", leaf("", 1), 1);
+        assert_eq!(root.child_list(), b"ab\0c\0");
+        assert_eq!(root.record_size(), 20 + 8 + 3 + 2);
+        let mut seen = Vec::new();
+        root.walk("/", &mut |p, _| seen.push(String::from(p)));
+        assert_eq!(seen, ["/", "/ab", "/c"]);
+    }
+}

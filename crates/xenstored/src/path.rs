@@ -53,7 +53,7 @@ pub fn is_valid_node_name(path: &str) -> bool {
 /// says which it was (watch events keep the caller's form).
 pub fn canonicalize(domid: u32, raw: &[u8]) -> Result<(String, bool), XsError> {
     let raw = core::str::from_utf8(raw).map_err(|_| XsError::EINVAL)?;
-    let (path, relative) = if raw.starts_with('/') {
+    let (path, relative) = if raw.starts_with('/') || raw.starts_with('@') {
         (String::from(raw), false)
     } else {
         (format!("{}/{raw}", domain_path(domid)), true)
@@ -94,8 +94,10 @@ pub fn depth(path: &str) -> usize {
     components(path).count()
 }
 
-/// C's `atoi` as xenstored uses it for domain ids: optional spaces and
-/// sign, then digits up to the first other byte; no digits gives 0.
+/// C's `atoi` as xenstored uses it for domain ids (glibc: `(int)strtol`):
+/// optional spaces and sign, then digits up to the first other byte,
+/// saturating at the 64-bit limits, then truncated to 32 bits; no digits
+/// gives 0.
 pub fn atoi(bytes: &[u8]) -> u32 {
     let mut it = bytes
         .iter()
@@ -119,11 +121,8 @@ pub fn atoi(bytes: &[u8]) -> u32 {
             break;
         }
         v = v.saturating_mul(10).saturating_add(i64::from(b - b'0'));
-        if v > i64::from(i32::MAX) + 1 {
-            break;
-        }
     }
-    let v = if negative { -v } else { v };
+    let v = if negative { v.saturating_neg() } else { v };
     v as i32 as u32
 }
 
@@ -180,6 +179,7 @@ mod tests {
         assert_eq!(atoi(b"abc"), 0);
         assert_eq!(atoi(b" 7"), 7);
         assert_eq!(atoi(b"-1"), u32::MAX);
-        assert_eq!(atoi(b"99999999999999"), i32::MIN as u32);
+        assert_eq!(atoi(b"99999999999999"), 276_447_231);
+        assert_eq!(atoi(b"99999999999999999999999"), u32::MAX);
     }
 }

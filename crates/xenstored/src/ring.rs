@@ -4,7 +4,7 @@
 
 use pv_rings::SharedMem;
 use pv_rings::xenstore::{
-    MessageReader, MessageWriter, XENSTORE_CONNECTED, XENSTORE_ERROR_PROTO,
+    MessageReader, MessageWriter, XENSTORE_CONNECTED, XENSTORE_ERROR_PROTO, XENSTORE_ERROR_RINGIDX,
     XENSTORE_SERVER_FEATURE_ERROR, XenstoreBack, XenstoreError, XsdSockmsg,
 };
 
@@ -78,8 +78,10 @@ impl<M: SharedMem + Clone> RingConnection<M> {
         }
         let r = self.pump_inner(xs, ops);
         if let Err(e) = r {
-            if matches!(e, XenstoreError::PayloadTooLong(_)) {
-                self.ring.set_error(XENSTORE_ERROR_PROTO);
+            match e {
+                XenstoreError::PayloadTooLong(_) => self.ring.set_error(XENSTORE_ERROR_PROTO),
+                XenstoreError::Ring(_) => self.ring.set_error(XENSTORE_ERROR_RINGIDX),
+                _ => {}
             }
             self.dead = Some(e);
         }

@@ -120,12 +120,10 @@ impl Drop for Daemon {
 }
 
 fn run(d: &Daemon, bin: &Path, tool: &str, args: &[&str]) -> Output {
-    let out = d
-        .cmd(&bin.join(tool))
+    d.cmd(&bin.join(tool))
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("{tool}: {e}"))
 }
 
 fn ok(d: &Daemon, bin: &Path, tool: &str, args: &[&str]) -> String {

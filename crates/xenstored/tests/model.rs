@@ -261,6 +261,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: if cfg!(miri) { 4 } else { 256 },
+        // No regression files (Miri cannot reach the file system).
+        failure_persistence: None,
         ..ProptestConfig::default()
     })]
 

@@ -33,10 +33,11 @@ const FUZZ_DIRS: &[&str] = &[
     "crates/pv-rings/fuzz",
     "crates/guest-loader/fuzz",
     "crates/hv-core/fuzz",
+    "crates/xenstored/fuzz",
 ];
 
 /// Crates with criterion benchmarks.
-const BENCH_CRATES: &[&str] = &["pv-rings", "guest-loader", "hv-core"];
+const BENCH_CRATES: &[&str] = &["pv-rings", "guest-loader", "hv-core", "xenstored"];
 
 pub fn test(args: &[&str]) -> Result<(), String> {
     let mut quick = false;

@@ -158,6 +158,19 @@ struct DomainRec {
     shutdown: bool,
 }
 
+/// A node as a committing transaction left it: what is written back.
+struct Changed {
+    value: Vec<u8>,
+    perms: Perms,
+    names: Vec<Arc<str>>,
+}
+
+impl Changed {
+    fn owner(&self) -> u32 {
+        self.perms.first().map_or(0, |p| p.domid)
+    }
+}
+
 struct Fire {
     path: String,
     perms: Perms,
@@ -194,9 +207,22 @@ struct View<'a> {
     quotas: &'a Quotas,
     entry_changes: Vec<(u32, i64)>,
     fires: Vec<Fire>,
+    /// Whether changes should be reported (outside a transaction, with
+    /// some watch anywhere).
+    fires_wanted: bool,
 }
 
 impl View<'_> {
+    fn report(&mut self, path: &str, perms: Perms, exact: bool) {
+        if self.fires_wanted {
+            self.fires.push(Fire {
+                path: String::from(path),
+                perms,
+                exact,
+            });
+        }
+    }
+
     fn next_gen(&mut self) -> u64 {
         let g = *self.generation;
         *self.generation += 1;
@@ -210,7 +236,6 @@ impl View<'_> {
     /// Records a first access in the transaction (reads are checked at
     /// commit).
     fn touch(&mut self, path: &str, read: bool) -> Result<(), XsError> {
-        let generation = lookup(self.root, path).map_or(NO_GENERATION, |n| n.generation);
         let limit = self.quotas.nodes_per_transaction;
         let unpriv = self.unprivileged();
         let Some(log) = self.log.as_deref_mut() else {
@@ -220,6 +245,7 @@ impl View<'_> {
             a.modified |= !read;
             return Ok(());
         }
+        let generation = lookup(self.root, path).map_or(NO_GENERATION, |n| n.generation);
         if unpriv && log.accessed.len() >= limit {
             log.failed = true;
             return Err(XsError::ENOSPC);
@@ -247,7 +273,17 @@ impl View<'_> {
     /// `perm` (not revealing what exists), else ENOENT.
     fn get_node(&mut self, path: &str, perm: u8) -> Result<&Node, XsError> {
         let caller = self.caller;
-        if self.read(path)?.is_none() {
+        if self.log.is_some() {
+            self.touch(path, true)?;
+        }
+        if let Some(node) = lookup(self.root, path) {
+            return if caller.may(&node.perms, perm) {
+                Ok(node)
+            } else {
+                Err(XsError::EACCES)
+            };
+        }
+        {
             let mut p = path;
             while p != "/" {
                 p = path::parent(p);
@@ -258,14 +294,8 @@ impl View<'_> {
                     break;
                 }
             }
-            return Err(XsError::ENOENT);
         }
-        let node = lookup(self.root, path).ok_or(XsError::ENOENT)?;
-        if caller.may(&node.perms, perm) {
-            Ok(node)
-        } else {
-            Err(XsError::EACCES)
-        }
+        Err(XsError::ENOENT)
     }
 
     fn entries_of(&self, domid: u32) -> i64 {
@@ -343,11 +373,7 @@ impl View<'_> {
             self.changed_entries(perms[0].domid, 1);
             parent = m;
         }
-        self.fires.push(Fire {
-            path: String::from(path),
-            perms,
-            exact: false,
-        });
+        self.report(path, perms, false);
         Ok(())
     }
 
@@ -363,12 +389,10 @@ impl View<'_> {
                 let node = lookup_mut(self.root, path).ok_or(XsError::EIO)?;
                 node.value = value.to_vec();
                 node.generation = generation;
-                let perms = node.perms.clone();
-                self.fires.push(Fire {
-                    path: String::from(path),
-                    perms,
-                    exact: false,
-                });
+                if self.fires_wanted {
+                    let perms = node.perms.clone();
+                    self.report(path, perms, false);
+                }
                 Ok(())
             }
             Err(XsError::ENOENT) => self.create(path, value),
@@ -415,19 +439,24 @@ impl View<'_> {
     fn removed(&mut self, path: &str, gone: &Node) {
         let mut owners = Vec::new();
         let mut fires = Vec::new();
+        let wanted = self.fires_wanted;
         gone.walk(path, &mut |p, n| {
             owners.push(n.owner());
-            fires.push(Fire {
-                path: String::from(p),
-                perms: n.perms.clone(),
-                exact: p != path,
-            });
+            if wanted {
+                fires.push(Fire {
+                    path: String::from(p),
+                    perms: n.perms.clone(),
+                    exact: p != path,
+                });
+            }
         });
         for o in owners {
             self.changed_entries(o, -1);
         }
         // Descendants first, then the top (as C deletes children first).
-        fires.rotate_left(1);
+        if !fires.is_empty() {
+            fires.rotate_left(1);
+        }
         self.fires.extend(fires);
     }
 
@@ -456,11 +485,7 @@ impl View<'_> {
         if !old.is_empty() && either[0].access == XS_PERM_NONE {
             either[0].access = old[0].access;
         }
-        self.fires.push(Fire {
-            path: String::from(path),
-            perms: either,
-            exact: false,
-        });
+        self.report(path, either, false);
         Ok(())
     }
 }
@@ -1011,6 +1036,7 @@ impl Xenstored {
         tx_id: u32,
         f: impl FnOnce(&mut View<'_>) -> Result<T, XsError>,
     ) -> Result<T, XsError> {
+        let watching = self.conns.values().any(|c| !c.watches.is_empty());
         let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
         let caller = c.caller();
         let (root, log) = if tx_id == 0 {
@@ -1020,6 +1046,7 @@ impl Xenstored {
             (&mut t.root, Some(&mut t.log))
         };
         let in_tx = log.is_some();
+        let fires_wanted = !in_tx && watching;
         let mut view = View {
             root,
             log,
@@ -1029,6 +1056,7 @@ impl Xenstored {
             quotas: &self.quotas,
             entry_changes: Vec::new(),
             fires: Vec::new(),
+            fires_wanted,
         };
         let r = f(&mut view);
         let View {
@@ -1080,20 +1108,31 @@ impl Xenstored {
                 }
             }
         }
-        let mut modified: Vec<&str> = t
+        // What to write, taken out of the transaction's tree, which is
+        // dropped before the global tree changes: the global nodes are then
+        // no longer shared with it and change in place.
+        let mut modified: Vec<(String, Option<Changed>)> = t
             .log
             .accessed
-            .iter()
+            .into_iter()
             .filter(|(_, a)| a.modified)
-            .map(|(p, _)| p.as_str())
+            .map(|(p, _)| {
+                let n = lookup(&t.root, &p).map(|n| Changed {
+                    value: n.value.clone(),
+                    perms: n.perms.clone(),
+                    names: n.children.iter().map(|(k, _)| k.clone()).collect(),
+                });
+                (p, n)
+            })
             .collect();
-        modified.sort_by_key(|p| path::depth(p));
-        for p in modified {
-            match lookup(&t.root, p) {
-                Some(tn) => self.apply_node(p, tn),
+        drop(t.root);
+        modified.sort_by_key(|(p, _)| path::depth(p));
+        for (p, n) in modified {
+            match n {
+                Some(tn) => self.apply_node(&p, tn),
                 None => {
-                    if p != "/" && lookup(&self.root, p).is_some() {
-                        self.remove_global(p);
+                    if p != "/" && lookup(&self.root, &p).is_some() {
+                        self.remove_global(&p);
                     }
                 }
             }
@@ -1104,7 +1143,7 @@ impl Xenstored {
     /// Makes the global node at `p` what the transaction left: value,
     /// perms, and no children the transaction's copy lacks (its new
     /// children are modified entries of their own, applied after it).
-    fn apply_node(&mut self, p: &str, tn: &Node) {
+    fn apply_node(&mut self, p: &str, tn: Changed) {
         let generation = self.generation;
         self.generation += 1;
         let exists = lookup(&self.root, p).is_some();
@@ -1122,7 +1161,7 @@ impl Xenstored {
                 .map(|g| {
                     g.children
                         .iter()
-                        .filter(|(n, _)| tn.child(n).is_none())
+                        .filter(|(n, _)| !tn.names.contains(n))
                         .map(|(n, _)| {
                             if p == "/" {
                                 format!("/{n}")
@@ -1150,7 +1189,7 @@ impl Xenstored {
         }
         self.fire(&Fire {
             path: String::from(p),
-            perms: tn.perms.clone(),
+            perms: tn.perms,
             exact: false,
         });
     }
@@ -1164,6 +1203,7 @@ impl Xenstored {
             target: None,
         };
         let quotas = self.quotas.clone();
+        let fires_wanted = self.conns.values().any(|c| !c.watches.is_empty());
         let mut view = View {
             root: &mut self.root,
             log: None,
@@ -1173,6 +1213,7 @@ impl Xenstored {
             quotas: &quotas,
             entry_changes: Vec::new(),
             fires: Vec::new(),
+            fires_wanted,
         };
         if let Some(gone) = tree::remove(view.root, p, generation) {
             view.removed(p, &gone);
@@ -1238,6 +1279,12 @@ impl Xenstored {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // An event that cannot fit one message is not sent (as C
+        // xenstored); a client would take it for a protocol violation.
+        if path.len() + token.len() + 2 > XENSTORE_PAYLOAD_MAX {
+            c.dropped_events += 1;
+            return;
+        }
         let dup = c
             .out
             .iter()
@@ -1254,6 +1301,9 @@ impl Xenstored {
     }
 
     fn fire(&mut self, fire: &Fire) {
+        if self.conns.values().all(|c| c.watches.is_empty()) {
+            return;
+        }
         let mut events = Vec::new();
         for (&id, c) in &self.conns {
             let caller = c.caller();

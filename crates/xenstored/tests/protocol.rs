@@ -669,3 +669,17 @@ fn introduce_goes_through_the_embedder() {
     assert!(xs.is_introduced(3));
     assert!(!xs.is_introduced(9));
 }
+
+#[test]
+fn events_too_long_for_one_message_are_not_sent() {
+    let (mut xs, d0, ..) = setup();
+    let token = "t".repeat(4000);
+    let mut s = c(&mut xs, d0);
+    s.watch("/", &token).unwrap();
+    assert_eq!(s.take_events().len(), 1);
+    let long = format!("/local/domain/5/{}", "a".repeat(2047));
+    s.write(0, &long, b"v").unwrap();
+    // `take_events` checks every message's length; none is sent.
+    assert_eq!(s.take_events(), []);
+    assert!(xs.dropped_events(d0) >= 1);
+}

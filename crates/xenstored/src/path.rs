@@ -1,6 +1,7 @@
 //! Node names: validation, the implicit `/local/domain/<domid>` prefix, and
 //! the ancestor relation watches use.
 
+use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
 
@@ -51,12 +52,12 @@ pub fn is_valid_node_name(path: &str) -> bool {
 /// A path as a request names it, resolved for the caller: absolute paths
 /// as they are, relative ones under `/local/domain/<domid>`. `relative`
 /// says which it was (watch events keep the caller's form).
-pub fn canonicalize(domid: u32, raw: &[u8]) -> Result<(String, bool), XsError> {
+pub fn canonicalize(domid: u32, raw: &[u8]) -> Result<(Cow<'_, str>, bool), XsError> {
     let raw = core::str::from_utf8(raw).map_err(|_| XsError::EINVAL)?;
     let (path, relative) = if raw.starts_with('/') || raw.starts_with('@') {
-        (String::from(raw), false)
+        (Cow::Borrowed(raw), false)
     } else {
-        (format!("{}/{raw}", domain_path(domid)), true)
+        (Cow::Owned(format!("{}/{raw}", domain_path(domid))), true)
     };
     if is_valid_node_name(&path) {
         Ok((path, relative))
@@ -152,9 +153,9 @@ mod tests {
     fn canonical() {
         assert_eq!(
             canonicalize(3, b"device/vif").unwrap(),
-            (String::from("/local/domain/3/device/vif"), true)
+            (Cow::from("/local/domain/3/device/vif"), true)
         );
-        assert_eq!(canonicalize(3, b"/x").unwrap(), (String::from("/x"), false));
+        assert_eq!(canonicalize(3, b"/x").unwrap(), (Cow::from("/x"), false));
         assert_eq!(canonicalize(3, b""), Err(XsError::EINVAL));
         assert_eq!(canonicalize(3, b"@foo"), Err(XsError::EINVAL));
         assert_eq!(canonicalize(3, b"/\xff"), Err(XsError::EINVAL));

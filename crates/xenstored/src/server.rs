@@ -1120,7 +1120,7 @@ impl Xenstored {
                 let n = lookup(&t.root, &p).map(|n| Changed {
                     value: n.value.clone(),
                     perms: n.perms.clone(),
-                    names: n.children.iter().map(|(k, _)| k.clone()).collect(),
+                    names: n.children.iter().map(|c| c.name.clone()).collect(),
                 });
                 (p, n)
             })
@@ -1161,8 +1161,9 @@ impl Xenstored {
                 .map(|g| {
                     g.children
                         .iter()
-                        .filter(|(n, _)| !tn.names.contains(n))
-                        .map(|(n, _)| {
+                        .filter(|c| tn.names.binary_search(&c.name).is_err())
+                        .map(|c| {
+                            let n = &c.name;
                             if p == "/" {
                                 format!("/{n}")
                             } else {
@@ -1379,7 +1380,7 @@ fn watch_path(domid: u32, raw: &[u8]) -> Result<(String, bool), XsError> {
         let s = core::str::from_utf8(raw).map_err(|_| XsError::EINVAL)?;
         return Ok((String::from(s), false));
     }
-    canonicalize(domid, raw)
+    canonicalize(domid, raw).map(|(p, r)| (p.into_owned(), r))
 }
 
 /// DIRECTORY_PART's reply: the node's generation, then whole child names

@@ -7,8 +7,10 @@
 //! code changes nodes in place, so the common case (no open transaction)
 //! pays no copies at all.
 //!
-//! Children keep their insertion order, as C xenstored's child lists do
-//! (DIRECTORY answers in that order).
+//! Children are kept sorted by name, so finding one is a binary search
+//! (`/local/domain` has a child per domain), and each remembers when it was
+//! added: DIRECTORY answers in insertion order, as C xenstored's child
+//! lists do.
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -20,6 +22,18 @@ use crate::perms::{Perm, Perms};
 /// A node's generation when it does not exist (C's `NO_GENERATION`).
 pub const NO_GENERATION: u64 = u64::MAX;
 
+/// A child link: its name, when it was added (a global generation count,
+/// for insertion order) and the node.
+#[derive(Clone, Debug)]
+pub struct Child {
+    /// The name (one path component).
+    pub name: Arc<str>,
+    /// The generation count when it was added.
+    pub seq: u64,
+    /// The child node.
+    pub node: Arc<Node>,
+}
+
 /// One node.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -27,8 +41,8 @@ pub struct Node {
     pub value: Vec<u8>,
     /// Its permissions (entry 0: owner and default access).
     pub perms: Perms,
-    /// Children by name, in insertion order.
-    pub children: Vec<(Arc<str>, Arc<Node>)>,
+    /// Children, sorted by name.
+    pub children: Vec<Child>,
     /// The global generation count at the node's last change (a child added
     /// or removed counts as a change).
     pub generation: u64,
@@ -47,14 +61,18 @@ impl Node {
 
     /// The child called `name`.
     pub fn child(&self, name: &str) -> Option<&Arc<Node>> {
-        self.children
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, c)| c)
+        self.child_index(name).ok().map(|i| &self.children[i].node)
     }
 
-    fn child_index(&self, name: &str) -> Option<usize> {
-        self.children.iter().position(|(n, _)| &**n == name)
+    fn child_index(&self, name: &str) -> Result<usize, usize> {
+        self.children.binary_search_by(|c| (*c.name).cmp(name))
+    }
+
+    /// The children in insertion order.
+    pub fn children_in_order(&self) -> Vec<&Child> {
+        let mut v: Vec<&Child> = self.children.iter().collect();
+        v.sort_unstable_by_key(|c| c.seq);
+        v
     }
 
     /// The bytes C xenstored's `node-size` quota counts: its record header
@@ -66,15 +84,15 @@ impl Node {
             + self
                 .children
                 .iter()
-                .map(|(n, _)| n.len() + 1)
+                .map(|c| c.name.len() + 1)
                 .sum::<usize>()
     }
 
     /// Child names, each followed by a NUL (DIRECTORY's reply).
     pub fn child_list(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for (n, _) in &self.children {
-            out.extend_from_slice(n.as_bytes());
+        for c in self.children_in_order() {
+            out.extend_from_slice(c.name.as_bytes());
             out.push(0);
         }
         out
@@ -89,14 +107,14 @@ impl Node {
     /// with its absolute path.
     pub fn walk(&self, path: &str, f: &mut dyn FnMut(&str, &Node)) {
         f(path, self);
-        for (name, child) in &self.children {
-            let mut p = String::with_capacity(path.len() + 1 + name.len());
+        for c in self.children_in_order() {
+            let mut p = String::with_capacity(path.len() + 1 + c.name.len());
             p.push_str(path);
             if path != "/" {
                 p.push('/');
             }
-            p.push_str(name);
-            child.walk(&p, f);
+            p.push_str(&c.name);
+            c.node.walk(&p, f);
         }
     }
 }
@@ -117,8 +135,8 @@ pub fn lookup_mut<'a>(root: &'a mut Arc<Node>, path: &str) -> Option<&'a mut Nod
     lookup(root, path)?;
     let mut cur = Arc::make_mut(root);
     for c in components(path) {
-        let i = cur.child_index(c)?;
-        cur = Arc::make_mut(&mut cur.children[i].1);
+        let i = cur.child_index(c).ok()?;
+        cur = Arc::make_mut(&mut cur.children[i].node);
     }
     Some(cur)
 }
@@ -135,10 +153,17 @@ pub fn insert_child(
     let Some(p) = lookup_mut(root, parent) else {
         return false;
     };
-    if p.child_index(name).is_some() {
+    let Err(i) = p.child_index(name) else {
         return false;
-    }
-    p.children.push((Arc::from(name), Arc::new(child)));
+    };
+    p.children.insert(
+        i,
+        Child {
+            name: Arc::from(name),
+            seq: generation,
+            node: Arc::new(child),
+        },
+    );
     p.generation = generation;
     true
 }
@@ -150,9 +175,9 @@ pub fn remove(root: &mut Arc<Node>, path: &str, generation: u64) -> Option<Arc<N
     let parent = crate::path::parent(path);
     lookup(root, path)?;
     let p = lookup_mut(root, parent)?;
-    let i = p.child_index(name)?;
+    let i = p.child_index(name).ok()?;
     p.generation = generation;
-    Some(p.children.remove(i).1)
+    Some(p.children.remove(i).node)
 }
 
 /// The perms a new node under a parent with `parent_perms` gets: a copy,
@@ -220,12 +245,13 @@ mod tests {
     #[test]
     fn sizes_and_lists() {
         let mut root = Arc::new(leaf("", 0));
-        insert_child(&mut root, "/", "ab", leaf("xyz", 1), 1);
         insert_child(&mut root, "/", "c", leaf("", 1), 1);
-        assert_eq!(root.child_list(), b"ab\0c\0");
+        insert_child(&mut root, "/", "ab", leaf("xyz", 2), 2);
+        // Insertion order, not name order.
+        assert_eq!(root.child_list(), b"c\0ab\0");
         assert_eq!(root.record_size(), 20 + 8 + 3 + 2);
         let mut seen = Vec::new();
         root.walk("/", &mut |p, _| seen.push(String::from(p)));
-        assert_eq!(seen, ["/", "/ab", "/c"]);
+        assert_eq!(seen, ["/", "/c", "/ab"]);
     }
 }

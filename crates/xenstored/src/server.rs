@@ -96,7 +96,6 @@ impl DomainOps for NoTransport {
 struct Access {
     generation: u64,
     check: bool,
-    modified: bool,
 }
 
 /// An open transaction: its own root (a snapshot at START, then changed in
@@ -105,6 +104,34 @@ struct Access {
 struct Transaction {
     root: Arc<Node>,
     log: TxLog,
+    /// Every change the transaction made, in order: replayed on the global
+    /// store at commit.
+    ops: Vec<TxOp>,
+    /// How many of `ops` are already made in `root`. A change is checked
+    /// and answered at once but made in `root` only when a later request
+    /// of the transaction needs to see it, so the common pattern (read,
+    /// write, commit) copies nothing.
+    materialized: usize,
+}
+
+/// A change made in a transaction.
+#[derive(Clone, Debug)]
+enum TxOp {
+    Write(String, Vec<u8>),
+    Mkdir(String),
+    Rm(String),
+    SetPerms(String, Perms),
+}
+
+impl TxOp {
+    fn run(&self, v: &mut View<'_>) -> Result<(), XsError> {
+        match self {
+            TxOp::Write(p, value) => v.write(p, value),
+            TxOp::Mkdir(p) => v.mkdir(p),
+            TxOp::Rm(p) => v.rm(p),
+            TxOp::SetPerms(p, perms) => v.set_perms(p, perms.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -158,19 +185,6 @@ struct DomainRec {
     shutdown: bool,
 }
 
-/// A node as a committing transaction left it: what is written back.
-struct Changed {
-    value: Vec<u8>,
-    perms: Perms,
-    names: Vec<Arc<str>>,
-}
-
-impl Changed {
-    fn owner(&self) -> u32 {
-        self.perms.first().map_or(0, |p| p.domid)
-    }
-}
-
 struct Fire {
     path: String,
     perms: Perms,
@@ -210,6 +224,12 @@ struct View<'a> {
     /// Whether changes should be reported (outside a transaction, with
     /// some watch anywhere).
     fires_wanted: bool,
+    /// Check and account a change without making it (a transaction's
+    /// change is made later: see [`TxOp`]).
+    dry: bool,
+    /// Replaying changes already checked: the node-count quota is not
+    /// checked again (commit checked the transaction's total).
+    replay: bool,
 }
 
 impl View<'_> {
@@ -236,29 +256,22 @@ impl View<'_> {
     /// Records a first access in the transaction (reads are checked at
     /// commit).
     fn touch(&mut self, path: &str, read: bool) -> Result<(), XsError> {
-        let limit = self.quotas.nodes_per_transaction;
-        let unpriv = self.unprivileged();
-        let Some(log) = self.log.as_deref_mut() else {
-            return Ok(());
-        };
-        if let Some(a) = log.accessed.get_mut(path) {
-            a.modified |= !read;
-            return Ok(());
+        match self.log.as_deref() {
+            None => return Ok(()),
+            Some(log) if log.accessed.contains_key(path) => return Ok(()),
+            Some(_) => {}
         }
         let generation = lookup(self.root, path).map_or(NO_GENERATION, |n| n.generation);
-        if unpriv && log.accessed.len() >= limit {
-            log.failed = true;
-            return Err(XsError::ENOSPC);
+        self.record(path, generation, read)
+    }
+
+    fn record(&mut self, path: &str, generation: u64, read: bool) -> Result<(), XsError> {
+        let limit = self.quotas.nodes_per_transaction;
+        let unpriv = self.unprivileged();
+        match self.log.as_deref_mut() {
+            Some(log) => record_in(log, path, generation, read, limit, unpriv),
+            None => Ok(()),
         }
-        log.accessed.insert(
-            String::from(path),
-            Access {
-                generation,
-                check: read,
-                modified: !read,
-            },
-        );
-        Ok(())
     }
 
     fn read(&mut self, path: &str) -> Result<Option<&Node>, XsError> {
@@ -273,10 +286,13 @@ impl View<'_> {
     /// `perm` (not revealing what exists), else ENOENT.
     fn get_node(&mut self, path: &str, perm: u8) -> Result<&Node, XsError> {
         let caller = self.caller;
-        if self.log.is_some() {
-            self.touch(path, true)?;
+        let limit = self.quotas.nodes_per_transaction;
+        let found = lookup(self.root, path);
+        if let Some(log) = self.log.as_deref_mut() {
+            let generation = found.map_or(NO_GENERATION, |n| n.generation);
+            record_in(log, path, generation, true, limit, !caller.privileged)?;
         }
-        if let Some(node) = lookup(self.root, path) {
+        if let Some(node) = found {
             return if caller.may(&node.perms, perm) {
                 Ok(node)
             } else {
@@ -299,6 +315,9 @@ impl View<'_> {
     }
 
     fn entries_of(&self, domid: u32) -> i64 {
+        if self.replay {
+            return 0;
+        }
         let global = i64::from(self.entries.get(&domid).copied().unwrap_or(0));
         let delta = self
             .log
@@ -361,12 +380,14 @@ impl View<'_> {
         let mut parent = top;
         for (i, m) in missing.iter().enumerate().rev() {
             perms = tree::inherit(&perms, caller.domid, caller.privileged);
-            let generation = self.next_gen();
-            let v = if i == 0 { value.to_vec() } else { Vec::new() };
-            let name = path::components(m).last().unwrap_or("");
-            let node = Node::new(v, perms.clone(), generation);
-            if !tree::insert_child(self.root, parent, name, node, generation) {
-                return Err(XsError::EIO);
+            if !self.dry {
+                let generation = self.next_gen();
+                let v = if i == 0 { value.to_vec() } else { Vec::new() };
+                let name = path::components(m).last().unwrap_or("");
+                let node = Node::new(v, perms.clone(), generation);
+                if !tree::insert_child(self.root, parent, name, node, generation) {
+                    return Err(XsError::EIO);
+                }
             }
             self.touch(parent, false)?;
             self.touch(m, false)?;
@@ -384,9 +405,12 @@ impl View<'_> {
                 if self.unprivileged() && size >= self.quotas.node_size {
                     return Err(XsError::ENOSPC);
                 }
-                let generation = self.next_gen();
                 self.touch(path, false)?;
-                let node = lookup_mut(self.root, path).ok_or(XsError::EIO)?;
+                if self.dry {
+                    return Ok(());
+                }
+                let generation = self.next_gen();
+                let node = tree::lookup_mut_existing(self.root, path).ok_or(XsError::EIO)?;
                 node.value = value.to_vec();
                 node.generation = generation;
                 if self.fires_wanted {
@@ -427,6 +451,16 @@ impl View<'_> {
         self.touch(parent, true)?;
         self.touch(parent, false)?;
         self.touch(path, false)?;
+        if self.dry {
+            let mut owners = Vec::new();
+            if let Some(n) = lookup(self.root, path) {
+                n.walk(path, &mut |_, n| owners.push(n.owner()));
+            }
+            for o in owners {
+                self.changed_entries(o, -1);
+            }
+            return Ok(());
+        }
         let generation = self.next_gen();
         let gone = tree::remove(self.root, path, generation).ok_or(XsError::EIO)?;
         self.removed(path, &gone);
@@ -474,8 +508,11 @@ impl View<'_> {
             self.changed_entries(old[0].domid, -1);
             self.changed_entries(perms[0].domid, 1);
         }
-        let generation = self.next_gen();
         self.touch(path, false)?;
+        if self.dry {
+            return Ok(());
+        }
+        let generation = self.next_gen();
         let node = lookup_mut(self.root, path).ok_or(XsError::EIO)?;
         node.perms = perms.clone();
         node.generation = generation;
@@ -488,6 +525,33 @@ impl View<'_> {
         self.report(path, either, false);
         Ok(())
     }
+}
+
+/// Records a first access in a transaction's log (C's `access_node`).
+fn record_in(
+    log: &mut TxLog,
+    path: &str,
+    generation: u64,
+    read: bool,
+    limit: usize,
+    unpriv: bool,
+) -> Result<(), XsError> {
+    if log.accessed.contains_key(path) {
+        return Ok(());
+    }
+
+    if unpriv && log.accessed.len() >= limit {
+        log.failed = true;
+        return Err(XsError::ENOSPC);
+    }
+    log.accessed.insert(
+        String::from(path),
+        Access {
+            generation,
+            check: read,
+        },
+    );
+    Ok(())
 }
 
 /// The strings of a payload: each NUL-terminated piece (a trailing piece
@@ -840,17 +904,17 @@ impl Xenstored {
                     .ok_or(XsError::EINVAL)?;
                 let (p, _) = canonicalize(caller.domid, &payload[..i])?;
                 let value = &payload[i + 1..];
-                self.op(conn, hdr.tx_id, |v| v.write(&p, value))?;
+                self.change(conn, hdr.tx_id, TxOp::Write(p.into_owned(), value.to_vec()))?;
                 Ok(OK.to_vec())
             }
             XS_MKDIR => {
                 let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
-                self.op(conn, hdr.tx_id, |v| v.mkdir(&p))?;
+                self.change(conn, hdr.tx_id, TxOp::Mkdir(p.into_owned()))?;
                 Ok(OK.to_vec())
             }
             XS_RM => {
                 let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
-                self.op(conn, hdr.tx_id, |v| v.rm(&p))?;
+                self.change(conn, hdr.tx_id, TxOp::Rm(p.into_owned()))?;
                 Ok(OK.to_vec())
             }
             XS_SET_PERMS => {
@@ -875,7 +939,7 @@ impl Xenstored {
                     return Ok(OK.to_vec());
                 }
                 let (p, _) = canonicalize(caller.domid, args[0])?;
-                self.op(conn, hdr.tx_id, |v| v.set_perms(&p, perms))?;
+                self.change(conn, hdr.tx_id, TxOp::SetPerms(p.into_owned(), perms))?;
                 Ok(OK.to_vec())
             }
             XS_WATCH => self.watch(conn, payload),
@@ -914,6 +978,8 @@ impl Xenstored {
                     Transaction {
                         root,
                         log: TxLog::default(),
+                        ops: Vec::new(),
+                        materialized: 0,
                     },
                 );
                 Ok(with_nul(&format!("{id}")))
@@ -926,9 +992,10 @@ impl Xenstored {
                     _ => return Err(XsError::EINVAL),
                 };
                 let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
+                let caller = c.caller();
                 let t = c.transactions.remove(&hdr.tx_id).ok_or(XsError::ENOENT)?;
                 if commit {
-                    self.commit(t)?;
+                    self.commit(caller, t)?;
                 }
                 Ok(OK.to_vec())
             }
@@ -1043,6 +1110,24 @@ impl Xenstored {
             (&mut self.root, None)
         } else {
             let t = c.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
+            // Make the changes still pending, so this request sees them.
+            while t.materialized < t.ops.len() {
+                let mut v = View {
+                    root: &mut t.root,
+                    log: None,
+                    generation: &mut self.generation,
+                    entries: &self.entries,
+                    caller,
+                    quotas: &self.quotas,
+                    entry_changes: Vec::new(),
+                    fires: Vec::new(),
+                    fires_wanted: false,
+                    dry: false,
+                    replay: true,
+                };
+                let _ = t.ops[t.materialized].run(&mut v);
+                t.materialized += 1;
+            }
             (&mut t.root, Some(&mut t.log))
         };
         let in_tx = log.is_some();
@@ -1057,6 +1142,8 @@ impl Xenstored {
             entry_changes: Vec::new(),
             fires: Vec::new(),
             fires_wanted,
+            dry: in_tx,
+            replay: false,
         };
         let r = f(&mut view);
         let View {
@@ -1077,6 +1164,21 @@ impl Xenstored {
         r
     }
 
+    /// A change: made at once outside a transaction; inside one, checked
+    /// and accounted now, and recorded to be made later.
+    fn change(&mut self, conn: ConnId, tx_id: u32, op: TxOp) -> Result<(), XsError> {
+        self.op(conn, tx_id, |v| op.run(v))?;
+        if tx_id != 0
+            && let Some(t) = self
+                .conns
+                .get_mut(&conn)
+                .and_then(|c| c.transactions.get_mut(&tx_id))
+        {
+            t.ops.push(op);
+        }
+        Ok(())
+    }
+
     fn add_entries(&mut self, domid: u32, n: i64) {
         let e = self.entries.entry(domid).or_default();
         *e = (i64::from(*e) + n).max(0) as u32;
@@ -1086,8 +1188,10 @@ impl Xenstored {
     }
 
     /// Commits a transaction: EAGAIN if any node it read has changed since
-    /// (C xenstored's generation check), else its changes are applied.
-    fn commit(&mut self, t: Transaction) -> Result<(), XsError> {
+    /// (C xenstored's generation check), else its changes are made on the
+    /// global store, in order. Every node the changes depend on was read
+    /// (and so checked), so they give what they gave in the transaction.
+    fn commit(&mut self, caller: Caller, t: Transaction) -> Result<(), XsError> {
         if t.log.failed {
             return Err(XsError::ENOMEM);
         }
@@ -1108,128 +1212,39 @@ impl Xenstored {
                 }
             }
         }
-        // What to write, taken out of the transaction's tree, which is
-        // dropped before the global tree changes: the global nodes are then
-        // no longer shared with it and change in place.
-        let mut modified: Vec<(String, Option<Changed>)> = t
-            .log
-            .accessed
-            .into_iter()
-            .filter(|(_, a)| a.modified)
-            .map(|(p, _)| {
-                let n = lookup(&t.root, &p).map(|n| Changed {
-                    value: n.value.clone(),
-                    perms: n.perms.clone(),
-                    names: n.children.iter().map(|c| c.name.clone()).collect(),
-                });
-                (p, n)
-            })
-            .collect();
-        drop(t.root);
-        modified.sort_by_key(|(p, _)| path::depth(p));
-        for (p, n) in modified {
-            match n {
-                Some(tn) => self.apply_node(&p, tn),
-                None => {
-                    if p != "/" && lookup(&self.root, &p).is_some() {
-                        self.remove_global(&p);
-                    }
-                }
+        // The snapshot goes first: the global nodes are then no longer
+        // shared with it and change in place.
+        let Transaction { root, ops, .. } = t;
+        drop(root);
+        let fires_wanted = self.conns.values().any(|c| !c.watches.is_empty());
+        for op in &ops {
+            let mut view = View {
+                root: &mut self.root,
+                log: None,
+                generation: &mut self.generation,
+                entries: &self.entries,
+                caller,
+                quotas: &self.quotas,
+                entry_changes: Vec::new(),
+                fires: Vec::new(),
+                fires_wanted,
+                dry: false,
+                replay: true,
+            };
+            let _ = op.run(&mut view);
+            let View {
+                entry_changes,
+                fires,
+                ..
+            } = view;
+            for (d, n) in entry_changes {
+                self.add_entries(d, n);
+            }
+            for f in fires {
+                self.fire(&f);
             }
         }
         Ok(())
-    }
-
-    /// Makes the global node at `p` what the transaction left: value,
-    /// perms, and no children the transaction's copy lacks (its new
-    /// children are modified entries of their own, applied after it).
-    fn apply_node(&mut self, p: &str, tn: Changed) {
-        let generation = self.generation;
-        self.generation += 1;
-        let exists = lookup(&self.root, p).is_some();
-        if !exists {
-            let parent = path::parent(p);
-            if lookup(&self.root, parent).is_none() {
-                return;
-            }
-            let name = path::components(p).last().unwrap_or("");
-            let node = Node::new(tn.value.clone(), tn.perms.clone(), generation);
-            tree::insert_child(&mut self.root, parent, name, node, generation);
-            self.add_entries(tn.owner(), 1);
-        } else {
-            let stale: Vec<String> = lookup(&self.root, p)
-                .map(|g| {
-                    g.children
-                        .iter()
-                        .filter(|c| tn.names.binary_search(&c.name).is_err())
-                        .map(|c| {
-                            let n = &c.name;
-                            if p == "/" {
-                                format!("/{n}")
-                            } else {
-                                format!("{p}/{n}")
-                            }
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for s in stale {
-                self.remove_global(&s);
-            }
-            let Some(g) = lookup_mut(&mut self.root, p) else {
-                return;
-            };
-            let old_owner = g.owner();
-            g.value = tn.value.clone();
-            g.perms = tn.perms.clone();
-            g.generation = generation;
-            if old_owner != tn.owner() {
-                self.add_entries(old_owner, -1);
-                self.add_entries(tn.owner(), 1);
-            }
-        }
-        self.fire(&Fire {
-            path: String::from(p),
-            perms: tn.perms,
-            exact: false,
-        });
-    }
-
-    fn remove_global(&mut self, p: &str) {
-        let generation = self.generation;
-        self.generation += 1;
-        let caller = Caller {
-            domid: 0,
-            privileged: true,
-            target: None,
-        };
-        let quotas = self.quotas.clone();
-        let fires_wanted = self.conns.values().any(|c| !c.watches.is_empty());
-        let mut view = View {
-            root: &mut self.root,
-            log: None,
-            generation: &mut self.generation,
-            entries: &self.entries,
-            caller,
-            quotas: &quotas,
-            entry_changes: Vec::new(),
-            fires: Vec::new(),
-            fires_wanted,
-        };
-        if let Some(gone) = tree::remove(view.root, p, generation) {
-            view.removed(p, &gone);
-        }
-        let View {
-            entry_changes,
-            fires,
-            ..
-        } = view;
-        for (d, n) in entry_changes {
-            self.add_entries(d, n);
-        }
-        for f in fires {
-            self.fire(&f);
-        }
     }
 
     fn watch(&mut self, conn: ConnId, payload: &[u8]) -> Result<Vec<u8>, XsError> {

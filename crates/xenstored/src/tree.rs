@@ -65,7 +65,9 @@ impl Node {
     }
 
     fn child_index(&self, name: &str) -> Result<usize, usize> {
-        self.children.binary_search_by(|c| (*c.name).cmp(name))
+        let name = name.as_bytes();
+        self.children
+            .binary_search_by(|c| name_order(c.name.as_bytes(), name))
     }
 
     /// The children in insertion order.
@@ -119,6 +121,20 @@ impl Node {
     }
 }
 
+/// The order children are kept in: by length, then bytewise. Any total
+/// order would do; this one settles most comparisons on the length, and
+/// short names compare inline without a `memcmp` call.
+pub fn name_order(a: &[u8], b: &[u8]) -> core::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| {
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                return x.cmp(y);
+            }
+        }
+        core::cmp::Ordering::Equal
+    })
+}
+
 /// Finds a node by absolute path.
 pub fn lookup<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
     let mut cur = root;
@@ -133,6 +149,12 @@ pub fn lookup<'a>(root: &'a Node, path: &str) -> Option<&'a Node> {
 /// then.
 pub fn lookup_mut<'a>(root: &'a mut Arc<Node>, path: &str) -> Option<&'a mut Node> {
     lookup(root, path)?;
+    lookup_mut_existing(root, path)
+}
+
+/// [`lookup_mut`] for a node known to exist (if it does not, the
+/// ancestors found may have been copied for nothing).
+pub fn lookup_mut_existing<'a>(root: &'a mut Arc<Node>, path: &str) -> Option<&'a mut Node> {
     let mut cur = Arc::make_mut(root);
     for c in components(path) {
         let i = cur.child_index(c).ok()?;

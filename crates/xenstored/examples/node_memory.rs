@@ -1,78 +1,16 @@
-//! Bytes of heap per stored node: a counting global allocator measures
-//! what a store of 100,000 nodes (`/local/domain/N/device/vbd/M/key`,
-//! 8-16 byte values) holds once built through `Xenstored::handle`.
+//! Bytes of heap per stored node: what a store of 100,000 nodes
+//! (`/local/domain/N/device/vbd/M/key`, 8-16 byte values), built through
+//! `Xenstored::handle`, holds by `Xenstored::heap_bytes` (every buffer and
+//! `Arc` allocation of the tree, without the allocator's own overhead).
 //!
 //!     cargo run --release -p xenstored --example node_memory
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use xen_abi::XsdSockmsg;
 use xenstored::{NoTransport, Xenstored, wire};
 
-/// The system allocator, counting the bytes live and at most live.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(n: usize) {
-    let now = LIVE.fetch_add(n, Relaxed) + n;
-    PEAK.fetch_max(now, Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees are `Counting`'s; the counters are
-// atomics and never touch the allocated memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract (non-zero size),
-        // which is `System.alloc`'s.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator, i.e. from `System`, with
-        // `layout`, as the caller guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        p
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` was allocated by `System` with `layout` and
-        // `new_size` is non-zero, as the caller guarantees.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
 const NODES: usize = 100_000;
 
 fn main() {
-    let before = LIVE.load(Relaxed);
     let mut xs = Xenstored::new();
     let conn = xs.connect_socket();
     let mut payload = Vec::with_capacity(128);
@@ -112,10 +50,9 @@ fn main() {
         }
     }
     drop(payload);
-    let live = LIVE.load(Relaxed) - before;
+    let live = xs.heap_bytes();
     let nodes = xs.node_count();
     assert_eq!(nodes, count);
-    let allocs = ALLOCS.load(Relaxed);
     println!("nodes:              {nodes}");
     println!("heap held:          {live} bytes");
     println!(
@@ -124,13 +61,9 @@ fn main() {
         values as f64 / nodes as f64
     );
     println!(
-        "peak while building: {} bytes; {allocs} allocations",
-        PEAK.load(Relaxed) - before
-    );
-    println!(
-        "(Node struct: {} bytes; child slot (Arc<str>, Arc<Node>): {} bytes)",
+        "(Node struct: {} bytes; child slot (name, sequence, node): {} bytes)",
         std::mem::size_of::<xenstored::tree::Node>(),
-        std::mem::size_of::<(std::sync::Arc<str>, std::sync::Arc<xenstored::tree::Node>)>()
+        std::mem::size_of::<xenstored::tree::Child>()
     );
     drop(xs);
 }

@@ -783,6 +783,12 @@ impl Xenstored {
         n
     }
 
+    /// Heap bytes the store's nodes hold ([`Node::heap_bytes`], with the
+    /// root's own allocation).
+    pub fn heap_bytes(&self) -> usize {
+        2 * core::mem::size_of::<usize>() + core::mem::size_of::<Node>() + self.root.heap_bytes()
+    }
+
     /// Nodes owned by `domid` (what the node quota counts).
     pub fn entries_of(&self, domid: u32) -> u32 {
         self.entries.get(&domid).copied().unwrap_or(0)

@@ -90,6 +90,29 @@ impl Node {
                 .sum::<usize>()
     }
 
+    /// The heap bytes this node's buffers and its subtree hold: value,
+    /// perms and child buffers, and for each child its name's and its
+    /// node's `Arc` allocation (two counters each). The allocator's own
+    /// overhead is not counted; a subtree shared with a snapshot is counted
+    /// here as if it were not.
+    pub fn heap_bytes(&self) -> usize {
+        let counters = 2 * core::mem::size_of::<usize>();
+        let own = self.value.capacity()
+            + self.perms.capacity() * core::mem::size_of::<Perm>()
+            + self.children.capacity() * core::mem::size_of::<Child>();
+        own + self
+            .children
+            .iter()
+            .map(|c| {
+                counters
+                    + c.name.len()
+                    + counters
+                    + core::mem::size_of::<Node>()
+                    + c.node.heap_bytes()
+            })
+            .sum::<usize>()
+    }
+
     /// Child names, each followed by a NUL (DIRECTORY's reply).
     pub fn child_list(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -272,6 +295,17 @@ mod tests {
         // Insertion order, not name order.
         assert_eq!(root.child_list(), b"c\0ab\0");
         assert_eq!(root.record_size(), 20 + 8 + 3 + 2);
+        // Root buffers: perms (1 x 8), children (capacity >= 2 x 32); each
+        // child: two Arc allocations (16 counters each), name, Node, and
+        // its own value and perms.
+        let node = core::mem::size_of::<Node>();
+        let want_min = 8 + 2 * 32 + (16 + 1 + 16 + node + 8) + (16 + 2 + 16 + node + 3 + 8);
+        assert!(
+            root.heap_bytes() >= want_min,
+            "{} < {want_min}",
+            root.heap_bytes()
+        );
+        assert!(root.heap_bytes() < want_min + 256);
         let mut seen = Vec::new();
         root.walk("/", &mut |p, _| seen.push(String::from(p)));
         assert_eq!(seen, ["/", "/c", "/ab"]);

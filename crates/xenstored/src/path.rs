@@ -18,10 +18,19 @@ pub fn domain_path(domid: u32) -> String {
 }
 
 /// Whether every byte is one C xenstored accepts in a node name
-/// (`A-Z a-z 0-9 - / _ @`).
-fn valid_chars(path: &str) -> bool {
-    path.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@'))
+/// (`A-Z a-z 0-9 - / _ @`) and no `/` follows another.
+fn valid_chars_no_double_slash(path: &[u8]) -> bool {
+    let mut prev_slash = false;
+    for &b in path {
+        let slash = b == b'/';
+        if (slash && prev_slash)
+            || !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@'))
+        {
+            return false;
+        }
+        prev_slash = slash;
+    }
+    true
 }
 
 /// The length of a `/local/domain/<domid>/` prefix of `path` (up to five
@@ -43,10 +52,10 @@ fn local_prefix_len(path: &str) -> usize {
 pub fn is_valid_node_name(path: &str) -> bool {
     path.len() <= XENSTORE_ABS_PATH_MAX
         && path.starts_with('/')
-        && !path.contains("//")
         && (path == "/" || !path.ends_with('/'))
-        && path.len() <= local_prefix_len(path) + XENSTORE_REL_PATH_MAX
-        && valid_chars(path)
+        && (path.len() <= XENSTORE_REL_PATH_MAX
+            || path.len() <= local_prefix_len(path) + XENSTORE_REL_PATH_MAX)
+        && valid_chars_no_double_slash(path.as_bytes())
 }
 
 /// A path as a request names it, resolved for the caller: absolute paths
@@ -87,29 +96,27 @@ pub fn parent(path: &str) -> &str {
 
 /// The name's components (none for the root).
 pub fn components(path: &str) -> Components<'_> {
-    Components(path.as_bytes())
+    Components(path)
 }
 
 /// The iterator of [`components`]: a byte scan for `/`, cheaper than a
 /// general string split on the hot lookup path.
-pub struct Components<'a>(&'a [u8]);
+pub struct Components<'a>(&'a str);
 
 impl<'a> Iterator for Components<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        let mut rest = self.0;
-        while let [b'/', tail @ ..] = rest {
-            rest = tail;
-        }
+        let rest = self.0.trim_start_matches('/');
         if rest.is_empty() {
             self.0 = rest;
             return None;
         }
-        let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
-        self.0 = &rest[end..];
-        // Splitting at an ASCII '/' keeps UTF-8 boundaries.
-        core::str::from_utf8(&rest[..end]).ok()
+        let end = rest.bytes().position(|b| b == b'/').unwrap_or(rest.len());
+        // '/' is ASCII: `end` is a character boundary.
+        let (c, tail) = rest.split_at(end);
+        self.0 = tail;
+        Some(c)
     }
 }
 

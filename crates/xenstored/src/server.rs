@@ -203,6 +203,10 @@ pub struct Xenstored {
     special: [(&'static str, Perms); 2],
     quotas: Quotas,
     pending_first_event: Option<(String, Vec<u8>)>,
+    /// Whether any connection holds a watch (kept by `recount_watches`
+    /// after every change to the watch lists), so that changes nobody
+    /// watches cost no event work.
+    watching: bool,
 }
 
 impl Default for Xenstored {
@@ -617,6 +621,7 @@ impl Xenstored {
             special: [(INTRODUCE_DOMAIN, none0.clone()), (RELEASE_DOMAIN, none0)],
             quotas,
             pending_first_event: None,
+            watching: false,
         }
     }
 
@@ -715,6 +720,7 @@ impl Xenstored {
         if let Some(d) = self.domains.remove(&domid) {
             ops.release(domid, d.conn);
             self.conns.remove(&d.conn);
+            self.recount_watches();
             self.fire_special(RELEASE_DOMAIN, domid);
         }
     }
@@ -728,6 +734,11 @@ impl Xenstored {
         {
             self.domains.retain(|_, d| d.conn != conn);
         }
+        self.recount_watches();
+    }
+
+    fn recount_watches(&mut self) {
+        self.watching = self.conns.values().any(|c| !c.watches.is_empty());
     }
 
     /// Whether the connection exists.
@@ -813,6 +824,12 @@ impl Xenstored {
             Ok(r) => (hdr.r#type, r),
             Err(e) => (XS_ERROR, with_nul(e.name())),
         };
+        if matches!(
+            hdr.r#type,
+            XS_WATCH | XS_UNWATCH | XS_RESET_WATCHES | XS_INTRODUCE | XS_RELEASE
+        ) {
+            self.recount_watches();
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.out
                 .push_back(Output::Reply(encode(kind, hdr.req_id, hdr.tx_id, &reply)));
@@ -1109,7 +1126,7 @@ impl Xenstored {
         tx_id: u32,
         f: impl FnOnce(&mut View<'_>) -> Result<T, XsError>,
     ) -> Result<T, XsError> {
-        let watching = self.conns.values().any(|c| !c.watches.is_empty());
+        let watching = self.watching;
         let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
         let caller = c.caller();
         let (root, log) = if tx_id == 0 {
@@ -1222,7 +1239,7 @@ impl Xenstored {
         // shared with it and change in place.
         let Transaction { root, ops, .. } = t;
         drop(root);
-        let fires_wanted = self.conns.values().any(|c| !c.watches.is_empty());
+        let fires_wanted = self.watching;
         for op in &ops {
             let mut view = View {
                 root: &mut self.root,
@@ -1323,7 +1340,7 @@ impl Xenstored {
     }
 
     fn fire(&mut self, fire: &Fire) {
-        if self.conns.values().all(|c| c.watches.is_empty()) {
+        if !self.watching {
             return;
         }
         let mut events = Vec::new();

@@ -17,15 +17,25 @@ pub fn domain_path(domid: u32) -> String {
     format!("/local/domain/{domid}")
 }
 
-/// Whether every byte is one C xenstored accepts in a node name
-/// (`A-Z a-z 0-9 - / _ @`) and no `/` follows another.
+/// Bytes C xenstored accepts in a node name: `A-Z a-z 0-9 - / _ @`.
+const NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'/' | b'_' | b'@');
+        b += 1;
+    }
+    t
+};
+
+/// Whether every byte is one C xenstored accepts in a node name and no `/`
+/// follows another.
 fn valid_chars_no_double_slash(path: &[u8]) -> bool {
     let mut prev_slash = false;
     for &b in path {
         let slash = b == b'/';
-        if (slash && prev_slash)
-            || !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@'))
-        {
+        if !NAME_BYTES[usize::from(b)] || (slash && prev_slash) {
             return false;
         }
         prev_slash = slash;

@@ -2,6 +2,7 @@
 //! domains and quotas. Transports hand it whole messages per connection
 //! and take back whole messages (replies and watch events).
 
+use alloc::borrow::Cow;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
@@ -820,9 +821,9 @@ impl Xenstored {
         }
         self.pending_first_event = None;
         let (kind, reply) = match self.dispatch(conn, hdr, payload, ops) {
-            Ok(r) if r.len() > XENSTORE_PAYLOAD_MAX => (XS_ERROR, with_nul("E2BIG")),
+            Ok(r) if r.len() > XENSTORE_PAYLOAD_MAX => (XS_ERROR, Cow::Owned(with_nul("E2BIG"))),
             Ok(r) => (hdr.r#type, r),
-            Err(e) => (XS_ERROR, with_nul(e.name())),
+            Err(e) => (XS_ERROR, Cow::Owned(with_nul(e.name()))),
         };
         if matches!(
             hdr.r#type,
@@ -852,7 +853,7 @@ impl Xenstored {
         hdr: &XsdSockmsg,
         payload: &[u8],
         ops: &mut dyn DomainOps,
-    ) -> Result<Vec<u8>, XsError> {
+    ) -> Result<Cow<'static, [u8]>, XsError> {
         let c = self.conns.get(&conn).ok_or(XsError::EINVAL)?;
         let caller = c.caller();
         let privileged_op = matches!(
@@ -880,26 +881,32 @@ impl Xenstored {
             return Err(XsError::ENOENT);
         }
         match hdr.r#type {
-            XS_READ => self.op(conn, hdr.tx_id, |v| {
-                let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
-                Ok(v.get_node(&p, XS_PERM_READ)?.value.clone())
-            }),
-            XS_DIRECTORY => self.op(conn, hdr.tx_id, |v| {
-                let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
-                Ok(v.get_node(&p, XS_PERM_READ)?.child_list())
-            }),
-            XS_DIRECTORY_PART => self.op(conn, hdr.tx_id, |v| {
-                let args = strings(payload);
-                if args.len() != 2
-                    || args.iter().map(|a| a.len() + 1).sum::<usize>() != payload.len()
-                {
-                    return Err(XsError::EINVAL);
-                }
-                let (p, _) = canonicalize(caller.domid, args[0])?;
-                let offset = atoi(args[1]) as usize;
-                let node = v.get_node(&p, XS_PERM_READ)?;
-                Ok(directory_part(node, offset))
-            }),
+            XS_READ => self
+                .op(conn, hdr.tx_id, |v| {
+                    let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
+                    Ok(v.get_node(&p, XS_PERM_READ)?.value.clone())
+                })
+                .map(Cow::Owned),
+            XS_DIRECTORY => self
+                .op(conn, hdr.tx_id, |v| {
+                    let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
+                    Ok(v.get_node(&p, XS_PERM_READ)?.child_list())
+                })
+                .map(Cow::Owned),
+            XS_DIRECTORY_PART => self
+                .op(conn, hdr.tx_id, |v| {
+                    let args = strings(payload);
+                    if args.len() != 2
+                        || args.iter().map(|a| a.len() + 1).sum::<usize>() != payload.len()
+                    {
+                        return Err(XsError::EINVAL);
+                    }
+                    let (p, _) = canonicalize(caller.domid, args[0])?;
+                    let offset = atoi(args[1]) as usize;
+                    let node = v.get_node(&p, XS_PERM_READ)?;
+                    Ok(directory_part(node, offset))
+                })
+                .map(Cow::Owned),
             XS_GET_PERMS => {
                 let arg = onearg(payload)?;
                 let perms = if arg.first() == Some(&b'@') {
@@ -918,7 +925,7 @@ impl Xenstored {
                 for p in &perms {
                     p.write_to(&mut out);
                 }
-                Ok(out)
+                Ok(Cow::Owned(out))
             }
             XS_WRITE => {
                 let i = payload
@@ -928,17 +935,17 @@ impl Xenstored {
                 let (p, _) = canonicalize(caller.domid, &payload[..i])?;
                 let value = &payload[i + 1..];
                 self.change(conn, hdr.tx_id, TxOp::Write(p.into_owned(), value.to_vec()))?;
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_MKDIR => {
                 let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
                 self.change(conn, hdr.tx_id, TxOp::Mkdir(p.into_owned()))?;
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_RM => {
                 let (p, _) = canonicalize(caller.domid, onearg(payload)?)?;
                 self.change(conn, hdr.tx_id, TxOp::Rm(p.into_owned()))?;
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_SET_PERMS => {
                 let args = strings(payload);
@@ -959,11 +966,11 @@ impl Xenstored {
                         return Err(XsError::EACCES);
                     }
                     slot.1 = perms;
-                    return Ok(OK.to_vec());
+                    return Ok(Cow::Borrowed(OK));
                 }
                 let (p, _) = canonicalize(caller.domid, args[0])?;
                 self.change(conn, hdr.tx_id, TxOp::SetPerms(p.into_owned(), perms))?;
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_WATCH => self.watch(conn, payload),
             XS_UNWATCH => {
@@ -979,7 +986,7 @@ impl Xenstored {
                     .position(|w| w.path == p && w.token == args[1])
                     .ok_or(XsError::ENOENT)?;
                 c.watches.remove(i);
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_TRANSACTION_START => {
                 if hdr.tx_id != 0 {
@@ -1005,7 +1012,7 @@ impl Xenstored {
                         materialized: 0,
                     },
                 );
-                Ok(with_nul(&format!("{id}")))
+                Ok(Cow::Owned(with_nul(&format!("{id}"))))
             }
             XS_TRANSACTION_END => {
                 let arg = onearg(payload)?;
@@ -1020,11 +1027,11 @@ impl Xenstored {
                 if commit {
                     self.commit(caller, t)?;
                 }
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_GET_DOMAIN_PATH => {
                 let domid = atoi(onearg(payload)?);
-                Ok(with_nul(&path::domain_path(domid)))
+                Ok(Cow::Owned(with_nul(&path::domain_path(domid))))
             }
             XS_INTRODUCE => {
                 let args = strings(payload);
@@ -1051,7 +1058,7 @@ impl Xenstored {
                         c.watches.clear();
                         c.transactions.clear();
                     }
-                    return Ok(OK.to_vec());
+                    return Ok(Cow::Borrowed(OK));
                 }
                 let privileged = self.privileged.contains(&domid);
                 let dc = self.add_conn(domid, privileged, true);
@@ -1067,7 +1074,7 @@ impl Xenstored {
                     },
                 );
                 self.fire_special(INTRODUCE_DOMAIN, domid);
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_RELEASE => {
                 let domid = atoi(onearg(payload)?);
@@ -1075,23 +1082,23 @@ impl Xenstored {
                     return Err(XsError::ENOENT);
                 }
                 self.domain_gone(domid, ops);
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_IS_DOMAIN_INTRODUCED => {
                 let domid = atoi(onearg(payload)?);
                 let yes =
                     domid == u32::from(xen_abi::DOMID_SELF) || self.domains.contains_key(&domid);
                 Ok(if yes {
-                    b"T\0".to_vec()
+                    Cow::Borrowed(b"T\0")
                 } else {
-                    b"F\0".to_vec()
+                    Cow::Borrowed(b"F\0")
                 })
             }
             XS_RESUME => {
                 let domid = atoi(onearg(payload)?);
                 let d = self.domains.get_mut(&domid).ok_or(XsError::ENOENT)?;
                 d.shutdown = false;
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_SET_TARGET => {
                 let args = strings(payload);
@@ -1106,13 +1113,13 @@ impl Xenstored {
                 let d = self.domains.get(&domid).ok_or(XsError::ENOENT)?;
                 let c = self.conns.get_mut(&d.conn).ok_or(XsError::EINVAL)?;
                 c.target = Some(target);
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             XS_RESET_WATCHES => {
                 let c = self.conns.get_mut(&conn).ok_or(XsError::EINVAL)?;
                 c.watches.clear();
                 c.transactions.clear();
-                Ok(OK.to_vec())
+                Ok(Cow::Borrowed(OK))
             }
             _ => Err(XsError::ENOSYS),
         }
@@ -1270,7 +1277,7 @@ impl Xenstored {
         Ok(())
     }
 
-    fn watch(&mut self, conn: ConnId, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+    fn watch(&mut self, conn: ConnId, payload: &[u8]) -> Result<Cow<'static, [u8]>, XsError> {
         let args = strings(payload);
         if args.len() < 2 {
             return Err(XsError::EINVAL);
@@ -1310,7 +1317,7 @@ impl Xenstored {
             depth,
         });
         self.pending_first_event = Some((first, token));
-        Ok(OK.to_vec())
+        Ok(Cow::Borrowed(OK))
     }
 
     fn queue_event(&mut self, conn: ConnId, path: String, token: Vec<u8>) {

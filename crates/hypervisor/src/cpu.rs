@@ -226,7 +226,12 @@ pub static IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 
 /// Handles a host interrupt: all they do is end a guest run or an idle
 /// wait, so acknowledging is the whole job. The spurious vector gets no EOI.
-extern "C" fn irq_handler(vector: u64) {
+/// `rsp_at_call` is the stack pointer `irq_common` called us with.
+extern "C" fn irq_handler(vector: u64, rsp_at_call: u64) {
+    assert!(
+        rsp_at_call.is_multiple_of(16),
+        "interrupt stub called Rust with RSP {rsp_at_call:#x}, not 16-byte aligned"
+    );
     IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if vector != 0xFF
         && let Some(apic) = crate::platform::HOST_APIC.get()
@@ -242,8 +247,18 @@ unsafe extern "C" {
 }
 
 // Interrupt stubs: save the caller-saved registers (the handler is a normal
-// Rust function), pass the vector, restore, return. The CPU's 40-byte frame
-// leaves RSP at 8 mod 16; nine pushes realign it for the call.
+// Rust function), pass the vector, restore, return.
+//
+// Stack alignment (SysV: RSP = 0 mod 16 at the `call`, so 8 mod 16 on entry
+// to the callee). In 64-bit mode the CPU aligns RSP down to 16 before it
+// pushes its 40-byte frame (SS, RSP, RFLAGS, CS, RIP), so the stub starts
+// at 8 mod 16; the vector push makes that 0 and the nine register pushes 8
+// again: one slot short of an aligned call (what this code did before).
+// `sub rsp, 8` pads the missing slot. The handler gets the RSP it was
+// called with as its second argument and asserts the alignment (always,
+// not only in debug builds: the image is built in release mode and the
+// check is one test per interrupt), so a change to the pushes that breaks
+// the count stops the machine with a report instead of misaligning Rust.
 core::arch::global_asm!(
     r#"
     .section .text.irqs, "ax"
@@ -271,7 +286,10 @@ irq_common:
     push r10
     push r11
     mov rdi, [rsp + 72]
+    sub rsp, 8
+    mov rsi, rsp
     call {handler}
+    add rsp, 8
     pop r11
     pop r10
     pop r9

@@ -108,8 +108,8 @@ impl CpuTables {
             base: self.gdt.as_ptr() as u64,
         };
         let idtr = DescriptorPointer {
-            limit: (size_of::<Idt>() - 1) as u16,
-            base: IDT.call_once(build_idt).as_ptr() as u64,
+            limit: IDT_LIMIT,
+            base: idt_base(),
         };
         // SAFETY: the GDT, TSS and IDT are 'static (self is &'static mut, IDT
         // is a static) so the registers never point at freed memory. The new
@@ -164,6 +164,14 @@ const _: () = assert!(size_of::<Gate>() == 16);
 type Idt = [Gate; 256];
 
 static IDT: spin::Once<Idt> = spin::Once::new();
+
+/// The IDTR limit of the (one, shared) IDT.
+pub const IDT_LIMIT: u16 = (size_of::<Idt>() - 1) as u16;
+
+/// The address of the IDT, built on first use (by the boot CPU).
+pub fn idt_base() -> u64 {
+    IDT.call_once(build_idt).as_ptr() as u64
+}
 
 fn build_idt() -> Idt {
     let empty = Gate {

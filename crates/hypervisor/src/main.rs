@@ -29,6 +29,8 @@ mod machine;
 #[cfg(target_os = "none")]
 mod memory;
 #[cfg(target_os = "none")]
+mod paging;
+#[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
 mod run;

@@ -92,6 +92,16 @@ static NEXT_INDEX: AtomicU32 = AtomicU32::new(1);
 pub static CPUS_ONLINE: AtomicU32 = AtomicU32::new(1);
 /// The xAPIC base for APs (x2APIC ignores it).
 static LAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+/// CPUs running: the boot CPU and every AP that claimed its slot (exact as
+/// soon as an AP runs Rust code, unlike [`CPUS_ONLINE`], which the boot
+/// CPU counts after it sees the claim).
+pub fn cpus_running() -> u32 {
+    1 + AP_SLOTS
+        .iter()
+        .filter(|s| s.state.load(Ordering::SeqCst) == ONLINE)
+        .count() as u32
+}
+
 core::arch::global_asm!(
     r#"
     .section .rodata.ap_trampoline, "a"
@@ -352,6 +362,7 @@ extern "C" fn ap_entry(slot: &'static ApSlot) -> ! {
     // (leaked, so 'static) before publishing it, and only the AP that
     // claimed the slot, this one, ever uses them.
     let tables = unsafe { &mut *tables };
+    tables.set_index(index);
     tables.load();
     let apic = LocalApic::enable(LAPIC_BASE.load(Ordering::Relaxed));
     log::info!("CPU{index} online (APIC id {})", apic.id());

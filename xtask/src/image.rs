@@ -653,8 +653,26 @@ const E2E_CASES: &[E2eCase] = &[
         bare_guest: false,
         cmdline: "selftest=ud",
         expect: &[
-            "FATAL hypervisor exception 6 (#UD invalid opcode)",
+            "FATAL on CPU0: other CPUs parked: 1/1",
+            "FATAL hypervisor exception 6 (#UD invalid opcode) on CPU0",
             "rip 0x",
+            "r8 0x",
+        ],
+        status: QEMU_EXIT_FAILURE,
+    },
+    // An AP runs off the bottom of its stack: the unmapped guard page turns
+    // that into a double fault on the AP (IST stack), whose report comes
+    // after the boot CPU was stopped by NMI, as whole lines.
+    E2eCase {
+        name: "qemu-ap-stack-guard",
+        vendor: Vendor::Amd,
+        bochs_cpu: "",
+        bare_guest: false,
+        cmdline: "selftest=ap-stack",
+        expect: &[
+            "CPU1: selftest: overflowing the stack at 0x",
+            "FATAL on CPU1: other CPUs parked: 1/1",
+            "FATAL hypervisor exception 8 (#DF double fault) on CPU1",
             "r8 0x",
         ],
         status: QEMU_EXIT_FAILURE,

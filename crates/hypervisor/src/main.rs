@@ -105,6 +105,9 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         (tsc_hz / 1000) % 1000
     );
     log::debug!("TSC at calibration end: {}", platform::rdtsc());
+    if opts.selftest == SelfTest::ApStackOverflow {
+        smp::overflow_last_ap_stack();
+    }
     let apic = bring_up_cpus(boot.rsdp);
     log::debug!("TSC with every CPU up: {}", platform::rdtsc());
     if opts.selftest == SelfTest::InvalidOpcode {

@@ -92,6 +92,12 @@ static NEXT_INDEX: AtomicU32 = AtomicU32::new(1);
 pub static CPUS_ONLINE: AtomicU32 = AtomicU32::new(1);
 /// The xAPIC base for APs (x2APIC ignores it).
 static LAPIC_BASE: AtomicU64 = AtomicU64::new(0);
+/// `selftest=ap-stack`: the APIC id of the AP that overflows its stack on
+/// purpose once online ([`NO_CPU`]: none).
+static OVERFLOW_AP: AtomicU32 = AtomicU32::new(NO_CPU);
+/// Set by [`overflow_last_ap_stack`], read by `start_aps`.
+static OVERFLOW_WANTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// CPUs running: the boot CPU and every AP that claimed its slot (exact as
 /// soon as an AP runs Rust code, unlike [`CPUS_ONLINE`], which the boot
 /// CPU counts after it sees the claim).
@@ -100,6 +106,12 @@ pub fn cpus_running() -> u32 {
         .iter()
         .filter(|s| s.state.load(Ordering::SeqCst) == ONLINE)
         .count() as u32
+}
+
+/// `selftest=ap-stack`: the last AP started runs off the bottom of its
+/// stack into the guard page once online (a double fault on that AP).
+pub fn overflow_last_ap_stack() {
+    OVERFLOW_WANTED.store(true, Ordering::SeqCst);
 }
 
 core::arch::global_asm!(
@@ -304,6 +316,11 @@ pub fn start_aps(bsp: &LocalApic, lapic_base: u64, apic_ids: &[u32]) -> u32 {
         slot.apic_id.store(id, Ordering::Release);
         slots.push(slot);
     }
+    if OVERFLOW_WANTED.load(Ordering::SeqCst)
+        && let Some(last) = slots.last()
+    {
+        OVERFLOW_AP.store(last.apic_id.load(Ordering::Relaxed), Ordering::SeqCst);
+    }
     let mut started = 0;
     let vector = (TRAMPOLINE >> 12) as u32;
     for slot in slots {
@@ -366,5 +383,18 @@ extern "C" fn ap_entry(slot: &'static ApSlot) -> ! {
     tables.load();
     let apic = LocalApic::enable(LAPIC_BASE.load(Ordering::Relaxed));
     log::info!("CPU{index} online (APIC id {})", apic.id());
+    if OVERFLOW_AP.load(Ordering::SeqCst) == slot.apic_id.load(Ordering::Relaxed) {
+        let bottom = slot.stack_top.load(Ordering::Relaxed) - AP_STACK_SIZE;
+        log::info!(
+            "CPU{index}: selftest: overflowing the stack at {bottom:#x} into its guard page"
+        );
+        // SAFETY: a deliberate fault (selftest=ap-stack). The push below
+        // the stack's bottom hits the unmapped guard page: #PF, whose frame
+        // cannot be pushed either, so #DF on its IST stack, which reports
+        // and stops the machine. Nothing returns here.
+        unsafe {
+            core::arch::asm!("mov rsp, {0}", "push 0", "ud2", in(reg) bottom, options(noreturn))
+        }
+    }
     crate::run::ap_main(index, apic)
 }

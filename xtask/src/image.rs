@@ -854,13 +854,15 @@ fn qemu_log_path(dir: &std::path::Path, name: &str, run: u32) -> PathBuf {
     dir.join(format!("{name}-{run}.qemu.log"))
 }
 
-/// Boots the image for an e2e case under QEMU. KNOWN BUG: with two host
-/// CPUs the emulated machine very occasionally resets in the middle of a
-/// run (a host triple fault: QEMU exits with status 0 and no `machine
-/// stop` line; about 1 run in 12 of the three-domain case, see
-/// docs/architecture.md, "The QEMU host reset"). Until it is fixed, `cargo
-/// xtask e2e` reports such a run and repeats it once (a second failure
-/// fails the case); `cargo xtask stress` never repeats, and counts it.
+/// Boots the image for an e2e case under QEMU. KNOWN BUG, not root-caused:
+/// with two host CPUs the emulated machine occasionally reset in the middle
+/// of a run (a host triple fault right after a #VMEXIT: QEMU exits with
+/// status 0 and no `machine stop` line; about 1 run in 13 of the
+/// three-domain case before the AP stacks moved to guard-paged frames, none
+/// in 220 runs since, but it is layout-sensitive: see docs/architecture.md,
+/// "The QEMU host reset"). Until the cause is known, `cargo xtask e2e`
+/// reports such a run and repeats it once (a second failure fails the
+/// case); `cargo xtask stress` never repeats, and counts it.
 fn boot_qemu_e2e(
     ctx: &Ctx,
     image: &std::path::Path,

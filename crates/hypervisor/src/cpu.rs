@@ -55,7 +55,7 @@ const _: () = assert!(size_of::<Tss>() == 0x68);
 pub struct CpuTables {
     gdt: [u64; 5],
     magic: u64,
-    index: u32,
+    index: core::sync::atomic::AtomicU32,
     tss: Tss,
     ist: [IstStack; 3],
 }
@@ -72,7 +72,7 @@ impl CpuTables {
         Self {
             gdt: [0; 5],
             magic: 0,
-            index: 0,
+            index: core::sync::atomic::AtomicU32::new(0),
             tss: Tss {
                 _reserved0: 0,
                 rsp: [0; 3],
@@ -95,14 +95,16 @@ impl CpuTables {
         alloc::boxed::Box::leak(unsafe { b.assume_init() })
     }
 
-    /// Records the CPU index these tables belong to (before [`Self::load`]).
-    pub fn set_index(&mut self, index: u32) {
-        self.index = index;
+    /// Records the CPU index these tables belong to ([`NO_INDEX`] for an
+    /// AP that has not been given one).
+    pub fn set_index(&self, index: u32) {
+        self.index
+            .store(index, core::sync::atomic::Ordering::SeqCst);
     }
 
     /// Fills the GDT and TSS and loads GDTR, the segment registers, TR and
     /// the shared IDT on the calling CPU.
-    pub fn load(&'static mut self) {
+    pub fn load(&'static mut self) -> &'static Self {
         self.magic = TABLES_MAGIC;
         self.tss.iomap_base = size_of::<Tss>() as u16;
         for (i, slot) in [IST_NMI, IST_DF, IST_MC].iter().enumerate() {
@@ -158,6 +160,7 @@ impl CpuTables {
                 tmp = out(reg) _,
             );
         }
+        self
     }
 }
 
@@ -193,9 +196,14 @@ pub fn idt_base() -> u64 {
     IDT.call_once(build_idt).as_ptr() as u64
 }
 
-/// The calling CPU's index (0 for the boot CPU), read from the
-/// [`CpuTables`] its GDTR points at; 0 as well before the CPU loaded its
-/// tables (the boot GDT). Never faults: no MSR, no APIC access.
+/// The index of an AP that has its tables but no CPU index (yet, or ever:
+/// one the boot CPU gave up on).
+pub const NO_INDEX: u32 = u32::MAX - 1;
+
+/// The calling CPU's index (0 for the boot CPU, [`NO_INDEX`] for an AP
+/// without one), read from the [`CpuTables`] its GDTR points at; 0 before
+/// the CPU loaded its tables (the boot GDT). Never faults: no MSR, no APIC
+/// access.
 pub fn this_cpu() -> u32 {
     let mut gdtr = DescriptorPointer { limit: 0, base: 0 };
     // SAFETY: SGDT stores the 10-byte GDTR into `gdtr`, which is exactly
@@ -211,12 +219,11 @@ pub fn this_cpu() -> u32 {
     let t = base as *const CpuTables;
     // SAFETY: the range lies in the identity map (checked), so reading it
     // cannot fault; the GDTR base is either a loaded CpuTables (whose
-    // `magic` and `index` never change after `load`) or the boot GDT, whose
-    // following bytes then fail the magic check. Volatile reads of plain
-    // integers.
+    // `magic` never changes after `load`; `index` is atomic) or the boot
+    // GDT, whose following bytes then fail the magic check.
     unsafe {
         if core::ptr::read_volatile(&raw const (*t).magic) == TABLES_MAGIC {
-            core::ptr::read_volatile(&raw const (*t).index)
+            (*t).index.load(core::sync::atomic::Ordering::SeqCst)
         } else {
             0
         }

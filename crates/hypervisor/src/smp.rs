@@ -19,9 +19,9 @@
 //!
 //! **Order on the AP.** `ap_long_entry` loads the IDT (an IDTR built on the
 //! AP's new stack) before it calls any Rust code, so anything that faults
-//! from then on gets the exception report; [`ap_entry`] then claims its
-//! slot (`WAITING` -> `ONLINE`), loads its GDT/TSS and only then enables its
-//! APIC, prints and allocates. Until `ltr`, the NMI/#DF/#MC gates' IST
+//! from then on gets the exception report; [`ap_entry`] then loads its own
+//! GDT/TSS, claims its slot (`WAITING` -> `ONLINE`) and only then enables
+//! its APIC, prints and allocates. Until `ltr`, the NMI/#DF/#MC gates' IST
 //! stacks are not set up (a few instructions).
 //!
 //! **Time-outs.** The boot CPU waits 100 ms for each AP to claim its slot,
@@ -277,7 +277,7 @@ pub fn start_aps(bsp: &LocalApic, lapic_base: u64, apic_ids: &[u32]) -> u32 {
         log::error!("AP trampoline layout is broken: not starting APs");
         return 0;
     }
-    if apic_ids.len() >= MAX_CPUS {
+    if apic_ids.len() > MAX_CPUS - 1 {
         log::warn!(
             "{} CPUs found; starting the first {}",
             apic_ids.len() + 1,
@@ -304,12 +304,14 @@ pub fn start_aps(bsp: &LocalApic, lapic_base: u64, apic_ids: &[u32]) -> u32 {
     // change the shared page tables, which must happen while only this CPU
     // uses them.
     let mut slots = alloc::vec::Vec::new();
-    for (slot, &id) in AP_SLOTS.iter().zip(apic_ids) {
+    for (slot, &id) in AP_SLOTS.iter().zip(apic_ids).take(MAX_CPUS - 1) {
         let Some(top) = ap_stack() else {
             log::warn!("no memory for the stack of APIC id {id}: not started");
             continue;
         };
-        let tables = CpuTables::new_boxed() as *mut CpuTables as u64;
+        let tables = CpuTables::new_boxed();
+        tables.set_index(crate::cpu::NO_INDEX);
+        let tables = tables as *mut CpuTables as u64;
         slot.stack_top.store(top, Ordering::Relaxed);
         slot.tables.store(tables, Ordering::Relaxed);
         slot.state.store(WAITING, Ordering::Relaxed);
@@ -363,24 +365,26 @@ pub fn start_aps(bsp: &LocalApic, lapic_base: u64, apic_ids: &[u32]) -> u32 {
 
 /// The first Rust code on an AP, on its own stack, with the IDT loaded.
 extern "C" fn ap_entry(slot: &'static ApSlot) -> ! {
+    let tables = slot.tables.load(Ordering::Acquire) as *mut CpuTables;
+    // SAFETY: the boot CPU allocated these tables for this slot alone
+    // (leaked, so 'static) before publishing it, and only the AP whose
+    // APIC id the slot names, this one, ever uses them.
+    let tables = unsafe { &mut *tables };
+    // Our own GDT and TSS first, claimed or not: an AP that parks below
+    // must still take NMIs (the stop of fatal.rs) on a valid IST stack.
+    let tables = tables.load();
     if slot
         .state
         .compare_exchange(WAITING, ONLINE, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
     {
         // The boot CPU gave up on us and goes on without this CPU: touch
-        // nothing shared, stay parked on our own stack.
+        // nothing shared, stay parked on our own stack and tables.
         crate::machine::halt_forever()
     }
     let index = NEXT_INDEX.fetch_add(1, Ordering::SeqCst);
     slot.index.store(index, Ordering::Relaxed);
-    let tables = slot.tables.load(Ordering::Acquire) as *mut CpuTables;
-    // SAFETY: the boot CPU allocated these tables for this slot alone
-    // (leaked, so 'static) before publishing it, and only the AP that
-    // claimed the slot, this one, ever uses them.
-    let tables = unsafe { &mut *tables };
     tables.set_index(index);
-    tables.load();
     let apic = LocalApic::enable(LAPIC_BASE.load(Ordering::Relaxed));
     log::info!("CPU{index} online (APIC id {})", apic.id());
     if OVERFLOW_AP.load(Ordering::SeqCst) == slot.apic_id.load(Ordering::Relaxed) {

@@ -794,12 +794,18 @@ impl Ctx {
     }
 
     /// An expected line, adjusted for a `--smp` override of a QEMU case
-    /// that runs with 2 host CPUs by default.
+    /// that runs with 2 host CPUs by default: the CPU count, the CPUs the
+    /// fatal path parks, and the last AP (CPU1 of two; `selftest=ap-stack`
+    /// picks the last AP).
     fn expect(&self, vendor: Vendor, e: &str) -> String {
         match (self.smp, vendor) {
-            (Some(n), Vendor::Amd) => e
-                .replace("2 CPUs online", &format!("{n} CPUs online"))
-                .replace("parked: 1/1", &format!("parked: {0}/{0}", n - 1)),
+            (Some(n), Vendor::Amd) => {
+                let last = n.saturating_sub(1);
+                e.replace("2 CPUs online", &format!("{n} CPUs online"))
+                    .replace("parked: 1/1", &format!("parked: {last}/{last}"))
+                    .replace("CPU1: selftest", &format!("CPU{last}: selftest"))
+                    .replace("on CPU1", &format!("on CPU{last}"))
+            }
             _ => e.to_string(),
         }
     }

@@ -865,7 +865,7 @@ fn qemu_log_path(dir: &std::path::Path, name: &str, run: u32) -> PathBuf {
 /// of a run (a host triple fault right after a #VMEXIT: QEMU exits with
 /// status 0 and no `machine stop` line; about 1 run in 13 of the
 /// three-domain case before the AP stacks moved to guard-paged frames, none
-/// in 220 runs since, but it is layout-sensitive: see docs/architecture.md,
+/// in 320 runs since, but it is layout-sensitive: see docs/architecture.md,
 /// "The QEMU host reset"). Until the cause is known, `cargo xtask e2e`
 /// reports such a run and repeats it once (a second failure fails the
 /// case); `cargo xtask stress` never repeats, and counts it.

@@ -653,8 +653,26 @@ const E2E_CASES: &[E2eCase] = &[
         bare_guest: false,
         cmdline: "selftest=ud",
         expect: &[
-            "FATAL hypervisor exception 6 (#UD invalid opcode)",
+            "FATAL on CPU0: other CPUs parked: 1/1",
+            "FATAL hypervisor exception 6 (#UD invalid opcode) on CPU0",
             "rip 0x",
+            "r8 0x",
+        ],
+        status: QEMU_EXIT_FAILURE,
+    },
+    // An AP runs off the bottom of its stack: the unmapped guard page turns
+    // that into a double fault on the AP (IST stack), whose report comes
+    // after the boot CPU was stopped by NMI, as whole lines.
+    E2eCase {
+        name: "qemu-ap-stack-guard",
+        vendor: Vendor::Amd,
+        bochs_cpu: "",
+        bare_guest: false,
+        cmdline: "selftest=ap-stack",
+        expect: &[
+            "CPU1: selftest: overflowing the stack at 0x",
+            "FATAL on CPU1: other CPUs parked: 1/1",
+            "FATAL hypervisor exception 8 (#DF double fault) on CPU1",
             "r8 0x",
         ],
         status: QEMU_EXIT_FAILURE,
@@ -736,15 +754,139 @@ const E2E_CASES: &[E2eCase] = &[
     },
 ];
 
-/// Boots the image for an e2e case. KNOWN BUG: under QEMU with two host
-/// CPUs the emulated machine very occasionally resets in the middle of a
-/// run (a host triple fault: QEMU exits with status 0 and no
-/// `machine stop` line; seen in about 1 run in 20 of the three-domain
-/// case, not yet explained). Until it is found, such a run is reported
-/// and repeated once; a second failure fails the case.
-fn boot_qemu_e2e(image: &std::path::Path, o: &RunOptions, name: &str) -> Result<Outcome, String> {
+/// How a round of e2e cases runs, and what it found.
+struct Ctx {
+    /// Host CPUs for the QEMU cases (`--smp` of `cargo xtask stress`);
+    /// `None`: each case's own.
+    smp: Option<u32>,
+    /// Repeat a QEMU run that reset in mid-run once (see
+    /// [`boot_qemu_e2e`]); `cargo xtask stress` never does.
+    retry_reset: bool,
+    /// `cargo xtask stress`: the directory and run number under which
+    /// QEMU's `-d cpu_reset,int,guest_errors` log of each case goes
+    /// ([`qemu_log_path`]); `None`: no log.
+    qemu_log: Option<(PathBuf, u32)>,
+    /// Every case run: name, outcome and what was missing (empty: passed).
+    results: Vec<CaseResult>,
+}
+
+/// One case's run.
+struct CaseResult {
+    name: &'static str,
+    serial: String,
+    status: Option<i32>,
+    missing: Vec<String>,
+}
+
+impl Ctx {
+    fn e2e() -> Self {
+        Self {
+            smp: None,
+            retry_reset: true,
+            qemu_log: None,
+            results: Vec::new(),
+        }
+    }
+
+    /// The host CPUs of a QEMU case whose own count is `own`.
+    fn qemu_smp(&self, own: u32) -> u32 {
+        self.smp.unwrap_or(own)
+    }
+
+    /// An expected line, adjusted for a `--smp` override of a QEMU case
+    /// that runs with 2 host CPUs by default: the CPU count, the CPUs the
+    /// fatal path parks, and the last AP (CPU1 of two; `selftest=ap-stack`
+    /// picks the last AP).
+    fn expect(&self, vendor: Vendor, e: &str) -> String {
+        match (self.smp, vendor) {
+            (Some(n), Vendor::Amd) => {
+                let last = n.saturating_sub(1);
+                e.replace("2 CPUs online", &format!("{n} CPUs online"))
+                    .replace("parked: 1/1", &format!("parked: {last}/{last}"))
+                    .replace("CPU1: selftest", &format!("CPU{last}: selftest"))
+                    .replace("on CPU1", &format!("on CPU{last}"))
+            }
+            _ => e.to_string(),
+        }
+    }
+
+    /// Checks `out` against `expect` (and whatever else the caller found
+    /// missing), prints the verdict and records it.
+    fn record(
+        &mut self,
+        name: &'static str,
+        vendor: Vendor,
+        expect: &[&str],
+        out: Outcome,
+        mut missing: Vec<String>,
+    ) {
+        let mut absent: Vec<String> = expect
+            .iter()
+            .map(|e| self.expect(vendor, e))
+            .filter(|e| !out.serial.contains(e.as_str()))
+            .collect();
+        absent.append(&mut missing);
+        if vendor == Vendor::Amd && out.status == Some(0) && !out.serial.contains("machine stop") {
+            absent.push("no host reset (the machine reset in mid-run)".into());
+        }
+        if absent.is_empty() {
+            eprintln!("e2e: {name} passed");
+        } else if self.qemu_log.is_none() {
+            eprintln!("e2e: {name} serial output:\n{}", out.serial);
+            eprintln!(
+                "e2e: {name} FAILED: missing {absent:?} (status {:?})",
+                out.status
+            );
+        }
+        self.results.push(CaseResult {
+            name,
+            serial: out.serial,
+            status: out.status,
+            missing: absent,
+        });
+    }
+
+    fn failures(&self) -> Vec<&'static str> {
+        self.results
+            .iter()
+            .filter(|r| !r.missing.is_empty())
+            .map(|r| r.name)
+            .collect()
+    }
+}
+
+/// Where `cargo xtask stress` keeps QEMU's log of run `run` of case `name`.
+fn qemu_log_path(dir: &std::path::Path, name: &str, run: u32) -> PathBuf {
+    dir.join(format!("{name}-{run}.qemu.log"))
+}
+
+/// Boots the image for an e2e case under QEMU. KNOWN BUG, not root-caused:
+/// with two host CPUs the emulated machine occasionally reset in the middle
+/// of a run (a host triple fault right after a #VMEXIT: QEMU exits with
+/// status 0 and no `machine stop` line; about 1 run in 13 of the
+/// three-domain case before the AP stacks moved to guard-paged frames, none
+/// in 320 runs since, but it is layout-sensitive: see docs/architecture.md,
+/// "The QEMU host reset"). Until the cause is known, `cargo xtask e2e`
+/// reports such a run and repeats it once (a second failure fails the
+/// case); `cargo xtask stress` never repeats, and counts it.
+fn boot_qemu_e2e(
+    ctx: &Ctx,
+    image: &std::path::Path,
+    o: &mut RunOptions,
+    name: &str,
+) -> Result<Outcome, String> {
+    if let Some((dir, run)) = &ctx.qemu_log {
+        let path = qemu_log_path(dir, name, *run);
+        let _ = std::fs::remove_file(&path);
+        o.extra_qemu_args.extend([
+            "-d".into(),
+            "cpu_reset,int,guest_errors".into(),
+            "-D".into(),
+            path.display().to_string(),
+        ]);
+    }
     let out = boot_qemu(image, o, false)?;
-    if out.status == Some(0) && !out.serial.contains("machine stop") {
+    if ctx.retry_reset && out.status == Some(0) && !out.serial.contains("machine stop") {
         eprintln!(
             "e2e: {name}: WARNING: the machine reset in mid-run (known intermittent host \
              triple fault under QEMU with 2 CPUs); running the case once more"
@@ -773,53 +915,158 @@ fn selected(filter: Option<&str>, name: &str) -> bool {
     filter.is_none_or(|f| name.contains(f))
 }
 
+/// Every e2e case name, in the order they run.
+fn case_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = E2E_CASES.iter().map(|c| c.name).collect();
+    v.extend(MULTI_DOMAIN_CASES.iter().map(|(n, _)| *n));
+    v.extend(LINUX_CASES.iter().map(|c| c.name));
+    v.extend(SHELL_CASES.iter().map(|c| c.name));
+    v
+}
+
 fn e2e_only(filter: Option<&str>) -> Result<(), String> {
     let image = build_image()?;
     let guest = build_test_guest()?;
     let size = std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0);
-    let module = guest.clone();
-    let mut failures = Vec::new();
+    let mut ctx = Ctx::e2e();
+    run_cases(&mut ctx, &image, &guest, filter)?;
+    eprintln!("e2e: image {size} bytes");
+    let failures = ctx.failures();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("e2e failures: {failures:?}"))
+    }
+}
+
+/// Runs every case `filter` selects once, recording the verdicts in `ctx`.
+fn run_cases(
+    ctx: &mut Ctx,
+    image: &std::path::Path,
+    guest: &std::path::Path,
+    filter: Option<&str>,
+) -> Result<(), String> {
     for case in E2E_CASES.iter().filter(|c| selected(filter, c.name)) {
-        let o = RunOptions {
+        let mut o = RunOptions {
             cmdline: case.cmdline.into(),
-            modules: vec![Module::plain(module.clone())],
+            modules: vec![Module::plain(guest.to_path_buf())],
             timeout: Some(Duration::from_secs(300)),
             debugcon: case.bare_guest,
             bochs_cpu: case.bochs_cpu.into(),
             ..Default::default()
         };
         let out = match case.vendor {
-            Vendor::Amd if case.bare_guest => boot_qemu(&guest, &o, false)?,
-            Vendor::Amd => boot_qemu_e2e(&image, &o, case.name)?,
-            Vendor::Intel => boot_bochs(&image, &o, false)?,
+            Vendor::Amd if case.bare_guest => boot_qemu(guest, &o, false)?,
+            Vendor::Amd => {
+                o.smp = ctx.qemu_smp(o.smp);
+                boot_qemu_e2e(ctx, image, &mut o, case.name)?
+            }
+            Vendor::Intel => boot_bochs(image, &o, false)?,
         };
-        let mut missing: Vec<&str> = case
-            .expect
-            .iter()
-            .copied()
-            .filter(|e| !out.serial.contains(e))
-            .collect();
+        let mut missing = Vec::new();
         if out.status != Some(case.status) {
-            missing.push("the expected exit status");
+            missing.push(format!("the exit status {}", case.status));
         }
-        if missing.is_empty() {
-            eprintln!("e2e: {} passed", case.name);
-        } else {
-            eprintln!("e2e: {} serial output:\n{}", case.name, out.serial);
-            eprintln!(
-                "e2e: {} FAILED: missing {missing:?} (status {:?}, wanted {})",
-                case.name, out.status, case.status
-            );
-            failures.push(case.name);
+        ctx.record(case.name, case.vendor, case.expect, out, missing);
+    }
+    multi_domain_e2e(ctx, image, guest, filter)?;
+    linux_e2e(ctx, image, filter)?;
+    Ok(())
+}
+
+/// `cargo xtask stress [CASE] --runs N [--smp N]`: boots the e2e cases
+/// whose names contain CASE (all by default) N times each, never repeating
+/// a run that reset, and reports every failure with its serial log and
+/// QEMU's `-d cpu_reset,int,guest_errors` log (under `target/stress/`).
+pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
+    let mut filter = None;
+    let mut runs = 20u32;
+    let mut smp = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<u32, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n| n > 0)
+                .ok_or(format!("{name} takes a positive number"))
+        };
+        match *a {
+            "--runs" => runs = num("--runs")?,
+            "--smp" => smp = Some(num("--smp")?),
+            f if !f.starts_with('-') && filter.is_none() => filter = Some(f),
+            other => return Err(format!("stress: unknown argument `{other}`")),
         }
     }
-    multi_domain_e2e(&image, &guest, &mut failures, filter)?;
-    linux_e2e(&image, &mut failures, filter)?;
-    eprintln!("e2e: image {size} bytes");
-    if failures.is_empty() {
+    let names: Vec<&str> = case_names()
+        .into_iter()
+        .filter(|n| selected(filter, n))
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "stress: no e2e case matches {filter:?}; cases: {:?}",
+            case_names()
+        ));
+    }
+    let image = build_image()?;
+    let guest = build_test_guest()?;
+    let dir = root().join("target/stress");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Per case: (runs, failures).
+    let mut tally: std::collections::BTreeMap<&str, (u32, u32)> =
+        names.iter().map(|n| (*n, (0, 0))).collect();
+    let start = Instant::now();
+    for run in 1..=runs {
+        let mut ctx = Ctx {
+            smp,
+            retry_reset: false,
+            qemu_log: Some((dir.clone(), run)),
+            results: Vec::new(),
+        };
+        run_cases(&mut ctx, &image, &guest, filter)?;
+        for r in &ctx.results {
+            let qemu_log = qemu_log_path(&dir, r.name, run);
+            let t = tally.entry(r.name).or_default();
+            t.0 += 1;
+            if r.missing.is_empty() {
+                let _ = std::fs::remove_file(&qemu_log);
+                continue;
+            }
+            t.1 += 1;
+            let serial = dir.join(format!("{}-{run}.serial.log", r.name));
+            std::fs::write(&serial, &r.serial).map_err(|e| format!("{}: {e}", serial.display()))?;
+            eprintln!(
+                "stress: {}: run {run}/{runs} FAILED (status {:?}; missing {:?}): serial log {}{}",
+                r.name,
+                r.status,
+                r.missing,
+                serial.display(),
+                if qemu_log.exists() {
+                    format!(", QEMU log {}", qemu_log.display())
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let mut total = 0;
+    for (name, (ran, f)) in &tally {
+        if *ran == 0 {
+            eprintln!("stress: {name}: not run (skipped: see above)");
+        } else {
+            eprintln!("stress: {name}: {ran} runs, {f} failures");
+        }
+        total += f;
+    }
+    eprintln!(
+        "stress: {:.0} s{}",
+        start.elapsed().as_secs_f64(),
+        smp.map(|n| format!(", QEMU cases with -smp {n}"))
+            .unwrap_or_default()
+    );
+    if total == 0 {
         Ok(())
     } else {
-        Err(format!("e2e failures: {failures:?}"))
+        Err(format!("stress: {total} failed runs"))
     }
 }
 
@@ -887,11 +1134,7 @@ const LINUX_CASES: &[LinuxCase] = &[
 
 /// Runs [`LINUX_CASES`] when `cargo xtask linux` has cached the kernel;
 /// with `PVH_REQUIRE_LINUX=1` (CI) a missing kernel is a failure.
-fn linux_e2e(
-    image: &std::path::Path,
-    failures: &mut Vec<&'static str>,
-    filter: Option<&str>,
-) -> Result<(), String> {
+fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Result<(), String> {
     if !LINUX_CASES.iter().any(|c| selected(filter, c.name))
         && !SHELL_CASES.iter().any(|c| selected(filter, c.name))
     {
@@ -906,7 +1149,7 @@ fn linux_e2e(
         return Ok(());
     }
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
-        let o = RunOptions {
+        let mut o = RunOptions {
             vendor: case.vendor,
             modules: linux_modules(256, case.vcpus, false),
             mem_mib: 512,
@@ -916,38 +1159,28 @@ fn linux_e2e(
         };
         let start = Instant::now();
         let out = match case.vendor {
-            Vendor::Amd => boot_qemu_e2e(image, &o, case.name)?,
+            Vendor::Amd => {
+                o.smp = ctx.qemu_smp(o.smp);
+                boot_qemu_e2e(ctx, image, &mut o, case.name)?
+            }
             Vendor::Intel => boot_bochs(image, &o, false)?,
         };
-        let mut missing: Vec<&str> = case
-            .expect
-            .iter()
-            .copied()
-            .filter(|e| !out.serial.contains(e))
-            .collect();
+        let mut missing = Vec::new();
         if case.vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
-            missing.push("the success exit status");
+            missing.push("the success exit status".to_string());
         }
-        if missing.is_empty() {
-            eprintln!(
-                "e2e: {} passed in {:.1} s",
-                case.name,
-                start.elapsed().as_secs_f64()
-            );
-        } else {
-            eprintln!("e2e: {} serial output:\n{}", case.name, out.serial);
-            eprintln!(
-                "e2e: {} FAILED: missing {missing:?} (status {:?})",
-                case.name, out.status
-            );
-            failures.push(case.name);
-        }
+        eprintln!(
+            "e2e: {} ran in {:.1} s",
+            case.name,
+            start.elapsed().as_secs_f64()
+        );
+        ctx.record(case.name, case.vendor, case.expect, out, missing);
     }
     // The interactive shell, typed at through the serial line: input goes
     // COM1 -> the hypervisor -> the domain's PV console ring -> hvc0. Then
     // the ways a Linux domain ends: poweroff, reboot, and a kernel panic.
     for case in SHELL_CASES.iter().filter(|c| selected(filter, c.name)) {
-        let o = RunOptions {
+        let mut o = RunOptions {
             modules: linux_modules(256, 1, true),
             mem_mib: 512,
             timeout: Some(Duration::from_secs(600)),
@@ -959,26 +1192,13 @@ fn linux_e2e(
             ),
             ..Default::default()
         };
-        let out = boot_qemu_e2e(image, &o, case.name)?;
-        let mut missing: Vec<&str> = case
-            .expect
-            .iter()
-            .copied()
-            .filter(|e| !out.serial.contains(e))
-            .collect();
+        o.smp = ctx.qemu_smp(o.smp);
+        let out = boot_qemu_e2e(ctx, image, &mut o, case.name)?;
+        let mut missing = Vec::new();
         if out.status != Some(case.status) {
-            missing.push("the expected exit status");
+            missing.push(format!("the exit status {}", case.status));
         }
-        if missing.is_empty() {
-            eprintln!("e2e: {} passed", case.name);
-        } else {
-            eprintln!("e2e: {} serial output:\n{}", case.name, out.serial);
-            eprintln!(
-                "e2e: {} FAILED: missing {missing:?} (status {:?})",
-                case.name, out.status
-            );
-            failures.push(case.name);
-        }
+        ctx.record(case.name, Vendor::Amd, case.expect, out, missing);
     }
     Ok(())
 }
@@ -1035,10 +1255,16 @@ const SHELL_CASES: &[ShellCase] = &[
 /// ends "not cleanly". Run on AMD SVM under QEMU (`qemu-svm-three-domains`)
 /// and on Intel VMX under Bochs (`bochs-vmx-three-domains`), each when
 /// `filter` selects it.
+/// The multi-domain cases: name and vendor.
+const MULTI_DOMAIN_CASES: &[(&str, Vendor)] = &[
+    ("qemu-svm-three-domains", Vendor::Amd),
+    ("bochs-vmx-three-domains", Vendor::Intel),
+];
+
 fn multi_domain_e2e(
+    ctx: &mut Ctx,
     image: &std::path::Path,
     guest: &std::path::Path,
-    failures: &mut Vec<&'static str>,
     filter: Option<&str>,
 ) -> Result<(), String> {
     let m = |cmd: &str| Module {
@@ -1060,14 +1286,11 @@ fn multi_domain_e2e(
         "d2: shutdown (Poweroff)",
         "all domains shut down (NOT cleanly)",
     ];
-    for (name, vendor) in [
-        ("qemu-svm-three-domains", Vendor::Amd),
-        ("bochs-vmx-three-domains", Vendor::Intel),
-    ] {
+    for &(name, vendor) in MULTI_DOMAIN_CASES {
         if !selected(filter, name) {
             continue;
         }
-        let o = RunOptions {
+        let mut o = RunOptions {
             vendor,
             modules: vec![
                 m("role=ping peer=2"),
@@ -1081,32 +1304,24 @@ fn multi_domain_e2e(
             ..Default::default()
         };
         let out = match vendor {
-            Vendor::Amd => boot_qemu_e2e(image, &o, name)?,
+            Vendor::Amd => {
+                o.smp = ctx.qemu_smp(o.smp);
+                boot_qemu_e2e(ctx, image, &mut o, name)?
+            }
             Vendor::Intel => boot_bochs(image, &o, false)?,
         };
-        let mut missing: Vec<&str> = expect
-            .iter()
-            .copied()
-            .filter(|e| !out.serial.contains(e))
-            .collect();
+        let mut missing = Vec::new();
         match vendor {
             Vendor::Amd if out.status != Some(QEMU_EXIT_FAILURE) => {
-                missing.push("the failure exit status (d3 crashed)");
+                missing.push("the failure exit status (d3 crashed)".to_string());
             }
             // Bochs has no exit status: the machine's last line says it.
-            Vendor::Intel if !out.serial.contains(STOP_FAILED) => missing.push(STOP_FAILED),
+            Vendor::Intel if !out.serial.contains(STOP_FAILED) => {
+                missing.push(STOP_FAILED.to_string())
+            }
             _ => {}
         }
-        if missing.is_empty() {
-            eprintln!("e2e: {name} passed");
-        } else {
-            eprintln!("e2e: {name} serial output:\n{}", out.serial);
-            eprintln!(
-                "e2e: {name} FAILED: missing {missing:?} (status {:?})",
-                out.status
-            );
-            failures.push(name);
-        }
+        ctx.record(name, vendor, &expect, out, missing);
     }
     Ok(())
 }

@@ -29,6 +29,11 @@ commands:
                      and the proofs (Miri, loom, bounded fuzzing);
                      --quick skips the proofs
   e2e [NAME]         run the end-to-end boots alone (QEMU and Bochs), or those matching NAME
+  stress [NAME] --runs N [--smp N]
+                     boot the e2e cases matching NAME N times each (no repeat
+                     of a run that reset); every failure is reported with its
+                     serial and QEMU -d logs (target/stress/); --smp overrides
+                     the host CPUs of the QEMU cases
   miri               run the Miri suite alone (nightly toolchain)
   loom               run the loom models alone
   fuzz [--runs N] [--seconds S]
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         "bench" => steps::bench(&rest),
         "run" => image::run_cmd(&rest),
         "e2e" => image::e2e_cmd(&rest),
+        "stress" => image::stress_cmd(&rest),
         "image" => image::image(&rest),
         "linux" => linux::linux(&rest),
         "help" | "--help" | "-h" => {

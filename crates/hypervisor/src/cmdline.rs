@@ -23,6 +23,10 @@ pub enum SelfTest {
     /// Execute `ud2` after boot: the exception report must appear and the
     /// machine stop with a failure status.
     InvalidOpcode,
+    /// `selftest=ap-stack`: the last AP to start overflows its stack into
+    /// the guard page below it: a double fault on that AP, whose report must
+    /// appear after the other CPUs are parked.
+    ApStackOverflow,
 }
 
 /// The options the hypervisor understands.
@@ -34,7 +38,7 @@ pub struct Options {
     /// `exit=`: `halt`, `isa-debug-exit[@port]` (port in hex, default 0xf4)
     /// or `bochs`.
     pub exit: ExitMethod,
-    /// `selftest=ud`: see [`SelfTest`].
+    /// `selftest=ud` or `selftest=ap-stack`: see [`SelfTest`].
     pub selftest: SelfTest,
 }
 
@@ -62,10 +66,13 @@ impl Options {
             let ok = match key {
                 "loglvl" => parse_level(value).map(|l| opts.log_level = l).is_some(),
                 "exit" => parse_exit(value).map(|e| opts.exit = e).is_some(),
-                "selftest" if value == "ud" => {
-                    opts.selftest = SelfTest::InvalidOpcode;
-                    true
+                "selftest" => match value {
+                    "ud" => Some(SelfTest::InvalidOpcode),
+                    "ap-stack" => Some(SelfTest::ApStackOverflow),
+                    _ => None,
                 }
+                .map(|t| opts.selftest = t)
+                .is_some(),
                 _ => false,
             };
             if !ok {
@@ -126,6 +133,10 @@ mod tests {
         assert_eq!(o.log_level, LevelFilter::Debug);
         assert_eq!(o.exit, ExitMethod::IsaDebugExit(0x501));
         assert_eq!(parse("exit=bochs").0.exit, ExitMethod::BochsShutdown);
+        assert_eq!(
+            parse("selftest=ap-stack").0.selftest,
+            SelfTest::ApStackOverflow
+        );
         let (o, _) = parse("exit=isa-debug-exit loglvl=none");
         assert_eq!(o.exit, ExitMethod::IsaDebugExit(0xf4));
         assert_eq!(o.log_level, LevelFilter::Off);

@@ -4,22 +4,46 @@
 
 use crate::serial::{COM1, Uart};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use log::{LevelFilter, Log, Metadata, Record};
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
+/// The UART. Every writer holds the lock for whole lines (one `println!`
+/// is one lock hold), so lines from different CPUs never interleave.
 static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
+/// Index + 1 of the CPU holding `CONSOLE` (set right after taking it,
+/// cleared right before releasing it), 0 otherwise: lets the fatal path see
+/// whether the holder is a CPU that will never finish its line.
+static HOLDER: AtomicU32 = AtomicU32::new(0);
+
+/// The console lock, with its holder recorded.
+struct Held(MutexGuard<'static, Option<Uart>>);
+
+impl Held {
+    fn take() -> Self {
+        let g = CONSOLE.lock();
+        HOLDER.store(crate::cpu::this_cpu() + 1, SeqCst);
+        Self(g)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HOLDER.store(0, SeqCst);
+    }
+}
 
 /// Brings up COM1; before this, output is dropped.
 pub fn init() {
     // SAFETY: COM1 is the PC's first UART (duty 1) and this is the only place
     // that creates a `Uart` for it, stored behind the console lock (duty 2).
     let uart = unsafe { Uart::init(COM1) };
-    *CONSOLE.lock() = Some(uart);
+    *Held::take().0 = Some(uart);
 }
 
 /// Writes formatted text to the console.
 pub fn write_fmt(args: core::fmt::Arguments<'_>) {
-    if let Some(uart) = CONSOLE.lock().as_mut() {
+    if let Some(uart) = Held::take().0.as_mut() {
         let _ = uart.write_fmt(args);
     }
 }
@@ -31,19 +55,58 @@ pub fn read_byte() -> Option<u8> {
 
 /// Waits until the console has sent everything.
 pub fn drain() {
-    if let Some(uart) = CONSOLE.lock().as_mut() {
+    if let Some(uart) = Held::take().0.as_mut() {
         uart.drain();
     }
 }
 
-/// Takes the console lock by force: for the panic path only, where the
-/// panicking CPU may have held it.
-pub fn force_unlock() {
-    // SAFETY: `force_unlock` is unsafe because a holder may still be inside
-    // its critical section. This runs only on the panic path, after which the
-    // machine stops; a torn line is better than a deadlocked console. The
-    // UART state behind the lock is only an I/O base, so no invariant breaks.
-    unsafe { CONSOLE.force_unlock() }
+/// The console held for a fatal report (see `fatal.rs`): whole lines under
+/// one lock hold.
+pub struct ReportConsole(Held);
+
+impl ReportConsole {
+    /// Writes one line (a newline is added).
+    pub fn line(&mut self, args: core::fmt::Arguments<'_>) {
+        if let Some(uart) = self.0.0.as_mut() {
+            let _ = uart.write_fmt(format_args!("{args}\n"));
+        }
+    }
+}
+
+/// Takes the console for CPU `me`'s fatal report. Waits for the holder to
+/// finish its line, except when the holder will never run again: `me`
+/// itself (it faulted mid-line) or a CPU for which `parked` says so. A
+/// holder that neither releases nor parks within `wait_ticks` TSC ticks is
+/// taken to have died holding the lock, and the lock is taken over. After
+/// a take-over a newline ends the holder's torn line.
+pub fn lock_for_report(me: u32, parked: impl Fn(u32) -> bool, wait_ticks: u64) -> ReportConsole {
+    let start = crate::platform::rdtsc();
+    loop {
+        if let Some(g) = CONSOLE.try_lock() {
+            HOLDER.store(me + 1, SeqCst);
+            return ReportConsole(Held(g));
+        }
+        let h = HOLDER.load(SeqCst);
+        let gone = h != 0 && (h == me + 1 || parked(h - 1));
+        if gone || crate::platform::rdtsc().wrapping_sub(start) > wait_ticks {
+            // SAFETY: `force_unlock` is unsafe because the holder may still
+            // be inside its critical section. Here the holder never runs
+            // again (it is parked with interrupts and NMIs blocked, or it is
+            // this CPU, interrupted by the fault), or it did not let go
+            // within the bounded wait, so it is taken to be dead: the machine
+            // stops after this report, and a torn line is better than a
+            // deadlocked console. The UART state behind the lock is only an
+            // I/O base, so no invariant breaks.
+            unsafe { CONSOLE.force_unlock() };
+            if let Some(g) = CONSOLE.try_lock() {
+                HOLDER.store(me + 1, SeqCst);
+                let mut c = ReportConsole(Held(g));
+                c.line(format_args!(""));
+                return c;
+            }
+        }
+        core::hint::spin_loop();
+    }
 }
 
 struct Logger;

@@ -6,6 +6,9 @@
 //! and their faults arrive as exits), so every exception is fatal here: the
 //! report names the vector, error code, RIP, RSP and CR2, which is what one
 //! needs to find the line with `addr2line -e target/image/hypervisor.elf`.
+//! `fatal.rs` stops the other CPUs first and prints the report as whole
+//! lines. The one exception that is not a fault is the NMI another CPU's
+//! fatal path sends: it parks this CPU.
 
 use core::mem::size_of;
 
@@ -44,12 +47,21 @@ const _: () = assert!(size_of::<Tss>() == 0x68);
 
 /// Everything one CPU's descriptor tables need, kept together so that the
 /// addresses stay valid for as long as the CPU runs (they are `'static`).
+///
+/// The GDT comes first, so the GDTR base of a CPU is the address of its
+/// `CpuTables`: [`this_cpu`] finds the CPU's index from it (checked by
+/// `magic`) without an MSR or the APIC.
 #[repr(C, align(16))]
 pub struct CpuTables {
     gdt: [u64; 5],
+    magic: u64,
+    index: core::sync::atomic::AtomicU32,
     tss: Tss,
     ist: [IstStack; 3],
 }
+
+/// Marks a loaded [`CpuTables`].
+const TABLES_MAGIC: u64 = 0x5441_424C_4553_4350; // "PCSELBAT"
 
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
@@ -59,6 +71,8 @@ impl CpuTables {
     pub const fn new() -> Self {
         Self {
             gdt: [0; 5],
+            magic: 0,
+            index: core::sync::atomic::AtomicU32::new(0),
             tss: Tss {
                 _reserved0: 0,
                 rsp: [0; 3],
@@ -81,9 +95,17 @@ impl CpuTables {
         alloc::boxed::Box::leak(unsafe { b.assume_init() })
     }
 
+    /// Records the CPU index these tables belong to ([`NO_INDEX`] for an
+    /// AP that has not been given one).
+    pub fn set_index(&self, index: u32) {
+        self.index
+            .store(index, core::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Fills the GDT and TSS and loads GDTR, the segment registers, TR and
     /// the shared IDT on the calling CPU.
-    pub fn load(&'static mut self) {
+    pub fn load(&'static mut self) -> &'static Self {
+        self.magic = TABLES_MAGIC;
         self.tss.iomap_base = size_of::<Tss>() as u16;
         for (i, slot) in [IST_NMI, IST_DF, IST_MC].iter().enumerate() {
             let top = self.ist[i].0.as_ptr_range().end as u64;
@@ -108,8 +130,8 @@ impl CpuTables {
             base: self.gdt.as_ptr() as u64,
         };
         let idtr = DescriptorPointer {
-            limit: (size_of::<Idt>() - 1) as u16,
-            base: IDT.call_once(build_idt).as_ptr() as u64,
+            limit: IDT_LIMIT,
+            base: idt_base(),
         };
         // SAFETY: the GDT, TSS and IDT are 'static (self is &'static mut, IDT
         // is a static) so the registers never point at freed memory. The new
@@ -138,6 +160,7 @@ impl CpuTables {
                 tmp = out(reg) _,
             );
         }
+        self
     }
 }
 
@@ -164,6 +187,48 @@ const _: () = assert!(size_of::<Gate>() == 16);
 type Idt = [Gate; 256];
 
 static IDT: spin::Once<Idt> = spin::Once::new();
+
+/// The IDTR limit of the (one, shared) IDT.
+pub const IDT_LIMIT: u16 = (size_of::<Idt>() - 1) as u16;
+
+/// The address of the IDT, built on first use (by the boot CPU).
+pub fn idt_base() -> u64 {
+    IDT.call_once(build_idt).as_ptr() as u64
+}
+
+/// The index of an AP that has its tables but no CPU index (yet, or ever:
+/// one the boot CPU gave up on).
+pub const NO_INDEX: u32 = u32::MAX - 1;
+
+/// The calling CPU's index (0 for the boot CPU, [`NO_INDEX`] for an AP
+/// without one), read from the [`CpuTables`] its GDTR points at; 0 before
+/// the CPU loaded its tables (the boot GDT). Never faults: no MSR, no APIC
+/// access.
+pub fn this_cpu() -> u32 {
+    let mut gdtr = DescriptorPointer { limit: 0, base: 0 };
+    // SAFETY: SGDT stores the 10-byte GDTR into `gdtr`, which is exactly
+    // that size (packed); nothing else is touched.
+    unsafe {
+        core::arch::asm!("sgdt [{}]", in(reg) &raw mut gdtr, options(nostack, preserves_flags))
+    };
+    let base = gdtr.base;
+    let end = base.saturating_add(size_of::<CpuTables>() as u64);
+    if base == 0 || end > crate::boot::IDENTITY_MAPPED || !base.is_multiple_of(16) {
+        return 0;
+    }
+    let t = base as *const CpuTables;
+    // SAFETY: the range lies in the identity map (checked), so reading it
+    // cannot fault; the GDTR base is either a loaded CpuTables (whose
+    // `magic` never changes after `load`; `index` is atomic) or the boot
+    // GDT, whose following bytes then fail the magic check.
+    unsafe {
+        if core::ptr::read_volatile(&raw const (*t).magic) == TABLES_MAGIC {
+            (*t).index.load(core::sync::atomic::Ordering::SeqCst)
+        } else {
+            0
+        }
+    }
+}
 
 fn build_idt() -> Idt {
     let empty = Gate {
@@ -226,7 +291,12 @@ pub static IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::
 
 /// Handles a host interrupt: all they do is end a guest run or an idle
 /// wait, so acknowledging is the whole job. The spurious vector gets no EOI.
-extern "C" fn irq_handler(vector: u64) {
+/// `rsp_at_call` is the stack pointer `irq_common` called us with.
+extern "C" fn irq_handler(vector: u64, rsp_at_call: u64) {
+    assert!(
+        rsp_at_call.is_multiple_of(16),
+        "interrupt stub called Rust with RSP {rsp_at_call:#x}, not 16-byte aligned"
+    );
     IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if vector != 0xFF
         && let Some(apic) = crate::platform::HOST_APIC.get()
@@ -242,8 +312,18 @@ unsafe extern "C" {
 }
 
 // Interrupt stubs: save the caller-saved registers (the handler is a normal
-// Rust function), pass the vector, restore, return. The CPU's 40-byte frame
-// leaves RSP at 8 mod 16; nine pushes realign it for the call.
+// Rust function), pass the vector, restore, return.
+//
+// Stack alignment (SysV: RSP = 0 mod 16 at the `call`, so 8 mod 16 on entry
+// to the callee). In 64-bit mode the CPU aligns RSP down to 16 before it
+// pushes its 40-byte frame (SS, RSP, RFLAGS, CS, RIP), so the stub starts
+// at 8 mod 16; the vector push makes that 0 and the nine register pushes 8
+// again: one slot short of an aligned call (what this code did before).
+// `sub rsp, 8` pads the missing slot. The handler gets the RSP it was
+// called with as its second argument and asserts the alignment (always,
+// not only in debug builds: the image is built in release mode and the
+// check is one test per interrupt), so a change to the pushes that breaks
+// the count stops the machine with a report instead of misaligning Rust.
 core::arch::global_asm!(
     r#"
     .section .text.irqs, "ax"
@@ -271,7 +351,10 @@ irq_common:
     push r10
     push r11
     mov rdi, [rsp + 72]
+    sub rsp, 8
+    mov rsi, rsp
     call {handler}
+    add rsp, 8
     pop r11
     pop r10
     pop r9
@@ -414,6 +497,11 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 extern "C" fn exception_report(f: &ExceptionFrame) -> ! {
+    // The NMI another CPU sends to stop this one (fatal.rs): park here, on
+    // the NMI's IST stack, never returning (so NMIs stay blocked).
+    if f.vector == 2 && crate::fatal::is_stop_nmi() {
+        crate::fatal::park()
+    }
     let cr2: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };
@@ -421,41 +509,26 @@ extern "C" fn exception_report(f: &ExceptionFrame) -> ! {
         .get(f.vector as usize)
         .copied()
         .unwrap_or("unknown");
-    crate::console::force_unlock();
-    crate::println!(
-        "\n(XEN) FATAL hypervisor exception {} ({name}), error code {:#x}",
+    // Stops the other CPUs, then holds the console for the whole report.
+    let mut c = crate::fatal::begin();
+    c.line(format_args!(
+        "(XEN) FATAL hypervisor exception {} ({name}) on CPU{}, error code {:#x}",
         f.vector,
+        this_cpu(),
         f.error_code
-    );
-    crate::println!(
+    ));
+    c.line(format_args!(
         "(XEN) rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x} cr2 {:#x}",
-        f.rip,
-        f.cs,
-        f.rflags,
-        f.rsp,
-        f.ss,
-        cr2
-    );
-    crate::println!(
+        f.rip, f.cs, f.rflags, f.rsp, f.ss, cr2
+    ));
+    c.line(format_args!(
         "(XEN) rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x}",
-        f.rax,
-        f.rbx,
-        f.rcx,
-        f.rdx,
-        f.rsi,
-        f.rdi,
-        f.rbp
-    );
-    crate::println!(
+        f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi, f.rbp
+    ));
+    c.line(format_args!(
         "(XEN) r8 {:#x} r9 {:#x} r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
-        f.r8,
-        f.r9,
-        f.r10,
-        f.r11,
-        f.r12,
-        f.r13,
-        f.r14,
-        f.r15
-    );
+        f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15
+    ));
+    drop(c);
     crate::machine::stop(false)
 }

@@ -5,7 +5,8 @@
 //! `cargo xtask image`. This library holds the parts of it that are pure
 //! logic, so that they are unit-tested on the host: the command-line
 //! options, the vendor-neutral model of what the boot loader handed over,
-//! the frame allocator, the launch plan and the guests' ACPI tables.
+//! the frame allocator, the launch plan, the guests' ACPI tables and the
+//! page-table entry arithmetic of the guard pages.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -19,3 +20,4 @@ pub mod focus;
 pub mod guest_acpi;
 pub mod launch;
 pub mod mm;
+pub mod pte;

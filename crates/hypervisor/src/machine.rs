@@ -27,6 +27,12 @@ pub const STOP_FAILED: &str = "(XEN) machine stop: FAILURE";
 pub fn stop(ok: bool) -> ! {
     crate::println!("{}", if ok { STOP_OK } else { STOP_FAILED });
     console::drain();
+    exit(ok)
+}
+
+/// Ends the run without printing anything (the console may be unusable:
+/// a fault inside the fatal report itself).
+pub fn exit(ok: bool) -> ! {
     match EXIT.get() {
         Some(ExitMethod::IsaDebugExit(port)) => {
             let code = if ok { EXIT_SUCCESS } else { EXIT_FAILURE };

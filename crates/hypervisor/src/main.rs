@@ -21,6 +21,8 @@ mod cpu;
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
+mod fatal;
+#[cfg(target_os = "none")]
 mod hostplat;
 #[cfg(target_os = "none")]
 mod input;
@@ -28,6 +30,8 @@ mod input;
 mod machine;
 #[cfg(target_os = "none")]
 mod memory;
+#[cfg(target_os = "none")]
+mod paging;
 #[cfg(target_os = "none")]
 mod platform;
 #[cfg(target_os = "none")]
@@ -101,6 +105,9 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         (tsc_hz / 1000) % 1000
     );
     log::debug!("TSC at calibration end: {}", platform::rdtsc());
+    if opts.selftest == SelfTest::ApStackOverflow {
+        smp::overflow_last_ap_stack();
+    }
     let apic = bring_up_cpus(boot.rsdp);
     log::debug!("TSC with every CPU up: {}", platform::rdtsc());
     if opts.selftest == SelfTest::InvalidOpcode {
@@ -230,20 +237,23 @@ fn read_multiboot2(info: u64) -> Result<BootInfo, &'static str> {
 #[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    console::force_unlock();
+    // Stops the other CPUs, then holds the console for the whole report.
+    let mut c = fatal::begin();
+    let cpu = cpu::this_cpu();
     match info.location() {
-        Some(l) => println!(
-            "\n(XEN) PANIC at {}:{}:{}: {}",
+        Some(l) => c.line(format_args!(
+            "(XEN) PANIC on CPU{cpu} at {}:{}:{}: {}",
             l.file(),
             l.line(),
             l.column(),
             info.message()
-        ),
-        None => println!("\n(XEN) PANIC: {}", info.message()),
+        )),
+        None => c.line(format_args!("(XEN) PANIC on CPU{cpu}: {}", info.message())),
     }
-    println!(
+    c.line(format_args!(
         "(XEN) the hypervisor stopped; `addr2line -e <image>` resolves addresses from a debugger"
-    );
+    ));
+    drop(c);
     machine::stop(false)
 }
 

@@ -297,6 +297,17 @@ impl LocalApic {
     }
 }
 
+impl LocalApic {
+    /// Sends an NMI to every CPU but the caller (the fatal path's stop).
+    pub fn send_nmi_all_but_self(&self) {
+        // Destination shorthand "all excluding self", level assert, NMI
+        // delivery: the destination field is ignored.
+        self.send_ipi(0, ICR_NMI_ALL_BUT_SELF);
+    }
+}
+
+/// ICR: NMI, level assert, to all CPUs excluding self.
+pub const ICR_NMI_ALL_BUT_SELF: u32 = (0b11 << 18) | (1 << 14) | (0b100 << 8);
 /// ICR: INIT, level assert.
 pub const ICR_INIT: u32 = 0x0000_4500;
 /// ICR: start-up IPI (add the vector: the page number of the trampoline).

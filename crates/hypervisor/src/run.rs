@@ -528,6 +528,11 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             hv.lock().prepare_entry(s.d, s.v, vcpu.as_mut());
             let exit = vcpu.run();
             EXITS.fetch_add(1, SeqCst);
+            // Another CPU is stopping the machine. Its NMI parks us in the
+            // handler; this catches an NMI the exit consumed (VMX).
+            if crate::fatal::stopping() {
+                crate::fatal::park()
+            }
             if exit == VmExit::ExternalInterrupt {
                 take_interrupts();
             }

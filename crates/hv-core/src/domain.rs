@@ -54,6 +54,51 @@ pub enum DomainState {
     Shutdown(ShutdownReason),
 }
 
+/// What a domain may do beyond acting on itself: a small set of powers
+/// the launch plan grants per domain, checked by hv-core on each call
+/// (`-EPERM` otherwise). The control domain ([`Domain::privileged`]) holds
+/// every power; these let a service domain hold only the ones it needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps(u32);
+
+impl Caps {
+    /// No power.
+    pub const NONE: Caps = Caps(0);
+    /// May act as the xenstore domain (Xen's `XEN_DOMCTL_CDF_xs_domain`):
+    /// use any domain's `GNTTAB_RESERVED_XENSTORE` grant when it names this
+    /// domain, bind a domain's xenstore port, bind `VIRQ_DOM_EXC` and ask
+    /// `XEN_DOMCTL_get_domain_state` for changed domains.
+    pub const XENSTORE: Caps = Caps(1 << 0);
+    /// May read any domain's information: `XEN_DOMCTL_getdomaininfo`,
+    /// `XEN_DOMCTL_get_domain_state`, `XEN_SYSCTL_getdomaininfolist`
+    /// (Xen's `XSM_XS_PRIV` checks).
+    pub const DOMCTL_INFO: Caps = Caps(1 << 1);
+
+    /// Both sets together.
+    pub const fn union(self, o: Caps) -> Caps {
+        Caps(self.0 | o.0)
+    }
+
+    /// Whether every power of `o` is in this set.
+    pub const fn contains(self, o: Caps) -> bool {
+        self.0 & o.0 == o.0
+    }
+}
+
+/// A domain's xenstore connection as the builder set it up (Xen's
+/// dom0less "enhanced" domains): the ring page, its port, and the
+/// domain that serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// The ring page (`HVM_PARAM_STORE_PFN`).
+    pub gfn: Gfn,
+    /// The domain's end of the channel (`HVM_PARAM_STORE_EVTCHN`), unbound
+    /// toward `server` until the server binds it.
+    pub port: u32,
+    /// The xenstore domain.
+    pub server: DomId,
+}
+
 /// A vCPU's scheduling state as hv-core sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VcpuState {
@@ -138,8 +183,15 @@ pub struct Domain {
     pub id: DomId,
     /// A name for logs.
     pub name: String,
-    /// The control domain may act on others.
+    /// The control domain may act on others (and holds every [`Caps`]).
     pub privileged: bool,
+    /// Powers beyond its own domain (see [`Caps`]).
+    pub caps: Caps,
+    /// A number no other domain of this boot has (for
+    /// `XEN_DOMCTL_get_domain_state`).
+    pub unique_id: u64,
+    /// Its xenstore connection, if the builder gave it one.
+    pub store: Option<StoreInfo>,
     /// Life-cycle state.
     pub state: DomainState,
     /// Guest-physical memory.
@@ -194,6 +246,9 @@ impl Domain {
             id,
             name,
             privileged,
+            caps: Caps::NONE,
+            unique_id: 0,
+            store: None,
             state: DomainState::Running,
             p2m,
             tot_pages: 0,
@@ -218,6 +273,11 @@ impl Domain {
             zombies: Vec::new(),
             gnttab: crate::gnttab::GrantTable::new(),
         }
+    }
+
+    /// Whether the domain holds `cap` (the control domain holds all).
+    pub fn may(&self, cap: Caps) -> bool {
+        self.privileged || self.caps.contains(cap)
     }
 
     /// Whether the domain is still alive (not shut down).

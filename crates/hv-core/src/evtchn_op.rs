@@ -1,8 +1,9 @@
 //! `event_channel_op`: every sub-op, on top of [`crate::evtchn`].
 
 use xen_abi::event_channel as ev;
-use xen_abi::xen::{NR_VIRQS, VIRQ_DEBUG, VIRQ_TIMER, VIRQ_XENOPROF, VIRQ_XENPMU};
+use xen_abi::xen::{NR_VIRQS, VIRQ_DEBUG, VIRQ_DOM_EXC, VIRQ_TIMER, VIRQ_XENOPROF, VIRQ_XENPMU};
 
+use crate::domain::Caps;
 use crate::evtchn::{ChanState, Target};
 use crate::hv::Hypervisor;
 use crate::hypercall::{Call, read_arg, target_domain, write_arg};
@@ -49,14 +50,18 @@ pub(crate) fn event_channel_op<P: Platform>(
             } else {
                 DomId(a.remote_dom)
             };
-            let ok = hv
-                .domain(rd)
-                .ok_or(Errno::ESRCH)?
+            let rdom = hv.domain(rd).ok_or(Errno::ESRCH)?;
+            let ok = rdom
                 .evtchn
                 .get(a.remote_port)
                 .is_some_and(|ch| ch.state == ChanState::Unbound { remote: c.d });
             if !ok {
                 return Err(Errno::EINVAL);
+            }
+            // A domain's xenstore port is for the xenstore domain only.
+            let store_port = rdom.store.is_some_and(|st| st.port == a.remote_port);
+            if store_port && !hv.domain(c.d).is_some_and(|me| me.may(Caps::XENSTORE)) {
+                return Err(Errno::EPERM);
             }
             let me = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
             let lport = me.evtchn.alloc(
@@ -88,6 +93,11 @@ pub(crate) fn event_channel_op<P: Platform>(
                 return Err(Errno::EINVAL);
             }
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
+            // Xen sends VIRQ_DOM_EXC to its global handler only: here, any
+            // domain that may act as the xenstore domain.
+            if a.virq == VIRQ_DOM_EXC && !dom.may(Caps::XENSTORE) {
+                return Err(Errno::EPERM);
+            }
             let vc = dom.vcpus.get(a.vcpu as usize).ok_or(Errno::ENOENT)?;
             if vc.virq[a.virq as usize] != 0 {
                 return Err(Errno::EEXIST);

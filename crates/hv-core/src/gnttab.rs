@@ -381,6 +381,32 @@ pub fn grow<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, nr: u32) -> XenResult
     Ok(())
 }
 
+/// Writes entry `gref` of `d`'s table as a builder does (Xen's
+/// `gnttab_seed_entry`): `flags`, `domid` and `frame` of a v1 entry (the
+/// table is v1 until the guest changes it, and Xen keeps the reserved
+/// entries across a version change). Grows the table to hold `gref`.
+pub fn seed_entry<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    gref: u32,
+    flags: u16,
+    domid: DomId,
+    frame: u32,
+) -> XenResult<()> {
+    ensure_init(hv, d)?;
+    let dom = hv.domains.get(&d.0).ok_or(Errno::ESRCH)?;
+    if dom.gnttab.version != 1 {
+        return Err(Errno::EINVAL);
+    }
+    let (hfn, off) = dom.gnttab.entry_loc(gref).ok_or(Errno::EINVAL)?;
+    let mut e = [0u8; 8];
+    e[0..2].copy_from_slice(&flags.to_le_bytes());
+    e[2..4].copy_from_slice(&domid.0.to_le_bytes());
+    e[4..8].copy_from_slice(&frame.to_le_bytes());
+    hv.platform.write(hfn, off, &e);
+    Ok(())
+}
+
 /// Status frames needed for `nr` v2 shared frames.
 pub fn status_frames_for(nr: u32) -> u32 {
     (nr * ENTRIES_PER_FRAME_V2).div_ceil(STATUS_PER_FRAME)
@@ -602,6 +628,17 @@ pub fn acquire<P: Platform>(
     grantee: DomId,
     pin: Pin,
 ) -> Result<Active, Status> {
+    // The xenstore ring's reserved reference is for the xenstore domain
+    // only, whatever the guest wrote in the entry.
+    if gref == g::GNTTAB_RESERVED_XENSTORE
+        && granter != grantee
+        && !hv
+            .domains
+            .get(&grantee.0)
+            .is_some_and(|x| x.may(crate::domain::Caps::XENSTORE))
+    {
+        return Err(g::GNTST_permission_denied);
+    }
     let frames: &dyn FrameAccess = &hv.platform;
     let dom = hv.domains.get_mut(&granter.0).ok_or(g::GNTST_bad_domain)?;
     let gt = &dom.gnttab;

@@ -6,12 +6,12 @@
 //! guest runs. Guest execution itself happens outside the lock.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::arch::{Event, NestedPaging, P2mPerms, VcpuBackend, VmExit};
-use crate::domain::{Domain, DomainState, ShutdownReason, VcpuState};
+use crate::domain::{Caps, Domain, DomainState, ShutdownReason, VcpuState};
 use crate::evtchn::{ChanState, Target};
 use crate::guestmem::GuestMem;
 use crate::p2m::{P2m, P2mEntry, P2mKind};
@@ -71,6 +71,11 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) starts: Vec<(DomId, u32, u8)>,
     /// When each vCPU's APIC timer is due, to drop stale heap entries.
     lapic_due: BTreeMap<(u16, u32), u64>,
+    /// Domains created, shut down or destroyed since the xenstore domain
+    /// last asked (`XEN_DOMCTL_get_domain_state` with `DOMID_INVALID`).
+    pub(crate) changed: BTreeSet<u16>,
+    /// The next [`Domain::unique_id`].
+    next_unique: u64,
 }
 
 impl<P: Platform> Hypervisor<P> {
@@ -81,6 +86,8 @@ impl<P: Platform> Hypervisor<P> {
             current: None,
             starts: Vec::new(),
             lapic_due: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            next_unique: 1,
             scale,
             timers: TimerHeap::default(),
             platform,
@@ -120,12 +127,39 @@ impl<P: Platform> Hypervisor<P> {
         self.next_domid = self.next_domid.max(id.0 + 1);
         let mut d = Domain::new(id, cfg.name, cfg.privileged, cfg.vcpus, P2m::new(npt), si);
         d.max_pages = cfg.max_pages;
+        d.unique_id = self.next_unique;
+        self.next_unique += 1;
         self.domains.insert(id.0, d);
         self.write_wallclock(id);
         for v in 0..cfg.vcpus {
             self.update_vcpu_time(id, v);
         }
+        self.domain_changed(id);
         Ok(id)
+    }
+
+    /// Grants `d` the powers `caps` (the launch plan's roles).
+    pub fn set_caps(&mut self, d: DomId, caps: Caps) -> XenResult<()> {
+        self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?.caps = caps;
+        Ok(())
+    }
+
+    /// Records that `d` was created, shut down or destroyed, and raises
+    /// `VIRQ_DOM_EXC` in every other domain that bound it (only a domain
+    /// with [`Caps::XENSTORE`] may), as Xen's `domain_changed_state` and
+    /// `send_global_virq(VIRQ_DOM_EXC)` do.
+    pub(crate) fn domain_changed(&mut self, d: DomId) {
+        self.changed.insert(d.0);
+        let virq = xen_abi::xen::VIRQ_DOM_EXC;
+        let watchers: Vec<DomId> = self
+            .domains
+            .values()
+            .filter(|x| x.id != d && x.vcpus.first().is_some_and(|v| v.virq[virq as usize] != 0))
+            .map(|x| x.id)
+            .collect();
+        for w in watchers {
+            self.send_virq(w, virq, 0);
+        }
     }
 
     /// System time: nanoseconds since boot, exactly as guests compute it
@@ -290,11 +324,8 @@ impl<P: Platform> Hypervisor<P> {
             self.platform.kick_cpu(p);
         }
         self.flush_console(d);
-        // Tell the control domain (VIRQ_DOM_EXC), as Xen does.
-        let dom0 = DomId(0);
-        if d != dom0 {
-            self.send_virq(dom0, xen_abi::xen::VIRQ_DOM_EXC, 0);
-        }
+        // Tell the xenstore domain (VIRQ_DOM_EXC), as Xen does.
+        self.domain_changed(d);
     }
 
     /// Pauses `d` (the toolstack's `pause`): its vCPUs leave their CPUs at
@@ -362,6 +393,7 @@ impl<P: Platform> Hypervisor<P> {
         self.platform.free_frame(dom.shared_info);
         self.timers.remove_domain(d);
         log::info!("{}: destroyed", d);
+        self.domain_changed(d);
         Ok(())
     }
 

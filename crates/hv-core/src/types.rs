@@ -62,6 +62,8 @@ pub struct Errno(pub i32);
 impl Errno {
     /// `-EPERM`: not allowed.
     pub const EPERM: Errno = Errno(xen_abi::errno::EPERM);
+    /// `-EACCES`: access refused (a wrong `domctl`/`sysctl` interface version).
+    pub const EACCES: Errno = Errno(xen_abi::errno::EACCES);
     /// `-ENOENT`: no such object.
     pub const ENOENT: Errno = Errno(xen_abi::errno::ENOENT);
     /// `-ESRCH`: no such domain or vCPU.

@@ -12,6 +12,7 @@ use guest_loader::{
     AcpiBlob, GuestConfig, GuestMemory, InitialVcpuState, LoadError, MemError, Module,
 };
 use hv_core::arch::NestedPaging;
+use hv_core::domain::Caps;
 use hv_core::guestmem::GuestMem;
 use hv_core::p2m::P2mKind;
 use hv_core::platform::Platform;
@@ -96,7 +97,19 @@ impl GuestMemory for LoaderMem<'_> {
     }
 }
 
-/// Builds the domain `plan` describes from `kernel` (and `ramdisk`).
+/// What the rest of the plan means for one domain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildOptions<'a> {
+    /// The service domain, if the plan has one: every other domain gets a
+    /// xenstore connection it serves.
+    pub store_server: Option<u16>,
+    /// Appended to the guest command line (the service domain's
+    /// `domains=` list).
+    pub extra_cmdline: &'a str,
+}
+
+/// Builds the domain `plan` describes from `kernel` (and `ramdisk`), with
+/// no service domain.
 pub fn build<P: Platform>(
     hv: &mut Hypervisor<P>,
     plan: &DomainPlan<'_>,
@@ -104,6 +117,26 @@ pub fn build<P: Platform>(
     ramdisk: Option<&[u8]>,
     npt: Box<dyn NestedPaging>,
 ) -> Result<Built, BuildError> {
+    build_with(hv, plan, &BuildOptions::default(), kernel, ramdisk, npt)
+}
+
+/// Builds the domain `plan` describes, as [`build`], under `opts`: the
+/// service domain gets its powers (`Caps::XENSTORE`, `Caps::DOMCTL_INFO`)
+/// and the extra command line; the others a xenstore connection served by
+/// `opts.store_server` (page at `XENSTORE_PFN` 0xfeffc).
+pub fn build_with<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    plan: &DomainPlan<'_>,
+    opts: &BuildOptions<'_>,
+    kernel: &[u8],
+    ramdisk: Option<&[u8]>,
+    npt: Box<dyn NestedPaging>,
+) -> Result<Built, BuildError> {
+    let cmdline = match (plan.cmdline, opts.extra_cmdline) {
+        (c, "") => String::from(c),
+        ("", e) => String::from(e),
+        (c, e) => alloc::format!("{c} {e}"),
+    };
     let acpi = guest_acpi::build(plan.vcpus).map_err(BuildError::Acpi)?;
     let modules: Vec<Module<'_>> = ramdisk
         .map(|data| Module {
@@ -114,7 +147,7 @@ pub fn build<P: Platform>(
         .collect();
     let cfg = GuestConfig {
         mem_bytes: plan.mem,
-        cmdline: plan.cmdline,
+        cmdline: &cmdline,
         modules: &modules,
         acpi: Some(AcpiBlob {
             tables: &acpi.bytes,
@@ -141,7 +174,14 @@ pub fn build<P: Platform>(
         },
         npt,
     )?;
-    let result = fill(hv, d, &backing, &mplan, kernel, &cfg);
+    let store = opts.store_server.filter(|&s| s != plan.domid).map(DomId);
+    let result = if plan.service {
+        hv.set_caps(d, Caps::XENSTORE.union(Caps::DOMCTL_INFO))
+            .map_err(BuildError::from)
+    } else {
+        Ok(())
+    }
+    .and_then(|()| fill(hv, d, &backing, &mplan, kernel, &cfg, store));
     match result {
         Ok(vcpu0) => Ok(Built {
             domid: d,
@@ -163,6 +203,7 @@ fn fill<P: Platform>(
     mplan: &guest_loader::MemoryPlan,
     kernel: &[u8],
     cfg: &GuestConfig<'_>,
+    store: Option<DomId>,
 ) -> Result<InitialVcpuState, BuildError> {
     let special = mplan.special_pages;
     let mut top = 0;
@@ -201,8 +242,12 @@ fn fill<P: Platform>(
             r#type: e.r#type,
         })
         .collect();
-    // The hypervisor serves the PV console; there is no xenstore, so its
-    // params stay 0, which guests read as "no PV devices".
+    // The hypervisor serves the PV console. Without a service domain
+    // there is no xenstore: its params stay 0, which guests read as "no PV
+    // devices".
     hv.setup_console(d, Gfn(loaded.plan.console_pfn))?;
+    if let Some(server) = store {
+        hv.setup_store(d, Gfn(loaded.plan.xenstore_pfn), server)?;
+    }
     Ok(loaded.vcpu)
 }

@@ -4,7 +4,7 @@
 //! Each module's command line is
 //!
 //! ```text
-//! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [-- guest command line]
+//! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [service] [-- guest command line]
 //! ramdisk
 //! ```
 //!
@@ -12,6 +12,18 @@
 //! for the first `priv` one, as Xen's control domain is 0). A `ramdisk`
 //! module belongs to the kernel module before it. SIZE is in bytes with an
 //! optional `K`, `M` or `G` suffix (default unit: MiB, as Xen's `dom0_mem`).
+//! N (a name) is letters, digits, `-`, `_` and `.`.
+//!
+//! `service` makes the domain the **service domain** (at most one): it may
+//! act as the xenstore domain and read every domain's information
+//! (hv-core's `Caps::XENSTORE` and `Caps::DOMCTL_INFO`), and every other
+//! domain gets a xenstore connection it serves (ring page, grant 1, an
+//! unbound port, `HVM_PARAM_STORE_*`). Its guest command line gets
+//! ` domains=ID:NAME,...` appended, every domain of the plan in module
+//! order ([`Plans::write_domain_list`]): Xen has no hypercall for names
+//! (a toolstack writes them into xenstore), so this is how the service
+//! domain learns them. Without a `service` domain nothing changes: no
+//! domain has a store and `HVM_PARAM_STORE_*` stay 0.
 //!
 //! A boot loader that carries a single module and no module command line
 //! (QEMU's `-kernel ... -initrd KERNEL`) gives a kernel with the defaults.
@@ -46,6 +58,8 @@ pub struct DomainPlan<'a> {
     pub vcpus: u32,
     /// Whether this is the privileged control domain.
     pub privileged: bool,
+    /// Whether this is the service domain (xenstore for the others).
+    pub service: bool,
     /// The guest's command line.
     pub cmdline: &'a str,
 }
@@ -65,6 +79,8 @@ pub enum PlanError<'a> {
     BadOption { module: usize, option: &'a str },
     /// More than one privileged domain.
     SecondPrivileged { module: usize },
+    /// More than one service domain.
+    SecondService { module: usize },
     /// More than [`MAX_DOMAINS`] kernels.
     TooManyDomains,
 }
@@ -88,6 +104,12 @@ impl fmt::Display for PlanError<'_> {
             }
             Self::SecondPrivileged { module } => {
                 write!(f, "module {module}: only one domain may be privileged")
+            }
+            Self::SecondService { module } => {
+                write!(
+                    f,
+                    "module {module}: only one domain may be the service domain"
+                )
             }
             Self::TooManyDomains => write!(f, "more than {MAX_DOMAINS} domains"),
         }
@@ -122,12 +144,14 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
             mem: DEFAULT_MEM_MIB << 20,
             vcpus: DEFAULT_VCPUS,
             privileged: false,
+            service: false,
             cmdline: "",
         })?;
         return Ok(plans);
     }
     let mut next_id: u16 = 1;
     let mut have_priv = false;
+    let mut have_service = false;
     for (module, line) in module_cmdlines.iter().enumerate() {
         let (opts, guest_cmdline) = match line.split_once(" -- ") {
             Some((o, c)) => (o, c.trim()),
@@ -144,12 +168,13 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                     mem: DEFAULT_MEM_MIB << 20,
                     vcpus: DEFAULT_VCPUS,
                     privileged: false,
+                    service: false,
                     cmdline: guest_cmdline,
                 };
                 for w in words {
                     let bad = PlanError::BadOption { module, option: w };
                     match w.split_once('=') {
-                        Some(("name", v)) if !v.is_empty() => d.name = v,
+                        Some(("name", v)) if valid_name(v) => d.name = v,
                         Some(("mem", v)) => {
                             d.mem = parse_size(v)
                                 .filter(|&m| m >= 1 << 20 && m % 4096 == 0)
@@ -163,8 +188,15 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                                 .ok_or(bad)?
                         }
                         None if w == "priv" => d.privileged = true,
+                        None if w == "service" => d.service = true,
                         _ => return Err(bad),
                     }
+                }
+                if d.service {
+                    if have_service {
+                        return Err(PlanError::SecondService { module });
+                    }
+                    have_service = true;
                 }
                 if d.privileged {
                     if have_priv {
@@ -197,6 +229,14 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
         }
     }
     Ok(plans)
+}
+
+/// Whether `v` may be a domain name: 1 to 64 of `A-Z a-z 0-9 - _ .` (safe
+/// in a xenstore value and in the service domain's command line).
+fn valid_name(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A fixed-capacity list of plans (this runs before, and independently of,
@@ -232,6 +272,29 @@ impl<'a> Plans<'a> {
     /// The plans, in module order.
     pub fn iter(&self) -> impl Iterator<Item = &DomainPlan<'a>> {
         self.items[..self.len].iter().flatten()
+    }
+
+    /// The service domain's id, if the plan has one.
+    pub fn service(&self) -> Option<u16> {
+        self.iter().find(|d| d.service).map(|d| d.domid)
+    }
+
+    /// Writes `domains=ID:NAME,...` for every domain, in module order
+    /// (an unnamed domain is `d<id>`, as the builder names it): what the
+    /// service domain's command line carries.
+    pub fn write_domain_list(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        out.write_str("domains=")?;
+        for (i, d) in self.iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            if d.name.is_empty() {
+                write!(out, "{}:d{}", d.domid, d.domid)?;
+            } else {
+                write!(out, "{}:{}", d.domid, d.name)?;
+            }
+        }
+        Ok(())
     }
 
     /// How many domains.
@@ -327,7 +390,10 @@ mod tests {
             "vcpus=129",
             "vcpus=-1",
             "name=",
+            "name=a,b",
+            "name=a:b",
             "colour=blue",
+            "service=1",
         ] {
             let line = format!("kernel {bad}");
             let line: &'static str = Box::leak(line.into_boxed_str());
@@ -346,6 +412,33 @@ mod tests {
         );
         let many = ["kernel"; MAX_DOMAINS + 1];
         assert_eq!(plan(&many), Err(PlanError::TooManyDomains));
+    }
+
+    #[test]
+    fn the_service_domain_and_its_domain_list() {
+        let p = plan(&[
+            "kernel name=svc service mem=16M -- quiet",
+            "kernel name=linux-1 -- console=hvc0",
+            "ramdisk",
+            "kernel",
+        ])
+        .unwrap();
+        assert_eq!(p.service(), Some(1));
+        let v: Vec<_> = p.iter().cloned().collect();
+        assert!(v[0].service && !v[1].service && !v[2].service);
+        assert_eq!(v[0].cmdline, "quiet");
+        let mut s = String::new();
+        p.write_domain_list(&mut s).unwrap();
+        assert_eq!(s, "domains=1:svc,2:linux-1,3:d3");
+        // A privileged service domain is domain 0.
+        let p = plan(&["kernel priv service", "kernel name=g"]).unwrap();
+        assert_eq!(p.service(), Some(0));
+        // No service domain: the old setup.
+        assert_eq!(plan(&["kernel", "kernel"]).unwrap().service(), None);
+        assert_eq!(
+            plan(&["kernel service", "kernel service"]),
+            Err(PlanError::SecondService { module: 1 })
+        );
     }
 
     #[test]

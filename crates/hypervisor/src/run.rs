@@ -211,8 +211,19 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
         }
     };
     HV.call_once(|| Mutex::new(Hypervisor::new(HostPlatform { apic })));
+    // With a service domain, the others get a xenstore connection it
+    // serves, and it gets the list of domains on its command line.
+    let store_server = plans.service();
+    let mut domain_list = alloc::string::String::new();
+    if store_server.is_some() {
+        let _ = plans.write_domain_list(&mut domain_list);
+    }
     let mut slots = Vec::new();
     for p in plans.iter() {
+        let opts = builder::BuildOptions {
+            store_server,
+            extra_cmdline: if p.service { &domain_list } else { "" },
+        };
         let Some(kernel) = module_bytes(boot, p.kernel) else {
             log::error!("d{}: kernel module {} is unreadable", p.domid, p.kernel);
             crate::machine::stop(false)
@@ -242,7 +253,7 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
         let t0 = platform::rdtsc();
         let built = {
             let mut hv = HV.get().expect("set above").lock();
-            builder::build(&mut hv, p, kernel, ramdisk, tables)
+            builder::build_with(&mut hv, p, &opts, kernel, ramdisk, tables)
         };
         log::debug!(
             "d{}: built in {} TSC ticks",
@@ -263,7 +274,12 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             b.vcpus,
             b.entry,
             b.vcpu0.rbx,
-            if p.privileged { ", privileged" } else { "" }
+            match (p.privileged, p.service) {
+                (true, true) => ", privileged, service",
+                (true, false) => ", privileged",
+                (false, true) => ", service",
+                (false, false) => "",
+            }
         );
         let init = vcpu_init(&b.vcpu0);
         let Some(vcpu) = make_backend(root, &epoch, &init) else {

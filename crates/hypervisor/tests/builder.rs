@@ -7,6 +7,7 @@ use hv_core::mock::{MockNpt, MockPlatform};
 use hv_core::p2m::P2mKind;
 use hv_core::{Gfn, Hypervisor};
 use hypervisor::builder::build;
+use hypervisor::builder::{BuildOptions, build_with};
 use hypervisor::launch::DomainPlan;
 
 /// An ELF64 with one PT_LOAD (paddr 0x100000, 0x2000 bytes of which 0x100
@@ -70,6 +71,7 @@ fn plan(privileged: bool) -> DomainPlan<'static> {
         mem: 16 << 20,
         vcpus: 2,
         privileged,
+        service: false,
         cmdline: "console=hvc0 test",
     }
 }
@@ -149,4 +151,102 @@ fn failures_leave_nothing_behind() {
     assert_eq!(hv2.platform.frames_in_use(), 0);
     assert!(hv2.domain_ids().is_empty());
     assert_eq!(hv.platform.frames_in_use(), before);
+}
+
+#[test]
+fn a_service_domain_serves_the_others_stores() {
+    use hv_core::domain::Caps;
+    use xen_abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let elf = tiny_pvh_elf();
+    let svc = DomainPlan {
+        domid: 1,
+        service: true,
+        ..plan(false)
+    };
+    let guest = DomainPlan {
+        domid: 2,
+        ..plan(false)
+    };
+    let opts = BuildOptions {
+        store_server: Some(1),
+        extra_cmdline: "domains=1:svc,2:d2",
+    };
+    // The guest first: the server need not exist yet.
+    let g = build_with(
+        &mut hv,
+        &guest,
+        &opts,
+        &elf,
+        None,
+        Box::new(MockNpt::default()),
+    )
+    .unwrap();
+    let s = build_with(
+        &mut hv,
+        &svc,
+        &opts,
+        &elf,
+        None,
+        Box::new(MockNpt::default()),
+    )
+    .unwrap();
+    let gd = hv.domain(g.domid).unwrap();
+    assert_eq!(gd.hvm_params[HVM_PARAM_STORE_PFN as usize], 0xfeffc);
+    let port = gd.hvm_params[HVM_PARAM_STORE_EVTCHN as usize];
+    assert_ne!(port, 0);
+    assert_eq!(gd.store.unwrap().server, s.domid);
+    assert_eq!(gd.caps, Caps::NONE);
+    // The page says "wait" (connection = XENSTORE_RECONNECT).
+    let conn: u32 = hv
+        .guest_mem(g.domid)
+        .unwrap()
+        .read_obj(0xfeffc000 + 2068)
+        .unwrap();
+    assert_eq!(conn, 1);
+    // Grant 1: permit_access, the service domain, the store frame.
+    let hfn = gd.gnttab.shared_hfn(0).unwrap();
+    let mut e = [0u8; 8];
+    hv_core::platform::FrameAccess::read(&hv.platform, hfn, 8, &mut e);
+    assert_eq!(u16::from_le_bytes([e[0], e[1]]), 1);
+    assert_eq!(u16::from_le_bytes([e[2], e[3]]), 1);
+    assert_eq!(u32::from_le_bytes([e[4], e[5], e[6], e[7]]), 0xfeffc);
+    // The service domain: powers, no store of its own, the domain list.
+    let sd = hv.domain(s.domid).unwrap();
+    assert!(sd.caps.contains(Caps::XENSTORE.union(Caps::DOMCTL_INFO)));
+    assert!(sd.store.is_none());
+    assert_eq!(sd.hvm_params[HVM_PARAM_STORE_PFN as usize], 0);
+    let si: xen_abi::start_info::HvmStartInfo = hv
+        .guest_mem(s.domid)
+        .unwrap()
+        .read_obj(s.vcpu0.rbx)
+        .unwrap();
+    let mut line = vec![0u8; 128];
+    hv.guest_mem(s.domid)
+        .unwrap()
+        .read(si.cmdline_paddr, &mut line)
+        .unwrap();
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap()];
+    assert_eq!(line, b"console=hvc0 test domains=1:svc,2:d2");
+}
+
+#[test]
+fn without_a_service_domain_no_store() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let elf = tiny_pvh_elf();
+    let b = build(
+        &mut hv,
+        &plan(false),
+        &elf,
+        None,
+        Box::new(MockNpt::default()),
+    )
+    .unwrap();
+    let d = hv.domain(b.domid).unwrap();
+    assert_eq!(d.hvm_params[xen_abi::hvm::HVM_PARAM_STORE_PFN as usize], 0);
+    assert_eq!(
+        d.hvm_params[xen_abi::hvm::HVM_PARAM_STORE_EVTCHN as usize],
+        0
+    );
+    assert!(d.store.is_none());
 }

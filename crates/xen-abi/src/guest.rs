@@ -665,6 +665,80 @@ impl Hypercall {
         unsafe { self.grant_table_op(&mut v) }?;
         Ok(v[0].version)
     }
+
+    /// Raw `domctl` on `op` (the caller fills the header and the union).
+    ///
+    /// # Safety
+    /// As for [`Hypercall::call`]: guest handles inside the union must point
+    /// at memory the hypervisor may write, for the sizes the command uses.
+    pub unsafe fn domctl(&self, op: &mut XenDomctl) -> Result<u64, Errno> {
+        // SAFETY: forwarded to the caller; `op` itself is ours.
+        ret(unsafe { self.call(__HYPERVISOR_domctl, [ptr(op), 0, 0, 0, 0]) })
+    }
+
+    /// Raw `sysctl` on `op`.
+    ///
+    /// # Safety
+    /// As for [`Hypercall::domctl`].
+    pub unsafe fn sysctl(&self, op: &mut XenSysctl) -> Result<u64, Errno> {
+        // SAFETY: forwarded to the caller; `op` itself is ours.
+        ret(unsafe { self.call(__HYPERVISOR_sysctl, [ptr(op), 0, 0, 0, 0]) })
+    }
+
+    /// `XEN_DOMCTL_getdomaininfo` for `domid`. As in Xen 4.17, the answer is
+    /// about the first domain whose id is at least `domid` (its id is in the
+    /// result's `domain`).
+    pub fn getdomaininfo(&self, domid: Domid) -> Result<XenDomctlGetdomaininfo, Errno> {
+        let mut op = XenDomctl::with(
+            XEN_DOMCTL_getdomaininfo,
+            domid,
+            &XenDomctlGetdomaininfo::default(),
+        );
+        // SAFETY: this command holds no guest handle; only `op` is written.
+        unsafe { self.domctl(&mut op) }?;
+        Ok(op.arg())
+    }
+
+    /// `XEN_DOMCTL_get_domain_state`: the state of `domid`, or with
+    /// [`DOMID_INVALID`] the next domain whose state changed (its id is
+    /// returned; `ENOENT` when none is left).
+    pub fn get_domain_state(
+        &self,
+        domid: Domid,
+    ) -> Result<(Domid, XenDomctlGetDomainState), Errno> {
+        let mut op = XenDomctl::with(
+            XEN_DOMCTL_get_domain_state,
+            domid,
+            &XenDomctlGetDomainState::default(),
+        );
+        // SAFETY: this command holds no guest handle; only `op` is written.
+        unsafe { self.domctl(&mut op) }?;
+        Ok((op.domain, op.arg()))
+    }
+
+    /// `XEN_SYSCTL_getdomaininfolist`: fills `buf` with the domains whose id
+    /// is at least `first`, in id order; returns how many were written.
+    pub fn getdomaininfolist(
+        &self,
+        first: Domid,
+        buf: &mut [XenDomctlGetdomaininfo],
+    ) -> Result<usize, Errno> {
+        let max_domains = u32::try_from(buf.len()).map_err(|_| E2BIG_ERRNO)?;
+        let mut op = XenSysctl::with(
+            XEN_SYSCTL_getdomaininfolist,
+            &XenSysctlGetdomaininfolist {
+                first_domain: first,
+                max_domains,
+                buffer: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            },
+        );
+        // SAFETY: the buffer is ours and holds `max_domains` entries, which
+        // is all the hypervisor writes besides `op`.
+        unsafe { self.sysctl(&mut op) }?;
+        let n = op.arg::<XenSysctlGetdomaininfolist>().num_domains as usize;
+        Ok(n.min(buf.len()))
+    }
 }
 
 /// `-ENOSYS`, for stubs a hypercall page does not have.

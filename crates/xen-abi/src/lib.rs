@@ -24,6 +24,7 @@
 //! | module | mirrors |
 //! |---|---|
 //! | [`xen`] | `xen.h`, `arch-x86/xen*.h`: hypercall numbers, `DOMID_*`, `VIRQ_*`, `CONSOLEIO_*`, shared and vCPU info |
+//! | [`domctl`] | `domctl.h`, `sysctl.h`: the domain-information subset a xenstore domain uses |
 //! | [`errno`] | `errno.h` |
 //! | [`elfnote`] | `elfnote.h` |
 //! | [`start_info`] | `arch-x86/hvm/start_info.h` |
@@ -78,6 +79,7 @@ macro_rules! assert_layout {
 }
 
 pub mod cpuid;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
@@ -95,6 +97,7 @@ pub mod version;
 pub mod xen;
 
 pub use cpuid::*;
+pub use domctl::*;
 pub use elfnote::*;
 pub use errno::*;
 pub use event_channel::*;

@@ -61,6 +61,8 @@ PRELUDE = r'''
 #include "sched.h"
 #include "event_channel.h"
 #include "grant_table.h"
+#include "domctl.h"
+#include "sysctl.h"
 #include "hvm/hvm_op.h"
 #include "hvm/params.h"
 #include "hvm/hvm_vcpu.h"
@@ -197,10 +199,11 @@ def check_constants(inc, workdir):
             body.append(f'#ifdef {name}\n_Static_assert((long long)({name}) == ({v}), "{name}");\nint ok_{name};\n#endif')
         names.append(name)
     headers = ['errno.h', 'elfnote.h', 'features.h', 'arch-x86/cpuid.h', 'hvm/e820.h', 'io/xenbus.h']
-    # errno.h hides two hypervisor-internal values unless __XEN__ is set.
-    pre = PRELUDE.replace('#define __XEN_TOOLS__ 1', '#define __XEN_TOOLS__ 1\n#define __XEN__ 1', 1)
-    pre = pre.replace('#include "xen.h"', '#include "xen.h"\n' + ''.join(f'#include "{h}"\n' for h in headers[1:]), 1)
-    errno = 'enum {\n#define XEN_ERRNO(n, v) XE_##n = v,\n#include "errno.h"\n};\n'
+    pre = PRELUDE.replace('#include "xen.h"', '#include "xen.h"\n' + ''.join(f'#include "{h}"\n' for h in headers[1:]), 1)
+    # errno.h hides two hypervisor-internal values unless __XEN__ is set;
+    # set only for it, after the other headers (domctl.h's hvm/save.h wants
+    # Xen's private headers under __XEN__).
+    errno = '#define __XEN__ 1\nenum {\n#define XEN_ERRNO(n, v) XE_##n = v,\n#include "errno.h"\n};\n'
     path = os.path.join(workdir, 'consts.c')
     with open(path, 'w') as f:
         f.write(pre + errno + '\n'.join(body) + '\n')

@@ -13,6 +13,7 @@ const NO_STD_CRATES: &[(&str, &[&str])] = &[
     ("arch-common", &[""]),
     ("arch-vmx", &[""]),
     ("xenstored", &[""]),
+    ("service-domain", &[""]),
 ];
 
 /// Crates whose default features need `std`: their bare-metal builds use

@@ -5,6 +5,10 @@
 //! `GNTTAB_RESERVED_XENSTORE` for the xenstore domain, an unbound event
 //! channel toward it, and the two HVM params.
 //!
+//! The page's `evtchn_port` names the port (the field Xen added in 2025;
+//! the xenstore domain reads it after mapping the page, as there is no
+//! toolstack to send `INTRODUCE`).
+//!
 //! The page's `connection` is `XENSTORE_RECONNECT`, so Linux waits for the
 //! xenstore domain (late init, whichever domain starts first): the server
 //! maps grant 1, binds the port, sets `connection` to
@@ -22,6 +26,10 @@ use crate::types::{DomId, Errno, Gfn, PAGE_SIZE, XenResult};
 
 /// Offset of `connection` in `struct xenstore_domain_interface`.
 const CONNECTION: u64 = 2068;
+/// Offset of `evtchn_port` (added to the page in 2025): how the xenstore
+/// domain learns the port without a toolstack's `INTRODUCE`, as Xen's
+/// xenstored does for boot domains when it is set.
+const EVTCHN_PORT: u64 = 2076;
 
 impl<P: Platform> Hypervisor<P> {
     /// Gives `d` a xenstore connection served by domain `server`: the page
@@ -56,6 +64,10 @@ impl<P: Platform> Hypervisor<P> {
         let dom = self.domain_mut(d).ok_or(Errno::ESRCH)?;
         let port = dom.evtchn.alloc(ChanState::Unbound { remote: server }, 0)?;
         dom.store = Some(StoreInfo { gfn, port, server });
+        self.guest_mem(d)
+            .ok_or(Errno::ESRCH)?
+            .write(gfn.0 * PAGE_SIZE as u64 + EVTCHN_PORT, &port.to_le_bytes())?;
+        let dom = self.domain_mut(d).ok_or(Errno::ESRCH)?;
         dom.hvm_params[HVM_PARAM_STORE_PFN as usize] = gfn.0;
         dom.hvm_params[HVM_PARAM_STORE_EVTCHN as usize] = u64::from(port);
         Ok(port)

@@ -238,6 +238,9 @@ fn a_domain_with_a_store_publishes_it() {
     // connection = XENSTORE_RECONNECT: Linux waits for the server.
     let conn: u32 = s.read(guest, (STORE_GFN << 12) + 2068);
     assert_eq!(conn, 1);
+    // evtchn_port names the port for the server.
+    let named: u32 = s.read(guest, (STORE_GFN << 12) + 2076);
+    assert_eq!(named, port);
     let prod: u32 = s.read(guest, (STORE_GFN << 12) + 2052);
     assert_eq!(prod, 0);
     // Without a store (the old setup) both stay 0.

@@ -1,0 +1,76 @@
+//! The service domain's command line: `domains=ID:NAME,...` (the hypervisor
+//! appends the domains of its launch plan) and test options.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// One domain the launch plan names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    /// Its domain id.
+    pub domid: u16,
+    /// Its name.
+    pub name: String,
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The domains to serve (from `domains=`), in order.
+    pub domains: Vec<Named>,
+    /// `shutdown=ID`: ask domain ID to power off once it is connected and
+    /// has written `control/feature-poweroff` (for tests).
+    pub shutdown: Vec<u16>,
+}
+
+/// Parses the words of a command line. Unknown words are ignored (the
+/// line also carries the user's own options); malformed entries of a known
+/// option are skipped.
+pub fn parse(line: &str) -> Options {
+    let mut o = Options::default();
+    for word in line.split_ascii_whitespace() {
+        if let Some(list) = word.strip_prefix("domains=") {
+            for entry in list.split(',') {
+                let Some((id, name)) = entry.split_once(':') else {
+                    continue;
+                };
+                let (Ok(domid), false) = (id.parse::<u16>(), name.is_empty()) else {
+                    continue;
+                };
+                o.domains.push(Named {
+                    domid,
+                    name: String::from(name),
+                });
+            }
+        } else if let Some(list) = word.strip_prefix("shutdown=") {
+            o.shutdown
+                .extend(list.split(',').filter_map(|d| d.parse::<u16>().ok()));
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_and_options() {
+        let o = parse("console=x domains=1:linux,2:d2,x:bad,3:,4 shutdown=1,z");
+        assert_eq!(
+            o.domains,
+            [
+                Named {
+                    domid: 1,
+                    name: "linux".into()
+                },
+                Named {
+                    domid: 2,
+                    name: "d2".into()
+                }
+            ]
+        );
+        assert_eq!(o.shutdown, [1]);
+        assert_eq!(parse(""), Options::default());
+    }
+}

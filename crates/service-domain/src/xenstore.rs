@@ -1,0 +1,380 @@
+//! The xenstore service: every domain's store connection, the nodes a
+//! toolstack writes for it, and what happens when it shuts down or dies.
+//!
+//! How a domain gets connected (the hypervisor did its half at build time,
+//! `crates/hv-core/src/store.rs`):
+//!
+//! 1. [`Platform::domain_info`] (`XEN_DOMCTL_getdomaininfo`): its memory
+//!    and vCPUs.
+//! 2. [`Platform::map_store`]: its grant `GNTTAB_RESERVED_XENSTORE`, which
+//!    names this domain.
+//! 3. The port: the page's `evtchn_port` field, then
+//!    [`Platform::bind`] (`EVTCHNOP_bind_interdomain`).
+//! 4. Its nodes, in one transaction, owned by the domain (what
+//!    `init-dom0less` writes), then [`Xenstored::introduce_domain`].
+//! 5. [`RingConnection::attach`] sets `connection` to CONNECTED, and only
+//!    then the domain is signalled (Linux waits for that event when the
+//!    page said RECONNECT, and does not look at `connection` again).
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use pv_rings::SharedMem;
+use xen_abi::XsdSockmsg;
+use xenstored::ring::RingConnection;
+use xenstored::wire::{self, XsError};
+use xenstored::{ConnId, NoTransport, Xenstored};
+
+/// Offset of `evtchn_port` in the xenstore page.
+pub const EVTCHN_PORT_OFFSET: usize = 2076;
+
+/// Requests a busy domain may have served per [`StoreService::pump`]
+/// round before the others get their turn again.
+pub const ROUNDS_PER_PUMP: usize = 16;
+
+/// What the service needs to know of a domain (from
+/// `XEN_DOMCTL_getdomaininfo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainInfo {
+    /// Frames it owns.
+    pub tot_pages: u64,
+    /// The most frames it may own.
+    pub max_pages: u64,
+    /// Its vCPUs (`max_vcpu_id + 1`).
+    pub vcpus: u32,
+    /// It has shut down (or crashed).
+    pub shutdown: bool,
+    /// It is being destroyed.
+    pub dying: bool,
+}
+
+/// A Xen error number (positive).
+pub type Errno = i32;
+
+/// The hypervisor as the service sees it.
+pub trait Platform {
+    /// A mapped xenstore page.
+    type Mem: SharedMem + Clone;
+    /// Maps domain `domid`'s xenstore page (its grant 1).
+    fn map_store(&mut self, domid: u16) -> Result<Self::Mem, Errno>;
+    /// Unmaps it.
+    fn unmap_store(&mut self, domid: u16);
+    /// Binds our end of `domid`'s port `remote`; returns our port.
+    fn bind(&mut self, domid: u16, remote: u32) -> Result<u32, Errno>;
+    /// Closes one of our ports.
+    fn unbind(&mut self, port: u32);
+    /// Signals one of our ports.
+    fn notify(&mut self, port: u32);
+    /// The domain's information; `None` if it no longer exists.
+    fn domain_info(&mut self, domid: u16) -> Result<Option<DomainInfo>, Errno>;
+    /// A line for the log.
+    fn log(&mut self, line: core::fmt::Arguments<'_>);
+}
+
+struct Guest<M> {
+    name: String,
+    ring: RingConnection<M>,
+    port: u32,
+    conn: ConnId,
+    shutdown_seen: bool,
+    cut_off: bool,
+}
+
+/// The xenstore service of the service domain.
+pub struct StoreService<P: Platform> {
+    /// The store.
+    pub xs: Xenstored,
+    platform: P,
+    /// The service's own (privileged) connection, for the nodes it writes.
+    me: ConnId,
+    guests: BTreeMap<u16, Guest<P::Mem>>,
+}
+
+impl<P: Platform> StoreService<P> {
+    /// A service with an empty store.
+    pub fn new(platform: P) -> Self {
+        let mut xs = Xenstored::new();
+        let me = xs.connect_socket();
+        Self {
+            xs,
+            platform,
+            me,
+            guests: BTreeMap::new(),
+        }
+    }
+
+    /// The platform.
+    pub fn platform(&mut self) -> &mut P {
+        &mut self.platform
+    }
+
+    /// Our ports, one per connected domain (what to wait on).
+    pub fn ports(&self) -> Vec<u32> {
+        self.guests
+            .values()
+            .filter(|g| !g.cut_off)
+            .map(|g| g.port)
+            .collect()
+    }
+
+    /// The connected domains, by id.
+    pub fn domains(&self) -> Vec<u16> {
+        self.guests.keys().copied().collect()
+    }
+
+    /// Connects domain `domid` (steps 1-5 of the module doc). A failure
+    /// leaves nothing behind and concerns this domain only.
+    pub fn add_domain(&mut self, domid: u16, name: &str) -> Result<(), Errno> {
+        if self.guests.contains_key(&domid) {
+            return Err(xen_abi::EEXIST);
+        }
+        let info = self.platform.domain_info(domid)?.ok_or(xen_abi::ESRCH)?;
+        let mem = self.platform.map_store(domid)?;
+        let remote = mem.load_u32(EVTCHN_PORT_OFFSET, Ordering::Acquire);
+        let port = match self.platform.bind(domid, remote) {
+            Ok(p) => p,
+            Err(e) => {
+                self.platform.unmap_store(domid);
+                return Err(e);
+            }
+        };
+        let conn = self.xs.introduce_domain(u32::from(domid));
+        if let Err(e) = self.write_nodes(domid, name, &info) {
+            self.platform
+                .log(format_args!("xenstore: d{domid}: nodes: {e}"));
+        }
+        let ring = match RingConnection::attach(mem, conn) {
+            Ok(r) => r,
+            Err(e) => {
+                self.platform
+                    .log(format_args!("xenstore: d{domid}: bad ring page: {e:?}"));
+                self.xs.domain_gone(u32::from(domid), &mut NoTransport);
+                self.platform.unbind(port);
+                self.platform.unmap_store(domid);
+                return Err(xen_abi::EINVAL);
+            }
+        };
+        self.platform.notify(port);
+        self.guests.insert(
+            domid,
+            Guest {
+                name: String::from(name),
+                ring,
+                port,
+                conn,
+                shutdown_seen: false,
+                cut_off: false,
+            },
+        );
+        self.platform.log(format_args!(
+            "xenstore: d{domid} ({name}) connected on port {port}"
+        ));
+        Ok(())
+    }
+
+    /// One request on the service's own connection.
+    fn request(&mut self, kind: u32, tx: u32, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+        let hdr = XsdSockmsg {
+            r#type: kind,
+            req_id: 0,
+            tx_id: tx,
+            len: payload.len() as u32,
+        };
+        self.xs.handle(self.me, &hdr, payload, &mut NoTransport);
+        let mut reply = None;
+        while let Some(m) = self.xs.next_output(self.me) {
+            if m.len() >= wire::HEADER_SIZE {
+                let mut h = [0u8; wire::HEADER_SIZE];
+                h.copy_from_slice(&m[..wire::HEADER_SIZE]);
+                let h = wire::decode_header(&h);
+                if h.r#type != wire::XS_WATCH_EVENT {
+                    reply = Some((h.r#type, m[wire::HEADER_SIZE..].to_vec()));
+                }
+            }
+        }
+        match reply {
+            Some((wire::XS_ERROR, p)) => Err(XsError::from_name(&p).unwrap_or(XsError::EINVAL)),
+            Some((_, p)) => Ok(p),
+            None => Err(XsError::EIO),
+        }
+    }
+
+    fn write(&mut self, tx: u32, path: &str, value: &str) -> Result<(), XsError> {
+        let mut p = Vec::with_capacity(path.len() + 1 + value.len());
+        p.extend_from_slice(path.as_bytes());
+        p.push(0);
+        p.extend_from_slice(value.as_bytes());
+        self.request(wire::XS_WRITE, tx, &p).map(drop)
+    }
+
+    fn with_nul(s: &str) -> Vec<u8> {
+        let mut v = Vec::from(s.as_bytes());
+        v.push(0);
+        v
+    }
+
+    /// What a toolstack writes for a new domain (Xen's `init-dom0less`,
+    /// mirroring libxl), in one transaction, all owned by the domain.
+    fn write_nodes(&mut self, domid: u16, name: &str, info: &DomainInfo) -> Result<(), XsError> {
+        let home = format!("/local/domain/{domid}");
+        for _ in 0..8 {
+            let id = self.request(wire::XS_TRANSACTION_START, 0, b"\0")?;
+            let tx = xenstored::path::atoi(&id);
+            let r = self.write_nodes_in(tx, domid, name, info, &home);
+            let end: &[u8] = if r.is_ok() { b"T\0" } else { b"F\0" };
+            match (r, self.request(wire::XS_TRANSACTION_END, tx, end)) {
+                (Err(e), _) => return Err(e),
+                (Ok(()), Err(XsError::EAGAIN)) => continue,
+                (Ok(()), r) => return r.map(drop),
+            }
+        }
+        Err(XsError::EAGAIN)
+    }
+
+    fn write_nodes_in(
+        &mut self,
+        tx: u32,
+        domid: u16,
+        name: &str,
+        info: &DomainInfo,
+        home: &str,
+    ) -> Result<(), XsError> {
+        self.request(wire::XS_MKDIR, tx, &Self::with_nul(home))?;
+        let mut perms = Self::with_nul(home);
+        perms.extend(Self::with_nul(&format!("n{domid}")));
+        self.request(wire::XS_SET_PERMS, tx, &perms)?;
+        let kib = info.tot_pages * 4;
+        let max_kib = info.max_pages.max(info.tot_pages) * 4;
+        let nodes: [(&str, String); 16] = [
+            ("name", String::from(name)),
+            ("domid", format!("{domid}")),
+            ("vm", format!("/vm/{domid}")),
+            ("memory/static-max", format!("{max_kib}")),
+            ("memory/target", format!("{kib}")),
+            ("memory/videoram", String::from("-1")),
+            ("device/suspend/event-channel", String::new()),
+            ("control/shutdown", String::new()),
+            ("control/feature-poweroff", String::from("1")),
+            ("control/feature-reboot", String::from("1")),
+            ("control/feature-suspend", String::new()),
+            ("control/sysrq", String::new()),
+            (
+                "control/platform-feature-multiprocessor-suspend",
+                String::from("1"),
+            ),
+            (
+                "control/platform-feature-xs_reset_watches",
+                String::from("1"),
+            ),
+            ("data", String::new()),
+            ("drivers", String::new()),
+        ];
+        for (k, v) in nodes {
+            self.write(tx, &format!("{home}/{k}"), &v)?;
+        }
+        for k in ["feature", "attr"] {
+            self.request(wire::XS_MKDIR, tx, &Self::with_nul(&format!("{home}/{k}")))?;
+        }
+        for cpu in 0..info.vcpus {
+            self.write(tx, &format!("{home}/cpu/{cpu}/availability"), "online")?;
+        }
+        Ok(())
+    }
+
+    /// Serves every ring until none moves (at most [`ROUNDS_PER_PUMP`]
+    /// rounds; returns true if work is left for the next call). A domain
+    /// that breaks the ring protocol is cut off; the others go on.
+    pub fn pump(&mut self) -> bool {
+        for _ in 0..ROUNDS_PER_PUMP {
+            let mut progress = false;
+            let mut cut = Vec::new();
+            for (&domid, g) in self.guests.iter_mut() {
+                if g.cut_off {
+                    continue;
+                }
+                match g.ring.pump(&mut self.xs, &mut NoTransport) {
+                    Ok(p) => {
+                        if p.notify {
+                            self.platform.notify(g.port);
+                            progress = true;
+                        }
+                        progress |= p.more;
+                    }
+                    Err(e) => {
+                        g.cut_off = true;
+                        cut.push((domid, g.conn, e));
+                        // It learns why from the page's error field.
+                        self.platform.notify(g.port);
+                    }
+                }
+            }
+            for (domid, conn, e) in cut {
+                self.platform
+                    .log(format_args!("xenstore: d{domid} cut off: {e:?}"));
+                self.xs.disconnect(conn);
+            }
+            if !progress {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `VIRQ_DOM_EXC` fired: looks at every domain. One that shut down
+    /// fires `@releaseDomain`; one that is gone (or dying) is released:
+    /// its connection, port, page and nodes go.
+    pub fn domains_changed(&mut self) {
+        let ids: Vec<u16> = self.guests.keys().copied().collect();
+        for domid in ids {
+            let info = match self.platform.domain_info(domid) {
+                Ok(i) => i,
+                Err(_) => continue,
+            };
+            match info {
+                Some(i) if !i.dying => {
+                    if i.shutdown
+                        && let Some(g) = self.guests.get_mut(&domid)
+                        && !g.shutdown_seen
+                    {
+                        g.shutdown_seen = true;
+                        self.xs.domain_shutdown(u32::from(domid));
+                    }
+                }
+                _ => self.release(domid),
+            }
+        }
+        self.pump();
+    }
+
+    fn release(&mut self, domid: u16) {
+        let Some(g) = self.guests.remove(&domid) else {
+            return;
+        };
+        self.xs.domain_gone(u32::from(domid), &mut NoTransport);
+        let _ = self.request(
+            wire::XS_RM,
+            0,
+            &Self::with_nul(&format!("/local/domain/{domid}")),
+        );
+        self.platform.unbind(g.port);
+        self.platform.unmap_store(domid);
+        self.platform
+            .log(format_args!("xenstore: d{domid} ({}) released", g.name));
+    }
+
+    /// Asks domain `domid` to shut down (`poweroff`, `reboot`, `halt`),
+    /// through its `control/shutdown`, as `xl shutdown` does.
+    pub fn request_shutdown(&mut self, domid: u16, how: &str) -> Result<(), XsError> {
+        self.write(0, &format!("/local/domain/{domid}/control/shutdown"), how)?;
+        self.pump();
+        Ok(())
+    }
+
+    /// Reads a node as the service (privileged).
+    pub fn read(&mut self, path: &str) -> Result<Vec<u8>, XsError> {
+        self.request(wire::XS_READ, 0, &Self::with_nul(path))
+    }
+}

@@ -117,6 +117,8 @@ struct Guests {
     linux: bool,
     /// With `--linux`: an interactive shell instead of the unattended boot.
     shell: bool,
+    /// Start the service domain (xenstore for every domain) first.
+    service: bool,
 }
 
 fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
@@ -148,6 +150,7 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
             "--initrd" => g.initrd = Some(value("--initrd")?.into()),
             "--guest-cmdline" => g.guest_cmdline = Some(value("--guest-cmdline")?),
             "--linux" => g.linux = true,
+            "--service" => g.service = true,
             "--shell" => g.shell = true,
             "--module" => o.modules.push(Module::plain(value("--module")?.into())),
             "--timeout" => {
@@ -232,6 +235,30 @@ pub fn build_test_guest() -> Result<PathBuf, String> {
     Ok(target_dir().join("x86_64-unknown-none/release/pvh-test-guest"))
 }
 
+/// Builds the service domain's kernel and returns its path.
+pub fn build_service_domain() -> Result<PathBuf, String> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-none",
+        "-p",
+        "service-domain",
+    ]);
+    run(c)?;
+    Ok(target_dir().join("x86_64-unknown-none/release/service-domain"))
+}
+
+/// The service domain's module: its kernel, with the `service` role (the
+/// hypervisor appends the `domains=` list it serves).
+pub fn service_module() -> Result<Module, String> {
+    Ok(Module {
+        path: build_service_domain()?,
+        cmdline: "kernel name=svc mem=32M service --".into(),
+    })
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -284,12 +311,22 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
         // they share a page by grant and ping-pong over an event channel.
         let guest = build_test_guest()?;
         let extra = g.guest_cmdline.as_deref().unwrap_or("");
-        for role in ["role=ping peer=2", "role=pong peer=1"] {
+        // Domain ids count from 1 in module order; the service domain, if
+        // any, comes first.
+        let first = if g.service { 2 } else { 1 };
+        let roles = [
+            format!("role=ping peer={}", first + 1),
+            format!("role=pong peer={first}"),
+        ];
+        for role in &roles {
             o.modules.push(Module {
                 path: guest.clone(),
                 cmdline: kernel_cmdline(guest_mem, g.vcpus, &format!("{role} {extra}")),
             });
         }
+    }
+    if g.service {
+        o.modules.insert(0, service_module()?);
     }
     let (ok, serial) = match o.vendor {
         Vendor::Amd => {
@@ -1079,15 +1116,38 @@ struct LinuxCase {
     vcpus: u32,
     /// Host CPUs.
     smp: u32,
+    /// The service domain starts first (xenstore for Linux).
+    service: bool,
     expect: &'static [&'static str],
 }
 
 const LINUX_CASES: &[LinuxCase] = &[
+    // The service domain (d1) serves xenstore to Linux (d2): Linux's
+    // xenbus waits for it (late init), then talks to it; when Linux powers
+    // off, the service domain sees it through VIRQ_DOM_EXC and stops too.
+    LinuxCase {
+        name: "qemu-svm-linux-service",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 2,
+        service: true,
+        expect: &[
+            "(d1) service-domain: xenstore: d2 (d2) connected on port",
+            "(d1) service-domain: xenstore ready",
+            "(d1) service-domain: xenstore: d2 sent its first request",
+            "(d2) PVH-LINUX-INIT: up, cpus=1",
+            "d2: shutdown (Poweroff)",
+            "(d1) service-domain: xenstore: d2 shut down (",
+            "(d1) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+        ],
+    },
     LinuxCase {
         name: "qemu-svm-linux-1vcpu",
         vendor: Vendor::Amd,
         vcpus: 1,
         smp: 2,
+        service: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1107,6 +1167,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         vendor: Vendor::Intel,
         vcpus: 1,
         smp: 1,
+        service: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "(d1) PVH-LINUX-INIT: up, cpus=1",
@@ -1120,6 +1181,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         vendor: Vendor::Amd,
         vcpus: 2,
         smp: 2,
+        service: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -1149,9 +1211,13 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         return Ok(());
     }
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
+        let mut modules = linux_modules(256, case.vcpus, false);
+        if case.service {
+            modules.insert(0, service_module()?);
+        }
         let mut o = RunOptions {
             vendor: case.vendor,
-            modules: linux_modules(256, case.vcpus, false),
+            modules,
             mem_mib: 512,
             smp: case.smp,
             timeout: Some(Duration::from_secs(600)),

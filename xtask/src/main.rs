@@ -46,7 +46,9 @@ commands:
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),
                      --mem MiB, --smp N, --module FILE, --timeout SECS, --gdb,
-                     --bochs-cpu MODEL (Intel runs; e.g. ryzen for SVM)
+                     --bochs-cpu MODEL (Intel runs; e.g. ryzen for SVM),
+                     --service (start the service domain first: xenstore
+                     for every domain)
   image [--vendor V] build the bootable image: target/image/hypervisor.elf
   linux [--force]    fetch Debian's PVH Linux kernel (apt, network) and build
                      a busybox initramfs: target/linux/vmlinux and

@@ -111,6 +111,7 @@ pub(crate) fn handle<P: Platform>(
         }
         VmExit::Init | VmExit::Sipi { .. } => ExitAction::Resume,
         VmExit::Shutdown => {
+            log::warn!("{}v{}: triple fault at rip {:#x}", d, v, cpu.rip());
             hv.crash(d, "triple fault");
             ExitAction::Dead
         }

@@ -81,6 +81,8 @@ struct Guest<M> {
     conn: ConnId,
     shutdown_seen: bool,
     cut_off: bool,
+    /// It has sent a request (its xenbus is up).
+    talked: bool,
 }
 
 /// The xenstore service of the service domain.
@@ -118,6 +120,12 @@ impl<P: Platform> StoreService<P> {
             .filter(|g| !g.cut_off)
             .map(|g| g.port)
             .collect()
+    }
+
+    /// Whether every domain served has shut down or is gone (there is no
+    /// toolstack to restart or destroy them: the service's work is over).
+    pub fn all_down(&self) -> bool {
+        self.guests.values().all(|g| g.shutdown_seen)
     }
 
     /// The connected domains, by id.
@@ -167,6 +175,7 @@ impl<P: Platform> StoreService<P> {
                 conn,
                 shutdown_seen: false,
                 cut_off: false,
+                talked: false,
             },
         );
         self.platform.log(format_args!(
@@ -316,6 +325,13 @@ impl<P: Platform> StoreService<P> {
                     .log(format_args!("xenstore: d{domid} cut off: {e:?}"));
                 self.xs.disconnect(conn);
             }
+            for (&domid, g) in self.guests.iter_mut() {
+                if !g.talked && self.xs.conn_stats(g.conn).is_some_and(|(n, _)| n > 0) {
+                    g.talked = true;
+                    self.platform
+                        .log(format_args!("xenstore: d{domid} sent its first request"));
+                }
+            }
             if !progress {
                 return false;
             }
@@ -340,7 +356,11 @@ impl<P: Platform> StoreService<P> {
                         && !g.shutdown_seen
                     {
                         g.shutdown_seen = true;
+                        let (requests, watches) = self.xs.conn_stats(g.conn).unwrap_or_default();
                         self.xs.domain_shutdown(u32::from(domid));
+                        self.platform.log(format_args!(
+                            "xenstore: d{domid} shut down ({requests} requests, {watches} watches held)"
+                        ));
                     }
                 }
                 _ => self.release(domid),

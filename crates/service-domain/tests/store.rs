@@ -274,6 +274,7 @@ fn shutdown_requests_and_domain_death() {
     );
     svc.domains_changed();
     assert_eq!(svc.domains(), [1, 2]);
+    assert!(!svc.all_down());
     world.0.borrow_mut().info.insert(1, None);
     svc.domains_changed();
     assert_eq!(svc.domains(), [2]);

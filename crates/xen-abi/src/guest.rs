@@ -62,6 +62,20 @@ pub fn find_xen_cpuid_base() -> Option<XenCpuidBase> {
         .find_map(|base| xen_cpuid_base_check(base, cpuid(base)).ok())
 }
 
+/// This domain's id, from the HVM leaf (base + 4: ECX when EAX has
+/// `XEN_HVM_CPUID_DOMID_PRESENT`).
+pub fn own_domid() -> Option<Domid> {
+    let b = find_xen_cpuid_base()?;
+    let leaf = b.base + crate::cpuid::XEN_CPUID_LEAF_HVM;
+    if leaf > b.max_leaf {
+        return None;
+    }
+    let [flags, _, domid, _] = cpuid(leaf);
+    (flags & crate::cpuid::XEN_HVM_CPUID_DOMID_PRESENT != 0)
+        .then(|| Domid::try_from(domid).ok())
+        .flatten()
+}
+
 /// The MSR that installs a hypercall page, from the hypercall leaf's EBX.
 pub fn hypercall_page_msr(base: &XenCpuidBase) -> Option<u32> {
     base.leaf(XEN_CPUID_LEAF_HYPERCALL)

@@ -168,6 +168,7 @@ struct Connection {
     pending_replies: usize,
     queued_events: usize,
     dropped_events: u64,
+    requests: u64,
 }
 
 impl Connection {
@@ -662,6 +663,7 @@ impl Xenstored {
                 pending_replies: 0,
                 queued_events: 0,
                 dropped_events: 0,
+                requests: 0,
             },
         );
         id
@@ -765,6 +767,11 @@ impl Xenstored {
         self.conns.get(&conn).is_some_and(|c| !c.out.is_empty())
     }
 
+    /// Requests `conn` has sent and the watches it holds.
+    pub fn conn_stats(&self, conn: ConnId) -> Option<(u64, usize)> {
+        self.conns.get(&conn).map(|c| (c.requests, c.watches.len()))
+    }
+
     /// Watch events dropped for `conn` because its queue was full.
     pub fn dropped_events(&self, conn: ConnId) -> u64 {
         self.conns.get(&conn).map_or(0, |c| c.dropped_events)
@@ -820,6 +827,9 @@ impl Xenstored {
             return;
         }
         self.pending_first_event = None;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.requests += 1;
+        }
         let (kind, reply) = match self.dispatch(conn, hdr, payload, ops) {
             Ok(r) if r.len() > XENSTORE_PAYLOAD_MAX => (XS_ERROR, Cow::Owned(with_nul("E2BIG"))),
             Ok(r) => (hdr.r#type, r),

@@ -1142,6 +1142,23 @@ const LINUX_CASES: &[LinuxCase] = &[
             "all domains shut down (cleanly)",
         ],
     },
+    // The same on Intel VMX under Bochs.
+    LinuxCase {
+        name: "bochs-vmx-linux-service",
+        vendor: Vendor::Intel,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        expect: &[
+            "(d1) service-domain: xenstore ready",
+            "(d1) service-domain: xenstore: d2 sent its first request",
+            "(d2) PVH-LINUX-INIT: up, cpus=1",
+            "(d1) service-domain: xenstore: d2 shut down (",
+            "(d1) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+            STOP_OK,
+        ],
+    },
     LinuxCase {
         name: "qemu-svm-linux-1vcpu",
         vendor: Vendor::Amd,

@@ -202,17 +202,7 @@ pub fn linux_modules(mem_mib: u32, vcpus: u32, shell: bool) -> Vec<Module> {
 
 /// Builds the release image and returns its path.
 pub fn build_image() -> Result<PathBuf, String> {
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        "x86_64-unknown-none",
-        "-p",
-        "hypervisor",
-    ]);
-    run(c)?;
-    let built = target_dir().join("x86_64-unknown-none/release/hypervisor");
+    let built = build_bare_metal("hypervisor")?;
     let out_dir = root().join("target/image");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let out = out_dir.join("hypervisor.elf");
@@ -220,8 +210,8 @@ pub fn build_image() -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Builds our PVH test guest and returns its path.
-pub fn build_test_guest() -> Result<PathBuf, String> {
+/// Builds a package's binary for bare metal (release) and returns its path.
+fn build_bare_metal(package: &str) -> Result<PathBuf, String> {
     let mut c = cargo();
     c.args([
         "build",
@@ -229,25 +219,22 @@ pub fn build_test_guest() -> Result<PathBuf, String> {
         "--target",
         "x86_64-unknown-none",
         "-p",
-        "pvh-test-guest",
+        package,
     ]);
     run(c)?;
-    Ok(target_dir().join("x86_64-unknown-none/release/pvh-test-guest"))
+    Ok(target_dir()
+        .join("x86_64-unknown-none/release")
+        .join(package))
+}
+
+/// Builds our PVH test guest and returns its path.
+pub fn build_test_guest() -> Result<PathBuf, String> {
+    build_bare_metal("pvh-test-guest")
 }
 
 /// Builds the service domain's kernel and returns its path.
 pub fn build_service_domain() -> Result<PathBuf, String> {
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--release",
-        "--target",
-        "x86_64-unknown-none",
-        "-p",
-        "service-domain",
-    ]);
-    run(c)?;
-    Ok(target_dir().join("x86_64-unknown-none/release/service-domain"))
+    build_bare_metal("service-domain")
 }
 
 /// The service domain's module: its kernel, with the `service` role (the

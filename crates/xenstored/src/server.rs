@@ -238,7 +238,32 @@ struct View<'a> {
     replay: bool,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// A view that makes already-checked changes on `root`: a
+    /// transaction's own tree, or the global one at commit.
+    fn replay(
+        root: &'a mut Arc<Node>,
+        generation: &'a mut u64,
+        entries: &'a BTreeMap<u32, u32>,
+        caller: Caller,
+        quotas: &'a Quotas,
+        fires_wanted: bool,
+    ) -> Self {
+        View {
+            root,
+            log: None,
+            generation,
+            entries,
+            caller,
+            quotas,
+            entry_changes: Vec::new(),
+            fires: Vec::new(),
+            fires_wanted,
+            dry: false,
+            replay: true,
+        }
+    }
+
     fn report(&mut self, path: &str, perms: Perms, exact: bool) {
         if self.fires_wanted {
             self.fires.push(Fire {
@@ -1152,19 +1177,14 @@ impl Xenstored {
             let t = c.transactions.get_mut(&tx_id).ok_or(XsError::ENOENT)?;
             // Make the changes still pending, so this request sees them.
             while t.materialized < t.ops.len() {
-                let mut v = View {
-                    root: &mut t.root,
-                    log: None,
-                    generation: &mut self.generation,
-                    entries: &self.entries,
+                let mut v = View::replay(
+                    &mut t.root,
+                    &mut self.generation,
+                    &self.entries,
                     caller,
-                    quotas: &self.quotas,
-                    entry_changes: Vec::new(),
-                    fires: Vec::new(),
-                    fires_wanted: false,
-                    dry: false,
-                    replay: true,
-                };
+                    &self.quotas,
+                    false,
+                );
                 let _ = t.ops[t.materialized].run(&mut v);
                 t.materialized += 1;
             }
@@ -1258,19 +1278,14 @@ impl Xenstored {
         drop(root);
         let fires_wanted = self.watching;
         for op in &ops {
-            let mut view = View {
-                root: &mut self.root,
-                log: None,
-                generation: &mut self.generation,
-                entries: &self.entries,
+            let mut view = View::replay(
+                &mut self.root,
+                &mut self.generation,
+                &self.entries,
                 caller,
-                quotas: &self.quotas,
-                entry_changes: Vec::new(),
-                fires: Vec::new(),
+                &self.quotas,
                 fires_wanted,
-                dry: false,
-                replay: true,
-            };
+            );
             let _ = op.run(&mut view);
             let View {
                 entry_changes,

@@ -506,6 +506,18 @@ fn big_directories_need_directory_part() {
     assert_eq!(got, names);
 }
 
+/// A store with `q`, a socket client and domain 1 owning its home.
+fn home_of_domain_1(q: Quotas) -> (Xenstored, u32, u32) {
+    let mut xs = Xenstored::with_quotas(q);
+    let d0 = xs.connect_socket();
+    let d1 = xs.introduce_domain(1);
+    c(&mut xs, d0).mkdir(0, "/local/domain/1").unwrap();
+    c(&mut xs, d0)
+        .set_perms(0, "/local/domain/1", &["n1"])
+        .unwrap();
+    (xs, d0, d1)
+}
+
 #[test]
 fn quotas_for_unprivileged_domains() {
     let q = Quotas {
@@ -516,13 +528,7 @@ fn quotas_for_unprivileged_domains() {
         nodes_per_transaction: 6,
         ..Quotas::default()
     };
-    let mut xs = Xenstored::with_quotas(q);
-    let d0 = xs.connect_socket();
-    let d1 = xs.introduce_domain(1);
-    c(&mut xs, d0).mkdir(0, "/local/domain/1").unwrap();
-    c(&mut xs, d0)
-        .set_perms(0, "/local/domain/1", &["n1"])
-        .unwrap();
+    let (mut xs, d0, d1) = home_of_domain_1(q);
     // The home directory counts (the owner changed to 1).
     assert_eq!(xs.entries_of(1), 1);
     for i in 0..9 {
@@ -578,13 +584,7 @@ fn quotas_hold_across_transactions() {
         nodes_per_domain: 5,
         ..Quotas::default()
     };
-    let mut xs = Xenstored::with_quotas(q);
-    let d0 = xs.connect_socket();
-    let d1 = xs.introduce_domain(1);
-    c(&mut xs, d0).mkdir(0, "/local/domain/1").unwrap();
-    c(&mut xs, d0)
-        .set_perms(0, "/local/domain/1", &["n1"])
-        .unwrap();
+    let (mut xs, _, d1) = home_of_domain_1(q);
     let t1 = c(&mut xs, d1).start().unwrap();
     let t2 = c(&mut xs, d1).start().unwrap();
     for i in 0..3 {
@@ -608,13 +608,7 @@ fn unread_replies_and_events_are_bounded() {
         queued_events: 4,
         ..Quotas::default()
     };
-    let mut xs = Xenstored::with_quotas(q);
-    let d0 = xs.connect_socket();
-    let d1 = xs.introduce_domain(1);
-    c(&mut xs, d0).mkdir(0, "/local/domain/1").unwrap();
-    c(&mut xs, d0)
-        .set_perms(0, "/local/domain/1", &["n1"])
-        .unwrap();
+    let (mut xs, d0, d1) = home_of_domain_1(q);
     c(&mut xs, d1).watch("x", "t").unwrap();
     c(&mut xs, d1).take_events();
     for i in 0..50 {

@@ -30,11 +30,14 @@
 //! copies nodes lazily into a per-transaction area on first access. Here
 //! every node sits behind an `Arc` and a change copies only the path from
 //! the root to the changed node, and only where a snapshot still shares it
-//! ([`tree`]). A snapshot is then one reference-count increment (O(1)), a
-//! transaction's writes cost O(depth) copies, and without open transactions
-//! changes happen in place. Commit checks, as C does, that every node the
-//! transaction read still has the generation it had (else `EAGAIN`, nothing
-//! applied), then applies the nodes it changed.
+//! ([`tree`]). A snapshot is then one reference-count increment (O(1)), and
+//! without open transactions changes happen in place. A transaction's
+//! change is checked and answered at once but recorded, and made in its
+//! snapshot only when a later request of the same transaction needs to see
+//! it (at most O(depth) copies then; none for Linux's read-write-commit).
+//! Commit checks, as C does, that every node the transaction read still has
+//! the generation it had (else `EAGAIN`, nothing applied), then replays the
+//! recorded changes on the global store, in place once the snapshot is gone.
 //!
 //! ## Bounded by design
 //!

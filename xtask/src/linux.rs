@@ -5,19 +5,21 @@
 //! - `vmlinux`: the ELF kernel taken out of Debian's `linux-image-amd64`
 //!   bzImage, checked to carry the Xen PVH entry note
 //!   (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18);
-//! - `version.txt`: one `package version` line for the kernel, then one for
-//!   busybox;
+//! - `version.txt`: one `package version` line for the kernel, one for
+//!   busybox, one for xenstore-utils;
 //! - `initramfs.cpio`: an uncompressed `newc` archive with Debian's static
-//!   busybox and an `/init` that prints `PVH-LINUX-INIT: up, cpus=<N>`, then
-//!   powers off, or runs a shell on the console when the kernel command
-//!   line has the word `pvhshell`;
-//! - `debs/`, `pkg/`, `busybox-pkg/`: the downloaded packages, unpacked.
+//!   busybox, the Xen modules of the same kernel package ([`MODULES`], with
+//!   their dependencies), Debian's `xenstore-*` tools with the libraries
+//!   they load, and the `/init` of [`INIT_SCRIPT`];
+//! - `debs/`, `pkg/`, `busybox-pkg/`, `xs-pkg/`: the downloaded packages,
+//!   unpacked.
 //!
 //! A second run does no network access: it checks the cached kernel and
-//! rebuilds the archive from the cached busybox. `--force` fetches again.
+//! rebuilds the archive from the cached packages. `--force` fetches again.
 //!
-//! Needs `apt-get`, `apt-cache`, `dpkg-deb` and `xz` (Debian's `xz-utils`),
-//! and package lists (`apt-get update`); run as root it updates them itself.
+//! Needs `apt-get`, `apt-cache`, `dpkg-deb`, `xz` (Debian's `xz-utils`) and
+//! `readelf` (binutils), and package lists (`apt-get update`); run as root
+//! it updates them itself.
 
 use crate::{root, run};
 use std::fs;
@@ -32,27 +34,138 @@ const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// Busybox applets linked into `/bin` (`sh` and those `/init` uses).
 const APPLETS: &[&str] = &[
     "sh", "mount", "echo", "cat", "poweroff", "reboot", "nproc", "ls", "setsid", "cttyhack",
-    "sleep", "dmesg", "uname", "mkdir",
+    "sleep", "dmesg", "uname", "mkdir", "insmod", "grep", "mkfifo", "kill", "rm", "timeout", "seq",
+    "true",
+];
+
+/// The Xen modules `/init` loads, from the kernel's own package: the
+/// xenstore, event-channel and grant devices Xen's user-space tools use.
+/// Their dependencies (`depends=` in each module's `.modinfo`) come too.
+const MODULES: &[&str] = &["xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc"];
+
+/// Debian's xenstore clients, the libraries they load, and the C library.
+const XS_PACKAGES: &[&str] = &["xenstore-utils", "libxenstore4", "libxentoolcore1", "libc6"];
+
+/// The xenstore tools put into the archive: one binary, the others links
+/// to it as in the package (`xenstore-control` is Xen's wrapper script and
+/// stays out).
+const XS_TOOLS: &[&str] = &[
+    "xenstore-chmod",
+    "xenstore-exists",
+    "xenstore-list",
+    "xenstore-ls",
+    "xenstore-read",
+    "xenstore-rm",
+    "xenstore-watch",
+    "xenstore-write",
 ];
 
 /// The init script. Tests look for its marker line,
-/// `PVH-LINUX-INIT: up, cpus=<N>`.
+/// `PVH-LINUX-INIT: up, cpus=<N>`, which ends with
+/// `, xenstore name=<name>` when the domain has a xenstore (read with
+/// Debian's `xenstore-read` through `/dev/xen/xenbus`).
+///
+/// Words on the kernel command line steer it:
+/// - `pvhshell`: a shell on the console; leaving it powers off;
+/// - `pvhpeer=D`: a handshake with domain D through xenstore: each side
+///   writes `data/greeting` (readable by the other), waits with a watch
+///   until the other's appears, answers `data/seen` and waits for the
+///   other's; then it writes `data/done`;
+/// - `pvhxsbench=N`: times N `xenstore-read name` runs (a process each)
+///   and N reads within one process (`xenstore-read` with N paths), by
+///   `/proc/uptime` (under QEMU's `-icount shift=0` a virtual nanosecond
+///   is one instruction);
+/// - `pvhwait`: instead of powering off, wait until told to through
+///   `control/shutdown` (Linux runs `/sbin/poweroff`, which says so and
+///   powers off).
 const INIT_SCRIPT: &str = r#"#!/bin/sh
 # PID 1 of the test initramfs, written by `cargo xtask linux`.
-export PATH=/bin:/sbin
+export PATH=/bin:/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "PVH-LINUX-INIT: up, cpus=$(nproc)"
-case " $(cat /proc/cmdline) " in
+for m in $(cat /etc/modules); do
+    insmod /lib/modules/$m.ko || echo "PVH-LINUX-INIT: insmod $m failed"
+done
+mount -t xenfs xenfs /proc/xen 2>/dev/null
+cmdline=" $(cat /proc/cmdline) "
+arg() {
+    for w in $cmdline; do
+        case "$w" in "$1"=*) echo "${w#*=}"; return 0 ;; esac
+    done
+    return 1
+}
+# await PATH VALUE: waits, with a xenstore watch on PATH, until PATH reads
+# VALUE. The watch fires once when set, so a value written before counts.
+await() {
+    rm -f /tmp/watch && mkfifo /tmp/watch || return 1
+    xenstore-watch "$1" >/tmp/watch &
+    watcher=$!
+    exec 3</tmp/watch
+    ok=1
+    while read -r _ <&3; do
+        if [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ]; then ok=0; break; fi
+    done
+    kill $watcher 2>/dev/null
+    exec 3<&-
+    return $ok
+}
+store=""
+# Linux offers /dev/xen/xenbus only to a domain with a xenstore
+# (HVM_PARAM_STORE_PFN not 0).
+if [ -e /dev/xen/xenbus ]; then
+    if name=$(timeout 60 xenstore-read name); then
+        store=", xenstore name=$name"
+    else
+        echo "PVH-LINUX-INIT: xenstore-read name failed"
+    fi
+fi
+echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store"
+if [ -n "$store" ]; then
+    me=$(xenstore-read domid)
+    if peer=$(arg pvhpeer); then
+        xenstore-write data/greeting "hello-from-d$me"
+        xenstore-chmod data/greeting "n$me" "r$peer"
+        if await /local/domain/$peer/data/greeting "hello-from-d$peer"; then
+            echo "PVH-LINUX-INIT: xenstore watch saw d$peer: hello-from-d$peer"
+        else
+            echo "PVH-LINUX-INIT: xenstore watch on d$peer failed"
+        fi
+        xenstore-write data/seen 1
+        xenstore-chmod data/seen "n$me" "r$peer"
+        await /local/domain/$peer/data/seen 1 || echo "PVH-LINUX-INIT: no answer from d$peer"
+    fi
+    if n=$(arg pvhxsbench); then
+        set -- $(for i in $(seq $n); do echo name; done)
+        read t0 _ </proc/uptime
+        for i in $(seq $n); do xenstore-read name >/dev/null; done
+        read t1 _ </proc/uptime
+        xenstore-read "$@" >/dev/null
+        read t2 _ </proc/uptime
+        echo "PVH-LINUX-INIT: xsbench n=$n processes=$t0..$t1 one-process=$t1..$t2"
+    fi
+    xenstore-write data/done 1
+fi
+case "$cmdline" in
 *" pvhshell "*)
     echo "PVH-LINUX-INIT: shell (exit to power off)"
     setsid cttyhack sh
+    ;;
+*" pvhwait "*)
+    echo "PVH-LINUX-INIT: waiting for control/shutdown"
+    while :; do sleep 1000; done
     ;;
 esac
 poweroff -f
 echo "PVH-LINUX-INIT: poweroff failed"
 while :; do sleep 1000; done
+"#;
+
+/// `/sbin/poweroff`, which Linux runs when told to power off through
+/// `control/shutdown` (`orderly_poweroff`): says so, then powers off.
+const POWEROFF_SCRIPT: &str = r#"#!/bin/sh
+echo "PVH-LINUX-INIT: orderly poweroff (control/shutdown)" >/dev/console
+exec /bin/busybox poweroff -f
 "#;
 
 /// The paths `cargo xtask linux` produces.
@@ -90,11 +203,18 @@ pub fn linux(args: &[&str]) -> Result<(), String> {
     if force || (!busybox_bin.is_file() && !valid_cpio_file(&out.initramfs)) {
         fetch_busybox(&dir)?;
     }
+    let xs_tree = dir.join("xs-pkg");
+    if force || !xs_tree.join("usr/bin/xenstore").is_file() {
+        fetch_xenstore_utils(&dir)?;
+    }
     if busybox_bin.is_file() {
         // Cheap and offline: keeps the archive in step with `INIT_SCRIPT`.
         let busybox = fs::read(&busybox_bin).map_err(|e| io_err(&busybox_bin, e))?;
         check_applets(&busybox_bin)?;
-        let archive = initramfs(&busybox);
+        let mut extra = Extra::default();
+        extra.modules(&dir.join("pkg"))?;
+        extra.xenstore_tools(&xs_tree)?;
+        let archive = initramfs(&busybox, &extra);
         if fs::read(&out.initramfs).ok().as_deref() != Some(&archive[..]) {
             write_atomic(&out.initramfs, &archive)?;
         }
@@ -149,12 +269,233 @@ fn fetch_busybox(dir: &Path) -> Result<(), String> {
     update_version(dir, 1, &format!("busybox-static {version}"))
 }
 
-/// Sets line `index` of `version.txt` (0: kernel, 1: busybox).
+/// Downloads [`XS_PACKAGES`] and unpacks them together into `xs-pkg/`.
+fn fetch_xenstore_utils(dir: &Path) -> Result<(), String> {
+    let mut apt = Apt::default();
+    let tree = dir.join("xs-pkg");
+    if tree.exists() {
+        fs::remove_dir_all(&tree).map_err(|e| io_err(&tree, e))?;
+    }
+    let mut version = String::new();
+    for package in XS_PACKAGES {
+        let deb = apt.download(package, &dir.join("debs"))?;
+        let mut c = Command::new("dpkg-deb");
+        c.arg("-x").arg(&deb).arg(&tree);
+        run(c)?;
+        if *package == "xenstore-utils" {
+            version = deb_field(&deb, "Version")?;
+        }
+    }
+    update_version(dir, 2, &format!("xenstore-utils {version}"))
+}
+
+/// What the archive holds besides busybox: `(path, mode, contents)` files
+/// and `(path, target)` links.
+#[derive(Default)]
+struct Extra {
+    files: Vec<(String, u32, Vec<u8>)>,
+    links: Vec<(String, String)>,
+    /// Module names in load order (each after what it depends on).
+    modules: Vec<String>,
+}
+
+impl Extra {
+    /// [`MODULES`] and their dependencies from the kernel package in
+    /// `pkg`, as `lib/modules/NAME.ko`.
+    fn modules(&mut self, pkg: &Path) -> Result<(), String> {
+        let base = pkg.join("lib/modules");
+        let mut found = Vec::new();
+        find_files(&base, ".ko", &mut found)?;
+        let by_name = |name: &str| {
+            let want = name.replace('_', "-");
+            found
+                .iter()
+                .find(|p| {
+                    p.file_stem()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.replace('_', "-") == want)
+                })
+                .cloned()
+        };
+        let mut stack: Vec<(String, bool)> = MODULES
+            .iter()
+            .rev()
+            .map(|m| (m.to_string(), false))
+            .collect();
+        while let Some((name, deps_done)) = stack.pop() {
+            let name = name.replace('_', "-");
+            if self.modules.contains(&name) {
+                continue;
+            }
+            let path = by_name(&name).ok_or(format!(
+                "module {name} not in {} (run `cargo xtask linux --force`)",
+                base.display()
+            ))?;
+            let data = fs::read(&path).map_err(|e| io_err(&path, e))?;
+            if deps_done {
+                self.files
+                    .push((format!("lib/modules/{name}.ko"), 0o644, data));
+                self.modules.push(name);
+                continue;
+            }
+            stack.push((name.clone(), true));
+            for dep in modinfo_depends(&data) {
+                if stack.len() > 64 {
+                    return Err(format!("module {name}: dependency loop"));
+                }
+                stack.push((dep, false));
+            }
+        }
+        let list = self.modules.join("\n") + "\n";
+        self.files
+            .push(("etc/modules".into(), 0o644, list.into_bytes()));
+        Ok(())
+    }
+
+    /// Debian's `xenstore` binary from the unpacked `tree`, [`XS_TOOLS`]
+    /// as links to it, the libraries it needs (`DT_NEEDED`, transitively)
+    /// and its program interpreter.
+    fn xenstore_tools(&mut self, tree: &Path) -> Result<(), String> {
+        let bin = "usr/bin/xenstore";
+        self.files
+            .push((bin.into(), 0o755, read_in_tree(tree, bin)?));
+        for t in XS_TOOLS {
+            self.links.push((format!("usr/bin/{t}"), "xenstore".into()));
+        }
+        let (mut todo, interp) = elf_needs(&tree.join(bin))?;
+        let interp = interp.ok_or("xenstore has no program interpreter")?;
+        let rel = interp.trim_start_matches('/').to_string();
+        self.files
+            .push((rel.clone(), 0o755, read_in_tree(tree, &rel)?));
+        let mut done: Vec<String> = Vec::new();
+        // The interpreter is loaded already, under its own name.
+        let interp_name = rel.rsplit('/').next().unwrap_or_default().to_string();
+        while let Some(lib) = todo.pop() {
+            if done.contains(&lib) || lib == interp_name {
+                continue;
+            }
+            let rel = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
+                .iter()
+                .map(|d| format!("{d}/{lib}"))
+                .find(|r| fs::symlink_metadata(tree.join(r)).is_ok())
+                .ok_or(format!(
+                    "{lib} (needed by xenstore) is not in {}",
+                    tree.display()
+                ))?;
+            let data = read_in_tree(tree, &rel)?;
+            let real = resolve_in_tree(tree, &rel)?;
+            todo.extend(elf_needs(&tree.join(&real))?.0);
+            self.files
+                .push((format!("lib/x86_64-linux-gnu/{lib}"), 0o755, data));
+            done.push(lib);
+        }
+        Ok(())
+    }
+}
+
+/// The `depends=` modules of a `.ko` (from its `.modinfo` strings).
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    let Some(at) = ko.windows(key.len()).position(|w| w == key) else {
+        return Vec::new();
+    };
+    let rest = &ko[at + key.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every file under `dir` whose name ends with `suffix`.
+fn find_files(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    for e in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let e = e.map_err(|e| io_err(dir, e))?;
+        let t = e.file_type().map_err(|err| io_err(&e.path(), err))?;
+        if t.is_dir() {
+            find_files(&e.path(), suffix, out)?;
+        } else if e.file_name().to_string_lossy().ends_with(suffix) {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// `rel` inside `tree` with symbolic links followed within the tree (an
+/// absolute link target names a path in the tree, not on the host).
+fn resolve_in_tree(tree: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut cur = normalize(Path::new(rel.trim_start_matches('/')));
+    for _ in 0..16 {
+        let p = tree.join(&cur);
+        let meta = fs::symlink_metadata(&p).map_err(|e| io_err(&p, e))?;
+        if !meta.file_type().is_symlink() {
+            return Ok(cur);
+        }
+        let target = fs::read_link(&p).map_err(|e| io_err(&p, e))?;
+        cur = match target.strip_prefix("/") {
+            Ok(abs) => normalize(abs),
+            Err(_) => normalize(&cur.parent().unwrap_or(Path::new("")).join(target)),
+        };
+    }
+    Err(format!("{rel}: too many links in {}", tree.display()))
+}
+
+fn read_in_tree(tree: &Path, rel: &str) -> Result<Vec<u8>, String> {
+    let p = tree.join(resolve_in_tree(tree, rel)?);
+    fs::read(&p).map_err(|e| io_err(&p, e))
+}
+
+/// A relative path without `.` and `..` components.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `DT_NEEDED` libraries and the program interpreter of an ELF file,
+/// as `readelf` reports them.
+fn elf_needs(path: &Path) -> Result<(Vec<String>, Option<String>), String> {
+    let out = Command::new("readelf")
+        .args(["-d", "-l", "-W"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("could not start readelf (binutils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("readelf {}: {}", path.display(), out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let between = |line: &str, open: &str| {
+        line.split_once(open)
+            .and_then(|(_, r)| r.split_once(']'))
+            .map(|(v, _)| v.to_string())
+    };
+    let needed = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| between(l, "Shared library: ["))
+        .collect();
+    let interp = text
+        .lines()
+        .find_map(|l| between(l, "Requesting program interpreter: "));
+    Ok((needed, interp))
+}
+
+/// Sets line `index` of `version.txt` (0: kernel, 1: busybox,
+/// 2: xenstore-utils).
 fn update_version(dir: &Path, index: usize, line: &str) -> Result<(), String> {
     let path = dir.join("version.txt");
     let old = fs::read_to_string(&path).unwrap_or_default();
     let mut lines: Vec<String> = old.lines().map(str::to_string).collect();
-    lines.resize(lines.len().max(2), String::new());
+    lines.resize(lines.len().max(3), String::new());
     lines[index] = line.to_string();
     write_atomic(&path, format!("{}\n", lines.join("\n")).as_bytes())
 }
@@ -469,10 +810,32 @@ fn valid_cpio_file(path: &Path) -> bool {
     })
 }
 
-/// The initramfs: busybox, its applet links, `/dev/console` and `/init`.
-fn initramfs(busybox: &[u8]) -> Vec<u8> {
+/// The initramfs: busybox, its applet links, `/dev/console`, `/init`,
+/// `/sbin/poweroff` and the `extra` files (with their directories).
+fn initramfs(busybox: &[u8], extra: &Extra) -> Vec<u8> {
     let mut c = Cpio::default();
-    for d in ["bin", "sbin", "proc", "sys", "dev", "etc"] {
+    let mut dirs: Vec<String> = ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp"]
+        .map(String::from)
+        .to_vec();
+    for name in extra
+        .files
+        .iter()
+        .map(|f| &f.0)
+        .chain(extra.links.iter().map(|l| &l.0))
+    {
+        let mut p = Path::new(name.as_str()).parent();
+        let mut chain = Vec::new();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            chain.push(d.to_string_lossy().into_owned());
+            p = d.parent();
+        }
+        for d in chain.into_iter().rev() {
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    for d in &dirs {
         c.dir(d);
     }
     c.file("bin/busybox", 0o755, busybox);
@@ -481,6 +844,13 @@ fn initramfs(busybox: &[u8]) -> Vec<u8> {
     }
     c.char_dev("dev/console", 0o600, 5, 1);
     c.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    c.file("sbin/poweroff", 0o755, POWEROFF_SCRIPT.as_bytes());
+    for (name, mode, data) in &extra.files {
+        c.file(name, *mode, data);
+    }
+    for (name, target) in &extra.links {
+        c.symlink(name, target);
+    }
     c.finish()
 }
 
@@ -598,7 +968,7 @@ mod tests {
 
     #[test]
     fn cpio_headers_are_aligned() {
-        let a = initramfs(b"busybox");
+        let a = initramfs(b"busybox", &Extra::default());
         assert!(a.starts_with(b"070701"));
         assert!(a.len().is_multiple_of(4));
         // Every header starts on a 4-byte boundary: walk them.

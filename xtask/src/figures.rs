@@ -700,7 +700,7 @@ fn timed(
 /// modules. Patterns: the hypervisor's banner, the `/init` marker.
 fn ours(image: &Path) -> Result<Timed, String> {
     let o = RunOptions {
-        modules: linux_modules(256, 1, false),
+        modules: linux_modules("linux", 256, 1, ""),
         mem_mib: 512,
         ..Default::default()
     };

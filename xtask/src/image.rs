@@ -117,14 +117,24 @@ struct Guests {
     linux: bool,
     /// With `--linux`: an interactive shell instead of the unattended boot.
     shell: bool,
-    /// Start the service domain (xenstore for every domain) first.
-    service: bool,
+    /// Start the service domain (xenstore for every domain) first:
+    /// `--service` / `--no-service`; by default with `--linux` only.
+    service: Option<bool>,
+    /// With `--linux`: how many Linux domains (`--domains N`).
+    domains: u32,
+}
+
+impl Guests {
+    fn service(&self) -> bool {
+        self.service.unwrap_or(self.linux)
+    }
 }
 
 fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
     let mut o = RunOptions::default();
     let mut g = Guests {
         vcpus: 1,
+        domains: 1,
         ..Default::default()
     };
     let mut host_mem = None;
@@ -150,7 +160,9 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
             "--initrd" => g.initrd = Some(value("--initrd")?.into()),
             "--guest-cmdline" => g.guest_cmdline = Some(value("--guest-cmdline")?),
             "--linux" => g.linux = true,
-            "--service" => g.service = true,
+            "--service" => g.service = Some(true),
+            "--no-service" => g.service = Some(false),
+            "--domains" => g.domains = num("--domains", value("--domains")?)?.clamp(1, 8),
             "--shell" => g.shell = true,
             "--module" => o.modules.push(Module::plain(value("--module")?.into())),
             "--timeout" => {
@@ -164,8 +176,11 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
             other => return Err(format!("unknown option `{other}`")),
         }
     }
+    if g.domains > 1 && !g.linux {
+        return Err("--domains goes with --linux".into());
+    }
     let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
-    o.mem_mib = host_mem.unwrap_or((guest_mem + 192).max(256));
+    o.mem_mib = host_mem.unwrap_or((guest_mem * g.domains + 192).max(256));
     Ok((o, g))
 }
 
@@ -180,24 +195,69 @@ pub fn linux_files() -> (PathBuf, PathBuf) {
     (dir.join("vmlinux"), dir.join("initramfs.cpio"))
 }
 
-/// The modules for a Linux domain: the kernel with its command line, and
-/// the busybox initramfs.
-pub fn linux_modules(mem_mib: u32, vcpus: u32, shell: bool) -> Vec<Module> {
+/// The modules for a Linux domain called `name`: the kernel with its
+/// command line (`words` for the `/init` of xtask/src/linux.rs, such as
+/// `pvhshell`), and the busybox initramfs.
+pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<Module> {
     let (kernel, initrd) = linux_files();
     let mut cmd = String::from("console=hvc0 earlyprintk=xen");
-    if shell {
-        cmd.push_str(" pvhshell");
+    if !words.is_empty() {
+        cmd.push(' ');
+        cmd.push_str(words);
     }
     vec![
         Module {
             path: kernel,
-            cmdline: kernel_cmdline(mem_mib, vcpus, &cmd),
+            cmdline: format!("kernel name={name} mem={mem_mib}M vcpus={vcpus} -- {cmd}"),
         },
         Module {
             path: initrd,
             cmdline: "ramdisk".into(),
         },
     ]
+}
+
+/// `domains` Linux domains of `mem_mib` each, after a service domain when
+/// `service`: named `linux` (one) or `linux1`.. (several); ids count from 2
+/// with the service domain (d1), else from 1. With the service domain each
+/// Linux waits for `control/shutdown` once its `/init` is done, and the
+/// service domain sends it when every domain wrote `data/done`; two
+/// domains also run the xenstore handshake with each other (`pvhpeer`).
+/// `words` go to every Linux.
+pub fn linux_plan(
+    domains: u32,
+    mem_mib: u32,
+    vcpus: u32,
+    service: bool,
+    words: &str,
+) -> Result<Vec<Module>, String> {
+    let mut modules = Vec::new();
+    // An interactive shell is not told to power off.
+    let scripted = !words.contains("pvhshell");
+    if service {
+        modules.push(service_module(if scripted {
+            "shutdown-when=data/done"
+        } else {
+            ""
+        })?);
+    }
+    let first = if service { 2 } else { 1 };
+    for i in 0..domains {
+        let name = if domains == 1 {
+            "linux".to_string()
+        } else {
+            format!("linux{}", i + 1)
+        };
+        let mut w = String::from(words);
+        if service && scripted {
+            w.push_str(" pvhwait");
+            if domains == 2 {
+                w.push_str(&format!(" pvhpeer={}", first + (1 - i)));
+            }
+        }
+        modules.extend(linux_modules(&name, mem_mib, vcpus, w.trim()));
+    }
+    Ok(modules)
 }
 
 /// Builds the release image and returns its path.
@@ -238,11 +298,14 @@ pub fn build_service_domain() -> Result<PathBuf, String> {
 }
 
 /// The service domain's module: its kernel, with the `service` role (the
-/// hypervisor appends the `domains=` list it serves).
-pub fn service_module() -> Result<Module, String> {
+/// hypervisor appends the `domains=` list it serves) and `options` for it
+/// (crates/service-domain/src/cmdline.rs).
+pub fn service_module(options: &str) -> Result<Module, String> {
     Ok(Module {
         path: build_service_domain()?,
-        cmdline: "kernel name=svc mem=32M service --".into(),
+        cmdline: format!("kernel name=svc mem=32M service -- {options}")
+            .trim_end()
+            .to_string(),
     })
 }
 
@@ -274,7 +337,14 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
     let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
     if g.linux {
         crate::linux::linux(&[])?;
-        o.modules.extend(linux_modules(guest_mem, g.vcpus, g.shell));
+        let words = if g.shell { "pvhshell" } else { "" };
+        o.modules.extend(linux_plan(
+            g.domains,
+            guest_mem,
+            g.vcpus,
+            g.service(),
+            words,
+        )?);
         if g.shell {
             o.input = SerialInput::Terminal;
             eprintln!("The busybox shell runs on hvc0; `poweroff -f` (or exit) ends the machine.");
@@ -300,7 +370,7 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
         let extra = g.guest_cmdline.as_deref().unwrap_or("");
         // Domain ids count from 1 in module order; the service domain, if
         // any, comes first.
-        let first = if g.service { 2 } else { 1 };
+        let first = if g.service() { 2 } else { 1 };
         let roles = [
             format!("role=ping peer={}", first + 1),
             format!("role=pong peer={first}"),
@@ -312,8 +382,8 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             });
         }
     }
-    if g.service {
-        o.modules.insert(0, service_module()?);
+    if g.service() && !g.linux {
+        o.modules.insert(0, service_module("")?);
     }
     let (ok, serial) = match o.vendor {
         Vendor::Amd => {
@@ -1096,7 +1166,9 @@ pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
 
 /// The unmodified Debian kernel as a domain: banner, `/init`'s marker with
 /// the number of online CPUs, then `poweroff -f` (ACPI S5) ending the
-/// machine with success.
+/// machine with success. With the service domain, the plan of
+/// [`linux_plan`]: xenstore, and an orderly shutdown through
+/// `control/shutdown`.
 struct LinuxCase {
     name: &'static str,
     vendor: Vendor,
@@ -1105,53 +1177,84 @@ struct LinuxCase {
     smp: u32,
     /// The service domain starts first (xenstore for Linux).
     service: bool,
+    /// Linux domains, of `mem` MiB each.
+    domains: u32,
+    mem: u32,
     expect: &'static [&'static str],
 }
 
 const LINUX_CASES: &[LinuxCase] = &[
-    // The service domain (d1) serves xenstore to Linux (d2): Linux's
-    // xenbus waits for it (late init), then talks to it; when Linux powers
-    // off, the service domain sees it through VIRQ_DOM_EXC and stops too.
+    // The service domain (d1) serves xenstore to two Linux domains (d2,
+    // d3): their xenbus waits for it (late init), their `/init` reads its
+    // name with Debian's xenstore-read, and each sees, by a watch, a node
+    // the other writes (permission given with xenstore-chmod). When both
+    // are done the service domain writes their `control/shutdown`; Linux
+    // runs /sbin/poweroff (orderly_poweroff), and once both are down the
+    // service domain, told by VIRQ_DOM_EXC, stops too. One host CPU: with
+    // two, this case hits the open QEMU host reset (docs/architecture.md,
+    // "The QEMU host reset") in about a third of the boots; `cargo xtask
+    // stress qemu-svm-linux-service --runs N --smp 2` reproduces it.
     LinuxCase {
         name: "qemu-svm-linux-service",
         vendor: Vendor::Amd,
         vcpus: 1,
-        smp: 2,
+        smp: 1,
         service: true,
+        domains: 2,
+        mem: 160,
         expect: &[
-            "(d1) service-domain: xenstore: d2 (d2) connected on port",
+            "(d1) service-domain: xenstore: d2 (linux1) connected on port",
+            "(d1) service-domain: xenstore: d3 (linux2) connected on port",
             "(d1) service-domain: xenstore ready",
             "(d1) service-domain: xenstore: d2 sent its first request",
-            "(d2) PVH-LINUX-INIT: up, cpus=1",
+            "(d1) service-domain: xenstore: d3 sent its first request",
+            "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux1",
+            "(d3) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux2",
+            "(d2) PVH-LINUX-INIT: xenstore watch saw d3: hello-from-d3",
+            "(d3) PVH-LINUX-INIT: xenstore watch saw d2: hello-from-d2",
+            "(d1) service-domain: xenstore: every domain wrote data/done; asking d2 to power off",
+            "(d1) service-domain: xenstore: every domain wrote data/done; asking d3 to power off",
+            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d3) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
             "d2: shutdown (Poweroff)",
+            "d3: shutdown (Poweroff)",
             "(d1) service-domain: xenstore: d2 shut down (",
+            "(d1) service-domain: xenstore: d3 shut down (",
             "(d1) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
         ],
     },
-    // The same on Intel VMX under Bochs.
+    // Intel VMX under Bochs: the service domain and one Linux, which
+    // reads its name and is powered off through control/shutdown.
     LinuxCase {
         name: "bochs-vmx-linux-service",
         vendor: Vendor::Intel,
         vcpus: 1,
         smp: 1,
         service: true,
+        domains: 1,
+        mem: 256,
         expect: &[
             "(d1) service-domain: xenstore ready",
             "(d1) service-domain: xenstore: d2 sent its first request",
-            "(d2) PVH-LINUX-INIT: up, cpus=1",
+            "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux",
+            "(d1) service-domain: xenstore: every domain wrote data/done; asking d2 to power off",
+            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
             "(d1) service-domain: xenstore: d2 shut down (",
             "(d1) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
             STOP_OK,
         ],
     },
+    // Without the service domain: no xenstore, Linux boots as before.
     LinuxCase {
         name: "qemu-svm-linux-1vcpu",
         vendor: Vendor::Amd,
         vcpus: 1,
         smp: 2,
         service: false,
+        domains: 1,
+        mem: 256,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1159,7 +1262,7 @@ const LINUX_CASES: &[LinuxCase] = &[
             "printk: console [hvc0] enabled",
             "clocksource: Switched to clocksource xen",
             "Run /init as init process",
-            "(d1) PVH-LINUX-INIT: up, cpus=1",
+            "(d1) PVH-LINUX-INIT: up, cpus=1\r\n",
             "reboot: Power down",
             "d1: shutdown (Poweroff)",
             "all domains shut down (cleanly)",
@@ -1172,6 +1275,8 @@ const LINUX_CASES: &[LinuxCase] = &[
         vcpus: 1,
         smp: 1,
         service: false,
+        domains: 1,
+        mem: 256,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "(d1) PVH-LINUX-INIT: up, cpus=1",
@@ -1186,6 +1291,8 @@ const LINUX_CASES: &[LinuxCase] = &[
         vcpus: 2,
         smp: 2,
         service: false,
+        domains: 1,
+        mem: 256,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -1215,14 +1322,11 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         return Ok(());
     }
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
-        let mut modules = linux_modules(256, case.vcpus, false);
-        if case.service {
-            modules.insert(0, service_module()?);
-        }
+        let modules = linux_plan(case.domains, case.mem, case.vcpus, case.service, "")?;
         let mut o = RunOptions {
             vendor: case.vendor,
             modules,
-            mem_mib: 512,
+            mem_mib: (case.mem * case.domains + 256).max(512),
             smp: case.smp,
             timeout: Some(Duration::from_secs(600)),
             ..Default::default()
@@ -1251,7 +1355,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
     // the ways a Linux domain ends: poweroff, reboot, and a kernel panic.
     for case in SHELL_CASES.iter().filter(|c| selected(filter, c.name)) {
         let mut o = RunOptions {
-            modules: linux_modules(256, 1, true),
+            modules: linux_modules("linux", 256, 1, "pvhshell"),
             mem_mib: 512,
             timeout: Some(Duration::from_secs(600)),
             input: SerialInput::Script(

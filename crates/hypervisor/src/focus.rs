@@ -49,6 +49,17 @@ impl Focus {
     }
 }
 
+/// Where input goes before anyone switched, or when the focused domain is
+/// gone: the first of `alive` (sorted ids) that is not a service domain
+/// (whose console has nothing to type into), else the first of `alive`.
+pub fn default_domain(alive: &[u16], service: &[u16]) -> Option<u16> {
+    alive
+        .iter()
+        .copied()
+        .find(|d| !service.contains(d))
+        .or_else(|| alive.first().copied())
+}
+
 /// The domain after `current` among `alive` (sorted ids), wrapping around;
 /// the first one when `current` is gone.
 pub fn next_domain(alive: &[u16], current: Option<u16>) -> Option<u16> {
@@ -63,6 +74,14 @@ pub fn next_domain(alive: &[u16], current: Option<u16>) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_starts_on_the_first_guest() {
+        assert_eq!(default_domain(&[1, 2, 3], &[1]), Some(2));
+        assert_eq!(default_domain(&[1, 2, 3], &[]), Some(1));
+        assert_eq!(default_domain(&[1], &[1]), Some(1));
+        assert_eq!(default_domain(&[], &[1]), None);
+    }
 
     #[test]
     fn three_ctrl_a_switch() {

@@ -1,11 +1,13 @@
 //! Serial input for the domains' PV consoles: bytes typed on COM1 go to
 //! the focused domain's console ring; Ctrl-A three times moves the focus
-//! to the next live domain (see `hypervisor::focus`).
+//! to the next live domain (see `hypervisor::focus`). Input starts on the
+//! first domain that is not a service domain.
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use hv_core::domain::Caps;
 use hv_core::{DomId, Hypervisor};
-use hypervisor::focus::{Focus, Input, next_domain};
+use hypervisor::focus::{Focus, Input, default_domain, next_domain};
 use spin::Mutex;
 
 use crate::hostplat::HostPlatform;
@@ -24,11 +26,15 @@ pub fn poll(hv: &mut Hypervisor<HostPlatform>) {
             .filter(|&d| hv.domain(d).is_some_and(|x| x.is_alive()))
             .map(|d| d.0)
             .collect();
+        let service: alloc::vec::Vec<u16> = alive
+            .iter()
+            .copied()
+            .filter(|&d| hv.domain(DomId(d)).is_some_and(|x| x.may(Caps::XENSTORE)))
+            .collect();
+        let first = default_domain(&alive, &service);
         let cur = match FOCUSED.load(Relaxed) {
-            u32::MAX => alive.first().copied(),
-            d => Some(d as u16)
-                .filter(|d| alive.contains(d))
-                .or(alive.first().copied()),
+            u32::MAX => first,
+            d => Some(d as u16).filter(|d| alive.contains(d)).or(first),
         };
         match focus.feed(b) {
             Input::Pending => {}

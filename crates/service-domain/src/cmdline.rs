@@ -18,9 +18,12 @@ pub struct Named {
 pub struct Options {
     /// The domains to serve (from `domains=`), in order.
     pub domains: Vec<Named>,
-    /// `shutdown=ID`: ask domain ID to power off once it is connected and
-    /// has written `control/feature-poweroff` (for tests).
+    /// `shutdown=ID,...`: ask these domains to power off as soon as they
+    /// are connected (for tests).
     pub shutdown: Vec<u16>,
+    /// `shutdown-when=KEY`: ask every domain to power off once each has
+    /// written KEY under its home (for tests and demos).
+    pub shutdown_when: Option<String>,
 }
 
 /// Parses the words of a command line. Unknown words are ignored (the
@@ -42,6 +45,8 @@ pub fn parse(line: &str) -> Options {
                     name: String::from(name),
                 });
             }
+        } else if let Some(key) = word.strip_prefix("shutdown-when=") {
+            o.shutdown_when = Some(String::from(key)).filter(|k| !k.is_empty());
         } else if let Some(list) = word.strip_prefix("shutdown=") {
             o.shutdown
                 .extend(list.split(',').filter_map(|d| d.parse::<u16>().ok()));
@@ -56,7 +61,9 @@ mod tests {
 
     #[test]
     fn domains_and_options() {
-        let o = parse("console=x domains=1:linux,2:d2,x:bad,3:,4 shutdown=1,z");
+        let o =
+            parse("console=x domains=1:linux,2:d2,x:bad,3:,4 shutdown=1,z shutdown-when=data/done");
+        assert_eq!(o.shutdown_when.as_deref(), Some("data/done"));
         assert_eq!(
             o.domains,
             [

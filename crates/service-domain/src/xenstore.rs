@@ -93,6 +93,9 @@ pub struct StoreService<P: Platform> {
     /// The service's own (privileged) connection, for the nodes it writes.
     me: ConnId,
     guests: BTreeMap<u16, Guest<P::Mem>>,
+    /// `shutdown-when=KEY`: once every live domain has written KEY under
+    /// its home, each is asked to power off (once).
+    shutdown_when: Option<String>,
 }
 
 impl<P: Platform> StoreService<P> {
@@ -105,6 +108,46 @@ impl<P: Platform> StoreService<P> {
             platform,
             me,
             guests: BTreeMap::new(),
+            shutdown_when: None,
+        }
+    }
+
+    /// Asks every domain to power off, through `control/shutdown`, once
+    /// each live one has written `key` (relative to its home): a scripted
+    /// `xl shutdown` for tests and demos, checked by [`Self::orders`].
+    pub fn shutdown_when(&mut self, key: &str) {
+        self.shutdown_when = Some(String::from(key));
+    }
+
+    /// Carries out an order given by [`Self::shutdown_when`] whose
+    /// condition now holds; call after [`Self::pump`]. Domains cut off or
+    /// already shut down do not count (they cannot write any more).
+    pub fn orders(&mut self) {
+        let Some(key) = self.shutdown_when.clone() else {
+            return;
+        };
+        let live: Vec<u16> = self
+            .guests
+            .iter()
+            .filter(|(_, g)| !g.cut_off && !g.shutdown_seen)
+            .map(|(&d, _)| d)
+            .collect();
+        if live.is_empty()
+            || live
+                .iter()
+                .any(|d| self.read(&format!("/local/domain/{d}/{key}")).is_err())
+        {
+            return;
+        }
+        self.shutdown_when = None;
+        for d in live {
+            self.platform.log(format_args!(
+                "xenstore: every domain wrote {key}; asking d{d} to power off"
+            ));
+            if let Err(e) = self.request_shutdown(d, "poweroff") {
+                self.platform
+                    .log(format_args!("xenstore: d{d}: control/shutdown: {e}"));
+            }
         }
     }
 

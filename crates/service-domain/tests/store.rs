@@ -325,3 +325,48 @@ fn a_hostile_domain_is_cut_off_and_the_others_go_on() {
     assert!(!world.0.borrow().mapped.contains(&4));
     assert_eq!(g.read(&mut svc, "name").unwrap(), "good");
 }
+
+#[test]
+fn shutdown_when_every_domain_wrote_the_key() {
+    let world = Mock::default();
+    let (p1, p2, p3) = (
+        new_domain(&world, 1, 5, 1024, 1),
+        new_domain(&world, 2, 6, 1024, 1),
+        new_domain(&world, 3, 7, 1024, 1),
+    );
+    let mut svc = StoreService::new(world.clone());
+    for (d, n) in [(1, "a"), (2, "b"), (3, "c")] {
+        svc.add_domain(d, n).unwrap();
+    }
+    svc.shutdown_when("data/done");
+    let (mut a, mut b, mut c) = (Front::new(p1), Front::new(p2), Front::new(p3));
+    a.write(&mut svc, "data/done", "1").unwrap();
+    svc.orders();
+    assert_eq!(a.read(&mut svc, "control/shutdown").unwrap(), "");
+    // A domain that is cut off cannot write: it does not hold the others.
+    c.ring.req.write(&[0xff; 16]).unwrap();
+    let mut hdr = encode(XS_WRITE, 1, 0, b"");
+    hdr[12..16].copy_from_slice(&5000u32.to_le_bytes());
+    c.ring.req.write(&hdr).unwrap();
+    svc.pump();
+    assert_eq!(svc.ports().len(), 2);
+    svc.orders();
+    assert_eq!(b.read(&mut svc, "control/shutdown").unwrap(), "");
+    b.write(&mut svc, "data/done", "1").unwrap();
+    svc.orders();
+    assert_eq!(a.read(&mut svc, "control/shutdown").unwrap(), "poweroff");
+    assert_eq!(b.read(&mut svc, "control/shutdown").unwrap(), "poweroff");
+    // Once: a domain that clears it (as Linux does) is not asked again.
+    a.write(&mut svc, "control/shutdown", "").unwrap();
+    svc.orders();
+    assert_eq!(a.read(&mut svc, "control/shutdown").unwrap(), "");
+    assert!(
+        world
+            .0
+            .borrow()
+            .log
+            .iter()
+            .any(|l| l.contains("asking d2 to power off"))
+    );
+    assert!(!world.0.borrow().log.iter().any(|l| l.contains("asking d3")));
+}

@@ -227,6 +227,9 @@ extern "C" fn svc_main(start_info: u64) -> ! {
     for &d in &opts.shutdown {
         let _ = svc.request_shutdown(d, "poweroff");
     }
+    if let Some(key) = &opts.shutdown_when {
+        svc.shutdown_when(key);
+    }
     let virq = match hc.evtchn_bind_virq(xen_abi::VIRQ_DOM_EXC, 0) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -241,6 +244,7 @@ extern "C" fn svc_main(start_info: u64) -> ! {
 /// Blocks until a port is pending, clears what is pending, then serves.
 fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! {
     let mut more = svc.pump();
+    svc.orders();
     loop {
         let mut ports = svc.ports();
         ports.extend(virq);
@@ -267,6 +271,7 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! 
             }
         }
         more = svc.pump();
+        svc.orders();
     }
 }
 

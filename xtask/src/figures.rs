@@ -22,6 +22,14 @@
 //!   from starting QEMU to the `/init` marker, our hypervisor with Linux as
 //!   a PVH domain against QEMU booting the same kernel and initramfs itself,
 //!   alternating, [`LINUX_RUNS`] each, without icount. Goal: at most 1.5x.
+//! - xenstore from Linux (issue 14): the service domain and one Linux
+//!   whose `/init` runs `xenstore-read name` [`XS_READS`] times (a process
+//!   each), then reads it ten times as often in one process, timed by
+//!   `/proc/uptime`; and the time from the hypervisor's banner to Linux's
+//!   first xenstore request (its xenbus probe), by the TSC the hypervisor
+//!   and the service domain log. Under QEMU (`-icount shift=0`, one CPU)
+//!   and Bochs VMX (one CPU), where TSC ticks count instructions; guest
+//!   seconds become instructions by the TSC rate the hypervisor measured.
 //! - Bochs (issue 8): the same bench domains and the same boot, under Bochs
 //!   on Intel VMX (`corei7_skylake_x`) and AMD SVM with NRIP save
 //!   (`ryzen`), one CPU: there Bochs ticks its clock, and so the TSC, once
@@ -29,10 +37,11 @@
 //!   the three machines side by side, in instructions. `--no-bochs` skips
 //!   this part, `--bochs-only` does only this part (both read from the
 //!   command line; with criterion, give `--figures-only` too).
+//!   `--xenstore-only` measures only the xenstore figures.
 
 use crate::image::{
     self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, STOP_OK, Vendor, build_image,
-    build_iso, build_test_guest, linux_files, linux_modules,
+    build_iso, build_test_guest, linux_files, linux_modules, linux_plan,
 };
 use crate::root;
 use std::fmt::Write as _;
@@ -41,6 +50,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// xenstore reads of the Linux figure.
+const XS_READS: u32 = 1000;
 /// Runs of each Linux boot (alternating ours and bare QEMU).
 const LINUX_RUNS: usize = 3;
 /// The image size goal (stripped).
@@ -161,6 +172,20 @@ pub fn figures() -> Result<(), String> {
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let (qemu_part, bochs_part) = (!has("--bochs-only"), !has("--no-bochs"));
     let image = build_image()?;
+    if has("--xenstore-only") {
+        let mut out = String::new();
+        let mut missing = Vec::new();
+        for vendor in [Vendor::Amd, Vendor::Intel] {
+            if (vendor == Vendor::Amd && qemu_part) || (vendor == Vendor::Intel && bochs_part) {
+                linux_xenstore(&image, vendor, &mut out, &mut missing)?;
+            }
+        }
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("figures not measured: {missing:?}"))
+        };
+    }
     let guest = build_test_guest()?;
     let mut out = String::new();
     let mut missing: Vec<String> = Vec::new();
@@ -180,6 +205,7 @@ pub fn figures() -> Result<(), String> {
         let (kernel, initrd) = linux_files();
         if kernel.exists() && initrd.exists() {
             linux_comparison(&image, &mut out, &mut missing)?;
+            linux_xenstore(&image, Vendor::Amd, &mut out, &mut missing)?;
         } else {
             say(
                 &mut out,
@@ -188,6 +214,10 @@ pub fn figures() -> Result<(), String> {
         }
     }
     if bochs_part {
+        let (kernel, initrd) = linux_files();
+        if kernel.exists() && initrd.exists() {
+            linux_xenstore(&image, Vendor::Intel, &mut out, &mut missing)?;
+        }
         let mut columns = vec![qemu];
         for (cpu, name) in BOCHS_CPUS {
             columns.push(bochs_column(
@@ -832,4 +862,151 @@ fn linux_comparison(
         );
     }
     Ok(())
+}
+
+/// The xenstore figures from Linux (see the module doc), on QEMU (AMD,
+/// icount) or Bochs (Intel VMX).
+fn linux_xenstore(
+    image: &Path,
+    vendor: Vendor,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<(), String> {
+    let machine = match vendor {
+        Vendor::Amd => "QEMU -icount shift=0, -smp 1",
+        Vendor::Intel => "Bochs corei7_skylake_x, 1 CPU",
+    };
+    let o = RunOptions {
+        vendor,
+        smp: 1,
+        modules: linux_plan(1, 256, 1, true, &format!("pvhxsbench={XS_READS}"))?,
+        mem_mib: 512,
+        timeout: Some(BOCHS_TIMEOUT),
+        extra_qemu_args: if vendor == Vendor::Amd {
+            icount()
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let serial = match vendor {
+        Vendor::Amd => image::boot_qemu(image, &o, false)?.serial,
+        Vendor::Intel => image::boot_bochs(image, &o, false)?.serial,
+    };
+    say(
+        out,
+        format!(
+            "xenstore from Linux ({machine}; service domain d1, Linux d2; {:.0} s):",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let what = format!("xenstore from Linux ({machine})");
+    let Some(xs) = XsBench::parse(&serial) else {
+        say(
+            out,
+            "  no xsbench line, TSC rate or timestamps (run failed?)".into(),
+        );
+        eprintln!("figures: {what} run output:\n{serial}");
+        missing.push(what);
+        return Ok(());
+    };
+    let per = |secs: f64, n: u32| (secs * xs.tsc_hz / f64::from(n)) as u64;
+    say(
+        out,
+        format!(
+            "  xenstore-read, one process per read: {} instructions per read ({} reads in {:.2} guest s)",
+            num(per(xs.processes, xs.n)),
+            xs.n,
+            xs.processes
+        ),
+    );
+    say(
+        out,
+        format!(
+            "  xenstore-read, {} reads in one process: {} instructions per read ({:.2} guest s)",
+            xs.n_one,
+            num(per(xs.one_process, xs.n_one)),
+            xs.one_process
+        ),
+    );
+    say(
+        out,
+        format!(
+            "  hypervisor banner to Linux's first xenstore request (xenbus probe): {} instructions",
+            num(xs.probe_tsc.saturating_sub(xs.entry_tsc))
+        ),
+    );
+    Ok(())
+}
+
+/// What [`linux_xenstore`] reads off the serial log.
+#[derive(Debug, PartialEq)]
+struct XsBench {
+    /// Reads a process each, and reads in one process.
+    n: u32,
+    n_one: u32,
+    /// Guest seconds for `n` reads, a process each, and in one process.
+    processes: f64,
+    one_process: f64,
+    /// TSC ticks per second, as the hypervisor measured them.
+    tsc_hz: f64,
+    /// The hypervisor's entry and the first request of d2, in TSC ticks.
+    entry_tsc: u64,
+    probe_tsc: u64,
+}
+
+impl XsBench {
+    fn parse(serial: &str) -> Option<Self> {
+        let line = serial
+            .lines()
+            .find(|l| l.contains("PVH-LINUX-INIT: xsbench n="))?;
+        let field = |key: &str| -> Option<&str> {
+            line.split_ascii_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+        };
+        let span = |key: &str| -> Option<f64> {
+            let (a, b) = field(key)?.split_once("..")?;
+            Some(b.trim().parse::<f64>().ok()? - a.parse::<f64>().ok()?)
+        };
+        let mhz: f64 = serial
+            .lines()
+            .find_map(|l| l.split_once("TSC: ")?.1.trim_end().strip_suffix(" MHz"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let probe_tsc = serial
+            .lines()
+            .find(|l| l.contains("xenstore: d2 sent its first request (tsc="))
+            .and_then(|l| l.split_once("(tsc=")?.1.split_once(')')?.0.parse().ok())?;
+        Some(XsBench {
+            n: field("n=")?.parse().ok()?,
+            n_one: field("one-process-n=")?.parse().ok()?,
+            processes: span("processes=")?,
+            one_process: span("one-process=")?,
+            tsc_hz: mhz * 1e6,
+            entry_tsc: token(serial, "hv_entry_tsc=")?,
+            probe_tsc,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_xenstore_bench() {
+        let log = "(XEN) [INFO] BENCH hv_entry_tsc=1000\r\n\
+                   (XEN) [INFO] TSC: 1000.000 MHz\r\n\
+                   (d1) service-domain: xenstore: d2 sent its first request (tsc=5000)\r\n\
+                   (d2) PVH-LINUX-INIT: xsbench n=1000 processes=3.50..7.50 one-process-n=10000 one-process=7.50..7.75\r\n";
+        let b = XsBench::parse(log).unwrap();
+        assert_eq!((b.n, b.n_one), (1000, 10000));
+        assert!((b.processes - 4.0).abs() < 1e-9);
+        assert!((b.one_process - 0.25).abs() < 1e-9);
+        assert_eq!((b.entry_tsc, b.probe_tsc), (1000, 5000));
+        assert!((b.tsc_hz - 1e9).abs() < 1.0);
+        assert!(XsBench::parse("(d2) PVH-LINUX-INIT: up").is_none());
+    }
 }

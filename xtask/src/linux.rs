@@ -72,7 +72,7 @@ const XS_TOOLS: &[&str] = &[
 ///   until the other's appears, answers `data/seen` and waits for the
 ///   other's; then it writes `data/done`;
 /// - `pvhxsbench=N`: times N `xenstore-read name` runs (a process each)
-///   and N reads within one process (`xenstore-read` with N paths), by
+///   and 10 N reads within one process (`xenstore-read` with 10 N paths), by
 ///   `/proc/uptime` (under QEMU's `-icount shift=0` a virtual nanosecond
 ///   is one instruction);
 /// - `pvhwait`: instead of powering off, wait until told to through
@@ -122,6 +122,7 @@ if [ -e /dev/xen/xenbus ]; then
 fi
 echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store"
 if [ -n "$store" ]; then
+    echo "PVH-LINUX-INIT: xenbus: $(echo /sys/bus/xen/*)"
     me=$(xenstore-read domid)
     if peer=$(arg pvhpeer); then
         xenstore-write data/greeting "hello-from-d$me"
@@ -136,13 +137,13 @@ if [ -n "$store" ]; then
         await /local/domain/$peer/data/seen 1 || echo "PVH-LINUX-INIT: no answer from d$peer"
     fi
     if n=$(arg pvhxsbench); then
-        set -- $(for i in $(seq $n); do echo name; done)
+        set -- $(for i in $(seq $((n * 10))); do echo name; done)
         read t0 _ </proc/uptime
         for i in $(seq $n); do xenstore-read name >/dev/null; done
         read t1 _ </proc/uptime
         xenstore-read "$@" >/dev/null
         read t2 _ </proc/uptime
-        echo "PVH-LINUX-INIT: xsbench n=$n processes=$t0..$t1 one-process=$t1..$t2"
+        echo "PVH-LINUX-INIT: xsbench n=$n processes=$t0..$t1 one-process-n=$((n * 10)) one-process=$t1..$t2"
     fi
     xenstore-write data/done 1
 fi

@@ -237,7 +237,11 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
         .filter(|a| {
             !matches!(
                 *a,
-                "--figures-only" | "--no-figures" | "--no-bochs" | "--bochs-only"
+                "--figures-only"
+                    | "--no-figures"
+                    | "--no-bochs"
+                    | "--bochs-only"
+                    | "--xenstore-only"
             )
         })
         .collect();

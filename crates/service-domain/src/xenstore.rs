@@ -72,6 +72,10 @@ pub trait Platform {
     fn domain_info(&mut self, domid: u16) -> Result<Option<DomainInfo>, Errno>;
     /// A line for the log.
     fn log(&mut self, line: core::fmt::Arguments<'_>);
+    /// A timestamp for the log (the TSC), if there is one.
+    fn timestamp(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 struct Guest<M> {
@@ -371,8 +375,14 @@ impl<P: Platform> StoreService<P> {
             for (&domid, g) in self.guests.iter_mut() {
                 if !g.talked && self.xs.conn_stats(g.conn).is_some_and(|(n, _)| n > 0) {
                     g.talked = true;
-                    self.platform
-                        .log(format_args!("xenstore: d{domid} sent its first request"));
+                    match self.platform.timestamp() {
+                        Some(t) => self.platform.log(format_args!(
+                            "xenstore: d{domid} sent its first request (tsc={t})"
+                        )),
+                        None => self
+                            .platform
+                            .log(format_args!("xenstore: d{domid} sent its first request")),
+                    }
                 }
             }
             if !progress {

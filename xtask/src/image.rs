@@ -1177,6 +1177,9 @@ struct LinuxCase {
     smp: u32,
     /// The service domain starts first (xenstore for Linux).
     service: bool,
+    /// The service domain's module comes after the Linux domain's (one
+    /// Linux only): Linux starts first and waits for the store.
+    service_last: bool,
     /// Linux domains, of `mem` MiB each.
     domains: u32,
     mem: u32,
@@ -1200,6 +1203,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         vcpus: 1,
         smp: 1,
         service: true,
+        service_last: false,
         domains: 2,
         mem: 160,
         expect: &[
@@ -1225,25 +1229,27 @@ const LINUX_CASES: &[LinuxCase] = &[
             "all domains shut down (cleanly)",
         ],
     },
-    // Intel VMX under Bochs: the service domain and one Linux, which
-    // reads its name and is powered off through control/shutdown.
+    // Intel VMX under Bochs: one Linux (d1) and the service domain after
+    // it (d2): Linux starts first and its xenbus waits for the store (late
+    // init); it reads its name and is powered off through control/shutdown.
     LinuxCase {
         name: "bochs-vmx-linux-service",
         vendor: Vendor::Intel,
         vcpus: 1,
         smp: 1,
         service: true,
+        service_last: true,
         domains: 1,
         mem: 256,
         expect: &[
-            "(d1) service-domain: xenstore ready",
-            "(d1) service-domain: xenstore: d2 sent its first request",
-            "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux",
-            "(d2) PVH-LINUX-INIT: xenbus: /sys/bus/xen/devices /sys/bus/xen/drivers",
-            "(d1) service-domain: xenstore: every domain wrote data/done; asking d2 to power off",
-            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
-            "(d1) service-domain: xenstore: d2 shut down (",
-            "(d1) service-domain: every served domain has shut down; stopping",
+            "(d2) service-domain: xenstore ready",
+            "(d2) service-domain: xenstore: d1 sent its first request",
+            "(d1) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux",
+            "(d1) PVH-LINUX-INIT: xenbus: /sys/bus/xen/devices /sys/bus/xen/drivers",
+            "(d2) service-domain: xenstore: every domain wrote data/done; asking d1 to power off",
+            "(d1) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d2) service-domain: xenstore: d1 shut down (",
+            "(d2) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
             STOP_OK,
         ],
@@ -1255,6 +1261,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         vcpus: 1,
         smp: 2,
         service: false,
+        service_last: false,
         domains: 1,
         mem: 256,
         expect: &[
@@ -1277,6 +1284,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         vcpus: 1,
         smp: 1,
         service: false,
+        service_last: false,
         domains: 1,
         mem: 256,
         expect: &[
@@ -1293,6 +1301,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         vcpus: 2,
         smp: 2,
         service: false,
+        service_last: false,
         domains: 1,
         mem: 256,
         expect: &[
@@ -1324,7 +1333,10 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         return Ok(());
     }
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
-        let modules = linux_plan(case.domains, case.mem, case.vcpus, case.service, "")?;
+        let mut modules = linux_plan(case.domains, case.mem, case.vcpus, case.service, "")?;
+        if case.service_last {
+            modules.rotate_left(1);
+        }
         let mut o = RunOptions {
             vendor: case.vendor,
             modules,

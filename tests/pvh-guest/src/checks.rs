@@ -20,6 +20,10 @@
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
 //!
+//! `role=xs-client`, `role=xs-hostile` and `role=xs-bench` add the
+//! xenstore checks of [`xenstore`] after them (a raw client over the
+//! ring page, hostile rings, the privileged calls refused).
+//!
 //! `role=ping` and `role=pong` add `interdomain_ping` / `interdomain_pong`
 //! after them, then the grants between the two of [`grants`]
 //! (`grant_shared`, `grant_copy` and `hostile_map_without_grant` on ping,

@@ -18,6 +18,9 @@
 //!   from hypervisor entry to the first guest instruction.
 //! - hypercall and event round trip: two test-guest domains from a GRUB
 //!   ISO, `role=bench peer=2` and `role=bench-pong peer=1`.
+//! - xenstore round trip: the service domain and a test guest with
+//!   `role=xs-bench`, which times `XS_READ` of one node over its ring
+//!   (request, notify, `SCHEDOP_poll` for the reply's event, read).
 //! - Linux (when `cargo xtask linux` has cached the kernel): wall-clock time
 //!   from starting QEMU to the `/init` marker, our hypervisor with Linux as
 //!   a PVH domain against QEMU booting the same kernel and initramfs itself,
@@ -30,7 +33,7 @@
 //!   and the service domain log. Under QEMU (`-icount shift=0`, one CPU)
 //!   and Bochs VMX (one CPU), where TSC ticks count instructions; guest
 //!   seconds become instructions by the TSC rate the hypervisor measured.
-//! - Bochs (issue 8): the same bench domains and the same boot, under Bochs
+//! - Bochs (issue 8): the same bench domains, xenstore pair and boot, under Bochs
 //!   on Intel VMX (`corei7_skylake_x`) and AMD SVM with NRIP save
 //!   (`ryzen`), one CPU: there Bochs ticks its clock, and so the TSC, once
 //!   per instruction executed (and per `rep` iteration). Then a table of
@@ -41,7 +44,7 @@
 
 use crate::image::{
     self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, STOP_OK, Vendor, build_image,
-    build_iso, build_test_guest, linux_files, linux_modules, linux_plan,
+    build_iso, build_test_guest, linux_files, linux_modules, linux_plan, service_module,
 };
 use crate::root;
 use std::fmt::Write as _;
@@ -81,6 +84,7 @@ struct Column {
     hypercall: Option<u64>,
     event: Option<u64>,
     boot: Option<u64>,
+    xenstore: Option<u64>,
 }
 
 fn icount() -> Vec<String> {
@@ -202,6 +206,7 @@ pub fn figures() -> Result<(), String> {
         image_size(&image, &mut out)?;
         qemu.boot = qemu_boot(&image, &guest, &mut out, &mut missing)?;
         (qemu.hypercall, qemu.event) = hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        qemu.xenstore = xenstore_qemu(&image, &guest, &mut out, &mut missing)?;
         let (kernel, initrd) = linux_files();
         if kernel.exists() && initrd.exists() {
             linux_comparison(&image, &mut out, &mut missing)?;
@@ -407,6 +412,100 @@ fn hypercall_and_event(
     Ok((figures.hypercall, figures.event))
 }
 
+/// The xenstore figure's domains: the service domain (d1) and one test
+/// guest timing `XS_READ` round trips over its ring (d2, `role=xs-bench`).
+fn xenstore_modules(guest: &Path) -> Result<Vec<Module>, String> {
+    Ok(vec![
+        service_module("")?,
+        Module {
+            path: guest.to_path_buf(),
+            cmdline: "kernel name=xs-bench mem=32M vcpus=1 -- role=xs-bench".into(),
+        },
+    ])
+}
+
+/// Reports the `BENCH xenstore` line of an `xs-bench` run.
+fn xenstore_report(
+    s: &str,
+    what: &str,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Option<u64> {
+    if let (Some(i), Some(t)) = (
+        get(s, "calibration", 0, "insns"),
+        get(s, "calibration", 0, "tsc_ticks"),
+    ) {
+        say(
+            out,
+            format!(
+                "  calibration: {} instructions took {} TSC ticks ({:.4} ticks/instruction)",
+                num(i),
+                num(t),
+                t as f64 / i as f64
+            ),
+        );
+    }
+    let passed = s.contains("(d2) CHECK xenstore_bench: PASS");
+    match (
+        get(s, "xenstore", 0, "roundtrip_insns"),
+        get(s, "xenstore", 0, "roundtrip_ticks"),
+        get(s, "xenstore", 0, "n"),
+    ) {
+        (Some(i), Some(t), Some(n)) if passed => {
+            say(
+                out,
+                format!(
+                    "  xenstore XS_READ round trip over the ring to the service domain (mean of {n}): {} instructions ({} ticks)",
+                    num(i),
+                    num(t)
+                ),
+            );
+            Some(i)
+        }
+        _ => {
+            say(
+                out,
+                "  no xenstore figure (the xs-bench domain failed?)".into(),
+            );
+            eprintln!("figures: xs-bench run output:\n{s}");
+            missing.push(format!("xenstore round trip{what}"));
+            None
+        }
+    }
+}
+
+/// The QEMU xenstore figure, in instructions per `XS_READ` round trip.
+fn xenstore_qemu(
+    image: &Path,
+    guest: &Path,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<Option<u64>, String> {
+    let o = RunOptions {
+        modules: xenstore_modules(guest)?,
+        mem_mib: 512,
+        timeout: Some(Duration::from_secs(900)),
+        extra_qemu_args: icount(),
+        ..Default::default()
+    };
+    let run = image::boot_qemu(image, &o, false)?;
+    say(
+        out,
+        "xenstore (QEMU -icount shift=0, -smp 2, d1 the service domain, d2 role=xs-bench):".into(),
+    );
+    let v = xenstore_report(&run.serial, "", out, missing);
+    if run.status != Some(QEMU_EXIT_SUCCESS) {
+        say(
+            out,
+            format!(
+                "  warning: the machine did not stop cleanly (status {:?})",
+                run.status
+            ),
+        );
+    }
+    Ok(v)
+}
+
 /// What the bench domains printed, in instructions.
 struct BenchFigures {
     hypercall: Option<u64>,
@@ -548,6 +647,26 @@ fn bochs_column(
         vendor: Vendor::Intel,
         bochs_cpu: cpu.into(),
         smp: BOCHS_SMP,
+        modules: xenstore_modules(guest)?,
+        mem_mib: 512,
+        timeout: Some(BOCHS_TIMEOUT),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let run = image::boot_bochs(image, &o, false)?;
+    say(
+        out,
+        format!(
+            "xenstore ({name}: Bochs `cpu: model={cpu}, count={BOCHS_SMP}`, GRUB, d1 the service domain, d2 role=xs-bench; {:.0} s):",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    col.xenstore = xenstore_report(&run.serial, &what, out, missing);
+
+    let o = RunOptions {
+        vendor: Vendor::Intel,
+        bochs_cpu: cpu.into(),
+        smp: BOCHS_SMP,
         modules: vec![Module::plain(guest.to_path_buf())],
         timeout: Some(BOCHS_TIMEOUT),
         ..Default::default()
@@ -626,6 +745,10 @@ fn side_by_side(columns: &[Column], out: &mut String) {
         (
             "hypervisor entry to first guest insn",
             columns.iter().map(|c| c.boot).collect(),
+        ),
+        (
+            "xenstore XS_READ round trip",
+            columns.iter().map(|c| c.xenstore).collect(),
         ),
     ];
     let mut head = format!("  {:<38}", "figure");

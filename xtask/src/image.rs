@@ -1013,6 +1013,7 @@ fn selected(filter: Option<&str>, name: &str) -> bool {
 fn case_names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = E2E_CASES.iter().map(|c| c.name).collect();
     v.extend(MULTI_DOMAIN_CASES.iter().map(|(n, _)| *n));
+    v.extend(XENSTORE_CASES.iter().map(|c| c.name));
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
     v
@@ -1064,6 +1065,7 @@ fn run_cases(
         ctx.record(case.name, case.vendor, case.expect, out, missing);
     }
     multi_domain_e2e(ctx, image, guest, filter)?;
+    xenstore_e2e(ctx, image, guest, filter)?;
     linux_e2e(ctx, image, filter)?;
     Ok(())
 }
@@ -1514,6 +1516,151 @@ fn multi_domain_e2e(
             _ => {}
         }
         ctx.record(name, vendor, &expect, out, missing);
+    }
+    Ok(())
+}
+
+/// The service domain (d1) against hostile xenstore clients: test-guest
+/// domains with `role=xs-hostile kind=K` (d2, d3, ...) each break their
+/// ring's protocol and must be cut off alone (the page's `error` set, the
+/// service domain's `cut off` line), then tell the well-behaved
+/// `role=xs-client` domain (the last) so; only then does the client try
+/// the service domain's privileged calls (each refused as Xen refuses
+/// them) and talk xenstore over its ring. Every domain powers off and the
+/// service domain stops after them.
+struct XenstoreCase {
+    name: &'static str,
+    vendor: Vendor,
+    /// The hostile domains' kinds, d2 onwards.
+    kinds: &'static [&'static str],
+}
+
+const XENSTORE_CASES: &[XenstoreCase] = &[
+    XenstoreCase {
+        name: "qemu-xenstore-hostile-ring",
+        vendor: Vendor::Amd,
+        kinds: &["indices", "oversize", "garbage"],
+    },
+    // Bochs is slow: one hostile domain.
+    XenstoreCase {
+        name: "bochs-vmx-xenstore-hostile-ring",
+        vendor: Vendor::Intel,
+        kinds: &["indices"],
+    },
+];
+
+/// The service domain's log line for a domain cut off for `kind`.
+fn cut_off_line(domid: usize, kind: &str) -> String {
+    let why = match kind {
+        "indices" => "Ring(Overflow",
+        "oversize" => "PayloadTooLong(5000)",
+        _ => "PayloadTooLong(",
+    };
+    format!("(d1) service-domain: xenstore: d{domid} cut off: {why}")
+}
+
+fn xenstore_e2e(
+    ctx: &mut Ctx,
+    image: &std::path::Path,
+    guest: &std::path::Path,
+    filter: Option<&str>,
+) -> Result<(), String> {
+    for case in XENSTORE_CASES.iter().filter(|c| selected(filter, c.name)) {
+        let client = case.kinds.len() + 2;
+        let hostile: Vec<usize> = (2..client).collect();
+        let wait: Vec<String> = hostile.iter().map(|d| d.to_string()).collect();
+        let mut modules = vec![service_module("")?];
+        for kind in case.kinds.iter() {
+            modules.push(Module {
+                path: guest.to_path_buf(),
+                cmdline: format!(
+                    "kernel name=xs-{kind} mem=32M -- role=xs-hostile kind={kind} peer={client}"
+                ),
+            });
+        }
+        modules.push(Module {
+            path: guest.to_path_buf(),
+            cmdline: format!(
+                "kernel name=xs-client mem=32M -- role=xs-client wait={} xsname=xs-client",
+                wait.join(",")
+            ),
+        });
+        let mut expect: Vec<String> = vec!["(d1) service-domain: xenstore ready".into()];
+        for (kind, d) in case.kinds.iter().zip(&hostile) {
+            expect.push(format!(
+                "(d1) service-domain: xenstore: d{d} (xs-{kind}) connected"
+            ));
+            expect.push(cut_off_line(*d, kind));
+            expect.push(format!("(d{d}) CHECK xenstore_hostile: PASS"));
+            expect.push(format!("(d{d}) CHECK xenstore_hostile_signal: PASS"));
+            expect.push(format!("(d{d}) VERDICT: PASS 19/19"));
+            expect.push(format!("d{d}: shutdown (Poweroff)"));
+        }
+        for check in [
+            "xenstore_hostile_cut_off",
+            "unpriv_getdomaininfo",
+            "unpriv_getdomaininfolist",
+            "unpriv_bind_virq_dom_exc",
+            "unpriv_map_store_grant",
+            "unpriv_bind_store_port",
+            "xenstore_connect",
+            "xenstore_read_name",
+            "xenstore_read_domid",
+            "xenstore_write_read",
+            "xenstore_watch",
+        ] {
+            expect.push(format!("(d{client}) CHECK {check}: PASS"));
+        }
+        expect.extend([
+            format!("(d{client}) VERDICT: PASS 28/28"),
+            format!("d{client}: shutdown (Poweroff)"),
+            "(d1) service-domain: every served domain has shut down; stopping".into(),
+            "d1: shutdown (Poweroff)".into(),
+            "all domains shut down (cleanly)".into(),
+        ]);
+        if case.vendor == Vendor::Intel {
+            expect.push(STOP_OK.into());
+        }
+        let mut o = RunOptions {
+            vendor: case.vendor,
+            modules,
+            mem_mib: 512,
+            smp: 2,
+            bochs_cpu: "corei7_skylake_x".into(),
+            timeout: Some(Duration::from_secs(900)),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let out = match case.vendor {
+            Vendor::Amd => {
+                o.smp = ctx.qemu_smp(o.smp);
+                boot_qemu_e2e(ctx, image, &mut o, case.name)?
+            }
+            Vendor::Intel => boot_bochs(image, &o, false)?,
+        };
+        let mut missing = Vec::new();
+        if case.vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
+            missing.push("the success exit status".to_string());
+        }
+        // The client's xenstore work comes after every cut-off.
+        let first_client_xs = out
+            .serial
+            .find(&format!("(d{client}) CHECK xenstore_connect:"));
+        for (kind, d) in case.kinds.iter().zip(&hostile) {
+            let cut = out.serial.find(&cut_off_line(*d, kind));
+            if let (Some(c), Some(x)) = (cut, first_client_xs)
+                && c > x
+            {
+                missing.push(format!("d{d} cut off before d{client}'s xenstore checks"));
+            }
+        }
+        eprintln!(
+            "e2e: {} ran in {:.1} s",
+            case.name,
+            start.elapsed().as_secs_f64()
+        );
+        let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+        ctx.record(case.name, case.vendor, &expect, out, missing);
     }
     Ok(())
 }

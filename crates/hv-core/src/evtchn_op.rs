@@ -94,9 +94,12 @@ pub(crate) fn event_channel_op<P: Platform>(
             }
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
             // Xen sends VIRQ_DOM_EXC to its global handler only: here, any
-            // domain that may act as the xenstore domain.
+            // domain that may act as the xenstore domain. Others get
+            // `-EBUSY`, as from Xen since 4.21 (`evtchn_bind_virq`: "don't
+            // allow binding a global virq from any domain"); Xen 4.17
+            // accepted the bind and never raised the port.
             if a.virq == VIRQ_DOM_EXC && !dom.may(Caps::XENSTORE) {
-                return Err(Errno::EPERM);
+                return Err(Errno::EBUSY);
             }
             let vc = dom.vcpus.get(a.vcpu as usize).ok_or(Errno::ENOENT)?;
             if vc.virq[a.virq as usize] != 0 {

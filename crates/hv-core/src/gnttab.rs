@@ -629,7 +629,10 @@ pub fn acquire<P: Platform>(
     pin: Pin,
 ) -> Result<Active, Status> {
     // The xenstore ring's reserved reference is for the xenstore domain
-    // only, whatever the guest wrote in the entry.
+    // only, whatever the guest wrote in the entry. An entry that does not
+    // name the caller gets Xen's answer for any such entry
+    // (`GNTST_general_error`, `_set_status_v1`/`_v2`); one the guest
+    // forged to name it is refused for want of the power.
     if gref == g::GNTTAB_RESERVED_XENSTORE
         && granter != grantee
         && !hv
@@ -637,7 +640,17 @@ pub fn acquire<P: Platform>(
             .get(&grantee.0)
             .is_some_and(|x| x.may(crate::domain::Caps::XENSTORE))
     {
-        return Err(g::GNTST_permission_denied);
+        let named = hv
+            .domains
+            .get(&granter.0)
+            .and_then(|d| d.gnttab.entry_loc(gref))
+            // v1 and v2 headers alike: flags u16 @0, domid u16 @2.
+            .is_some_and(|(h, o)| (hv.platform.load_u32(h, o) >> 16) as u16 == grantee.0);
+        return Err(if named {
+            g::GNTST_permission_denied
+        } else {
+            g::GNTST_general_error
+        });
     }
     let frames: &dyn FrameAccess = &hv.platform;
     let dom = hv.domains.get_mut(&granter.0).ok_or(g::GNTST_bad_domain)?;

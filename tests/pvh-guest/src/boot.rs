@@ -129,3 +129,36 @@ static mut PML4: Table = Table([0; 512]);
 static mut PDPT: Table = Table([0; 512]);
 static mut PD: Table = Table([0; 512]);
 static mut STACK: Stack = Stack([0; STACK_SIZE]);
+
+/// The page directory of [`map_gib`].
+static mut PD_HIGH: Table = Table([0; 512]);
+
+/// Identity-maps GiB number `gib` (1..=511: the boot code maps only GiB
+/// 0) with 2 MiB pages, for a page the hypervisor placed high (the
+/// xenstore page at frame 0xfeffc lies in GiB 3). One such GiB at a time:
+/// a later call moves the window. Supervisor-only, write-back.
+pub fn map_gib(gib: usize) {
+    assert!((1..512).contains(&gib), "map_gib: GiB {gib}");
+    let pd = core::ptr::addr_of_mut!(PD_HIGH).cast::<u64>();
+    let pdpt = core::ptr::addr_of_mut!(PDPT).cast::<u64>();
+    for i in 0..512u64 {
+        // SAFETY: entry `i` < 512 of our own page directory, which no Rust
+        // reference covers and only this function writes.
+        unsafe {
+            pd.add(i as usize)
+                .write_volatile(((gib as u64) << 30) | (i << 21) | 0x83)
+        };
+    }
+    // SAFETY: entry `gib` < 512 of the boot PDPT (written by `pvh_start`
+    // before any Rust code ran; no reference to it exists); then CR3 is
+    // reloaded so no stale translation of that GiB survives.
+    unsafe {
+        pdpt.add(gib).write_volatile(pd as u64 | 0x3);
+        core::arch::asm!(
+            "mov {t}, cr3",
+            "mov cr3, {t}",
+            t = out(reg) _,
+            options(nostack)
+        );
+    }
+}

@@ -20,6 +20,10 @@
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
 //!
+//! `role=xs-client`, `role=xs-hostile` and `role=xs-bench` add the
+//! xenstore checks of [`xenstore`] after them (a raw client over the
+//! ring page, hostile rings, the privileged calls refused).
+//!
 //! `role=ping` and `role=pong` add `interdomain_ping` / `interdomain_pong`
 //! after them, then the grants between the two of [`grants`]
 //! (`grant_shared`, `grant_copy` and `hostile_map_without_grant` on ping,
@@ -59,6 +63,14 @@ pub struct Options {
     /// `peer=N`: the other domain of a ping-pong (default: 2 for ping,
     /// 1 for pong, the launch plan's order).
     pub peer: Option<u16>,
+    /// `kind=K`: how `role=xs-hostile` breaks the xenstore protocol.
+    pub kind: &'static str,
+    /// `wait=A,B,..`: the domains `role=xs-client` waits for.
+    pub wait: [u16; xenstore::MAX_WAIT],
+    /// How many of `wait` are set.
+    pub nwait: usize,
+    /// `xsname=N`: the name `role=xs-client` expects in its `name` node.
+    pub xsname: Option<&'static str>,
 }
 
 /// The guest's part in a multi-domain test (`role=` on its command line).
@@ -79,6 +91,13 @@ pub enum Role {
     /// `role=bench-pong`: offers an unbound port to its peer and answers
     /// every event `role=bench` sends.
     BenchPong,
+    /// `role=xs-client`: a well-behaved raw xenstore client (see
+    /// [`xenstore`]).
+    XsClient,
+    /// `role=xs-hostile kind=K`: breaks the xenstore ring protocol.
+    XsHostile,
+    /// `role=xs-bench`: times xenstore round trips.
+    XsBench,
     /// An unknown role (reported, otherwise ignored).
     Unknown,
 }
@@ -93,6 +112,9 @@ impl Role {
             Role::Crash => "crash",
             Role::Bench => "bench",
             Role::BenchPong => "bench-pong",
+            Role::XsClient => "xs-client",
+            Role::XsHostile => "xs-hostile",
+            Role::XsBench => "xs-bench",
             Role::Unknown => "unknown",
         }
     }
@@ -140,6 +162,7 @@ macro_rules! fail {
 
 mod bench;
 mod grants;
+mod xenstore;
 
 fn record<W: Write>(r: &mut Report<W>, name: &str, o: Outcome) {
     match o {
@@ -231,6 +254,18 @@ struct Ctx {
     /// Ping's end of the interdomain channel, kept open after the
     /// ping-pong for the grant checks' handshake.
     peer_port: Option<u32>,
+    /// More ports to mask as soon as shared_info is mapped (0: none): the
+    /// xenstore roles' store port and offers.
+    masked: [u32; 1 + xenstore::MAX_WAIT],
+}
+
+impl Ctx {
+    /// Masks `port` once shared_info is mapped (see [`Ctx::masked`]).
+    fn mask_early(&mut self, port: u32) {
+        if let Some(slot) = self.masked.iter_mut().find(|p| **p == 0) {
+            *slot = port;
+        }
+    }
 }
 
 /// Runs every check in order.
@@ -256,10 +291,24 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "crash" => Role::Crash,
                     "bench" => Role::Bench,
                     "bench-pong" => Role::BenchPong,
+                    "xs-client" => Role::XsClient,
+                    "xs-hostile" => Role::XsHostile,
+                    "xs-bench" => Role::XsBench,
                     _ => Role::Unknown,
                 };
             } else if let Some(peer) = w.strip_prefix("peer=") {
                 opts.peer = peer.parse().ok();
+            } else if let Some(kind) = w.strip_prefix("kind=") {
+                opts.kind = kind;
+            } else if let Some(name) = w.strip_prefix("xsname=") {
+                opts.xsname = Some(name);
+            } else if let Some(list) = w.strip_prefix("wait=") {
+                for d in list.split(',').filter_map(|d| d.parse().ok()) {
+                    if opts.nwait < opts.wait.len() {
+                        opts.wait[opts.nwait] = d;
+                        opts.nwait += 1;
+                    }
+                }
             }
         }
     }
@@ -283,6 +332,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 quiet_port: None,
                 gnttab_ready: false,
                 peer_port: None,
+                masked: [0; 1 + xenstore::MAX_WAIT],
             };
             let o = check_xen_cpuid(r, &mut ctx);
             record(r, "xen_cpuid", o);
@@ -291,6 +341,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
             let peer = opts.peer.unwrap_or(if offers { 1 } else { 2 });
             let offered = offers.then(|| ctx.hc.evtchn_alloc_unbound(peer));
             ctx.quiet_port = offered.and_then(Result::ok);
+            let xs = matches!(opts.role, Role::XsClient | Role::XsHostile | Role::XsBench)
+                .then(|| xenstore::early(&mut ctx, &opts));
             run_hypercall_checks(r, &mut ctx);
             match opts.role {
                 Role::Ping => {
@@ -329,6 +381,22 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                         None => Ok(()),
                     };
                     record(r, "bench_pong", o);
+                }
+                Role::XsClient => {
+                    if let Some(e) = &xs {
+                        xenstore::client(r, &mut ctx, &opts, e);
+                    }
+                }
+                Role::XsHostile => {
+                    if let Some(e) = &xs {
+                        xenstore::hostile(r, &mut ctx, &opts, e);
+                    }
+                }
+                Role::XsBench => {
+                    if let Some(e) = &xs {
+                        let o = xenstore::bench(r, &mut ctx, e);
+                        record(r, "xenstore_bench", o);
+                    }
                 }
                 _ => {}
             }
@@ -589,6 +657,9 @@ fn check_shared_info<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
     // SAFETY: the page is now the shared info page, for good.
     unsafe { events::set_shared_info(page.ptr()) };
     if let Some(p) = ctx.quiet_port {
+        events::mask(p);
+    }
+    for &p in ctx.masked.iter().filter(|&&p| p != 0) {
         events::mask(p);
     }
     let vi = page.ptr();

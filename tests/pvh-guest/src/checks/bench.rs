@@ -44,7 +44,7 @@ const QUIET_NS: u64 = 200_000_000;
 const WAIT_NS: u64 = 120_000_000_000;
 
 /// The TSC ticks of `2 * CALIB_ITERS` instructions.
-fn calibrate() -> u64 {
+pub(super) fn calibrate() -> u64 {
     let t0 = events::rdtsc();
     // SAFETY: a register-only countdown loop.
     unsafe {
@@ -61,7 +61,7 @@ fn calibrate() -> u64 {
 
 /// `ticks` as instructions, by the calibration (`calib` ticks for
 /// `2 * CALIB_ITERS` instructions).
-fn insns(ticks: u64, calib: u64) -> u64 {
+pub(super) fn insns(ticks: u64, calib: u64) -> u64 {
     (u128::from(ticks) * u128::from(2 * CALIB_ITERS) / u128::from(calib.max(1))) as u64
 }
 

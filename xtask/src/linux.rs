@@ -76,8 +76,10 @@ const XS_TOOLS: &[&str] = &[
 ///   `/proc/uptime` (under QEMU's `-icount shift=0` a virtual nanosecond
 ///   is one instruction);
 /// - `pvhwait`: instead of powering off, wait until told to through
-///   `control/shutdown` (Linux runs `/sbin/poweroff`, which says so and
-///   powers off).
+///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
+///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
+///   (SIGUSR2, as to busybox init); `/init` then says so, syncs and powers
+///   off.
 const INIT_SCRIPT: &str = r#"#!/bin/sh
 # PID 1 of the test initramfs, written by `cargo xtask linux`.
 export PATH=/bin:/sbin:/usr/bin
@@ -89,6 +91,13 @@ for m in $(cat /etc/modules); do
 done
 mount -t xenfs xenfs /proc/xen 2>/dev/null
 cmdline=" $(cat /proc/cmdline) "
+# An orderly power-off: what busybox's `poweroff` asks of init.
+orderly() {
+    echo "PVH-LINUX-INIT: orderly poweroff (control/shutdown)"
+    sync
+    poweroff -f
+}
+trap orderly USR2
 arg() {
     for w in $cmdline; do
         case "$w" in "$1"=*) echo "${w#*=}"; return 0 ;; esac
@@ -154,19 +163,13 @@ case "$cmdline" in
     ;;
 *" pvhwait "*)
     echo "PVH-LINUX-INIT: waiting for control/shutdown"
-    while :; do sleep 1000; done
+    # `wait` returns when a signal comes; a foreground sleep would not.
+    while :; do sleep 1000 & wait $!; done
     ;;
 esac
 poweroff -f
 echo "PVH-LINUX-INIT: poweroff failed"
 while :; do sleep 1000; done
-"#;
-
-/// `/sbin/poweroff`, which Linux runs when told to power off through
-/// `control/shutdown` (`orderly_poweroff`): says so, then powers off.
-const POWEROFF_SCRIPT: &str = r#"#!/bin/sh
-echo "PVH-LINUX-INIT: orderly poweroff (control/shutdown)" >/dev/console
-exec /bin/busybox poweroff -f
 "#;
 
 /// The paths `cargo xtask linux` produces.
@@ -845,7 +848,9 @@ fn initramfs(busybox: &[u8], extra: &Extra) -> Vec<u8> {
     }
     c.char_dev("dev/console", 0o600, 5, 1);
     c.file("init", 0o755, INIT_SCRIPT.as_bytes());
-    c.file("sbin/poweroff", 0o755, POWEROFF_SCRIPT.as_bytes());
+    // What Linux runs for an orderly power-off: busybox's `poweroff`,
+    // which signals init rather than powering off itself.
+    c.symlink("sbin/poweroff", "/bin/busybox");
     for (name, mode, data) in &extra.files {
         c.file(name, *mode, data);
     }

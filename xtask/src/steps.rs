@@ -27,7 +27,7 @@ const TARGET: &str = "x86_64-unknown-none";
 const MIRI_CRATES: &[&str] = &["xen-abi", "pv-rings", "xenstored"];
 
 /// `(crate, test target)` pairs that hold loom models, run with `--cfg loom`.
-const LOOM_TESTS: &[(&str, &str)] = &[("pv-rings", "loom")];
+const LOOM_TESTS: &[(&str, &str)] = &[("pv-rings", "loom"), ("hv-core", "loom_tlb")];
 
 /// Directories (relative to the root) holding a `cargo fuzz` project.
 const FUZZ_DIRS: &[&str] = &[

@@ -343,7 +343,7 @@ impl GrantTable {
 
 /// Drops one pin of host frame `hfn` held by the grant code in `dom`; a
 /// zombie no longer pinned is freed.
-fn unpin_frame<P: Platform>(platform: &P, dom: &mut Domain, hfn: Hfn) {
+fn unpin_frame(retire: &mut crate::hv::Retire, dom: &mut Domain, hfn: Hfn) {
     if let Some(n) = dom.pinned.get_mut(&hfn.0) {
         *n -= 1;
         if *n == 0 {
@@ -354,7 +354,7 @@ fn unpin_frame<P: Platform>(platform: &P, dom: &mut Domain, hfn: Hfn) {
         && let Some(i) = dom.zombies.iter().position(|&z| z == hfn)
     {
         dom.zombies.swap_remove(i);
-        platform.free_frame(hfn);
+        retire.frame(hfn);
     }
 }
 
@@ -733,7 +733,7 @@ pub fn release<P: Platform>(hv: &mut Hypervisor<P>, granter: DomId, gref: u32, p
     }
     clear_flags(&hv.platform, &dom.gnttab, gref, clear);
     if a.total() == 0 {
-        unpin_frame(&hv.platform, dom, a.hfn);
+        unpin_frame(&mut hv.retire, dom, a.hfn);
     }
 }
 
@@ -889,7 +889,7 @@ fn drop_mapping<P: Platform>(hv: &mut Hypervisor<P>, mapper: DomId, m: MapEntry)
                 if let Some(me) = hv.domains.get_mut(&mapper.0) {
                     me.p2m.flush();
                 }
-                hv.platform.free_frame(hfn);
+                hv.retire.frame(hfn);
             }
         }
         None => {
@@ -898,10 +898,10 @@ fn drop_mapping<P: Platform>(hv: &mut Hypervisor<P>, mapper: DomId, m: MapEntry)
             } else {
                 Pin::MapWrite
             };
-            // The granter may free a zombie frame on the last unpin.
-            if let Some(me) = hv.domains.get_mut(&mapper.0) {
-                me.p2m.flush();
-            }
+            // No CPU may still write through the mapping once the granter
+            // sees the grant released (and may free a zombie frame on the
+            // last unpin): as Xen, the unmap completes after the flush.
+            hv.shootdown_sync(mapper);
             release(hv, m.granter, m.gref, pin);
         }
     }
@@ -1143,7 +1143,7 @@ fn free_status_frames<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
     }
     dom.p2m.flush();
     for f in dom.gnttab.status.drain(..) {
-        hv.platform.free_frame(f.hfn);
+        hv.retire.frame(f.hfn);
     }
 }
 
@@ -1256,7 +1256,7 @@ pub fn teardown<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
     // Orphans no mapping took (transient pins only) are freed here.
     for (_, o) in orphans {
         if let Some(Orphan(hfn)) = Arc::into_inner(o) {
-            hv.platform.free_frame(hfn);
+            hv.retire.frame(hfn);
         }
     }
     // 3. The table frames.
@@ -1280,6 +1280,6 @@ pub fn teardown<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
         .drain(..)
         .chain(dom.gnttab.status.drain(..))
     {
-        hv.platform.free_frame(f.hfn);
+        hv.retire.frame(f.hfn);
     }
 }

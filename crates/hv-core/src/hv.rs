@@ -6,8 +6,9 @@
 //! guest runs. Guest execution itself happens outside the lock.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::arch::{Event, NestedPaging, P2mPerms, VcpuBackend, VmExit};
@@ -18,6 +19,7 @@ use crate::p2m::{P2m, P2mEntry, P2mKind};
 use crate::pagewalk::{GuestVirt, PagingMode};
 use crate::platform::Platform;
 use crate::time::{TimeScale, TimerEntry, TimerHeap, TimerKind};
+use crate::tlb::{GuestModeClock, Stamp};
 use crate::types::{DomId, Errno, Gfn, Hfn, XenResult};
 
 /// What the per-CPU loop does after an exit.
@@ -76,6 +78,35 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) changed: BTreeSet<u16>,
     /// The next [`Domain::unique_id`].
     next_unique: u64,
+    /// Which CPUs are in guest mode (the image's run loop reports entries
+    /// and exits): what a TLB shootdown waits for ([`crate::tlb`]).
+    pub tlb: Arc<GuestModeClock>,
+    /// Frames and destroyed domains waiting for their shootdown.
+    pub(crate) retire: Retire,
+}
+
+/// Frames and destroyed domains (with their nested tables) waiting until
+/// no CPU can still reach them through its TLB ([`crate::tlb`]).
+#[derive(Default)]
+pub(crate) struct Retire {
+    /// Given back since the last [`Hypervisor::settle`]: no stamp yet.
+    frames: Vec<Hfn>,
+    domains: Vec<Domain>,
+    /// Stamped, oldest first.
+    pending: VecDeque<(Stamp, Vec<Hfn>, Vec<Domain>)>,
+}
+
+impl Retire {
+    /// A frame the tables no longer map (or are about to stop mapping
+    /// before the next settle): freed after the shootdown.
+    pub(crate) fn frame(&mut self, hfn: Hfn) {
+        self.frames.push(hfn);
+    }
+
+    /// Frames waiting, stamped or not.
+    pub(crate) fn waiting(&self) -> usize {
+        self.frames.len() + self.pending.iter().map(|p| p.1.len()).sum::<usize>()
+    }
 }
 
 impl<P: Platform> Hypervisor<P> {
@@ -88,6 +119,8 @@ impl<P: Platform> Hypervisor<P> {
             lapic_due: BTreeMap::new(),
             changed: BTreeSet::new(),
             next_unique: 1,
+            tlb: Arc::new(GuestModeClock::default()),
+            retire: Retire::default(),
             scale,
             timers: TimerHeap::default(),
             platform,
@@ -286,7 +319,7 @@ impl<P: Platform> Hypervisor<P> {
                 if dom.is_pinned(e.hfn) {
                     dom.zombies.push(e.hfn);
                 } else {
-                    self.platform.free_frame(e.hfn);
+                    self.retire.frame(e.hfn);
                 }
             }
             P2mKind::SharedInfo => dom.shared_info_gfn = None,
@@ -384,17 +417,84 @@ impl<P: Platform> Hypervisor<P> {
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         for (_, e) in dom.p2m.drain() {
             if e.kind.owned() {
-                self.platform.free_frame(e.hfn);
+                self.retire.frame(e.hfn);
             }
         }
         for z in dom.zombies.drain(..) {
-            self.platform.free_frame(z);
+            self.retire.frame(z);
         }
-        self.platform.free_frame(dom.shared_info);
+        self.retire.frame(dom.shared_info);
+        // Its nested tables too: another CPU may still be running one of
+        // its vCPUs (a crash on one vCPU destroys the domain under the
+        // others).
+        self.retire.domains.push(dom);
         self.timers.remove_domain(d);
         log::info!("{}: destroyed", d);
         self.domain_changed(d);
+        self.settle();
         Ok(())
+    }
+
+    /// Completes TLB shootdowns ([`crate::tlb`]): frames and domains given
+    /// back since the last call are stamped (after every domain's pending
+    /// nested-table flush) and the CPUs in guest mode kicked; whatever an
+    /// earlier stamp held is freed once the stamp has passed. Called after
+    /// every exit and tick; cheap when nothing waits.
+    pub fn settle(&mut self) {
+        if !self.retire.frames.is_empty() || !self.retire.domains.is_empty() {
+            for dom in self.domains.values_mut() {
+                dom.p2m.flush();
+            }
+            let stamp = self.tlb.stamp();
+            for c in stamp.cpus() {
+                self.platform.kick_cpu(c);
+            }
+            let frames = core::mem::take(&mut self.retire.frames);
+            let domains = core::mem::take(&mut self.retire.domains);
+            self.retire.pending.push_back((stamp, frames, domains));
+        }
+        while self
+            .retire
+            .pending
+            .front()
+            .is_some_and(|(s, _, _)| self.tlb.passed(s))
+        {
+            let Some((_, frames, domains)) = self.retire.pending.pop_front() else {
+                break;
+            };
+            for f in frames {
+                self.platform.free_frame(f);
+            }
+            // Their nested tables go back to their allocator now.
+            drop(domains);
+        }
+    }
+
+    /// Returns once no CPU can use a translation of `d`'s nested tables
+    /// from before the call (Xen's flush of the domain's dirty CPU mask
+    /// before an unmap completes): flushes `d`'s tables, kicks the CPUs
+    /// running its vCPUs and spins until each has left guest mode. Called
+    /// with hv-core's lock held: a CPU counts its exit before it takes the
+    /// lock, so the wait ends. Free when no other CPU runs `d`.
+    pub fn shootdown_sync(&mut self, d: DomId) {
+        if let Some(dom) = self.domains.get_mut(&d.0) {
+            dom.p2m.flush();
+        }
+        let stamp = self.tlb.stamp_domain(d);
+        if stamp.is_empty() {
+            return;
+        }
+        for c in stamp.cpus() {
+            self.platform.kick_cpu(c);
+        }
+        while !self.tlb.passed(&stamp) {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Frames given back by guests that wait for a TLB shootdown.
+    pub fn frames_awaiting_shootdown(&self) -> usize {
+        self.retire.waiting()
     }
 
     /// Whether vCPU `v` of `d` wants to run.
@@ -463,6 +563,7 @@ impl<P: Platform> Hypervisor<P> {
     /// singleshot and periodic timers, wake-ups for poll timeouts. Returns
     /// the earliest deadline still pending.
     pub fn tick(&mut self, now: u64) -> Option<u64> {
+        self.settle();
         while let Some(e) = self.timers.pop_due(now) {
             let Some(vc) = self
                 .domains
@@ -735,6 +836,19 @@ impl<P: Platform> Hypervisor<P> {
 
     /// Handles one exit of vCPU `v` of domain `d`.
     pub fn handle_exit(
+        &mut self,
+        d: DomId,
+        v: u32,
+        cpu: &mut dyn VcpuBackend,
+        exit: VmExit,
+    ) -> ExitAction {
+        let action = self.handle_exit_inner(d, v, cpu, exit);
+        // Frames the exit gave back wait for their TLB shootdown.
+        self.settle();
+        action
+    }
+
+    fn handle_exit_inner(
         &mut self,
         d: DomId,
         v: u32,

@@ -42,6 +42,7 @@ pub mod platform;
 pub mod sched;
 pub mod store;
 pub mod time;
+pub mod tlb;
 pub mod types;
 pub mod vcpu_op;
 pub mod vlapic;

@@ -378,7 +378,12 @@ impl<F: EntryFormat + Send, M: PageTableMemory + Send> crate::arch::NestedPaging
 
     /// Bumps the epoch: every vCPU of the domain drops its cached
     /// translations at its next entry. A vCPU running right now keeps them
-    /// until it exits, so hv-core kicks the CPUs running the domain.
+    /// until it exits: frames it could still reach go back only after the
+    /// TLB shootdown of `crate::tlb` (`Hypervisor::settle`,
+    /// `Hypervisor::shootdown_sync`). Tables retired here are freed at
+    /// once: they are retired only by `map_large` while no vCPU of the
+    /// domain runs, and a destroyed domain's tables wait in the shootdown
+    /// queue with the domain.
     fn flush(&mut self) {
         self.epoch.bump();
         self.pt.flush_done();

@@ -1257,3 +1257,84 @@ fn self_grant_like_the_test_guest() {
     s.hv.destroy_domain(a).unwrap();
     assert_eq!(s.hv.platform.frames_in_use(), start);
 }
+
+/// A frame a guest gives back is unmapped at once but reused only after
+/// every CPU that was in guest mode has left it (TLB shootdown,
+/// `hv_core::tlb`); the CPUs are kicked. A vCPU that moves to another CPU
+/// meanwhile does not make it sooner; a destroyed domain's frames (and
+/// nested tables) wait for the CPU still running it.
+#[test]
+fn freed_frames_wait_for_the_tlb_shootdown() {
+    let mut s = Sim::new();
+    let a = s.domain(false);
+    let b = s.domain(false);
+    // CPU 1 runs a vCPU of a, CPU 2 one of b.
+    s.hv.tlb.enter(1, a);
+    s.hv.tlb.enter(2, b);
+    s.hv.platform.kicks.lock().clear();
+    let before = s.hv.platform.frames_in_use();
+    s.release(a, DATA_GFN);
+    assert!(s.hv.domain(a).unwrap().p2m.get(Gfn(DATA_GFN)).is_none());
+    assert_eq!(s.hv.platform.frames_in_use(), before, "not reusable yet");
+    assert_eq!(s.hv.frames_awaiting_shootdown(), 1);
+    let mut kicked = core::mem::take(&mut *s.hv.platform.kicks.lock());
+    kicked.sort();
+    assert_eq!(kicked, [1, 2]);
+    let now = s.hv.now();
+    s.hv.tlb.exit(2);
+    s.hv.tick(now);
+    assert_eq!(s.hv.platform.frames_in_use(), before);
+    // The vCPU on CPU 1 is kicked out and runs on CPU 0 next.
+    s.hv.tlb.exit(1);
+    s.hv.tlb.enter(0, a);
+    s.hv.tick(now);
+    assert_eq!(s.hv.platform.frames_in_use(), before - 1);
+    assert_eq!(s.hv.frames_awaiting_shootdown(), 0);
+    // a dies while CPU 0 still runs one of its vCPUs: nothing of it is
+    // reused until CPU 0 leaves guest mode.
+    let in_use = s.hv.platform.frames_in_use();
+    s.hv.destroy_domain(a).unwrap();
+    assert_eq!(s.hv.platform.frames_in_use(), in_use);
+    assert!(s.hv.frames_awaiting_shootdown() > 1000);
+    s.hv.tlb.exit(0);
+    s.hv.tick(now);
+    assert_eq!(s.hv.frames_awaiting_shootdown(), 0);
+    assert!(s.hv.platform.frames_in_use() < in_use - 1000);
+}
+
+/// An unmap returns (and the granter sees its grant released) only after
+/// every other CPU running the mapper has left guest mode: here a thread
+/// plays a CPU in guest mode that leaves when kicked.
+#[test]
+fn an_unmap_completes_after_the_mappers_cpus_left_guest_mode() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = Sim::new();
+    let a = s.granter();
+    let b = s.domain(false);
+    s.grant(a, 8, PERMIT, b, DATA_GFN as u32);
+    let (st, h) = s.map(b, a, 8, MAP_GFN, HOST);
+    assert_eq!(st, 0);
+    // Another vCPU of b runs on CPU 3.
+    let tlb = s.hv.tlb.clone();
+    tlb.enter(3, b);
+    let left = Arc::new(AtomicBool::new(false));
+    let cpu = {
+        let (tlb, left) = (tlb.clone(), left.clone());
+        std::thread::spawn(move || {
+            // It leaves guest mode some time later (after a kick, on
+            // hardware).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            left.store(true, Ordering::SeqCst);
+            tlb.exit(3);
+        })
+    };
+    assert_eq!(s.unmap(b, MAP_GFN, h), 0);
+    assert!(
+        left.load(Ordering::SeqCst),
+        "unmap returned under a live mapping"
+    );
+    assert_eq!(s.entry(a, 8).flags, PERMIT);
+    assert!(s.hv.platform.kicks.lock().contains(&3));
+    cpu.join().unwrap();
+}

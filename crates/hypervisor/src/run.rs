@@ -486,6 +486,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
     let slots = SLOTS.get().expect("set before GO");
     let hv = HV.get().expect("set before GO");
     let sched = SCHED.get().expect("set before GO");
+    let tlb = hv.lock().tlb.clone();
     loop {
         let (now, pick, next_deadline, all_down) = {
             let mut hv = hv.lock();
@@ -542,7 +543,11 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
         apic.arm_timer(TIMER_VECTOR, slice);
         loop {
             hv.lock().prepare_entry(s.d, s.v, vcpu.as_mut());
+            // In guest mode from here until the exit, for TLB shootdowns
+            // (hv_core::tlb): before the backend reads the domain's epoch.
+            tlb.enter(me, s.d);
             let exit = vcpu.run();
+            tlb.exit(me);
             EXITS.fetch_add(1, SeqCst);
             // Another CPU is stopping the machine. Its NMI parks us in the
             // handler; this catches an NMI the exit consumed (VMX).

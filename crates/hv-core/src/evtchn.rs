@@ -292,14 +292,27 @@ impl EvtchnDomain {
         Ok(())
     }
 
-    /// `EVTCHNOP_expand_array`: adds one event array page.
-    pub fn expand_array(&mut self, page: Hfn) -> XenResult<()> {
-        let fifo = self.fifo.as_mut().ok_or(Errno::EINVAL)?;
+    /// Whether `EVTCHNOP_expand_array` may add a page, checked before the
+    /// page itself as Xen does: `-EOPNOTSUPP` without the FIFO ABI
+    /// (`evtchn_fifo_expand_array`), `-ENOSPC` once every port has its
+    /// word (`add_page_to_event_array`).
+    pub fn can_expand(&self) -> XenResult<()> {
+        let fifo = self.fifo.as_ref().ok_or(Errno::EOPNOTSUPP)?;
         let max_pages = (EVTCHN_FIFO_NR_CHANNELS / EVENT_WORDS_PER_PAGE) as usize;
         if fifo.array.len() >= max_pages {
-            return Err(Errno::EINVAL);
+            return Err(Errno::ENOSPC);
         }
-        fifo.array.push(page);
+        Ok(())
+    }
+
+    /// `EVTCHNOP_expand_array`: adds one event array page.
+    pub fn expand_array(&mut self, page: Hfn) -> XenResult<()> {
+        self.can_expand()?;
+        self.fifo
+            .as_mut()
+            .ok_or(Errno::EOPNOTSUPP)?
+            .array
+            .push(page);
         Ok(())
     }
 

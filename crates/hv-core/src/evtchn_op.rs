@@ -223,6 +223,7 @@ pub(crate) fn event_channel_op<P: Platform>(
         }
         ev::EVTCHNOP_expand_array => {
             let a: ev::EvtchnExpandArray = read_arg(hv, c, arg)?;
+            hv.domain(c.d).ok_or(Errno::ESRCH)?.evtchn.can_expand()?;
             let hfn = ram_frame(hv, c.d, Gfn(a.array_gfn))?;
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
             dom.evtchn.expand_array(hfn)?;

@@ -12,6 +12,8 @@ use xen_abi::xen as x;
 
 const EFAULT: i64 = -14;
 const EINVAL: i64 = -22;
+const ENOSPC: i64 = -28;
+const EOPNOTSUPP: i64 = -95;
 const EPERM: i64 = -1;
 const ENOSYS: i64 = -38;
 const ENOENT: i64 = -2;
@@ -962,8 +964,18 @@ fn fifo_setup_rejects_bad_input() {
             &ev::EvtchnExpandArray { array_gfn: 9 }
         )
         .0,
-        EINVAL,
-        "before init_control"
+        EOPNOTSUPP,
+        "before init_control (Xen's evtchn_fifo_expand_array)"
+    );
+    assert_eq!(
+        s.evtchn(
+            d,
+            ev::EVTCHNOP_expand_array,
+            &ev::EvtchnExpandArray { array_gfn: 0x99999 }
+        )
+        .0,
+        EOPNOTSUPP,
+        "checked before the page"
     );
     assert_eq!(init(&mut s, 8, 0, 0), 0);
     assert_eq!(init(&mut s, 8, 0, 0), EINVAL, "twice");
@@ -1576,8 +1588,8 @@ fn fifo_holds_131072_ports() {
             &ev::EvtchnExpandArray { array_gfn: 0x200 }
         )
         .0,
-        EINVAL,
-        "no 129th page"
+        ENOSPC,
+        "no 129th page (Xen's add_page_to_event_array)"
     );
     let evt = &mut s.hv.domain_mut(d).unwrap().evtchn;
     for p in 1..131_072u32 {

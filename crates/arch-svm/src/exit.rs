@@ -67,6 +67,9 @@ pub mod code {
     pub const NPF: u64 = 0x400;
     /// VMRUN refused the guest state (-1).
     pub const INVALID: u64 = u64::MAX;
+    /// The same as QEMU's TCG writes it: -1 as a 32-bit value, zero-
+    /// extended (its exit codes are `uint32_t`).
+    pub const INVALID_32: u64 = u32::MAX as u64;
 }
 
 /// IOIO exitinfo1 bits (APM vol. 2, figure 15-2).
@@ -192,7 +195,7 @@ pub fn decode(raw: &RawExit, gprs: &Gprs) -> VmExit {
             vector: X86_EXC_UD,
             error_code: None,
         },
-        code::INVALID => VmExit::EntryFailed { code },
+        code::INVALID | code::INVALID_32 => VmExit::EntryFailed { code },
         _ => VmExit::Unhandled { code },
     }
 }
@@ -217,6 +220,11 @@ mod tests {
         assert_eq!(d(0x7F, 0, 0), VmExit::Shutdown);
         assert_eq!(d(0x8D, 0, 0), VmExit::Xsetbv);
         assert_eq!(d(u64::MAX, 0, 0), VmExit::EntryFailed { code: u64::MAX });
+        // QEMU's 32-bit -1 is a failed entry too, not an unknown exit.
+        assert_eq!(
+            d(0xFFFF_FFFF, 0, 0),
+            VmExit::EntryFailed { code: 0xFFFF_FFFF }
+        );
         assert_eq!(d(0x401, 0, 0), VmExit::Unhandled { code: 0x401 });
         assert_eq!(d(0x76, 0, 0), VmExit::Unhandled { code: 0x76 });
         let ud = VmExit::Exception {

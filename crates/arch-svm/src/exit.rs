@@ -72,34 +72,42 @@ pub mod code {
     pub const INVALID_32: u64 = u32::MAX as u64;
 }
 
-/// IOIO exitinfo1 bits (APM vol. 2, figure 15-2).
-pub mod ioio {
+bitfield::bitfield! {
+    /// IOIO exitinfo1 (APM vol. 2, figure 15-2).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub struct IoioInfo(pub u64);
+    impl Debug;
     /// IN/INS (else OUT/OUTS).
-    pub const TYPE_IN: u64 = 1 << 0;
+    pub is_in, set_is_in: 0;
     /// INS/OUTS.
-    pub const STRING: u64 = 1 << 2;
+    pub string, set_string: 2;
     /// REP prefix.
-    pub const REP: u64 = 1 << 3;
+    pub rep, set_rep: 3;
     /// 8-bit operand.
-    pub const SZ8: u64 = 1 << 4;
+    pub sz8, set_sz8: 4;
     /// 16-bit operand.
-    pub const SZ16: u64 = 1 << 5;
+    pub sz16, set_sz16: 5;
     /// 32-bit operand.
-    pub const SZ32: u64 = 1 << 6;
+    pub sz32, set_sz32: 6;
+    /// The port.
+    pub u16, port, set_port: 31, 16;
 }
 
-/// NPF exitinfo1 bits (the page-fault error code).
-pub mod npf {
+bitfield::bitfield! {
+    /// NPF exitinfo1: the page-fault error code of the nested walk.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub struct NpfInfo(pub u64);
+    impl Debug;
     /// The translation was present (a permission fault).
-    pub const PRESENT: u64 = 1 << 0;
+    pub present, set_present: 0;
     /// A write.
-    pub const WRITE: u64 = 1 << 1;
+    pub write, set_write: 1;
     /// A user access (always, for guest accesses).
-    pub const USER: u64 = 1 << 2;
+    pub user, set_user: 2;
     /// A reserved bit was set.
-    pub const RSVD: u64 = 1 << 3;
+    pub rsvd, set_rsvd: 3;
     /// An instruction fetch.
-    pub const FETCH: u64 = 1 << 4;
+    pub fetch, set_fetch: 4;
 }
 
 /// The raw exit information the VMCB holds after #VMEXIT.
@@ -151,31 +159,32 @@ pub fn decode(raw: &RawExit, gprs: &Gprs) -> VmExit {
             }
         }
         code::IOIO => {
-            let size = if info1 & ioio::SZ32 != 0 {
+            let io = IoioInfo(info1);
+            let size = if io.sz32() {
                 4
-            } else if info1 & ioio::SZ16 != 0 {
+            } else if io.sz16() {
                 2
             } else {
                 1
             };
             VmExit::Io(IoExit {
-                port: (info1 >> 16) as u16,
+                port: io.port(),
                 size,
-                write: info1 & ioio::TYPE_IN == 0,
-                string: info1 & ioio::STRING != 0,
-                rep: info1 & ioio::REP != 0,
+                write: !io.is_in(),
+                string: io.string(),
+                rep: io.rep(),
             })
         }
         code::NPF => {
-            let write = info1 & npf::WRITE != 0;
-            let exec = info1 & npf::FETCH != 0;
+            let f = NpfInfo(info1);
+            let (write, exec) = (f.write(), f.fetch());
             VmExit::NestedPageFault {
                 gpa: info2,
                 access: Access {
                     read: !write && !exec,
                     write,
                     exec,
-                    present: info1 & npf::PRESENT != 0,
+                    present: f.present(),
                 },
             }
         }
@@ -308,11 +317,34 @@ mod tests {
         );
     }
 
+    /// IOIO exitinfo1 for `port`, `size` bytes.
+    fn io(port: u16, size: u8, is_in: bool, string: bool, rep: bool) -> u64 {
+        let mut i = IoioInfo(0);
+        i.set_port(port);
+        i.set_sz8(size == 1);
+        i.set_sz16(size == 2);
+        i.set_sz32(size == 4);
+        i.set_is_in(is_in);
+        i.set_string(string);
+        i.set_rep(rep);
+        i.0
+    }
+
+    /// NPF exitinfo1 of a guest (user) access.
+    fn npf(write: bool, fetch: bool, present: bool) -> u64 {
+        let mut f = NpfInfo(0);
+        f.set_user(true);
+        f.set_write(write);
+        f.set_fetch(fetch);
+        f.set_present(present);
+        f.0
+    }
+
     #[test]
     fn ioio() {
         // in al, 0x71
         assert_eq!(
-            d(0x7B, (0x71 << 16) | ioio::SZ8 | ioio::TYPE_IN, 0x1002),
+            d(0x7B, io(0x71, 1, true, false, false), 0x1002),
             VmExit::Io(IoExit {
                 port: 0x71,
                 size: 1,
@@ -323,11 +355,7 @@ mod tests {
         );
         // rep outsw to 0x3F8
         assert_eq!(
-            d(
-                0x7B,
-                (0x3F8 << 16) | ioio::SZ16 | ioio::STRING | ioio::REP,
-                0
-            ),
+            d(0x7B, io(0x3F8, 2, false, true, true), 0),
             VmExit::Io(IoExit {
                 port: 0x3F8,
                 size: 2,
@@ -337,7 +365,7 @@ mod tests {
             })
         );
         assert_eq!(
-            d(0x7B, (0xCFC << 16) | ioio::SZ32, 0),
+            d(0x7B, io(0xCFC, 4, false, false, false), 0),
             VmExit::Io(IoExit {
                 port: 0xCFC,
                 size: 4,
@@ -351,7 +379,7 @@ mod tests {
     #[test]
     fn nested_page_fault() {
         assert_eq!(
-            d(0x400, npf::USER | npf::WRITE | npf::PRESENT, 0xFEE0_0000),
+            d(0x400, npf(true, false, true), 0xFEE0_0000),
             VmExit::NestedPageFault {
                 gpa: 0xFEE0_0000,
                 access: Access {
@@ -363,7 +391,7 @@ mod tests {
             }
         );
         assert_eq!(
-            d(0x400, npf::USER | npf::FETCH | (1 << 32), 0x1000),
+            d(0x400, npf(false, true, false) | (1 << 32), 0x1000),
             VmExit::NestedPageFault {
                 gpa: 0x1000,
                 access: Access {
@@ -375,7 +403,7 @@ mod tests {
             }
         );
         assert_eq!(
-            d(0x400, npf::USER, 0x2000),
+            d(0x400, npf(false, false, false), 0x2000),
             VmExit::NestedPageFault {
                 gpa: 0x2000,
                 access: Access {

@@ -597,7 +597,6 @@ impl VcpuBackend for SvmVcpu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::ioio;
     use hv_core::arch::IoExit;
 
     #[repr(C, align(4096))]
@@ -734,7 +733,12 @@ mod tests {
             &mut t,
             RawExit {
                 code: exit::code::IOIO,
-                info1: (0x3F8 << 16) | ioio::SZ8,
+                info1: {
+                    let mut i = exit::IoioInfo(0);
+                    i.set_port(0x3F8);
+                    i.set_sz8(true);
+                    i.0
+                },
                 info2: 0x10_0010,
             },
         );

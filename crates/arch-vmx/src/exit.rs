@@ -88,34 +88,40 @@ pub mod reason {
 /// Exit-reason bit 31: VM-entry failure.
 pub const ENTRY_FAILURE: u32 = 1 << 31;
 
-/// I/O exit qualification (SDM table 28-5).
-pub mod io {
-    /// Bits 2:0: size - 1.
-    pub const SIZE_MASK: u64 = 7;
+bitfield::bitfield! {
+    /// I/O exit qualification (SDM table 28-5).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub struct IoQualification(pub u64);
+    impl Debug;
+    /// The access size minus one (0, 1 or 3).
+    pub u8, size_minus_one, set_size_minus_one: 2, 0;
     /// IN/INS (else OUT/OUTS).
-    pub const IN: u64 = 1 << 3;
+    pub is_in, set_is_in: 3;
     /// INS/OUTS.
-    pub const STRING: u64 = 1 << 4;
+    pub string, set_string: 4;
     /// REP prefix.
-    pub const REP: u64 = 1 << 5;
-    /// Port in bits 31:16.
-    pub const PORT_SHIFT: u32 = 16;
+    pub rep, set_rep: 5;
+    /// The port.
+    pub u16, port, set_port: 31, 16;
 }
 
-/// EPT-violation exit qualification (SDM table 28-7).
-pub mod ept {
+bitfield::bitfield! {
+    /// EPT-violation exit qualification (SDM table 28-7).
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub struct EptViolation(pub u64);
+    impl Debug;
     /// A data read.
-    pub const READ: u64 = 1 << 0;
+    pub read, set_read: 0;
     /// A data write.
-    pub const WRITE: u64 = 1 << 1;
+    pub write, set_write: 1;
     /// An instruction fetch.
-    pub const FETCH: u64 = 1 << 2;
+    pub fetch, set_fetch: 2;
     /// The translation allowed reads.
-    pub const READABLE: u64 = 1 << 3;
+    pub readable, set_readable: 3;
     /// The translation allowed writes.
-    pub const WRITABLE: u64 = 1 << 4;
+    pub writable, set_writable: 4;
     /// The translation allowed execution.
-    pub const EXECUTABLE: u64 = 1 << 5;
+    pub executable, set_executable: 5;
 }
 
 /// Control-register access exit qualification (SDM table 28-3).
@@ -220,22 +226,22 @@ pub fn decode(raw: &RawExit, gprs: &Gprs) -> VmExit {
             value: (gprs.rdx << 32) | (gprs.rax & 0xFFFF_FFFF),
         },
         reason::IO => VmExit::Io(IoExit {
-            port: (q >> io::PORT_SHIFT) as u16,
-            size: ((q & io::SIZE_MASK) + 1) as u8,
-            write: q & io::IN == 0,
-            string: q & io::STRING != 0,
-            rep: q & io::REP != 0,
+            port: IoQualification(q).port(),
+            size: IoQualification(q).size_minus_one() + 1,
+            write: !IoQualification(q).is_in(),
+            string: IoQualification(q).string(),
+            rep: IoQualification(q).rep(),
         }),
         reason::EPT_VIOLATION => {
-            let write = q & ept::WRITE != 0;
-            let exec = q & ept::FETCH != 0;
+            let e = EptViolation(q);
+            let (write, exec) = (e.write(), e.fetch());
             VmExit::NestedPageFault {
                 gpa: raw.gpa,
                 access: Access {
                     read: !write && !exec,
                     write,
                     exec,
-                    present: q & (ept::READABLE | ept::WRITABLE | ept::EXECUTABLE) != 0,
+                    present: e.readable() || e.writable() || e.executable(),
                 },
             }
         }
@@ -402,11 +408,22 @@ mod tests {
         );
     }
 
+    /// An I/O exit qualification.
+    fn ioq(port: u16, size: u8, is_in: bool, string: bool, rep: bool) -> u64 {
+        let mut q = IoQualification(0);
+        q.set_port(port);
+        q.set_size_minus_one(size - 1);
+        q.set_is_in(is_in);
+        q.set_string(string);
+        q.set_rep(rep);
+        q.0
+    }
+
     #[test]
     fn io() {
         // in al, 0x71
         assert_eq!(
-            d(30, (0x71 << 16) | io::IN | (1 << 6)),
+            d(30, ioq(0x71, 1, true, false, false) | (1 << 6)),
             VmExit::Io(IoExit {
                 port: 0x71,
                 size: 1,
@@ -417,7 +434,7 @@ mod tests {
         );
         // rep outsw to 0x3F8
         assert_eq!(
-            d(30, (0x3F8 << 16) | 1 | io::STRING | io::REP),
+            d(30, ioq(0x3F8, 2, false, true, true)),
             VmExit::Io(IoExit {
                 port: 0x3F8,
                 size: 2,
@@ -428,7 +445,7 @@ mod tests {
         );
         // out dx, eax to 0xCFC
         assert_eq!(
-            d(30, (0xCFC << 16) | 3),
+            d(30, ioq(0xCFC, 4, false, false, false)),
             VmExit::Io(IoExit {
                 port: 0xCFC,
                 size: 4,
@@ -452,8 +469,16 @@ mod tests {
                 &Gprs::default(),
             )
         };
+        let q = |read, write, fetch, readable| {
+            let mut e = EptViolation(0);
+            e.set_read(read);
+            e.set_write(write);
+            e.set_fetch(fetch);
+            e.set_readable(readable);
+            e.0
+        };
         assert_eq!(
-            v(ept::WRITE | ept::READABLE, 0xFEE0_0000),
+            v(q(false, true, false, true), 0xFEE0_0000),
             VmExit::NestedPageFault {
                 gpa: 0xFEE0_0000,
                 access: Access {
@@ -465,7 +490,7 @@ mod tests {
             }
         );
         assert_eq!(
-            v(ept::FETCH | (1 << 7), 0x1000),
+            v(q(false, false, true, false) | (1 << 7), 0x1000),
             VmExit::NestedPageFault {
                 gpa: 0x1000,
                 access: Access {
@@ -477,7 +502,7 @@ mod tests {
             }
         );
         assert_eq!(
-            v(ept::READ, 0x2000),
+            v(q(true, false, false, false), 0x2000),
             VmExit::NestedPageFault {
                 gpa: 0x2000,
                 access: Access {

@@ -951,7 +951,7 @@ impl VcpuBackend for VmxVcpu {
 mod tests {
     use super::*;
     use crate::enable::tests::skylake;
-    use crate::exit::io as ioq;
+    use crate::exit::IoQualification;
     use crate::vmcs::tests::MapVmcs;
     use arch_common::fpu::FpuFeatures;
     use hv_core::arch::IoExit;
@@ -1122,7 +1122,10 @@ mod tests {
         assert!(!t.skip_instruction(&e));
         t.load(&mut v);
         assert_eq!(v.getn(guest::RIP), 0x10_0003);
-        let e = exit(&mut t, &mut v, reason::IO, (0x3F8 << 16) | ioq::IN, 1).unwrap();
+        let mut q = IoQualification(0);
+        q.set_port(0x3F8);
+        q.set_is_in(true);
+        let e = exit(&mut t, &mut v, reason::IO, q.0, 1).unwrap();
         assert!(matches!(e, VmExit::Io(IoExit { port: 0x3F8, .. })));
         assert!(t.skip_instruction(&e));
         assert_eq!(t.rip(), 0x10_0004);

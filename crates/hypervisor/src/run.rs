@@ -33,7 +33,44 @@ use crate::platform::{self, HOST_APIC, LocalApic};
 const SLICE_NS: u64 = 10_000_000;
 
 /// hv-core, shared by every CPU.
-static HV: Once<Mutex<Hypervisor<HostPlatform>>> = Once::new();
+static HV: Once<HvLock> = Once::new();
+
+/// hv-core's lock. While a CPU holds it (an [`HvGuard`]) its console output
+/// is queued and written out when it lets go (`console::enter_quiet`): no
+/// UART write happens under the lock.
+struct HvLock(Mutex<Hypervisor<HostPlatform>>);
+
+impl HvLock {
+    fn lock(&self) -> HvGuard<'_> {
+        let g = self.0.lock();
+        crate::console::enter_quiet();
+        HvGuard(Some(g))
+    }
+}
+
+/// hv-core, held.
+struct HvGuard<'a>(Option<spin::MutexGuard<'a, Hypervisor<HostPlatform>>>);
+
+impl core::ops::Deref for HvGuard<'_> {
+    type Target = Hypervisor<HostPlatform>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().expect("held until dropped")
+    }
+}
+
+impl core::ops::DerefMut for HvGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for HvGuard<'_> {
+    fn drop(&mut self) {
+        // The lock first, then the UART.
+        drop(self.0.take());
+        crate::console::leave_quiet();
+    }
+}
 /// The vCPUs that have a backend.
 static SLOTS: Once<Vec<Slot>> = Once::new();
 /// The MSR and I/O permission maps, shared by every vCPU.
@@ -210,7 +247,7 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             crate::machine::stop(false)
         }
     };
-    HV.call_once(|| Mutex::new(Hypervisor::new(HostPlatform { apic })));
+    HV.call_once(|| HvLock(Mutex::new(Hypervisor::new(HostPlatform { apic }))));
     // With a service domain, the others get a xenstore connection it
     // serves, and it gets the list of domains on its command line.
     let store_server = plans.service();

@@ -85,14 +85,21 @@ impl Uart {
     }
 }
 
-impl core::fmt::Write for Uart {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for b in s.bytes() {
+impl Uart {
+    /// Sends text, a line feed as CR LF (what a serial terminal expects).
+    pub fn put_text(&mut self, text: &[u8]) {
+        for &b in text {
             if b == b'\n' {
                 self.put(b'\r');
             }
             self.put(b);
         }
+    }
+}
+
+impl core::fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.put_text(s.as_bytes());
         Ok(())
     }
 }

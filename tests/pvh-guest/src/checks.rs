@@ -10,12 +10,12 @@
 //! | `shared_info` | `add_to_physmap` puts shared_info over one of our RAM pages; vcpu_info[0] reads sanely through it |
 //! | `register_vcpu_info` | `VCPUOP_register_vcpu_info` copies vcpu_info to our page and events land there |
 //! | `upcall_self_event` | an IPI port to ourselves raises the callback vector 0xF3; the handler clears the pending state |
-//! | `block_woken_by_event` | `SCHEDOP_block` with an event pending returns at once |
 //! | `hostile_efault` | bad guest pointers give `-EFAULT` |
 //! | `hostile_enosys` | unknown hypercall numbers give `-ENOSYS` |
 //! | `hostile_ring3_eperm` | a hypercall from CPL 3 gives `-EPERM` |
 //! | `singleshot_timer` | `VCPUOP_set_singleshot_timer` 1 ms ahead raises `VIRQ_TIMER` |
 //! | `block_timer_wakeup` | `SCHEDOP_block` with nothing pending sleeps until the timer |
+//! | `block_woken_by_event` | a masked event does not end `SCHEDOP_block`, the timer's does; `EVTCHNOP_unmask` delivers the masked one |
 //! | `poll_timeout` | `SCHEDOP_poll` on a quiet port returns at its timeout |
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
@@ -523,8 +523,6 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "register_vcpu_info", o);
     let o = check_upcall_self_event(ctx);
     record(r, "upcall_self_event", o);
-    let o = check_block_woken_by_event(ctx);
-    record(r, "block_woken_by_event", o);
     let o = check_hostile_efault(ctx);
     record(r, "hostile_efault", o);
     let o = check_hostile_enosys(ctx);
@@ -535,6 +533,8 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "singleshot_timer", o);
     let o = check_block_timer_wakeup(r, ctx);
     record(r, "block_timer_wakeup", o);
+    let o = check_block_woken_by_event(r, ctx);
+    record(r, "block_woken_by_event", o);
     let o = check_poll_timeout(r, ctx);
     record(r, "poll_timeout", o);
     let o = check_pvclock_monotonic(r, ctx);
@@ -860,49 +860,75 @@ fn drain_upcalls() {
     );
 }
 
-fn check_block_woken_by_event(ctx: &mut Ctx) -> Outcome {
+/// An event that cannot be delivered (its port masked) does not end
+/// `SCHEDOP_block`; the next deliverable one (the timer) does, and the
+/// masked one is delivered once `EVTCHNOP_unmask` lifts the mask. (Blocking
+/// with the upcall already pending and interrupts off is left out: Xen
+/// sleeps there until something else kicks the vCPU, i.e. for ever;
+/// docs/xen-differences.md.)
+fn check_block_woken_by_event<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
     use core::sync::atomic::Ordering::SeqCst;
-    let (Some(vi), Some(port), true) = (events::vcpu_info(), ctx.ipi_port, ctx.upcalls_work) else {
-        fail!("needs working upcalls (upcall_self_event)");
+    let (true, Some(tport), Some(ipi), Some(vi)) = (
+        ctx.timer_works,
+        ctx.timer_port,
+        ctx.ipi_port,
+        events::vcpu_info(),
+    ) else {
+        fail!("needs a working singleshot timer and an IPI port");
     };
-    // Interrupts are off: the event stays pending across the block.
-    if let Err(e) = ctx.hc.evtchn_send(port) {
-        fail!("EVTCHNOP_send({port}): {e}");
-    }
-    if events::upcall_pending_at(vi).load(SeqCst) == 0 {
-        fail!("EVTCHNOP_send({port}) did not set evtchn_upcall_pending");
-    }
-    // Only with a working timer can a wrong sleep be cut short; the
-    // hypervisor must return at once anyway.
-    let guarded = arm_guard(ctx, 200_000_000);
-    let t0 = now_ns(ctx);
-    let res = ctx.hc.sched_block();
-    let t1 = now_ns(ctx);
-    if guarded {
-        let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
-    }
-    let still = events::upcall_pending_at(vi).load(SeqCst);
     drain_upcalls();
-    let seen = events::take_seen(port);
-    if let Some(tp) = ctx.timer_port {
-        events::take_seen(tp);
+    if events::upcall_pending_at(vi).load(SeqCst) != 0 {
+        fail!("an upcall stays pending");
     }
+    events::mask(ipi);
+    if let Err(e) = ctx.hc.evtchn_send(ipi) {
+        events::unmask(ipi);
+        fail!("EVTCHNOP_send({ipi}): {e}");
+    }
+    let raised = events::upcall_pending_at(vi).load(SeqCst) != 0;
+    let Some(t0) = now_ns(ctx) else {
+        events::unmask(ipi);
+        fail!("no system time");
+    };
+    if let Err(e) = ctx.hc.vcpu_set_singleshot_timer(0, t0 + 2_000_000, 0) {
+        events::unmask(ipi);
+        fail!("VCPUOP_set_singleshot_timer: {e}");
+    }
+    let res = ctx.hc.sched_block();
+    let t1 = now_ns(ctx).unwrap_or(t0);
+    let timer = events::is_pending(tport);
+    let masked_still = events::is_pending(ipi);
+    let unmasked = ctx.hc.evtchn_unmask(ipi);
+    drain_upcalls();
+    let seen = events::take_seen(ipi);
+    events::take_seen(tport);
     if let Err(e) = res {
         fail!("SCHEDOP_block: {e}");
     }
-    if let (Some(a), Some(b)) = (t0, t1)
-        && b.saturating_sub(a) >= 190_000_000
-    {
+    r.note(format_args!(
+        "block_woken_by_event: woke after {} us",
+        (t1 - t0) / 1000
+    ));
+    if raised {
+        fail!("a send on a masked port raised evtchn_upcall_pending");
+    }
+    if t1 < t0 + 2_000_000 {
         fail!(
-            "SCHEDOP_block slept {} ms with an event pending",
-            (b - a) / 1_000_000
+            "SCHEDOP_block returned after {} us for a masked event",
+            (t1 - t0) / 1000
         );
     }
-    if still == 0 {
-        fail!("evtchn_upcall_pending was cleared by the block");
+    if !timer {
+        fail!("woke without the timer event");
+    }
+    if !masked_still {
+        fail!("the masked port's event was lost");
+    }
+    if let Err(e) = unmasked {
+        fail!("EVTCHNOP_unmask({ipi}): {e}");
     }
     if !seen {
-        fail!("port {port} was not delivered after the block");
+        fail!("port {ipi} was not delivered after EVTCHNOP_unmask");
     }
     Ok(())
 }

@@ -53,6 +53,7 @@ pub const X86_EXC_PF: u8 = 14;
 const MAX_INSN_LEN: usize = 15;
 
 const CR0_PE: u64 = 1 << 0;
+const CR4_LA57: u64 = 1 << 12;
 const EFER_NXE: u64 = 1 << 11;
 const RFLAGS_CF: u64 = 1 << 0;
 const RFLAGS_PF: u64 = 1 << 2;
@@ -134,7 +135,12 @@ impl Ctx<'_, '_> {
     /// linear address `la` whose translation failed.
     fn fault(&self, la: u64, write: bool, fetch: bool) -> Fault {
         if self.long {
-            let top = (la as i64) >> 47;
+            let bits = if self.virt.mode.cr4 & CR4_LA57 != 0 {
+                56
+            } else {
+                47
+            };
+            let top = (la as i64) >> bits;
             if top != 0 && top != -1 {
                 return Fault::Exc(
                     Event::Exception {
@@ -487,12 +493,16 @@ fn run(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>) -> Res<Emulation> {
 fn execute(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>, insn: &Instruction) -> Res<Emulation> {
     let m = insn.mnemonic();
     match m {
+        // (SSE2's MOVSD shares the mnemonic: the string form is the one
+        // whose destination is ES:rDI.)
         Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq
-            if insn.op_count() == 2 && insn.op0_kind() != OpKind::Register =>
+            if is_string_dest(insn.op0_kind()) =>
         {
             return string_op(cpu, cx, insn, true);
         }
-        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => {
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq
+            if is_string_dest(insn.op0_kind()) =>
+        {
             return string_op(cpu, cx, insn, false);
         }
         _ => {}
@@ -607,6 +617,13 @@ fn execute(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>, insn: &Instruction) 
         }
     }
     Ok(Emulation::Okay)
+}
+
+fn is_string_dest(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::MemoryESDI | OpKind::MemoryESEDI | OpKind::MemoryESRDI
+    )
 }
 
 /// `MOVS` (`movs = true`) or `STOS`, with or without `REP`.

@@ -483,6 +483,7 @@ fn forms_not_emulated_crash_the_domain() {
         &[0x0F, 0x10, 0x03],       // movups xmm0,[rbx]
         &[0xC5, 0xF8, 0x10, 0x03], // vmovups xmm0,[rbx] (VEX not decoded)
         &[0x0F, 0x0B],             // ud2
+        &[0xF2, 0x0F, 0x11, 0x03], // movsd [rbx],xmm0 (SSE2, not the string op)
     ];
     for code in cases {
         let mut t = T::new();

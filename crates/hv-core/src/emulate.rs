@@ -17,19 +17,22 @@
 //! - `MOV` loads and stores of 1, 2, 4 and 8 bytes, including the
 //!   immediate (`C6`/`C7`) and `moffs` (`A0`-`A3`) forms;
 //! - `MOVZX`, `MOVSX`, `MOVSXD` loads;
-//! - `ADD`, `SUB`, `AND`, `OR`, `XOR` with a memory source or destination
-//!   (`LOCK` allowed), `CMP` and `TEST` with a memory operand, all setting
-//!   CF, PF, AF, ZF, SF and OF as the hardware does;
-//! - `XCHG` with memory;
-//! - `MOVS` and `STOS` of 1 to 8 bytes, with or without `REP` (at most
-//!   [`crate::exits::MAX_STRING_IO`] iterations per exit, then the
-//!   instruction is re-executed with the registers moved on).
+//! - `ADD`, `SUB`, `ADC`, `SBB`, `AND`, `OR`, `XOR` with a memory source
+//!   or destination (`LOCK` allowed), `CMP` and `TEST` with a memory
+//!   operand, `INC`, `DEC`, `NEG`, `NOT` of memory, all setting CF, PF,
+//!   AF, ZF, SF and OF as the hardware does (AF 0 for the logic ops);
+//! - `XCHG` and `CMPXCHG` with memory;
+//! - `MOVS`, `STOS` and `LODS` of 1 to 8 bytes, with or without `REP`
+//!   (at most [`crate::exits::MAX_STRING_IO`] iterations per exit, then
+//!   the instruction is re-executed with the registers moved on), 64- or
+//!   32-bit addressing.
 //!
 //! Not emulated (the domain is crashed with a reason, nothing injected):
 //! real mode and virtual-8086 mode, FS/GS-relative operands (no segment
-//! bases in the backend interface), every other instruction (ADC/SBB,
-//! INC/DEC/NEG/NOT, CMPXCHG, LODS/SCAS/CMPS, BT*, SSE/AVX moves: VEX, EVEX
-//! and XOP are not even decoded), and undecodable bytes.
+//! bases in the backend interface), 16-bit string addressing, every other
+//! instruction (`BT*`, `PUSH`/`POP` of memory, `SCAS`/`CMPS`, `XADD`,
+//! SSE/AVX moves: VEX, EVEX and XOP are not even decoded), and
+//! undecodable bytes.
 //!
 //! Faults while emulating are delivered as the hardware would: a failed
 //! walk of the guest page tables for the instruction fetch or for a memory
@@ -346,17 +349,41 @@ fn parity(v: u64) -> bool {
 enum Alu {
     Add,
     Sub,
+    Adc,
+    Sbb,
     And,
     Or,
     Xor,
 }
 
-/// `a op b` on `size` bytes: the result and the six arithmetic flags.
-fn alu(op: Alu, a: u64, b: u64, size: usize) -> (u64, u64) {
+/// `a op b` on `size` bytes (with carry-in `carry` for ADC and SBB): the
+/// result and the six arithmetic flags.
+fn alu(op: Alu, a: u64, b: u64, size: usize, carry: bool) -> (u64, u64) {
     let m = mask(size);
     let sign = 1u64 << (size * 8 - 1);
     let (a, b) = (a & m, b & m);
+    let c = u64::from(carry);
     let (r, cf, of, af) = match op {
+        Alu::Adc => {
+            let full = u128::from(a) + u128::from(b) + u128::from(c);
+            let r = (full as u64) & m;
+            (
+                r,
+                full > u128::from(m),
+                (a ^ r) & (b ^ r) & sign != 0,
+                (a ^ b ^ r) & 0x10 != 0,
+            )
+        }
+        Alu::Sbb => {
+            let r = a.wrapping_sub(b).wrapping_sub(c) & m;
+            (
+                r,
+                u128::from(a) < u128::from(b) + u128::from(c),
+                (a ^ b) & (a ^ r) & sign != 0,
+                (a ^ b ^ r) & 0x10 != 0,
+            )
+        }
+
         Alu::Add => {
             let r = a.wrapping_add(b) & m;
             (
@@ -498,12 +525,43 @@ fn execute(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>, insn: &Instruction) 
         Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq
             if is_string_dest(insn.op0_kind()) =>
         {
-            return string_op(cpu, cx, insn, true);
+            return string_op(cpu, cx, insn, Str::Movs);
         }
         Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq
             if is_string_dest(insn.op0_kind()) =>
         {
-            return string_op(cpu, cx, insn, false);
+            return string_op(cpu, cx, insn, Str::Stos);
+        }
+        Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq
+            if insn.op0_kind() == OpKind::Register =>
+        {
+            return string_op(cpu, cx, insn, Str::Lods);
+        }
+        Mnemonic::Inc | Mnemonic::Dec | Mnemonic::Not | Mnemonic::Neg
+            if insn.op_count() == 1 && insn.op0_kind() == OpKind::Memory =>
+        {
+            let size = mem_size(insn)?;
+            let la = mem_linear(cpu, insn, cx.long)?;
+            let a = cx.read(la, size)?;
+            let old = cpu.rflags();
+            let (r, flags) = match m {
+                // INC and DEC leave CF alone.
+                Mnemonic::Inc => {
+                    let (r, f) = alu(Alu::Add, a, 1, size, false);
+                    (r, (f & !RFLAGS_CF) | (old & RFLAGS_CF))
+                }
+                Mnemonic::Dec => {
+                    let (r, f) = alu(Alu::Sub, a, 1, size, false);
+                    (r, (f & !RFLAGS_CF) | (old & RFLAGS_CF))
+                }
+                // NEG is 0 - x: CF set unless x is 0.
+                Mnemonic::Neg => alu(Alu::Sub, 0, a, size, false),
+                // NOT changes no flag.
+                _ => (!a & mask(size), old & ARITH_FLAGS),
+            };
+            cx.write(la, size, r)?;
+            cpu.set_rflags((old & !ARITH_FLAGS) | flags);
+            return Ok(Emulation::Okay);
         }
         _ => {}
     }
@@ -567,8 +625,30 @@ fn execute(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>, insn: &Instruction) 
             cx.write(la, size, get_reg(cpu, reg)?)?;
             set_reg(cpu, reg, old)?;
         }
+        Mnemonic::Cmpxchg => {
+            if (k0, k1) != (OpKind::Memory, OpKind::Register) {
+                return Err(Fault::Unhandleable("CMPXCHG without a memory operand"));
+            }
+            let acc = [Register::AL, Register::AX, Register::EAX, Register::RAX]
+                [size.trailing_zeros() as usize & 3];
+            let la = mem_linear(cpu, insn, cx.long)?;
+            let old = cx.read(la, size)?;
+            let a = get_reg(cpu, acc)?;
+            let (_, flags) = alu(Alu::Sub, a, old, size, false);
+            if a == old {
+                cx.write(la, size, get_reg(cpu, insn.op1_register())?)?;
+            } else {
+                // The locked cycle writes the old value back; the
+                // accumulator takes it.
+                cx.write(la, size, old)?;
+                set_reg(cpu, acc, old)?;
+            }
+            cpu.set_rflags((cpu.rflags() & !ARITH_FLAGS) | flags);
+        }
         Mnemonic::Add
         | Mnemonic::Sub
+        | Mnemonic::Adc
+        | Mnemonic::Sbb
         | Mnemonic::And
         | Mnemonic::Or
         | Mnemonic::Xor
@@ -577,17 +657,20 @@ fn execute(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>, insn: &Instruction) 
             let op = match m {
                 Mnemonic::Add => Alu::Add,
                 Mnemonic::Sub | Mnemonic::Cmp => Alu::Sub,
+                Mnemonic::Adc => Alu::Adc,
+                Mnemonic::Sbb => Alu::Sbb,
                 Mnemonic::And | Mnemonic::Test => Alu::And,
                 Mnemonic::Or => Alu::Or,
                 _ => Alu::Xor,
             };
+            let carry = cpu.rflags() & RFLAGS_CF != 0;
             let store = !matches!(m, Mnemonic::Cmp | Mnemonic::Test);
             let la = mem_linear(cpu, insn, cx.long)?;
             let flags = match (k0, k1) {
                 (OpKind::Memory, _) => {
                     let b = src_value(cpu, k1, 1)?;
                     let a = cx.read(la, size)?;
-                    let (r, f) = alu(op, a, b, size);
+                    let (r, f) = alu(op, a, b, size, carry);
                     if store {
                         cx.write(la, size, r)?;
                     }
@@ -596,7 +679,7 @@ fn execute(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>, insn: &Instruction) 
                 (OpKind::Register, OpKind::Memory) => {
                     let a = get_reg(cpu, insn.op0_register())?;
                     let b = cx.read(la, size)?;
-                    let (r, f) = alu(op, a, b, size);
+                    let (r, f) = alu(op, a, b, size, carry);
                     if store {
                         set_reg(cpu, insn.op0_register(), r)?;
                     }
@@ -626,20 +709,35 @@ fn is_string_dest(k: OpKind) -> bool {
     )
 }
 
-/// `MOVS` (`movs = true`) or `STOS`, with or without `REP`.
+/// The string instructions emulated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Str {
+    Movs,
+    Stos,
+    Lods,
+}
+
+/// `MOVS`, `STOS` or `LODS`, with or without `REP`. The index and count
+/// registers are written at the address size, so a 32-bit address size
+/// zero-extends them as any 32-bit register write does.
 fn string_op(
     cpu: &mut dyn VcpuBackend,
     cx: &mut Ctx<'_, '_>,
     insn: &Instruction,
-    movs: bool,
+    kind: Str,
 ) -> Res<Emulation> {
-    if movs && matches!(insn.memory_segment(), Register::FS | Register::GS) {
+    if kind != Str::Stos && matches!(insn.memory_segment(), Register::FS | Register::GS) {
         return Err(Fault::Unhandleable("FS/GS-relative string source"));
     }
     let size = mem_size(insn)?;
-    let amask = match insn.op0_kind() {
-        OpKind::MemoryESRDI => u64::MAX,
-        OpKind::MemoryESEDI => 0xFFFF_FFFF,
+    let index = if kind == Str::Lods {
+        insn.op1_kind()
+    } else {
+        insn.op0_kind()
+    };
+    let amask = match index {
+        OpKind::MemoryESRDI | OpKind::MemorySegRSI => u64::MAX,
+        OpKind::MemoryESEDI | OpKind::MemorySegESI => 0xFFFF_FFFF,
         _ => return Err(Fault::Unhandleable("16-bit string addressing")),
     };
     let rep = insn.has_rep_prefix() || insn.has_repne_prefix();
@@ -654,22 +752,28 @@ fn string_op(
             r.wrapping_add(s)
         }) & amask
     };
-    let merge = |old: u64, new: u64| (old & !amask) | (new & amask);
     for i in 0..n {
         let g = *cpu.gprs();
-        let v = if movs {
-            cx.read(g.rsi & amask, size)?
-        } else {
-            g.rax & mask(size)
-        };
-        cx.write(g.rdi & amask, size, v)?;
+        match kind {
+            Str::Movs => {
+                let v = cx.read(g.rsi & amask, size)?;
+                cx.write(g.rdi & amask, size, v)?;
+            }
+            Str::Stos => cx.write(g.rdi & amask, size, g.rax & mask(size))?,
+            Str::Lods => {
+                let v = cx.read(g.rsi & amask, size)?;
+                set_reg(cpu, insn.op0_register(), v)?;
+            }
+        }
         let g = cpu.gprs_mut();
-        g.rdi = merge(g.rdi, step(g.rdi));
-        if movs {
-            g.rsi = merge(g.rsi, step(g.rsi));
+        if kind != Str::Lods {
+            g.rdi = step(g.rdi);
+        }
+        if kind != Str::Stos {
+            g.rsi = step(g.rsi);
         }
         if rep {
-            g.rcx = merge(g.rcx, count - i - 1);
+            g.rcx = (count - i - 1) & amask;
         }
     }
     Ok(if count > n {

@@ -476,9 +476,9 @@ fn operand_faults_are_guest_exceptions() {
 #[test]
 fn forms_not_emulated_crash_the_domain() {
     let cases: &[&[u8]] = &[
-        &[0xFF, 0x03],             // inc dword [rbx]
-        &[0x0F, 0xB1, 0x0B],       // cmpxchg [rbx],ecx
-        &[0xAD],                   // lodsd
+        &[0x0F, 0xBA, 0x23, 0x01], // bt dword [rbx],1
+        &[0xFF, 0x33],             // push qword [rbx]
+        &[0xA7],                   // cmpsd
         &[0x65, 0x8B, 0x03],       // mov eax,gs:[rbx]
         &[0x0F, 0x10, 0x03],       // movups xmm0,[rbx]
         &[0xC5, 0xF8, 0x10, 0x03], // vmovups xmm0,[rbx] (VEX not decoded)
@@ -538,4 +538,130 @@ fn null_handler_reads_all_ones() {
     let mut b = [0u8; 3];
     NullHandler.read(HPET, &mut b);
     assert_eq!(b, [0xFF; 3]);
+}
+
+/// A read-modify-write case: code, RAX, CF in, RAX out, flags out, bytes
+/// written.
+type RmwCase = (&'static [u8], u64, bool, u64, u64, Vec<u8>);
+
+#[test]
+fn read_modify_write_forms() {
+    let cases: &[RmwCase] = &[
+        // inc dword [rbx]: wraps to 0, CF kept
+        (
+            &[0xFF, 0x03],
+            RAX0,
+            true,
+            RAX0,
+            CF | ZF | PF | AF,
+            vec![0; 4],
+        ),
+        // dec byte [rbx]: 0xFE, CF kept clear
+        (&[0xFE, 0x0B], RAX0, false, RAX0, SF, vec![0xFE]),
+        // neg word [rbx]: 0 - 0xFFFF = 1, CF
+        (&[0x66, 0xF7, 0x1B], RAX0, false, RAX0, CF | AF, vec![1, 0]),
+        // not qword [rbx]: 0, no flag changes (CF stays set)
+        (&[0x48, 0xF7, 0x13], RAX0, true, RAX0, CF, vec![0; 8]),
+        // lock or dword [rbx],1
+        (
+            &[0xF0, 0x83, 0x0B, 0x01],
+            RAX0,
+            false,
+            RAX0,
+            SF | PF,
+            vec![0xFF; 4],
+        ),
+        // cmpxchg [rbx],ecx with EAX = all-ones: equal, ECX stored, RAX kept
+        (
+            &[0x0F, 0xB1, 0x0B],
+            0x1122_3344_FFFF_FFFF,
+            false,
+            0x1122_3344_FFFF_FFFF,
+            ZF | PF,
+            vec![0x78, 0x56, 0x34, 0x12],
+        ),
+        // cmpxchg [rbx],ecx with EAX = 5: not equal, EAX loaded
+        (
+            &[0x0F, 0xB1, 0x0B],
+            0x1122_3344_0000_0005,
+            false,
+            0xFFFF_FFFF,
+            CF | PF | AF,
+            vec![0xFF; 4],
+        ),
+    ];
+    for (code, rax, cf, rax_out, flags, bytes) in cases {
+        let t = T::new();
+        let mut cpu = t.cpu64();
+        cpu.gprs.rax = *rax;
+        cpu.gprs.rbx = HPET;
+        cpu.gprs.rcx = 0x1234_5678;
+        cpu.rflags = 0x202 | if *cf { CF } else { 0 };
+        t.put(CODE, code);
+        let mut rec = Recorder::default();
+        let mem = t.hv.guest_mem(t.d).unwrap();
+        assert_eq!(
+            emulate_one(&mut cpu, mem, &mut rec),
+            Emulation::Okay,
+            "{code:x?}"
+        );
+        assert_eq!(cpu.gprs.rax, *rax_out, "{code:x?}");
+        assert_eq!(cpu.rflags, 0x202 | flags, "{code:x?}: {:#x}", cpu.rflags);
+        assert_eq!(rec.writes, vec![(HPET, bytes.clone())], "{code:x?}");
+        assert_eq!(rec.reads.len(), 1, "{code:x?}");
+        assert_eq!(cpu.rip, CODE + code.len() as u64);
+    }
+}
+
+#[test]
+fn adc_and_sbb_use_the_carry() {
+    // (code, EAX in, RAX out, flags out), CF set before.
+    let cases: &[(&[u8], u64, u64, u64)] = &[
+        // adc eax,[rbx]: 1 + 0xFFFFFFFF + 1 = 1, carry
+        (&[0x13, 0x03], 1, 1, CF | AF),
+        // sbb eax,[rbx]: 0 - 0xFFFFFFFF - 1 = 0, borrow
+        (&[0x1B, 0x03], 0, 0, CF | ZF | PF | AF),
+    ];
+    for (code, rax, want, flags) in cases {
+        let mut t = T::new();
+        let mut cpu = t.cpu64();
+        cpu.gprs.rax = *rax;
+        cpu.gprs.rbx = HPET;
+        cpu.rflags = 0x202 | CF;
+        assert_eq!(t.npf(&mut cpu, code, HPET, false), ExitAction::Resume);
+        assert_eq!(cpu.gprs.rax, *want, "{code:x?}");
+        assert_eq!(cpu.rflags, 0x202 | flags, "{code:x?}: {:#x}", cpu.rflags);
+    }
+}
+
+#[test]
+fn lods_and_32_bit_string_addressing() {
+    // rep lodsd: EAX all-ones (zero-extended), RSI moved, three reads.
+    let t = T::new();
+    let mut cpu = t.cpu64();
+    cpu.gprs.rax = RAX0;
+    cpu.gprs.rcx = 3;
+    cpu.gprs.rsi = HPET;
+    let mut rec = Recorder::default();
+    t.put(CODE, &[0xF3, 0xAD]);
+    let mem = t.hv.guest_mem(t.d).unwrap();
+    assert_eq!(emulate_one(&mut cpu, mem, &mut rec), Emulation::Okay);
+    assert_eq!(
+        (cpu.gprs.rax, cpu.gprs.rsi, cpu.gprs.rcx),
+        (0xFFFF_FFFF, HPET + 12, 0)
+    );
+    assert_eq!(rec.reads, vec![(HPET, 4), (HPET + 4, 4), (HPET + 8, 4)]);
+
+    // addr32 rep stosb in 64-bit mode: EDI/ECX count, and writing them
+    // zero-extends RDI and RCX.
+    let mut cpu = t.cpu64();
+    cpu.gprs.rdi = 0xAAAA_BBBB_0000_0000 | HPET;
+    cpu.gprs.rcx = 0xFFFF_FFFF_0000_0002;
+    let mut rec = Recorder::default();
+    t.put(CODE, &[0x67, 0xF3, 0xAA]);
+    let mem = t.hv.guest_mem(t.d).unwrap();
+    assert_eq!(emulate_one(&mut cpu, mem, &mut rec), Emulation::Okay);
+    assert_eq!(rec.writes.len(), 2);
+    assert_eq!(rec.writes[0].0, HPET);
+    assert_eq!((cpu.gprs.rdi, cpu.gprs.rcx), (HPET + 2, 0));
 }

@@ -734,7 +734,8 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK poll_timeout: PASS",
             "(d1) CHECK pvclock_monotonic: PASS",
             "(d1) CHECK grant_self: PASS",
-            "(d1) VERDICT: PASS 17/17",
+            "(d1) CHECK unbacked_mmio: PASS",
+            "(d1) VERDICT: PASS 18/18",
             "d1: shutdown (Poweroff)",
             "all domains shut down (cleanly)",
         ],
@@ -788,6 +789,7 @@ const E2E_CASES: &[E2eCase] = &[
             "CPU1 online (APIC id 1)",
             "2 CPUs online",
             "VMX enabled: EPT, unrestricted guest, VPID true",
+            "(d1) CHECK unbacked_mmio: PASS",
             "(d1) VERDICT: PASS",
             "all domains shut down (cleanly)",
             STOP_OK,
@@ -824,7 +826,8 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK poll_timeout: PASS",
             "(d1) CHECK pvclock_monotonic: PASS",
             "(d1) CHECK grant_self: PASS",
-            "(d1) VERDICT: PASS 17/17",
+            "(d1) CHECK unbacked_mmio: PASS",
+            "(d1) VERDICT: PASS 18/18",
             "all domains shut down (cleanly)",
             STOP_OK,
         ],
@@ -1470,11 +1473,11 @@ fn multi_domain_e2e(
         "(d1) CHECK grant_shared: PASS",
         "(d1) CHECK grant_copy: PASS",
         "(d1) CHECK hostile_map_without_grant: PASS",
-        "(d1) VERDICT: PASS 21/21",
+        "(d1) VERDICT: PASS 22/22",
         "(d2) CHECK interdomain_pong: PASS",
         "(d2) CHECK grant_shared: PASS",
-        "(d2) VERDICT: PASS 19/19",
-        "(d3) VERDICT: PASS 17/17",
+        "(d2) VERDICT: PASS 20/20",
+        "(d3) VERDICT: PASS 18/18",
         "d3: crashed: triple fault",
         "d1: shutdown (Poweroff)",
         "d2: shutdown (Poweroff)",
@@ -1593,7 +1596,7 @@ fn xenstore_e2e(
             expect.push(cut_off_line(*d, kind));
             expect.push(format!("(d{d}) CHECK xenstore_hostile: PASS"));
             expect.push(format!("(d{d}) CHECK xenstore_hostile_signal: PASS"));
-            expect.push(format!("(d{d}) VERDICT: PASS 19/19"));
+            expect.push(format!("(d{d}) VERDICT: PASS 20/20"));
             expect.push(format!("d{d}: shutdown (Poweroff)"));
         }
         for check in [
@@ -1612,7 +1615,7 @@ fn xenstore_e2e(
             expect.push(format!("(d{client}) CHECK {check}: PASS"));
         }
         expect.extend([
-            format!("(d{client}) VERDICT: PASS 28/28"),
+            format!("(d{client}) VERDICT: PASS 29/29"),
             format!("d{client}: shutdown (Poweroff)"),
             "(d1) service-domain: every served domain has shut down; stopping".into(),
             "d1: shutdown (Poweroff)".into(),

@@ -481,6 +481,11 @@ impl VcpuBackend for SvmVcpu {
         self.vmcb().save.rflags
     }
 
+    fn set_rflags(&mut self, rflags: u64) {
+        // Bit 1 is reserved and always set.
+        self.vmcb_mut().save.rflags = rflags | 0x2;
+    }
+
     fn cpl(&self) -> u8 {
         self.vmcb().save.cpl & 3
     }

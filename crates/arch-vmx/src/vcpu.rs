@@ -823,6 +823,10 @@ impl VcpuBackend for VmxVcpu {
         self.g.rflags
     }
 
+    fn set_rflags(&mut self, rflags: u64) {
+        self.g.rflags = rflags;
+    }
+
     fn cpl(&self) -> u8 {
         ((self.g.ss_ar >> 5) & 3) as u8
     }

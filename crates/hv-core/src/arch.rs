@@ -233,6 +233,8 @@ pub trait VcpuBackend {
     fn set_rip(&mut self, rip: u64);
     /// RFLAGS.
     fn rflags(&self) -> u64;
+    /// Sets RFLAGS (the instruction emulator writes the arithmetic flags).
+    fn set_rflags(&mut self, rflags: u64);
     /// The current privilege level (CS.DPL / SS.DPL).
     fn cpl(&self) -> u8;
     /// Whether the vCPU runs 64-bit code (EFER.LMA and CS.L).

@@ -115,7 +115,9 @@ pub(crate) fn handle<P: Platform>(
             hv.crash(d, "triple fault");
             ExitAction::Dead
         }
-        VmExit::NestedPageFault { gpa, access } => {
+        VmExit::NestedPageFault { gpa, access } if access.present => {
+            // A permission fault on a mapped frame (a write to a read-only
+            // grant mapping, say): nothing to emulate.
             log::warn!(
                 "{}v{}: nested page fault at {:#x} ({:?}), rip {:#x}",
                 d,
@@ -124,9 +126,22 @@ pub(crate) fn handle<P: Platform>(
                 access,
                 cpu.rip()
             );
-            hv.crash(d, "access to unmapped guest-physical memory");
+            hv.crash(d, "permission fault on mapped guest-physical memory");
             ExitAction::Dead
         }
+        VmExit::NestedPageFault { gpa, access } if access.exec => {
+            // Code in a hole: there is no instruction to emulate.
+            log::warn!(
+                "{}v{}: instruction fetch from unbacked {:#x}, rip {:#x}",
+                d,
+                v,
+                gpa,
+                cpu.rip()
+            );
+            hv.crash(d, "instruction fetch from unbacked guest-physical memory");
+            ExitAction::Dead
+        }
+        VmExit::NestedPageFault { gpa, .. } => unbacked_access(hv, d, v, cpu, gpa),
         VmExit::CrAccess { .. } => {
             hv.crash(d, "unexpected control register intercept");
             ExitAction::Dead
@@ -145,6 +160,39 @@ pub(crate) fn handle<P: Platform>(
                 cpu.rip()
             );
             hv.crash(d, "unhandled exit");
+            ExitAction::Dead
+        }
+    }
+}
+
+/// An access to guest-physical memory with nothing behind it: the
+/// instruction is emulated against the null MMIO handler, as Xen's
+/// `hvm_hap_nested_page_fault` does for `p2m_mmio_dm` (see
+/// [`crate::emulate`]).
+fn unbacked_access<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    v: u32,
+    cpu: &mut dyn VcpuBackend,
+    gpa: u64,
+) -> ExitAction {
+    use crate::emulate::{Emulation, NullHandler, emulate_one};
+    let rip = cpu.rip();
+    let Some(mem) = hv.guest_mem(d) else {
+        return ExitAction::Dead;
+    };
+    match emulate_one(cpu, mem, &mut NullHandler) {
+        Emulation::Okay | Emulation::Retry | Emulation::Exception(_) => ExitAction::Resume,
+        Emulation::Unhandleable(why) => {
+            log::warn!(
+                "{}v{}: unbacked access at {:#x}, rip {:#x}: {}",
+                d,
+                v,
+                gpa,
+                rip,
+                why
+            );
+            hv.crash(d, why);
             ExitAction::Dead
         }
     }

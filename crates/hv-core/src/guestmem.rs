@@ -74,6 +74,12 @@ impl<'a> GuestMem<'a> {
         Ok(())
     }
 
+    /// Whether a frame (RAM, a special page, a grant mapping) is behind
+    /// `gpa`; everything else is unbacked (Xen's `p2m_mmio_dm`).
+    pub fn is_backed(&self, gpa: u64) -> bool {
+        self.p2m.get(Gfn::of(gpa)).is_some()
+    }
+
     /// Copies guest memory at `gpa` into `buf`.
     pub fn read(&self, gpa: u64, buf: &mut [u8]) -> XenResult<()> {
         let frames = self.frames;

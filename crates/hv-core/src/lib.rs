@@ -22,6 +22,7 @@ pub mod arch;
 pub mod console;
 pub mod domain;
 pub mod domctl;
+pub mod emulate;
 pub mod evtchn;
 pub mod evtchn_op;
 pub mod exits;

@@ -350,6 +350,9 @@ impl VcpuBackend for MockVcpu {
     fn rflags(&self) -> u64 {
         self.rflags
     }
+    fn set_rflags(&mut self, rflags: u64) {
+        self.rflags = rflags;
+    }
     fn cpl(&self) -> u8 {
         self.cpl
     }

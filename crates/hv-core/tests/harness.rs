@@ -1479,9 +1479,14 @@ fn bad_exits_crash_only_that_domain() {
             d2,
             0,
             &mut cpu,
+            // A permission fault on a mapped frame is not emulated.
             VmExit::NestedPageFault {
-                gpa: 0xFEE0_0000,
-                access: Default::default()
+                gpa: 0x1000,
+                access: hv_core::arch::Access {
+                    write: true,
+                    present: true,
+                    ..Default::default()
+                }
             }
         ),
         ExitAction::Dead

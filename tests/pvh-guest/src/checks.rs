@@ -19,6 +19,7 @@
 //! | `poll_timeout` | `SCHEDOP_poll` on a quiet port returns at its timeout |
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
+//! | `unbacked_mmio` | loads from unbacked guest-physical addresses (0xFED00000, the top of the first GiB) give all-ones, stores are dropped, flags and registers as on hardware ([`mmio`]) |
 //!
 //! `role=xs-client`, `role=xs-hostile` and `role=xs-bench` add the
 //! xenstore checks of [`xenstore`] after them (a raw client over the
@@ -162,6 +163,7 @@ macro_rules! fail {
 
 mod bench;
 mod grants;
+mod mmio;
 mod xenstore;
 
 fn record<W: Write>(r: &mut Report<W>, name: &str, o: Outcome) {
@@ -541,6 +543,8 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "pvclock_monotonic", o);
     let o = check_grant_self(r, ctx);
     record(r, "grant_self", o);
+    let o = mmio::check_unbacked_mmio(ctx);
+    record(r, "unbacked_mmio", o);
     let spurious = cpu::SPURIOUS.load(core::sync::atomic::Ordering::SeqCst);
     if spurious != 0 {
         r.note(format_args!("{spurious} interrupts on unexpected vectors"));

@@ -24,6 +24,9 @@ pub struct Options {
     /// `shutdown-when=KEY`: ask every domain to power off once each has
     /// written KEY under its home (for tests and demos).
     pub shutdown_when: Option<String>,
+    /// `disk=ID[:ro]`: the boot module (our ramdisk) is domain ID's
+    /// `xvda`, read-write unless `:ro`.
+    pub disk: Option<(u16, bool)>,
 }
 
 /// Parses the words of a command line. Unknown words are ignored (the
@@ -44,6 +47,14 @@ pub fn parse(line: &str) -> Options {
                     domid,
                     name: String::from(name),
                 });
+            }
+        } else if let Some(d) = word.strip_prefix("disk=") {
+            let (id, ro) = match d.strip_suffix(":ro") {
+                Some(id) => (id, true),
+                None => (d, false),
+            };
+            if let Ok(id) = id.parse::<u16>() {
+                o.disk = Some((id, ro));
             }
         } else if let Some(key) = word.strip_prefix("shutdown-when=") {
             o.shutdown_when = Some(String::from(key)).filter(|k| !k.is_empty());
@@ -78,6 +89,10 @@ mod tests {
             ]
         );
         assert_eq!(o.shutdown, [1]);
+        assert_eq!(o.disk, None);
         assert_eq!(parse(""), Options::default());
+        assert_eq!(parse("disk=2").disk, Some((2, false)));
+        assert_eq!(parse("disk=3:ro").disk, Some((3, true)));
+        assert_eq!(parse("disk=x disk=").disk, None);
     }
 }

@@ -5,9 +5,16 @@ mod xen;
 use core::fmt::Write;
 
 use xen_abi::guest::Hypercall;
-use xen_abi::start_info::{HvmMemmapTableEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
+use xen_abi::start_info::{
+    HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE,
+};
 
+use pv_rings::RawMem;
 use service_domain::StoreService;
+use service_domain::blkback::{Blkback, MemDisk, xvd};
+
+/// The block back end over the boot module's bytes.
+type Blk = Blkback<MemDisk<&'static mut [u8]>, RawMem<'static>>;
 
 const STACK_SIZE: usize = 64 * 1024;
 /// The heap: the store, its rings' buffers, everything the services own.
@@ -150,12 +157,15 @@ unsafe fn read_phys<T: Copy>(pa: u64) -> T {
 struct Boot {
     cmdline: alloc::string::String,
     hole_gfn: u64,
+    /// The first boot module (our ramdisk): address and size.
+    module: Option<(u64, u64)>,
 }
 
 fn read_boot(start_info: u64) -> Boot {
     let mut b = Boot {
         cmdline: alloc::string::String::new(),
         hole_gfn: 0,
+        module: None,
     };
     if start_info == 0 || start_info >= 1 << 30 {
         return b;
@@ -190,7 +200,31 @@ fn read_boot(start_info: u64) -> Boot {
         }
     }
     b.hole_gfn = end.div_ceil(4096);
+    if si.nr_modules >= 1 && si.modlist_paddr != 0 && si.modlist_paddr < 1 << 30 {
+        // SAFETY: the loader's module list, at least one entry.
+        let m: HvmModlistEntry = unsafe { read_phys(si.modlist_paddr) };
+        // Only a module inside our RAM and our identity map.
+        if m.size > 0
+            && m.paddr
+                .checked_add(m.size)
+                .is_some_and(|e| e <= end.min(1 << 30))
+        {
+            b.module = Some((m.paddr, m.size));
+        }
+    }
     b
+}
+
+/// The boot module as the disk of `disk=ID[:ro]`.
+fn boot_disk(boot: &Boot) -> Option<&'static mut [u8]> {
+    let (pa, size) = boot.module?;
+    let len = usize::try_from(size).ok()?;
+    let base = core::ptr::NonNull::new(pa as *mut u8)?;
+    // SAFETY: the loader placed the module in our RAM below 1 GiB
+    // (identity-mapped), outside the kernel image and the heap, which
+    // are the only other users of our memory; this is the one reference
+    // made to it, for the rest of the run.
+    Some(unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), len) })
 }
 
 extern "C" fn svc_main(start_info: u64) -> ! {
@@ -224,6 +258,25 @@ extern "C" fn svc_main(start_info: u64) -> ! {
             );
         }
     }
+    let mut blk = Blk::new(me.unwrap_or(0));
+    if let Some((fe, ro)) = opts.disk {
+        match boot_disk(&boot).and_then(|b| MemDisk::new(b, 512, ro)) {
+            Some(d) => {
+                let mib = d.data().len() >> 20;
+                if let Err(e) = blk.add_disk(&mut svc, fe, xvd(0), d, "module") {
+                    let _ = writeln!(con, "service-domain: d{fe} xvda: {e}");
+                } else {
+                    let _ = writeln!(
+                        con,
+                        "service-domain: d{fe} xvda: the boot module, {mib} MiB"
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(con, "service-domain: disk={fe}: no boot module");
+            }
+        }
+    }
     for &d in &opts.shutdown {
         let _ = svc.request_shutdown(d, "poweroff");
     }
@@ -238,15 +291,15 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     };
     let _ = writeln!(con, "service-domain: xenstore ready");
-    event_loop(&mut svc, virq)
+    event_loop(&mut svc, &mut blk, virq)
 }
 
 /// Blocks until a port is pending, clears what is pending, then serves.
-fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! {
-    let mut more = svc.pump();
-    svc.orders();
+fn event_loop(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, virq: Option<u32>) -> ! {
+    let mut more = serve(svc, blk);
     loop {
         let mut ports = svc.ports();
+        ports.extend(blk.ports());
         ports.extend(virq);
         if !more {
             let hc = svc.platform().hc();
@@ -257,7 +310,7 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! 
             }
         }
         let dom_exc = virq.is_some_and(|v| svc.platform().take_pending(v));
-        for p in svc.ports() {
+        for p in svc.ports().into_iter().chain(blk.ports()) {
             svc.platform().take_pending(p);
         }
         if dom_exc {
@@ -270,9 +323,20 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! 
                 stop(svc.platform().hc());
             }
         }
-        more = svc.pump();
-        svc.orders();
+        more = serve(svc, blk);
     }
+}
+
+/// One round of every service: the store, the block back end's states
+/// (after the store: a front end's state change arrives there), its rings.
+fn serve(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk) -> bool {
+    let mut more = svc.pump();
+    blk.sync(svc);
+    more |= blk.pump(svc);
+    // What the back end wrote (states) reaches the watchers.
+    more |= svc.pump();
+    svc.orders();
+    more
 }
 
 fn stop(hc: Hypercall) -> ! {

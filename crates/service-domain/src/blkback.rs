@@ -313,6 +313,13 @@ pub fn parse(raw: &BlkifRequest, f: &Features) -> Request {
             let r = BlkifRequestIndirect::read_from_prefix(raw.as_bytes())
                 .map(|(r, _)| r)
                 .unwrap_or_default();
+            // The response carries the real operation: blkfront checks it
+            // against `indirect_op` ("response has wrong operation").
+            let bad = |status| Request::Bad {
+                id,
+                operation: r.indirect_op,
+                status,
+            };
             let write = match r.indirect_op {
                 BLKIF_OP_READ => false,
                 BLKIF_OP_WRITE => true,
@@ -328,7 +335,7 @@ pub fn parse(raw: &BlkifRequest, f: &Features) -> Request {
             }
             Request::Rw {
                 id,
-                operation: raw.operation,
+                operation: r.indirect_op,
                 write,
                 flush: false,
                 sector: r.sector_number,

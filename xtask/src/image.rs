@@ -3,7 +3,7 @@
 
 use crate::{cargo, root, run};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,11 @@ struct Guests {
     service: Option<bool>,
     /// With `--linux`: how many Linux domains (`--domains N`).
     domains: u32,
+    /// With `--linux` and the service domain: the first Linux's `xvda`
+    /// (`--disk FILE`; by default `target/linux/root.ext4`, `--no-disk`
+    /// for none).
+    disk: Option<PathBuf>,
+    no_disk: bool,
 }
 
 impl Guests {
@@ -163,6 +168,8 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
             "--service" => g.service = Some(true),
             "--no-service" => g.service = Some(false),
             "--domains" => g.domains = num("--domains", value("--domains")?)?.clamp(1, 8),
+            "--disk" => g.disk = Some(value("--disk")?.into()),
+            "--no-disk" => g.no_disk = true,
             "--shell" => g.shell = true,
             "--module" => o.modules.push(Module::plain(value("--module")?.into())),
             "--timeout" => {
@@ -223,25 +230,43 @@ pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<M
 /// Linux waits for `control/shutdown` once its `/init` is done, and the
 /// service domain sends it when every domain wrote `data/done`; two
 /// domains also run the xenstore handshake with each other (`pvhpeer`).
-/// `words` go to every Linux.
+/// `words` go to every Linux. With the service domain, `disk` becomes the
+/// first Linux's `xvda`: a `ramdisk` module of the service domain, whose
+/// memory grows by its size (`disk=ID` on its command line).
 pub fn linux_plan(
     domains: u32,
     mem_mib: u32,
     vcpus: u32,
     service: bool,
     words: &str,
+    disk: Option<&Path>,
 ) -> Result<Vec<Module>, String> {
     let mut modules = Vec::new();
     // An interactive shell is not told to power off.
     let scripted = !words.contains("pvhshell");
+    let first = if service { 2 } else { 1 };
     if service {
-        modules.push(service_module(if scripted {
+        let mut options = String::from(if scripted {
             "shutdown-when=data/done"
         } else {
             ""
-        })?);
+        });
+        let mut svc_mem = SERVICE_MEM_MIB;
+        if let Some(d) = disk {
+            let len = std::fs::metadata(d)
+                .map_err(|e| format!("--disk {}: {e}", d.display()))?
+                .len();
+            svc_mem += u32::try_from(len.div_ceil(1 << 20)).map_err(|_| "disk too large")?;
+            options.push_str(&format!(" disk={first}"));
+        }
+        modules.push(service_module_mem(options.trim(), svc_mem)?);
+        if let Some(d) = disk {
+            modules.push(Module {
+                path: d.to_path_buf(),
+                cmdline: "ramdisk".into(),
+            });
+        }
     }
-    let first = if service { 2 } else { 1 };
     for i in 0..domains {
         let name = if domains == 1 {
             "linux".to_string()
@@ -301,9 +326,17 @@ pub fn build_service_domain() -> Result<PathBuf, String> {
 /// hypervisor appends the `domains=` list it serves) and `options` for it
 /// (crates/service-domain/src/cmdline.rs).
 pub fn service_module(options: &str) -> Result<Module, String> {
+    service_module_mem(options, SERVICE_MEM_MIB)
+}
+
+/// The service domain's memory without a disk, MiB.
+const SERVICE_MEM_MIB: u32 = 32;
+
+/// [`service_module`] with `mem_mib` of memory.
+fn service_module_mem(options: &str, mem_mib: u32) -> Result<Module, String> {
     Ok(Module {
         path: build_service_domain()?,
-        cmdline: format!("kernel name=svc mem=32M service -- {options}")
+        cmdline: format!("kernel name=svc mem={mem_mib}M service -- {options}")
             .trim_end()
             .to_string(),
     })
@@ -338,12 +371,18 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
     if g.linux {
         crate::linux::linux(&[])?;
         let words = if g.shell { "pvhshell" } else { "" };
+        let disk = match (&g.disk, g.no_disk || !g.service()) {
+            (_, true) => None,
+            (Some(d), false) => Some(d.clone()),
+            (None, false) => Some(crate::linux::root_image_path()).filter(|p| p.is_file()),
+        };
         o.modules.extend(linux_plan(
             g.domains,
             guest_mem,
             g.vcpus,
             g.service(),
             words,
+            disk.as_deref(),
         )?);
         if g.shell {
             o.input = SerialInput::Terminal;
@@ -1189,10 +1228,42 @@ struct LinuxCase {
     /// Linux domains, of `mem` MiB each.
     domains: u32,
     mem: u32,
+    /// The first Linux gets `target/linux/root.ext4` as `xvda`.
+    disk: bool,
     expect: &'static [&'static str],
 }
 
 const LINUX_CASES: &[LinuxCase] = &[
+    // Linux (d2) boots from a Xen virtual disk: the service domain (d1)
+    // holds `target/linux/root.ext4` (its ramdisk module) and serves it
+    // through blkback; xen-blkfront in the initramfs connects, /init mounts
+    // /dev/xvda and switches root to it; from there it checks the size,
+    // writes 4 MiB, syncs, drops the page cache and reads the same sha256
+    // back, then is powered off through control/shutdown (remounting / read-only).
+    LinuxCase {
+        name: "qemu-svm-linux-xvda",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: false,
+        domains: 1,
+        mem: 256,
+        disk: true,
+        expect: &[
+            "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
+            "(d1) service-domain: blkback: d2 vbd 51712 connected (1 ring pages, port",
+            "(d2) PVH-LINUX-INIT: switching root to /dev/xvda",
+            "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
+            "(d2) PVH-LINUX-INIT: xvda 65536 sectors, 512-byte blocks",
+            "(d2) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
+            "(d1) service-domain: xenstore: every domain wrote data/done; asking d2 to power off",
+            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "d2: shutdown (Poweroff)",
+            "(d1) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+        ],
+    },
     // The service domain (d1) serves xenstore to two Linux domains (d2,
     // d3): their xenbus waits for it (late init), their `/init` reads its
     // name with Debian's xenstore-read, and each sees, by a watch, a node
@@ -1212,6 +1283,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         service_last: false,
         domains: 2,
         mem: 160,
+        disk: false,
         expect: &[
             "(d1) service-domain: xenstore: d2 (linux1) connected on port",
             "(d1) service-domain: xenstore: d3 (linux2) connected on port",
@@ -1247,6 +1319,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         service_last: true,
         domains: 1,
         mem: 256,
+        disk: false,
         expect: &[
             "(d2) service-domain: xenstore ready",
             "(d2) service-domain: xenstore: d1 sent its first request",
@@ -1270,6 +1343,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         service_last: false,
         domains: 1,
         mem: 256,
+        disk: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1293,6 +1367,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         service_last: false,
         domains: 1,
         mem: 256,
+        disk: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "(d1) PVH-LINUX-INIT: up, cpus=1",
@@ -1310,6 +1385,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         service_last: false,
         domains: 1,
         mem: 256,
+        disk: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -1339,7 +1415,9 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         return Ok(());
     }
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
-        let mut modules = linux_plan(case.domains, case.mem, case.vcpus, case.service, "")?;
+        let root = crate::linux::root_image_path();
+        let disk = case.disk.then_some(root.as_path());
+        let mut modules = linux_plan(case.domains, case.mem, case.vcpus, case.service, "", disk)?;
         if case.service_last {
             modules.rotate_left(1);
         }

@@ -11,6 +11,9 @@
 //!   busybox, the Xen modules of the same kernel package ([`MODULES`], with
 //!   their dependencies), Debian's `xenstore-*` tools with the libraries
 //!   they load, and the `/init` of [`INIT_SCRIPT`];
+//! - `root.ext4`: an ext4 image of the same files (plus `/etc/rootfs`),
+//!   made with `mke2fs -d` from `root-tree/`: the Linux domain's `xvda`,
+//!   which `/init` switches root to;
 //! - `debs/`, `pkg/`, `busybox-pkg/`, `xs-pkg/`: the downloaded packages,
 //!   unpacked.
 //!
@@ -33,15 +36,53 @@ const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// Busybox applets linked into `/bin` (`sh` and those `/init` uses).
 const APPLETS: &[&str] = &[
-    "sh", "mount", "echo", "cat", "poweroff", "reboot", "nproc", "ls", "setsid", "cttyhack",
-    "sleep", "dmesg", "uname", "mkdir", "insmod", "grep", "mkfifo", "kill", "rm", "timeout", "seq",
+    "sh",
+    "mount",
+    "echo",
+    "cat",
+    "poweroff",
+    "reboot",
+    "nproc",
+    "ls",
+    "setsid",
+    "cttyhack",
+    "sleep",
+    "dmesg",
+    "uname",
+    "mkdir",
+    "insmod",
+    "grep",
+    "mkfifo",
+    "kill",
+    "rm",
+    "timeout",
+    "seq",
     "true",
+    "dd",
+    "sha256sum",
+    "sync",
+    "switch_root",
+    "umount",
 ];
 
 /// The Xen modules `/init` loads, from the kernel's own package: the
-/// xenstore, event-channel and grant devices Xen's user-space tools use.
-/// Their dependencies (`depends=` in each module's `.modinfo`) come too.
-const MODULES: &[&str] = &["xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc"];
+/// xenstore, event-channel and grant devices Xen's user-space tools use,
+/// the block front end and ext4 (with the crc32c its checksums ask the
+/// crypto API for: there is no modprobe to load it on demand). Their
+/// dependencies (`depends=` in each module's `.modinfo`) come too.
+const MODULES: &[&str] = &[
+    "xenfs",
+    "xen-evtchn",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xen-blkfront",
+    "crc32c_generic",
+    "ext4",
+];
+
+/// The ext4 root image `cargo xtask linux` builds from the initramfs'
+/// files (`mke2fs -d`): `root.ext4`, this many MiB.
+pub const ROOT_IMAGE_MIB: u32 = 32;
 
 /// Debian's xenstore clients, the libraries they load, and the C library.
 const XS_PACKAGES: &[&str] = &["xenstore-utils", "libxenstore4", "libxentoolcore1", "libc6"];
@@ -83,18 +124,41 @@ const XS_TOOLS: &[&str] = &[
 const INIT_SCRIPT: &str = r#"#!/bin/sh
 # PID 1 of the test initramfs, written by `cargo xtask linux`.
 export PATH=/bin:/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-for m in $(cat /etc/modules); do
-    insmod /lib/modules/$m.ko || echo "PVH-LINUX-INIT: insmod $m failed"
-done
-mount -t xenfs xenfs /proc/xen 2>/dev/null
+# /etc/rootfs is only in the disk image: there, the initramfs has mounted
+# everything and loaded the modules already.
+root=""
+if [ -e /etc/rootfs ]; then
+    root=", root=/dev/xvda"
+else
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev 2>/dev/null
+    for m in $(cat /etc/modules); do
+        insmod /lib/modules/$m.ko || echo "PVH-LINUX-INIT: insmod $m failed"
+    done
+    mount -t xenfs xenfs /proc/xen 2>/dev/null
+fi
 cmdline=" $(cat /proc/cmdline) "
+# A Xen virtual disk with an ext4 root on it: switch to it (unless
+# `pvhnoroot`). Loading xen-blkfront waited for its devices to connect.
+if [ -z "$root" ] && [ -b /dev/xvda ] && [ "${cmdline#* pvhnoroot }" = "$cmdline" ]; then
+    if mount -t ext4 /dev/xvda /newroot; then
+        if [ -x /newroot/init ] && [ -e /newroot/etc/rootfs ]; then
+            echo "PVH-LINUX-INIT: switching root to /dev/xvda"
+            for d in proc sys dev; do mount -o move /$d /newroot/$d; done
+            exec switch_root /newroot /init
+        fi
+        echo "PVH-LINUX-INIT: /dev/xvda holds no root"
+        umount /newroot
+    else
+        echo "PVH-LINUX-INIT: mount /dev/xvda failed"
+    fi
+fi
 # An orderly power-off: what busybox's `poweroff` asks of init.
 orderly() {
     echo "PVH-LINUX-INIT: orderly poweroff (control/shutdown)"
     sync
+    [ -n "$root" ] && mount -o remount,ro /
     poweroff -f
 }
 trap orderly USR2
@@ -129,7 +193,23 @@ if [ -e /dev/xen/xenbus ]; then
         echo "PVH-LINUX-INIT: xenstore-read name failed"
     fi
 fi
-echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store"
+echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store$root"
+if [ -n "$root" ]; then
+    # The disk: its size, then data written, synced, dropped from the
+    # page cache and read back from the back end.
+    echo "PVH-LINUX-INIT: xvda $(cat /sys/block/xvda/size) sectors, $(cat /sys/block/xvda/queue/logical_block_size)-byte blocks"
+    dd if=/dev/urandom of=/blktest bs=64k count=64 2>/dev/null
+    sync
+    set -- $(sha256sum /blktest)
+    before=$1
+    echo 3 >/proc/sys/vm/drop_caches
+    set -- $(sha256sum /blktest)
+    if [ "$1" = "$before" ]; then
+        echo "PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 $1"
+    else
+        echo "PVH-LINUX-INIT: blktest read back $1, wrote $before"
+    fi
+fi
 if [ -n "$store" ]; then
     echo "PVH-LINUX-INIT: xenbus: $(echo /sys/bus/xen/*)"
     me=$(xenstore-read domid)
@@ -167,6 +247,8 @@ case "$cmdline" in
     while :; do sleep 1000 & wait $!; done
     ;;
 esac
+sync
+[ -n "$root" ] && mount -o remount,ro /
 poweroff -f
 echo "PVH-LINUX-INIT: poweroff failed"
 while :; do sleep 1000; done
@@ -176,6 +258,11 @@ while :; do sleep 1000; done
 struct Artifacts {
     vmlinux: PathBuf,
     initramfs: PathBuf,
+}
+
+/// The ext4 root image `cargo xtask linux` builds.
+pub fn root_image_path() -> PathBuf {
+    linux_dir().join("root.ext4")
 }
 
 fn linux_dir() -> PathBuf {
@@ -222,6 +309,7 @@ pub fn linux(args: &[&str]) -> Result<(), String> {
         if fs::read(&out.initramfs).ok().as_deref() != Some(&archive[..]) {
             write_atomic(&out.initramfs, &archive)?;
         }
+        root_image(&dir, &busybox, &extra)?;
     } else if !valid_cpio_file(&out.initramfs) {
         return Err(format!("no busybox at {}", busybox_bin.display()));
     }
@@ -818,7 +906,7 @@ fn valid_cpio_file(path: &Path) -> bool {
 /// `/sbin/poweroff` and the `extra` files (with their directories).
 fn initramfs(busybox: &[u8], extra: &Extra) -> Vec<u8> {
     let mut c = Cpio::default();
-    let mut dirs: Vec<String> = ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp"]
+    let mut dirs: Vec<String> = ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp", "newroot"]
         .map(String::from)
         .to_vec();
     for name in extra
@@ -858,6 +946,96 @@ fn initramfs(busybox: &[u8], extra: &Extra) -> Vec<u8> {
         c.symlink(name, target);
     }
     c.finish()
+}
+
+/// The ext4 root image `root.ext4` ([`ROOT_IMAGE_MIB`]): the initramfs'
+/// files plus `/etc/rootfs` (how `/init` knows it runs from the disk), made
+/// with `mke2fs -d` from a staging tree (`root-tree/`). Rebuilt only when
+/// the tree changed (`root-tree.stamp` holds a digest of the tree).
+fn root_image(dir: &Path, busybox: &[u8], extra: &Extra) -> Result<(), String> {
+    let tree = dir.join("root-tree");
+    let image = dir.join("root.ext4");
+    let stamp_path = dir.join("root-tree.stamp");
+    // A digest of everything that goes in (FNV-1a over names and data).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    feed(busybox);
+    feed(INIT_SCRIPT.as_bytes());
+    for (n, _, d) in &extra.files {
+        feed(n.as_bytes());
+        feed(d);
+    }
+    for (n, t) in &extra.links {
+        feed(n.as_bytes());
+        feed(t.as_bytes());
+    }
+    let stamp = format!("{h:016x} {ROOT_IMAGE_MIB}\n");
+    if image.is_file() && fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
+        println!("{} (up to date)", image.display());
+        return Ok(());
+    }
+    if tree.exists() {
+        fs::remove_dir_all(&tree).map_err(|e| io_err(&tree, e))?;
+    }
+    let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| io_err(p, e));
+    for d in ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp", "newroot"] {
+        mk(&tree.join(d))?;
+    }
+    let put = |name: &str, mode: u32, data: &[u8]| -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tree.join(name);
+        if let Some(parent) = p.parent() {
+            mk(parent)?;
+        }
+        fs::write(&p, data).map_err(|e| io_err(&p, e))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(|e| io_err(&p, e))
+    };
+    let link = |name: &str, target: &str| -> Result<(), String> {
+        let p = tree.join(name);
+        if let Some(parent) = p.parent() {
+            mk(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &p).map_err(|e| io_err(&p, e))
+    };
+    put("bin/busybox", 0o755, busybox)?;
+    for a in APPLETS {
+        link(&format!("bin/{a}"), "busybox")?;
+    }
+    put("init", 0o755, INIT_SCRIPT.as_bytes())?;
+    link("sbin/poweroff", "/bin/busybox")?;
+    for (name, mode, data) in &extra.files {
+        put(name, *mode, data)?;
+    }
+    for (name, target) in &extra.links {
+        link(name, target)?;
+    }
+    put("etc/rootfs", 0o644, b"/dev/xvda\n")?;
+    let tmp = dir.join("root.ext4.tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut c = Command::new("mke2fs");
+    c.args([
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        "pvhroot",
+        "-E",
+        "root_owner=0:0",
+        "-d",
+    ])
+    .arg(&tree)
+    .arg(&tmp)
+    .arg(format!("{ROOT_IMAGE_MIB}M"));
+    run(c).map_err(|e| format!("{e} (mke2fs is in Debian's e2fsprogs)"))?;
+    fs::rename(&tmp, &image).map_err(|e| io_err(&image, e))?;
+    fs::write(&stamp_path, stamp).map_err(|e| io_err(&stamp_path, e))?;
+    println!("{} ({ROOT_IMAGE_MIB} MiB ext4)", image.display());
+    Ok(())
 }
 
 /// A writer for the `newc` cpio format (the one Linux unpacks as an

@@ -127,6 +127,8 @@ struct Guests {
     /// for none).
     disk: Option<PathBuf>,
     no_disk: bool,
+    /// `--host-mem` was given (else it grows with a disk).
+    host_mem_given: bool,
 }
 
 impl Guests {
@@ -188,6 +190,7 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
     }
     let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
     o.mem_mib = host_mem.unwrap_or((guest_mem * g.domains + 192).max(256));
+    g.host_mem_given = host_mem.is_some();
     Ok((o, g))
 }
 
@@ -233,6 +236,8 @@ pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<M
 /// `words` go to every Linux. With the service domain, `disk` becomes the
 /// first Linux's `xvda`: a `ramdisk` module of the service domain, whose
 /// memory grows by its size (`disk=ID` on its command line).
+/// `service_last` puts the service domain's modules after the Linux
+/// domains' (Linux starts first and waits for the store; ids from 1).
 pub fn linux_plan(
     domains: u32,
     mem_mib: u32,
@@ -240,11 +245,12 @@ pub fn linux_plan(
     service: bool,
     words: &str,
     disk: Option<&Path>,
+    service_last: bool,
 ) -> Result<Vec<Module>, String> {
     let mut modules = Vec::new();
     // An interactive shell is not told to power off.
     let scripted = !words.contains("pvhshell");
-    let first = if service { 2 } else { 1 };
+    let first = if service && !service_last { 2 } else { 1 };
     if service {
         let mut options = String::from(if scripted {
             "shutdown-when=data/done"
@@ -281,6 +287,10 @@ pub fn linux_plan(
             }
         }
         modules.extend(linux_modules(&name, mem_mib, vcpus, w.trim()));
+    }
+    if service && service_last {
+        let n = if disk.is_some() { 2 } else { 1 };
+        modules.rotate_left(n);
     }
     Ok(modules)
 }
@@ -383,7 +393,17 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             g.service(),
             words,
             disk.as_deref(),
+            false,
         )?);
+        // The disk is a boot module (held by the hypervisor) and then
+        // lives in the service domain's memory: twice its size.
+        if let Some(d) = disk.as_deref().filter(|_| !g.host_mem_given) {
+            let mib = std::fs::metadata(d)
+                .map(|m| m.len())
+                .unwrap_or(0)
+                .div_ceil(1 << 20);
+            o.mem_mib += 2 * u32::try_from(mib).unwrap_or(u32::MAX / 4);
+        }
         if g.shell {
             o.input = SerialInput::Terminal;
             eprintln!("The busybox shell runs on hvc0; `poweroff -f` (or exit) ends the machine.");
@@ -1239,7 +1259,8 @@ const LINUX_CASES: &[LinuxCase] = &[
     // through blkback; xen-blkfront in the initramfs connects, /init mounts
     // /dev/xvda and switches root to it; from there it checks the size,
     // writes 4 MiB, syncs, drops the page cache and reads the same sha256
-    // back, then is powered off through control/shutdown (remounting / read-only).
+    // back, then is powered off through control/shutdown: / remounted
+    // read-only and checked with Debian's `fsck.ext4 -fn`.
     LinuxCase {
         name: "qemu-svm-linux-xvda",
         vendor: Vendor::Amd,
@@ -1259,6 +1280,7 @@ const LINUX_CASES: &[LinuxCase] = &[
             "(d2) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
             "(d1) service-domain: xenstore: every domain wrote data/done; asking d2 to power off",
             "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
             "d2: shutdown (Poweroff)",
             "(d1) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
@@ -1328,6 +1350,33 @@ const LINUX_CASES: &[LinuxCase] = &[
             "(d2) service-domain: xenstore: every domain wrote data/done; asking d1 to power off",
             "(d1) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
             "(d2) service-domain: xenstore: d1 shut down (",
+            "(d2) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+            STOP_OK,
+        ],
+    },
+    // The same on Intel VMX under Bochs, the service domain after Linux
+    // (d1 boots from the disk d2 serves).
+    LinuxCase {
+        name: "bochs-vmx-linux-xvda",
+        vendor: Vendor::Intel,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: true,
+        domains: 1,
+        mem: 256,
+        disk: true,
+        expect: &[
+            "(d2) service-domain: d1 xvda: the boot module, 32 MiB",
+            "(d2) service-domain: blkback: d1 vbd 51712 connected (1 ring pages, port",
+            "(d1) PVH-LINUX-INIT: switching root to /dev/xvda",
+            "(d1) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
+            "(d1) PVH-LINUX-INIT: xvda 65536 sectors, 512-byte blocks",
+            "(d1) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
+            "(d2) service-domain: xenstore: every domain wrote data/done; asking d1 to power off",
+            "(d1) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d1) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
             "(d2) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
             STOP_OK,
@@ -1417,10 +1466,15 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
         let root = crate::linux::root_image_path();
         let disk = case.disk.then_some(root.as_path());
-        let mut modules = linux_plan(case.domains, case.mem, case.vcpus, case.service, "", disk)?;
-        if case.service_last {
-            modules.rotate_left(1);
-        }
+        let modules = linux_plan(
+            case.domains,
+            case.mem,
+            case.vcpus,
+            case.service,
+            "",
+            disk,
+            case.service_last,
+        )?;
         let mut o = RunOptions {
             vendor: case.vendor,
             modules,

@@ -6,11 +6,12 @@
 //!   bzImage, checked to carry the Xen PVH entry note
 //!   (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18);
 //! - `version.txt`: one `package version` line for the kernel, one for
-//!   busybox, one for xenstore-utils;
+//!   busybox, one for xenstore-utils, one for e2fsprogs;
 //! - `initramfs.cpio`: an uncompressed `newc` archive with Debian's static
 //!   busybox, the Xen modules of the same kernel package ([`MODULES`], with
-//!   their dependencies), Debian's `xenstore-*` tools with the libraries
-//!   they load, and the `/init` of [`INIT_SCRIPT`];
+//!   their dependencies), Debian's `xenstore-*` tools and `e2fsck` (as
+//!   `fsck.ext4`) with the libraries they load, and the `/init` of
+//!   [`INIT_SCRIPT`];
 //! - `root.ext4`: an ext4 image of the same files (plus `/etc/rootfs`),
 //!   made with `mke2fs -d` from `root-tree/`: the Linux domain's `xvda`,
 //!   which `/init` switches root to;
@@ -84,8 +85,20 @@ const MODULES: &[&str] = &[
 /// files (`mke2fs -d`): `root.ext4`, this many MiB.
 pub const ROOT_IMAGE_MIB: u32 = 32;
 
-/// Debian's xenstore clients, the libraries they load, and the C library.
-const XS_PACKAGES: &[&str] = &["xenstore-utils", "libxenstore4", "libxentoolcore1", "libc6"];
+/// Debian's xenstore clients, the libraries they load, and the C library;
+/// then e2fsprogs' `e2fsck` with its libraries (the guest checks its root
+/// with `fsck.ext4 -n`). All unpacked into `xs-pkg/`.
+const XS_PACKAGES: &[&str] = &[
+    "xenstore-utils",
+    "libxenstore4",
+    "libxentoolcore1",
+    "libc6",
+    "e2fsprogs",
+    "libext2fs2",
+    "libcom-err2",
+    "libblkid1",
+    "libuuid1",
+];
 
 /// The xenstore tools put into the archive: one binary, the others links
 /// to it as in the package (`xenstore-control` is Xen's wrapper script and
@@ -157,9 +170,23 @@ fi
 # An orderly power-off: what busybox's `poweroff` asks of init.
 orderly() {
     echo "PVH-LINUX-INIT: orderly poweroff (control/shutdown)"
-    sync
-    [ -n "$root" ] && mount -o remount,ro /
+    rootdown
     poweroff -f
+}
+# From the disk: / read-only, then checked (fsck.ext4 -n, forced).
+rootdown() {
+    sync
+    [ -n "$root" ] || return 0
+    mount -o remount,ro / || echo "PVH-LINUX-INIT: remount / read-only failed"
+    # (Its output is kept in a variable: / cannot be written now.)
+    out=$(fsck.ext4 -fn /dev/xvda 2>&1)
+    rc=$?
+    if [ $rc = 0 ]; then
+        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean"
+    else
+        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: exit $rc"
+        echo "$out"
+    fi
 }
 trap orderly USR2
 arg() {
@@ -247,8 +274,7 @@ case "$cmdline" in
     while :; do sleep 1000 & wait $!; done
     ;;
 esac
-sync
-[ -n "$root" ] && mount -o remount,ro /
+rootdown
 poweroff -f
 echo "PVH-LINUX-INIT: poweroff failed"
 while :; do sleep 1000; done
@@ -295,7 +321,10 @@ pub fn linux(args: &[&str]) -> Result<(), String> {
         fetch_busybox(&dir)?;
     }
     let xs_tree = dir.join("xs-pkg");
-    if force || !xs_tree.join("usr/bin/xenstore").is_file() {
+    if force
+        || !xs_tree.join("usr/bin/xenstore").is_file()
+        || !xs_tree.join("sbin/e2fsck").is_file()
+    {
         fetch_xenstore_utils(&dir)?;
     }
     if busybox_bin.is_file() {
@@ -369,6 +398,7 @@ fn fetch_xenstore_utils(dir: &Path) -> Result<(), String> {
         fs::remove_dir_all(&tree).map_err(|e| io_err(&tree, e))?;
     }
     let mut version = String::new();
+    let mut e2fs = String::new();
     for package in XS_PACKAGES {
         let deb = apt.download(package, &dir.join("debs"))?;
         let mut c = Command::new("dpkg-deb");
@@ -377,8 +407,12 @@ fn fetch_xenstore_utils(dir: &Path) -> Result<(), String> {
         if *package == "xenstore-utils" {
             version = deb_field(&deb, "Version")?;
         }
+        if *package == "e2fsprogs" {
+            e2fs = deb_field(&deb, "Version")?;
+        }
     }
-    update_version(dir, 2, &format!("xenstore-utils {version}"))
+    update_version(dir, 2, &format!("xenstore-utils {version}"))?;
+    update_version(dir, 3, &format!("e2fsprogs {e2fs}"))
 }
 
 /// What the archive holds besides busybox: `(path, mode, contents)` files
@@ -454,16 +488,31 @@ impl Extra {
         for t in XS_TOOLS {
             self.links.push((format!("usr/bin/{t}"), "xenstore".into()));
         }
+        self.libraries(tree, bin)?;
+        // e2fsck, as fsck.ext4 (what the package links it as).
+        let fsck = "sbin/e2fsck";
+        self.files
+            .push((fsck.into(), 0o755, read_in_tree(tree, fsck)?));
+        self.links.push(("sbin/fsck.ext4".into(), "e2fsck".into()));
+        self.libraries(tree, fsck)
+    }
+
+    /// The libraries the ELF `bin` of `tree` needs (`DT_NEEDED`,
+    /// transitively) and its program interpreter, each added once.
+    fn libraries(&mut self, tree: &Path, bin: &str) -> Result<(), String> {
         let (mut todo, interp) = elf_needs(&tree.join(bin))?;
         let interp = interp.ok_or("xenstore has no program interpreter")?;
         let rel = interp.trim_start_matches('/').to_string();
-        self.files
-            .push((rel.clone(), 0o755, read_in_tree(tree, &rel)?));
+        if !self.files.iter().any(|f| f.0 == rel) {
+            self.files
+                .push((rel.clone(), 0o755, read_in_tree(tree, &rel)?));
+        }
         let mut done: Vec<String> = Vec::new();
         // The interpreter is loaded already, under its own name.
         let interp_name = rel.rsplit('/').next().unwrap_or_default().to_string();
         while let Some(lib) = todo.pop() {
-            if done.contains(&lib) || lib == interp_name {
+            let dest = format!("lib/x86_64-linux-gnu/{lib}");
+            if done.contains(&lib) || lib == interp_name || self.files.iter().any(|f| f.0 == dest) {
                 continue;
             }
             let rel = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
@@ -477,8 +526,7 @@ impl Extra {
             let data = read_in_tree(tree, &rel)?;
             let real = resolve_in_tree(tree, &rel)?;
             todo.extend(elf_needs(&tree.join(&real))?.0);
-            self.files
-                .push((format!("lib/x86_64-linux-gnu/{lib}"), 0o755, data));
+            self.files.push((dest, 0o755, data));
             done.push(lib);
         }
         Ok(())
@@ -587,7 +635,7 @@ fn update_version(dir: &Path, index: usize, line: &str) -> Result<(), String> {
     let path = dir.join("version.txt");
     let old = fs::read_to_string(&path).unwrap_or_default();
     let mut lines: Vec<String> = old.lines().map(str::to_string).collect();
-    lines.resize(lines.len().max(3), String::new());
+    lines.resize(lines.len().max(index + 1), String::new());
     lines[index] = line.to_string();
     write_atomic(&path, format!("{}\n", lines.join("\n")).as_bytes())
 }

@@ -1250,6 +1250,8 @@ struct LinuxCase {
     mem: u32,
     /// The first Linux gets `target/linux/root.ext4` as `xvda`.
     disk: bool,
+    /// Words for every Linux's `/init` (xtask/src/linux.rs).
+    words: &'static str,
     expect: &'static [&'static str],
 }
 
@@ -1271,6 +1273,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: true,
+        words: "",
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: blkback: d2 vbd 51712 connected (1 ring pages, port",
@@ -1306,6 +1309,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 2,
         mem: 160,
         disk: false,
+        words: "",
         expect: &[
             "(d1) service-domain: xenstore: d2 (linux1) connected on port",
             "(d1) service-domain: xenstore: d3 (linux2) connected on port",
@@ -1342,6 +1346,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: false,
+        words: "",
         expect: &[
             "(d2) service-domain: xenstore ready",
             "(d2) service-domain: xenstore: d1 sent its first request",
@@ -1353,6 +1358,28 @@ const LINUX_CASES: &[LinuxCase] = &[
             "(d2) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
             STOP_OK,
+        ],
+    },
+    // The same with a 16-page ring (blkfront's max_ring_page_order=4,
+    // mapped at 16 consecutive frames) and 12 MiB of O_DIRECT I/O timed.
+    LinuxCase {
+        name: "qemu-svm-linux-xvda-ring16",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: false,
+        domains: 1,
+        mem: 256,
+        disk: true,
+        words: "xen_blkfront.max_ring_page_order=4 pvhblkbench=12",
+        expect: &[
+            "(d1) service-domain: blkback: d2 vbd 51712 connected (16 ring pages, port",
+            "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
+            "(d2) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
+            "(d2) PVH-LINUX-INIT: blkbench n=12 MiB write=",
+            "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
+            "all domains shut down (cleanly)",
         ],
     },
     // The same on Intel VMX under Bochs, the service domain after Linux
@@ -1367,6 +1394,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: true,
+        words: "",
         expect: &[
             "(d2) service-domain: d1 xvda: the boot module, 32 MiB",
             "(d2) service-domain: blkback: d1 vbd 51712 connected (1 ring pages, port",
@@ -1393,6 +1421,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: false,
+        words: "",
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1417,6 +1446,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: false,
+        words: "",
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "(d1) PVH-LINUX-INIT: up, cpus=1",
@@ -1435,6 +1465,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: false,
+        words: "",
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -1471,7 +1502,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.mem,
             case.vcpus,
             case.service,
-            "",
+            case.words,
             disk,
             case.service_last,
         )?;
@@ -1500,6 +1531,14 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.name,
             start.elapsed().as_secs_f64()
         );
+        // Figures the guest measured.
+        for l in out
+            .serial
+            .lines()
+            .filter(|l| l.contains("PVH-LINUX-INIT: blkbench"))
+        {
+            eprintln!("e2e: {}: {l}", case.name);
+        }
         ctx.record(case.name, case.vendor, case.expect, out, missing);
     }
     // The interactive shell, typed at through the serial line: input goes

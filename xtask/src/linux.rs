@@ -129,6 +129,11 @@ const XS_TOOLS: &[&str] = &[
 ///   and 10 N reads within one process (`xenstore-read` with 10 N paths), by
 ///   `/proc/uptime` (under QEMU's `-icount shift=0` a virtual nanosecond
 ///   is one instruction);
+/// - `pvhblkbench=N`: from the disk root, times N MiB written to a file and
+///   N MiB read from `/dev/xvda`, both `O_DIRECT` in 1 MiB blocks;
+/// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
+///   to insmod, as modprobe would;
+/// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -146,12 +151,21 @@ else
     mount -t proc proc /proc
     mount -t sysfs sysfs /sys
     mount -t devtmpfs devtmpfs /dev 2>/dev/null
+fi
+cmdline=" $(cat /proc/cmdline) "
+# MODULE.PARAM=VALUE words of the kernel command line, for insmod (what
+# modprobe would pass).
+modparams() {
+    for w in $cmdline; do
+        case "$w" in "${1//-/_}".*=*) echo "${w#*.}" ;; esac
+    done
+}
+if [ -z "$root" ]; then
     for m in $(cat /etc/modules); do
-        insmod /lib/modules/$m.ko || echo "PVH-LINUX-INIT: insmod $m failed"
+        insmod /lib/modules/$m.ko $(modparams $m) || echo "PVH-LINUX-INIT: insmod $m failed"
     done
     mount -t xenfs xenfs /proc/xen 2>/dev/null
 fi
-cmdline=" $(cat /proc/cmdline) "
 # A Xen virtual disk with an ext4 root on it: switch to it (unless
 # `pvhnoroot`). Loading xen-blkfront waited for its devices to connect.
 if [ -z "$root" ] && [ -b /dev/xvda ] && [ "${cmdline#* pvhnoroot }" = "$cmdline" ]; then
@@ -235,6 +249,17 @@ if [ -n "$root" ]; then
         echo "PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 $1"
     else
         echo "PVH-LINUX-INIT: blktest read back $1, wrote $before"
+    fi
+    if n=$(arg pvhblkbench); then
+        # O_DIRECT, 1 MiB blocks: n MiB written to a file, then n MiB of
+        # the device read; times from /proc/uptime.
+        read t0 _ </proc/uptime
+        dd if=/dev/zero of=/blkbench bs=1M count=$n oflag=direct 2>/dev/null
+        read t1 _ </proc/uptime
+        dd if=/dev/xvda of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null
+        read t2 _ </proc/uptime
+        rm -f /blkbench
+        echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 (O_DIRECT, 1 MiB blocks)"
     fi
 fi
 if [ -n "$store" ]; then

@@ -1073,6 +1073,7 @@ fn case_names() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = E2E_CASES.iter().map(|c| c.name).collect();
     v.extend(MULTI_DOMAIN_CASES.iter().map(|(n, _)| *n));
     v.extend(XENSTORE_CASES.iter().map(|c| c.name));
+    v.push("qemu-blk-hostile");
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
     v
@@ -1125,6 +1126,7 @@ fn run_cases(
     }
     multi_domain_e2e(ctx, image, guest, filter)?;
     xenstore_e2e(ctx, image, guest, filter)?;
+    blk_e2e(ctx, image, guest, filter)?;
     linux_e2e(ctx, image, filter)?;
     Ok(())
 }
@@ -1728,6 +1730,79 @@ fn cut_off_line(domid: usize, kind: &str) -> String {
         _ => "PayloadTooLong(",
     };
     format!("(d1) service-domain: xenstore: d{domid} cut off: {why}")
+}
+
+/// `qemu-blk-hostile`: the test kernel as a hostile block front end (d2,
+/// `role=blk-hostile`) of a 1 MiB disk the service domain (d1) serves: it
+/// connects, writes and reads back a page, gets an error for each bad
+/// request (segment count, sector ranges, past the disk, an ungranted ref,
+/// a ref granted to another domain, an unknown operation) and two answers
+/// for a reused id, then claims 100 requests on a 32-slot ring: the back
+/// end closes that vbd (state 5) and goes on serving xenstore, to it and to
+/// a well-behaved client (d3).
+fn blk_e2e(
+    ctx: &mut Ctx,
+    image: &std::path::Path,
+    guest: &std::path::Path,
+    filter: Option<&str>,
+) -> Result<(), String> {
+    let name = "qemu-blk-hostile";
+    if !selected(filter, name) {
+        return Ok(());
+    }
+    let disk = target_dir().join("blk-hostile.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).map_err(|e| format!("{}: {e}", disk.display()))?;
+    let modules = vec![
+        service_module_mem("disk=2", SERVICE_MEM_MIB + 1)?,
+        Module {
+            path: disk,
+            cmdline: "ramdisk".into(),
+        },
+        Module {
+            path: guest.to_path_buf(),
+            cmdline: "kernel name=blk-hostile mem=32M -- role=blk-hostile peer=1".into(),
+        },
+        Module {
+            path: guest.to_path_buf(),
+            cmdline: "kernel name=xs-client mem=32M -- role=xs-client xsname=xs-client".into(),
+        },
+    ];
+    let expect = [
+        "(d1) service-domain: d2 xvda: the boot module, 1 MiB",
+        "(d1) service-domain: blkback: d2 vbd 51712 connected (1 ring pages, port",
+        "(d2) CHECK blk_initwait: PASS",
+        "(d2) CHECK blk_connect: PASS",
+        "(d2) CHECK blk_write_read: PASS",
+        "(d2) CHECK blk_hostile_requests: PASS",
+        "(d1) service-domain: blkback: d2 vbd 51712: ring broken",
+        "(d2) blk-hostile: the back end closed the vbd (state 5)",
+        "(d2) CHECK blk_hostile_ring: PASS",
+        "(d2) VERDICT: PASS",
+        "d2: shutdown (Poweroff)",
+        "(d3) CHECK xenstore_read_name: PASS",
+        "(d3) CHECK xenstore_watch: PASS",
+        "(d3) VERDICT: PASS",
+        "d3: shutdown (Poweroff)",
+        "(d1) service-domain: every served domain has shut down; stopping",
+        "all domains shut down (cleanly)",
+    ];
+    let mut o = RunOptions {
+        modules,
+        mem_mib: 512,
+        smp: 2,
+        timeout: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    o.smp = ctx.qemu_smp(o.smp);
+    let out = boot_qemu_e2e(ctx, image, &mut o, name)?;
+    let mut missing = Vec::new();
+    if out.status != Some(QEMU_EXIT_SUCCESS) {
+        missing.push("the success exit status".to_string());
+    }
+    eprintln!("e2e: {name} ran in {:.1} s", start.elapsed().as_secs_f64());
+    ctx.record(name, Vendor::Amd, &expect, out, missing);
+    Ok(())
 }
 
 fn xenstore_e2e(

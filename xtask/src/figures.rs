@@ -1008,7 +1008,7 @@ fn linux_xenstore(
             1,
             true,
             &format!("pvhxsbench={XS_READS}"),
-            None,
+            &[],
             false,
         )?,
         mem_mib: 512,

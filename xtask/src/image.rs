@@ -233,9 +233,11 @@ pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<M
 /// Linux waits for `control/shutdown` once its `/init` is done, and the
 /// service domain sends it when every domain wrote `data/done`; two
 /// domains also run the xenstore handshake with each other (`pvhpeer`).
-/// `words` go to every Linux. With the service domain, `disk` becomes the
-/// first Linux's `xvda`: a `ramdisk` module of the service domain, whose
-/// memory grows by its size (`disk=ID` on its command line).
+/// `words` go to every Linux. With the service domain, `disks[i]` becomes
+/// Linux i's `xvda`: the service domain's `ramdisk` module (one file as
+/// it is, several concatenated into `target/linux-disks.img`, each at a
+/// 4 KiB boundary), its memory grown by their size, and a
+/// `disk=ID[@OFFSET+LEN]` word per disk on its command line.
 /// `service_last` puts the service domain's modules after the Linux
 /// domains' (Linux starts first and waits for the store; ids from 1).
 pub fn linux_plan(
@@ -244,9 +246,15 @@ pub fn linux_plan(
     vcpus: u32,
     service: bool,
     words: &str,
-    disk: Option<&Path>,
+    disks: &[&Path],
     service_last: bool,
 ) -> Result<Vec<Module>, String> {
+    let disks = &disks[..disks.len().min(domains as usize)];
+    let disk = match disks {
+        [] => None,
+        [d] => Some(d.to_path_buf()),
+        _ => Some(target_dir().join("linux-disks.img")),
+    };
     let mut modules = Vec::new();
     // An interactive shell is not told to power off.
     let scripted = !words.contains("pvhshell");
@@ -258,15 +266,24 @@ pub fn linux_plan(
             ""
         });
         let mut svc_mem = SERVICE_MEM_MIB;
-        if let Some(d) = disk {
-            let len = std::fs::metadata(d)
-                .map_err(|e| format!("--disk {}: {e}", d.display()))?
-                .len();
-            svc_mem += u32::try_from(len.div_ceil(1 << 20)).map_err(|_| "disk too large")?;
+        if let [d] = disks {
             options.push_str(&format!(" disk={first}"));
+            svc_mem += disks_mib(&[d])?;
+        } else if let Some(all) = &disk {
+            let mut bytes = Vec::new();
+            for (i, d) in disks.iter().enumerate() {
+                let data = std::fs::read(d).map_err(|e| format!("disk {}: {e}", d.display()))?;
+                let id = first + i as u32;
+                options.push_str(&format!(" disk={id}@{}+{}", bytes.len(), data.len()));
+                bytes.extend_from_slice(&data);
+                bytes.resize(bytes.len().next_multiple_of(4096), 0);
+            }
+            std::fs::write(all, &bytes).map_err(|e| format!("{}: {e}", all.display()))?;
+            svc_mem +=
+                u32::try_from(bytes.len().div_ceil(1 << 20)).map_err(|_| "disks too large")?;
         }
         modules.push(service_module_mem(options.trim(), svc_mem)?);
-        if let Some(d) = disk {
+        if let Some(d) = &disk {
             modules.push(Module {
                 path: d.to_path_buf(),
                 cmdline: "ramdisk".into(),
@@ -339,6 +356,18 @@ pub fn service_module(options: &str) -> Result<Module, String> {
     service_module_mem(options, SERVICE_MEM_MIB)
 }
 
+/// The MiB the disk files take (rounded up).
+pub fn disks_mib(disks: &[&Path]) -> Result<u32, String> {
+    let mut total = 0u64;
+    for d in disks {
+        let len = std::fs::metadata(d)
+            .map_err(|e| format!("disk {}: {e}", d.display()))?
+            .len();
+        total += len.next_multiple_of(4096);
+    }
+    u32::try_from(total.div_ceil(1 << 20)).map_err(|_| "disks too large".into())
+}
+
 /// The service domain's memory without a disk, MiB.
 const SERVICE_MEM_MIB: u32 = 32;
 
@@ -381,10 +410,14 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
     if g.linux {
         crate::linux::linux(&[])?;
         let words = if g.shell { "pvhshell" } else { "" };
-        let disk = match (&g.disk, g.no_disk || !g.service()) {
-            (_, true) => None,
-            (Some(d), false) => Some(d.clone()),
-            (None, false) => Some(crate::linux::root_image_path()).filter(|p| p.is_file()),
+        // `--disk FILE` for the first Linux, else a copy of the root
+        // image for each.
+        let root = crate::linux::root_image_path();
+        let disks: Vec<&Path> = match (&g.disk, g.no_disk || !g.service()) {
+            (_, true) => Vec::new(),
+            (Some(d), false) => vec![d.as_path()],
+            (None, false) if root.is_file() => vec![root.as_path(); g.domains as usize],
+            (None, false) => Vec::new(),
         };
         o.modules.extend(linux_plan(
             g.domains,
@@ -392,17 +425,13 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             g.vcpus,
             g.service(),
             words,
-            disk.as_deref(),
+            &disks,
             false,
         )?);
-        // The disk is a boot module (held by the hypervisor) and then
-        // lives in the service domain's memory: twice its size.
-        if let Some(d) = disk.as_deref().filter(|_| !g.host_mem_given) {
-            let mib = std::fs::metadata(d)
-                .map(|m| m.len())
-                .unwrap_or(0)
-                .div_ceil(1 << 20);
-            o.mem_mib += 2 * u32::try_from(mib).unwrap_or(u32::MAX / 4);
+        // The disks are a boot module (held by the hypervisor) and then
+        // live in the service domain's memory: twice their size.
+        if !g.host_mem_given {
+            o.mem_mib += 2 * disks_mib(&disks)?;
         }
         if g.shell {
             o.input = SerialInput::Terminal;
@@ -1362,6 +1391,36 @@ const LINUX_CASES: &[LinuxCase] = &[
             STOP_OK,
         ],
     },
+    // Two Linux domains (d2, d3), each booting from its own copy of the
+    // root image (one module of the service domain, two ranges): each
+    // finds its disk unclaimed, claims it, checks it.
+    LinuxCase {
+        name: "qemu-svm-linux-xvda-two",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: false,
+        domains: 2,
+        mem: 160,
+        disk: true,
+        words: "",
+        expect: &[
+            "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
+            "(d1) service-domain: d3 xvda: the boot module, 32 MiB",
+            "(d1) service-domain: blkback: d2 vbd 51712 connected",
+            "(d1) service-domain: blkback: d3 vbd 51712 connected",
+            "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux1, root=/dev/xvda",
+            "(d3) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux2, root=/dev/xvda",
+            "(d2) PVH-LINUX-INIT: xvda was unclaimed, now linux1's",
+            "(d3) PVH-LINUX-INIT: xvda was unclaimed, now linux2's",
+            "(d2) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
+            "(d3) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
+            "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
+            "(d3) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
+            "all domains shut down (cleanly)",
+        ],
+    },
     // The same with a 16-page ring (blkfront's max_ring_page_order=4,
     // mapped at 16 consecutive frames) and 12 MiB of O_DIRECT I/O timed.
     LinuxCase {
@@ -1498,20 +1557,24 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
     }
     for case in LINUX_CASES.iter().filter(|c| selected(filter, c.name)) {
         let root = crate::linux::root_image_path();
-        let disk = case.disk.then_some(root.as_path());
+        let disks: Vec<&Path> = if case.disk {
+            vec![root.as_path(); case.domains as usize]
+        } else {
+            Vec::new()
+        };
         let modules = linux_plan(
             case.domains,
             case.mem,
             case.vcpus,
             case.service,
             case.words,
-            disk,
+            &disks,
             case.service_last,
         )?;
         let mut o = RunOptions {
             vendor: case.vendor,
             modules,
-            mem_mib: (case.mem * case.domains + 256).max(512),
+            mem_mib: (case.mem * case.domains + 256).max(512) + 2 * disks_mib(&disks)?,
             smp: case.smp,
             timeout: Some(Duration::from_secs(600)),
             ..Default::default()

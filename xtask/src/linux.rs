@@ -239,6 +239,12 @@ if [ -n "$root" ]; then
     # The disk: its size, then data written, synced, dropped from the
     # page cache and read back from the back end.
     echo "PVH-LINUX-INIT: xvda $(cat /sys/block/xvda/size) sectors, $(cat /sys/block/xvda/queue/logical_block_size)-byte blocks"
+    # Whose disk: a domain finds its own unclaimed (a disk shared with
+    # another domain would show the other's name).
+    owner=$(cat /owner 2>/dev/null || echo unclaimed)
+    echo "${name:-nobody}" >/owner
+    sync
+    echo "PVH-LINUX-INIT: xvda was $owner, now ${name:-nobody}'s"
     dd if=/dev/urandom of=/blktest bs=64k count=64 2>/dev/null
     sync
     set -- $(sha256sum /blktest)

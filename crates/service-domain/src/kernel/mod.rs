@@ -9,9 +9,11 @@ use xen_abi::start_info::{
     HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE,
 };
 
+use alloc::vec::Vec;
 use pv_rings::RawMem;
 use service_domain::StoreService;
 use service_domain::blkback::{Blkback, MemDisk, xvd};
+use service_domain::cmdline::Disk;
 
 /// The block back end over the boot module's bytes.
 type Blk = Blkback<MemDisk<&'static mut [u8]>, RawMem<'static>>;
@@ -215,16 +217,32 @@ fn read_boot(start_info: u64) -> Boot {
     b
 }
 
-/// The boot module as the disk of `disk=ID[:ro]`.
-fn boot_disk(boot: &Boot) -> Option<&'static mut [u8]> {
-    let (pa, size) = boot.module?;
-    let len = usize::try_from(size).ok()?;
-    let base = core::ptr::NonNull::new(pa as *mut u8)?;
-    // SAFETY: the loader placed the module in our RAM below 1 GiB
-    // (identity-mapped), outside the kernel image and the heap, which
-    // are the only other users of our memory; this is the one reference
-    // made to it, for the rest of the run.
-    Some(unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), len) })
+/// The bytes of the boot module the `disk=` words name, one slice per
+/// word (`None` for a range outside the module or overlapping an earlier
+/// one).
+fn boot_disks(boot: &Boot, disks: &[Disk]) -> Vec<Option<&'static mut [u8]>> {
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    disks
+        .iter()
+        .map(|d| {
+            let (pa, size) = boot.module?;
+            let (off, len) = d.range.unwrap_or((0, size));
+            let end = off.checked_add(len)?;
+            if len == 0 || end > size || taken.iter().any(|&(a, b)| off < b && a < end) {
+                return None;
+            }
+            taken.push((off, end));
+            let base = core::ptr::NonNull::new((pa + off) as *mut u8)?;
+            let len = usize::try_from(len).ok()?;
+            // SAFETY: the loader placed the module in our RAM below 1 GiB
+            // (identity-mapped), outside the kernel image and the heap,
+            // which are the only other users of our memory; the range is
+            // inside it and overlaps no other range handed out (checked
+            // above), and this is the one reference made to it, for the
+            // rest of the run.
+            Some(unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), len) })
+        })
+        .collect()
 }
 
 extern "C" fn svc_main(start_info: u64) -> ! {
@@ -259,11 +277,12 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     }
     let mut blk = Blk::new(me.unwrap_or(0));
-    if let Some((fe, ro)) = opts.disk {
-        match boot_disk(&boot).and_then(|b| MemDisk::new(b, 512, ro)) {
-            Some(d) => {
-                let mib = d.data().len() >> 20;
-                if let Err(e) = blk.add_disk(&mut svc, fe, xvd(0), d, "module") {
+    for (d, bytes) in opts.disks.iter().zip(boot_disks(&boot, &opts.disks)) {
+        let fe = d.domid;
+        match bytes.and_then(|b| MemDisk::new(b, 512, d.ro)) {
+            Some(disk) => {
+                let mib = disk.data().len() >> 20;
+                if let Err(e) = blk.add_disk(&mut svc, fe, xvd(0), disk, "module") {
                     let _ = writeln!(con, "service-domain: d{fe} xvda: {e}");
                 } else {
                     let _ = writeln!(
@@ -273,7 +292,10 @@ extern "C" fn svc_main(start_info: u64) -> ! {
                 }
             }
             None => {
-                let _ = writeln!(con, "service-domain: disk={fe}: no boot module");
+                let _ = writeln!(
+                    con,
+                    "service-domain: disk={fe}: no boot module or a bad range"
+                );
             }
         }
     }

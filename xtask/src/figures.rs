@@ -1002,7 +1002,15 @@ fn linux_xenstore(
     let o = RunOptions {
         vendor,
         smp: 1,
-        modules: linux_plan(1, 256, 1, true, &format!("pvhxsbench={XS_READS}"))?,
+        modules: linux_plan(
+            1,
+            256,
+            1,
+            true,
+            &format!("pvhxsbench={XS_READS}"),
+            &[],
+            false,
+        )?,
         mem_mib: 512,
         timeout: Some(BOCHS_TIMEOUT),
         extra_qemu_args: if vendor == Vendor::Amd {

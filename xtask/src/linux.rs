@@ -6,11 +6,15 @@
 //!   bzImage, checked to carry the Xen PVH entry note
 //!   (`XEN_ELFNOTE_PHYS32_ENTRY`, type 18);
 //! - `version.txt`: one `package version` line for the kernel, one for
-//!   busybox, one for xenstore-utils;
+//!   busybox, one for xenstore-utils, one for e2fsprogs;
 //! - `initramfs.cpio`: an uncompressed `newc` archive with Debian's static
 //!   busybox, the Xen modules of the same kernel package ([`MODULES`], with
-//!   their dependencies), Debian's `xenstore-*` tools with the libraries
-//!   they load, and the `/init` of [`INIT_SCRIPT`];
+//!   their dependencies), Debian's `xenstore-*` tools and `e2fsck` (as
+//!   `fsck.ext4`) with the libraries they load, and the `/init` of
+//!   [`INIT_SCRIPT`];
+//! - `root.ext4`: an ext4 image of the same files (plus `/etc/rootfs`),
+//!   made with `mke2fs -d` from `root-tree/`: the Linux domain's `xvda`,
+//!   which `/init` switches root to;
 //! - `debs/`, `pkg/`, `busybox-pkg/`, `xs-pkg/`: the downloaded packages,
 //!   unpacked.
 //!
@@ -33,18 +37,68 @@ const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// Busybox applets linked into `/bin` (`sh` and those `/init` uses).
 const APPLETS: &[&str] = &[
-    "sh", "mount", "echo", "cat", "poweroff", "reboot", "nproc", "ls", "setsid", "cttyhack",
-    "sleep", "dmesg", "uname", "mkdir", "insmod", "grep", "mkfifo", "kill", "rm", "timeout", "seq",
+    "sh",
+    "mount",
+    "echo",
+    "cat",
+    "poweroff",
+    "reboot",
+    "nproc",
+    "ls",
+    "setsid",
+    "cttyhack",
+    "sleep",
+    "dmesg",
+    "uname",
+    "mkdir",
+    "insmod",
+    "grep",
+    "mkfifo",
+    "kill",
+    "rm",
+    "timeout",
+    "seq",
     "true",
+    "dd",
+    "sha256sum",
+    "sync",
+    "switch_root",
+    "umount",
 ];
 
 /// The Xen modules `/init` loads, from the kernel's own package: the
-/// xenstore, event-channel and grant devices Xen's user-space tools use.
-/// Their dependencies (`depends=` in each module's `.modinfo`) come too.
-const MODULES: &[&str] = &["xenfs", "xen-evtchn", "xen-gntdev", "xen-gntalloc"];
+/// xenstore, event-channel and grant devices Xen's user-space tools use,
+/// the block front end and ext4 (with the crc32c its checksums ask the
+/// crypto API for: there is no modprobe to load it on demand). Their
+/// dependencies (`depends=` in each module's `.modinfo`) come too.
+const MODULES: &[&str] = &[
+    "xenfs",
+    "xen-evtchn",
+    "xen-gntdev",
+    "xen-gntalloc",
+    "xen-blkfront",
+    "crc32c_generic",
+    "ext4",
+];
 
-/// Debian's xenstore clients, the libraries they load, and the C library.
-const XS_PACKAGES: &[&str] = &["xenstore-utils", "libxenstore4", "libxentoolcore1", "libc6"];
+/// The ext4 root image `cargo xtask linux` builds from the initramfs'
+/// files (`mke2fs -d`): `root.ext4`, this many MiB.
+pub const ROOT_IMAGE_MIB: u32 = 32;
+
+/// Debian's xenstore clients, the libraries they load, and the C library;
+/// then e2fsprogs' `e2fsck` with its libraries (the guest checks its root
+/// with `fsck.ext4 -n`). All unpacked into `xs-pkg/`.
+const XS_PACKAGES: &[&str] = &[
+    "xenstore-utils",
+    "libxenstore4",
+    "libxentoolcore1",
+    "libc6",
+    "e2fsprogs",
+    "libext2fs2",
+    "libcom-err2",
+    "libblkid1",
+    "libuuid1",
+];
 
 /// The xenstore tools put into the archive: one binary, the others links
 /// to it as in the package (`xenstore-control` is Xen's wrapper script and
@@ -75,6 +129,11 @@ const XS_TOOLS: &[&str] = &[
 ///   and 10 N reads within one process (`xenstore-read` with 10 N paths), by
 ///   `/proc/uptime` (under QEMU's `-icount shift=0` a virtual nanosecond
 ///   is one instruction);
+/// - `pvhblkbench=N`: from the disk root, times N MiB written to a file and
+///   N MiB read from `/dev/xvda`, both `O_DIRECT` in 1 MiB blocks;
+/// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
+///   to insmod, as modprobe would;
+/// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -83,19 +142,65 @@ const XS_TOOLS: &[&str] = &[
 const INIT_SCRIPT: &str = r#"#!/bin/sh
 # PID 1 of the test initramfs, written by `cargo xtask linux`.
 export PATH=/bin:/sbin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-for m in $(cat /etc/modules); do
-    insmod /lib/modules/$m.ko || echo "PVH-LINUX-INIT: insmod $m failed"
-done
-mount -t xenfs xenfs /proc/xen 2>/dev/null
+# /etc/rootfs is only in the disk image: there, the initramfs has mounted
+# everything and loaded the modules already.
+root=""
+if [ -e /etc/rootfs ]; then
+    root=", root=/dev/xvda"
+else
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev 2>/dev/null
+fi
 cmdline=" $(cat /proc/cmdline) "
+# MODULE.PARAM=VALUE words of the kernel command line, for insmod (what
+# modprobe would pass).
+modparams() {
+    for w in $cmdline; do
+        case "$w" in "${1//-/_}".*=*) echo "${w#*.}" ;; esac
+    done
+}
+if [ -z "$root" ]; then
+    for m in $(cat /etc/modules); do
+        insmod /lib/modules/$m.ko $(modparams $m) || echo "PVH-LINUX-INIT: insmod $m failed"
+    done
+    mount -t xenfs xenfs /proc/xen 2>/dev/null
+fi
+# A Xen virtual disk with an ext4 root on it: switch to it (unless
+# `pvhnoroot`). Loading xen-blkfront waited for its devices to connect.
+if [ -z "$root" ] && [ -b /dev/xvda ] && [ "${cmdline#* pvhnoroot }" = "$cmdline" ]; then
+    if mount -t ext4 /dev/xvda /newroot; then
+        if [ -x /newroot/init ] && [ -e /newroot/etc/rootfs ]; then
+            echo "PVH-LINUX-INIT: switching root to /dev/xvda"
+            for d in proc sys dev; do mount -o move /$d /newroot/$d; done
+            exec switch_root /newroot /init
+        fi
+        echo "PVH-LINUX-INIT: /dev/xvda holds no root"
+        umount /newroot
+    else
+        echo "PVH-LINUX-INIT: mount /dev/xvda failed"
+    fi
+fi
 # An orderly power-off: what busybox's `poweroff` asks of init.
 orderly() {
     echo "PVH-LINUX-INIT: orderly poweroff (control/shutdown)"
-    sync
+    rootdown
     poweroff -f
+}
+# From the disk: / read-only, then checked (fsck.ext4 -n, forced).
+rootdown() {
+    sync
+    [ -n "$root" ] || return 0
+    mount -o remount,ro / || echo "PVH-LINUX-INIT: remount / read-only failed"
+    # (Its output is kept in a variable: / cannot be written now.)
+    out=$(fsck.ext4 -fn /dev/xvda 2>&1)
+    rc=$?
+    if [ $rc = 0 ]; then
+        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean"
+    else
+        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: exit $rc"
+        echo "$out"
+    fi
 }
 trap orderly USR2
 arg() {
@@ -129,7 +234,40 @@ if [ -e /dev/xen/xenbus ]; then
         echo "PVH-LINUX-INIT: xenstore-read name failed"
     fi
 fi
-echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store"
+echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store$root"
+if [ -n "$root" ]; then
+    # The disk: its size, then data written, synced, dropped from the
+    # page cache and read back from the back end.
+    echo "PVH-LINUX-INIT: xvda $(cat /sys/block/xvda/size) sectors, $(cat /sys/block/xvda/queue/logical_block_size)-byte blocks"
+    # Whose disk: a domain finds its own unclaimed (a disk shared with
+    # another domain would show the other's name).
+    owner=$(cat /owner 2>/dev/null || echo unclaimed)
+    echo "${name:-nobody}" >/owner
+    sync
+    echo "PVH-LINUX-INIT: xvda was $owner, now ${name:-nobody}'s"
+    dd if=/dev/urandom of=/blktest bs=64k count=64 2>/dev/null
+    sync
+    set -- $(sha256sum /blktest)
+    before=$1
+    echo 3 >/proc/sys/vm/drop_caches
+    set -- $(sha256sum /blktest)
+    if [ "$1" = "$before" ]; then
+        echo "PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 $1"
+    else
+        echo "PVH-LINUX-INIT: blktest read back $1, wrote $before"
+    fi
+    if n=$(arg pvhblkbench); then
+        # O_DIRECT, 1 MiB blocks: n MiB written to a file, then n MiB of
+        # the device read; times from /proc/uptime.
+        read t0 _ </proc/uptime
+        dd if=/dev/zero of=/blkbench bs=1M count=$n oflag=direct 2>/dev/null
+        read t1 _ </proc/uptime
+        dd if=/dev/xvda of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null
+        read t2 _ </proc/uptime
+        rm -f /blkbench
+        echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 (O_DIRECT, 1 MiB blocks)"
+    fi
+fi
 if [ -n "$store" ]; then
     echo "PVH-LINUX-INIT: xenbus: $(echo /sys/bus/xen/*)"
     me=$(xenstore-read domid)
@@ -167,6 +305,7 @@ case "$cmdline" in
     while :; do sleep 1000 & wait $!; done
     ;;
 esac
+rootdown
 poweroff -f
 echo "PVH-LINUX-INIT: poweroff failed"
 while :; do sleep 1000; done
@@ -176,6 +315,11 @@ while :; do sleep 1000; done
 struct Artifacts {
     vmlinux: PathBuf,
     initramfs: PathBuf,
+}
+
+/// The ext4 root image `cargo xtask linux` builds.
+pub fn root_image_path() -> PathBuf {
+    linux_dir().join("root.ext4")
 }
 
 fn linux_dir() -> PathBuf {
@@ -208,7 +352,10 @@ pub fn linux(args: &[&str]) -> Result<(), String> {
         fetch_busybox(&dir)?;
     }
     let xs_tree = dir.join("xs-pkg");
-    if force || !xs_tree.join("usr/bin/xenstore").is_file() {
+    if force
+        || !xs_tree.join("usr/bin/xenstore").is_file()
+        || !xs_tree.join("sbin/e2fsck").is_file()
+    {
         fetch_xenstore_utils(&dir)?;
     }
     if busybox_bin.is_file() {
@@ -222,6 +369,7 @@ pub fn linux(args: &[&str]) -> Result<(), String> {
         if fs::read(&out.initramfs).ok().as_deref() != Some(&archive[..]) {
             write_atomic(&out.initramfs, &archive)?;
         }
+        root_image(&dir, &busybox, &extra)?;
     } else if !valid_cpio_file(&out.initramfs) {
         return Err(format!("no busybox at {}", busybox_bin.display()));
     }
@@ -281,6 +429,7 @@ fn fetch_xenstore_utils(dir: &Path) -> Result<(), String> {
         fs::remove_dir_all(&tree).map_err(|e| io_err(&tree, e))?;
     }
     let mut version = String::new();
+    let mut e2fs = String::new();
     for package in XS_PACKAGES {
         let deb = apt.download(package, &dir.join("debs"))?;
         let mut c = Command::new("dpkg-deb");
@@ -289,8 +438,12 @@ fn fetch_xenstore_utils(dir: &Path) -> Result<(), String> {
         if *package == "xenstore-utils" {
             version = deb_field(&deb, "Version")?;
         }
+        if *package == "e2fsprogs" {
+            e2fs = deb_field(&deb, "Version")?;
+        }
     }
-    update_version(dir, 2, &format!("xenstore-utils {version}"))
+    update_version(dir, 2, &format!("xenstore-utils {version}"))?;
+    update_version(dir, 3, &format!("e2fsprogs {e2fs}"))
 }
 
 /// What the archive holds besides busybox: `(path, mode, contents)` files
@@ -366,16 +519,31 @@ impl Extra {
         for t in XS_TOOLS {
             self.links.push((format!("usr/bin/{t}"), "xenstore".into()));
         }
+        self.libraries(tree, bin)?;
+        // e2fsck, as fsck.ext4 (what the package links it as).
+        let fsck = "sbin/e2fsck";
+        self.files
+            .push((fsck.into(), 0o755, read_in_tree(tree, fsck)?));
+        self.links.push(("sbin/fsck.ext4".into(), "e2fsck".into()));
+        self.libraries(tree, fsck)
+    }
+
+    /// The libraries the ELF `bin` of `tree` needs (`DT_NEEDED`,
+    /// transitively) and its program interpreter, each added once.
+    fn libraries(&mut self, tree: &Path, bin: &str) -> Result<(), String> {
         let (mut todo, interp) = elf_needs(&tree.join(bin))?;
         let interp = interp.ok_or("xenstore has no program interpreter")?;
         let rel = interp.trim_start_matches('/').to_string();
-        self.files
-            .push((rel.clone(), 0o755, read_in_tree(tree, &rel)?));
+        if !self.files.iter().any(|f| f.0 == rel) {
+            self.files
+                .push((rel.clone(), 0o755, read_in_tree(tree, &rel)?));
+        }
         let mut done: Vec<String> = Vec::new();
         // The interpreter is loaded already, under its own name.
         let interp_name = rel.rsplit('/').next().unwrap_or_default().to_string();
         while let Some(lib) = todo.pop() {
-            if done.contains(&lib) || lib == interp_name {
+            let dest = format!("lib/x86_64-linux-gnu/{lib}");
+            if done.contains(&lib) || lib == interp_name || self.files.iter().any(|f| f.0 == dest) {
                 continue;
             }
             let rel = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
@@ -389,8 +557,7 @@ impl Extra {
             let data = read_in_tree(tree, &rel)?;
             let real = resolve_in_tree(tree, &rel)?;
             todo.extend(elf_needs(&tree.join(&real))?.0);
-            self.files
-                .push((format!("lib/x86_64-linux-gnu/{lib}"), 0o755, data));
+            self.files.push((dest, 0o755, data));
             done.push(lib);
         }
         Ok(())
@@ -499,7 +666,7 @@ fn update_version(dir: &Path, index: usize, line: &str) -> Result<(), String> {
     let path = dir.join("version.txt");
     let old = fs::read_to_string(&path).unwrap_or_default();
     let mut lines: Vec<String> = old.lines().map(str::to_string).collect();
-    lines.resize(lines.len().max(3), String::new());
+    lines.resize(lines.len().max(index + 1), String::new());
     lines[index] = line.to_string();
     write_atomic(&path, format!("{}\n", lines.join("\n")).as_bytes())
 }
@@ -818,7 +985,7 @@ fn valid_cpio_file(path: &Path) -> bool {
 /// `/sbin/poweroff` and the `extra` files (with their directories).
 fn initramfs(busybox: &[u8], extra: &Extra) -> Vec<u8> {
     let mut c = Cpio::default();
-    let mut dirs: Vec<String> = ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp"]
+    let mut dirs: Vec<String> = ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp", "newroot"]
         .map(String::from)
         .to_vec();
     for name in extra
@@ -858,6 +1025,96 @@ fn initramfs(busybox: &[u8], extra: &Extra) -> Vec<u8> {
         c.symlink(name, target);
     }
     c.finish()
+}
+
+/// The ext4 root image `root.ext4` ([`ROOT_IMAGE_MIB`]): the initramfs'
+/// files plus `/etc/rootfs` (how `/init` knows it runs from the disk), made
+/// with `mke2fs -d` from a staging tree (`root-tree/`). Rebuilt only when
+/// the tree changed (`root-tree.stamp` holds a digest of the tree).
+fn root_image(dir: &Path, busybox: &[u8], extra: &Extra) -> Result<(), String> {
+    let tree = dir.join("root-tree");
+    let image = dir.join("root.ext4");
+    let stamp_path = dir.join("root-tree.stamp");
+    // A digest of everything that goes in (FNV-1a over names and data).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    feed(busybox);
+    feed(INIT_SCRIPT.as_bytes());
+    for (n, _, d) in &extra.files {
+        feed(n.as_bytes());
+        feed(d);
+    }
+    for (n, t) in &extra.links {
+        feed(n.as_bytes());
+        feed(t.as_bytes());
+    }
+    let stamp = format!("{h:016x} {ROOT_IMAGE_MIB}\n");
+    if image.is_file() && fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp) {
+        println!("{} (up to date)", image.display());
+        return Ok(());
+    }
+    if tree.exists() {
+        fs::remove_dir_all(&tree).map_err(|e| io_err(&tree, e))?;
+    }
+    let mk = |p: &Path| fs::create_dir_all(p).map_err(|e| io_err(p, e));
+    for d in ["bin", "sbin", "proc", "sys", "dev", "etc", "tmp", "newroot"] {
+        mk(&tree.join(d))?;
+    }
+    let put = |name: &str, mode: u32, data: &[u8]| -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = tree.join(name);
+        if let Some(parent) = p.parent() {
+            mk(parent)?;
+        }
+        fs::write(&p, data).map_err(|e| io_err(&p, e))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(|e| io_err(&p, e))
+    };
+    let link = |name: &str, target: &str| -> Result<(), String> {
+        let p = tree.join(name);
+        if let Some(parent) = p.parent() {
+            mk(parent)?;
+        }
+        std::os::unix::fs::symlink(target, &p).map_err(|e| io_err(&p, e))
+    };
+    put("bin/busybox", 0o755, busybox)?;
+    for a in APPLETS {
+        link(&format!("bin/{a}"), "busybox")?;
+    }
+    put("init", 0o755, INIT_SCRIPT.as_bytes())?;
+    link("sbin/poweroff", "/bin/busybox")?;
+    for (name, mode, data) in &extra.files {
+        put(name, *mode, data)?;
+    }
+    for (name, target) in &extra.links {
+        link(name, target)?;
+    }
+    put("etc/rootfs", 0o644, b"/dev/xvda\n")?;
+    let tmp = dir.join("root.ext4.tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut c = Command::new("mke2fs");
+    c.args([
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        "pvhroot",
+        "-E",
+        "root_owner=0:0",
+        "-d",
+    ])
+    .arg(&tree)
+    .arg(&tmp)
+    .arg(format!("{ROOT_IMAGE_MIB}M"));
+    run(c).map_err(|e| format!("{e} (mke2fs is in Debian's e2fsprogs)"))?;
+    fs::rename(&tmp, &image).map_err(|e| io_err(&image, e))?;
+    fs::write(&stamp_path, stamp).map_err(|e| io_err(&stamp_path, e))?;
+    println!("{} ({ROOT_IMAGE_MIB} MiB ext4)", image.display());
+    Ok(())
 }
 
 /// A writer for the `newc` cpio format (the one Linux unpacks as an

@@ -35,6 +35,7 @@ const FUZZ_DIRS: &[&str] = &[
     "crates/guest-loader/fuzz",
     "crates/hv-core/fuzz",
     "crates/xenstored/fuzz",
+    "crates/service-domain/fuzz",
 ];
 
 /// Crates with criterion benchmarks.

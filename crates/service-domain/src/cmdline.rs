@@ -24,6 +24,40 @@ pub struct Options {
     /// `shutdown-when=KEY`: ask every domain to power off once each has
     /// written KEY under its home (for tests and demos).
     pub shutdown_when: Option<String>,
+    /// `disk=ID[:ro][@OFFSET+LEN]` (repeatable): the boot module (our
+    /// ramdisk), or the LEN bytes at OFFSET in it, is domain ID's `xvda`,
+    /// read-write unless `:ro`.
+    pub disks: Vec<Disk>,
+}
+
+/// One `disk=` word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// The front-end domain.
+    pub domid: u16,
+    /// Read-only.
+    pub ro: bool,
+    /// Bytes of the module (offset, length); `None`: all of it.
+    pub range: Option<(u64, u64)>,
+}
+
+fn parse_disk(d: &str) -> Option<Disk> {
+    let (d, range) = match d.split_once('@') {
+        Some((d, r)) => {
+            let (off, len) = r.split_once('+')?;
+            (d, Some((off.parse().ok()?, len.parse().ok()?)))
+        }
+        None => (d, None),
+    };
+    let (id, ro) = match d.strip_suffix(":ro") {
+        Some(id) => (id, true),
+        None => (d, false),
+    };
+    Some(Disk {
+        domid: id.parse().ok()?,
+        ro,
+        range,
+    })
 }
 
 /// Parses the words of a command line. Unknown words are ignored (the
@@ -45,6 +79,8 @@ pub fn parse(line: &str) -> Options {
                     name: String::from(name),
                 });
             }
+        } else if let Some(d) = word.strip_prefix("disk=") {
+            o.disks.extend(parse_disk(d));
         } else if let Some(key) = word.strip_prefix("shutdown-when=") {
             o.shutdown_when = Some(String::from(key)).filter(|k| !k.is_empty());
         } else if let Some(list) = word.strip_prefix("shutdown=") {
@@ -78,6 +114,19 @@ mod tests {
             ]
         );
         assert_eq!(o.shutdown, [1]);
+        assert!(o.disks.is_empty());
         assert_eq!(parse(""), Options::default());
+        let d = |domid, ro, range| Disk { domid, ro, range };
+        assert_eq!(parse("disk=2").disks, [d(2, false, None)]);
+        assert_eq!(parse("disk=3:ro").disks, [d(3, true, None)]);
+        assert_eq!(
+            parse("disk=2@0+4096 disk=3:ro@4096+512").disks,
+            [d(2, false, Some((0, 4096))), d(3, true, Some((4096, 512)))]
+        );
+        assert!(
+            parse("disk=x disk= disk=2@1 disk=2@x+1 disk=2@1+y")
+                .disks
+                .is_empty()
+        );
     }
 }

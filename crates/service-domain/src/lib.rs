@@ -20,6 +20,7 @@
 
 extern crate alloc;
 
+pub mod blkback;
 pub mod cmdline;
 pub mod xenstore;
 

@@ -450,4 +450,40 @@ impl<P: Platform> StoreService<P> {
     pub fn read(&mut self, path: &str) -> Result<Vec<u8>, XsError> {
         self.request(wire::XS_READ, 0, &Self::with_nul(path))
     }
+
+    /// Writes a node as the service (privileged); watchers are told at
+    /// the next [`Self::pump`].
+    pub fn write_node(&mut self, path: &str, value: &str) -> Result<(), XsError> {
+        self.write(0, path, value)
+    }
+
+    /// Creates a node (and its parents) as the service.
+    pub fn mkdir(&mut self, path: &str) -> Result<(), XsError> {
+        self.request(wire::XS_MKDIR, 0, &Self::with_nul(path))
+            .map(drop)
+    }
+
+    /// Removes a node and its children as the service.
+    pub fn rm(&mut self, path: &str) -> Result<(), XsError> {
+        self.request(wire::XS_RM, 0, &Self::with_nul(path))
+            .map(drop)
+    }
+
+    /// Sets a node's permissions (`n0`, `r1`, ...: the owner first).
+    pub fn set_perms(&mut self, path: &str, perms: &[&str]) -> Result<(), XsError> {
+        let mut p = Self::with_nul(path);
+        for q in perms {
+            p.extend(Self::with_nul(q));
+        }
+        self.request(wire::XS_SET_PERMS, 0, &p).map(drop)
+    }
+
+    /// A node's permissions, as [`Self::set_perms`] takes them.
+    pub fn get_perms(&mut self, path: &str) -> Result<Vec<String>, XsError> {
+        let p = self.request(wire::XS_GET_PERMS, 0, &Self::with_nul(path))?;
+        Ok(p.split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect())
+    }
 }

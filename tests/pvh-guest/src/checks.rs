@@ -99,6 +99,10 @@ pub enum Role {
     XsHostile,
     /// `role=xs-bench`: times xenstore round trips.
     XsBench,
+    /// `role=blk-hostile [peer=B]`: a block front end (vbd 51712, back
+    /// end in domain B, default 1) that connects, does honest I/O, then
+    /// sends bad requests and finally breaks the ring indices.
+    BlkHostile,
     /// An unknown role (reported, otherwise ignored).
     Unknown,
 }
@@ -115,6 +119,7 @@ impl Role {
             Role::BenchPong => "bench-pong",
             Role::XsClient => "xs-client",
             Role::XsHostile => "xs-hostile",
+            Role::BlkHostile => "blk-hostile",
             Role::XsBench => "xs-bench",
             Role::Unknown => "unknown",
         }
@@ -296,6 +301,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "xs-client" => Role::XsClient,
                     "xs-hostile" => Role::XsHostile,
                     "xs-bench" => Role::XsBench,
+                    "blk-hostile" => Role::BlkHostile,
                     _ => Role::Unknown,
                 };
             } else if let Some(peer) = w.strip_prefix("peer=") {
@@ -343,8 +349,11 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
             let peer = opts.peer.unwrap_or(if offers { 1 } else { 2 });
             let offered = offers.then(|| ctx.hc.evtchn_alloc_unbound(peer));
             ctx.quiet_port = offered.and_then(Result::ok);
-            let xs = matches!(opts.role, Role::XsClient | Role::XsHostile | Role::XsBench)
-                .then(|| xenstore::early(&mut ctx, &opts));
+            let xs = matches!(
+                opts.role,
+                Role::XsClient | Role::XsHostile | Role::XsBench | Role::BlkHostile
+            )
+            .then(|| xenstore::early(&mut ctx, &opts));
             run_hypercall_checks(r, &mut ctx);
             match opts.role {
                 Role::Ping => {
@@ -392,6 +401,11 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 Role::XsHostile => {
                     if let Some(e) = &xs {
                         xenstore::hostile(r, &mut ctx, &opts, e);
+                    }
+                }
+                Role::BlkHostile => {
+                    if let Some(e) = &xs {
+                        xenstore::blk_hostile(r, &mut ctx, e);
                     }
                 }
                 Role::XsBench => {

@@ -5,9 +5,18 @@ mod xen;
 use core::fmt::Write;
 
 use xen_abi::guest::Hypercall;
-use xen_abi::start_info::{HvmMemmapTableEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
+use xen_abi::start_info::{
+    HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE,
+};
 
+use alloc::vec::Vec;
+use pv_rings::RawMem;
 use service_domain::StoreService;
+use service_domain::blkback::{Blkback, MemDisk, xvd};
+use service_domain::cmdline::Disk;
+
+/// The block back end over the boot module's bytes.
+type Blk = Blkback<MemDisk<&'static mut [u8]>, RawMem<'static>>;
 
 const STACK_SIZE: usize = 64 * 1024;
 /// The heap: the store, its rings' buffers, everything the services own.
@@ -150,12 +159,15 @@ unsafe fn read_phys<T: Copy>(pa: u64) -> T {
 struct Boot {
     cmdline: alloc::string::String,
     hole_gfn: u64,
+    /// The first boot module (our ramdisk): address and size.
+    module: Option<(u64, u64)>,
 }
 
 fn read_boot(start_info: u64) -> Boot {
     let mut b = Boot {
         cmdline: alloc::string::String::new(),
         hole_gfn: 0,
+        module: None,
     };
     if start_info == 0 || start_info >= 1 << 30 {
         return b;
@@ -190,7 +202,47 @@ fn read_boot(start_info: u64) -> Boot {
         }
     }
     b.hole_gfn = end.div_ceil(4096);
+    if si.nr_modules >= 1 && si.modlist_paddr != 0 && si.modlist_paddr < 1 << 30 {
+        // SAFETY: the loader's module list, at least one entry.
+        let m: HvmModlistEntry = unsafe { read_phys(si.modlist_paddr) };
+        // Only a module inside our RAM and our identity map.
+        if m.size > 0
+            && m.paddr
+                .checked_add(m.size)
+                .is_some_and(|e| e <= end.min(1 << 30))
+        {
+            b.module = Some((m.paddr, m.size));
+        }
+    }
     b
+}
+
+/// The bytes of the boot module the `disk=` words name, one slice per
+/// word (`None` for a range outside the module or overlapping an earlier
+/// one).
+fn boot_disks(boot: &Boot, disks: &[Disk]) -> Vec<Option<&'static mut [u8]>> {
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    disks
+        .iter()
+        .map(|d| {
+            let (pa, size) = boot.module?;
+            let (off, len) = d.range.unwrap_or((0, size));
+            let end = off.checked_add(len)?;
+            if len == 0 || end > size || taken.iter().any(|&(a, b)| off < b && a < end) {
+                return None;
+            }
+            taken.push((off, end));
+            let base = core::ptr::NonNull::new((pa + off) as *mut u8)?;
+            let len = usize::try_from(len).ok()?;
+            // SAFETY: the loader placed the module in our RAM below 1 GiB
+            // (identity-mapped), outside the kernel image and the heap,
+            // which are the only other users of our memory; the range is
+            // inside it and overlaps no other range handed out (checked
+            // above), and this is the one reference made to it, for the
+            // rest of the run.
+            Some(unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), len) })
+        })
+        .collect()
 }
 
 extern "C" fn svc_main(start_info: u64) -> ! {
@@ -224,6 +276,29 @@ extern "C" fn svc_main(start_info: u64) -> ! {
             );
         }
     }
+    let mut blk = Blk::new(me.unwrap_or(0));
+    for (d, bytes) in opts.disks.iter().zip(boot_disks(&boot, &opts.disks)) {
+        let fe = d.domid;
+        match bytes.and_then(|b| MemDisk::new(b, 512, d.ro)) {
+            Some(disk) => {
+                let mib = disk.data().len() >> 20;
+                if let Err(e) = blk.add_disk(&mut svc, fe, xvd(0), disk, "module") {
+                    let _ = writeln!(con, "service-domain: d{fe} xvda: {e}");
+                } else {
+                    let _ = writeln!(
+                        con,
+                        "service-domain: d{fe} xvda: the boot module, {mib} MiB"
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    con,
+                    "service-domain: disk={fe}: no boot module or a bad range"
+                );
+            }
+        }
+    }
     for &d in &opts.shutdown {
         let _ = svc.request_shutdown(d, "poweroff");
     }
@@ -238,15 +313,15 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     };
     let _ = writeln!(con, "service-domain: xenstore ready");
-    event_loop(&mut svc, virq)
+    event_loop(&mut svc, &mut blk, virq)
 }
 
 /// Blocks until a port is pending, clears what is pending, then serves.
-fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! {
-    let mut more = svc.pump();
-    svc.orders();
+fn event_loop(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, virq: Option<u32>) -> ! {
+    let mut more = serve(svc, blk);
     loop {
         let mut ports = svc.ports();
+        ports.extend(blk.ports());
         ports.extend(virq);
         if !more {
             let hc = svc.platform().hc();
@@ -257,7 +332,7 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! 
             }
         }
         let dom_exc = virq.is_some_and(|v| svc.platform().take_pending(v));
-        for p in svc.ports() {
+        for p in svc.ports().into_iter().chain(blk.ports()) {
             svc.platform().take_pending(p);
         }
         if dom_exc {
@@ -270,9 +345,20 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, virq: Option<u32>) -> ! 
                 stop(svc.platform().hc());
             }
         }
-        more = svc.pump();
-        svc.orders();
+        more = serve(svc, blk);
     }
+}
+
+/// One round of every service: the store, the block back end's states
+/// (after the store: a front end's state change arrives there), its rings.
+fn serve(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk) -> bool {
+    let mut more = svc.pump();
+    blk.sync(svc);
+    more |= blk.pump(svc);
+    // What the back end wrote (states) reaches the watchers.
+    more |= svc.pump();
+    svc.orders();
+    more
 }
 
 fn stop(hc: Hypercall) -> ! {

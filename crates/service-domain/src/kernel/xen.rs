@@ -9,8 +9,12 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use pv_rings::RawMem;
+use service_domain::blkback::{BlkPlatform, CopyDir, CopySeg, MapId};
 use service_domain::{DomainInfo, Platform};
-use xen_abi::grant_table::{GNTMAP_host_map, GNTTAB_RESERVED_XENSTORE};
+use xen_abi::grant_table::{
+    GNTCOPY_dest_gref, GNTCOPY_source_gref, GNTMAP_host_map, GNTTAB_RESERVED_XENSTORE, GnttabCopy,
+    GnttabCopyPtr,
+};
 use xen_abi::guest::Hypercall;
 use xen_abi::memory::{XENMAPSPACE_shared_info, XenAddToPhysmap};
 
@@ -36,6 +40,11 @@ pub struct XenPlatform {
     free: Vec<u64>,
     /// Domain -> (frame, grant handle) of its mapped store page.
     maps: BTreeMap<u16, (u64, u32)>,
+    /// Mapped block rings: their frames and grant handles.
+    rings: BTreeMap<MapId, Vec<(u64, u32)>>,
+    next_ring: MapId,
+    /// The grant copies of one batch (kept to reuse the allocation).
+    copies: Vec<GnttabCopy>,
 }
 
 impl XenPlatform {
@@ -58,6 +67,9 @@ impl XenPlatform {
             next_gfn: hole_gfn.max(1),
             free: Vec::new(),
             maps: BTreeMap::new(),
+            rings: BTreeMap::new(),
+            next_ring: 0,
+            copies: Vec::new(),
         })
     }
 
@@ -92,6 +104,149 @@ impl XenPlatform {
             self.next_gfn += 1;
             self.next_gfn - 1
         })
+    }
+}
+
+impl XenPlatform {
+    /// Maps one grant of `domid` at frame `gfn`; the grant handle.
+    fn map_at(&mut self, domid: u16, gref: u32, gfn: u64) -> Result<u32, i32> {
+        // SAFETY: `gfn` is a hole past our RAM (the memory map's end): no
+        // Rust value lives there; the mapping is only used through
+        // `RawMem` (atomics).
+        match unsafe {
+            self.hc
+                .gnttab_map_grant_ref(domid, gref, gfn << 12, GNTMAP_host_map)
+        } {
+            Ok(m) if m.status == 0 => Ok(m.handle),
+            Ok(m) => Err(-i32::from(m.status)),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    fn unmap_frames(&mut self, frames: Vec<(u64, u32)>) {
+        for (gfn, handle) in frames {
+            // SAFETY: the back end dropped the ring on these frames first.
+            if let Ok(0) = unsafe { self.hc.gnttab_unmap_grant_ref(gfn << 12, handle) } {
+                self.free.push(gfn);
+            }
+        }
+    }
+}
+
+impl BlkPlatform for XenPlatform {
+    type Ring = RawMem<'static>;
+
+    fn map_ring(&mut self, domid: u16, grefs: &[u32]) -> Result<(Self::Ring, MapId), i32> {
+        let n = grefs.len() as u64;
+        // One page may reuse a freed frame; more need fresh contiguous ones.
+        let first = if n == 1 {
+            self.take_gfn().ok_or(xen_abi::ENOMEM)?
+        } else {
+            if self.next_gfn + n > MAP_LIMIT_GFN {
+                return Err(xen_abi::ENOMEM);
+            }
+            self.next_gfn += n;
+            self.next_gfn - n
+        };
+        let mut frames = Vec::new();
+        for (k, &gref) in grefs.iter().enumerate() {
+            let gfn = first + k as u64;
+            match self.map_at(domid, gref, gfn) {
+                Ok(h) => frames.push((gfn, h)),
+                Err(e) => {
+                    self.unmap_frames(frames);
+                    for g in gfn..first + n {
+                        self.free.push(g);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let base = NonNull::new((first << 12) as *mut u8).ok_or(xen_abi::EINVAL)?;
+        // SAFETY: the grants are mapped at consecutive frames from `base`
+        // (identity-mapped, below 1 GiB) until `unmap_ring`, which the
+        // back end calls only after dropping the ring; every access is
+        // atomic.
+        let mem = match unsafe { RawMem::new(base, grefs.len() * 4096) } {
+            Ok(m) => m,
+            Err(_) => {
+                self.unmap_frames(frames);
+                return Err(xen_abi::EINVAL);
+            }
+        };
+        self.next_ring = self.next_ring.wrapping_add(1);
+        self.rings.insert(self.next_ring, frames);
+        Ok((mem, self.next_ring))
+    }
+
+    fn unmap_ring(&mut self, id: MapId) {
+        if let Some(frames) = self.rings.remove(&id) {
+            self.unmap_frames(frames);
+        }
+    }
+
+    fn copy(
+        &mut self,
+        domid: u16,
+        dir: CopyDir,
+        segs: &[CopySeg],
+        buf: &mut [u8],
+    ) -> Result<(), i32> {
+        let mut ops = core::mem::take(&mut self.copies);
+        ops.clear();
+        let base = buf.as_mut_ptr() as u64;
+        for s in segs {
+            let end = s.local.checked_add(usize::from(s.len));
+            if end.is_none_or(|e| e > buf.len())
+                || usize::from(s.offset) + usize::from(s.len) > 4096
+            {
+                self.copies = ops;
+                return Err(xen_abi::EINVAL);
+            }
+            // Our side may cross a frame boundary: split it there.
+            let mut done = 0u16;
+            while done < s.len {
+                let local = base + (s.local + usize::from(done)) as u64;
+                let in_frame = (4096 - (local & 0xfff)) as u16;
+                let len = (s.len - done).min(in_frame);
+                let guest = GnttabCopyPtr {
+                    u: u64::from(s.gref),
+                    domid,
+                    offset: s.offset + done,
+                    pad: 0,
+                };
+                let mine = GnttabCopyPtr {
+                    u: local >> 12,
+                    domid: xen_abi::DOMID_SELF,
+                    offset: (local & 0xfff) as u16,
+                    pad: 0,
+                };
+                let (source, dest, flags) = match dir {
+                    CopyDir::FromGuest => (guest, mine, GNTCOPY_source_gref),
+                    CopyDir::ToGuest => (mine, guest, GNTCOPY_dest_gref),
+                };
+                ops.push(GnttabCopy {
+                    source,
+                    dest,
+                    len,
+                    flags,
+                    status: 0,
+                    pad: 0,
+                });
+                done += len;
+            }
+        }
+        // SAFETY: the destination frames are the guest's or `buf`'s, which
+        // we hold exclusively for the call (identity-mapped heap).
+        let r = unsafe { self.hc.gnttab_copy(&mut ops) };
+        let ok = r.is_ok() && ops.iter().all(|o| o.status == 0);
+        let first_bad = ops.iter().find(|o| o.status != 0).map(|o| o.status);
+        self.copies = ops;
+        match (r, ok) {
+            (Err(e), _) => Err(errno(e)),
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(-i32::from(first_bad.unwrap_or(-1))),
+        }
     }
 }
 

@@ -63,7 +63,7 @@ fn message(i: usize) -> u8 {
 }
 
 /// Grant frame 0, mapped at `GRANT_TABLE_PAGE` once (as `grant_self` does).
-fn table(ctx: &mut Ctx) -> Result<*mut u8, Why> {
+pub(super) fn table(ctx: &mut Ctx) -> Result<*mut u8, Why> {
     if !ctx.gnttab_ready {
         let q = match ctx.hc.gnttab_query_size() {
             Ok(q) => q,
@@ -91,7 +91,7 @@ fn table(ctx: &mut Ctx) -> Result<*mut u8, Why> {
 
 /// Writes v1 entry `gref`: domid and frame first, then the flags that
 /// publish it.
-fn put_entry(table: *mut u8, gref: u32, domid: u16, frame: u64, flags: u16) {
+pub(super) fn put_entry(table: *mut u8, gref: u32, domid: u16, frame: u64, flags: u16) {
     let off = gref as usize * 8;
     assert!(off + 8 <= 4096);
     // SAFETY: entry `gref` lies inside the grant frame (checked); u16 and

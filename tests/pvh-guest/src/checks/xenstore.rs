@@ -57,6 +57,8 @@ const REPLY_MAX: usize = 128;
 pub struct Early {
     /// `HVM_PARAM_STORE_EVTCHN`.
     store_port: Result<u32, Errno>,
+    /// `role=blk-hostile`: the port offered to the block back end.
+    blk_port: Option<(u16, Result<u32, Errno>)>,
     /// The ports offered to each `wait=` domain (client only).
     offers: [Option<(u16, Result<u32, Errno>)>; MAX_WAIT],
 }
@@ -82,7 +84,20 @@ pub(super) fn early(ctx: &mut Ctx, opts: &Options) -> Early {
             *slot = Some((d, r));
         }
     }
-    Early { store_port, offers }
+    let mut blk_port = None;
+    if opts.role == Role::BlkHostile {
+        let be = opts.peer.unwrap_or(1);
+        let r = ctx.hc.evtchn_alloc_unbound(be);
+        if let Ok(p) = r {
+            ctx.mask_early(p);
+        }
+        blk_port = Some((be, r));
+    }
+    Early {
+        store_port,
+        blk_port,
+        offers,
+    }
 }
 
 /// Waits until `port` is pending (clears it) or system time passes
@@ -841,5 +856,322 @@ pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, early: &Early) -
         total / BENCH_READS,
         super::bench::insns(total, calib) / BENCH_READS
     ));
+    Ok(())
+}
+
+/// The ring page and the data page of `role=blk-hostile`.
+static BLK_RING: Page = Page::new();
+static BLK_DATA: Page = Page::new();
+/// Grant refs of `role=blk-hostile`: the ring, the data page, a page
+/// granted to another domain, and one never granted.
+const BLK_RING_GREF: u32 = 40;
+const BLK_DATA_GREF: u32 = 41;
+const BLK_FOREIGN_GREF: u32 = 42;
+const BLK_UNGRANTED_GREF: u32 = 43;
+/// The vbd (`xvda`).
+const BLK_VBD: &str = "device/vbd/51712";
+
+type BlkFront = pv_rings::FrontRing<RawMem<'static>, xen_abi::BlkifRequest, xen_abi::BlkifResponse>;
+
+/// Reads a node as a string (into `buf`), `None` if missing.
+fn read_node<'b>(
+    cl: &mut Client,
+    ctx: &Ctx,
+    parts: &[&[u8]],
+    buf: &'b mut [u8; REPLY_MAX],
+) -> Result<Option<&'b str>, Why> {
+    let rep = cl.request(ctx, XS_READ, parts)?;
+    if rep.kind != XS_READ {
+        return Ok(None);
+    }
+    buf[..rep.len].copy_from_slice(rep.payload());
+    Ok(core::str::from_utf8(&buf[..rep.len]).ok())
+}
+
+/// Waits until the back end's `state` reads `want`.
+fn await_backend_state(cl: &mut Client, ctx: &Ctx, backend: &[u8], want: &str) -> Outcome {
+    let until = deadline(ctx, REQUEST_NS)?;
+    loop {
+        let mut b = [0u8; REPLY_MAX];
+        let st = read_node(cl, ctx, &[backend, b"/state\0"], &mut b)?;
+        if st == Some(want) {
+            return Ok(());
+        }
+        if now_ns(ctx).is_some_and(|t| t >= until) {
+            fail!("back end state {st:?}, want {want} (30 s)");
+        }
+        let soon = deadline(ctx, 5_000_000)?;
+        let _ = ctx.hc.sched_poll(&[cl.port], soon);
+        events::clear_pending(cl.port);
+    }
+}
+
+/// Sends `reqs`, signals the back end and waits for as many responses.
+fn blk_submit(
+    ctx: &Ctx,
+    front: &mut BlkFront,
+    port: u32,
+    reqs: &[xen_abi::BlkifRequest],
+    out: &mut [xen_abi::BlkifResponse],
+) -> Outcome {
+    for q in reqs {
+        if let Err(e) = front.put_request(q) {
+            fail!("put_request: {e:?}");
+        }
+    }
+    let _ = front.push_requests();
+    if let Err(e) = ctx.hc.evtchn_send(port) {
+        fail!("EVTCHNOP_send({port}): {e}");
+    }
+    let until = deadline(ctx, REQUEST_NS)?;
+    let mut n = 0;
+    while n < reqs.len() {
+        events::clear_pending(port);
+        match front.pop_response() {
+            Ok(Some(r)) => {
+                out[n] = r;
+                n += 1;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => fail!("response ring: {e:?}"),
+        }
+        // rsp_event = rsp_cons + 1 before sleeping, else the back end
+        // notifies only the first response.
+        match front.final_check_for_responses() {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => fail!("response ring: {e:?}"),
+        }
+        if !wait_port(ctx, port, until)? {
+            fail!("{n} of {} responses within 30 s", reqs.len());
+        }
+    }
+    Ok(())
+}
+
+fn blk_req(op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> xen_abi::BlkifRequest {
+    let mut r = xen_abi::BlkifRequest {
+        operation: op,
+        nr_segments: segs.len() as u8,
+        handle: 51712u32 as u16,
+        id,
+        sector_number: sector,
+        ..Default::default()
+    };
+    for (s, &(gref, f, l)) in r.seg.iter_mut().zip(segs) {
+        s.gref = gref;
+        s.first_sect = f;
+        s.last_sect = l;
+    }
+    r
+}
+
+/// `role=blk-hostile`: connects as blkfront does, writes and reads back a
+/// page, sends bad requests (each must be answered with an error, the
+/// ring going on), then claims more requests than the ring holds (the
+/// back end must close the vbd: state 5).
+pub(super) fn blk_hostile<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, early: &Early) {
+    let o = blk_hostile_run(r, ctx, early);
+    if o.is_err() {
+        record(r, "blk_hostile", o);
+    }
+}
+
+fn blk_hostile_run<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, early: &Early) -> Outcome {
+    let (be, port) = match early.blk_port {
+        Some((be, Ok(p))) => (be, p),
+        Some((be, Err(e))) => fail!("EVTCHNOP_alloc_unbound(remote d{be}): {e}"),
+        None => fail!("no port"),
+    };
+    let store = check_connect(ctx, early)?;
+    let mut cl = Client::new(&store)?;
+    let c: &Ctx = ctx;
+    // The back end's directory, from our front-end node.
+    let mut bbuf = [0u8; REPLY_MAX];
+    let Some(backend) = read_node(&mut cl, c, &[BLK_VBD.as_bytes(), b"/backend\0"], &mut bbuf)?
+    else {
+        fail!("no {BLK_VBD}/backend");
+    };
+    let mut backend_z = [0u8; REPLY_MAX + 1];
+    backend_z[..backend.len()].copy_from_slice(backend.as_bytes());
+    let backend = &backend_z[..backend.len()];
+    let connect = (|| -> Outcome {
+        await_backend_state(&mut cl, c, backend, "2")?;
+        Ok(())
+    })();
+    let connected = connect.is_ok();
+    record(r, "blk_initwait", connect);
+    if !connected {
+        return Ok(());
+    }
+    let mut sbuf = [0u8; REPLY_MAX];
+    let sectors: u64 = read_node(&mut cl, c, &[backend, b"/sectors\0"], &mut sbuf)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Grants: the ring and the data page to the back end, a page to
+    // another domain; 43 stays invalid.
+    let table = grants::table(ctx)?;
+    grants::put_entry(table, BLK_RING_GREF, be, BLK_RING.gfn(), GTF_permit_access);
+    grants::put_entry(table, BLK_DATA_GREF, be, BLK_DATA.gfn(), GTF_permit_access);
+    grants::put_entry(
+        table,
+        BLK_FOREIGN_GREF,
+        be + 100,
+        BLK_DATA.gfn(),
+        GTF_permit_access,
+    );
+    let Some(base) = NonNull::new(BLK_RING.ptr()) else {
+        fail!("ring page at 0");
+    };
+    // SAFETY: `BLK_RING` holds no Rust value; from now on it is touched
+    // only through this `RawMem` (atomics) and by the back end.
+    let mem = match unsafe { RawMem::new(base, 4096) } {
+        Ok(m) => m,
+        Err(e) => fail!("RawMem: {e:?}"),
+    };
+    let mut front: BlkFront = match pv_rings::FrontRing::init(mem) {
+        Ok(f) => f,
+        Err(e) => fail!("ring: {e:?}"),
+    };
+    let c: &Ctx = ctx;
+    let vbd = BLK_VBD.as_bytes();
+    let ring_ref = Dec::new(BLK_RING_GREF.into());
+    let evtchn = Dec::new(port.into());
+    let o = (|| -> Outcome {
+        for (k, v) in [
+            (&b"/ring-ref\0"[..], ring_ref.bytes()),
+            (b"/event-channel\0", evtchn.bytes()),
+            (b"/protocol\0", b"x86_64-abi"),
+            (b"/state\0", b"3"),
+        ] {
+            let rep = cl.request(c, XS_WRITE, &[vbd, k, v])?;
+            expect_reply("WRITE", &rep, XS_WRITE, b"OK\0")?;
+        }
+        await_backend_state(&mut cl, c, backend, "4")?;
+        let rep = cl.request(c, XS_WRITE, &[vbd, b"/state\0", b"4"])?;
+        expect_reply("WRITE state", &rep, XS_WRITE, b"OK\0")
+    })();
+    let ok = o.is_ok();
+    record(r, "blk_connect", o);
+    if !ok {
+        return Ok(());
+    }
+    let data = BLK_DATA.ptr();
+    let o = (|| -> Outcome {
+        if sectors < 16 {
+            fail!("sectors {sectors}");
+        }
+        for i in 0..4096 {
+            // SAFETY: our data page, byte `i` < 4096; volatile (the back
+            // end's grant copies read and write it).
+            unsafe { data.add(i).write_volatile((i * 7 + 3) as u8) };
+        }
+        let mut rsp = [xen_abi::BlkifResponse::default(); 2];
+        let w = blk_req(BLKIF_OP_WRITE, 1, 8, &[(BLK_DATA_GREF, 0, 7)]);
+        blk_submit(c, &mut front, port, &[w], &mut rsp)?;
+        if (rsp[0].id, rsp[0].status) != (1, BLKIF_RSP_OKAY) {
+            fail!("write: id {} status {}", rsp[0].id, rsp[0].status);
+        }
+        for i in 0..4096 {
+            // SAFETY: as above.
+            unsafe { data.add(i).write_volatile(0) };
+        }
+        let rd = blk_req(BLKIF_OP_READ, 2, 8, &[(BLK_DATA_GREF, 0, 7)]);
+        blk_submit(c, &mut front, port, &[rd], &mut rsp)?;
+        if (rsp[0].id, rsp[0].status) != (2, BLKIF_RSP_OKAY) {
+            fail!("read: id {} status {}", rsp[0].id, rsp[0].status);
+        }
+        for i in 0..4096 {
+            // SAFETY: as above.
+            let b = unsafe { data.add(i).read_volatile() };
+            if b != (i * 7 + 3) as u8 {
+                fail!("read back byte {i}: {b:#x}");
+            }
+        }
+        Ok(())
+    })();
+    record(r, "blk_write_read", o);
+    let o = (|| -> Outcome {
+        let mut over = blk_req(BLKIF_OP_READ, 10, 0, &[(BLK_DATA_GREF, 0, 7)]);
+        over.nr_segments = 12;
+        let cases: [(xen_abi::BlkifRequest, i16, &str); 9] = [
+            (over, BLKIF_RSP_ERROR, "nr_segments 12"),
+            (
+                blk_req(BLKIF_OP_READ, 11, 0, &[(BLK_DATA_GREF, 5, 2)]),
+                BLKIF_RSP_ERROR,
+                "first_sect > last_sect",
+            ),
+            (
+                blk_req(BLKIF_OP_READ, 12, 0, &[(BLK_DATA_GREF, 0, 8)]),
+                BLKIF_RSP_ERROR,
+                "last_sect 8",
+            ),
+            (
+                blk_req(BLKIF_OP_READ, 13, sectors - 7, &[(BLK_DATA_GREF, 0, 7)]),
+                BLKIF_RSP_ERROR,
+                "past the disk",
+            ),
+            (
+                blk_req(BLKIF_OP_READ, 14, 0, &[(BLK_UNGRANTED_GREF, 0, 7)]),
+                BLKIF_RSP_ERROR,
+                "ungranted ref",
+            ),
+            (
+                blk_req(BLKIF_OP_READ, 15, 0, &[(BLK_FOREIGN_GREF, 0, 7)]),
+                BLKIF_RSP_ERROR,
+                "ref granted to another domain",
+            ),
+            (
+                blk_req(BLKIF_OP_RESERVED_1, 16, 0, &[]),
+                BLKIF_RSP_EOPNOTSUPP,
+                "operation 4",
+            ),
+            (
+                blk_req(BLKIF_OP_READ, 17, 0, &[(BLK_DATA_GREF, 0, 7)]),
+                BLKIF_RSP_OKAY,
+                "id 17",
+            ),
+            (
+                blk_req(BLKIF_OP_READ, 17, 8, &[(BLK_DATA_GREF, 0, 7)]),
+                BLKIF_RSP_OKAY,
+                "id 17 again",
+            ),
+        ];
+        let reqs = cases.map(|c| c.0);
+        let mut rsp = [xen_abi::BlkifResponse::default(); 9];
+        blk_submit(c, &mut front, port, &reqs, &mut rsp)?;
+        for ((q, want, what), got) in cases.iter().zip(&rsp) {
+            if (got.id, got.status) != (q.id, *want) {
+                fail!(
+                    "{what}: id {} status {}, want id {} status {want}",
+                    got.id,
+                    got.status,
+                    q.id
+                );
+            }
+        }
+        Ok(())
+    })();
+    record(r, "blk_hostile_requests", o);
+    let o = (|| -> Outcome {
+        // 100 requests claimed on a 32-slot ring.
+        let lie = front.req_prod_pvt().wrapping_add(100);
+        mem.store_u32(0, lie, Ordering::Release);
+        if let Err(e) = ctx.hc.evtchn_send(port) {
+            fail!("EVTCHNOP_send: {e}");
+        }
+        await_backend_state(&mut cl, c, backend, "5")?;
+        r.note(format_args!(
+            "blk-hostile: the back end closed the vbd (state 5)"
+        ));
+        // The store still answers.
+        let mut b = [0u8; REPLY_MAX];
+        if read_node(&mut cl, c, &[b"name\0"], &mut b)?.is_none() {
+            fail!("READ name after the ring was closed");
+        }
+        Ok(())
+    })();
+    record(r, "blk_hostile_ring", o);
     Ok(())
 }

@@ -459,9 +459,13 @@ impl<P: Platform> Hypervisor<P> {
             .front()
             .is_some_and(|(s, _, _)| self.tlb.passed(s))
         {
-            let Some((_, frames, domains)) = self.retire.pending.pop_front() else {
+            let Some((_, mut frames, domains)) = self.retire.pending.pop_front() else {
                 break;
             };
+            // In address order: a range allocator merges each frame with
+            // the one before, where the p2m's (hash) order would leave a
+            // freed domain's memory in fragments.
+            frames.sort_unstable();
             for f in frames {
                 self.platform.free_frame(f);
             }

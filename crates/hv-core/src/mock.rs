@@ -32,6 +32,8 @@ pub struct MockPlatform {
     pub console: Mutex<Vec<(DomId, Vec<u8>)>>,
     /// Physical CPUs kicked, in order.
     pub kicks: Mutex<Vec<u32>>,
+    /// Frames freed, in order.
+    pub freed: Mutex<Vec<Hfn>>,
     /// Whether CPUID leaf 0 says AMD.
     pub amd: bool,
 }
@@ -52,6 +54,7 @@ impl MockPlatform {
             now: AtomicU64::new(1_000_000),
             console: Mutex::new(Vec::new()),
             kicks: Mutex::new(Vec::new()),
+            freed: Mutex::new(Vec::new()),
             amd: true,
         }
     }
@@ -212,6 +215,7 @@ impl Platform for MockPlatform {
             self.frames.lock().remove(&hfn.0).is_some(),
             "double free of {hfn:?}"
         );
+        self.freed.lock().push(hfn);
     }
     fn now_ns(&self) -> u64 {
         self.now.load(SeqCst)

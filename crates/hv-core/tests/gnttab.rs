@@ -1296,10 +1296,15 @@ fn freed_frames_wait_for_the_tlb_shootdown() {
     s.hv.destroy_domain(a).unwrap();
     assert_eq!(s.hv.platform.frames_in_use(), in_use);
     assert!(s.hv.frames_awaiting_shootdown() > 1000);
+    s.hv.platform.freed.lock().clear();
     s.hv.tlb.exit(0);
     s.hv.tick(now);
     assert_eq!(s.hv.frames_awaiting_shootdown(), 0);
     assert!(s.hv.platform.frames_in_use() < in_use - 1000);
+    // Freed in address order (a range allocator keeps them merged).
+    let freed = s.hv.platform.freed.lock().clone();
+    assert!(freed.len() > 1000);
+    assert!(freed.windows(2).all(|w| w[0] < w[1]));
 }
 
 /// An unmap returns (and the granter sees its grant released) only after

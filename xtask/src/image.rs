@@ -1081,6 +1081,23 @@ fn boot_qemu_e2e(
     Ok(out)
 }
 
+/// Boots an e2e case on its vendor: QEMU through [`boot_qemu_e2e`] (with
+/// the `--smp` override), Bochs as it is.
+fn boot_case(
+    ctx: &Ctx,
+    image: &std::path::Path,
+    o: &mut RunOptions,
+    name: &str,
+) -> Result<Outcome, String> {
+    match o.vendor {
+        Vendor::Amd => {
+            o.smp = ctx.qemu_smp(o.smp);
+            boot_qemu_e2e(ctx, image, o, name)
+        }
+        Vendor::Intel => boot_bochs(image, o, false),
+    }
+}
+
 /// The end-to-end checks that `cargo xtask test` runs.
 pub fn e2e() -> Result<(), String> {
     e2e_only(None)
@@ -1583,13 +1600,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             ..Default::default()
         };
         let start = Instant::now();
-        let out = match case.vendor {
-            Vendor::Amd => {
-                o.smp = ctx.qemu_smp(o.smp);
-                boot_qemu_e2e(ctx, image, &mut o, case.name)?
-            }
-            Vendor::Intel => boot_bochs(image, &o, false)?,
-        };
+        let out = boot_case(ctx, image, &mut o, case.name)?;
         let mut missing = Vec::new();
         if case.vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
             missing.push("the success exit status".to_string());
@@ -1736,13 +1747,7 @@ fn multi_domain_e2e(
             timeout: Some(Duration::from_secs(600)),
             ..Default::default()
         };
-        let out = match vendor {
-            Vendor::Amd => {
-                o.smp = ctx.qemu_smp(o.smp);
-                boot_qemu_e2e(ctx, image, &mut o, name)?
-            }
-            Vendor::Intel => boot_bochs(image, &o, false)?,
-        };
+        let out = boot_case(ctx, image, &mut o, name)?;
         let mut missing = Vec::new();
         match vendor {
             Vendor::Amd if out.status != Some(QEMU_EXIT_FAILURE) => {
@@ -1883,13 +1888,7 @@ fn blk_case(
         ..Default::default()
     };
     let start = Instant::now();
-    let out = match vendor {
-        Vendor::Amd => {
-            o.smp = ctx.qemu_smp(o.smp);
-            boot_qemu_e2e(ctx, image, &mut o, name)?
-        }
-        Vendor::Intel => boot_bochs(image, &o, false)?,
-    };
+    let out = boot_case(ctx, image, &mut o, name)?;
     let mut missing = Vec::new();
     if vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
         missing.push("the success exit status".to_string());
@@ -1971,13 +1970,7 @@ fn xenstore_e2e(
             ..Default::default()
         };
         let start = Instant::now();
-        let out = match case.vendor {
-            Vendor::Amd => {
-                o.smp = ctx.qemu_smp(o.smp);
-                boot_qemu_e2e(ctx, image, &mut o, case.name)?
-            }
-            Vendor::Intel => boot_bochs(image, &o, false)?,
-        };
+        let out = boot_case(ctx, image, &mut o, case.name)?;
         let mut missing = Vec::new();
         if case.vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
             missing.push("the success exit status".to_string());

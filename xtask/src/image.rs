@@ -409,7 +409,13 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
     let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
     if g.linux {
         crate::linux::linux(&[])?;
-        let words = if g.shell { "pvhshell" } else { "" };
+        // `--guest-cmdline` words go to every Linux (`pvhpersist`, ...).
+        let words = [
+            if g.shell { "pvhshell" } else { "" },
+            g.guest_cmdline.as_deref().unwrap_or(""),
+        ]
+        .join(" ");
+        let words = words.trim();
         // `--disk FILE` for the first Linux, else a copy of the root
         // image for each.
         let root = crate::linux::root_image_path();
@@ -1340,6 +1346,40 @@ const LINUX_CASES: &[LinuxCase] = &[
             "all domains shut down (cleanly)",
         ],
     },
+    // A disk outlives its guest's reboot: Linux (d2) writes /persist and
+    // its hash, checks the filesystem and reboots; the hypervisor destroys
+    // it and builds it again (on_reboot=restart, the default) under the
+    // same id; the service domain sees the new unique_id, releases the old
+    // domain (xenstore connection, vbd ring) and offers the new one the
+    // same disk, from which the new Linux boots and reads the hash back.
+    LinuxCase {
+        name: "qemu-svm-linux-persist",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: false,
+        domains: 1,
+        mem: 256,
+        disk: true,
+        words: "pvhpersist",
+        expect: &[
+            "(d2) PVH-LINUX-INIT: /persist written: sha256 ",
+            "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
+            "d2: shutdown (Reboot)",
+            "d2: rebooting (on_reboot=restart)",
+            "(d1) service-domain: xenstore: d2 (linux) released",
+            "(d1) service-domain: blkback: d2 vbd 51712: domain gone; disk kept",
+            "(d1) service-domain: blkback: d2 vbd 51712 (module) offered",
+            "d2: introduced by its xenstore domain; unpaused",
+            "(d2) PVH-LINUX-INIT: xvda was linux, now linux's",
+            "(d2) PVH-LINUX-INIT: after the reboot /persist reads back: sha256 ",
+            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "d2: shutdown (Poweroff)",
+            "(d1) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+        ],
+    },
     // The service domain (d1) serves xenstore to two Linux domains (d2,
     // d3): their xenbus waits for it (late init), their `/init` reads its
     // name with Debian's xenstore-read, and each sees, by a watch, a node
@@ -1624,8 +1664,15 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
     // COM1 -> the hypervisor -> the domain's PV console ring -> hvc0. Then
     // the ways a Linux domain ends: poweroff, reboot, and a kernel panic.
     for case in SHELL_CASES.iter().filter(|c| selected(filter, c.name)) {
+        let mut modules = linux_modules("linux", 256, 1, "pvhshell");
+        if !case.kernel_opts.is_empty() {
+            modules[0].cmdline =
+                modules[0]
+                    .cmdline
+                    .replacen("kernel ", &format!("kernel {} ", case.kernel_opts), 1);
+        }
         let mut o = RunOptions {
-            modules: linux_modules("linux", 256, 1, "pvhshell"),
+            modules,
             mem_mib: 512,
             timeout: Some(Duration::from_secs(600)),
             input: SerialInput::Script(
@@ -1652,6 +1699,8 @@ struct ShellCase {
     name: &'static str,
     /// (when the output contains this, type that).
     script: &'static [(&'static str, &'static str)],
+    /// Launch-plan options of the kernel module (`on_reboot=destroy`).
+    kernel_opts: &'static str,
     expect: &'static [&'static str],
     status: i32,
 }
@@ -1663,6 +1712,7 @@ const SHELL_CASES: &[ShellCase] = &[
             (LINUX_MARKER, "echo hello-$((40+2))\r"),
             ("hello-42", "poweroff -f\r"),
         ],
+        kernel_opts: "",
         expect: &[
             "hello-42",
             "d1: shutdown (Poweroff)",
@@ -1672,9 +1722,13 @@ const SHELL_CASES: &[ShellCase] = &[
     },
     ShellCase {
         name: "qemu-svm-linux-reboot",
+        // Left shut down (the restart is qemu-svm-linux-persist's).
         script: &[(LINUX_MARKER, "reboot -f\r")],
+        kernel_opts: "on_reboot=destroy",
         expect: &[
             "d1: shutdown (Reboot)",
+            "d1: not restarted (on_reboot=destroy, or the service domain)",
+            "d1: destroyed",
             "all domains shut down (NOT cleanly)",
         ],
         status: QEMU_EXIT_FAILURE,
@@ -1682,6 +1736,7 @@ const SHELL_CASES: &[ShellCase] = &[
     ShellCase {
         name: "qemu-svm-linux-panic",
         script: &[(LINUX_MARKER, "echo c > /proc/sysrq-trigger\r")],
+        kernel_opts: "",
         expect: &[
             "Kernel panic",
             "d1: shutdown (Crash)",

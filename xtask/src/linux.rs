@@ -131,6 +131,9 @@ const XS_TOOLS: &[&str] = &[
 ///   is one instruction);
 /// - `pvhblkbench=N`: from the disk root, times N MiB written to a file and
 ///   N MiB read from `/dev/xvda`, both `O_DIRECT` in 1 MiB blocks;
+/// - `pvhpersist`: from the disk root, the first boot writes `/persist`
+///   and its sha256, checks the filesystem and reboots (`reboot -f`); the
+///   next boot (the domain built again, the same disk) reads both back;
 /// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
 ///   to insmod, as modprobe would;
 /// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
@@ -267,6 +270,28 @@ if [ -n "$root" ]; then
         rm -f /blkbench
         echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 (O_DIRECT, 1 MiB blocks)"
     fi
+    # Data that must outlive a reboot (`pvhpersist`): the first boot
+    # writes /persist and its hash, checks the filesystem and reboots; the
+    # next boot on the same disk compares the two.
+    case "$cmdline" in *" pvhpersist "*)
+        if [ -e /persist.sha256 ]; then
+            want=$(cat /persist.sha256)
+            set -- $(sha256sum /persist)
+            if [ "$1" = "$want" ]; then
+                echo "PVH-LINUX-INIT: after the reboot /persist reads back: sha256 $1"
+            else
+                echo "PVH-LINUX-INIT: after the reboot /persist reads $1, not $want"
+            fi
+        else
+            dd if=/dev/urandom of=/persist bs=64k count=16 2>/dev/null
+            set -- $(sha256sum /persist)
+            echo "$1" >/persist.sha256
+            sync
+            echo "PVH-LINUX-INIT: /persist written: sha256 $1; rebooting"
+            rootdown
+            reboot -f
+        fi
+    esac
 fi
 if [ -n "$store" ]; then
     echo "PVH-LINUX-INIT: xenbus: $(echo /sys/bus/xen/*)"

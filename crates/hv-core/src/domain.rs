@@ -190,6 +190,9 @@ pub struct Domain {
     /// A number no other domain of this boot has (for
     /// `XEN_DOMCTL_get_domain_state`).
     pub unique_id: u64,
+    /// Paused until its xenstore server first signals the store channel
+    /// ([`crate::Hypervisor::pause_until_introduced`]).
+    pub await_store: bool,
     /// Its xenstore connection, if the builder gave it one.
     pub store: Option<StoreInfo>,
     /// Life-cycle state.
@@ -248,6 +251,7 @@ impl Domain {
             privileged,
             caps: Caps::NONE,
             unique_id: 0,
+            await_store: false,
             store: None,
             state: DomainState::Running,
             p2m,

@@ -112,6 +112,17 @@ pub(crate) fn handle<P: Platform>(
         VmExit::Init | VmExit::Sipi { .. } => ExitAction::Resume,
         VmExit::Shutdown => {
             log::warn!("{}v{}: triple fault at rip {:#x}", d, v, cpu.rip());
+            let g = cpu.gprs();
+            log::debug!(
+                "{}v{}: rsp {:#x} rsi {:#x} rdi {:#x} rcx {:#x} cr2 {:#x}",
+                d,
+                v,
+                g.rsp,
+                g.rsi,
+                g.rdi,
+                g.rcx,
+                cpu.control(ControlReg::Cr2)
+            );
             hv.crash(d, "triple fault");
             ExitAction::Dead
         }
@@ -182,7 +193,18 @@ fn unbacked_access<P: Platform>(
         return ExitAction::Dead;
     };
     match emulate_one(cpu, mem, &mut NullHandler) {
-        Emulation::Okay | Emulation::Retry | Emulation::Exception(_) => ExitAction::Resume,
+        Emulation::Okay | Emulation::Retry => ExitAction::Resume,
+        Emulation::Exception(e) => {
+            log::debug!(
+                "{}v{}: unbacked access at {:#x}, rip {:#x}: {:?} for the guest",
+                d,
+                v,
+                gpa,
+                rip,
+                e
+            );
+            ExitAction::Resume
+        }
         Emulation::Unhandleable(why) => {
             log::warn!(
                 "{}v{}: unbacked access at {:#x}, rip {:#x}: {}",

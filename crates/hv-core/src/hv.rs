@@ -377,6 +377,25 @@ impl<P: Platform> Hypervisor<P> {
         Ok(())
     }
 
+    /// Pauses `d`, a domain with a xenstore connection, until its server
+    /// first sends an event on the store channel: what a toolstack does by
+    /// introducing a domain it built before unpausing it. The service
+    /// domain signals the channel once it has mapped the ring and written
+    /// the domain's nodes, so the guest's xenbus finds its store connected
+    /// (Linux's late initialisation, racing a store that connects during
+    /// `xenbus_init`, can wait forever). Used for a domain built again
+    /// after a reboot.
+    pub fn pause_until_introduced(&mut self, d: DomId) -> XenResult<()> {
+        if self.domain(d).ok_or(Errno::ESRCH)?.store.is_none() {
+            return Err(Errno::EINVAL);
+        }
+        self.pause(d)?;
+        if let Some(dom) = self.domains.get_mut(&d.0) {
+            dom.await_store = true;
+        }
+        Ok(())
+    }
+
     /// Lets a paused `d` run again; its runnable vCPUs are reported as
     /// woken for the scheduler.
     pub fn unpause(&mut self, d: DomId) -> XenResult<()> {
@@ -696,6 +715,17 @@ impl<P: Platform> Hypervisor<P> {
 
     /// Raises `port` of `d` (an event from the hypervisor or a peer).
     pub fn evtchn_set_pending(&mut self, d: DomId, port: u32) {
+        let introduced = self
+            .domains
+            .get(&d.0)
+            .is_some_and(|dom| dom.await_store && dom.store.is_some_and(|s| s.port == port));
+        if introduced {
+            if let Some(dom) = self.domains.get_mut(&d.0) {
+                dom.await_store = false;
+            }
+            log::info!("{}: introduced by its xenstore domain; unpaused", d);
+            let _ = self.unpause(d);
+        }
         let Some(dom) = self.domains.get_mut(&d.0) else {
             return;
         };

@@ -556,3 +556,36 @@ fn a_hostile_domain_gets_eperm_for_every_power() {
     // Its own state is untouched by all this.
     assert!(s.hv.domain(intruder).unwrap().is_alive());
 }
+
+#[test]
+fn a_domain_paused_until_introduced_runs_after_the_servers_first_event() {
+    use hv_core::domain::DomainState;
+    let (mut s, svc, guest, intruder, port) = setup();
+    // Only a domain with a store can wait for one.
+    assert!(s.hv.pause_until_introduced(intruder).is_err());
+    s.hv.pause_until_introduced(guest).unwrap();
+    assert_eq!(s.hv.domain(guest).unwrap().state, DomainState::Paused);
+    assert!(!s.hv.vcpu_runnable(guest, 0));
+    // Binding is not yet introducing: still paused.
+    let (r, local) = s.bind_interdomain(svc, guest, port);
+    assert_eq!(r, 0);
+    assert_eq!(s.hv.domain(guest).unwrap().state, DomainState::Paused);
+    let _ = s.hv.take_woken();
+    // The server's first event on the channel unpauses it, and the event
+    // is delivered.
+    let send = ev::EvtchnSend { port: local };
+    assert_eq!(
+        s.op(
+            svc,
+            x::__HYPERVISOR_event_channel_op,
+            ev::EVTCHNOP_send,
+            &send
+        )
+        .0,
+        0
+    );
+    assert_eq!(s.hv.domain(guest).unwrap().state, DomainState::Running);
+    assert!(!s.hv.domain(guest).unwrap().await_store);
+    assert!(s.hv.take_woken().contains(&(guest, 0)));
+    assert!(s.pending(guest, port));
+}

@@ -4,7 +4,8 @@
 //! Each module's command line is
 //!
 //! ```text
-//! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [service] [-- guest command line]
+//! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [service] [on_reboot=restart|destroy]
+//!        [-- guest command line]
 //! ramdisk
 //! ```
 //!
@@ -24,6 +25,12 @@
 //! (a toolstack writes them into xenstore), so this is how the service
 //! domain learns them. Without a `service` domain nothing changes: no
 //! domain has a store and `HVM_PARAM_STORE_*` stay 0.
+//!
+//! `on_reboot` is what happens when the domain asks to reboot
+//! (`SHUTDOWN_reboot`), as in Xen's domain configuration: `restart`
+//! (Xen's default) destroys it and builds it again from its modules, with
+//! the same id and a new `unique_id`; `destroy` leaves it shut down. The
+//! service domain itself is never restarted (it holds the others' disks).
 //!
 //! A boot loader that carries a single module and no module command line
 //! (QEMU's `-kernel ... -initrd KERNEL`) gives a kernel with the defaults.
@@ -62,6 +69,27 @@ pub struct DomainPlan<'a> {
     pub service: bool,
     /// The guest's command line.
     pub cmdline: &'a str,
+    /// What a reboot does.
+    pub on_reboot: OnReboot,
+}
+
+/// What happens to a domain that shuts down with `SHUTDOWN_reboot` (Xen's
+/// `on_reboot`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnReboot {
+    /// Built again from its modules and started (Xen's default).
+    #[default]
+    Restart,
+    /// Left shut down.
+    Destroy,
+}
+
+impl DomainPlan<'_> {
+    /// Whether a reboot of this domain builds it again: `on_reboot=restart`
+    /// and not the service domain.
+    pub fn restarts(&self) -> bool {
+        self.on_reboot == OnReboot::Restart && !self.service
+    }
 }
 
 /// Why a plan was refused.
@@ -146,6 +174,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
             privileged: false,
             service: false,
             cmdline: "",
+            on_reboot: OnReboot::Restart,
         })?;
         return Ok(plans);
     }
@@ -170,6 +199,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                     privileged: false,
                     service: false,
                     cmdline: guest_cmdline,
+                    on_reboot: OnReboot::Restart,
                 };
                 for w in words {
                     let bad = PlanError::BadOption { module, option: w };
@@ -187,6 +217,8 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                                 .filter(|n| (1..=MAX_VCPUS).contains(n))
                                 .ok_or(bad)?
                         }
+                        Some(("on_reboot", "restart")) => d.on_reboot = OnReboot::Restart,
+                        Some(("on_reboot", "destroy")) => d.on_reboot = OnReboot::Destroy,
                         None if w == "priv" => d.privileged = true,
                         None if w == "service" => d.service = true,
                         _ => return Err(bad),
@@ -358,6 +390,22 @@ mod tests {
     }
 
     #[test]
+    fn on_reboot_restarts_by_default_but_never_the_service_domain() {
+        let p = ok(&[
+            "kernel name=a",
+            "kernel name=b on_reboot=destroy",
+            "kernel name=c on_reboot=restart",
+            "kernel name=svc service on_reboot=restart",
+        ]);
+        assert_eq!(p[0].on_reboot, OnReboot::Restart);
+        assert_eq!(p[1].on_reboot, OnReboot::Destroy);
+        assert_eq!(p[2].on_reboot, OnReboot::Restart);
+        let restarts: Vec<bool> = p.iter().map(DomainPlan::restarts).collect();
+        assert_eq!(restarts, [true, false, true, false]);
+        assert!(ok(&[""])[0].restarts());
+    }
+
+    #[test]
     fn bad_plans_are_refused_with_the_module_and_reason() {
         assert_eq!(plan(&[]), Err(PlanError::NoModules));
         assert_eq!(
@@ -394,6 +442,8 @@ mod tests {
             "name=a:b",
             "colour=blue",
             "service=1",
+            "on_reboot=",
+            "on_reboot=preserve",
         ] {
             let line = format!("kernel {bad}");
             let line: &'static str = Box::leak(line.into_boxed_str());

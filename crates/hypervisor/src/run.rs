@@ -81,6 +81,8 @@ static GO: AtomicBool = AtomicBool::new(false);
 static SCHED: Once<Mutex<Scheduler>> = Once::new();
 /// The boot CPU's backend (every CPU has the same features).
 static BOOT_CPU: Once<Cpu> = Once::new();
+/// Every domain's plan and modules, to build it again on reboot.
+static RELAUNCH: Once<Vec<Relaunch>> = Once::new();
 /// Xen's default vCPU weight.
 const DEFAULT_WEIGHT: u16 = 256;
 /// VM exits handled, machine-wide.
@@ -90,9 +92,9 @@ pub static EXITS: AtomicU64 = AtomicU64::new(0);
 struct Slot {
     d: DomId,
     v: u32,
-    /// The domain's nested tables, for backends created later (SIPI).
-    root: u64,
-    epoch: TlbEpoch,
+    /// The domain's nested tables (root and epoch), for backends created
+    /// later (SIPI); new ones when the domain is built again.
+    tables: Mutex<(u64, TlbEpoch)>,
     /// `None` while it runs somewhere, or before the vCPU was started.
     backend: Mutex<Option<Box<dyn VcpuBackend + Send>>>,
 }
@@ -239,8 +241,14 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     };
     MAPS.call_once(|| maps);
 
-    let cmdlines: Vec<&str> = boot.modules().map(|m| m.cmdline.as_str()).collect();
-    let plans = match launch::plan(&cmdlines) {
+    // The plan lives as long as the machine: a domain that reboots is
+    // built again from it (`on_reboot=restart`).
+    let cmdlines: &'static [&'static str] = Vec::leak(
+        boot.modules()
+            .map(|m| &*alloc::string::String::leak(m.cmdline.as_str().into()))
+            .collect(),
+    );
+    let plans = match launch::plan(cmdlines) {
         Ok(p) => p,
         Err(e) => {
             log::error!("launch plan: {e}");
@@ -255,86 +263,45 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     if store_server.is_some() {
         let _ = plans.write_domain_list(&mut domain_list);
     }
+    let domain_list: &'static str = alloc::string::String::leak(domain_list);
     let mut slots = Vec::new();
+    let mut relaunch = Vec::new();
     for p in plans.iter() {
-        let opts = builder::BuildOptions {
-            store_server,
-            extra_cmdline: if p.service { &domain_list } else { "" },
-        };
         let Some(kernel) = module_bytes(boot, p.kernel) else {
             log::error!("d{}: kernel module {} is unreadable", p.domid, p.kernel);
             crate::machine::stop(false)
         };
-        let ramdisk = p.ramdisk.and_then(|i| module_bytes(boot, i));
-        // The domain's nested tables (NPT or EPT) and what its vCPUs need
-        // of them.
-        let tables: Result<(Box<dyn NestedPaging>, TlbEpoch), _> = match cpu {
-            // SAFETY: HostFrames hands out identity-mapped frames owned by
-            // the tables until they give them back.
-            Cpu::Svm(_) => Npt::new(unsafe { IdentityTables::new(HostFrames) })
-                .map(|t| (t.epoch(), t))
-                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, e)),
-            // SAFETY: as for the NPT above.
-            Cpu::Vmx(_) => Ept::new(unsafe { arch_vmx::IdentityTables::new(HostFrames) })
-                .map(|t| (t.epoch(), t))
-                .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, e)),
+        let r = Relaunch {
+            plan: p.clone(),
+            kernel,
+            ramdisk: p.ramdisk.and_then(|i| module_bytes(boot, i)),
+            store_server,
+            extra_cmdline: if p.service { domain_list } else { "" },
         };
-        let (tables, epoch) = match tables {
-            Ok(t) => t,
-            Err(e) => {
-                log::error!("d{}: nested page tables: {e:?}", p.domid);
-                crate::machine::stop(false)
-            }
-        };
-        let root = tables.root();
-        let t0 = platform::rdtsc();
-        let built = {
+        let d = {
             let mut hv = HV.get().expect("set above").lock();
-            builder::build_with(&mut hv, p, &opts, kernel, ramdisk, tables)
+            build_domain(&mut hv, cpu, &r)
         };
-        log::debug!(
-            "d{}: built in {} TSC ticks",
-            p.domid,
-            platform::rdtsc() - t0
-        );
-        let b = match built {
-            Ok(b) => b,
+        let d = match d {
+            Ok(d) => d,
             Err(e) => {
                 log::error!("d{}: {e}", p.domid);
                 crate::machine::stop(false)
             }
         };
-        log::info!(
-            "d{}: {} MiB, {} vCPU(s), entry {:#x}, start_info {:#x}{}",
-            b.domid.0,
-            p.mem >> 20,
-            b.vcpus,
-            b.entry,
-            b.vcpu0.rbx,
-            match (p.privileged, p.service) {
-                (true, true) => ", privileged, service",
-                (true, false) => ", privileged",
-                (false, true) => ", service",
-                (false, false) => "",
-            }
-        );
-        let init = vcpu_init(&b.vcpu0);
-        let Some(vcpu) = make_backend(root, &epoch, &init) else {
-            log::error!("no memory for a VMCB/VMCS");
-            crate::machine::stop(false)
-        };
-        for v in 0..b.vcpus {
+        for v in 0..d.vcpus {
             slots.push(Slot {
-                d: b.domid,
+                d: d.domid,
                 v,
-                root,
-                epoch: epoch.clone(),
+                tables: Mutex::new((d.root, d.epoch.clone())),
                 backend: Mutex::new(None),
             });
         }
-        let first = slots.len() - b.vcpus as usize;
-        *slots[first].backend.lock() = Some(vcpu);
+        let first = slots.len() - d.vcpus as usize;
+        *slots[first].backend.lock() = Some(d.vcpu0);
+        relaunch.push(r);
     }
+    RELAUNCH.call_once(|| relaunch);
     if slots.is_empty() {
         log::error!("no domains to run");
         crate::machine::stop(false)
@@ -360,6 +327,158 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
         hv_core::platform::Platform::kick_cpu(&hv.lock().platform, p);
     }
     cpu_loop(0, &apic)
+}
+
+/// What building a domain again needs: its plan and its modules.
+struct Relaunch {
+    plan: launch::DomainPlan<'static>,
+    kernel: &'static [u8],
+    ramdisk: Option<&'static [u8]>,
+    store_server: Option<u16>,
+    extra_cmdline: &'static str,
+}
+
+/// A built domain with its nested tables and its boot vCPU's backend.
+struct Launched {
+    domid: DomId,
+    vcpus: u32,
+    root: u64,
+    epoch: TlbEpoch,
+    vcpu0: Box<dyn VcpuBackend + Send>,
+}
+
+/// Builds the domain of `r` (nested tables, memory, kernel, boot vCPU).
+fn build_domain(
+    hv: &mut Hypervisor<HostPlatform>,
+    cpu: Cpu,
+    r: &Relaunch,
+) -> Result<Launched, alloc::string::String> {
+    use alloc::format;
+    let p = &r.plan;
+    let opts = builder::BuildOptions {
+        store_server: r.store_server,
+        extra_cmdline: r.extra_cmdline,
+    };
+    // The domain's nested tables (NPT or EPT) and what its vCPUs need
+    // of them.
+    let tables: Result<(Box<dyn NestedPaging>, TlbEpoch), _> = match cpu {
+        // SAFETY: HostFrames hands out identity-mapped frames owned by
+        // the tables until they give them back.
+        Cpu::Svm(_) => Npt::new(unsafe { IdentityTables::new(HostFrames) })
+            .map(|t| (t.epoch(), t))
+            .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, e)),
+        // SAFETY: as for the NPT above.
+        Cpu::Vmx(_) => Ept::new(unsafe { arch_vmx::IdentityTables::new(HostFrames) })
+            .map(|t| (t.epoch(), t))
+            .map(|(e, t)| (Box::new(t) as Box<dyn NestedPaging>, e)),
+    };
+    let (tables, epoch) = tables.map_err(|e| format!("nested page tables: {e:?}"))?;
+    let root = tables.root();
+    let t0 = platform::rdtsc();
+    let b = builder::build_with(hv, p, &opts, r.kernel, r.ramdisk, tables)
+        .map_err(|e| format!("{e}"))?;
+    log::debug!(
+        "d{}: built in {} TSC ticks",
+        p.domid,
+        platform::rdtsc() - t0
+    );
+    log::info!(
+        "d{}: {} MiB, {} vCPU(s), entry {:#x}, start_info {:#x}{}",
+        b.domid.0,
+        p.mem >> 20,
+        b.vcpus,
+        b.entry,
+        b.vcpu0.rbx,
+        match (p.privileged, p.service) {
+            (true, true) => ", privileged, service",
+            (true, false) => ", privileged",
+            (false, true) => ", service",
+            (false, false) => "",
+        }
+    );
+    let init = vcpu_init(&b.vcpu0);
+    let Some(vcpu0) = make_backend(root, &epoch, &init) else {
+        let _ = hv.destroy_domain(b.domid);
+        return Err("no memory for a VMCB/VMCS".into());
+    };
+    Ok(Launched {
+        domid: b.domid,
+        vcpus: b.vcpus,
+        root,
+        epoch,
+        vcpu0,
+    })
+}
+
+/// Whether `d` shut down to reboot and waits for the run loop: to be built
+/// again (`on_reboot=restart`) or destroyed (`on_reboot=destroy`).
+fn reboot_pending(hv: &Hypervisor<HostPlatform>, d: DomId) -> bool {
+    hv.domain(d)
+        .is_some_and(|dom| dom.state == DomainState::Shutdown(ShutdownReason::Reboot))
+        && RELAUNCH
+            .get()
+            .is_some_and(|rl| rl.iter().any(|r| r.plan.domid == d.0))
+}
+
+/// Xen's `on_reboot`, done by the run loop as a toolstack would: a domain
+/// that shut down to reboot, once none of its vCPUs is on a CPU, is
+/// destroyed (so the service domain releases it) and, with
+/// `on_reboot=restart`, built again from its modules under the same id (a
+/// new `unique_id` tells the service domain it is a new domain). Both
+/// happen under hv-core's lock, so nobody sees the id free in between.
+/// Its slots get the new tables; vCPU 0 a new backend and a wake-up.
+fn reboot_domains(
+    hv: &mut Hypervisor<HostPlatform>,
+    sched: &mut Scheduler,
+    slots: &[Slot],
+    now: u64,
+) {
+    let (Some(rl), Some(&cpu)) = (RELAUNCH.get(), BOOT_CPU.get()) else {
+        return;
+    };
+    for r in rl {
+        let d = DomId(r.plan.domid);
+        if !reboot_pending(hv, d) {
+            continue;
+        }
+        let on_cpu = hv.domain(d).is_some_and(|x| {
+            x.vcpus
+                .iter()
+                .any(|v| v.runstate.state == xen_abi::vcpu::RUNSTATE_running)
+        });
+        if on_cpu {
+            continue;
+        }
+        let _ = hv.destroy_domain(d);
+        for sl in slots.iter().filter(|s| s.d == d) {
+            // The old backends point at the old tables: gone with them.
+            *sl.backend.lock() = None;
+        }
+        if !r.plan.restarts() {
+            log::info!("{d}: not restarted (on_reboot=destroy, or the service domain)");
+            continue;
+        }
+        log::info!("{d}: rebooting (on_reboot=restart)");
+        match build_domain(hv, cpu, r) {
+            Ok(l) => {
+                for sl in slots.iter().filter(|s| s.d == d) {
+                    *sl.tables.lock() = (l.root, l.epoch.clone());
+                }
+                if let Some(sl) = slots.iter().find(|s| s.d == d && s.v == 0) {
+                    *sl.backend.lock() = Some(l.vcpu0);
+                }
+                // With a store, it runs once the service domain has
+                // introduced it (as a toolstack unpauses after
+                // XS_INTRODUCE); hv-core then reports vCPU 0 woken.
+                let introduced_later =
+                    r.store_server.is_some() && hv.pause_until_introduced(d).is_ok();
+                if !introduced_later && let Some(p) = sched.wake(key(d, 0), now) {
+                    hv_core::platform::Platform::kick_cpu(&hv.platform, p);
+                }
+            }
+            Err(e) => log::error!("{d}: cannot restart: {e}"),
+        }
+    }
 }
 
 /// The backend registers for a loader-made initial state.
@@ -474,7 +593,8 @@ fn start_vcpus(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, slots: 
         let Some(sl) = slots.iter().find(|s| s.d == d && s.v == v) else {
             continue;
         };
-        match make_backend(sl.root, &sl.epoch, &sipi_init(vector)) {
+        let (root, epoch) = sl.tables.lock().clone();
+        match make_backend(root, &epoch, &sipi_init(vector)) {
             Some(b) => {
                 *sl.backend.lock() = Some(b);
                 let _ = hv.vcpu_up(d, v);
@@ -534,10 +654,12 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 crate::input::poll(&mut hv);
             }
             drain_wakes(&mut hv, &mut sched, now);
+            reboot_domains(&mut hv, &mut sched, slots, now);
+            // A domain about to reboot is not down yet.
             let all_down = hv
                 .domain_ids()
                 .iter()
-                .all(|&d| hv.domain(d).is_none_or(|x| !x.is_alive()));
+                .all(|&d| hv.domain(d).is_none_or(|x| !x.is_alive()) && !reboot_pending(&hv, d));
             let mut pick = None;
             while let Some((k, slice)) = sched.pick(me, now) {
                 let sl = slots.iter().position(|s| s.d == k.dom && s.v == k.vcpu);
@@ -635,6 +757,15 @@ fn finish(me: u32) -> ! {
             };
             clean &= reason == ShutdownReason::Poweroff;
             log::info!("{}: {:?}", d, reason);
+        }
+    }
+    // Destroyed ones (on_reboot=destroy, a failed restart) did not power
+    // off.
+    for r in RELAUNCH.get().into_iter().flatten() {
+        let d = DomId(r.plan.domid);
+        if hv.domain(d).is_none() {
+            clean = false;
+            log::info!("{d}: destroyed");
         }
     }
     log::info!(

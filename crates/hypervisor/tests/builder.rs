@@ -73,6 +73,7 @@ fn plan(privileged: bool) -> DomainPlan<'static> {
         privileged,
         service: false,
         cmdline: "console=hvc0 test",
+        on_reboot: hypervisor::launch::OnReboot::Restart,
     }
 }
 
@@ -249,4 +250,52 @@ fn without_a_service_domain_no_store() {
         0
     );
     assert!(d.store.is_none());
+}
+
+/// What the run loop does for `on_reboot=restart`: destroy, then build
+/// again from the same plan under the same id. The new domain is a new
+/// one to the service domain (another `unique_id`), has a fresh store
+/// page and port, and the old one's frames are all given back.
+#[test]
+fn a_domain_is_built_again_under_its_id_after_a_reboot() {
+    use hv_core::domain::ShutdownReason;
+    use xen_abi::hvm::HVM_PARAM_STORE_EVTCHN;
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let elf = tiny_pvh_elf();
+    let svc = DomainPlan {
+        domid: 1,
+        service: true,
+        ..plan(false)
+    };
+    let guest = DomainPlan {
+        domid: 2,
+        ..plan(false)
+    };
+    let opts = BuildOptions {
+        store_server: Some(1),
+        extra_cmdline: "",
+    };
+    let npt = || Box::new(MockNpt::default());
+    build_with(&mut hv, &svc, &opts, &elf, None, npt()).unwrap();
+    let g = build_with(&mut hv, &guest, &opts, &elf, None, npt()).unwrap();
+    let first = hv.domain(g.domid).unwrap().unique_id;
+    hv.shutdown(g.domid, ShutdownReason::Reboot);
+    let in_use = hv.platform.frames_in_use();
+    let pages = hv.domain(g.domid).unwrap().tot_pages as usize;
+    hv.destroy_domain(g.domid).unwrap();
+    hv.settle();
+    assert!(hv.domain(g.domid).is_none());
+    assert!(hv.platform.frames_in_use() + pages <= in_use);
+    let again = build_with(&mut hv, &guest, &opts, &elf, None, npt()).unwrap();
+    assert_eq!(again.domid, g.domid);
+    let d = hv.domain(again.domid).unwrap();
+    assert_ne!(d.unique_id, first);
+    assert!(d.is_alive());
+    assert_ne!(d.hvm_params[HVM_PARAM_STORE_EVTCHN as usize], 0);
+    let conn: u32 = hv
+        .guest_mem(again.domid)
+        .unwrap()
+        .read_obj(0xfeffc000 + 2068)
+        .unwrap();
+    assert_eq!(conn, 1, "a fresh store page");
 }

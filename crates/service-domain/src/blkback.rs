@@ -373,6 +373,11 @@ pub struct Vbd<S, R> {
     features: Features,
     state: u32,
     conn: Option<Conn<R>>,
+    /// Offered to a live domain (false between [`Blkback::domain_gone`]
+    /// and [`Blkback::domain_back`]).
+    offered: bool,
+    /// Disk name for `params`.
+    name: String,
     /// Statistics.
     pub stats: VbdStats,
 }
@@ -389,6 +394,10 @@ impl<S: Storage, R: SharedMem> Vbd<S, R> {
     /// The back end's xenbus state.
     pub fn state(&self) -> u32 {
         self.state
+    }
+    /// Whether it is offered to a live front-end domain.
+    pub fn offered(&self) -> bool {
+        self.offered
     }
     /// The disk.
     pub fn disk(&self) -> &S {
@@ -473,11 +482,36 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
             discard: !disk.read_only(),
             max_indirect: MAX_INDIRECT_SEGMENTS,
         };
+        self.vbds.push(Vbd {
+            fe,
+            devid,
+            disk,
+            features,
+            state: XenbusStateClosed,
+            conn: None,
+            offered: false,
+            name: String::from(name),
+            stats: VbdStats::default(),
+        });
+        let i = self.vbds.len() - 1;
+        if let Err(e) = self.offer(svc, i) {
+            self.vbds.pop();
+            let _ = svc.rm(&be_dir(self.me, fe, devid));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes vbd `i`'s directories (front and back) and goes `InitWait`.
+    fn offer<P: Platform>(&mut self, svc: &mut StoreService<P>, i: usize) -> Result<(), Errno> {
         let me = self.me;
+        let v = &self.vbds[i];
+        let (fe, devid) = (v.fe, v.devid);
         let fdir = fe_dir(fe, devid);
         let bdir = be_dir(me, fe, devid);
-        let ss = disk.sector_size();
-        let info = if disk.read_only() { VDISK_READONLY } else { 0 };
+        let ss = v.disk.sector_size();
+        let ro = v.disk.read_only();
+        let info = if ro { VDISK_READONLY } else { 0 };
         let e = |_| xen_abi::EIO;
         // Owners first, so every child inherits the right permissions.
         svc.mkdir(&bdir).map_err(e)?;
@@ -487,15 +521,12 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
             ("frontend", fdir.clone()),
             ("frontend-id", format!("{fe}")),
             ("online", String::from("1")),
-            ("params", String::from(name)),
+            ("params", v.name.clone()),
             ("type", String::from("phy")),
-            (
-                "mode",
-                String::from(if disk.read_only() { "r" } else { "w" }),
-            ),
+            ("mode", String::from(if ro { "r" } else { "w" })),
             (
                 "sectors",
-                format!("{}", disk.sectors() * u64::from(ss / 512)),
+                format!("{}", v.disk.sectors() * u64::from(ss / 512)),
             ),
             ("sector-size", format!("{ss}")),
             ("physical-sector-size", format!("{ss}")),
@@ -505,11 +536,11 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
             ("feature-persistent", String::from("0")),
             (
                 "feature-max-indirect-segments",
-                format!("{}", features.max_indirect),
+                format!("{}", v.features.max_indirect),
             ),
             ("max-ring-page-order", format!("{MAX_RING_PAGE_ORDER}")),
         ];
-        if features.discard {
+        if v.features.discard {
             nodes.push(("feature-discard", String::from("1")));
             nodes.push(("discard-granularity", format!("{ss}")));
             nodes.push(("discard-alignment", String::from("0")));
@@ -532,18 +563,56 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
             svc.write_node(&format!("{fdir}/{k}"), &v).map_err(e)?;
         }
         svc.write_node(&format!("{bdir}/state"), "2").map_err(e)?;
-        self.vbds.push(Vbd {
-            fe,
-            devid,
-            disk,
-            features,
-            state: XenbusStateInitWait,
-            conn: None,
-            stats: VbdStats::default(),
-        });
-        svc.platform()
-            .log(format_args!("blkback: d{fe} vbd {devid} ({name}) offered"));
+        let v = &mut self.vbds[i];
+        v.state = XenbusStateInitWait;
+        v.offered = true;
+        svc.platform().log(format_args!(
+            "blkback: d{fe} vbd {devid} ({}) offered",
+            v.name
+        ));
         Ok(())
+    }
+
+    /// Domain `fe` is gone (the store released it): each of its vbds is
+    /// disconnected (ring unmapped, port closed) and its back-end
+    /// directory removed; the disks stay, for a new domain under the same
+    /// id ([`Self::domain_back`]), as Xen keeps a rebooting guest's disks.
+    pub fn domain_gone<P: Platform + BlkPlatform<Ring = R>>(
+        &mut self,
+        svc: &mut StoreService<P>,
+        fe: u16,
+    ) {
+        for i in 0..self.vbds.len() {
+            if self.vbds[i].fe != fe || !self.vbds[i].offered {
+                continue;
+            }
+            self.disconnect(svc, i);
+            let v = &mut self.vbds[i];
+            v.offered = false;
+            v.state = XenbusStateClosed;
+            let _ = svc.rm(&be_dir(self.me, fe, v.devid));
+            let devid = v.devid;
+            svc.platform().log(format_args!(
+                "blkback: d{fe} vbd {devid}: domain gone; disk kept"
+            ));
+        }
+        let _ = svc.rm(&format!("/local/domain/{}/backend/vbd/{fe}", self.me));
+    }
+
+    /// A new domain under id `fe` (one that rebooted): offers it the vbds
+    /// kept for that id.
+    pub fn domain_back<P: Platform>(&mut self, svc: &mut StoreService<P>, fe: u16) {
+        for i in 0..self.vbds.len() {
+            if self.vbds[i].fe != fe || self.vbds[i].offered {
+                continue;
+            }
+            if let Err(e) = self.offer(svc, i) {
+                let devid = self.vbds[i].devid;
+                svc.platform().log(format_args!(
+                    "blkback: d{fe} vbd {devid}: offer failed: {e}"
+                ));
+            }
+        }
     }
 
     /// Moves every vbd along after its front end's `state` (step 2-3 of
@@ -552,7 +621,9 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
     pub fn sync<P: Platform + BlkPlatform<Ring = R>>(&mut self, svc: &mut StoreService<P>) -> bool {
         let mut wrote = false;
         for i in 0..self.vbds.len() {
-            wrote |= self.sync_one(svc, i);
+            if self.vbds[i].offered {
+                wrote |= self.sync_one(svc, i);
+            }
         }
         wrote
     }

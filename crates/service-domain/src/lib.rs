@@ -24,4 +24,4 @@ pub mod blkback;
 pub mod cmdline;
 pub mod xenstore;
 
-pub use xenstore::{DomainInfo, Platform, StoreService};
+pub use xenstore::{DomainChange, DomainInfo, Platform, StoreService};

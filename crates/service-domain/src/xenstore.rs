@@ -47,8 +47,26 @@ pub struct DomainInfo {
     pub vcpus: u32,
     /// It has shut down (or crashed).
     pub shutdown: bool,
+    /// It shut down to reboot (`SHUTDOWN_reboot`): the toolstack (our
+    /// hypervisor's run loop) will destroy it, and build it again unless
+    /// its `on_reboot` says otherwise. Not down for [`StoreService::all_down`].
+    pub reboot: bool,
     /// It is being destroyed.
     pub dying: bool,
+    /// A number no other domain of this boot had (`unique_id` of
+    /// `XEN_DOMCTL_get_domain_state`), 0 if the hypervisor has none: a
+    /// domain built again under the same id has a new one.
+    pub unique_id: u64,
+}
+
+/// What [`StoreService::domains_changed`] did to a domain, for the other
+/// services (the block back end forgets or offers its devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainChange {
+    /// Its connection, port, page and nodes are gone.
+    Released(u16),
+    /// A new domain under a served id (one that rebooted) is connected.
+    Introduced(u16),
 }
 
 /// A Xen error number (positive).
@@ -80,10 +98,14 @@ pub trait Platform {
 
 struct Guest<M> {
     name: String,
+    /// [`DomainInfo::unique_id`] when connected.
+    unique_id: u64,
     ring: RingConnection<M>,
     port: u32,
     conn: ConnId,
     shutdown_seen: bool,
+    /// It shut down to reboot.
+    rebooting: bool,
     cut_off: bool,
     /// It has sent a request (its xenbus is up).
     talked: bool,
@@ -97,6 +119,9 @@ pub struct StoreService<P: Platform> {
     /// The service's own (privileged) connection, for the nodes it writes.
     me: ConnId,
     guests: BTreeMap<u16, Guest<P::Mem>>,
+    /// Every domain ever added, by id, with its name: one that comes back
+    /// under the same id (a reboot) is connected again.
+    served: BTreeMap<u16, String>,
     /// `shutdown-when=KEY`: once every live domain has written KEY under
     /// its home, each is asked to power off (once).
     shutdown_when: Option<String>,
@@ -112,6 +137,7 @@ impl<P: Platform> StoreService<P> {
             platform,
             me,
             guests: BTreeMap::new(),
+            served: BTreeMap::new(),
             shutdown_when: None,
         }
     }
@@ -169,10 +195,13 @@ impl<P: Platform> StoreService<P> {
             .collect()
     }
 
-    /// Whether every domain served has shut down or is gone (there is no
-    /// toolstack to restart or destroy them: the service's work is over).
+    /// Whether every domain served has shut down (other than to reboot)
+    /// or is gone: the service's work is over. A domain that shut down to
+    /// reboot is not down: it is destroyed next, and maybe built again.
     pub fn all_down(&self) -> bool {
-        self.guests.values().all(|g| g.shutdown_seen)
+        self.guests
+            .values()
+            .all(|g| g.shutdown_seen && !g.rebooting)
     }
 
     /// The connected domains, by id.
@@ -196,6 +225,7 @@ impl<P: Platform> StoreService<P> {
                 return Err(e);
             }
         };
+        self.served.insert(domid, String::from(name));
         let conn = self.xs.introduce_domain(u32::from(domid));
         if let Err(e) = self.write_nodes(domid, name, &info) {
             self.platform
@@ -217,10 +247,12 @@ impl<P: Platform> StoreService<P> {
             domid,
             Guest {
                 name: String::from(name),
+                unique_id: info.unique_id,
                 ring,
                 port,
                 conn,
                 shutdown_seen: false,
+                rebooting: false,
                 cut_off: false,
                 talked: false,
             },
@@ -392,34 +424,60 @@ impl<P: Platform> StoreService<P> {
         true
     }
 
-    /// `VIRQ_DOM_EXC` fired: looks at every domain. One that shut down
-    /// fires `@releaseDomain`; one that is gone (or dying) is released:
-    /// its connection, port, page and nodes go.
-    pub fn domains_changed(&mut self) {
-        let ids: Vec<u16> = self.guests.keys().copied().collect();
+    /// `VIRQ_DOM_EXC` fired: looks at every domain served. One that shut
+    /// down fires `@releaseDomain`; one that is gone (or dying), or
+    /// replaced by a new domain under its id (another `unique_id`: it
+    /// rebooted), is released: its connection, port, page and nodes go. A
+    /// live new domain under a served id is connected again, as a
+    /// toolstack introduces a domain it built. Returns what changed, in
+    /// order, for the other services.
+    pub fn domains_changed(&mut self) -> Vec<DomainChange> {
+        let mut changes = Vec::new();
+        let ids: Vec<u16> = self.served.keys().copied().collect();
         for domid in ids {
             let info = match self.platform.domain_info(domid) {
                 Ok(i) => i,
                 Err(_) => continue,
             };
-            match info {
-                Some(i) if !i.dying => {
-                    if i.shutdown
-                        && let Some(g) = self.guests.get_mut(&domid)
-                        && !g.shutdown_seen
-                    {
-                        g.shutdown_seen = true;
-                        let (requests, watches) = self.xs.conn_stats(g.conn).unwrap_or_default();
-                        self.xs.domain_shutdown(u32::from(domid));
-                        self.platform.log(format_args!(
-                            "xenstore: d{domid} shut down ({requests} requests, {watches} watches held)"
-                        ));
-                    }
+            let live = info.filter(|i| !i.dying);
+            let replaced = match (self.guests.get(&domid), live) {
+                (Some(_), None) => true,
+                (Some(g), Some(i)) => i.unique_id != g.unique_id,
+                (None, _) => false,
+            };
+            if replaced {
+                self.release(domid);
+                changes.push(DomainChange::Released(domid));
+            }
+            let Some(i) = live else {
+                continue;
+            };
+            if !self.guests.contains_key(&domid) && !i.shutdown {
+                let name = self.served.get(&domid).cloned().unwrap_or_default();
+                match self.add_domain(domid, &name) {
+                    Ok(()) => changes.push(DomainChange::Introduced(domid)),
+                    Err(e) => self
+                        .platform
+                        .log(format_args!("xenstore: d{domid} ({name}): not served: {e}")),
                 }
-                _ => self.release(domid),
+                continue;
+            }
+            if i.shutdown
+                && let Some(g) = self.guests.get_mut(&domid)
+                && !g.shutdown_seen
+            {
+                g.shutdown_seen = true;
+                g.rebooting = i.reboot;
+                let (requests, watches) = self.xs.conn_stats(g.conn).unwrap_or_default();
+                self.xs.domain_shutdown(u32::from(domid));
+                self.platform.log(format_args!(
+                    "xenstore: d{domid} shut down{} ({requests} requests, {watches} watches held)",
+                    if i.reboot { " to reboot" } else { "" }
+                ));
             }
         }
         self.pump();
+        changes
     }
 
     fn release(&mut self, domid: u16) {

@@ -772,3 +772,52 @@ fn arbitrary_requests_are_all_answered() {
     assert!(ok > 0, "no request succeeded: the generator is useless");
     assert_eq!(e.be(2, "state").as_deref(), Some("4"));
 }
+
+#[test]
+fn a_rebooted_domain_gets_the_same_disk_again() {
+    let mut e = Env::new();
+    e.disk(2, 1 << 20, 512, false);
+    e.disk(3, 1 << 20, 512, false);
+    let mut f = e.connect(2, None, 10);
+    let _g = e.connect(3, None, 50);
+    // d2 writes sector 8, then its domain goes (a reboot: the store
+    // released it).
+    e.grant(2, 100, &pattern(512, 9), false);
+    assert_eq!(
+        e.one(&mut f, rw(BLKIF_OP_WRITE, 1, 8, &[seg(100, 0, 0)])),
+        BLKIF_RSP_OKAY
+    );
+    let port3 = e.bb.vbds()[1].port().unwrap();
+    e.bb.domain_gone(&mut e.svc, 2);
+    assert!(!e.bb.vbds()[0].offered());
+    assert_eq!(e.bb.vbds()[0].port(), None);
+    assert_eq!(e.be(2, "state"), None, "back-end directory removed");
+    assert_eq!(e.read(&format!("/local/domain/{ME}/backend/vbd/2")), None);
+    // Only d2's ring and port went; d3 stays connected.
+    assert_eq!(e.w.0.borrow().mapped.len(), 1);
+    assert_eq!(e.bb.ports(), [port3]);
+    // Syncing while d2 is gone writes nothing for it.
+    e.bb.sync(&mut e.svc);
+    assert_eq!(e.be(2, "state"), None);
+    // The new d2 finds its vbd offered again, connects and reads back
+    // what the old one wrote.
+    e.bb.domain_back(&mut e.svc, 2);
+    assert_eq!(e.be(2, "state").as_deref(), Some("2"));
+    assert_eq!(
+        e.read(&format!("/local/domain/2/device/vbd/{XVDA}/backend-id"))
+            .as_deref(),
+        Some(ME.to_string().as_str())
+    );
+    let mut f = e.connect(2, None, 30);
+    assert_eq!(e.be(2, "state").as_deref(), Some("4"));
+    e.grant(2, 101, &[], false);
+    assert_eq!(
+        e.one(&mut f, rw(BLKIF_OP_READ, 2, 8, &[seg(101, 0, 0)])),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!(e.page(2, 101)[..512], pattern(512, 9)[..]);
+    assert_eq!(e.bb.vbds()[0].stats.connects, 2);
+    // A second domain_back changes nothing.
+    e.bb.domain_back(&mut e.svc, 2);
+    assert_eq!(e.be(2, "state").as_deref(), Some("4"));
+}

@@ -69,7 +69,9 @@ fn info(pages: u64, vcpus: u32) -> DomainInfo {
         max_pages: pages,
         vcpus,
         shutdown: false,
+        reboot: false,
         dying: false,
+        unique_id: 1,
     }
 }
 
@@ -369,4 +371,81 @@ fn shutdown_when_every_domain_wrote_the_key() {
             .any(|l| l.contains("asking d2 to power off"))
     );
     assert!(!world.0.borrow().log.iter().any(|l| l.contains("asking d3")));
+}
+
+#[test]
+fn a_domain_that_reboots_is_released_and_connected_again() {
+    use service_domain::DomainChange;
+    let world = Mock::default();
+    let old = new_domain(&world, 1, 5, 1024, 1);
+    new_domain(&world, 2, 6, 1024, 1);
+    let mut svc = StoreService::new(world.clone());
+    svc.add_domain(1, "a").unwrap();
+    svc.add_domain(2, "b").unwrap();
+    let mut g = Front::new(old);
+    g.call(&mut svc, XS_WRITE, 0, b"data/x\0old").unwrap();
+    // It shuts down to reboot: not down (it comes back), nothing released.
+    world.0.borrow_mut().info.insert(
+        1,
+        Some(DomainInfo {
+            shutdown: true,
+            reboot: true,
+            ..info(1024, 1)
+        }),
+    );
+    world.0.borrow_mut().info.insert(
+        2,
+        Some(DomainInfo {
+            shutdown: true,
+            ..info(1024, 1)
+        }),
+    );
+    assert_eq!(svc.domains_changed(), []);
+    assert!(!svc.all_down(), "a rebooting domain is not down");
+    // The toolstack destroys it and builds it again under id 1: a new
+    // unique id, a new page and port. Seen at once (both happened between
+    // two looks).
+    let new = new_domain(&world, 1, 7, 2048, 2);
+    world
+        .0
+        .borrow_mut()
+        .info
+        .get_mut(&1)
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .unique_id = 2;
+    let before = world.0.borrow().bound.clone();
+    assert_eq!(
+        svc.domains_changed(),
+        [DomainChange::Released(1), DomainChange::Introduced(1)]
+    );
+    assert_eq!(svc.domains(), [1, 2]);
+    let w = world.0.borrow();
+    assert!(w.mapped.contains(&1));
+    let ports: Vec<_> = w.bound.values().copied().collect();
+    assert!(ports.contains(&(1, 7)) && !ports.contains(&(1, 5)));
+    assert_eq!(w.bound.len(), before.len());
+    drop(w);
+    // The old domain's nodes went; the new one's are fresh.
+    let mut h = Front::new(new);
+    assert_eq!(h.read(&mut svc, "name").unwrap(), "a");
+    assert_eq!(h.read(&mut svc, "memory/target").unwrap(), "8192");
+    assert_eq!(h.read(&mut svc, "data/x"), Err(XsError::ENOENT));
+    // Now d1 powers off: with d2 down too, the work is over.
+    world
+        .0
+        .borrow_mut()
+        .info
+        .get_mut(&1)
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .shutdown = true;
+    assert_eq!(svc.domains_changed(), []);
+    assert!(svc.all_down());
+    // Destroyed (on_reboot=destroy, say): released, never introduced.
+    world.0.borrow_mut().info.insert(1, None);
+    assert_eq!(svc.domains_changed(), [DomainChange::Released(1)]);
+    assert_eq!(svc.domains(), [2]);
 }

@@ -11,14 +11,23 @@ use xen_abi::start_info::{
 
 use alloc::vec::Vec;
 use pv_rings::RawMem;
-use service_domain::StoreService;
 use service_domain::blkback::{Blkback, MemDisk, xvd};
 use service_domain::cmdline::Disk;
+use service_domain::{DomainChange, StoreService};
 
 /// The block back end over the boot module's bytes.
 type Blk = Blkback<MemDisk<&'static mut [u8]>, RawMem<'static>>;
 
-const STACK_SIZE: usize = 64 * 1024;
+/// The stack. There is no guard page below it (one 2 MiB mapping covers
+/// it and the page tables next to it), so it is sized with room to spare
+/// and its lowest bytes carry a canary the event loop checks
+/// ([`stack_intact`]): 64 KiB ran over into the page tables on the path
+/// that reconnects a rebooted domain.
+const STACK_SIZE: usize = 512 * 1024;
+/// Bytes of canary at the bottom of the stack.
+const CANARY_LEN: usize = 256;
+/// The canary's byte.
+const CANARY: u8 = 0xA5;
 /// The heap: the store, its rings' buffers, everything the services own.
 const HEAP_SIZE: usize = 8 * 1024 * 1024;
 
@@ -245,7 +254,28 @@ fn boot_disks(boot: &Boot, disks: &[Disk]) -> Vec<Option<&'static mut [u8]>> {
         .collect()
 }
 
+/// Writes the canary at the bottom of the stack (far below the frames in
+/// use this early).
+fn set_canary() {
+    let base = core::ptr::addr_of_mut!(STACK).cast::<u8>();
+    for i in 0..CANARY_LEN {
+        // SAFETY: the lowest CANARY_LEN bytes of our own stack, far below
+        // any live frame (a few KiB are in use at this point); volatile so
+        // the writes are not elided.
+        unsafe { base.add(i).write_volatile(CANARY) };
+    }
+}
+
+/// Whether the canary at the bottom of the stack is whole.
+fn stack_intact() -> bool {
+    let base = core::ptr::addr_of!(STACK).cast::<u8>();
+    // SAFETY: reads of our own stack's lowest bytes, which no frame uses
+    // unless the stack overflowed (which is what this detects).
+    (0..CANARY_LEN).all(|i| unsafe { base.add(i).read_volatile() } == CANARY)
+}
+
 extern "C" fn svc_main(start_info: u64) -> ! {
+    set_canary();
     // SAFETY: the heap area is ours alone, handed to the allocator once,
     // before anything allocates.
     unsafe {
@@ -336,7 +366,12 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, virq: Opt
             svc.platform().take_pending(p);
         }
         if dom_exc {
-            svc.domains_changed();
+            for c in svc.domains_changed() {
+                match c {
+                    DomainChange::Released(d) => blk.domain_gone(svc, d),
+                    DomainChange::Introduced(d) => blk.domain_back(svc, d),
+                }
+            }
             if svc.all_down() {
                 let _ = writeln!(
                     Console(svc.platform().hc()),
@@ -346,6 +381,9 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, virq: Opt
             }
         }
         more = serve(svc, blk);
+        if !stack_intact() {
+            panic!("the stack overflowed its {} KiB", STACK_SIZE / 1024);
+        }
     }
 }
 

@@ -316,19 +316,43 @@ impl Platform for XenPlatform {
     }
 
     fn domain_info(&mut self, domid: u16) -> Result<Option<DomainInfo>, i32> {
-        match self.hc.getdomaininfo(domid) {
-            // 4.17 answers for the first domain at or past the one asked.
-            Ok(i) if i.domain != domid => Ok(None),
-            Ok(i) => Ok(Some(DomainInfo {
+        use xen_abi::domctl::{
+            XEN_DOMINF_dying, XEN_DOMINF_shutdown, XEN_DOMINF_shutdownmask,
+            XEN_DOMINF_shutdownshift,
+        };
+        // The unique id before and after the record: the same on both
+        // sides, the record is of that domain (a reboot in between would
+        // pair the new id with the old state).
+        let unique = |hc: &Hypercall| match hc.get_domain_state(domid) {
+            Ok((_, st)) => st.unique_id,
+            // Xen before 4.21 has no get_domain_state: no ids.
+            Err(_) => 0,
+        };
+        for _ in 0..4 {
+            let before = unique(&self.hc);
+            let i = match self.hc.getdomaininfo(domid) {
+                // 4.17 answers for the first domain at or past the one asked.
+                Ok(i) if i.domain != domid => return Ok(None),
+                Ok(i) => i,
+                Err(e) if e.get() == xen_abi::ESRCH => return Ok(None),
+                Err(e) => return Err(errno(e)),
+            };
+            if unique(&self.hc) != before {
+                continue;
+            }
+            let shutdown = i.flags & XEN_DOMINF_shutdown != 0;
+            let code = i.flags >> XEN_DOMINF_shutdownshift & XEN_DOMINF_shutdownmask;
+            return Ok(Some(DomainInfo {
                 tot_pages: i.tot_pages,
                 max_pages: i.max_pages,
                 vcpus: i.max_vcpu_id.wrapping_add(1),
-                shutdown: i.flags & xen_abi::domctl::XEN_DOMINF_shutdown != 0,
-                dying: i.flags & xen_abi::domctl::XEN_DOMINF_dying != 0,
-            })),
-            Err(e) if e.get() == xen_abi::ESRCH => Ok(None),
-            Err(e) => Err(errno(e)),
+                shutdown,
+                reboot: shutdown && code == xen_abi::sched::SHUTDOWN_reboot,
+                dying: i.flags & XEN_DOMINF_dying != 0,
+                unique_id: before,
+            }));
         }
+        Err(xen_abi::EAGAIN)
     }
 
     fn log(&mut self, line: core::fmt::Arguments<'_>) {

@@ -2,6 +2,7 @@
 
 use crate::arch::{ControlReg, Event, IoExit, VcpuBackend, VmExit, X86_EXC_GP};
 use crate::domain::ShutdownReason;
+use crate::guest_state::{self, CrState, GuestCpu};
 use crate::hv::{ExitAction, Hypervisor};
 use crate::platform::Platform;
 use crate::types::DomId;
@@ -97,16 +98,16 @@ pub(crate) fn handle<P: Platform>(
         VmExit::Xsetbv => {
             let g = cpu.gprs();
             let (idx, val) = (g.rcx as u32, (g.rdx << 32) | (g.rax & 0xFFFF_FFFF));
-            let host = hv.platform.cpuid(0xD, 0);
-            let allowed = ((host[3] as u64) << 32) | host[0] as u64;
-            // x87 must stay on; AVX needs SSE; nothing the host lacks.
-            let ok =
-                idx == 0 && val & 1 != 0 && val & !allowed == 0 && (val & 4 == 0 || val & 2 != 0);
-            if ok {
-                cpu.set_control(ControlReg::Xcr0, val);
-                skip(hv, d, cpu, &exit)
-            } else {
-                gp(cpu)
+            let features = guest_cpu(hv, d, v);
+            match guest_state::check_xcr0(&cr_state(cpu), &features, idx, val) {
+                Ok(x) => {
+                    cpu.set_control(ControlReg::Xcr0, x);
+                    skip(hv, d, cpu, &exit)
+                }
+                Err(e) => {
+                    cpu.inject(e);
+                    ExitAction::Resume
+                }
             }
         }
         VmExit::Init | VmExit::Sipi { .. } => ExitAction::Resume,
@@ -142,6 +143,11 @@ pub(crate) fn handle<P: Platform>(
             ExitAction::Dead
         }
         VmExit::NestedPageFault { gpa, .. } => unbacked_access(hv, d, v, cpu, gpa),
+        VmExit::CrAccess {
+            cr: 0 | 4,
+            write: true,
+            gpr,
+        } => cr_write(hv, d, v, cpu, exit, gpr),
         VmExit::CrAccess { .. } => {
             hv.crash(d, "unexpected control register intercept");
             ExitAction::Dead
@@ -192,6 +198,100 @@ fn unbacked_access<P: Platform>(
                 rip,
                 why
             );
+            hv.crash(d, why);
+            ExitAction::Dead
+        }
+    }
+}
+
+/// The features the guest's CPUID offers, which decide the control bits
+/// it may set.
+fn guest_cpu<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32) -> GuestCpu {
+    GuestCpu::from_cpuid(|leaf, sub| cpuid(hv, d, v, leaf, sub))
+}
+
+/// The control state the checks of [`guest_state`] depend on.
+fn cr_state(cpu: &dyn VcpuBackend) -> CrState {
+    CrState {
+        cr0: cpu.control(ControlReg::Cr0),
+        cr3: cpu.control(ControlReg::Cr3),
+        cr4: cpu.control(ControlReg::Cr4),
+        efer: cpu.control(ControlReg::Efer),
+        code64: cpu.in_64bit_mode(),
+        cpl: cpu.cpl(),
+    }
+}
+
+/// Checks a write of `value` to CR0 or CR4 (`n`) and loads it, or
+/// returns the exception the instruction raises instead.
+fn apply_cr_write(
+    cpu: &mut dyn VcpuBackend,
+    features: &GuestCpu,
+    n: u8,
+    value: u64,
+) -> Result<(), Event> {
+    let s = cr_state(cpu);
+    match n {
+        0 => {
+            let w = guest_state::check_cr0(&s, value)?;
+            if w.efer != s.efer {
+                cpu.set_control(ControlReg::Efer, w.efer);
+            }
+            cpu.set_control(ControlReg::Cr0, w.cr0);
+        }
+        4 => {
+            let v = guest_state::check_cr4(&s, features, value)?;
+            cpu.set_control(ControlReg::Cr4, v);
+        }
+        // Other control registers are not intercepted for writing; a
+        // write the hardware reported anyway is refused as reserved.
+        _ => return Err(guest_state::GP0),
+    }
+    Ok(())
+}
+
+/// A guest write to CR0 or CR4 (intercepted on both vendors): checked
+/// against the CPU model the guest is offered, as Xen's `hvm_set_cr0` and
+/// `hvm_set_cr4` check it; an illegal value raises `#GP(0)` at the
+/// instruction. With the source register reported (VMX, SVM with
+/// DecodeAssists) the value is read from it; otherwise the instruction is
+/// decoded (see [`crate::emulate::emulate_cr_write`]).
+fn cr_write<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    v: u32,
+    cpu: &mut dyn VcpuBackend,
+    exit: VmExit,
+    gpr: Option<u8>,
+) -> ExitAction {
+    let VmExit::CrAccess { cr, .. } = exit else {
+        return ExitAction::Resume;
+    };
+    let features = guest_cpu(hv, d, v);
+    if let Some(r) = gpr {
+        let mut value = cpu.gprs().get(r);
+        if !cpu.in_64bit_mode() {
+            value &= 0xFFFF_FFFF;
+        }
+        return match apply_cr_write(cpu, &features, cr, value) {
+            Ok(()) => skip(hv, d, cpu, &exit),
+            Err(e) => {
+                cpu.inject(e);
+                ExitAction::Resume
+            }
+        };
+    }
+    use crate::emulate::{Emulation, emulate_cr_write};
+    let rip = cpu.rip();
+    let Some(mem) = hv.guest_mem(d) else {
+        return ExitAction::Dead;
+    };
+    let mut apply =
+        |c: &mut dyn VcpuBackend, n: u8, value: u64| apply_cr_write(c, &features, n, value);
+    match emulate_cr_write(cpu, mem, cr, &mut apply) {
+        Emulation::Okay | Emulation::Retry | Emulation::Exception(_) => ExitAction::Resume,
+        Emulation::Unhandleable(why) => {
+            log::warn!("{}v{}: CR{} write at rip {:#x}: {}", d, v, cr, rip, why);
             hv.crash(d, why);
             ExitAction::Dead
         }
@@ -383,13 +483,15 @@ fn wrmsr<P: Platform>(
         APIC_BASE_MSR => value & !(1 << 8) == APIC_BASE_VALUE,
         XEN_HYPERCALL_MSR => write_hypercall_page(hv, d, cpu, value),
         EFER_MSR => {
-            // LME, LMA, NXE, SCE, FFXSR may change; nothing else.
-            const ALLOWED: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
-            if value & !ALLOWED != 0 {
-                return false;
+            // Checked against the guest's CPUID as Xen's hvm_set_efer does.
+            let features = guest_cpu(hv, d, v);
+            match guest_state::check_efer(&cr_state(cpu), &features, value) {
+                Ok(e) => {
+                    cpu.set_control(ControlReg::Efer, e);
+                    true
+                }
+                Err(_) => false,
             }
-            cpu.set_control(ControlReg::Efer, value);
-            true
         }
         PAT_MSR | 0x2FF | 0x200..=0x21F | 0x250 | 0x258 | 0x259 | 0x268..=0x26F => true,
         0x1D9 | 0x17A | 0x8B | 0x140 | 0xC001_1029 => true,

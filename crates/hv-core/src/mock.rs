@@ -36,6 +36,9 @@ pub struct MockPlatform {
     pub freed: Mutex<Vec<Hfn>>,
     /// Whether CPUID leaf 0 says AMD.
     pub amd: bool,
+    /// CPUID bits the machine lacks: (leaf, register 0-3 for EAX-EDX,
+    /// mask), cleared from every answer of that leaf.
+    pub cpuid_clear: Vec<(u32, usize, u32)>,
 }
 
 impl Default for MockPlatform {
@@ -56,6 +59,7 @@ impl MockPlatform {
             kicks: Mutex::new(Vec::new()),
             freed: Mutex::new(Vec::new()),
             amd: true,
+            cpuid_clear: Vec::new(),
         }
     }
 
@@ -227,14 +231,21 @@ impl Platform for MockPlatform {
         self.console.lock().push((domid, text.to_vec()));
     }
     fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
-        match leaf {
+        let mut r = match leaf {
             0 if self.amd => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
             0 => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
             // Everything set, to see what the policy hides.
             1 | 7 | 0x8000_0001 => [0xFFFF_FFFF; 4],
             0xD => [0x7, 0, 0, 0],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
             _ => [0; 4],
+        };
+        for &(l, reg, mask) in &self.cpuid_clear {
+            if l == leaf {
+                r[reg & 3] &= !mask;
+            }
         }
+        r
     }
 }
 

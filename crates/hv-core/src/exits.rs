@@ -234,10 +234,12 @@ fn apply_cr_write(
     match n {
         0 => {
             let w = guest_state::check_cr0(&s, value)?;
+            // CR0 first: a backend that derives LMA from CR0.PG and
+            // EFER.LME (VMX) then agrees with the EFER loaded after it.
+            cpu.set_control(ControlReg::Cr0, w.cr0);
             if w.efer != s.efer {
                 cpu.set_control(ControlReg::Efer, w.efer);
             }
-            cpu.set_control(ControlReg::Cr0, w.cr0);
         }
         4 => {
             let v = guest_state::check_cr4(&s, features, value)?;

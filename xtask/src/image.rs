@@ -823,7 +823,11 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK pvclock_monotonic: PASS",
             "(d1) CHECK grant_self: PASS",
             "(d1) CHECK unbacked_mmio: PASS",
-            "(d1) VERDICT: PASS 18/18",
+            "(d1) CHECK cr4_unoffered_gp: PASS",
+            "(d1) CHECK cr0_invalid_gp: PASS",
+            "(d1) CHECK efer_unoffered_gp: PASS",
+            "(d1) CHECK xcr0_invalid: PASS",
+            "(d1) VERDICT: PASS 22/22",
             "d1: shutdown (Poweroff)",
             "all domains shut down (cleanly)",
         ],
@@ -878,6 +882,10 @@ const E2E_CASES: &[E2eCase] = &[
             "2 CPUs online",
             "VMX enabled: EPT, unrestricted guest, VPID true",
             "(d1) CHECK unbacked_mmio: PASS",
+            "(d1) CHECK cr4_unoffered_gp: PASS",
+            "(d1) CHECK cr0_invalid_gp: PASS",
+            "(d1) CHECK efer_unoffered_gp: PASS",
+            "(d1) CHECK xcr0_invalid: PASS",
             "(d1) VERDICT: PASS",
             "all domains shut down (cleanly)",
             STOP_OK,
@@ -915,7 +923,11 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK pvclock_monotonic: PASS",
             "(d1) CHECK grant_self: PASS",
             "(d1) CHECK unbacked_mmio: PASS",
-            "(d1) VERDICT: PASS 18/18",
+            "(d1) CHECK cr4_unoffered_gp: PASS",
+            "(d1) CHECK cr0_invalid_gp: PASS",
+            "(d1) CHECK efer_unoffered_gp: PASS",
+            "(d1) CHECK xcr0_invalid: PASS",
+            "(d1) VERDICT: PASS 22/22",
             "all domains shut down (cleanly)",
             STOP_OK,
         ],
@@ -1720,11 +1732,11 @@ fn multi_domain_e2e(
         "(d1) CHECK grant_shared: PASS",
         "(d1) CHECK grant_copy: PASS",
         "(d1) CHECK hostile_map_without_grant: PASS",
-        "(d1) VERDICT: PASS 22/22",
+        "(d1) VERDICT: PASS 26/26",
         "(d2) CHECK interdomain_pong: PASS",
         "(d2) CHECK grant_shared: PASS",
-        "(d2) VERDICT: PASS 20/20",
-        "(d3) VERDICT: PASS 18/18",
+        "(d2) VERDICT: PASS 24/24",
+        "(d3) VERDICT: PASS 22/22",
         "d3: crashed: triple fault",
         "d1: shutdown (Poweroff)",
         "d2: shutdown (Poweroff)",
@@ -1932,7 +1944,7 @@ fn xenstore_e2e(
             expect.push(cut_off_line(*d, kind));
             expect.push(format!("(d{d}) CHECK xenstore_hostile: PASS"));
             expect.push(format!("(d{d}) CHECK xenstore_hostile_signal: PASS"));
-            expect.push(format!("(d{d}) VERDICT: PASS 20/20"));
+            expect.push(format!("(d{d}) VERDICT: PASS 24/24"));
             expect.push(format!("d{d}: shutdown (Poweroff)"));
         }
         for check in [
@@ -1951,7 +1963,7 @@ fn xenstore_e2e(
             expect.push(format!("(d{client}) CHECK {check}: PASS"));
         }
         expect.extend([
-            format!("(d{client}) VERDICT: PASS 29/29"),
+            format!("(d{client}) VERDICT: PASS 33/33"),
             format!("d{client}: shutdown (Poweroff)"),
             "(d1) service-domain: every served domain has shut down; stopping".into(),
             "d1: shutdown (Poweroff)".into(),

@@ -506,6 +506,10 @@ impl VcpuBackend for SvmVcpu {
         s.efer & EFER_LMA != 0 && s.cs.attrib & ATTR_L != 0
     }
 
+    fn cs_base(&self) -> u64 {
+        self.vmcb().save.cs.base
+    }
+
     fn control(&self, reg: ControlReg) -> u64 {
         let s = &self.vmcb().save;
         match reg {

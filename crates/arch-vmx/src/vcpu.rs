@@ -113,6 +113,7 @@ pub struct GuestState {
     pub cr4: u64,
     pub efer: u64,
     pub cs_ar: u32,
+    pub cs_base: u64,
     pub ss_ar: u32,
     pub interruptibility: u32,
 }
@@ -466,6 +467,7 @@ impl VmxVcpu {
                 cr4: init.cr4,
                 efer,
                 cs_ar: vmcs::access_rights(init.cs.attrib),
+                cs_base: init.cs.base,
                 ss_ar: vmcs::access_rights(init.ss.attrib),
                 interruptibility: 0,
             },
@@ -564,6 +566,7 @@ impl VmxVcpu {
             .cr4_view(v.getn(guest::CR4), v.getn(ctrl::CR4_READ_SHADOW));
         g.efer = v.get64(guest::IA32_EFER);
         g.cs_ar = v.get32(guest::CS.ar);
+        g.cs_base = v.getn(guest::CS.base);
         g.ss_ar = v.get32(guest::SS.ar);
         g.interruptibility = v.get32(guest::INTERRUPTIBILITY);
         Some(self.after_exit(
@@ -778,6 +781,10 @@ impl VcpuBackend for VmxVcpu {
 
     fn in_64bit_mode(&self) -> bool {
         self.g.efer & EFER_LMA != 0 && self.g.cs_ar & AR_L != 0
+    }
+
+    fn cs_base(&self) -> u64 {
+        self.g.cs_base
     }
 
     fn control(&self, reg: ControlReg) -> u64 {

@@ -239,6 +239,11 @@ pub trait VcpuBackend {
     fn cpl(&self) -> u8;
     /// Whether the vCPU runs 64-bit code (EFER.LMA and CS.L).
     fn in_64bit_mode(&self) -> bool;
+    /// CS's base: code is fetched at CS.base + RIP (it matters in real
+    /// mode; flat code has 0).
+    fn cs_base(&self) -> u64 {
+        0
+    }
     /// Reads a control register.
     fn control(&self, reg: ControlReg) -> u64;
     /// Writes a control register.

@@ -444,9 +444,10 @@ pub fn emulate_one(
 fn fetch(
     cpu: &dyn VcpuBackend,
     cx: &Ctx<'_, '_>,
+    cs_base: u64,
     buf: &mut [u8; MAX_INSN_LEN],
 ) -> (usize, Option<u64>) {
-    let rip = cx.linear(cpu.rip());
+    let rip = cx.linear(cs_base.wrapping_add(cpu.rip()));
     let mut n = 0;
     while n < buf.len() {
         let at = cx.linear(rip.wrapping_add(n as u64));
@@ -466,11 +467,21 @@ fn fetch(
 
 /// Fetches and decodes the instruction at RIP; a fetch that fails on the
 /// guest's page tables is the `#PF` the hardware would raise.
-fn decode_at_rip(cpu: &dyn VcpuBackend, cx: &Ctx<'_, '_>) -> Res<Instruction> {
+/// `bitness` is the code size (16 in real mode), `cs_base` the base the
+/// fetch adds to RIP (0 for the flat code the MMIO path assumes).
+fn decode_at_rip(
+    cpu: &dyn VcpuBackend,
+    cx: &Ctx<'_, '_>,
+    bitness: u32,
+    cs_base: u64,
+) -> Res<Instruction> {
     let mut bytes = [0u8; MAX_INSN_LEN];
-    let (n, fetch_fault) = fetch(cpu, cx, &mut bytes);
-    let bitness = if cx.long { 64 } else { 32 };
-    let rip = cx.linear(cpu.rip());
+    let (n, fetch_fault) = fetch(cpu, cx, cs_base, &mut bytes);
+    let rip = if bitness == 16 {
+        cpu.rip() & 0xFFFF
+    } else {
+        cx.linear(cpu.rip())
+    };
     let mut dec = Decoder::with_ip(bitness, &bytes[..n], rip, DecoderOptions::NONE);
     let insn = dec.decode();
     if insn.is_invalid() {
@@ -536,7 +547,9 @@ pub type CrApply<'a> = dyn FnMut(&mut dyn VcpuBackend, u8, u64) -> Result<(), Ev
 
 /// Emulates a write to a control register that the hardware reported
 /// without its value (SVM without DecodeAssists; `CLTS` and `LMSW` on
-/// either vendor): decodes `MOV CRn, reg`, `CLTS` or `LMSW r/m16` at RIP,
+/// either vendor): decodes `MOV CRn, reg`, `CLTS` or `LMSW r/m16` at
+/// CS.base + RIP (in real mode too, where an AP's SIPI trampoline turns on
+/// protection; protected-mode code is taken as 32-bit),
 /// computes the value written (`CLTS` clears CR0.TS; `LMSW` loads
 /// CR0[3:0] but cannot clear PE) and hands it to `apply(cpu, n, value)`,
 /// which checks and loads it or returns the exception to raise; an
@@ -551,11 +564,34 @@ pub fn emulate_cr_write(
     apply: &mut CrApply<'_>,
 ) -> Emulation {
     let mut null = NullHandler;
-    let Some(mut cx) = context(cpu, mem, &mut null) else {
-        return Emulation::Unhandleable("control register write in real or virtual-8086 mode");
+    let mode = PagingMode {
+        cr0: cpu.control(ControlReg::Cr0),
+        cr3: cpu.control(ControlReg::Cr3),
+        cr4: cpu.control(ControlReg::Cr4),
+        efer: cpu.control(ControlReg::Efer),
+    };
+    if cpu.rflags() & RFLAGS_VM != 0 {
+        return Emulation::Unhandleable("control register write in virtual-8086 mode");
+    }
+    let long = cpu.in_64bit_mode();
+    // Real mode (an AP's SIPI trampoline turning on protection) runs
+    // 16-bit code at CS.base + IP; protected mode is taken as 32-bit.
+    let (bitness, cs_base) = if long {
+        (64, 0)
+    } else if mode.cr0 & CR0_PE == 0 {
+        (16, cpu.cs_base())
+    } else {
+        (32, cpu.cs_base())
+    };
+    let mut cx = Ctx {
+        virt: GuestVirt { mem, mode },
+        mmio: &mut null,
+        long,
+        user: cpu.cpl() == 3,
+        nxe: mode.efer & EFER_NXE != 0,
     };
     let r = (|| {
-        let insn = decode_at_rip(cpu, &cx)?;
+        let insn = decode_at_rip(cpu, &cx, bitness, cs_base)?;
         let cr0 = cpu.control(ControlReg::Cr0);
         let (n, value) = match insn.mnemonic() {
             Mnemonic::Mov if insn.op0_kind() == OpKind::Register => {
@@ -587,7 +623,12 @@ pub fn emulate_cr_write(
         }
         match apply(cpu, n, value) {
             Ok(()) => {
-                cpu.set_rip(cx.linear(insn.next_ip()));
+                let next = insn.next_ip();
+                cpu.set_rip(if bitness == 16 {
+                    next & 0xFFFF
+                } else {
+                    cx.linear(next)
+                });
                 Ok(Emulation::Okay)
             }
             Err(e) => Err(Fault::Exc(e, 0)),
@@ -597,7 +638,8 @@ pub fn emulate_cr_write(
 }
 
 fn run(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>) -> Res<Emulation> {
-    let insn = decode_at_rip(cpu, cx)?;
+    let bitness = if cx.long { 64 } else { 32 };
+    let insn = decode_at_rip(cpu, cx, bitness, 0)?;
     let r = execute(cpu, cx, &insn);
     match r {
         Ok(Emulation::Okay) => {

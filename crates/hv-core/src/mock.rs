@@ -299,6 +299,8 @@ pub struct MockVcpu {
     pub window: bool,
     /// Exits the next `run` calls return.
     pub script: Vec<VmExit>,
+    /// CS's base.
+    pub cs_base: u64,
 }
 
 impl MockVcpu {
@@ -373,6 +375,9 @@ impl VcpuBackend for MockVcpu {
     }
     fn in_64bit_mode(&self) -> bool {
         self.long
+    }
+    fn cs_base(&self) -> u64 {
+        self.cs_base
     }
     fn control(&self, reg: ControlReg) -> u64 {
         self.ctl[idx(reg)]

@@ -292,3 +292,30 @@ fn xsetbv_without_osxsave_is_ud_and_bad_values_gp() {
         assert_eq!(cpu.ctl[5], 1);
     }
 }
+
+#[test]
+fn real_mode_trampoline_writes_are_decoded_at_cs_base() {
+    // An AP's SIPI trampoline at 0x99000: CS.base 0x99000, IP 0x30.
+    let mut t = T::new(&[]);
+    let mut cpu = t.cpu32();
+    cpu.ctl[0] = cr0::ET;
+    cpu.cs_base = 0x9_9000;
+    cpu.rip = 0x30;
+    cpu.gprs.rax = 0xFFFF_0000 | cr0::PE;
+    t.put(0x9_9030, &[0x0F, 0x01, 0xF0]); // lmsw ax
+    assert_eq!(t.cr(&mut cpu, 0, None), ExitAction::Resume);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(cpu.ctl[0], cr0::PE | cr0::ET);
+    assert_eq!(cpu.rip, 0x33);
+    // mov cr0, eax in 16-bit code (no operand-size prefix needed).
+    let mut cpu = t.cpu32();
+    cpu.ctl[0] = cr0::ET;
+    cpu.cs_base = 0x9_9000;
+    cpu.rip = 0x40;
+    cpu.gprs.rax = cr0::PE | cr0::ET;
+    t.put(0x9_9040, &[0x0F, 0x22, 0xC0]);
+    assert_eq!(t.cr(&mut cpu, 0, None), ExitAction::Resume);
+    assert_eq!(cpu.ctl[0], cr0::PE | cr0::ET);
+    assert_eq!(cpu.rip, 0x43);
+    assert!(!t.crashed());
+}

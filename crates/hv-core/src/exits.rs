@@ -1,11 +1,14 @@
 //! VM exit handling: CPUID policy, MSRs, port I/O, HLT and the rest.
 
+use alloc::vec::Vec;
+
 use crate::arch::{ControlReg, Event, IoExit, VcpuBackend, VmExit, X86_EXC_GP};
 use crate::domain::ShutdownReason;
 use crate::guest_state::{self, CrState, GuestCpu};
 use crate::hv::{ExitAction, Hypervisor};
 use crate::platform::Platform;
 use crate::types::DomId;
+use crate::vlapic::{APIC_BASE_ADDR, ApicMode, Vlapic, WriteEffect};
 
 /// The MSR through which a guest asks for the hypercall page
 /// (CPUID base+2 EBX).
@@ -29,9 +32,6 @@ pub const MAX_STRING_IO: u64 = 4096;
 const EFER_MSR: u32 = 0xC000_0080;
 const APIC_BASE_MSR: u32 = 0x1B;
 const PAT_MSR: u32 = 0x277;
-/// IA32_APIC_BASE as the firmware leaves it: 0xFEE00000, enabled (EN),
-/// x2APIC mode (EXTD); the BSP bit is added for vCPU 0.
-const APIC_BASE_VALUE: u64 = 0xFEE0_0000 | (1 << 11) | (1 << 10);
 
 pub(crate) fn handle<P: Platform>(
     hv: &mut Hypervisor<P>,
@@ -184,10 +184,39 @@ fn unbacked_access<P: Platform>(
 ) -> ExitAction {
     use crate::emulate::{Emulation, NullHandler, emulate_one};
     let rip = cpu.rip();
+    // The xAPIC page, while this vCPU's APIC is in xAPIC mode: its
+    // registers (a copy, written back after the instruction).
+    let now = hv.now();
+    let mut xapic = hv
+        .domain(d)
+        .and_then(|x| x.vcpus.get(v as usize))
+        .filter(|vc| vc.vlapic.mode() == ApicMode::XApic)
+        .filter(|_| gpa & !0xFFF == APIC_BASE_ADDR)
+        .map(|vc| XapicPage {
+            lapic: vc.vlapic.clone(),
+            now,
+            effects: Vec::new(),
+        });
     let Some(mem) = hv.guest_mem(d) else {
         return ExitAction::Dead;
     };
-    match emulate_one(cpu, mem, &mut NullHandler) {
+    let done = match &mut xapic {
+        Some(page) => emulate_one(cpu, mem, page),
+        None => emulate_one(cpu, mem, &mut NullHandler),
+    };
+    if let Some(page) = xapic {
+        if let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) {
+            vc.vlapic = page.lapic;
+        }
+        for e in page.effects {
+            match e {
+                WriteEffect::None => {}
+                WriteEffect::SendIcr(icr) => hv.send_icr(d, v, icr),
+                WriteEffect::Timer(ns) => hv.lapic_timer(d, v, ns),
+            }
+        }
+    }
+    match done {
         Emulation::Okay | Emulation::Retry | Emulation::Exception(_) => ExitAction::Resume,
         Emulation::Unhandleable(why) => {
             log::warn!(
@@ -297,6 +326,35 @@ fn cr_write<P: Platform>(
             hv.crash(d, why);
             ExitAction::Dead
         }
+    }
+}
+
+/// The xAPIC page as an MMIO device for the instruction emulator: a copy
+/// of one vCPU's APIC and the effects of its writes, for the caller to
+/// apply once the instruction is done.
+struct XapicPage {
+    lapic: Vlapic,
+    now: u64,
+    effects: Vec<WriteEffect>,
+}
+
+impl crate::emulate::MmioHandler for XapicPage {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) {
+        let off = (gpa & 0xFFF) as u32;
+        let v = self.lapic.mmio_read(off, buf.len() as u32, self.now);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = v.checked_shr(8 * i as u32).unwrap_or(0) as u8;
+        }
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) {
+        let off = (gpa & 0xFFF) as u32;
+        let mut v = 0u32;
+        for (i, b) in data.iter().enumerate().take(4) {
+            v |= u32::from(*b) << (8 * i);
+        }
+        let e = self.lapic.mmio_write(off, data.len() as u32, v, self.now);
+        self.effects.push(e);
     }
 }
 
@@ -427,11 +485,20 @@ fn rdmsr<P: Platform>(
     if (0x800..=0x8FF).contains(&msr) {
         let now = hv.now();
         let vc = hv.domain(d)?.vcpus.get(v as usize)?;
+        // The x2APIC MSRs exist only in x2APIC mode.
+        if vc.vlapic.mode() != ApicMode::X2Apic {
+            return None;
+        }
         return vc.vlapic.read(msr, now);
     }
     Some(match msr {
         EFER_MSR => cpu.control(ControlReg::Efer),
-        APIC_BASE_MSR => APIC_BASE_VALUE | if v == 0 { 1 << 8 } else { 0 },
+        APIC_BASE_MSR => hv
+            .domain(d)?
+            .vcpus
+            .get(v as usize)?
+            .vlapic
+            .apic_base(v == 0),
         PAT_MSR => 0x0007_0406_0007_0406,
         // Platform id, microcode revision, feature control, MTRRs, MCG,
         // debug control, misc enables: a quiet machine.
@@ -467,6 +534,9 @@ fn wrmsr<P: Platform>(
         let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
             return false;
         };
+        if vc.vlapic.mode() != ApicMode::X2Apic {
+            return false;
+        }
         return match vc.vlapic.write(msr, value, now) {
             Err(()) => false,
             Ok(WriteEffect::None) => true,
@@ -481,8 +551,11 @@ fn wrmsr<P: Platform>(
         };
     }
     match msr {
-        // x2APIC mode cannot be left (no xAPIC page is emulated).
-        APIC_BASE_MSR => value & !(1 << 8) == APIC_BASE_VALUE,
+        // Mode changes as the SDM allows them (see Vlapic::set_apic_base).
+        APIC_BASE_MSR => hv
+            .domain_mut(d)
+            .and_then(|x| x.vcpus.get_mut(v as usize))
+            .is_some_and(|vc| vc.vlapic.set_apic_base(value).is_ok()),
         XEN_HYPERCALL_MSR => write_hypercall_page(hv, d, cpu, value),
         EFER_MSR => {
             // Checked against the guest's CPUID as Xen's hvm_set_efer does.

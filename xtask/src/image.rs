@@ -827,7 +827,8 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK cr0_invalid_gp: PASS",
             "(d1) CHECK efer_unoffered_gp: PASS",
             "(d1) CHECK xcr0_invalid: PASS",
-            "(d1) VERDICT: PASS 22/22",
+            "(d1) CHECK apic_modes: PASS",
+            "(d1) VERDICT: PASS 23/23",
             "d1: shutdown (Poweroff)",
             "all domains shut down (cleanly)",
         ],
@@ -886,6 +887,7 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK cr0_invalid_gp: PASS",
             "(d1) CHECK efer_unoffered_gp: PASS",
             "(d1) CHECK xcr0_invalid: PASS",
+            "(d1) CHECK apic_modes: PASS",
             "(d1) VERDICT: PASS",
             "all domains shut down (cleanly)",
             STOP_OK,
@@ -927,7 +929,8 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK cr0_invalid_gp: PASS",
             "(d1) CHECK efer_unoffered_gp: PASS",
             "(d1) CHECK xcr0_invalid: PASS",
-            "(d1) VERDICT: PASS 22/22",
+            "(d1) CHECK apic_modes: PASS",
+            "(d1) VERDICT: PASS 23/23",
             "all domains shut down (cleanly)",
             STOP_OK,
         ],
@@ -1732,11 +1735,11 @@ fn multi_domain_e2e(
         "(d1) CHECK grant_shared: PASS",
         "(d1) CHECK grant_copy: PASS",
         "(d1) CHECK hostile_map_without_grant: PASS",
-        "(d1) VERDICT: PASS 26/26",
+        "(d1) VERDICT: PASS 27/27",
         "(d2) CHECK interdomain_pong: PASS",
         "(d2) CHECK grant_shared: PASS",
-        "(d2) VERDICT: PASS 24/24",
-        "(d3) VERDICT: PASS 22/22",
+        "(d2) VERDICT: PASS 25/25",
+        "(d3) VERDICT: PASS 23/23",
         "d3: crashed: triple fault",
         "d1: shutdown (Poweroff)",
         "d2: shutdown (Poweroff)",
@@ -1944,7 +1947,7 @@ fn xenstore_e2e(
             expect.push(cut_off_line(*d, kind));
             expect.push(format!("(d{d}) CHECK xenstore_hostile: PASS"));
             expect.push(format!("(d{d}) CHECK xenstore_hostile_signal: PASS"));
-            expect.push(format!("(d{d}) VERDICT: PASS 24/24"));
+            expect.push(format!("(d{d}) VERDICT: PASS 25/25"));
             expect.push(format!("d{d}: shutdown (Poweroff)"));
         }
         for check in [
@@ -1963,7 +1966,7 @@ fn xenstore_e2e(
             expect.push(format!("(d{client}) CHECK {check}: PASS"));
         }
         expect.extend([
-            format!("(d{client}) VERDICT: PASS 33/33"),
+            format!("(d{client}) VERDICT: PASS 34/34"),
             format!("d{client}: shutdown (Poweroff)"),
             "(d1) service-domain: every served domain has shut down; stopping".into(),
             "d1: shutdown (Poweroff)".into(),

@@ -24,6 +24,7 @@
 //! | `cr0_invalid_gp` | CR0.NW without CD, and a bit in 63:32, raise `#GP(0)` at the `MOV CR0` |
 //! | `efer_unoffered_gp` | a reserved EFER bit, SVME (SVM not offered) and clearing LME with paging on raise `#GP(0)` at the `WRMSR` |
 //! | `xcr0_invalid` | without XSAVE offered, `XSETBV` is `#UD` and CR4.OSXSAVE `#GP(0)`; with it, XCR0 without x87, AVX without SSE, an unoffered component and XCR1 are `#GP(0)` |
+//! | `apic_modes` | IA32_APIC_BASE: x2APIC -> xAPIC and disabled -> x2APIC are `#GP`, x2APIC -> disabled -> xAPIC -> x2APIC works; in xAPIC mode the ID at 0xFEE00020 matches the x2APIC ID and the x2APIC MSRs are `#GP` ([`apic`]) |
 //!
 //! `role=xs-client`, `role=xs-hostile` and `role=xs-bench` add the
 //! xenstore checks of [`xenstore`] after them (a raw client over the
@@ -170,6 +171,7 @@ macro_rules! fail {
     };
 }
 
+mod apic;
 mod bench;
 mod cregs;
 mod grants;
@@ -572,6 +574,8 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "efer_unoffered_gp", o);
     let o = cregs::check_xcr0_invalid(r);
     record(r, "xcr0_invalid", o);
+    let o = apic::check_apic_modes(r);
+    record(r, "apic_modes", o);
     let spurious = cpu::SPURIOUS.load(core::sync::atomic::Ordering::SeqCst);
     if spurious != 0 {
         r.note(format_args!("{spurious} interrupts on unexpected vectors"));

@@ -15,7 +15,7 @@
 use super::*;
 use crate::cpu::{Caught, catch};
 
-const X86_GP: u8 = 13;
+pub(super) const X86_GP: u8 = 13;
 const X86_UD: u8 = 6;
 const EFER: u32 = 0xC000_0080;
 
@@ -47,6 +47,13 @@ fn rdmsr(msr: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// `RDMSR` with exceptions caught: the value (0 after a fault).
+pub(super) fn rdmsr_catch(msr: u32) -> (Option<Caught>, u64, u64) {
+    let (lo, hi): (u32, u32);
+    let (c, at) = catch!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi);
+    (c, at, (u64::from(hi) << 32) | u64::from(lo))
+}
+
 fn write_cr0(v: u64) -> (Option<Caught>, u64) {
     catch!("mov cr0, {v}", v = in(reg) v)
 }
@@ -55,7 +62,7 @@ fn write_cr4(v: u64) -> (Option<Caught>, u64) {
     catch!("mov cr4, {v}", v = in(reg) v)
 }
 
-fn wrmsr(msr: u32, v: u64) -> (Option<Caught>, u64) {
+pub(super) fn wrmsr(msr: u32, v: u64) -> (Option<Caught>, u64) {
     catch!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32)
 }
 
@@ -65,7 +72,7 @@ fn xsetbv(index: u32, v: u64) -> (Option<Caught>, u64) {
 
 /// `r` must be exception `vector` (error code 0 for `#GP`) raised at
 /// `at`, the instruction itself (RIP not advanced).
-fn expect(what: fmt::Arguments, r: (Option<Caught>, u64), vector: u8) -> Outcome {
+pub(super) fn expect(what: fmt::Arguments, r: (Option<Caught>, u64), vector: u8) -> Outcome {
     let (c, at) = r;
     match c {
         Some(c) if c.vector == vector && c.error == 0 && c.rip == at => Ok(()),

@@ -1,11 +1,12 @@
 //! `apic_modes`: the local APIC moves between its modes as the SDM allows
-//! (IA32_APIC_BASE, MSR 0x1B): x2APIC to xAPIC directly is `#GP`, x2APIC
+//! (IA32_APIC_BASE, MSR 0x1B). From xAPIC mode (Xen's start) it first goes
+//! to x2APIC (legal, same ID). Then: x2APIC to xAPIC directly is `#GP`, x2APIC
 //! to disabled is fine (and the x2APIC MSRs are then `#GP`), disabled to
 //! x2APIC is `#GP`, disabled to xAPIC is fine, and in xAPIC mode the ID
 //! register at 0xFEE00020 holds the same ID in bits 31:24 (the version at
 //! 0xFEE00030 too) while the x2APIC MSRs are `#GP`; xAPIC to x2APIC brings
-//! the MSRs back. The kernel ends in x2APIC mode with the registers it
-//! had (SVR, TPR, LVT timer) written back.
+//! the MSRs back. The kernel ends in the mode it started in with the
+//! registers it had (SVR, TPR, LVT timer) written back.
 
 use super::cregs::{X86_GP, expect, rdmsr_catch, wrmsr};
 use super::*;
@@ -41,24 +42,68 @@ fn mmio32(at: u64) -> u32 {
     unsafe { (at as *const u32).read_volatile() }
 }
 
+fn mmio32_write(at: u64, v: u32) {
+    // SAFETY: as for `mmio32`; the caller writes back a value the
+    // register held.
+    unsafe { (at as *mut u32).write_volatile(v) }
+}
+
+/// Register `msr` (x2APIC numbering) in the current mode: the MSR in
+/// x2APIC mode, else the xAPIC page at offset (msr - 0x800) * 16.
+fn get(x2: bool, msr: u32) -> Result<u64, Why> {
+    if x2 {
+        read(msr)
+    } else {
+        Ok(u64::from(mmio32(XAPIC + u64::from(msr - 0x800) * 16)))
+    }
+}
+
+fn set(x2: bool, msr: u32, v: u64) -> Outcome {
+    if x2 {
+        write(msr, v)
+    } else {
+        mmio32_write(XAPIC + u64::from(msr - 0x800) * 16, v as u32);
+        Ok(())
+    }
+}
+
+/// The APIC ID in the current mode (xAPIC: bits 31:24 of the register).
+fn apic_id(x2: bool) -> Result<u64, Why> {
+    Ok(if x2 {
+        read(X2_ID)?
+    } else {
+        get(false, X2_ID)? >> 24
+    })
+}
+
 pub(super) fn check_apic_modes(r: &mut Report<impl Write>) -> Outcome {
     let base = read(APIC_BASE)?;
-    if base & (EN | EXTD) != EN | EXTD {
-        fail!("IA32_APIC_BASE {base:#x}: not in x2APIC mode at start");
+    let (addr, bsp) = (base & !0xFFF, base & BSP);
+    let start_x2 = match base & (EN | EXTD) {
+        m if m == EN | EXTD => true,
+        EN => false,
+        _ => fail!("IA32_APIC_BASE {base:#x}: the APIC is not enabled at start"),
+    };
+    crate::boot::map_gib((XAPIC >> 30) as usize);
+    let id = apic_id(start_x2)?;
+    let version = get(start_x2, X2_VERSION)?;
+    let mut saved = [(X2_SVR, 0), (X2_TPR, 0), (X2_LVT_TIMER, 0)];
+    for (msr, v) in saved.iter_mut() {
+        *v = get(start_x2, *msr)?;
     }
-    let id = read(X2_ID)?;
-    let version = read(X2_VERSION)?;
-    let saved = [
-        (X2_SVR, read(X2_SVR)?),
-        (X2_TPR, read(X2_TPR)?),
-        (X2_LVT_TIMER, read(X2_LVT_TIMER)?),
-    ];
-    let addr = base & !0xFFF;
-    let bsp = base & BSP;
     r.note(format_args!(
-        "APIC base {base:#x}, x2APIC ID {id}, version {version:#x}"
+        "APIC base {base:#x} ({}), ID {id}, version {version:#x}",
+        if start_x2 { "x2APIC" } else { "xAPIC" }
     ));
     let res = (|| {
+        if !start_x2 {
+            // xAPIC -> x2APIC is legal and keeps the ID.
+            write(APIC_BASE, addr | bsp | EN | EXTD)?;
+            let x2id = read(X2_ID)?;
+            if x2id != id {
+                fail!("x2APIC ID {x2id} after xAPIC ID {id}");
+            }
+        }
         expect(
             format_args!("x2APIC -> xAPIC"),
             wrmsr(APIC_BASE, addr | bsp | EN),
@@ -82,7 +127,6 @@ pub(super) fn check_apic_modes(r: &mut Report<impl Write>) -> Outcome {
         if now != addr | bsp | EN {
             fail!("IA32_APIC_BASE in xAPIC mode reads {now:#x}");
         }
-        crate::boot::map_gib((XAPIC >> 30) as usize);
         let xid = mmio32(XAPIC + 0x20);
         let xver = mmio32(XAPIC + 0x30);
         r.note(format_args!(
@@ -98,21 +142,28 @@ pub(super) fn check_apic_modes(r: &mut Report<impl Write>) -> Outcome {
         expect(format_args!("x2APIC ID in xAPIC mode"), (c, at), X86_GP)?;
         Ok(())
     })();
-    // Back to x2APIC whatever happened (through disabled if needed).
+    // Back to the mode we started in, whatever happened.
     let cur = read(APIC_BASE)?;
-    if cur & EN == 0 {
+    if start_x2 {
+        if cur & EN == 0 {
+            write(APIC_BASE, addr | bsp | EN)?;
+        }
+        if cur & EXTD == 0 {
+            write(APIC_BASE, addr | bsp | EN | EXTD)?;
+        }
+    } else if cur & EXTD != 0 {
+        write(APIC_BASE, addr | bsp)?;
+        write(APIC_BASE, addr | bsp | EN)?;
+    } else if cur & EN == 0 {
         write(APIC_BASE, addr | bsp | EN)?;
     }
-    if cur & EXTD == 0 {
-        write(APIC_BASE, addr | bsp | EN | EXTD)?;
-    }
     for (msr, v) in saved {
-        write(msr, v)?;
+        set(start_x2, msr, v)?;
     }
     res?;
-    let back = read(X2_ID)?;
+    let back = apic_id(start_x2)?;
     if back != id {
-        fail!("x2APIC ID {back} after the round trip, want {id}");
+        fail!("APIC ID {back} after the round trip, want {id}");
     }
     Ok(())
 }

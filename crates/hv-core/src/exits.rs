@@ -449,8 +449,15 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
             // the emulated x2APIC (21) and the hypervisor bit (31).
             r[2] &=
                 !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            // ECX: also DTES64 (2), DS-CPL (4), EST (7), TM2 (8) and PDCM
+            // (15): their MSRs (debug store, P-states, thermal, perf
+            // capabilities) are not emulated, so a guest that trusted the
+            // bits would take #GP or crash (as Xen hides them from HVM).
+            r[2] &= !((1 << 2) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 15));
             r[2] |= (1 << 21) | (1 << 31);
-            // EDX: the APIC (9) is there.
+            // EDX: the same for DS (21), ACPI thermal control (22), TM (29)
+            // and PBE (31); the APIC (9) is there.
+            r[3] &= !((1 << 21) | (1 << 22) | (1 << 29) | (1 << 31));
             r[3] |= 1 << 9;
             // EBX[31:24]: initial APIC id = 2 x vCPU, as the MADT says.
             r[1] = (r[1] & 0x00FF_FFFF) | ((v * 2) << 24);

@@ -303,6 +303,10 @@ impl Vlapic {
     /// Marks `vector` pending. Vectors below 16 set the illegal-vector
     /// error instead.
     pub fn accept(&mut self, vector: u8) {
+        // A hardware-disabled APIC (IA32_APIC_BASE.EN clear) takes nothing.
+        if self.mode == ApicMode::Disabled {
+            return;
+        }
         if vector < MIN_VECTOR {
             self.esr |= 1 << 6;
             return;
@@ -312,6 +316,9 @@ impl Vlapic {
 
     /// The vector to deliver now, if any (above the processor priority).
     pub fn pending_vector(&self) -> Option<u8> {
+        if self.mode == ApicMode::Disabled {
+            return None;
+        }
         let v = Self::highest(&self.irr)?;
         ((u32::from(v) & 0xF0) > self.ppr()).then_some(v)
     }
@@ -591,8 +598,12 @@ mod tests {
         // The BSP bit is ignored.
         assert!(a.set_apic_base(base | en | extd | APIC_BASE_BSP).is_ok());
         a.write(reg::SVR, 0x1FF, 0).unwrap();
+        a.accept(0x40);
         assert!(a.set_apic_base(base).is_ok());
         assert_eq!(a.mode(), Disabled);
+        // Disabled: nothing pending, nothing accepted.
+        assert_eq!(a.pending_vector(), None);
+        a.accept(0x50);
         assert!(
             a.set_apic_base(base | en | extd).is_err(),
             "disabled -> x2APIC"

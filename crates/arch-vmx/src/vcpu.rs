@@ -114,6 +114,8 @@ pub struct GuestState {
     pub efer: u64,
     pub cs_ar: u32,
     pub cs_base: u64,
+    /// PAE paging's PDPTEs (loaded at entry, saved at exit).
+    pub pdptes: [u64; 4],
     pub ss_ar: u32,
     pub interruptibility: u32,
 }
@@ -468,6 +470,7 @@ impl VmxVcpu {
                 efer,
                 cs_ar: vmcs::access_rights(init.cs.attrib),
                 cs_base: init.cs.base,
+                pdptes: [0; 4],
                 ss_ar: vmcs::access_rights(init.ss.attrib),
                 interruptibility: 0,
             },
@@ -524,6 +527,9 @@ impl VmxVcpu {
         v.setn(guest::CR4, self.cr.cr4_real(g.cr4));
         v.setn(ctrl::CR4_READ_SHADOW, g.cr4);
         v.set64(guest::IA32_EFER, g.efer);
+        for (f, e) in guest::PDPTES.iter().zip(g.pdptes) {
+            v.set64(*f, e);
+        }
         let mut entry = self.features.entry;
         if g.efer & EFER_LMA != 0 {
             entry |= entry_ctl::IA32E_MODE_GUEST;
@@ -567,6 +573,9 @@ impl VmxVcpu {
         g.efer = v.get64(guest::IA32_EFER);
         g.cs_ar = v.get32(guest::CS.ar);
         g.cs_base = v.getn(guest::CS.base);
+        for (f, e) in guest::PDPTES.iter().zip(g.pdptes.iter_mut()) {
+            *e = v.get64(*f);
+        }
         g.ss_ar = v.get32(guest::SS.ar);
         g.interruptibility = v.get32(guest::INTERRUPTIBILITY);
         Some(self.after_exit(
@@ -785,6 +794,10 @@ impl VcpuBackend for VmxVcpu {
 
     fn cs_base(&self) -> u64 {
         self.g.cs_base
+    }
+
+    fn set_pdptes(&mut self, pdptes: [u64; 4]) {
+        self.g.pdptes = pdptes;
     }
 
     fn control(&self, reg: ControlReg) -> u64 {
@@ -1246,6 +1259,21 @@ mod tests {
         assert_eq!(t.control(ControlReg::Efer), 0x100);
         t.load(&mut v);
         assert_eq!(v.get32(ctrl::ENTRY) & entry_ctl::IA32E_MODE_GUEST, 0);
+    }
+
+    #[test]
+    fn pdptes_go_into_the_vmcs_and_come_back() {
+        let mut t = vcpu();
+        let mut v = loaded(&mut t);
+        t.set_pdptes([0x1001, 0x2001, 0, 0x4001]);
+        t.load(&mut v);
+        assert_eq!(v.get64(guest::PDPTE0), 0x1001);
+        assert_eq!(v.get64(guest::PDPTES[3]), 0x4001);
+        // The CPU saves them at exit (PAE paging with EPT).
+        v.set64(guest::PDPTES[1], 0x9001);
+        exit(&mut t, &mut v, reason::CPUID, 0, 2);
+        t.load(&mut v);
+        assert_eq!(v.get64(guest::PDPTES[1]), 0x9001);
     }
 
     #[test]

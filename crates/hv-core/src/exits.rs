@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use crate::arch::{ControlReg, Event, IoExit, VcpuBackend, VmExit, X86_EXC_GP};
 use crate::domain::ShutdownReason;
 use crate::guest_state::{self, CrState, GuestCpu};
+use crate::guestmem::GuestMem;
 use crate::hv::{ExitAction, Hypervisor};
 use crate::platform::Platform;
 use crate::types::DomId;
@@ -252,14 +253,34 @@ fn cr_state(cpu: &dyn VcpuBackend) -> CrState {
 }
 
 /// Checks a write of `value` to CR0 or CR4 (`n`) and loads it, or
-/// returns the exception the instruction raises instead.
+/// returns the exception the instruction raises instead. When the write
+/// leaves PAE paging on outside long mode, the four PDPTEs at CR3 are read
+/// from guest memory `mem` (a present one with reserved bits set is
+/// `#GP(0)`, as on hardware) and handed to the backend.
 fn apply_cr_write(
     cpu: &mut dyn VcpuBackend,
+    mem: GuestMem<'_>,
     features: &GuestCpu,
     n: u8,
     value: u64,
 ) -> Result<(), Event> {
     let s = cr_state(cpu);
+    let (cr0, cr4) = match n {
+        0 => (guest_state::check_cr0(&s, value)?.cr0, s.cr4),
+        4 => (s.cr0, guest_state::check_cr4(&s, features, value)?),
+        _ => (s.cr0, s.cr4),
+    };
+    let pae_paging = cr0 & guest_state::cr0::PG != 0 && cr4 & guest_state::cr4::PAE != 0;
+    let pdptes = if pae_paging && s.efer & guest_state::efer::LME == 0 {
+        let mut e = [0u64; 4];
+        for (i, pdpte) in e.iter_mut().enumerate() {
+            let at = (s.cr3 & 0xFFFF_FFE0) + 8 * i as u64;
+            *pdpte = mem.read_obj::<u64>(at).map_err(|_| guest_state::GP0)?;
+        }
+        Some(guest_state::check_pdptes(e)?)
+    } else {
+        None
+    };
     match n {
         0 => {
             let w = guest_state::check_cr0(&s, value)?;
@@ -277,6 +298,9 @@ fn apply_cr_write(
         // Other control registers are not intercepted for writing; a
         // write the hardware reported anyway is refused as reserved.
         _ => return Err(guest_state::GP0),
+    }
+    if let Some(e) = pdptes {
+        cpu.set_pdptes(e);
     }
     Ok(())
 }
@@ -299,12 +323,15 @@ fn cr_write<P: Platform>(
         return ExitAction::Resume;
     };
     let features = guest_cpu(hv, d, v);
+    let Some(mem) = hv.guest_mem(d) else {
+        return ExitAction::Dead;
+    };
     if let Some(r) = gpr {
         let mut value = cpu.gprs().get(r);
         if !cpu.in_64bit_mode() {
             value &= 0xFFFF_FFFF;
         }
-        return match apply_cr_write(cpu, &features, cr, value) {
+        return match apply_cr_write(cpu, mem, &features, cr, value) {
             Ok(()) => skip(hv, d, cpu, &exit),
             Err(e) => {
                 cpu.inject(e);
@@ -314,11 +341,8 @@ fn cr_write<P: Platform>(
     }
     use crate::emulate::{Emulation, emulate_cr_write};
     let rip = cpu.rip();
-    let Some(mem) = hv.guest_mem(d) else {
-        return ExitAction::Dead;
-    };
     let mut apply =
-        |c: &mut dyn VcpuBackend, n: u8, value: u64| apply_cr_write(c, &features, n, value);
+        |c: &mut dyn VcpuBackend, n: u8, value: u64| apply_cr_write(c, mem, &features, n, value);
     match emulate_cr_write(cpu, mem, cr, &mut apply) {
         Emulation::Okay | Emulation::Retry | Emulation::Exception(_) => ExitAction::Resume,
         Emulation::Unhandleable(why) => {

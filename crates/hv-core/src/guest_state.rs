@@ -339,6 +339,18 @@ pub fn check_cr0(s: &CrState, value: u64) -> Result<Cr0Write, Event> {
     Ok(Cr0Write { cr0: v, efer })
 }
 
+/// PAE paging's page-directory-pointer entries, as a `MOV CR0`/`MOV CR4`
+/// that turns PAE paging on (outside long mode) loads them from CR3: a
+/// present entry with a reserved bit set (1, 2, 5-8, or above bit 51) is
+/// `#GP(0)`. Returns them unchanged otherwise.
+pub fn check_pdptes(e: [u64; 4]) -> Result<[u64; 4], Event> {
+    const RESERVED: u64 = (0x1E6) | !((1u64 << 52) - 1);
+    if e.iter().any(|p| p & 1 != 0 && p & RESERVED != 0) {
+        return Err(GP0);
+    }
+    Ok(e)
+}
+
 /// A write of `value` to CR4: bits the guest's CPU does not offer (see
 /// [`GuestCpu::cr4_valid`]), clearing PAE in long mode, CET without
 /// CR0.WP, and setting PCIDE outside long mode or with CR3[11:0] not 0:
@@ -622,6 +634,17 @@ mod tests {
                 efer: s.efer
             })
         );
+    }
+
+    #[test]
+    fn pdpte_reserved_bits() {
+        let ok = [0x1001, 0, 0x3001 | (1 << 63 >> 12), 0x4001];
+        assert_eq!(check_pdptes(ok), Ok(ok));
+        // Not present: anything goes.
+        assert!(check_pdptes([0xFFFF_FFFF_FFFF_FFFE, 0, 0, 0]).is_ok());
+        for bad in [1 << 1, 1 << 2, 1 << 5, 1 << 8, 1 << 52, 1 << 63] {
+            assert_eq!(check_pdptes([0x1001 | bad, 0, 0, 0]), Err(GP0), "{bad:#x}");
+        }
     }
 
     #[test]

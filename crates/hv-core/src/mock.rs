@@ -301,6 +301,8 @@ pub struct MockVcpu {
     pub script: Vec<VmExit>,
     /// CS's base.
     pub cs_base: u64,
+    /// The PDPTEs hv-core loaded last.
+    pub pdptes: Option<[u64; 4]>,
 }
 
 impl MockVcpu {
@@ -378,6 +380,9 @@ impl VcpuBackend for MockVcpu {
     }
     fn cs_base(&self) -> u64 {
         self.cs_base
+    }
+    fn set_pdptes(&mut self, pdptes: [u64; 4]) {
+        self.pdptes = Some(pdptes);
     }
     fn control(&self, reg: ControlReg) -> u64 {
         self.ctl[idx(reg)]

@@ -319,3 +319,39 @@ fn real_mode_trampoline_writes_are_decoded_at_cs_base() {
     assert_eq!(cpu.rip, 0x43);
     assert!(!t.crashed());
 }
+
+#[test]
+fn legacy_pae_paging_loads_the_pdptes() {
+    let mut t = T::new(&[]);
+    // PDPT at 0x5000 (CR3 bits 4:0 ignored): two present entries.
+    let pdpt = [0x6001u64, 0x7001, 0, 0];
+    for (i, e) in pdpt.iter().enumerate() {
+        t.put(0x5000 + 8 * i as u64, &e.to_le_bytes());
+    }
+    let mut cpu = t.cpu32();
+    cpu.ctl[2] = 0x5008;
+    cpu.ctl[3] = cr4::PAE;
+    cpu.gprs.rax = cr0::PE | cr0::PG;
+    assert_eq!(t.cr(&mut cpu, 0, Some(0)), ExitAction::Resume);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(cpu.pdptes, Some(pdpt));
+    assert_eq!(cpu.ctl[4] & efer::LMA, 0, "not long mode");
+    // A present entry with a reserved bit: #GP, nothing loaded.
+    t.put(0x5008, &(0x7001u64 | (1 << 5)).to_le_bytes());
+    let mut cpu = t.cpu32();
+    cpu.ctl[2] = 0x5000;
+    cpu.ctl[3] = cr4::PAE;
+    cpu.gprs.rax = cr0::PE | cr0::PG;
+    assert_eq!(t.cr(&mut cpu, 0, Some(0)), ExitAction::Resume);
+    assert_eq!(cpu.injected, vec![GP0]);
+    assert_eq!(cpu.pdptes, None);
+    assert_eq!(cpu.ctl[0] & cr0::PG, 0);
+    // Long mode has no PDPTEs to load.
+    let mut cpu = t.cpu32();
+    cpu.ctl[3] = cr4::PAE;
+    cpu.ctl[4] = efer::LME;
+    cpu.gprs.rax = cr0::PE | cr0::PG;
+    assert_eq!(t.cr(&mut cpu, 0, Some(0)), ExitAction::Resume);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(cpu.pdptes, None);
+}

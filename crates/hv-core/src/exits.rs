@@ -491,8 +491,12 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
             // EBX: hide TSC_ADJUST (1, an MSR we do not emulate), AVX2 (5)
             // and AVX-512 (16..), which need XSAVE state.
             r[1] &= !((1 << 1) | (1 << 5) | 0xFFFF_0000);
-            // ECX: LA57 (16) stays host-only; RDPID (22) needs TSC_AUX.
-            r[2] &= !((1 << 16) | (1 << 22));
+            // ECX: LA57 (16) stays host-only; RDPID (22) needs TSC_AUX;
+            // PKU (3) and OSPKE (4): PKRU is XSAVE state that is not
+            // switched per vCPU, so one guest's protection keys would
+            // reach the next guest on the CPU (and CR4.PKE is then
+            // refused by the guest-state checks).
+            r[2] &= !((1 << 3) | (1 << 4) | (1 << 16) | (1 << 22));
         }
         0x8000_0001 => {
             // ECX: hide SVM (2). EDX: hide RDTSCP (27), whose TSC_AUX is

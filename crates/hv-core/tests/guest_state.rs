@@ -101,14 +101,14 @@ impl T {
 
 /// CPUID.7.0:ECX.UMIP.
 const NO_UMIP: (u32, usize, u32) = (7, 2, 1 << 2);
-/// CPUID.7.0:ECX.PKU.
-const NO_PKU: (u32, usize, u32) = (7, 2, 1 << 3);
+/// CPUID.7.0:EBX.SMEP.
+const NO_SMEP: (u32, usize, u32) = (7, 1, 1 << 7);
 /// CPUID.80000001:EDX.NX.
 const NO_NX: (u32, usize, u32) = (0x8000_0001, 3, 1 << 20);
 
 #[test]
 fn cr4_bits_the_cpu_model_lacks_fault_at_the_instruction() {
-    for (clear, bit) in [(NO_UMIP, cr4::UMIP), (NO_PKU, cr4::PKE)] {
+    for (clear, bit) in [(NO_UMIP, cr4::UMIP), (NO_SMEP, cr4::SMEP)] {
         // Reported register (VMX, DecodeAssists).
         let mut t = T::new(&[clear]);
         let mut cpu = t.cpu64();
@@ -146,8 +146,9 @@ fn cr4_bits_the_cpu_model_lacks_fault_at_the_instruction() {
 
 #[test]
 fn cr4_bits_never_offered() {
-    // LA57, VMXE (the policy hides VMX), OSXSAVE (it hides XSAVE).
-    for bit in [cr4::LA57, cr4::VMXE, cr4::OSXSAVE, 1 << 15] {
+    // LA57, VMXE (the policy hides VMX), OSXSAVE (it hides XSAVE), PKE
+    // (it hides PKU).
+    for bit in [cr4::LA57, cr4::VMXE, cr4::OSXSAVE, cr4::PKE, 1 << 15] {
         let mut t = T::new(&[]);
         let mut cpu = t.cpu64();
         cpu.gprs.rcx = cr4::PAE | bit;

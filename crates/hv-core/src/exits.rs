@@ -46,7 +46,16 @@ pub(crate) fn handle<P: Platform>(
         VmExit::Cpuid => {
             let g = cpu.gprs();
             let (leaf, sub) = (g.rax as u32, g.rcx as u32);
-            let r = cpuid(hv, d, v, leaf, sub);
+            let mut r = cpuid(hv, d, v, leaf, sub);
+            // The bits that follow the vCPU's own state: OSXSAVE is its
+            // CR4.OSXSAVE, leaf 0xD EBX the save area size of its XCR0.
+            if leaf == 1 && r[2] & (1 << 26) != 0 {
+                let on = cpu.control(ControlReg::Cr4) & guest_state::cr4::OSXSAVE != 0;
+                r[2] = (r[2] & !(1 << 27)) | if on { 1 << 27 } else { 0 };
+            }
+            if leaf == 0xD && sub <= 1 && xcr0_offer(hv) != 0 {
+                r[1] = xsave_size(hv, cpu.control(ControlReg::Xcr0));
+            }
             let g = cpu.gprs_mut();
             g.rax = r[0] as u64;
             g.rbx = r[1] as u64;
@@ -469,10 +478,20 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
     match leaf {
         1 => {
             // ECX: hide VMX (5), SMX (6), MONITOR (3), TSC deadline (24),
-            // XSAVE/OSXSAVE (26, 27) and AVX (28) which need XSAVE; show
+            // XSAVE/OSXSAVE (26, 27) and AVX (28) (but see below); show
             // the emulated x2APIC (21) and the hypervisor bit (31).
             r[2] &=
                 !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            // XSAVE comes back when the host can give x87 and SSE state
+            // through it (see `xcr0_offer`), with AVX when its state is
+            // offered too. OSXSAVE is the guest's CR4 bit (`handle`).
+            let offer = xcr0_offer(hv);
+            if offer != 0 {
+                r[2] |= 1 << 26;
+                if offer & 4 != 0 {
+                    r[2] |= 1 << 28;
+                }
+            }
             // ECX: also DTES64 (2), DS-CPL (4), EST (7), TM2 (8) and PDCM
             // (15): their MSRs (debug store, P-states, thermal, perf
             // capabilities) are not emulated, so a guest that trusted the
@@ -486,7 +505,8 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
             // EBX[31:24]: initial APIC id = 2 x vCPU, as the MADT says.
             r[1] = (r[1] & 0x00FF_FFFF) | ((v * 2) << 24);
         }
-        5 | 6 | 0xA | 0xD => r = [0; 4],
+        5 | 6 | 0xA => r = [0; 4],
+        0xD => r = xsave_leaf(hv, sub, xcr0_offer(hv)),
         7 if sub == 0 => {
             // EBX: hide TSC_ADJUST (1, an MSR we do not emulate), AVX2 (5)
             // and AVX-512 (16..), which need XSAVE state.
@@ -504,10 +524,68 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
             r[2] &= !(1 << 2);
             r[3] &= !(1 << 27);
         }
-        0x8000_000A => r = [0; 4],
+        // SVM features; SME/SEV (whose status MSR 0xC0010131 is not
+        // emulated: Linux reads it when this leaf reports SME or SEV and
+        // dies of the #GP that early).
+        0x8000_000A | 0x8000_001F => r = [0; 4],
         _ => {}
     }
     r
+}
+
+/// The XCR0 components guests are offered: x87, SSE and AVX, as far as the
+/// host has them (CPUID leaf 0xD), or nothing (XSAVE hidden) without XSAVE
+/// or x87 and SSE. The backends switch these (their 4096-byte area holds
+/// them, see `arch_common::fpu`); AVX-512, PKRU and the rest stay hidden,
+/// as their CPUID feature bits are.
+pub(crate) fn xcr0_offer<P: Platform>(hv: &Hypervisor<P>) -> u64 {
+    if hv.platform.cpuid(0, 0)[0] < 0xD || hv.platform.cpuid(1, 0)[2] & (1 << 26) == 0 {
+        return 0;
+    }
+    let [lo, _, _, hi] = hv.platform.cpuid(0xD, 0);
+    let offer = ((u64::from(hi) << 32) | u64::from(lo)) & 0x7;
+    if offer & 0x3 == 0x3 { offer } else { 0 }
+}
+
+/// The XSAVE area size for components `xcr0` (standard format): the
+/// legacy area and header (576 bytes), or the end of the AVX state.
+fn xsave_size<P: Platform>(hv: &Hypervisor<P>, xcr0: u64) -> u32 {
+    if xcr0 & 4 != 0 {
+        let [size, offset, _, _] = hv.platform.cpuid(0xD, 2);
+        offset + size
+    } else {
+        576
+    }
+}
+
+/// CPUID leaf 0xD, subleaf `sub`, for the components `offer`: subleaf 0
+/// lists them (EBX is set per vCPU by `handle`, ECX is the size of all of
+/// them), subleaf 1 keeps XSAVEOPT, XSAVEC and XGETBV with ECX = 1 (no
+/// XSAVES: no supervisor state) with the compacted size in EBX, subleaf 2
+/// describes AVX; the rest is 0.
+fn xsave_leaf<P: Platform>(hv: &Hypervisor<P>, sub: u32, offer: u64) -> [u32; 4] {
+    if offer == 0 {
+        return [0; 4];
+    }
+    match sub {
+        0 => {
+            let all = xsave_size(hv, offer);
+            [offer as u32, all, all, (offer >> 32) as u32]
+        }
+        // EBX: the compacted (XSAVEC) size of XCR0's components, the same
+        // as the standard one for these three (set per vCPU by `handle`).
+        1 => [
+            hv.platform.cpuid(0xD, 1)[0] & 0x7,
+            xsave_size(hv, offer),
+            0,
+            0,
+        ],
+        2 if offer & 4 != 0 => {
+            let r = hv.platform.cpuid(0xD, 2);
+            [r[0], r[1], 0, 0]
+        }
+        _ => [0; 4],
+    }
 }
 
 fn rdmsr<P: Platform>(

@@ -230,13 +230,19 @@ impl Platform for MockPlatform {
     fn console_write(&self, domid: DomId, text: &[u8]) {
         self.console.lock().push((domid, text.to_vec()));
     }
-    fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
         let mut r = match leaf {
             0 if self.amd => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
             0 => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
             // Everything set, to see what the policy hides.
             1 | 7 | 0x8000_0001 => [0xFFFF_FFFF; 4],
-            0xD => [0x7, 0, 0, 0],
+            // x87, SSE, AVX (at 576, 256 bytes); XSAVEOPT.
+            0xD => match subleaf {
+                0 => [0x7, 832, 832, 0],
+                1 => [0x1, 0, 0, 0],
+                2 => [256, 576, 0, 0],
+                _ => [0; 4],
+            },
             0x8000_0000 => [0x8000_0008, 0, 0, 0],
             _ => [0; 4],
         };

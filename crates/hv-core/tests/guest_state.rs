@@ -103,6 +103,8 @@ impl T {
 const NO_UMIP: (u32, usize, u32) = (7, 2, 1 << 2);
 /// CPUID.7.0:EBX.SMEP.
 const NO_SMEP: (u32, usize, u32) = (7, 1, 1 << 7);
+/// CPUID.1:ECX.XSAVE.
+const NO_XSAVE: (u32, usize, u32) = (1, 2, 1 << 26);
 /// CPUID.80000001:EDX.NX.
 const NO_NX: (u32, usize, u32) = (0x8000_0001, 3, 1 << 20);
 
@@ -146,10 +148,10 @@ fn cr4_bits_the_cpu_model_lacks_fault_at_the_instruction() {
 
 #[test]
 fn cr4_bits_never_offered() {
-    // LA57, VMXE (the policy hides VMX), OSXSAVE (it hides XSAVE), PKE
-    // (it hides PKU).
+    // LA57, VMXE (the policy hides VMX), PKE (it hides PKU), OSXSAVE on
+    // a host without XSAVE.
     for bit in [cr4::LA57, cr4::VMXE, cr4::OSXSAVE, cr4::PKE, 1 << 15] {
-        let mut t = T::new(&[]);
+        let mut t = T::new(&[NO_XSAVE]);
         let mut cpu = t.cpu64();
         cpu.gprs.rcx = cr4::PAE | bit;
         assert_eq!(t.cr(&mut cpu, 4, Some(1)), ExitAction::Resume);
@@ -269,13 +271,13 @@ fn efer_writes_follow_cpuid() {
 
 #[test]
 fn xsetbv_without_osxsave_is_ud_and_bad_values_gp() {
-    let mut t = T::new(&[]);
+    // A host without XSAVE: the guest gets none, CR4.OSXSAVE is refused,
+    // XSETBV is #UD, and with OSXSAVE forced on every value is #GP.
+    let mut t = T::new(&[NO_XSAVE]);
     let mut cpu = t.cpu64();
     cpu.gprs.rax = 1;
     assert_eq!(t.exit(&mut cpu, VmExit::Xsetbv), ExitAction::Resume);
     assert_eq!(cpu.injected, vec![UD]);
-    // The policy hides XSAVE, so with OSXSAVE forced on anyway (no leaf
-    // 0xD components offered) every value is #GP.
     let mut cpu = t.cpu64();
     cpu.ctl[3] |= cr4::OSXSAVE;
     for v in [0u64, 1, 3, 5, 7] {
@@ -292,6 +294,52 @@ fn xsetbv_without_osxsave_is_ud_and_bad_values_gp() {
         );
         assert_eq!(cpu.ctl[5], 1);
     }
+}
+
+/// CPUID `leaf`.`sub` as the guest on `cpu` sees it.
+fn guest_cpuid(t: &mut T, cpu: &mut MockVcpu, leaf: u32, sub: u32) -> [u32; 4] {
+    cpu.gprs.rax = u64::from(leaf);
+    cpu.gprs.rcx = u64::from(sub);
+    t.exit(cpu, VmExit::Cpuid);
+    let g = cpu.gprs;
+    [g.rax as u32, g.rbx as u32, g.rcx as u32, g.rdx as u32]
+}
+
+#[test]
+fn xsave_offered_with_x87_sse_avx() {
+    let mut t = T::new(&[]);
+    let mut cpu = t.cpu64();
+    // Leaf 1: XSAVE and AVX; OSXSAVE follows the guest's CR4.
+    let l1 = guest_cpuid(&mut t, &mut cpu, 1, 0);
+    assert_eq!(l1[2] & (0x7 << 26), (1 << 26) | (1 << 28));
+    // Leaf 0xD: x87 | SSE | AVX, 832 bytes for all, 576 for XCR0 = x87.
+    assert_eq!(guest_cpuid(&mut t, &mut cpu, 0xD, 0), [0x7, 576, 832, 0]);
+    assert_eq!(guest_cpuid(&mut t, &mut cpu, 0xD, 1), [0x1, 576, 0, 0]);
+    assert_eq!(guest_cpuid(&mut t, &mut cpu, 0xD, 2), [256, 576, 0, 0]);
+    // Set OSXSAVE (offered now), then XCR0.
+    cpu.rip = CODE;
+    cpu.gprs.rax = cr4::PAE | cr4::OSXSAVE;
+    assert_eq!(t.cr(&mut cpu, 4, Some(0)), ExitAction::Resume);
+    assert!(cpu.injected.is_empty());
+    assert_ne!(guest_cpuid(&mut t, &mut cpu, 1, 0)[2] & (1 << 27), 0);
+    for bad in [0u64, 2, 5, 1 | (1 << 9), 0xE7] {
+        cpu.gprs.rax = bad;
+        cpu.gprs.rcx = 0;
+        cpu.gprs.rdx = 0;
+        cpu.injected.clear();
+        assert_eq!(t.exit(&mut cpu, VmExit::Xsetbv), ExitAction::Resume);
+        assert_eq!(cpu.injected, vec![GP0], "{bad:#x}");
+        assert_eq!(cpu.ctl[5], 1);
+    }
+    cpu.injected.clear();
+    cpu.gprs.rax = 7;
+    cpu.gprs.rcx = 0;
+    cpu.gprs.rdx = 0;
+    assert_eq!(t.exit(&mut cpu, VmExit::Xsetbv), ExitAction::Resume);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(cpu.ctl[5], 7);
+    assert_eq!(guest_cpuid(&mut t, &mut cpu, 0xD, 0)[1], 832);
+    assert_eq!(guest_cpuid(&mut t, &mut cpu, 0xD, 1)[1], 832);
 }
 
 #[test]

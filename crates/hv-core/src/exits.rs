@@ -274,11 +274,15 @@ fn apply_cr_write(
     value: u64,
 ) -> Result<(), Event> {
     let s = cr_state(cpu);
-    let (cr0, cr4) = match n {
-        0 => (guest_state::check_cr0(&s, value)?.cr0, s.cr4),
-        4 => (s.cr0, guest_state::check_cr4(&s, features, value)?),
-        _ => (s.cr0, s.cr4),
+    // Other control registers are not intercepted for writing; a write
+    // the hardware reported anyway is refused as reserved.
+    let (cr0_write, cr4_write) = match n {
+        0 => (Some(guest_state::check_cr0(&s, value)?), None),
+        4 => (None, Some(guest_state::check_cr4(&s, features, value)?)),
+        _ => return Err(guest_state::GP0),
     };
+    let cr0 = cr0_write.map_or(s.cr0, |w| w.cr0);
+    let cr4 = cr4_write.unwrap_or(s.cr4);
     let pae_paging = cr0 & guest_state::cr0::PG != 0 && cr4 & guest_state::cr4::PAE != 0;
     let pdptes = if pae_paging && s.efer & guest_state::efer::LME == 0 {
         let mut e = [0u64; 4];
@@ -290,23 +294,16 @@ fn apply_cr_write(
     } else {
         None
     };
-    match n {
-        0 => {
-            let w = guest_state::check_cr0(&s, value)?;
-            // CR0 first: a backend that derives LMA from CR0.PG and
-            // EFER.LME (VMX) then agrees with the EFER loaded after it.
-            cpu.set_control(ControlReg::Cr0, w.cr0);
-            if w.efer != s.efer {
-                cpu.set_control(ControlReg::Efer, w.efer);
-            }
+    if let Some(w) = cr0_write {
+        // CR0 first: a backend that derives LMA from CR0.PG and EFER.LME
+        // (VMX) then agrees with the EFER loaded after it.
+        cpu.set_control(ControlReg::Cr0, w.cr0);
+        if w.efer != s.efer {
+            cpu.set_control(ControlReg::Efer, w.efer);
         }
-        4 => {
-            let v = guest_state::check_cr4(&s, features, value)?;
-            cpu.set_control(ControlReg::Cr4, v);
-        }
-        // Other control registers are not intercepted for writing; a
-        // write the hardware reported anyway is refused as reserved.
-        _ => return Err(guest_state::GP0),
+    }
+    if let Some(v) = cr4_write {
+        cpu.set_control(ControlReg::Cr4, v);
     }
     if let Some(e) = pdptes {
         cpu.set_pdptes(e);

@@ -25,6 +25,8 @@ pub enum Expected {
     Xsetbv,
     /// `IN`/`OUT`/`INS`/`OUTS` in any form.
     Io,
+    /// `MOV CRn, reg` (0F 22 /r).
+    MovToCr,
 }
 
 impl Expected {
@@ -33,7 +35,7 @@ impl Expected {
     pub const fn plain_len(self) -> Option<u8> {
         match self {
             Expected::Cpuid | Expected::Rdmsr | Expected::Wrmsr => Some(2),
-            Expected::Hypercall | Expected::Xsetbv => Some(3),
+            Expected::Hypercall | Expected::Xsetbv | Expected::MovToCr => Some(3),
             Expected::Hlt => Some(1),
             Expected::Io => None,
         }
@@ -68,6 +70,8 @@ pub fn length(bytes: &[u8], expected: Expected, long_mode: bool) -> Option<u8> {
         (Expected::Hypercall, [0x0F, 0x01, 0xD9 | 0xC1, ..]) => 3,
         (Expected::Xsetbv, [0x0F, 0x01, 0xD1, ..]) => 3,
         (Expected::Hlt, [0xF4, ..]) => 1,
+        // The ModRM byte always names a register (mod is ignored).
+        (Expected::MovToCr, [0x0F, 0x22, _, ..]) => 3,
         (Expected::Io, [0xE4..=0xE7, _, ..]) => 2,
         (Expected::Io, [0xEC..=0xEF | 0x6C..=0x6F, ..]) => 1,
         _ => return None,
@@ -90,6 +94,10 @@ mod tests {
         assert_eq!(length(&[0x0F, 0x32], Rdmsr, true), Some(2));
         assert_eq!(length(&[0x0F, 0x30], Wrmsr, true), Some(2));
         assert_eq!(length(&[0x0F, 0x01, 0xD1], Xsetbv, true), Some(3));
+        assert_eq!(length(&[0x0F, 0x22, 0xE0], MovToCr, true), Some(3));
+        // mov cr4, r9 (REX.B).
+        assert_eq!(length(&[0x41, 0x0F, 0x22, 0xE1], MovToCr, true), Some(4));
+        assert_eq!(length(&[0x0F, 0x20, 0xE0], MovToCr, true), None);
         for op in [0xE4, 0xE5, 0xE6, 0xE7] {
             assert_eq!(length(&[op, 0x80], Io, true), Some(2));
         }

@@ -82,6 +82,12 @@ pub fn setup_vmcb(v: &mut Vmcb, init: &VcpuInit, maps: &PermissionMaps, npt_root
     *v = Vmcb::zeroed();
     let c = &mut v.control;
     c.intercept_exceptions = 1 << 18; // #MC
+    // Writes to CR0 and CR4 (MOV, and for CR0 also CLTS and LMSW): hv-core
+    // checks them against the guest's CPU model, as Xen does. SVM has no
+    // guest/host masks, and VMRUN would refuse an illegal value with
+    // VMEXIT_INVALID instead of the #GP the guest expects. Reads stay
+    // with the guest (the VMCB holds its own values).
+    c.intercept_cr = vmcb::CR_WRITE_CR0 | vmcb::CR_WRITE_CR4;
     c.intercept1 = i1::INTR
         | i1::NMI
         | i1::SMI
@@ -294,6 +300,11 @@ impl SvmVcpu {
             VmExit::MsrWrite { .. } => Expected::Wrmsr,
             VmExit::Xsetbv => Expected::Xsetbv,
             VmExit::Io(_) => Expected::Io,
+            VmExit::CrAccess {
+                write: true,
+                gpr: Some(_),
+                ..
+            } => Expected::MovToCr,
             _ => return None,
         })
     }
@@ -495,6 +506,10 @@ impl VcpuBackend for SvmVcpu {
         s.efer & EFER_LMA != 0 && s.cs.attrib & ATTR_L != 0
     }
 
+    fn cs_base(&self) -> u64 {
+        self.vmcb().save.cs.base
+    }
+
     fn control(&self, reg: ControlReg) -> u64 {
         let s = &self.vmcb().save;
         match reg {
@@ -684,6 +699,8 @@ mod tests {
         assert_ne!(v.control.intercept2 & i2::VMRUN, 0);
         assert_ne!(v.control.intercept1 & i1::MSR_PROT, 0);
         assert_ne!(v.control.intercept1 & i1::IOIO_PROT, 0);
+        // CR0 and CR4 writes exit (for hv-core's checks); no reads, no CR3.
+        assert_eq!(v.control.intercept_cr, (1 << 16) | (1 << 20));
         assert_eq!(v.control.intercept_exceptions, 1 << 18);
         assert_ne!(v.control.vintr & vintr::V_INTR_MASKING, 0);
         assert_ne!(v.control.iopm_base_pa, 0);
@@ -759,6 +776,49 @@ mod tests {
             },
         );
         assert!(!t.vcpu.skip_instruction(&e));
+    }
+
+    #[test]
+    fn decode_assisted_cr_write_is_skipped_by_nrip_or_decoding() {
+        // With DecodeAssists (bit 63: MOV CRn, GPR in 3:0) and NRIP.
+        let mut t = vcpu(true);
+        let raw = RawExit {
+            code: exit::code::CR0_WRITE + 4,
+            info1: (1 << 63) | 9,
+            ..RawExit::default()
+        };
+        let e = exit(&mut t, raw);
+        assert_eq!(
+            e,
+            VmExit::CrAccess {
+                cr: 4,
+                write: true,
+                gpr: Some(9)
+            }
+        );
+        t.vcpu.vmcb_mut().control.nrip = 0x10_0004;
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0004);
+        // Without NRIP: the bytes give the length (32-bit code here: a
+        // 66 prefix, mov cr4, ecx).
+        let mut t = vcpu(false);
+        t.vcpu
+            .set_fetcher(Box::new(Bytes(&[0x66, 0x0F, 0x22, 0xE1])));
+        let e = exit(&mut t, raw);
+        assert!(t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0004);
+        // Without DecodeAssists there is nothing for the backend to skip:
+        // hv-core decodes the instruction and moves RIP itself.
+        let mut t = vcpu(false);
+        let e = exit(
+            &mut t,
+            RawExit {
+                code: exit::code::CR0_WRITE,
+                ..RawExit::default()
+            },
+        );
+        assert!(!t.vcpu.skip_instruction(&e));
+        assert_eq!(t.vcpu.rip(), 0x10_0000);
     }
 
     struct Bytes(&'static [u8]);

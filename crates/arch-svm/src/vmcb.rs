@@ -97,6 +97,11 @@ pub mod vintr {
 /// (after STI or MOV SS).
 pub const INTERRUPT_SHADOW: u64 = 1 << 0;
 
+/// `intercept_cr` bit: writes to CR0 (MOV, CLTS, LMSW; exit 0x10).
+pub const CR_WRITE_CR0: u32 = 1 << 16;
+/// `intercept_cr` bit: writes to CR4 (exit 0x14).
+pub const CR_WRITE_CR4: u32 = 1 << 20;
+
 /// `np_enable` (offset 0x090) bit 0: nested paging on.
 pub const NP_ENABLE: u64 = 1 << 0;
 

@@ -19,17 +19,18 @@
 //!
 //! # Control registers
 //! Unrestricted guest lets the guest run with paging and protection off
-//! (PVH starts in 32-bit protected mode without paging). The guest owns
-//! every CR0/CR4 bit except those VMX fixes (CR0.NE, CR4.VMXE): the
-//! guest/host masks cover only those, the read shadows show the guest's
-//! own values. A guest write that changes a masked bit exits; the backend
-//! emulates it here (it is the backend's masking, not the guest's
-//! business) and hv-core never sees it.
+//! (PVH starts in 32-bit protected mode without paging). As in Xen, the
+//! hypervisor owns every CR0 and CR4 bit: the guest/host masks cover all
+//! of them, so every guest write exits, and the read shadows show the
+//! guest's own values. hv-core checks each write against the CPU model
+//! the guest is offered (`hv_core::guest_state`) and loads it through
+//! [`VcpuBackend::set_control`]; the hardware value adds what VMX fixes
+//! (CR0.NE, CR4.VMXE) and drops what the CPU cannot run with.
 
 use crate::enable::{self, CR0_PE, CR0_PG, CR4_VMXE, EFER_LMA, EFER_LME, VmxFeatures};
 use crate::entry::{self, EntryOutcome, GuestRegs};
 use crate::ept::{self, TlbEpoch};
-use crate::exit::{self, RawExit, reason};
+use crate::exit::{self, RawExit};
 use crate::instr;
 use crate::intr;
 use crate::iobitmap::{IO_BITMAP_SIZE, IoBitmaps};
@@ -41,7 +42,7 @@ use crate::vmcs::{
 use arch_common::fpu::GuestFpu;
 pub use arch_common::init::{SegmentInit, TableInit, VcpuInit};
 use core::sync::atomic::{AtomicU32, Ordering};
-use hv_core::arch::{ControlReg, Event, Gprs, VcpuBackend, VmExit, X86_EXC_GP};
+use hv_core::arch::{ControlReg, Event, Gprs, VcpuBackend, VmExit};
 use hv_core::types::Hfn;
 
 /// [`VmExit::EntryFailed`] code when VMX is not enabled on the running CPU.
@@ -60,6 +61,7 @@ pub const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
 /// CR4.PAE.
+#[cfg(test)]
 const CR4_PAE: u64 = 1 << 5;
 /// #MC, the one exception intercepted (as on SVM).
 const EXC_MC: u32 = 1 << 18;
@@ -111,6 +113,9 @@ pub struct GuestState {
     pub cr4: u64,
     pub efer: u64,
     pub cs_ar: u32,
+    pub cs_base: u64,
+    /// PAE paging's PDPTEs (loaded at entry, saved at exit).
+    pub pdptes: [u64; 4],
     pub ss_ar: u32,
     pub interruptibility: u32,
 }
@@ -141,13 +146,13 @@ impl CrPolicy {
             cr4_clear: !r1 & 0xFFFF_FFFF & !CR4_VMXE,
         }
     }
-    /// The CR0 guest/host mask.
+    /// The CR0 guest/host mask: every bit (each write exits).
     pub fn cr0_mask(&self) -> u64 {
-        self.cr0_set | self.cr0_clear
+        u64::MAX
     }
-    /// The CR4 guest/host mask.
+    /// The CR4 guest/host mask: every bit (each write exits).
     pub fn cr4_mask(&self) -> u64 {
-        self.cr4_set | self.cr4_clear
+        u64::MAX
     }
     /// The CR0 the hardware runs with for a guest view `v`.
     pub fn cr0_real(&self, v: u64) -> u64 {
@@ -464,6 +469,8 @@ impl VmxVcpu {
                 cr4: init.cr4,
                 efer,
                 cs_ar: vmcs::access_rights(init.cs.attrib),
+                cs_base: init.cs.base,
+                pdptes: [0; 4],
                 ss_ar: vmcs::access_rights(init.ss.attrib),
                 interruptibility: 0,
             },
@@ -520,6 +527,9 @@ impl VmxVcpu {
         v.setn(guest::CR4, self.cr.cr4_real(g.cr4));
         v.setn(ctrl::CR4_READ_SHADOW, g.cr4);
         v.set64(guest::IA32_EFER, g.efer);
+        for (f, e) in guest::PDPTES.iter().zip(g.pdptes) {
+            v.set64(*f, e);
+        }
         let mut entry = self.features.entry;
         if g.efer & EFER_LMA != 0 {
             entry |= entry_ctl::IA32E_MODE_GUEST;
@@ -537,8 +547,8 @@ impl VmxVcpu {
 
     /// Reads the exit and the state kept in software; separate from the
     /// hardware step so that it can be tested: re-injection, window,
-    /// decode, and the control-register writes the backend absorbs.
-    /// `None` when the exit was handled here and the guest should go on.
+    /// decode. `None` when the exit was handled here and the guest should
+    /// go on (none is, today).
     fn store<V: Vmcs>(&mut self, v: &V) -> Option<VmExit> {
         let raw = RawExit {
             reason: v.ro32(info::EXIT_REASON),
@@ -562,6 +572,10 @@ impl VmxVcpu {
             .cr4_view(v.getn(guest::CR4), v.getn(ctrl::CR4_READ_SHADOW));
         g.efer = v.get64(guest::IA32_EFER);
         g.cs_ar = v.get32(guest::CS.ar);
+        g.cs_base = v.getn(guest::CS.base);
+        for (f, e) in guest::PDPTES.iter().zip(g.pdptes.iter_mut()) {
+            *e = v.get64(*f);
+        }
         g.ss_ar = v.get32(guest::SS.ar);
         g.interruptibility = v.get32(guest::INTERRUPTIBILITY);
         Some(self.after_exit(
@@ -572,7 +586,6 @@ impl VmxVcpu {
                 v.ro32(info::IDT_VECTORING_ERROR_CODE),
             ),
         ))
-        .and_then(|e| self.absorb(e))
     }
 
     /// Bookkeeping common to every exit: the event slot (VM exits clear
@@ -591,63 +604,6 @@ impl VmxVcpu {
         }
         self.skippable = Some((raw, len));
         exit
-    }
-
-    /// Handles the exits that come from the backend's own choices (CR0/CR4
-    /// masks); `None` when handled.
-    fn absorb(&mut self, exit: VmExit) -> Option<VmExit> {
-        let VmExit::CrAccess {
-            cr: cr @ (0 | 4),
-            write: true,
-            gpr: Some(gpr),
-        } = exit
-        else {
-            return Some(exit);
-        };
-        if self.last.0.reason & 0xFFFF != reason::CR_ACCESS {
-            return Some(exit);
-        }
-        let mut value = self.gprs.get(gpr);
-        if !self.in_64bit_mode() {
-            value &= 0xFFFF_FFFF;
-        }
-        let g = self.g;
-        let (cr0, cr4) = if cr == 0 {
-            (value, g.cr4)
-        } else {
-            (g.cr0, value)
-        };
-        let long = g.efer & EFER_LME != 0;
-        let bad = value >> 32 != 0
-            || (cr == 0 && cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0)
-            || (cr == 0 && cr0 & CR0_PG != 0 && g.cr0 & CR0_PG == 0 && long && cr4 & CR4_PAE == 0)
-            || (cr == 4 && value & (CR4_VMXE | self.cr.cr4_clear) != 0);
-        if bad {
-            self.skippable = None;
-            self.inject(Event::Exception {
-                vector: X86_EXC_GP,
-                error_code: Some(0),
-            });
-            return None;
-        }
-        if cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && !long {
-            // Legacy PAE paging needs the PDPTEs loaded from guest memory,
-            // which the backend cannot read: let hv-core decide.
-            return Some(exit);
-        }
-        if cr == 0 {
-            self.g.cr0 = value;
-            if value & CR0_PG != 0 && long {
-                self.g.efer |= EFER_LMA;
-            } else {
-                self.g.efer &= !EFER_LMA;
-            }
-        } else {
-            self.g.cr4 = value;
-        }
-        self.flush_vpid = true;
-        self.advance();
-        None
     }
 
     /// Moves RIP past the exiting instruction and ends an STI/MOV SS
@@ -792,9 +748,10 @@ impl VcpuBackend for VmxVcpu {
             return VmExit::EntryFailed { code: NOT_ENABLED };
         };
         self.skippable = None;
-        // Exits the backend absorbs (CR0/CR4 masks) do not count as exits
-        // for hv-core; a bounded number of them in a row, then hv-core gets
-        // control back (as an interrupt-free resume).
+        // Exits the backend would absorb do not count as exits for
+        // hv-core (none today: CR0/CR4 writes go to hv-core's checks); a
+        // bounded number of them in a row, then hv-core gets control back
+        // (as an interrupt-free resume).
         for _ in 0..64 {
             if let Some(e) = self.hw_run(cpu) {
                 return e;
@@ -835,6 +792,14 @@ impl VcpuBackend for VmxVcpu {
         self.g.efer & EFER_LMA != 0 && self.g.cs_ar & AR_L != 0
     }
 
+    fn cs_base(&self) -> u64 {
+        self.g.cs_base
+    }
+
+    fn set_pdptes(&mut self, pdptes: [u64; 4]) {
+        self.g.pdptes = pdptes;
+    }
+
     fn control(&self, reg: ControlReg) -> u64 {
         match reg {
             ControlReg::Cr0 => self.g.cr0,
@@ -851,7 +816,15 @@ impl VcpuBackend for VmxVcpu {
             ControlReg::Cr2 => self.g.cr2 = value,
             ControlReg::Cr0 | ControlReg::Cr3 | ControlReg::Cr4 => {
                 match reg {
-                    ControlReg::Cr0 => self.g.cr0 = value,
+                    ControlReg::Cr0 => {
+                        self.g.cr0 = value;
+                        // LMA follows CR0.PG with EFER.LME, as on hardware.
+                        if value & CR0_PG != 0 && self.g.efer & EFER_LME != 0 {
+                            self.g.efer |= EFER_LMA;
+                        } else {
+                            self.g.efer &= !EFER_LMA;
+                        }
+                    }
                     ControlReg::Cr3 => self.g.cr3 = value,
                     _ => self.g.cr4 = value,
                 }
@@ -885,6 +858,7 @@ impl VcpuBackend for VmxVcpu {
                 | VmExit::MsrWrite { .. }
                 | VmExit::Xsetbv
                 | VmExit::Io(_)
+                | VmExit::CrAccess { write: true, .. }
         );
         match self.skippable {
             Some((_, len)) if skippable && (1..=15).contains(&len) => {
@@ -955,7 +929,7 @@ impl VcpuBackend for VmxVcpu {
 mod tests {
     use super::*;
     use crate::enable::tests::skylake;
-    use crate::exit::IoQualification;
+    use crate::exit::{IoQualification, reason};
     use crate::vmcs::tests::MapVmcs;
     use arch_common::fpu::FpuFeatures;
     use hv_core::arch::IoExit;
@@ -1020,10 +994,10 @@ mod tests {
         // Paging and protection as PVH wants, NE forced, shadow honest.
         assert_eq!(v.getn(guest::CR0), 0x31);
         assert_eq!(v.getn(ctrl::CR0_READ_SHADOW), 0x11);
-        assert_eq!(v.getn(ctrl::CR0_MASK), 0x20);
+        assert_eq!(v.getn(ctrl::CR0_MASK), u64::MAX);
         assert_eq!(v.getn(guest::CR4), CR4_VMXE);
         assert_eq!(v.getn(ctrl::CR4_READ_SHADOW), 0);
-        assert_ne!(v.getn(ctrl::CR4_MASK) & CR4_VMXE, 0);
+        assert_eq!(v.getn(ctrl::CR4_MASK), u64::MAX);
         assert_eq!(v.get64(guest::IA32_EFER), 0);
         assert_eq!(v.get32(ctrl::ENTRY) & entry_ctl::IA32E_MODE_GUEST, 0);
         assert_eq!(v.get32(ctrl::ENTRY), f.entry);
@@ -1087,12 +1061,15 @@ mod tests {
         // WRMSR EFER.LME through hv-core: LMA stays clear without paging.
         t.set_control(ControlReg::Efer, 0x100);
         assert_eq!(t.control(ControlReg::Efer), 0x100);
-        // The guest sets CR0.PG itself (no exit: NE unchanged); the
-        // hardware reports LMA and a 64-bit CS later.
+        // The guest's CR0 and CR4 (its writes exited and hv-core loaded
+        // them: the shadows hold them); the hardware reports LMA and a
+        // 64-bit CS later.
         v.setn(guest::CR0, 0x8000_0031);
+        v.setn(ctrl::CR0_READ_SHADOW, 0x8000_0011);
         v.set64(guest::IA32_EFER, 0x500);
         v.set32(guest::CS.ar, 0xA09B);
         v.setn(guest::CR4, CR4_VMXE | CR4_PAE);
+        v.setn(ctrl::CR4_READ_SHADOW, CR4_PAE);
         let e = exit(&mut t, &mut v, reason::CPUID, 0, 2);
         assert_eq!(e, Some(VmExit::Cpuid));
         assert_eq!(t.control(ControlReg::Cr0), 0x8000_0011);
@@ -1236,48 +1213,67 @@ mod tests {
     }
 
     #[test]
-    fn cr_writes_of_masked_bits_are_absorbed() {
+    fn cr_writes_exit_to_hv_core() {
         let mut t = vcpu();
         let mut v = loaded(&mut t);
-        // mov cr0, rax with NE set: the backend takes it.
-        t.gprs_mut().rax = 0x31;
-        assert_eq!(exit(&mut t, &mut v, reason::CR_ACCESS, 0, 3), None);
-        assert_eq!(t.control(ControlReg::Cr0), 0x31);
-        assert_eq!(t.rip(), 0x10_0003);
-        t.load(&mut v);
-        assert_eq!(v.getn(ctrl::CR0_READ_SHADOW), 0x31);
-        assert_eq!(v.getn(guest::CR0), 0x31);
-        // Setting CR4.VMXE is refused with #GP; RIP stays.
-        t.gprs_mut().rbx = CR4_VMXE;
+        // Every CR0/CR4 bit is the hypervisor's.
+        assert_eq!(v.getn(ctrl::CR0_MASK), u64::MAX);
+        assert_eq!(v.getn(ctrl::CR4_MASK), u64::MAX);
+        // mov cr4, rbx: hv-core gets it with the register; skippable.
+        t.gprs_mut().rbx = CR4_PAE;
+        let e = exit(&mut t, &mut v, reason::CR_ACCESS, 4 | (3 << 8), 3).unwrap();
         assert_eq!(
-            exit(&mut t, &mut v, reason::CR_ACCESS, 4 | (3 << 8), 3),
-            None
+            e,
+            VmExit::CrAccess {
+                cr: 4,
+                write: true,
+                gpr: Some(3)
+            }
         );
+        t.set_control(ControlReg::Cr4, CR4_PAE);
+        assert!(t.skip_instruction(&e));
         assert_eq!(t.rip(), 0x10_0003);
         t.load(&mut v);
-        assert_eq!(v.get32(ctrl::ENTRY_INTR_INFO), 0x8000_0B0D);
-        // Paging on with LME through the exit: long mode, like hardware.
-        let mut t = vcpu();
-        let mut v = loaded(&mut t);
-        t.set_control(ControlReg::Efer, 0x100);
-        v.setn(guest::CR4, CR4_VMXE | CR4_PAE);
-        v.set64(guest::IA32_EFER, 0x100);
-        t.gprs_mut().rcx = 0x8000_0031;
-        assert_eq!(exit(&mut t, &mut v, reason::CR_ACCESS, 1 << 8, 3), None);
-        assert_eq!(t.control(ControlReg::Efer), 0x500);
-        // Legacy PAE paging is not for the backend: hv-core sees it.
-        let mut t = vcpu();
-        let mut v = loaded(&mut t);
-        v.setn(guest::CR4, CR4_VMXE | CR4_PAE);
-        t.gprs_mut().rcx = 0x8000_0031;
+        assert_eq!(v.getn(ctrl::CR4_READ_SHADOW), CR4_PAE);
+        assert_eq!(v.getn(guest::CR4), CR4_PAE | CR4_VMXE);
+        // CLTS (access type 2) has no register: hv-core decodes it.
+        let e = exit(&mut t, &mut v, reason::CR_ACCESS, 2 << 4, 2).unwrap();
         assert_eq!(
-            exit(&mut t, &mut v, reason::CR_ACCESS, 1 << 8, 3),
-            Some(VmExit::CrAccess {
+            e,
+            VmExit::CrAccess {
                 cr: 0,
                 write: true,
-                gpr: Some(1)
-            })
+                gpr: None
+            }
         );
+        // Paging on with LME: LMA follows, as on hardware; and off again.
+        let mut t = vcpu();
+        t.set_control(ControlReg::Efer, 0x100);
+        t.set_control(ControlReg::Cr4, CR4_PAE);
+        t.set_control(ControlReg::Cr0, 0x8000_0011);
+        assert_eq!(t.control(ControlReg::Efer), 0x500);
+        let mut v = loaded(&mut t);
+        assert_eq!(v.getn(guest::CR0), 0x8000_0031);
+        assert_ne!(v.get32(ctrl::ENTRY) & entry_ctl::IA32E_MODE_GUEST, 0);
+        t.set_control(ControlReg::Cr0, 0x11);
+        assert_eq!(t.control(ControlReg::Efer), 0x100);
+        t.load(&mut v);
+        assert_eq!(v.get32(ctrl::ENTRY) & entry_ctl::IA32E_MODE_GUEST, 0);
+    }
+
+    #[test]
+    fn pdptes_go_into_the_vmcs_and_come_back() {
+        let mut t = vcpu();
+        let mut v = loaded(&mut t);
+        t.set_pdptes([0x1001, 0x2001, 0, 0x4001]);
+        t.load(&mut v);
+        assert_eq!(v.get64(guest::PDPTE0), 0x1001);
+        assert_eq!(v.get64(guest::PDPTES[3]), 0x4001);
+        // The CPU saves them at exit (PAE paging with EPT).
+        v.set64(guest::PDPTES[1], 0x9001);
+        exit(&mut t, &mut v, reason::CPUID, 0, 2);
+        t.load(&mut v);
+        assert_eq!(v.get64(guest::PDPTES[1]), 0x9001);
     }
 
     #[test]

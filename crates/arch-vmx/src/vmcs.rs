@@ -265,6 +265,13 @@ pub mod guest {
     pub const IA32_EFER: F64 = F64::new(0x2806);
     /// PDPTE0 (PAE paging with EPT).
     pub const PDPTE0: F64 = F64::new(0x280A);
+    /// PDPTE0-3 (PAE paging with EPT).
+    pub const PDPTES: [F64; 4] = [
+        F64::new(0x280A),
+        F64::new(0x280C),
+        F64::new(0x280E),
+        F64::new(0x2810),
+    ];
     /// GDTR limit.
     pub const GDTR_LIMIT: F32 = F32::new(0x4810);
     /// IDTR limit.

@@ -239,10 +239,23 @@ pub trait VcpuBackend {
     fn cpl(&self) -> u8;
     /// Whether the vCPU runs 64-bit code (EFER.LMA and CS.L).
     fn in_64bit_mode(&self) -> bool;
+    /// CS's base: code is fetched at CS.base + RIP (it matters in real
+    /// mode; flat code has 0).
+    fn cs_base(&self) -> u64 {
+        0
+    }
     /// Reads a control register.
     fn control(&self, reg: ControlReg) -> u64;
     /// Writes a control register.
     fn set_control(&mut self, reg: ControlReg, value: u64);
+    /// Loads PAE paging's four page-directory-pointer entries, which hv-core
+    /// read from guest memory after a CR0/CR4 write it emulated turned PAE
+    /// paging on outside long mode. VMX with EPT takes them from the VMCS at
+    /// VM entry instead of from memory; SVM reads memory itself (default:
+    /// nothing to do).
+    fn set_pdptes(&mut self, pdptes: [u64; 4]) {
+        let _ = pdptes;
+    }
     /// Advances RIP past the instruction that caused `exit`. Backends
     /// without a hardware instruction length decode the instruction.
     /// Returns false when the length cannot be found (the caller then

@@ -56,6 +56,7 @@ pub const X86_EXC_PF: u8 = 14;
 const MAX_INSN_LEN: usize = 15;
 
 const CR0_PE: u64 = 1 << 0;
+const CR0_TS: u64 = 1 << 3;
 const CR4_LA57: u64 = 1 << 12;
 const EFER_NXE: u64 = 1 << 11;
 const RFLAGS_CF: u64 = 1 << 0;
@@ -431,37 +432,11 @@ pub fn emulate_one(
     mem: GuestMem<'_>,
     mmio: &mut dyn MmioHandler,
 ) -> Emulation {
-    let mode = PagingMode {
-        cr0: cpu.control(ControlReg::Cr0),
-        cr3: cpu.control(ControlReg::Cr3),
-        cr4: cpu.control(ControlReg::Cr4),
-        efer: cpu.control(ControlReg::Efer),
-    };
-    let long = cpu.in_64bit_mode();
-    if !long && (mode.cr0 & CR0_PE == 0 || cpu.rflags() & RFLAGS_VM != 0) {
+    let Some(mut cx) = context(cpu, mem, mmio) else {
         return Emulation::Unhandleable("MMIO emulation in real or virtual-8086 mode");
-    }
-    let mut cx = Ctx {
-        virt: GuestVirt { mem, mode },
-        mmio,
-        long,
-        user: cpu.cpl() == 3,
-        nxe: mode.efer & EFER_NXE != 0,
     };
-    match run(cpu, &mut cx) {
-        Ok(done) => done,
-        Err(Fault::Unhandleable(why)) => Emulation::Unhandleable(why),
-        Err(Fault::Exc(e, cr2)) => {
-            if let Event::Exception {
-                vector: X86_EXC_PF, ..
-            } = e
-            {
-                cpu.set_control(ControlReg::Cr2, cr2);
-            }
-            cpu.inject(e);
-            Emulation::Exception(e)
-        }
-    }
+    let r = run(cpu, &mut cx);
+    finish(cpu, r)
 }
 
 /// Fetches the instruction at RIP: up to 15 bytes, stopping at the first
@@ -469,9 +444,10 @@ pub fn emulate_one(
 fn fetch(
     cpu: &dyn VcpuBackend,
     cx: &Ctx<'_, '_>,
+    cs_base: u64,
     buf: &mut [u8; MAX_INSN_LEN],
 ) -> (usize, Option<u64>) {
-    let rip = cx.linear(cpu.rip());
+    let rip = cx.linear(cs_base.wrapping_add(cpu.rip()));
     let mut n = 0;
     while n < buf.len() {
         let at = cx.linear(rip.wrapping_add(n as u64));
@@ -489,11 +465,23 @@ fn fetch(
     (n, None)
 }
 
-fn run(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>) -> Res<Emulation> {
+/// Fetches and decodes the instruction at RIP; a fetch that fails on the
+/// guest's page tables is the `#PF` the hardware would raise.
+/// `bitness` is the code size (16 in real mode), `cs_base` the base the
+/// fetch adds to RIP (0 for the flat code the MMIO path assumes).
+fn decode_at_rip(
+    cpu: &dyn VcpuBackend,
+    cx: &Ctx<'_, '_>,
+    bitness: u32,
+    cs_base: u64,
+) -> Res<Instruction> {
     let mut bytes = [0u8; MAX_INSN_LEN];
-    let (n, fetch_fault) = fetch(cpu, cx, &mut bytes);
-    let bitness = if cx.long { 64 } else { 32 };
-    let rip = cx.linear(cpu.rip());
+    let (n, fetch_fault) = fetch(cpu, cx, cs_base, &mut bytes);
+    let rip = if bitness == 16 {
+        cpu.rip() & 0xFFFF
+    } else {
+        cx.linear(cpu.rip())
+    };
     let mut dec = Decoder::with_ip(bitness, &bytes[..n], rip, DecoderOptions::NONE);
     let insn = dec.decode();
     if insn.is_invalid() {
@@ -502,11 +490,156 @@ fn run(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>) -> Res<Emulation> {
             (DecoderError::NoMoreBytes, None) => {
                 Err(Fault::Unhandleable("instruction bytes not in guest memory"))
             }
-            _ => Err(Fault::Unhandleable(
-                "undecodable instruction at an unbacked access",
-            )),
+            _ => Err(Fault::Unhandleable("undecodable instruction")),
         };
     }
+    Ok(insn)
+}
+
+/// Sets up the emulation context for the vCPU's current mode (`None` in
+/// real and virtual-8086 mode, which are not emulated).
+fn context<'a, 'h>(
+    cpu: &dyn VcpuBackend,
+    mem: GuestMem<'a>,
+    mmio: &'h mut dyn MmioHandler,
+) -> Option<Ctx<'a, 'h>> {
+    let mode = PagingMode {
+        cr0: cpu.control(ControlReg::Cr0),
+        cr3: cpu.control(ControlReg::Cr3),
+        cr4: cpu.control(ControlReg::Cr4),
+        efer: cpu.control(ControlReg::Efer),
+    };
+    let long = cpu.in_64bit_mode();
+    if !long && (mode.cr0 & CR0_PE == 0 || cpu.rflags() & RFLAGS_VM != 0) {
+        return None;
+    }
+    Some(Ctx {
+        virt: GuestVirt { mem, mode },
+        mmio,
+        long,
+        user: cpu.cpl() == 3,
+        nxe: mode.efer & EFER_NXE != 0,
+    })
+}
+
+/// Ends an emulation: a fault becomes the injected exception (with CR2
+/// for `#PF`) or the reason the domain dies.
+fn finish(cpu: &mut dyn VcpuBackend, r: Res<Emulation>) -> Emulation {
+    match r {
+        Ok(done) => done,
+        Err(Fault::Unhandleable(why)) => Emulation::Unhandleable(why),
+        Err(Fault::Exc(e, cr2)) => {
+            if let Event::Exception {
+                vector: X86_EXC_PF, ..
+            } = e
+            {
+                cpu.set_control(ControlReg::Cr2, cr2);
+            }
+            cpu.inject(e);
+            Emulation::Exception(e)
+        }
+    }
+}
+
+/// Checks and loads a control-register write (`cpu`, register number,
+/// value), or returns the exception the instruction raises.
+pub type CrApply<'a> = dyn FnMut(&mut dyn VcpuBackend, u8, u64) -> Result<(), Event> + 'a;
+
+/// Emulates a write to a control register that the hardware reported
+/// without its value (SVM without DecodeAssists; `CLTS` and `LMSW` on
+/// either vendor): decodes `MOV CRn, reg`, `CLTS` or `LMSW r/m16` at
+/// CS.base + RIP (in real mode too, where an AP's SIPI trampoline turns on
+/// protection; protected-mode code is taken as 32-bit),
+/// computes the value written (`CLTS` clears CR0.TS; `LMSW` loads
+/// CR0[3:0] but cannot clear PE) and hands it to `apply(cpu, n, value)`,
+/// which checks and loads it or returns the exception to raise; an
+/// instruction that writes another control register than `expected` (the
+/// code changed under the exit) is not emulated. On
+/// [`Emulation::Okay`] RIP has moved past the instruction; on
+/// [`Emulation::Exception`] the event is injected and RIP stays.
+pub fn emulate_cr_write(
+    cpu: &mut dyn VcpuBackend,
+    mem: GuestMem<'_>,
+    expected: u8,
+    apply: &mut CrApply<'_>,
+) -> Emulation {
+    let mut null = NullHandler;
+    let mode = PagingMode {
+        cr0: cpu.control(ControlReg::Cr0),
+        cr3: cpu.control(ControlReg::Cr3),
+        cr4: cpu.control(ControlReg::Cr4),
+        efer: cpu.control(ControlReg::Efer),
+    };
+    if cpu.rflags() & RFLAGS_VM != 0 {
+        return Emulation::Unhandleable("control register write in virtual-8086 mode");
+    }
+    let long = cpu.in_64bit_mode();
+    // Real mode (an AP's SIPI trampoline turning on protection) runs
+    // 16-bit code at CS.base + IP; protected mode is taken as 32-bit.
+    let (bitness, cs_base) = if long {
+        (64, 0)
+    } else if mode.cr0 & CR0_PE == 0 {
+        (16, cpu.cs_base())
+    } else {
+        (32, cpu.cs_base())
+    };
+    let mut cx = Ctx {
+        virt: GuestVirt { mem, mode },
+        mmio: &mut null,
+        long,
+        user: cpu.cpl() == 3,
+        nxe: mode.efer & EFER_NXE != 0,
+    };
+    let r = (|| {
+        let insn = decode_at_rip(cpu, &cx, bitness, cs_base)?;
+        let cr0 = cpu.control(ControlReg::Cr0);
+        let (n, value) = match insn.mnemonic() {
+            Mnemonic::Mov if insn.op0_kind() == OpKind::Register => {
+                let dst = insn.op0_register() as u32;
+                let (c0, c15) = (Register::CR0 as u32, Register::CR15 as u32);
+                if !(c0..=c15).contains(&dst) || insn.op1_kind() != OpKind::Register {
+                    return Err(Fault::Unhandleable("not a control register write"));
+                }
+                ((dst - c0) as u8, get_reg(cpu, insn.op1_register())?)
+            }
+            Mnemonic::Clts => (0, cr0 & !CR0_TS),
+            Mnemonic::Lmsw => {
+                let src = match insn.op0_kind() {
+                    OpKind::Register => get_reg(cpu, insn.op0_register())?,
+                    OpKind::Memory => {
+                        let la = mem_linear(cpu, &insn, cx.long)?;
+                        cx.read(la, 2)?
+                    }
+                    _ => return Err(Fault::Unhandleable("LMSW operand")),
+                };
+                (0, (cr0 & !0xF) | (src & 0xF) | (cr0 & CR0_PE))
+            }
+            _ => return Err(Fault::Unhandleable("not a control register write")),
+        };
+        if n != expected {
+            return Err(Fault::Unhandleable(
+                "the instruction writes another control register than the exit's",
+            ));
+        }
+        match apply(cpu, n, value) {
+            Ok(()) => {
+                let next = insn.next_ip();
+                cpu.set_rip(if bitness == 16 {
+                    next & 0xFFFF
+                } else {
+                    cx.linear(next)
+                });
+                Ok(Emulation::Okay)
+            }
+            Err(e) => Err(Fault::Exc(e, 0)),
+        }
+    })();
+    finish(cpu, r)
+}
+
+fn run(cpu: &mut dyn VcpuBackend, cx: &mut Ctx<'_, '_>) -> Res<Emulation> {
+    let bitness = if cx.long { 64 } else { 32 };
+    let insn = decode_at_rip(cpu, cx, bitness, 0)?;
     let r = execute(cpu, cx, &insn);
     match r {
         Ok(Emulation::Okay) => {

@@ -1,10 +1,15 @@
 //! VM exit handling: CPUID policy, MSRs, port I/O, HLT and the rest.
 
+use alloc::vec::Vec;
+
 use crate::arch::{ControlReg, Event, IoExit, VcpuBackend, VmExit, X86_EXC_GP};
 use crate::domain::ShutdownReason;
+use crate::guest_state::{self, CrState, GuestCpu};
+use crate::guestmem::GuestMem;
 use crate::hv::{ExitAction, Hypervisor};
 use crate::platform::Platform;
 use crate::types::DomId;
+use crate::vlapic::{APIC_BASE_ADDR, ApicMode, Vlapic, WriteEffect};
 
 /// The MSR through which a guest asks for the hypercall page
 /// (CPUID base+2 EBX).
@@ -28,9 +33,6 @@ pub const MAX_STRING_IO: u64 = 4096;
 const EFER_MSR: u32 = 0xC000_0080;
 const APIC_BASE_MSR: u32 = 0x1B;
 const PAT_MSR: u32 = 0x277;
-/// IA32_APIC_BASE as the firmware leaves it: 0xFEE00000, enabled (EN),
-/// x2APIC mode (EXTD); the BSP bit is added for vCPU 0.
-const APIC_BASE_VALUE: u64 = 0xFEE0_0000 | (1 << 11) | (1 << 10);
 
 pub(crate) fn handle<P: Platform>(
     hv: &mut Hypervisor<P>,
@@ -44,7 +46,16 @@ pub(crate) fn handle<P: Platform>(
         VmExit::Cpuid => {
             let g = cpu.gprs();
             let (leaf, sub) = (g.rax as u32, g.rcx as u32);
-            let r = cpuid(hv, d, v, leaf, sub);
+            let mut r = cpuid(hv, d, v, leaf, sub);
+            // The bits that follow the vCPU's own state: OSXSAVE is its
+            // CR4.OSXSAVE, leaf 0xD EBX the save area size of its XCR0.
+            if leaf == 1 && r[2] & (1 << 26) != 0 {
+                let on = cpu.control(ControlReg::Cr4) & guest_state::cr4::OSXSAVE != 0;
+                r[2] = (r[2] & !(1 << 27)) | if on { 1 << 27 } else { 0 };
+            }
+            if leaf == 0xD && sub <= 1 && xcr0_offer(hv) != 0 {
+                r[1] = xsave_size(hv, cpu.control(ControlReg::Xcr0));
+            }
             let g = cpu.gprs_mut();
             g.rax = r[0] as u64;
             g.rbx = r[1] as u64;
@@ -97,16 +108,16 @@ pub(crate) fn handle<P: Platform>(
         VmExit::Xsetbv => {
             let g = cpu.gprs();
             let (idx, val) = (g.rcx as u32, (g.rdx << 32) | (g.rax & 0xFFFF_FFFF));
-            let host = hv.platform.cpuid(0xD, 0);
-            let allowed = ((host[3] as u64) << 32) | host[0] as u64;
-            // x87 must stay on; AVX needs SSE; nothing the host lacks.
-            let ok =
-                idx == 0 && val & 1 != 0 && val & !allowed == 0 && (val & 4 == 0 || val & 2 != 0);
-            if ok {
-                cpu.set_control(ControlReg::Xcr0, val);
-                skip(hv, d, cpu, &exit)
-            } else {
-                gp(cpu)
+            let features = guest_cpu(hv, d, v);
+            match guest_state::check_xcr0(&cr_state(cpu), &features, idx, val) {
+                Ok(x) => {
+                    cpu.set_control(ControlReg::Xcr0, x);
+                    skip(hv, d, cpu, &exit)
+                }
+                Err(e) => {
+                    cpu.inject(e);
+                    ExitAction::Resume
+                }
             }
         }
         VmExit::Init | VmExit::Sipi { .. } => ExitAction::Resume,
@@ -153,6 +164,11 @@ pub(crate) fn handle<P: Platform>(
             ExitAction::Dead
         }
         VmExit::NestedPageFault { gpa, .. } => unbacked_access(hv, d, v, cpu, gpa),
+        VmExit::CrAccess {
+            cr: 0 | 4,
+            write: true,
+            gpr,
+        } => cr_write(hv, d, v, cpu, exit, gpr),
         VmExit::CrAccess { .. } => {
             hv.crash(d, "unexpected control register intercept");
             ExitAction::Dead
@@ -189,10 +205,39 @@ fn unbacked_access<P: Platform>(
 ) -> ExitAction {
     use crate::emulate::{Emulation, NullHandler, emulate_one};
     let rip = cpu.rip();
+    // The xAPIC page, while this vCPU's APIC is in xAPIC mode: its
+    // registers (a copy, written back after the instruction).
+    let now = hv.now();
+    let mut xapic = hv
+        .domain(d)
+        .and_then(|x| x.vcpus.get(v as usize))
+        .filter(|vc| vc.vlapic.mode() == ApicMode::XApic)
+        .filter(|_| gpa & !0xFFF == APIC_BASE_ADDR)
+        .map(|vc| XapicPage {
+            lapic: vc.vlapic.clone(),
+            now,
+            effects: Vec::new(),
+        });
     let Some(mem) = hv.guest_mem(d) else {
         return ExitAction::Dead;
     };
-    match emulate_one(cpu, mem, &mut NullHandler) {
+    let done = match &mut xapic {
+        Some(page) => emulate_one(cpu, mem, page),
+        None => emulate_one(cpu, mem, &mut NullHandler),
+    };
+    if let Some(page) = xapic {
+        if let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) {
+            vc.vlapic = page.lapic;
+        }
+        for e in page.effects {
+            match e {
+                WriteEffect::None => {}
+                WriteEffect::SendIcr(icr) => hv.send_icr(d, v, icr),
+                WriteEffect::Timer(ns) => hv.lapic_timer(d, v, ns),
+            }
+        }
+    }
+    match done {
         Emulation::Okay | Emulation::Retry => ExitAction::Resume,
         Emulation::Exception(e) => {
             log::debug!(
@@ -217,6 +262,151 @@ fn unbacked_access<P: Platform>(
             hv.crash(d, why);
             ExitAction::Dead
         }
+    }
+}
+
+/// The features the guest's CPUID offers, which decide the control bits
+/// it may set.
+fn guest_cpu<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32) -> GuestCpu {
+    GuestCpu::from_cpuid(|leaf, sub| cpuid(hv, d, v, leaf, sub))
+}
+
+/// The control state the checks of [`guest_state`] depend on.
+fn cr_state(cpu: &dyn VcpuBackend) -> CrState {
+    CrState {
+        cr0: cpu.control(ControlReg::Cr0),
+        cr3: cpu.control(ControlReg::Cr3),
+        cr4: cpu.control(ControlReg::Cr4),
+        efer: cpu.control(ControlReg::Efer),
+        code64: cpu.in_64bit_mode(),
+        cpl: cpu.cpl(),
+    }
+}
+
+/// Checks a write of `value` to CR0 or CR4 (`n`) and loads it, or
+/// returns the exception the instruction raises instead. When the write
+/// leaves PAE paging on outside long mode, the four PDPTEs at CR3 are read
+/// from guest memory `mem` (a present one with reserved bits set is
+/// `#GP(0)`, as on hardware) and handed to the backend.
+fn apply_cr_write(
+    cpu: &mut dyn VcpuBackend,
+    mem: GuestMem<'_>,
+    features: &GuestCpu,
+    n: u8,
+    value: u64,
+) -> Result<(), Event> {
+    let s = cr_state(cpu);
+    // Other control registers are not intercepted for writing; a write
+    // the hardware reported anyway is refused as reserved.
+    let (cr0_write, cr4_write) = match n {
+        0 => (Some(guest_state::check_cr0(&s, value)?), None),
+        4 => (None, Some(guest_state::check_cr4(&s, features, value)?)),
+        _ => return Err(guest_state::GP0),
+    };
+    let cr0 = cr0_write.map_or(s.cr0, |w| w.cr0);
+    let cr4 = cr4_write.unwrap_or(s.cr4);
+    let pae_paging = cr0 & guest_state::cr0::PG != 0 && cr4 & guest_state::cr4::PAE != 0;
+    let pdptes = if pae_paging && s.efer & guest_state::efer::LME == 0 {
+        let mut e = [0u64; 4];
+        for (i, pdpte) in e.iter_mut().enumerate() {
+            let at = (s.cr3 & 0xFFFF_FFE0) + 8 * i as u64;
+            *pdpte = mem.read_obj::<u64>(at).map_err(|_| guest_state::GP0)?;
+        }
+        Some(guest_state::check_pdptes(e)?)
+    } else {
+        None
+    };
+    if let Some(w) = cr0_write {
+        // CR0 first: a backend that derives LMA from CR0.PG and EFER.LME
+        // (VMX) then agrees with the EFER loaded after it.
+        cpu.set_control(ControlReg::Cr0, w.cr0);
+        if w.efer != s.efer {
+            cpu.set_control(ControlReg::Efer, w.efer);
+        }
+    }
+    if let Some(v) = cr4_write {
+        cpu.set_control(ControlReg::Cr4, v);
+    }
+    if let Some(e) = pdptes {
+        cpu.set_pdptes(e);
+    }
+    Ok(())
+}
+
+/// A guest write to CR0 or CR4 (intercepted on both vendors): checked
+/// against the CPU model the guest is offered, as Xen's `hvm_set_cr0` and
+/// `hvm_set_cr4` check it; an illegal value raises `#GP(0)` at the
+/// instruction. With the source register reported (VMX, SVM with
+/// DecodeAssists) the value is read from it; otherwise the instruction is
+/// decoded (see [`crate::emulate::emulate_cr_write`]).
+fn cr_write<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    v: u32,
+    cpu: &mut dyn VcpuBackend,
+    exit: VmExit,
+    gpr: Option<u8>,
+) -> ExitAction {
+    let VmExit::CrAccess { cr, .. } = exit else {
+        return ExitAction::Resume;
+    };
+    let features = guest_cpu(hv, d, v);
+    let Some(mem) = hv.guest_mem(d) else {
+        return ExitAction::Dead;
+    };
+    if let Some(r) = gpr {
+        let mut value = cpu.gprs().get(r);
+        if !cpu.in_64bit_mode() {
+            value &= 0xFFFF_FFFF;
+        }
+        return match apply_cr_write(cpu, mem, &features, cr, value) {
+            Ok(()) => skip(hv, d, cpu, &exit),
+            Err(e) => {
+                cpu.inject(e);
+                ExitAction::Resume
+            }
+        };
+    }
+    use crate::emulate::{Emulation, emulate_cr_write};
+    let rip = cpu.rip();
+    let mut apply =
+        |c: &mut dyn VcpuBackend, n: u8, value: u64| apply_cr_write(c, mem, &features, n, value);
+    match emulate_cr_write(cpu, mem, cr, &mut apply) {
+        Emulation::Okay | Emulation::Retry | Emulation::Exception(_) => ExitAction::Resume,
+        Emulation::Unhandleable(why) => {
+            log::warn!("{}v{}: CR{} write at rip {:#x}: {}", d, v, cr, rip, why);
+            hv.crash(d, why);
+            ExitAction::Dead
+        }
+    }
+}
+
+/// The xAPIC page as an MMIO device for the instruction emulator: a copy
+/// of one vCPU's APIC and the effects of its writes, for the caller to
+/// apply once the instruction is done.
+struct XapicPage {
+    lapic: Vlapic,
+    now: u64,
+    effects: Vec<WriteEffect>,
+}
+
+impl crate::emulate::MmioHandler for XapicPage {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) {
+        let off = (gpa & 0xFFF) as u32;
+        let v = self.lapic.mmio_read(off, buf.len() as u32, self.now);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = v.checked_shr(8 * i as u32).unwrap_or(0) as u8;
+        }
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) {
+        let off = (gpa & 0xFFF) as u32;
+        let mut v = 0u32;
+        for (i, b) in data.iter().enumerate().take(4) {
+            v |= u32::from(*b) << (8 * i);
+        }
+        let e = self.lapic.mmio_write(off, data.len() as u32, v, self.now);
+        self.effects.push(e);
     }
 }
 
@@ -307,23 +497,45 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
     match leaf {
         1 => {
             // ECX: hide VMX (5), SMX (6), MONITOR (3), TSC deadline (24),
-            // XSAVE/OSXSAVE (26, 27) and AVX (28) which need XSAVE; show
+            // XSAVE/OSXSAVE (26, 27) and AVX (28) (but see below); show
             // the emulated x2APIC (21) and the hypervisor bit (31).
             r[2] &=
                 !((1 << 3) | (1 << 5) | (1 << 6) | (1 << 24) | (1 << 26) | (1 << 27) | (1 << 28));
+            // XSAVE comes back when the host can give x87 and SSE state
+            // through it (see `xcr0_offer`), with AVX when its state is
+            // offered too. OSXSAVE is the guest's CR4 bit (`handle`).
+            let offer = xcr0_offer(hv);
+            if offer != 0 {
+                r[2] |= 1 << 26;
+                if offer & 4 != 0 {
+                    r[2] |= 1 << 28;
+                }
+            }
+            // ECX: also DTES64 (2), DS-CPL (4), EST (7), TM2 (8) and PDCM
+            // (15): their MSRs (debug store, P-states, thermal, perf
+            // capabilities) are not emulated, so a guest that trusted the
+            // bits would take #GP or crash (as Xen hides them from HVM).
+            r[2] &= !((1 << 2) | (1 << 4) | (1 << 7) | (1 << 8) | (1 << 15));
             r[2] |= (1 << 21) | (1 << 31);
-            // EDX: the APIC (9) is there.
+            // EDX: the same for DS (21), ACPI thermal control (22), TM (29)
+            // and PBE (31); the APIC (9) is there.
+            r[3] &= !((1 << 21) | (1 << 22) | (1 << 29) | (1 << 31));
             r[3] |= 1 << 9;
             // EBX[31:24]: initial APIC id = 2 x vCPU, as the MADT says.
             r[1] = (r[1] & 0x00FF_FFFF) | ((v * 2) << 24);
         }
-        5 | 6 | 0xA | 0xD => r = [0; 4],
+        5 | 6 | 0xA => r = [0; 4],
+        0xD => r = xsave_leaf(hv, sub, xcr0_offer(hv)),
         7 if sub == 0 => {
             // EBX: hide TSC_ADJUST (1, an MSR we do not emulate), AVX2 (5)
             // and AVX-512 (16..), which need XSAVE state.
             r[1] &= !((1 << 1) | (1 << 5) | 0xFFFF_0000);
-            // ECX: LA57 (16) stays host-only; RDPID (22) needs TSC_AUX.
-            r[2] &= !((1 << 16) | (1 << 22));
+            // ECX: LA57 (16) stays host-only; RDPID (22) needs TSC_AUX;
+            // PKU (3) and OSPKE (4): PKRU is XSAVE state that is not
+            // switched per vCPU, so one guest's protection keys would
+            // reach the next guest on the CPU (and CR4.PKE is then
+            // refused by the guest-state checks).
+            r[2] &= !((1 << 3) | (1 << 4) | (1 << 16) | (1 << 22));
         }
         0x8000_0001 => {
             // ECX: hide SVM (2). EDX: hide RDTSCP (27), whose TSC_AUX is
@@ -331,10 +543,68 @@ pub fn cpuid<P: Platform>(hv: &Hypervisor<P>, d: DomId, v: u32, leaf: u32, sub: 
             r[2] &= !(1 << 2);
             r[3] &= !(1 << 27);
         }
-        0x8000_000A => r = [0; 4],
+        // SVM features; SME/SEV (whose status MSR 0xC0010131 is not
+        // emulated: Linux reads it when this leaf reports SME or SEV and
+        // dies of the #GP that early).
+        0x8000_000A | 0x8000_001F => r = [0; 4],
         _ => {}
     }
     r
+}
+
+/// The XCR0 components guests are offered: x87, SSE and AVX, as far as the
+/// host has them (CPUID leaf 0xD), or nothing (XSAVE hidden) without XSAVE
+/// or x87 and SSE. The backends switch these (their 4096-byte area holds
+/// them, see `arch_common::fpu`); AVX-512, PKRU and the rest stay hidden,
+/// as their CPUID feature bits are.
+pub(crate) fn xcr0_offer<P: Platform>(hv: &Hypervisor<P>) -> u64 {
+    if hv.platform.cpuid(0, 0)[0] < 0xD || hv.platform.cpuid(1, 0)[2] & (1 << 26) == 0 {
+        return 0;
+    }
+    let [lo, _, _, hi] = hv.platform.cpuid(0xD, 0);
+    let offer = ((u64::from(hi) << 32) | u64::from(lo)) & 0x7;
+    if offer & 0x3 == 0x3 { offer } else { 0 }
+}
+
+/// The XSAVE area size for components `xcr0` (standard format): the
+/// legacy area and header (576 bytes), or the end of the AVX state.
+fn xsave_size<P: Platform>(hv: &Hypervisor<P>, xcr0: u64) -> u32 {
+    if xcr0 & 4 != 0 {
+        let [size, offset, _, _] = hv.platform.cpuid(0xD, 2);
+        offset + size
+    } else {
+        576
+    }
+}
+
+/// CPUID leaf 0xD, subleaf `sub`, for the components `offer`: subleaf 0
+/// lists them (EBX is set per vCPU by `handle`, ECX is the size of all of
+/// them), subleaf 1 keeps XSAVEOPT, XSAVEC and XGETBV with ECX = 1 (no
+/// XSAVES: no supervisor state) with the compacted size in EBX, subleaf 2
+/// describes AVX; the rest is 0.
+fn xsave_leaf<P: Platform>(hv: &Hypervisor<P>, sub: u32, offer: u64) -> [u32; 4] {
+    if offer == 0 {
+        return [0; 4];
+    }
+    match sub {
+        0 => {
+            let all = xsave_size(hv, offer);
+            [offer as u32, all, all, (offer >> 32) as u32]
+        }
+        // EBX: the compacted (XSAVEC) size of XCR0's components, the same
+        // as the standard one for these three (set per vCPU by `handle`).
+        1 => [
+            hv.platform.cpuid(0xD, 1)[0] & 0x7,
+            xsave_size(hv, offer),
+            0,
+            0,
+        ],
+        2 if offer & 4 != 0 => {
+            let r = hv.platform.cpuid(0xD, 2);
+            [r[0], r[1], 0, 0]
+        }
+        _ => [0; 4],
+    }
 }
 
 fn rdmsr<P: Platform>(
@@ -347,11 +617,20 @@ fn rdmsr<P: Platform>(
     if (0x800..=0x8FF).contains(&msr) {
         let now = hv.now();
         let vc = hv.domain(d)?.vcpus.get(v as usize)?;
+        // The x2APIC MSRs exist only in x2APIC mode.
+        if vc.vlapic.mode() != ApicMode::X2Apic {
+            return None;
+        }
         return vc.vlapic.read(msr, now);
     }
     Some(match msr {
         EFER_MSR => cpu.control(ControlReg::Efer),
-        APIC_BASE_MSR => APIC_BASE_VALUE | if v == 0 { 1 << 8 } else { 0 },
+        APIC_BASE_MSR => hv
+            .domain(d)?
+            .vcpus
+            .get(v as usize)?
+            .vlapic
+            .apic_base(v == 0),
         PAT_MSR => 0x0007_0406_0007_0406,
         // Platform id, microcode revision, feature control, MTRRs, MCG,
         // debug control, misc enables: a quiet machine.
@@ -387,6 +666,9 @@ fn wrmsr<P: Platform>(
         let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
             return false;
         };
+        if vc.vlapic.mode() != ApicMode::X2Apic {
+            return false;
+        }
         return match vc.vlapic.write(msr, value, now) {
             Err(()) => false,
             Ok(WriteEffect::None) => true,
@@ -401,17 +683,22 @@ fn wrmsr<P: Platform>(
         };
     }
     match msr {
-        // x2APIC mode cannot be left (no xAPIC page is emulated).
-        APIC_BASE_MSR => value & !(1 << 8) == APIC_BASE_VALUE,
+        // Mode changes as the SDM allows them (see Vlapic::set_apic_base).
+        APIC_BASE_MSR => hv
+            .domain_mut(d)
+            .and_then(|x| x.vcpus.get_mut(v as usize))
+            .is_some_and(|vc| vc.vlapic.set_apic_base(value).is_ok()),
         XEN_HYPERCALL_MSR => write_hypercall_page(hv, d, cpu, value),
         EFER_MSR => {
-            // LME, LMA, NXE, SCE, FFXSR may change; nothing else.
-            const ALLOWED: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11) | (1 << 14);
-            if value & !ALLOWED != 0 {
-                return false;
+            // Checked against the guest's CPUID as Xen's hvm_set_efer does.
+            let features = guest_cpu(hv, d, v);
+            match guest_state::check_efer(&cr_state(cpu), &features, value) {
+                Ok(e) => {
+                    cpu.set_control(ControlReg::Efer, e);
+                    true
+                }
+                Err(_) => false,
             }
-            cpu.set_control(ControlReg::Efer, value);
-            true
         }
         PAT_MSR | 0x2FF | 0x200..=0x21F | 0x250 | 0x258 | 0x259 | 0x268..=0x26F => true,
         0x1D9 | 0x17A | 0x8B | 0x140 | 0xC001_1029 => true,

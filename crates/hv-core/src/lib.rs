@@ -28,6 +28,7 @@ pub mod evtchn_op;
 pub mod exits;
 pub mod gnttab;
 pub mod gnttab_op;
+pub mod guest_state;
 pub mod guestmem;
 pub mod hv;
 pub mod hvm_op;

@@ -36,6 +36,9 @@ pub struct MockPlatform {
     pub freed: Mutex<Vec<Hfn>>,
     /// Whether CPUID leaf 0 says AMD.
     pub amd: bool,
+    /// CPUID bits the machine lacks: (leaf, register 0-3 for EAX-EDX,
+    /// mask), cleared from every answer of that leaf.
+    pub cpuid_clear: Vec<(u32, usize, u32)>,
 }
 
 impl Default for MockPlatform {
@@ -56,6 +59,7 @@ impl MockPlatform {
             kicks: Mutex::new(Vec::new()),
             freed: Mutex::new(Vec::new()),
             amd: true,
+            cpuid_clear: Vec::new(),
         }
     }
 
@@ -226,15 +230,28 @@ impl Platform for MockPlatform {
     fn console_write(&self, domid: DomId, text: &[u8]) {
         self.console.lock().push((domid, text.to_vec()));
     }
-    fn cpuid(&self, leaf: u32, _subleaf: u32) -> [u32; 4] {
-        match leaf {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let mut r = match leaf {
             0 if self.amd => [0xD, 0x6874_7541, 0x444D_4163, 0x6974_6E65],
             0 => [0xD, 0x756E_6547, 0x6C65_746E, 0x4965_6E69],
             // Everything set, to see what the policy hides.
             1 | 7 | 0x8000_0001 => [0xFFFF_FFFF; 4],
-            0xD => [0x7, 0, 0, 0],
+            // x87, SSE, AVX (at 576, 256 bytes); XSAVEOPT.
+            0xD => match subleaf {
+                0 => [0x7, 832, 832, 0],
+                1 => [0x1, 0, 0, 0],
+                2 => [256, 576, 0, 0],
+                _ => [0; 4],
+            },
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
             _ => [0; 4],
+        };
+        for &(l, reg, mask) in &self.cpuid_clear {
+            if l == leaf {
+                r[reg & 3] &= !mask;
+            }
         }
+        r
     }
 }
 
@@ -288,6 +305,10 @@ pub struct MockVcpu {
     pub window: bool,
     /// Exits the next `run` calls return.
     pub script: Vec<VmExit>,
+    /// CS's base.
+    pub cs_base: u64,
+    /// The PDPTEs hv-core loaded last.
+    pub pdptes: Option<[u64; 4]>,
 }
 
 impl MockVcpu {
@@ -362,6 +383,12 @@ impl VcpuBackend for MockVcpu {
     }
     fn in_64bit_mode(&self) -> bool {
         self.long
+    }
+    fn cs_base(&self) -> u64 {
+        self.cs_base
+    }
+    fn set_pdptes(&mut self, pdptes: [u64; 4]) {
+        self.pdptes = Some(pdptes);
     }
     fn control(&self, reg: ControlReg) -> u64 {
         self.ctl[idx(reg)]

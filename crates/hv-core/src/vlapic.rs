@@ -1,12 +1,19 @@
-//! The emulated local APIC, in x2APIC mode (MSRs 0x800-0x8FF).
+//! The emulated local APIC: one state behind the x2APIC MSRs
+//! (0x800-0x8FF) and the xAPIC page at 0xFEE00000.
 //!
 //! PVH guests take event-channel upcalls through the callback vector and
 //! their timers through VIRQ_TIMER, so the local APIC matters for what
 //! remains native: starting secondary vCPUs with INIT and SIPI, the odd
 //! fixed IPI or self-IPI, and the registers Linux reads while setting up.
-//! The "firmware" hands it over already in x2APIC mode (IA32_APIC_BASE has
-//! EN and EXTD set) so guests never touch the xAPIC MMIO page. IDs are
-//! 2 x vCPU, as in the guests' MADT.
+//! The "firmware" hands it over in x2APIC mode (IA32_APIC_BASE has EN and
+//! EXTD set). A guest may move between the modes as the SDM allows
+//! ([`Vlapic::set_apic_base`]: xAPIC to x2APIC, either to disabled,
+//! disabled to xAPIC; `#GP` for x2APIC to xAPIC, disabled to x2APIC and
+//! EXTD without EN). In xAPIC mode the registers are reached by MMIO
+//! ([`Vlapic::mmio_read`], [`Vlapic::mmio_write`], through the instruction
+//! emulator), the x2APIC MSRs raise `#GP`; in x2APIC mode the page is
+//! nothing (the null handler), as in Xen. IDs are 2 x vCPU, as in the
+//! guests' MADT (xAPIC: in ID bits 31:24).
 
 /// Vectors below this are reserved (an IPI with one is an illegal vector).
 const MIN_VECTOR: u8 = 16;
@@ -59,6 +66,27 @@ pub mod reg {
     pub const TIMER_DIVIDE: u32 = 0x83E;
     /// Self IPI.
     pub const SELF_IPI: u32 = 0x83F;
+}
+
+/// The xAPIC page's guest-physical address (the only one: relocation is
+/// refused, as in Xen).
+pub const APIC_BASE_ADDR: u64 = 0xFEE0_0000;
+/// IA32_APIC_BASE: this is the bootstrap processor.
+pub const APIC_BASE_BSP: u64 = 1 << 8;
+/// IA32_APIC_BASE: x2APIC mode (EXTD).
+pub const APIC_BASE_EXTD: u64 = 1 << 10;
+/// IA32_APIC_BASE: the APIC is enabled (EN).
+pub const APIC_BASE_EN: u64 = 1 << 11;
+
+/// The APIC's mode, from IA32_APIC_BASE's EN and EXTD bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApicMode {
+    /// EN = 0, EXTD = 0: no interrupts, no registers.
+    Disabled,
+    /// EN = 1, EXTD = 0: registers in the page at [`APIC_BASE_ADDR`].
+    XApic,
+    /// EN = 1, EXTD = 1: registers as MSRs.
+    X2Apic,
 }
 
 /// Version register: version 0x14, 6 LVT entries (max LVT index 5).
@@ -153,6 +181,11 @@ pub struct Vlapic {
     pub nmi_pending: bool,
     /// INIT received: a SIPI may start the vCPU.
     pub init_received: bool,
+    mode: ApicMode,
+    /// xAPIC logical destination (bits 31:24).
+    ldr_x: u32,
+    /// xAPIC destination format (model in 31:28).
+    dfr: u32,
 }
 
 /// Index in `lvt` of each LVT register.
@@ -196,7 +229,58 @@ impl Vlapic {
             isr: [0; 4],
             nmi_pending: false,
             init_received: false,
+            mode: ApicMode::X2Apic,
+            ldr_x: 0,
+            dfr: 0xFFFF_FFFF,
         }
+    }
+
+    /// The mode IA32_APIC_BASE selects.
+    pub fn mode(&self) -> ApicMode {
+        self.mode
+    }
+
+    /// IA32_APIC_BASE as the guest reads it (`bsp` for vCPU 0).
+    pub fn apic_base(&self, bsp: bool) -> u64 {
+        let mode = match self.mode {
+            ApicMode::Disabled => 0,
+            ApicMode::XApic => APIC_BASE_EN,
+            ApicMode::X2Apic => APIC_BASE_EN | APIC_BASE_EXTD,
+        };
+        APIC_BASE_ADDR | mode | if bsp { APIC_BASE_BSP } else { 0 }
+    }
+
+    /// A `WRMSR` to IA32_APIC_BASE (Xen's `guest_wrmsr_apic_base`, the
+    /// SDM's x2APIC state transitions). `Err(())` is `#GP`: a reserved
+    /// bit, a base other than 0xFEE00000, EXTD without EN, x2APIC to
+    /// xAPIC, disabled to x2APIC. The BSP bit is the processor's and is
+    /// ignored. Enabling a disabled APIC resets its registers (the ID
+    /// stays).
+    #[allow(clippy::result_unit_err)]
+    pub fn set_apic_base(&mut self, value: u64) -> Result<(), ()> {
+        let known = APIC_BASE_BSP | APIC_BASE_EXTD | APIC_BASE_EN | APIC_BASE_ADDR;
+        if value & !known != 0 || value & APIC_BASE_ADDR != APIC_BASE_ADDR {
+            return Err(());
+        }
+        let new = match (value & APIC_BASE_EN != 0, value & APIC_BASE_EXTD != 0) {
+            (false, false) => ApicMode::Disabled,
+            (true, false) => ApicMode::XApic,
+            (true, true) => ApicMode::X2Apic,
+            (false, true) => return Err(()),
+        };
+        match (self.mode, new) {
+            (ApicMode::X2Apic, ApicMode::XApic) | (ApicMode::Disabled, ApicMode::X2Apic) => {
+                return Err(());
+            }
+            (ApicMode::Disabled, ApicMode::XApic) => {
+                let keep = (self.id, self.nmi_pending, self.init_received);
+                *self = Vlapic::new(self.id / 2);
+                (_, self.nmi_pending, self.init_received) = keep;
+            }
+            _ => {}
+        }
+        self.mode = new;
+        Ok(())
     }
 
     /// Whether the APIC is software-enabled (SVR bit 8).
@@ -219,6 +303,10 @@ impl Vlapic {
     /// Marks `vector` pending. Vectors below 16 set the illegal-vector
     /// error instead.
     pub fn accept(&mut self, vector: u8) {
+        // A hardware-disabled APIC (IA32_APIC_BASE.EN clear) takes nothing.
+        if self.mode == ApicMode::Disabled {
+            return;
+        }
         if vector < MIN_VECTOR {
             self.esr |= 1 << 6;
             return;
@@ -228,6 +316,9 @@ impl Vlapic {
 
     /// The vector to deliver now, if any (above the processor priority).
     pub fn pending_vector(&self) -> Option<u8> {
+        if self.mode == ApicMode::Disabled {
+            return None;
+        }
         let v = Self::highest(&self.irr)?;
         ((u32::from(v) & 0xF0) > self.ppr()).then_some(v)
     }
@@ -349,11 +440,86 @@ impl Vlapic {
         Ok(WriteEffect::None)
     }
 
-    /// INIT: back to the reset state, keeping the id.
+    /// INIT: back to the reset state, keeping the id and the mode (INIT
+    /// leaves IA32_APIC_BASE alone).
     pub fn reset(&mut self) {
-        let id = self.id;
+        let (id, mode) = (self.id, self.mode);
         *self = Vlapic::new(id / 2);
+        self.mode = mode;
         self.init_received = true;
+    }
+
+    /// The 32-bit xAPIC register at page offset `reg` (16-byte aligned).
+    fn xapic_reg(&self, reg: u32, now: u64) -> u32 {
+        match reg {
+            0x20 => (self.id & 0xFF) << 24,
+            0xD0 => self.ldr_x,
+            0xE0 => self.dfr,
+            0x300 => self.icr as u32,
+            0x310 => (self.icr >> 32) as u32 & 0xFF00_0000,
+            // No self-IPI register in xAPIC mode.
+            0x3F0 => 0,
+            _ => self.read(0x800 + reg / 16, now).map_or(0, |v| v as u32),
+        }
+    }
+
+    /// An xAPIC MMIO read of `size` (1, 2 or 4) bytes at page offset
+    /// `offset`. Accesses that leave the register's first 4 bytes, and
+    /// write-only or unknown registers, read 0 (Xen's `vlapic_mmio_read`).
+    pub fn mmio_read(&self, offset: u32, size: u32, now: u64) -> u32 {
+        let (reg, at) = (offset & 0xFF0, offset & 0xF);
+        if !matches!(size, 1 | 2 | 4) || at + size > 4 {
+            return 0;
+        }
+        let v = self.xapic_reg(reg, now) >> (at * 8);
+        if size == 4 {
+            v
+        } else {
+            v & ((1 << (size * 8)) - 1)
+        }
+    }
+
+    /// An xAPIC MMIO write of the low `size` bytes of `value` at page
+    /// offset `offset`. Narrow writes merge into the register; accesses
+    /// that leave its first 4 bytes and read-only registers are ignored.
+    /// Writing ICR low sends the IPI with ICR high's destination (0xFF:
+    /// broadcast).
+    pub fn mmio_write(&mut self, offset: u32, size: u32, value: u32, now: u64) -> WriteEffect {
+        let (reg, at) = (offset & 0xFF0, offset & 0xF);
+        if !matches!(size, 1 | 2 | 4) || at + size > 4 {
+            return WriteEffect::None;
+        }
+        let v = if size == 4 {
+            value
+        } else {
+            let m = ((1u32 << (size * 8)) - 1) << (at * 8);
+            (self.xapic_reg(reg, now) & !m) | ((value << (at * 8)) & m)
+        };
+        match reg {
+            0xB0 => {
+                let _ = self.write(reg::EOI, 0, now);
+            }
+            0xD0 => self.ldr_x = v & 0xFF00_0000,
+            0xE0 => self.dfr = v | 0x0FFF_FFFF,
+            0x310 => {
+                self.icr = (self.icr & 0xFFFF_FFFF) | (u64::from(v >> 24) << 56);
+            }
+            0x300 => {
+                let dest = (self.icr >> 56) as u32;
+                let dest = if dest == 0xFF { u32::MAX } else { dest };
+                let low = u64::from(v) & !(1 << 12);
+                // Kept in xAPIC form for reads; sent in x2APIC form.
+                self.icr = (self.icr & 0xFF00_0000_0000_0000) | low;
+                return WriteEffect::SendIcr((u64::from(dest) << 32) | low);
+            }
+            0x20 | 0x30 | 0xA0 | 0x3F0 => {}
+            _ => {
+                return self
+                    .write(0x800 + reg / 16, u64::from(v), now)
+                    .unwrap_or(WriteEffect::None);
+            }
+        }
+        WriteEffect::None
     }
 }
 
@@ -414,6 +580,96 @@ mod tests {
         assert_eq!(a.timer_current(20), 0);
         assert!(a.write(reg::ID, 5, 0).is_err(), "read-only");
         assert!(a.write(reg::TPR, 1 << 40, 0).is_err());
+    }
+
+    #[test]
+    fn apic_base_transitions() {
+        use ApicMode::*;
+        let (en, extd, base) = (APIC_BASE_EN, APIC_BASE_EXTD, APIC_BASE_ADDR);
+        let mut a = Vlapic::new(1);
+        assert_eq!(a.mode(), X2Apic);
+        assert_eq!(a.apic_base(false), base | en | extd);
+        assert_eq!(a.apic_base(true), base | en | extd | APIC_BASE_BSP);
+        // x2APIC -> xAPIC, EXTD without EN, reserved bits, relocation.
+        for bad in [base | en, base | extd, base | en | extd | 1, en | extd] {
+            assert!(a.set_apic_base(bad).is_err(), "{bad:#x}");
+            assert_eq!(a.mode(), X2Apic);
+        }
+        // The BSP bit is ignored.
+        assert!(a.set_apic_base(base | en | extd | APIC_BASE_BSP).is_ok());
+        a.write(reg::SVR, 0x1FF, 0).unwrap();
+        a.accept(0x40);
+        assert!(a.set_apic_base(base).is_ok());
+        assert_eq!(a.mode(), Disabled);
+        // Disabled: nothing pending, nothing accepted.
+        assert_eq!(a.pending_vector(), None);
+        a.accept(0x50);
+        assert!(
+            a.set_apic_base(base | en | extd).is_err(),
+            "disabled -> x2APIC"
+        );
+        // Enabling resets the registers, not the ID.
+        assert!(a.set_apic_base(base | en).is_ok());
+        assert_eq!(a.mode(), XApic);
+        assert_eq!(a.read(reg::SVR, 0), Some(0xFF));
+        assert_eq!(a.id, 2);
+        // INIT keeps the mode.
+        a.reset();
+        assert_eq!(a.mode(), XApic);
+        assert!(a.set_apic_base(base | en | extd).is_ok(), "xAPIC -> x2APIC");
+        assert!(a.set_apic_base(base | en | extd).is_ok(), "no change");
+    }
+
+    #[test]
+    fn xapic_registers() {
+        let mut a = Vlapic::new(3);
+        assert!(a.set_apic_base(APIC_BASE_ADDR).is_ok());
+        assert!(a.set_apic_base(APIC_BASE_ADDR | APIC_BASE_EN).is_ok());
+        assert_eq!(a.mmio_read(0x20, 4, 0), 6 << 24);
+        assert_eq!(a.mmio_read(0x23, 1, 0), 6, "the ID byte alone");
+        assert_eq!(a.mmio_read(0x30, 4, 0), VERSION_VALUE as u32);
+        assert_eq!(a.mmio_read(0xE0, 4, 0), u32::MAX, "DFR flat");
+        // Outside a register's first 4 bytes, or 8 bytes wide: 0.
+        assert_eq!(a.mmio_read(0x24, 4, 0), 0);
+        assert_eq!(a.mmio_read(0x32, 4, 0), 0);
+        // SVR by a 4-byte then a 1-byte write (merged).
+        assert_eq!(a.mmio_write(0xF0, 4, 0x1FF, 0), WriteEffect::None);
+        assert!(a.enabled());
+        a.mmio_write(0xF0, 1, 0x3F, 0);
+        assert_eq!(a.mmio_read(0xF0, 4, 0), 0x13F);
+        // Logical destination and format are writable in xAPIC mode.
+        a.mmio_write(0xD0, 4, 0x0400_0000 | 0x55, 0);
+        assert_eq!(a.mmio_read(0xD0, 4, 0), 0x0400_0000);
+        a.mmio_write(0xE0, 4, 0, 0);
+        assert_eq!(a.mmio_read(0xE0, 4, 0), 0x0FFF_FFFF, "cluster model");
+        // ICR: destination from ICR high bits 31:24; 0xFF broadcasts.
+        a.mmio_write(0x310, 4, 4 << 24, 0);
+        assert_eq!(
+            a.mmio_write(0x300, 4, 0x4031, 0),
+            WriteEffect::SendIcr((4 << 32) | 0x4031)
+        );
+        assert_eq!(a.mmio_read(0x310, 4, 0), 4 << 24);
+        assert_eq!(a.mmio_read(0x300, 4, 0), 0x4031);
+        a.mmio_write(0x310, 4, 0xFF << 24, 0);
+        assert_eq!(
+            a.mmio_write(0x300, 4, 0x31, 0),
+            WriteEffect::SendIcr((0xFFFF_FFFF << 32) | 0x31)
+        );
+        // TPR, timer through the page; EOI takes any value.
+        a.mmio_write(0x80, 4, 0x20, 0);
+        assert_eq!(a.read(reg::TPR, 0), Some(0x20));
+        a.mmio_write(0x3E0, 4, 0xB, 0);
+        assert_eq!(
+            a.mmio_write(0x380, 4, 100, 0),
+            WriteEffect::Timer(Some(100))
+        );
+        a.accept(0x40);
+        a.acknowledge(0x40);
+        a.mmio_write(0xB0, 4, 0x1234, 0);
+        assert_eq!(a.read(reg::PPR, 0), Some(0x20));
+        // Read-only ID and version stay.
+        a.mmio_write(0x20, 4, 0, 0);
+        assert_eq!(a.mmio_read(0x20, 4, 0), 6 << 24);
     }
 
     #[test]

@@ -1288,13 +1288,21 @@ fn cpuid_policy() {
     let l1 = q(&mut s, &mut cpu, 1);
     assert!(l1[2] & (1 << 31) != 0, "hypervisor bit");
     assert_eq!(l1[2] & (1 << 5), 0, "VMX hidden");
+    // Features whose MSRs are not emulated: DTES64, DS-CPL, EST, TM2,
+    // PDCM; DS, ACPI, TM, PBE (the mock host has every bit set).
+    assert_eq!(l1[2] & 0x8194, 0, "ECX {:#x}", l1[2]);
+    assert_eq!(l1[3] & 0xA060_0000, 0, "EDX {:#x}", l1[3]);
+    // SME/SEV: the leaf is empty.
+    assert_eq!(q(&mut s, &mut cpu, 0x8000_001F), [0; 4]);
+    // PKU and OSPKE: PKRU is not switched per vCPU.
+    assert_eq!(q(&mut s, &mut cpu, 7)[2] & 0x18, 0);
     assert_eq!(l1[1] >> 24, 2, "APIC id 2 x vCPU");
     assert_eq!(
         q(&mut s, &mut cpu, 0x8000_0001)[2] & (1 << 2),
         0,
         "SVM hidden"
     );
-    assert_eq!(cpu.rip, 3 * 6);
+    assert_eq!(cpu.rip, 3 * 8);
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The emulated x2APIC through MSR exits: identity, IPIs, INIT-SIPI-SIPI
-//! starting a secondary vCPU, interrupt injection and EOI.
+//! The emulated local APIC through MSR exits: identity, IPIs,
+//! INIT-SIPI-SIPI starting a secondary vCPU, interrupt injection and EOI;
+//! IA32_APIC_BASE mode changes and the xAPIC page through the emulator.
 
 use hv_core::arch::{Event, VmExit};
 use hv_core::domain::VcpuState;
@@ -149,4 +150,96 @@ fn apic_timer_one_shot() {
     hv.tick(t0 + 1_000_000);
     hv.prepare_entry(d, 0, &mut c0);
     assert_eq!(c0.injected.len(), 1);
+}
+
+/// A nested page fault for `code` (at RIP 0x1000) touching `gpa`.
+fn mmio(
+    hv: &mut Hypervisor<MockPlatform>,
+    d: DomId,
+    v: u32,
+    cpu: &mut MockVcpu,
+    code: &[u8],
+    gpa: u64,
+    write: bool,
+) -> ExitAction {
+    hv.guest_mem(d).unwrap().write(0x1000, code).unwrap();
+    cpu.rip = 0x1000;
+    let access = hv_core::arch::Access {
+        read: !write,
+        write,
+        ..Default::default()
+    };
+    hv.handle_exit(d, v, cpu, VmExit::NestedPageFault { gpa, access })
+}
+
+#[test]
+fn apic_base_transitions_and_the_xapic_page() {
+    let (mut hv, d) = setup();
+    let mut cpu = MockVcpu::flat64();
+    let gp = |c: &MockVcpu| matches!(c.injected.last(), Some(Event::Exception { vector: 13, .. }));
+    // Firmware state: x2APIC, enabled, BSP on vCPU 0 only.
+    assert_eq!(rdmsr(&mut hv, d, 0, &mut cpu, 0x1B), 0xFEE0_0D00);
+    assert_eq!(rdmsr(&mut hv, d, 1, &mut cpu, 0x1B), 0xFEE0_0C00);
+    // x2APIC -> xAPIC directly, EXTD without EN, another base: #GP.
+    for bad in [0xFEE0_0800u64, 0xFEE0_0400, 0xFED0_0C00, 0xFEE0_0C01] {
+        cpu.injected.clear();
+        wrmsr(&mut hv, d, 1, &mut cpu, 0x1B, bad);
+        assert!(gp(&cpu), "{bad:#x}");
+        assert_eq!(rdmsr(&mut hv, d, 1, &mut cpu, 0x1B), 0xFEE0_0C00);
+    }
+    // x2APIC -> disabled: the MSRs are gone.
+    cpu.injected.clear();
+    wrmsr(&mut hv, d, 1, &mut cpu, 0x1B, 0xFEE0_0000);
+    assert!(cpu.injected.is_empty());
+    rdmsr(&mut hv, d, 1, &mut cpu, 0x802);
+    assert!(gp(&cpu), "x2APIC MSR while disabled");
+    // disabled -> x2APIC: #GP; disabled -> xAPIC: fine.
+    cpu.injected.clear();
+    wrmsr(&mut hv, d, 1, &mut cpu, 0x1B, 0xFEE0_0C00);
+    assert!(gp(&cpu));
+    cpu.injected.clear();
+    wrmsr(&mut hv, d, 1, &mut cpu, 0x1B, 0xFEE0_0800);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(rdmsr(&mut hv, d, 1, &mut cpu, 0x1B), 0xFEE0_0800);
+    rdmsr(&mut hv, d, 1, &mut cpu, 0x802);
+    assert!(gp(&cpu), "x2APIC MSR in xAPIC mode");
+    // mov eax, [rbx]: the ID register through the page (ID 2 in 31:24),
+    // then the version.
+    cpu.injected.clear();
+    cpu.gprs.rbx = 0xFEE0_0020;
+    let code = [0x8B, 0x03];
+    assert_eq!(
+        mmio(&mut hv, d, 1, &mut cpu, &code, 0xFEE0_0020, false),
+        ExitAction::Resume
+    );
+    assert_eq!(cpu.gprs.rax, 2 << 24);
+    assert_eq!(cpu.rip, 0x1002);
+    cpu.gprs.rbx = 0xFEE0_0030;
+    mmio(&mut hv, d, 1, &mut cpu, &code, 0xFEE0_0030, false);
+    assert_eq!(cpu.gprs.rax, 0x0005_0014);
+    // mov [rbx], eax to SVR, read back.
+    cpu.gprs.rbx = 0xFEE0_00F0;
+    cpu.gprs.rax = 0x1FF;
+    mmio(&mut hv, d, 1, &mut cpu, &[0x89, 0x03], 0xFEE0_00F0, true);
+    cpu.gprs.rax = 0;
+    mmio(&mut hv, d, 1, &mut cpu, &code, 0xFEE0_00F0, false);
+    assert_eq!(cpu.gprs.rax, 0x1FF);
+    // ICR high then low: a fixed IPI to APIC ID 0 (vCPU 0).
+    cpu.gprs.rbx = 0xFEE0_0310;
+    cpu.gprs.rax = 0;
+    mmio(&mut hv, d, 1, &mut cpu, &[0x89, 0x03], 0xFEE0_0310, true);
+    cpu.gprs.rbx = 0xFEE0_0300;
+    cpu.gprs.rax = 0x45;
+    mmio(&mut hv, d, 1, &mut cpu, &[0x89, 0x03], 0xFEE0_0300, true);
+    assert!(cpu.injected.is_empty());
+    // vCPU 0 (still x2APIC) has 0x45 in its IRR (vectors 64-95: 0x822).
+    assert_eq!(rdmsr(&mut hv, d, 0, &mut cpu, 0x822) & (1 << 5), 1 << 5);
+    // The page of an x2APIC vCPU is nothing: all-ones.
+    cpu.gprs.rbx = 0xFEE0_0020;
+    mmio(&mut hv, d, 0, &mut cpu, &code, 0xFEE0_0020, false);
+    assert_eq!(cpu.gprs.rax, 0xFFFF_FFFF);
+    // xAPIC -> x2APIC is legal; the ID is back as an MSR.
+    wrmsr(&mut hv, d, 1, &mut cpu, 0x1B, 0xFEE0_0C00);
+    assert!(cpu.injected.is_empty());
+    assert_eq!(rdmsr(&mut hv, d, 1, &mut cpu, 0x802), 2);
 }

@@ -20,6 +20,11 @@
 //! | `pvclock_monotonic` | pvclock system time never goes backwards and advances |
 //! | `grant_self` | a grant of one of our pages, mapped by ourselves at another frame, shows its contents |
 //! | `unbacked_mmio` | loads from unbacked guest-physical addresses (0xFED00000, the top of the first GiB) give all-ones, stores are dropped, flags and registers as on hardware ([`mmio`]) |
+//! | `cr4_unoffered_gp` | setting a CR4 bit CPUID does not offer (UMIP, PKE, LA57, VMXE, OSXSAVE, whichever are absent) raises `#GP(0)` at the `MOV CR4`, CR4 unchanged; the kernel goes on ([`cregs`]) |
+//! | `cr0_invalid_gp` | CR0.NW without CD, and a bit in 63:32, raise `#GP(0)` at the `MOV CR0` |
+//! | `efer_unoffered_gp` | a reserved EFER bit, SVME (SVM not offered) and clearing LME with paging on raise `#GP(0)` at the `WRMSR` |
+//! | `xcr0_invalid` | without XSAVE offered, `XSETBV` is `#UD` and CR4.OSXSAVE `#GP(0)`; with it, XCR0 without x87, AVX without SSE, an unoffered component and XCR1 are `#GP(0)` |
+//! | `apic_modes` | IA32_APIC_BASE: x2APIC -> xAPIC and disabled -> x2APIC are `#GP`, x2APIC -> disabled -> xAPIC -> x2APIC works; in xAPIC mode the ID at 0xFEE00020 matches the x2APIC ID and the x2APIC MSRs are `#GP` ([`apic`]) |
 //!
 //! `role=xs-client`, `role=xs-hostile` and `role=xs-bench` add the
 //! xenstore checks of [`xenstore`] after them (a raw client over the
@@ -166,7 +171,9 @@ macro_rules! fail {
     };
 }
 
+mod apic;
 mod bench;
+mod cregs;
 mod grants;
 mod mmio;
 mod xenstore;
@@ -559,6 +566,16 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "grant_self", o);
     let o = mmio::check_unbacked_mmio(ctx);
     record(r, "unbacked_mmio", o);
+    let o = cregs::check_cr4_unoffered_gp(r);
+    record(r, "cr4_unoffered_gp", o);
+    let o = cregs::check_cr0_invalid_gp();
+    record(r, "cr0_invalid_gp", o);
+    let o = cregs::check_efer_unoffered_gp();
+    record(r, "efer_unoffered_gp", o);
+    let o = cregs::check_xcr0_invalid(r);
+    record(r, "xcr0_invalid", o);
+    let o = apic::check_apic_modes(r);
+    record(r, "apic_modes", o);
     let spurious = cpu::SPURIOUS.load(core::sync::atomic::Ordering::SeqCst);
     if spurious != 0 {
         r.note(format_args!("{spurious} interrupts on unexpected vectors"));

@@ -70,6 +70,77 @@ static USER_STACK: Cell<[u8; USER_STACK_SIZE]> = Cell(UnsafeCell::new([0; USER_S
 static PVH_RING3_SAVED_RSP: AtomicU64 = AtomicU64::new(0);
 /// Interrupts on vectors nobody asked for.
 pub static SPURIOUS: AtomicU64 = AtomicU64::new(0);
+/// Where an exception in a [`catch`] section resumes (0: none armed).
+static CATCH_RESUME: AtomicU64 = AtomicU64::new(0);
+/// The exception a [`catch`] section took: vector + 1 (0: none).
+static CAUGHT_VECTOR: AtomicU64 = AtomicU64::new(0);
+/// Its error code (0 for vectors without one).
+static CAUGHT_ERROR: AtomicU64 = AtomicU64::new(0);
+/// The RIP it was raised at.
+static CAUGHT_RIP: AtomicU64 = AtomicU64::new(0);
+
+/// An exception taken inside a [`catch`] section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caught {
+    /// The vector.
+    pub vector: u8,
+    /// The error code (0 where the vector has none).
+    pub error: u64,
+    /// Where it was raised (the faulting instruction for a fault).
+    pub rip: u64,
+}
+
+/// Runs one privileged instruction (`insn`, Intel syntax, with the given
+/// operands) with exceptions caught: returns the exception it raised, if
+/// any, and the instruction's address. The instruction must not touch the
+/// stack.
+macro_rules! catch {
+    ($insn:literal, $($op:tt)*) => {{
+        let at: u64;
+        $crate::cpu::catch_arm();
+        // SAFETY: the caller vouches for the instruction's effect; an
+        // exception it raises resumes at label 3 (see `trap`), with the
+        // registers the trap stub saved, and the section is disarmed on
+        // both paths.
+        unsafe {
+            core::arch::asm!(
+                "lea {at}, [rip + 2f]",
+                "lea {res}, [rip + 3f]",
+                "mov [{slot}], {res}",
+                "2:",
+                $insn,
+                "3:",
+                "mov qword ptr [{slot}], 0",
+                at = out(reg) at,
+                res = out(reg) _,
+                slot = in(reg) $crate::cpu::catch_slot(),
+                $($op)*
+            );
+        }
+        ($crate::cpu::catch_result(), at)
+    }};
+}
+pub(crate) use catch;
+
+/// Clears the record of the last caught exception.
+pub fn catch_arm() {
+    CAUGHT_VECTOR.store(0, Ordering::SeqCst);
+}
+
+/// The resume slot a [`catch`] section fills.
+pub fn catch_slot() -> *mut u64 {
+    CATCH_RESUME.as_ptr()
+}
+
+/// The exception the last [`catch`] section took.
+pub fn catch_result() -> Option<Caught> {
+    let v = CAUGHT_VECTOR.load(Ordering::SeqCst);
+    (v != 0).then(|| Caught {
+        vector: (v - 1) as u8,
+        error: CAUGHT_ERROR.load(Ordering::SeqCst),
+        rip: CAUGHT_RIP.load(Ordering::SeqCst),
+    })
+}
 
 #[repr(C, packed)]
 struct DescPtr {
@@ -200,6 +271,16 @@ extern "C" fn trap(f: &mut TrapFrame) {
         f.rsp = PVH_RING3_SAVED_RSP.load(Ordering::SeqCst);
         f.rflags = 0x2;
         return;
+    }
+    if vector < 32 {
+        let resume = CATCH_RESUME.swap(0, Ordering::SeqCst);
+        if resume != 0 {
+            CAUGHT_ERROR.store(f.error, Ordering::SeqCst);
+            CAUGHT_RIP.store(f.rip, Ordering::SeqCst);
+            CAUGHT_VECTOR.store(f.vector + 1, Ordering::SeqCst);
+            f.rip = resume;
+            return;
+        }
     }
     match vector {
         UPCALL_VECTOR => crate::events::upcall(),

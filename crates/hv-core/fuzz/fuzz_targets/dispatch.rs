@@ -20,6 +20,8 @@
 
 use arbitrary::Arbitrary;
 use hv_core::arch::{Event, IoExit, VmExit};
+use hv_core::exits::cpuid;
+use hv_core::guest_state::GuestCpu;
 use hv_core::mock::{MockNpt, MockPlatform, MockVcpu};
 use hv_core::{DomId, DomainConfig, ExitAction, Gfn, Hypervisor};
 use libfuzzer_sys::fuzz_target;
@@ -213,6 +215,24 @@ enum Step {
     },
     Hlt {
         who: Who,
+    },
+    /// A write to CR0 or CR4 (`cr4`), with the register reported or
+    /// decoded from `code` at RIP.
+    ControlWrite {
+        who: Who,
+        mode: Mode,
+        cr4: bool,
+        gpr: Option<u8>,
+        value: u64,
+        code: [u8; 6],
+    },
+    /// `XSETBV` of `value` to XCR `index`, with CR4.OSXSAVE forced on or not.
+    Xsetbv {
+        who: Who,
+        mode: Mode,
+        osxsave: bool,
+        index: u32,
+        value: u64,
     },
     InterruptWindow {
         who: Who,
@@ -498,6 +518,78 @@ fuzz_target!(|input: Input| {
             Step::Hlt { who } => {
                 let mut cpu = MockVcpu::flat64();
                 cx.exit(who, &mut cpu, VmExit::Hlt);
+            }
+            Step::ControlWrite {
+                who,
+                mode,
+                cr4,
+                gpr,
+                value,
+                code,
+            } => {
+                let (d, v) = who.get();
+                let mut cpu = mode.vcpu();
+                cpu.rip = ARG;
+                if let Some(m) = cx.hv.guest_mem(d) {
+                    let _ = m.write(ARG, &code);
+                }
+                let gpr = gpr.map(|g| g & 15);
+                if let Some(g) = gpr {
+                    cpu.gprs.set(g, value);
+                } else {
+                    cpu.gprs.rax = value;
+                }
+                let before = cpu.ctl;
+                let cr = if cr4 { 4 } else { 0 };
+                let exit = VmExit::CrAccess {
+                    cr,
+                    write: true,
+                    gpr,
+                };
+                cx.exit(who, &mut cpu, exit);
+                if cpu.injected.is_empty() && cpu.ctl != before {
+                    // Accepted: nothing a VM entry would refuse.
+                    let [cr0, _, _, cr4v, efer, _] = cpu.ctl;
+                    if cr4 {
+                        let features = GuestCpu::from_cpuid(|l, sl| cpuid(&cx.hv, d, v, l, sl));
+                        assert_eq!(cr4v & !features.cr4_valid(), 0, "{cr4v:#x}");
+                        assert!(efer & (1 << 10) == 0 || cr4v & (1 << 5) != 0);
+                    } else {
+                        assert_eq!(cr0 >> 32, 0, "{cr0:#x}");
+                        assert!(cr0 & (1 << 31) == 0 || cr0 & 1 != 0, "PG without PE");
+                        assert!(
+                            cr0 & (1 << 29) == 0 || cr0 & (1 << 30) != 0,
+                            "NW without CD"
+                        );
+                        if (cr0 ^ before[0]) & (1 << 31) != 0 {
+                            let lme = efer & (1 << 8) != 0;
+                            let lma = efer & (1 << 10) != 0;
+                            assert_eq!(lma, lme && cr0 & (1 << 31) != 0);
+                        }
+                    }
+                }
+            }
+            Step::Xsetbv {
+                who,
+                mode,
+                osxsave,
+                index,
+                value,
+            } => {
+                let mut cpu = mode.vcpu();
+                if osxsave {
+                    cpu.ctl[3] |= 1 << 18;
+                }
+                cpu.gprs.rcx = u64::from(index);
+                cpu.gprs.rax = value & 0xFFFF_FFFF;
+                cpu.gprs.rdx = value >> 32;
+                cx.exit(who, &mut cpu, VmExit::Xsetbv);
+                // Only what the offered components (x87, SSE, AVX) allow.
+                let x = cpu.ctl[5];
+                assert!(
+                    x & 1 != 0 && x & !7 == 0 && (x & 4 == 0 || x & 2 != 0),
+                    "{x:#x}"
+                );
             }
             Step::InterruptWindow { who } => {
                 let mut cpu = MockVcpu::flat64();

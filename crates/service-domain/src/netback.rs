@@ -81,6 +81,11 @@ pub const RX_QUEUE: usize = 256;
 /// Of which one source vif may hold at most this many: a flooding domain
 /// cannot crowd the others out of a queue.
 pub const RX_QUEUE_PER_SOURCE: usize = RX_QUEUE / 2;
+/// Bytes queued for one vif at most (and half of it from one source):
+/// the service domain's heap is small and GSO packets reach 64 KiB.
+pub const RX_QUEUE_BYTES: usize = 1 << 20;
+/// Bytes taken from one tx ring per pass at most (besides [`TX_BUDGET`]).
+pub const TX_BATCH_BYTES: usize = 256 << 10;
 /// Packets delivered to one vif per pass.
 pub const RX_BUDGET: usize = 64;
 /// Data slots of one packet, at most (netif.h `XEN_NETIF_NR_SLOTS_MIN`;
@@ -412,8 +417,10 @@ pub struct Vif<R> {
     conn: Option<Conn<R>>,
     /// Packets waiting for rx buffers, with the vif they came from.
     rxq: VecDeque<(u32, Packet)>,
-    /// How many of them each source vif holds (indexed by vif).
-    rxq_from: Vec<u16>,
+    /// Packets and bytes of them each source vif holds (indexed by vif).
+    rxq_from: Vec<(u16, u32)>,
+    /// Bytes queued.
+    rxq_bytes: usize,
     /// Statistics.
     pub stats: VifStats,
 }
@@ -561,6 +568,7 @@ impl<R: SharedMem> Netback<R> {
             conn: None,
             rxq: VecDeque::new(),
             rxq_from: Vec::new(),
+            rxq_bytes: 0,
             stats: VifStats::default(),
         });
         svc.platform().log(format_args!(
@@ -597,10 +605,12 @@ impl<R: SharedMem> Netback<R> {
     ) {
         self.vifs[i].rxq.clear();
         self.vifs[i].rxq_from.clear();
+        self.vifs[i].rxq_bytes = 0;
         for v in &mut self.vifs {
             v.rxq.retain(|(src, _)| *src != i as u32);
             if let Some(n) = v.rxq_from.get_mut(i) {
-                *n = 0;
+                v.rxq_bytes = v.rxq_bytes.saturating_sub(n.1 as usize);
+                *n = (0, 0);
             }
         }
         self.switch.forget_port(i as u32);
@@ -814,14 +824,19 @@ impl<R: SharedMem> Netback<R> {
             return Ok(false);
         };
         let mut pkts = Vec::new();
+        let mut bytes = 0;
         loop {
-            while pkts.len() < TX_BUDGET {
+            while pkts.len() < TX_BUDGET && bytes < TX_BATCH_BYTES {
                 match take_packet(&mut conn.tx)? {
-                    Some(pk) => pkts.push(pk),
+                    Some(pk) => {
+                        bytes += pk.len;
+                        pkts.push(pk);
+                    }
                     None => break,
                 }
             }
-            if pkts.len() >= TX_BUDGET || !conn.tx.final_check_for_requests()? {
+            let full = pkts.len() >= TX_BUDGET || bytes >= TX_BATCH_BYTES;
+            if full || !conn.tx.final_check_for_requests()? {
                 break;
             }
         }
@@ -900,7 +915,7 @@ impl<R: SharedMem> Netback<R> {
         st.tx_packets += good_n;
         st.tx_errors += bad_n;
         st.events += u64::from(event);
-        let full = pkts.len() >= TX_BUDGET;
+        let full = pkts.len() >= TX_BUDGET || bytes >= TX_BATCH_BYTES;
         for pkt in out {
             match switch.forward(i as u32, &pkt.data) {
                 Forward::Drop => {}
@@ -949,7 +964,7 @@ impl<R: SharedMem> Netback<R> {
                 || (chunks > 1 && !conn.sg)
                 || chunks + usize::from(gso.is_some()) > MAX_SLOTS;
             if unusable {
-                pop(&mut v.rxq, &mut v.rxq_from);
+                pop(&mut v.rxq, &mut v.rxq_from, &mut v.rxq_bytes);
                 v.stats.rx_dropped += 1;
                 continue;
             }
@@ -957,7 +972,7 @@ impl<R: SharedMem> Netback<R> {
             if !conn.rx.check_for_requests(needed as u32)? {
                 break;
             }
-            let Some(pkt) = pop(&mut v.rxq, &mut v.rxq_from) else {
+            let Some(pkt) = pop(&mut v.rxq, &mut v.rxq_from, &mut v.rxq_bytes) else {
                 break;
             };
             let first_rsp = rsps.len();
@@ -1051,23 +1066,38 @@ impl<R: SharedMem> Netback<R> {
 fn enqueue<R>(vifs: &mut [Vif<R>], src: usize, d: usize, pkt: Packet) {
     let Some(v) = vifs.get_mut(d) else { return };
     if v.rxq_from.len() <= src {
-        v.rxq_from.resize(src + 1, 0);
+        v.rxq_from.resize(src + 1, (0, 0));
     }
-    let held = &mut v.rxq_from[src];
-    if v.conn.is_none() || v.rxq.len() >= RX_QUEUE || usize::from(*held) >= RX_QUEUE_PER_SOURCE {
+    let len = pkt.data.len();
+    let (n, b) = &mut v.rxq_from[src];
+    if v.conn.is_none()
+        || v.rxq.len() >= RX_QUEUE
+        || v.rxq_bytes + len > RX_QUEUE_BYTES
+        || usize::from(*n) >= RX_QUEUE_PER_SOURCE
+        || *b as usize + len > RX_QUEUE_BYTES / 2
+    {
         v.stats.rx_dropped += 1;
         return;
     }
-    *held += 1;
+    *n += 1;
+    *b += len as u32;
+    v.rxq_bytes += len;
     v.rxq.push_back((src as u32, pkt));
 }
 
 /// Takes the next packet off a vif's queue.
-fn pop(rxq: &mut VecDeque<(u32, Packet)>, from: &mut [u16]) -> Option<Packet> {
+fn pop(
+    rxq: &mut VecDeque<(u32, Packet)>,
+    from: &mut [(u16, u32)],
+    bytes: &mut usize,
+) -> Option<Packet> {
     let (src, pkt) = rxq.pop_front()?;
-    if let Some(n) = from.get_mut(src as usize) {
+    let len = pkt.data.len();
+    if let Some((n, b)) = from.get_mut(src as usize) {
         *n = n.saturating_sub(1);
+        *b = b.saturating_sub(len as u32);
     }
+    *bytes = bytes.saturating_sub(len);
     Some(pkt)
 }
 

@@ -240,6 +240,10 @@ pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<M
 /// `disk=ID[@OFFSET+LEN]` word per disk on its command line.
 /// `service_last` puts the service domain's modules after the Linux
 /// domains' (Linux starts first and waits for the store; ids from 1).
+/// `net` (with the service domain) gives each Linux a vif on the service
+/// domain's switch (`vif=ID`), the address `10.0.0.ID/24` (`pvhip=`)
+/// and, with two domains, the other's address to ping (`pvhping=`).
+#[allow(clippy::too_many_arguments)]
 pub fn linux_plan(
     domains: u32,
     mem_mib: u32,
@@ -248,7 +252,9 @@ pub fn linux_plan(
     words: &str,
     disks: &[&Path],
     service_last: bool,
+    net: bool,
 ) -> Result<Vec<Module>, String> {
+    let net = net && service;
     let disks = &disks[..disks.len().min(domains as usize)];
     let disk = match disks {
         [] => None,
@@ -265,6 +271,11 @@ pub fn linux_plan(
         } else {
             ""
         });
+        if net {
+            for i in 0..domains {
+                options.push_str(&format!(" vif={}", first + i));
+            }
+        }
         let mut svc_mem = SERVICE_MEM_MIB;
         if let [d] = disks {
             options.push_str(&format!(" disk={first}"));
@@ -301,6 +312,12 @@ pub fn linux_plan(
             w.push_str(" pvhwait");
             if domains == 2 {
                 w.push_str(&format!(" pvhpeer={}", first + (1 - i)));
+            }
+        }
+        if net {
+            w.push_str(&format!(" pvhip=10.0.0.{}/24", first + i));
+            if domains == 2 {
+                w.push_str(&format!(" pvhping=10.0.0.{}", first + (1 - i)));
             }
         }
         modules.extend(linux_modules(&name, mem_mib, vcpus, w.trim()));
@@ -427,11 +444,19 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             words,
             &disks,
             false,
+            // Two or more domains: each a vif on the switch.
+            g.domains >= 2,
         )?);
         // The disks are a boot module (held by the hypervisor) and then
         // live in the service domain's memory: twice their size.
         if !g.host_mem_given {
             o.mem_mib += 2 * disks_mib(&disks)?;
+            // The base covers one Linux's kernel and initramfs modules
+            // (the hypervisor keeps them); each further one needs room.
+            let (k, i) = linux_files();
+            if g.domains > 1 {
+                o.mem_mib += (g.domains - 1) * disks_mib(&[k.as_path(), i.as_path()])?;
+            }
         }
         if g.shell {
             o.input = SerialInput::Terminal;
@@ -1303,6 +1328,9 @@ struct LinuxCase {
     disk: bool,
     /// Words for every Linux's `/init` (xtask/src/linux.rs).
     words: &'static str,
+    /// Each Linux gets a vif on the service domain's switch, an address
+    /// and (two domains) the other's to ping.
+    net: bool,
     expect: &'static [&'static str],
 }
 
@@ -1325,6 +1353,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "",
+        net: false,
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: blkback: d2 vbd 51712 connected (1 ring pages, port",
@@ -1361,6 +1390,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 160,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) service-domain: xenstore: d2 (linux1) connected on port",
             "(d1) service-domain: xenstore: d3 (linux2) connected on port",
@@ -1384,6 +1414,38 @@ const LINUX_CASES: &[LinuxCase] = &[
             "all domains shut down (cleanly)",
         ],
     },
+    // Two Linux domains (d2, d3) on the service domain's switch: each
+    // gets a vif (`vif=ID`, Xen's 00:16:3e MAC), xen-netfront in the
+    // initramfs connects to netback, /init brings eth0 up as 10.0.0.ID/24
+    // and pings the other until it answers; then both are powered off as
+    // in qemu-svm-linux-service.
+    LinuxCase {
+        name: "qemu-svm-linux-net",
+        vendor: Vendor::Amd,
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: false,
+        domains: 2,
+        mem: 160,
+        disk: false,
+        words: "",
+        net: true,
+        expect: &[
+            "(d1) service-domain: d2 vif 0: 00:16:3e:00:00:02 on the switch",
+            "(d1) service-domain: d3 vif 0: 00:16:3e:00:00:03 on the switch",
+            "(d1) service-domain: netback: d2 vif 0 connected",
+            "(d1) service-domain: netback: d3 vif 0 connected",
+            "(d2) PVH-LINUX-NET: eth0 00:16:3e:00:00:02 10.0.0.2/24",
+            "(d3) PVH-LINUX-NET: eth0 00:16:3e:00:00:03 10.0.0.3/24",
+            "(d2) PVH-LINUX-NET: ping 10.0.0.3 ok",
+            "(d3) PVH-LINUX-NET: ping 10.0.0.2 ok",
+            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d3) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d1) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+        ],
+    },
     // Intel VMX under Bochs: one Linux (d1) and the service domain after
     // it (d2): Linux starts first and its xenbus waits for the store (late
     // init); it reads its name and is powered off through control/shutdown.
@@ -1398,6 +1460,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d2) service-domain: xenstore ready",
             "(d2) service-domain: xenstore: d1 sent its first request",
@@ -1425,6 +1488,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 160,
         disk: true,
         words: "",
+        net: false,
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: d3 xvda: the boot module, 32 MiB",
@@ -1454,6 +1518,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "xen_blkfront.max_ring_page_order=4 pvhblkbench=12",
+        net: false,
         expect: &[
             "(d1) service-domain: blkback: d2 vbd 51712 connected (16 ring pages, port",
             "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
@@ -1476,6 +1541,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "",
+        net: false,
         expect: &[
             "(d2) service-domain: d1 xvda: the boot module, 32 MiB",
             "(d2) service-domain: blkback: d1 vbd 51712 connected (1 ring pages, port",
@@ -1503,6 +1569,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1528,6 +1595,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "(d1) PVH-LINUX-INIT: up, cpus=1",
@@ -1547,6 +1615,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -1590,6 +1659,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.words,
             &disks,
             case.service_last,
+            case.net,
         )?;
         let mut o = RunOptions {
             vendor: case.vendor,

@@ -64,11 +64,15 @@ const APPLETS: &[&str] = &[
     "sync",
     "switch_root",
     "umount",
+    "ip",
+    "ping",
+    "nc",
+    "head",
 ];
 
 /// The Xen modules `/init` loads, from the kernel's own package: the
 /// xenstore, event-channel and grant devices Xen's user-space tools use,
-/// the block front end and ext4 (with the crc32c its checksums ask the
+/// the block and network front ends and ext4 (with the crc32c its checksums ask the
 /// crypto API for: there is no modprobe to load it on demand). Their
 /// dependencies (`depends=` in each module's `.modinfo`) come too.
 const MODULES: &[&str] = &[
@@ -77,6 +81,7 @@ const MODULES: &[&str] = &[
     "xen-gntdev",
     "xen-gntalloc",
     "xen-blkfront",
+    "xen-netfront",
     "crc32c_generic",
     "ext4",
 ];
@@ -134,6 +139,11 @@ const XS_TOOLS: &[&str] = &[
 /// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
 ///   to insmod, as modprobe would;
 /// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
+/// - `pvhip=ADDR/LEN`: with a Xen network interface (xen-netfront's
+///   `eth0`), bring it up with that address and print
+///   `PVH-LINUX-NET: eth0 <mac> <ADDR/LEN>`; `pvhping=PEER` then pings
+///   PEER until it answers (60 tries) and prints
+///   `PVH-LINUX-NET: ping <PEER> ok`;
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -266,6 +276,28 @@ if [ -n "$root" ]; then
         read t2 _ </proc/uptime
         rm -f /blkbench
         echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 (O_DIRECT, 1 MiB blocks)"
+    fi
+fi
+# A Xen network interface: eth0 (xen-netfront) with the address of
+# `pvhip=`, then a ping of `pvhping=` until it answers.
+if ip=$(arg pvhip); then
+    if [ -e /sys/class/net/eth0 ]; then
+        ip link set lo up
+        ip addr add "$ip" dev eth0 && ip link set eth0 up
+        echo "PVH-LINUX-NET: eth0 $(cat /sys/class/net/eth0/address) $ip"
+        if peer=$(arg pvhping); then
+            ok=""
+            for i in $(seq 60); do
+                if ping -c 1 -W 2 "$peer" >/dev/null 2>&1; then ok=1; break; fi
+            done
+            if [ -n "$ok" ]; then
+                echo "PVH-LINUX-NET: ping $peer ok"
+            else
+                echo "PVH-LINUX-NET: ping $peer failed"
+            fi
+        fi
+    else
+        echo "PVH-LINUX-NET: no eth0"
     fi
 fi
 if [ -n "$store" ]; then

@@ -1417,8 +1417,10 @@ const LINUX_CASES: &[LinuxCase] = &[
     // Two Linux domains (d2, d3) on the service domain's switch: each
     // gets a vif (`vif=ID`, Xen's 00:16:3e MAC), xen-netfront in the
     // initramfs connects to netback, /init brings eth0 up as 10.0.0.ID/24
-    // and pings the other until it answers; then both are powered off as
-    // in qemu-svm-linux-service.
+    // and pings the other until it answers; d3 then sends d2 16 MiB over
+    // TCP with busybox nc (TSO/GSO packets through the switch) and d2
+    // checks the sha256 d3 published in xenstore; then both are powered
+    // off as in qemu-svm-linux-service.
     LinuxCase {
         name: "qemu-svm-linux-net",
         vendor: Vendor::Amd,
@@ -1429,7 +1431,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 2,
         mem: 160,
         disk: false,
-        words: "",
+        words: "pvhnc=16",
         net: true,
         expect: &[
             "(d1) service-domain: d2 vif 0: 00:16:3e:00:00:02 on the switch",
@@ -1440,6 +1442,8 @@ const LINUX_CASES: &[LinuxCase] = &[
             "(d3) PVH-LINUX-NET: eth0 00:16:3e:00:00:03 10.0.0.3/24",
             "(d2) PVH-LINUX-NET: ping 10.0.0.3 ok",
             "(d3) PVH-LINUX-NET: ping 10.0.0.2 ok",
+            "(d3) PVH-LINUX-NET: nc sent 16 MiB to 10.0.0.2 in ",
+            "(d2) PVH-LINUX-NET: nc received 16 MiB from d3: sha256 matches",
             "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
             "(d3) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
             "(d1) service-domain: every served domain has shut down; stopping",
@@ -1681,11 +1685,9 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             start.elapsed().as_secs_f64()
         );
         // Figures the guest measured.
-        for l in out
-            .serial
-            .lines()
-            .filter(|l| l.contains("PVH-LINUX-INIT: blkbench"))
-        {
+        for l in out.serial.lines().filter(|l| {
+            l.contains("PVH-LINUX-INIT: blkbench") || l.contains("PVH-LINUX-NET: nc sent")
+        }) {
             eprintln!("e2e: {}: {l}", case.name);
         }
         ctx.record(case.name, case.vendor, case.expect, out, missing);

@@ -144,6 +144,11 @@ const XS_TOOLS: &[&str] = &[
 ///   `PVH-LINUX-NET: eth0 <mac> <ADDR/LEN>`; `pvhping=PEER` then pings
 ///   PEER until it answers (60 tries) and prints
 ///   `PVH-LINUX-NET: ping <PEER> ok`;
+/// - `pvhnc=N` (with `pvhpeer=D` and `pvhping=ADDR`): N MiB over TCP with
+///   busybox `nc`: the domain with the higher id sends N MiB of
+///   `/dev/urandom` to ADDR, port 5001, after publishing its sha256 as
+///   `data/nchash`; the other receives and compares
+///   (`PVH-LINUX-NET: nc received N MiB from dD: sha256 matches`);
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -314,6 +319,47 @@ if [ -n "$store" ]; then
         xenstore-write data/seen 1
         xenstore-chmod data/seen "n$me" "r$peer"
         await /local/domain/$peer/data/seen 1 || echo "PVH-LINUX-INIT: no answer from d$peer"
+    fi
+    if n=$(arg pvhnc) && peer=$(arg pvhpeer) && addr=$(arg pvhping); then
+        if [ "$me" -gt "$peer" ]; then
+            dd if=/dev/urandom of=/tmp/nc.tx bs=1M count=$n 2>/dev/null
+            set -- $(sha256sum /tmp/nc.tx)
+            xenstore-write data/nchash "$1"
+            xenstore-chmod data/nchash "n$me" "r$peer"
+            ok=""
+            for i in $(seq 30); do
+                read t0 _ </proc/uptime
+                if nc "$addr" 5001 </tmp/nc.tx; then ok=1; break; fi
+                sleep 1
+            done
+            read t1 _ </proc/uptime
+            rm -f /tmp/nc.tx
+            if [ -n "$ok" ]; then
+                echo "PVH-LINUX-NET: nc sent $n MiB to $addr in $t0..$t1 s"
+            else
+                echo "PVH-LINUX-NET: nc to $addr failed"
+            fi
+        else
+            # nc quits when its stdin ends: a fifo held open by a sleep.
+            rm -f /tmp/nc.in && mkfifo /tmp/nc.in
+            sleep 600 >/tmp/nc.in &
+            hold=$!
+            nc -l -p 5001 </tmp/nc.in >/tmp/nc.rx
+            kill $hold 2>/dev/null
+            set -- $(sha256sum /tmp/nc.rx)
+            got=$1
+            rm -f /tmp/nc.rx
+            sent=""
+            for i in $(seq 60); do
+                sent=$(xenstore-read /local/domain/$peer/data/nchash 2>/dev/null) && break
+                sleep 1
+            done
+            if [ "$got" = "$sent" ]; then
+                echo "PVH-LINUX-NET: nc received $n MiB from d$peer: sha256 matches"
+            else
+                echo "PVH-LINUX-NET: nc received sha256 $got, d$peer sent $sent"
+            fi
+        fi
     fi
     if n=$(arg pvhxsbench); then
         set -- $(for i in $(seq $((n * 10))); do echo name; done)

@@ -1684,9 +1684,11 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.name,
             start.elapsed().as_secs_f64()
         );
-        // Figures the guest measured.
+        // Figures the guest measured, and netback's counters.
         for l in out.serial.lines().filter(|l| {
-            l.contains("PVH-LINUX-INIT: blkbench") || l.contains("PVH-LINUX-NET: nc sent")
+            l.contains("PVH-LINUX-INIT: blkbench")
+                || l.contains("PVH-LINUX-NET: nc sent")
+                || l.contains("events sent")
         }) {
             eprintln!("e2e: {}: {l}", case.name);
         }

@@ -615,6 +615,12 @@ impl<R: SharedMem> Netback<R> {
         }
         self.switch.forget_port(i as u32);
         if let Some(c) = self.vifs[i].conn.take() {
+            let v = &self.vifs[i];
+            let s = v.stats;
+            svc.platform().log(format_args!(
+                "netback: d{} vif {} disconnected (tx {} packets, rx {})",
+                v.fe, v.handle, s.tx_packets, s.rx_packets
+            ));
             let Conn {
                 tx,
                 rx,

@@ -380,8 +380,23 @@ fn event_loop(
         if dom_exc {
             svc.domains_changed();
             if svc.all_down() {
+                let mut con = Console(svc.platform().hc());
+                for v in net.vifs() {
+                    let s = v.stats;
+                    let _ = writeln!(
+                        con,
+                        "service-domain: netback: d{} vif {}: tx {} packets ({} refused), rx {} ({} dropped), {} events sent",
+                        v.frontend(),
+                        v.handle(),
+                        s.tx_packets,
+                        s.tx_errors,
+                        s.rx_packets,
+                        s.rx_dropped,
+                        s.events
+                    );
+                }
                 let _ = writeln!(
-                    Console(svc.platform().hc()),
+                    con,
                     "service-domain: every served domain has shut down; stopping"
                 );
                 stop(svc.platform().hc());

@@ -1148,6 +1148,7 @@ fn case_names() -> Vec<&'static str> {
     v.extend(MULTI_DOMAIN_CASES.iter().map(|(n, _)| *n));
     v.extend(XENSTORE_CASES.iter().map(|c| c.name));
     v.extend(BLK_CASES.iter().map(|(n, _)| *n));
+    v.push(NET_HOSTILE_CASE);
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
     v
@@ -1201,6 +1202,9 @@ fn run_cases(
     multi_domain_e2e(ctx, image, guest, filter)?;
     xenstore_e2e(ctx, image, guest, filter)?;
     blk_e2e(ctx, image, guest, filter)?;
+    if selected(filter, NET_HOSTILE_CASE) {
+        net_hostile_case(ctx, image, guest)?;
+    }
     linux_e2e(ctx, image, filter)?;
     Ok(())
 }
@@ -1969,6 +1973,85 @@ fn blk_case(
     }
     eprintln!("e2e: {name} ran in {:.1} s", start.elapsed().as_secs_f64());
     ctx.record(name, vendor, &expect, out, missing);
+    Ok(())
+}
+
+/// `qemu-svm-net-hostile`: the test kernel as a hostile network front end
+/// (d2, `role=net-hostile`) on the service domain's switch with two Linux
+/// domains (d3, d4): it connects, sends a good frame, gets an error for
+/// each bad packet (a slot past its page, an ungranted ref, a ref granted
+/// to another domain, a GSO extra with MSS 0, a runt, sizes that do not
+/// add up) and OKAY for the good ones after them, never posts a receive
+/// buffer, then publishes a packet cut short: netback closes that vif
+/// (state 5) and the two Linux domains still ping each other through the
+/// switch. Needs `cargo xtask linux` (skipped without the kernel).
+const NET_HOSTILE_CASE: &str = "qemu-svm-net-hostile";
+
+fn net_hostile_case(
+    ctx: &mut Ctx,
+    image: &std::path::Path,
+    guest: &std::path::Path,
+) -> Result<(), String> {
+    let (kernel, initrd) = linux_files();
+    if !kernel.exists() || !initrd.exists() {
+        if std::env::var("PVH_REQUIRE_LINUX").is_ok_and(|v| v == "1") {
+            return Err("PVH_REQUIRE_LINUX=1 but no cached kernel: run `cargo xtask linux`".into());
+        }
+        eprintln!("e2e: {NET_HOSTILE_CASE} skipped (run `cargo xtask linux` first)");
+        return Ok(());
+    }
+    let mut modules = vec![
+        service_module("shutdown-when=data/done vif=2 vif=3 vif=4")?,
+        Module {
+            path: guest.to_path_buf(),
+            cmdline: "kernel name=net-hostile mem=32M -- role=net-hostile peer=1".into(),
+        },
+    ];
+    for (me, peer) in [(3, 4), (4, 3)] {
+        modules.extend(linux_modules(
+            &format!("linux{}", me - 2),
+            160,
+            1,
+            &format!("pvhwait pvhpeer={peer} pvhip=10.0.0.{me}/24 pvhping=10.0.0.{peer}"),
+        ));
+    }
+    let expect = vec![
+        "(d1) service-domain: netback: d2 vif 0 connected",
+        "(d2) CHECK net_connect: PASS",
+        "(d2) CHECK net_tx_good: PASS",
+        "(d2) CHECK net_tx_hostile: PASS",
+        "(d1) service-domain: netback: d2 vif 0: Protocol(\"packet cut short\"); disconnected",
+        "(d2) net-hostile: the back end closed the vif (state 5)",
+        "(d2) CHECK net_hostile_ring: PASS",
+        "(d2) VERDICT: PASS",
+        "d2: shutdown (Poweroff)",
+        "(d3) PVH-LINUX-NET: ping 10.0.0.4 ok",
+        "(d4) PVH-LINUX-NET: ping 10.0.0.3 ok",
+        "(d1) service-domain: every served domain has shut down; stopping",
+        "all domains shut down (cleanly)",
+    ];
+    let mut o = RunOptions {
+        vendor: Vendor::Amd,
+        modules,
+        mem_mib: 704,
+        smp: 1,
+        timeout: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let out = boot_case(ctx, image, &mut o, NET_HOSTILE_CASE)?;
+    let mut missing = Vec::new();
+    if out.status != Some(QEMU_EXIT_SUCCESS) {
+        missing.push("the success exit status".to_string());
+    }
+    eprintln!(
+        "e2e: {NET_HOSTILE_CASE} ran in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    for l in out.serial.lines().filter(|l| l.contains("events sent")) {
+        eprintln!("e2e: {NET_HOSTILE_CASE}: {l}");
+    }
+    ctx.record(NET_HOSTILE_CASE, Vendor::Amd, &expect, out, missing);
     Ok(())
 }
 

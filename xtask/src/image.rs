@@ -1692,6 +1692,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         for l in out.serial.lines().filter(|l| {
             l.contains("PVH-LINUX-INIT: blkbench")
                 || l.contains("PVH-LINUX-NET: nc sent")
+                || l.contains("rtt min/avg/max")
                 || l.contains("events sent")
         }) {
             eprintln!("e2e: {}: {l}", case.name);

@@ -143,7 +143,7 @@ const XS_TOOLS: &[&str] = &[
 ///   `eth0`), bring it up with that address and print
 ///   `PVH-LINUX-NET: eth0 <mac> <ADDR/LEN>`; `pvhping=PEER` then pings
 ///   PEER until it answers (60 tries) and prints
-///   `PVH-LINUX-NET: ping <PEER> ok`;
+///   `PVH-LINUX-NET: ping <PEER> ok`, then times 20 more (`ping -A`);
 /// - `pvhnc=N` (with `pvhpeer=D` and `pvhping=ADDR`): N MiB over TCP with
 ///   busybox `nc`: the domain with the higher id sends N MiB of
 ///   `/dev/urandom` to ADDR, port 5001, after publishing its sha256 as
@@ -297,6 +297,10 @@ if ip=$(arg pvhip); then
             done
             if [ -n "$ok" ]; then
                 echo "PVH-LINUX-NET: ping $peer ok"
+                # 20 more, each sent when the last answer came (-A).
+                out=$(ping -A -c 20 -q "$peer" 2>&1)
+                rtt=${out##*min/avg/max = }
+                echo "PVH-LINUX-NET: ping $peer rtt min/avg/max ${rtt%% ms*} ms (20 pings)"
             else
                 echo "PVH-LINUX-NET: ping $peer failed"
             fi

@@ -1160,4 +1160,30 @@ mod tests {
         assert!(!complete_checksum(&mut frag));
         assert!(!complete_checksum(&mut []));
     }
+
+    /// TCP over IPv6: the checksum over the pseudo header and segment
+    /// comes out 0xffff, whatever was in the field before.
+    #[test]
+    fn checksum_tcp_ipv6() {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let payload = 20 + 5;
+        let mut ip = vec![0x60, 0, 0, 0, 0, payload as u8, 6, 64];
+        ip.extend((0..16).map(|i| i as u8));
+        ip.extend((0..16).map(|i| 0x80 | i as u8));
+        f.extend_from_slice(&ip);
+        let mut tcp = vec![0u8; 20];
+        tcp[12] = 5 << 4;
+        tcp[16] = 0xde;
+        tcp[17] = 0xad;
+        f.extend_from_slice(&tcp);
+        f.extend_from_slice(b"hello");
+        assert!(complete_checksum(&mut f));
+        let mut s = sum(0, &f[22..54]);
+        s += 6 + payload as u32;
+        assert_eq!(fold(sum(s, &f[54..])), 0xffff);
+        // Truncated: unchanged.
+        let mut short = f[..60].to_vec();
+        assert!(!complete_checksum(&mut short));
+    }
 }

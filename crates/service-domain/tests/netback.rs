@@ -201,7 +201,13 @@ impl Env {
             "feature-gso-tcpv4",
             "feature-gso-tcpv6",
         ] {
-            self.fe_write(fe, k, "1");
+            // A test may have turned a feature off first.
+            if self
+                .read(&format!("/local/domain/{fe}/device/vif/0/{k}"))
+                .is_none()
+            {
+                self.fe_write(fe, k, "1");
+            }
         }
         self.fe_write(fe, "state", "4");
         self.nb.sync(&mut self.svc);
@@ -757,4 +763,121 @@ fn notifications_are_suppressed_under_load() {
     // Responses: the front end did not ask (rsp_event stays at 1), so
     // one event.
     assert!(e.nb.vifs()[0].stats.events <= 1);
+}
+
+#[test]
+fn extras_slot_counts_and_offloads_the_receiver_did_not_ask_for() {
+    let mut e = Env::new();
+    e.vif(2);
+    e.vif(3);
+    let mut a = e.connect(2, false);
+    // b asks for no GSO.
+    e.fe_write(3, "feature-gso-tcpv4", "0");
+    e.fe_write(3, "feature-gso-tcpv6", "0");
+    let mut b = e.connect(3, false);
+    e.post_rx(&mut b, 64);
+    let f = frame(mac(3), mac(2), 200, 1);
+    e.grant(2, 60, &f, true);
+    // A multicast-add extra (accepted, ignored) before a good packet.
+    a.tx.put_request(&NetifTxRequest {
+        gref: 60,
+        offset: 0,
+        flags: NETTXF_extra_info,
+        id: 1,
+        size: 200,
+    })
+    .unwrap();
+    let mut x = [0u8; 12];
+    x[0] = XEN_NETIF_EXTRA_TYPE_MCAST_ADD;
+    x[2..8].copy_from_slice(&[1, 0, 0x5e, 0, 0, 1]);
+    a.tx.put_request(&NetifTxRequest::read_from_bytes(&x).unwrap())
+        .unwrap();
+    // 19 data slots (more than XEN_NETIF_NR_SLOTS_MIN): refused.
+    for k in 0..19u16 {
+        a.tx.put_request(&NetifTxRequest {
+            gref: 60,
+            offset: 0,
+            flags: if k < 18 { NETTXF_more_data } else { 0 },
+            id: 10 + k,
+            size: if k == 0 { 19 * 20 } else { 20 },
+        })
+        .unwrap();
+    }
+    // A TCPv4 GSO packet: b did not ask for GSO, so it is dropped there.
+    e.queue_tx(
+        &mut a,
+        40,
+        &frame(mac(3), mac(2), 3000, 2),
+        NETTXF_csum_blank,
+        Some(Gso {
+            kind: XEN_NETIF_GSO_TYPE_TCPV4,
+            size: 1448,
+        }),
+    );
+    let _ = a.tx.push_requests();
+    e.pump();
+    let r = e.tx_responses(&mut a);
+    assert_eq!((r[0].id, r[0].status), (1, NETIF_RSP_OKAY));
+    assert_eq!(r[1].status, NETIF_RSP_NULL);
+    assert!(r[2..21].iter().all(|r| r.status == NETIF_RSP_ERROR));
+    assert_eq!(r[21..].len(), 2, "GSO packet and its extra answered");
+    assert_eq!((r[21].id, r[21].status), (40, NETIF_RSP_OKAY));
+    let got = e.received(&mut b);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, f);
+    assert_eq!(e.nb.vifs()[1].stats.rx_dropped, 1);
+}
+
+#[test]
+fn an_unknown_extra_type_disconnects() {
+    let mut e = Env::new();
+    e.vif(2);
+    let mut a = e.connect(2, false);
+    e.grant(2, 60, &frame(BCAST, mac(2), 60, 0), true);
+    a.tx.put_request(&NetifTxRequest {
+        gref: 60,
+        offset: 0,
+        flags: NETTXF_extra_info,
+        id: 1,
+        size: 60,
+    })
+    .unwrap();
+    let mut x = [0u8; 12];
+    x[0] = 9;
+    a.tx.put_request(&NetifTxRequest::read_from_bytes(&x).unwrap())
+        .unwrap();
+    let _ = a.tx.push_requests();
+    e.pump();
+    assert_eq!(e.be(2, "state").as_deref(), Some("5"));
+    assert!(e.w.0.borrow().mapped.is_empty() && e.w.0.borrow().bound.is_empty());
+}
+
+#[test]
+fn a_vif_that_goes_away_takes_its_queued_packets_and_addresses() {
+    let mut e = Env::new();
+    for d in 2..=4 {
+        e.vif(d);
+    }
+    let mut a = e.connect(2, false);
+    let _b = e.connect(3, false);
+    let mut c = e.connect(4, false);
+    // a's broadcasts wait in b's queue (no buffers posted there).
+    for k in 0..5u16 {
+        e.queue_tx(&mut a, k, &frame(BCAST, mac(2), 60, k as u8), 0, None);
+    }
+    let _ = a.tx.push_requests();
+    e.pump();
+    assert_eq!(e.nb.vifs()[1].queued(), 5);
+    assert_eq!(e.nb.switch().lookup(&mac(2)), Some(0));
+    e.fe_write(2, "state", "5");
+    e.nb.sync(&mut e.svc);
+    assert_eq!(e.nb.vifs()[1].queued(), 0, "a's packets left b's queue");
+    assert_eq!(e.nb.switch().lookup(&mac(2)), None);
+    // c's unicast to a's old address is flooded, not lost to a dead port.
+    e.post_rx(&mut c, 8);
+    let f = frame(mac(2), mac(4), 60, 9);
+    e.queue_tx(&mut c, 0, &f, 0, None);
+    let _ = c.tx.push_requests();
+    e.pump();
+    assert_eq!(e.nb.vifs()[1].queued(), 1);
 }

@@ -117,7 +117,7 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
     let mut parts = s.split(':');
     for b in &mut m {
         let p = parts.next()?;
-        if p.len() != 2 {
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;
@@ -1121,6 +1121,7 @@ mod tests {
         );
         for bad in [
             "",
+            "+0:16:3e:0a:bb:cc",
             "00:16:3e:0a:bb",
             "00:16:3e:0a:bb:cc:dd",
             "01:00:5e:00:00:01",

@@ -390,8 +390,10 @@ pub struct VifStats {
     /// Packets for the front end dropped (queue full, too big, copy
     /// failed, an offload it did not ask for).
     pub rx_dropped: u64,
-    /// Events sent to the front end.
-    pub events: u64,
+    /// Events sent for tx responses.
+    pub tx_events: u64,
+    /// Events sent for rx responses.
+    pub rx_events: u64,
     /// Connections made (1 + reconnects).
     pub connects: u32,
 }
@@ -920,7 +922,7 @@ impl<R: SharedMem> Netback<R> {
         let st = &mut vifs[i].stats;
         st.tx_packets += good_n;
         st.tx_errors += bad_n;
-        st.events += u64::from(event);
+        st.tx_events += u64::from(event);
         let full = pkts.len() >= TX_BUDGET || bytes >= TX_BATCH_BYTES;
         for pkt in out {
             match switch.forward(i as u32, &pkt.data) {
@@ -1061,7 +1063,7 @@ impl<R: SharedMem> Netback<R> {
         }
         if conn.rx.push_responses() {
             p.notify(conn.ports[1]);
-            v.stats.events += 1;
+            v.stats.rx_events += 1;
         }
         Ok(delivered >= RX_BUDGET && !v.rxq.is_empty())
     }

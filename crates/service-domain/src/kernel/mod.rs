@@ -385,14 +385,15 @@ fn event_loop(
                     let s = v.stats;
                     let _ = writeln!(
                         con,
-                        "service-domain: netback: d{} vif {}: tx {} packets ({} refused), rx {} ({} dropped), {} events sent",
+                        "service-domain: netback: d{} vif {}: tx {} packets ({} refused), rx {} ({} dropped), events sent {} tx + {} rx",
                         v.frontend(),
                         v.handle(),
                         s.tx_packets,
                         s.tx_errors,
                         s.rx_packets,
                         s.rx_dropped,
-                        s.events
+                        s.tx_events,
+                        s.rx_events
                     );
                 }
                 let _ = writeln!(

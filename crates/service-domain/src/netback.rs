@@ -50,7 +50,9 @@
 //!
 //! Both rings suppress notifications: requests are taken until the ring
 //! is empty and `RING_FINAL_CHECK_FOR_REQUESTS` finds none, responses
-//! raise an event only when the front end's `rsp_event` asks for it.
+//! raise an event only when the front end's `rsp_event` asks for it, and
+//! the events of a pass go out at its end, one per port (a front end
+//! with one event channel gets one for both rings).
 //!
 //! Fairness: [`Netback::pump`] serves the vifs' tx rings in turn from a
 //! rotating start, at most [`TX_BUDGET`] packets each per pass, so a
@@ -462,6 +464,9 @@ pub struct Netback<R> {
     /// Where the next pass starts (round robin).
     next: usize,
     bounce: Vec<u8>,
+    /// Ports to notify at the end of the pass: a front end with one event
+    /// channel for both rings gets one event for both.
+    kick: Vec<u32>,
 }
 
 fn fe_dir(fe: u16, handle: u32) -> String {
@@ -486,6 +491,7 @@ impl<R: SharedMem> Netback<R> {
             switch: Switch::new(MAC_TABLE_SIZE),
             next: 0,
             bounce: Vec::new(),
+            kick: Vec::new(),
         }
     }
 
@@ -801,6 +807,9 @@ impl<R: SharedMem> Netback<R> {
                 Err(e) => self.fatal(svc, i, TxFatal::Ring(e)),
             }
         }
+        for port in self.kick.drain(..) {
+            Platform::notify(svc.platform(), port);
+        }
         more
     }
 
@@ -814,6 +823,9 @@ impl<R: SharedMem> Netback<R> {
         svc.platform().log(format_args!(
             "netback: d{fe} vif {handle}: {e:?}; disconnected"
         ));
+        if let Some(c) = &self.vifs[i].conn {
+            self.kick.retain(|p| !c.ports.contains(p));
+        }
         self.disconnect(svc, i);
         self.set_state(svc, i, XenbusStateClosing);
     }
@@ -825,6 +837,7 @@ impl<R: SharedMem> Netback<R> {
             vifs,
             bounce,
             switch,
+            kick,
             ..
         } = self;
         let fe = vifs[i].fe;
@@ -917,7 +930,7 @@ impl<R: SharedMem> Netback<R> {
         }
         let event = conn.tx.push_responses();
         if event {
-            p.notify(conn.ports[0]);
+            kick.push(conn.ports[0]);
         }
         let st = &mut vifs[i].stats;
         st.tx_packets += good_n;
@@ -947,7 +960,9 @@ impl<R: SharedMem> Netback<R> {
         p: &mut P,
         i: usize,
     ) -> Result<bool, RingError> {
-        let Self { vifs, bounce, .. } = self;
+        let Self {
+            vifs, bounce, kick, ..
+        } = self;
         let v = &mut vifs[i];
         let Some(conn) = v.conn.as_mut() else {
             return Ok(false);
@@ -1061,8 +1076,8 @@ impl<R: SharedMem> Netback<R> {
         for r in &rsps {
             conn.rx.put_response(r)?;
         }
-        if conn.rx.push_responses() {
-            p.notify(conn.ports[1]);
+        if conn.rx.push_responses() && !kick.contains(&conn.ports[1]) {
+            kick.push(conn.ports[1]);
             v.stats.rx_events += 1;
         }
         Ok(delivered >= RX_BUDGET && !v.rxq.is_empty())

@@ -881,3 +881,29 @@ fn a_vif_that_goes_away_takes_its_queued_packets_and_addresses() {
     e.pump();
     assert_eq!(e.nb.vifs()[1].queued(), 1);
 }
+
+#[test]
+fn one_event_channel_gets_one_event_per_pass() {
+    let mut e = Env::new();
+    e.vif(2);
+    e.vif(3);
+    let mut a = e.connect(2, false);
+    let mut b = e.connect(3, false);
+    e.post_rx(&mut a, 8);
+    e.post_rx(&mut b, 8);
+    // Both send in the same pass: each gets its tx completion and a
+    // packet, on its one port.
+    e.queue_tx(&mut a, 0, &frame(BCAST, mac(2), 60, 1), 0, None);
+    e.queue_tx(&mut b, 0, &frame(BCAST, mac(3), 60, 2), 0, None);
+    let _ = a.tx.push_requests();
+    let _ = b.tx.push_requests();
+    e.w.0.borrow_mut().notified.clear();
+    assert!(!e.nb.pump(&mut e.svc));
+    let mut n = e.w.0.borrow().notified.clone();
+    n.sort();
+    assert_eq!(n, [1, 2], "one event per front end");
+    assert_eq!(e.received(&mut a).len(), 1);
+    assert_eq!(e.received(&mut b).len(), 1);
+    let s = e.nb.vifs()[0].stats;
+    assert_eq!((s.tx_events, s.rx_events), (1, 0));
+}

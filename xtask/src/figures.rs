@@ -1010,6 +1010,7 @@ fn linux_xenstore(
             &format!("pvhxsbench={XS_READS}"),
             &[],
             false,
+            false,
         )?,
         mem_mib: 512,
         timeout: Some(BOCHS_TIMEOUT),

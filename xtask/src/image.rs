@@ -240,6 +240,10 @@ pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<M
 /// `disk=ID[@OFFSET+LEN]` word per disk on its command line.
 /// `service_last` puts the service domain's modules after the Linux
 /// domains' (Linux starts first and waits for the store; ids from 1).
+/// `net` (with the service domain) gives each Linux a vif on the service
+/// domain's switch (`vif=ID`), the address `10.0.0.ID/24` (`pvhip=`)
+/// and, with two domains, the other's address to ping (`pvhping=`).
+#[allow(clippy::too_many_arguments)]
 pub fn linux_plan(
     domains: u32,
     mem_mib: u32,
@@ -248,7 +252,9 @@ pub fn linux_plan(
     words: &str,
     disks: &[&Path],
     service_last: bool,
+    net: bool,
 ) -> Result<Vec<Module>, String> {
+    let net = net && service;
     let disks = &disks[..disks.len().min(domains as usize)];
     let disk = match disks {
         [] => None,
@@ -265,6 +271,11 @@ pub fn linux_plan(
         } else {
             ""
         });
+        if net {
+            for i in 0..domains {
+                options.push_str(&format!(" vif={}", first + i));
+            }
+        }
         let mut svc_mem = SERVICE_MEM_MIB;
         if let [d] = disks {
             options.push_str(&format!(" disk={first}"));
@@ -301,6 +312,12 @@ pub fn linux_plan(
             w.push_str(" pvhwait");
             if domains == 2 {
                 w.push_str(&format!(" pvhpeer={}", first + (1 - i)));
+            }
+        }
+        if net {
+            w.push_str(&format!(" pvhip=10.0.0.{}/24", first + i));
+            if domains == 2 {
+                w.push_str(&format!(" pvhping=10.0.0.{}", first + (1 - i)));
             }
         }
         modules.extend(linux_modules(&name, mem_mib, vcpus, w.trim()));
@@ -433,11 +450,19 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             words,
             &disks,
             false,
+            // Two or more domains: each a vif on the switch.
+            g.domains >= 2,
         )?);
         // The disks are a boot module (held by the hypervisor) and then
         // live in the service domain's memory: twice their size.
         if !g.host_mem_given {
             o.mem_mib += 2 * disks_mib(&disks)?;
+            // The base covers one Linux's kernel and initramfs modules
+            // (the hypervisor keeps them); each further one needs room.
+            let (k, i) = linux_files();
+            if g.domains > 1 {
+                o.mem_mib += (g.domains - 1) * disks_mib(&[k.as_path(), i.as_path()])?;
+            }
         }
         if g.shell {
             o.input = SerialInput::Terminal;
@@ -1147,6 +1172,7 @@ fn case_names() -> Vec<&'static str> {
     v.extend(MULTI_DOMAIN_CASES.iter().map(|(n, _)| *n));
     v.extend(XENSTORE_CASES.iter().map(|c| c.name));
     v.extend(BLK_CASES.iter().map(|(n, _)| *n));
+    v.extend(NET_HOSTILE_CASES.iter().map(|(n, _)| *n));
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
     v
@@ -1200,6 +1226,7 @@ fn run_cases(
     multi_domain_e2e(ctx, image, guest, filter)?;
     xenstore_e2e(ctx, image, guest, filter)?;
     blk_e2e(ctx, image, guest, filter)?;
+    net_hostile_e2e(ctx, image, guest, filter)?;
     linux_e2e(ctx, image, filter)?;
     Ok(())
 }
@@ -1329,6 +1356,9 @@ struct LinuxCase {
     disk: bool,
     /// Words for every Linux's `/init` (xtask/src/linux.rs).
     words: &'static str,
+    /// Each Linux gets a vif on the service domain's switch, an address
+    /// and (two domains) the other's to ping.
+    net: bool,
     expect: &'static [&'static str],
 }
 
@@ -1352,6 +1382,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "",
+        net: false,
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: blkback: d2 vbd 51712 connected (1 ring pages, port",
@@ -1376,6 +1407,7 @@ const LINUX_CASES: &[LinuxCase] = &[
     LinuxCase {
         name: "qemu-svm-linux-persist",
         vendor: Vendor::Amd,
+        bochs_cpu: "",
         vcpus: 1,
         smp: 1,
         service: true,
@@ -1384,6 +1416,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "pvhpersist",
+        net: false,
         expect: &[
             "(d2) PVH-LINUX-INIT: /persist written: sha256 ",
             "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
@@ -1423,6 +1456,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 160,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) service-domain: xenstore: d2 (linux1) connected on port",
             "(d1) service-domain: xenstore: d3 (linux2) connected on port",
@@ -1446,6 +1480,43 @@ const LINUX_CASES: &[LinuxCase] = &[
             "all domains shut down (cleanly)",
         ],
     },
+    // Two Linux domains (d2, d3) on the service domain's switch: each
+    // gets a vif (`vif=ID`, Xen's 00:16:3e MAC), xen-netfront in the
+    // initramfs connects to netback, /init brings eth0 up as 10.0.0.ID/24
+    // and pings the other until it answers; d3 then sends d2 16 MiB over
+    // TCP with busybox nc (TSO/GSO packets through the switch) and d2
+    // checks the sha256 d3 published in xenstore; then both are powered
+    // off as in qemu-svm-linux-service.
+    LinuxCase {
+        name: "qemu-svm-linux-net",
+        vendor: Vendor::Amd,
+        bochs_cpu: "",
+        vcpus: 1,
+        smp: 1,
+        service: true,
+        service_last: false,
+        domains: 2,
+        mem: 160,
+        disk: false,
+        words: "pvhnc=16",
+        net: true,
+        expect: &[
+            "(d1) service-domain: d2 vif 0: 00:16:3e:00:00:02 on the switch",
+            "(d1) service-domain: d3 vif 0: 00:16:3e:00:00:03 on the switch",
+            "(d1) service-domain: netback: d2 vif 0 connected",
+            "(d1) service-domain: netback: d3 vif 0 connected",
+            "(d2) PVH-LINUX-NET: eth0 00:16:3e:00:00:02 10.0.0.2/24",
+            "(d3) PVH-LINUX-NET: eth0 00:16:3e:00:00:03 10.0.0.3/24",
+            "(d2) PVH-LINUX-NET: ping 10.0.0.3 ok",
+            "(d3) PVH-LINUX-NET: ping 10.0.0.2 ok",
+            "(d3) PVH-LINUX-NET: nc sent 16 MiB to 10.0.0.2 in ",
+            "(d2) PVH-LINUX-NET: nc received 16 MiB from d3: sha256 matches",
+            "(d2) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d3) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d1) service-domain: every served domain has shut down; stopping",
+            "all domains shut down (cleanly)",
+        ],
+    },
     // Intel VMX under Bochs: one Linux (d1) and the service domain after
     // it (d2): Linux starts first and its xenbus waits for the store (late
     // init); it reads its name and is powered off through control/shutdown.
@@ -1461,6 +1532,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d2) service-domain: xenstore ready",
             "(d2) service-domain: xenstore: d1 sent its first request",
@@ -1489,6 +1561,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 160,
         disk: true,
         words: "",
+        net: false,
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: d3 xvda: the boot module, 32 MiB",
@@ -1519,6 +1592,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "xen_blkfront.max_ring_page_order=4 pvhblkbench=12",
+        net: false,
         expect: &[
             "(d1) service-domain: blkback: d2 vbd 51712 connected (16 ring pages, port",
             "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
@@ -1542,6 +1616,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: true,
         words: "",
+        net: false,
         expect: &[
             "(d2) service-domain: d1 xvda: the boot module, 32 MiB",
             "(d2) service-domain: blkback: d1 vbd 51712 connected (1 ring pages, port",
@@ -1570,6 +1645,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1596,6 +1672,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "x86/fpu: Enabled xstate features 0x7",
@@ -1619,6 +1696,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "x86/fpu: Enabled xstate features 0x7",
@@ -1640,6 +1718,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
+        net: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -1683,6 +1762,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.words,
             &disks,
             case.service_last,
+            case.net,
         )?;
         let mut o = RunOptions {
             vendor: case.vendor,
@@ -1706,12 +1786,13 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.name,
             start.elapsed().as_secs_f64()
         );
-        // Figures the guest measured.
-        for l in out
-            .serial
-            .lines()
-            .filter(|l| l.contains("PVH-LINUX-INIT: blkbench"))
-        {
+        // Figures the guest measured, and netback's counters.
+        for l in out.serial.lines().filter(|l| {
+            l.contains("PVH-LINUX-INIT: blkbench")
+                || l.contains("PVH-LINUX-NET: nc sent")
+                || l.contains("rtt min/avg/max")
+                || l.contains("events sent")
+        }) {
             eprintln!("e2e: {}: {l}", case.name);
         }
         ctx.record(case.name, case.vendor, case.expect, out, missing);
@@ -2005,6 +2086,118 @@ fn blk_case(
         missing.push("the success exit status".to_string());
     }
     eprintln!("e2e: {name} ran in {:.1} s", start.elapsed().as_secs_f64());
+    ctx.record(name, vendor, &expect, out, missing);
+    Ok(())
+}
+
+/// `qemu-svm-net-hostile`: the test kernel as a hostile network front end
+/// (d2, `role=net-hostile`) on the service domain's switch with two Linux
+/// domains (d3, d4): it connects, sends a good frame, gets an error for
+/// each bad packet (a slot past its page, an ungranted ref, a ref granted
+/// to another domain, a GSO extra with MSS 0, a runt, sizes that do not
+/// add up) and OKAY for the good ones after them, never posts a receive
+/// buffer, then publishes a packet cut short: netback closes that vif
+/// (state 5) and the two Linux domains still ping each other through the
+/// switch. Needs `cargo xtask linux` (skipped without the kernel).
+/// `bochs-vmx-net-hostile` is the hostile front end alone on Intel VMX
+/// under Bochs (two Linux domains would take too long there).
+const NET_HOSTILE_CASES: &[(&str, Vendor)] = &[
+    ("qemu-svm-net-hostile", Vendor::Amd),
+    ("bochs-vmx-net-hostile", Vendor::Intel),
+];
+
+fn net_hostile_e2e(
+    ctx: &mut Ctx,
+    image: &std::path::Path,
+    guest: &std::path::Path,
+    filter: Option<&str>,
+) -> Result<(), String> {
+    for &(name, vendor) in NET_HOSTILE_CASES {
+        if selected(filter, name) {
+            net_hostile_case(ctx, image, guest, name, vendor)?;
+        }
+    }
+    Ok(())
+}
+
+fn net_hostile_case(
+    ctx: &mut Ctx,
+    image: &std::path::Path,
+    guest: &std::path::Path,
+    name: &'static str,
+    vendor: Vendor,
+) -> Result<(), String> {
+    let linux = vendor == Vendor::Amd;
+    let (kernel, initrd) = linux_files();
+    if linux && (!kernel.exists() || !initrd.exists()) {
+        if std::env::var("PVH_REQUIRE_LINUX").is_ok_and(|v| v == "1") {
+            return Err("PVH_REQUIRE_LINUX=1 but no cached kernel: run `cargo xtask linux`".into());
+        }
+        eprintln!("e2e: {name} skipped (run `cargo xtask linux` first)");
+        return Ok(());
+    }
+    let mut modules = vec![
+        service_module(if linux {
+            "shutdown-when=data/done vif=2 vif=3 vif=4"
+        } else {
+            "vif=2"
+        })?,
+        Module {
+            path: guest.to_path_buf(),
+            cmdline: "kernel name=net-hostile mem=32M -- role=net-hostile peer=1".into(),
+        },
+    ];
+    for (me, peer) in [(3, 4), (4, 3)].into_iter().filter(|_| linux) {
+        modules.extend(linux_modules(
+            &format!("linux{}", me - 2),
+            160,
+            1,
+            &format!("pvhwait pvhpeer={peer} pvhip=10.0.0.{me}/24 pvhping=10.0.0.{peer}"),
+        ));
+    }
+    let mut expect = vec![
+        "(d1) service-domain: netback: d2 vif 0 connected",
+        "(d2) CHECK net_connect: PASS",
+        "(d2) CHECK net_tx_good: PASS",
+        "(d2) CHECK net_tx_hostile: PASS",
+        "(d1) service-domain: netback: d2 vif 0: Protocol(\"packet cut short\"); disconnected",
+        "(d2) net-hostile: the back end closed the vif (state 5)",
+        "(d2) CHECK net_hostile_ring: PASS",
+        "(d2) VERDICT: PASS",
+        "d2: shutdown (Poweroff)",
+    ];
+    if linux {
+        expect.extend([
+            "(d3) PVH-LINUX-NET: ping 10.0.0.4 ok",
+            "(d4) PVH-LINUX-NET: ping 10.0.0.3 ok",
+        ]);
+    }
+    expect.extend([
+        "(d1) service-domain: every served domain has shut down; stopping",
+        "all domains shut down (cleanly)",
+    ]);
+    if vendor == Vendor::Intel {
+        expect.push(STOP_OK);
+    }
+    let mut o = RunOptions {
+        vendor,
+        modules,
+        mem_mib: if linux { 704 } else { 512 },
+        smp: 1,
+        bochs_cpu: "corei7_skylake_x".into(),
+        timeout: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let out = boot_case(ctx, image, &mut o, name)?;
+    let mut missing = Vec::new();
+    if vendor == Vendor::Amd && out.status != Some(QEMU_EXIT_SUCCESS) {
+        missing.push("the success exit status".to_string());
+    }
+    eprintln!("e2e: {name} ran in {:.1} s", start.elapsed().as_secs_f64());
+    for l in out.serial.lines().filter(|l| l.contains("events sent")) {
+        eprintln!("e2e: {name}: {l}");
+    }
     ctx.record(name, vendor, &expect, out, missing);
     Ok(())
 }

@@ -64,11 +64,15 @@ const APPLETS: &[&str] = &[
     "sync",
     "switch_root",
     "umount",
+    "ip",
+    "ping",
+    "nc",
+    "head",
 ];
 
 /// The Xen modules `/init` loads, from the kernel's own package: the
 /// xenstore, event-channel and grant devices Xen's user-space tools use,
-/// the block front end and ext4 (with the crc32c its checksums ask the
+/// the block and network front ends and ext4 (with the crc32c its checksums ask the
 /// crypto API for: there is no modprobe to load it on demand). Their
 /// dependencies (`depends=` in each module's `.modinfo`) come too.
 const MODULES: &[&str] = &[
@@ -77,6 +81,7 @@ const MODULES: &[&str] = &[
     "xen-gntdev",
     "xen-gntalloc",
     "xen-blkfront",
+    "xen-netfront",
     "crc32c_generic",
     "ext4",
 ];
@@ -137,6 +142,16 @@ const XS_TOOLS: &[&str] = &[
 /// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
 ///   to insmod, as modprobe would;
 /// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
+/// - `pvhip=ADDR/LEN`: with a Xen network interface (xen-netfront's
+///   `eth0`), bring it up with that address and print
+///   `PVH-LINUX-NET: eth0 <mac> <ADDR/LEN>`; `pvhping=PEER` then pings
+///   PEER until it answers (60 tries) and prints
+///   `PVH-LINUX-NET: ping <PEER> ok`, then times 20 more (`ping -A`);
+/// - `pvhnc=N` (with `pvhpeer=D` and `pvhping=ADDR`): N MiB over TCP with
+///   busybox `nc`: the domain with the higher id sends N MiB of
+///   `/dev/urandom` to ADDR, port 5001, after publishing its sha256 as
+///   `data/nchash`; the other receives and compares
+///   (`PVH-LINUX-NET: nc received N MiB from dD: sha256 matches`);
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -293,6 +308,32 @@ if [ -n "$root" ]; then
         fi
     esac
 fi
+# A Xen network interface: eth0 (xen-netfront) with the address of
+# `pvhip=`, then a ping of `pvhping=` until it answers.
+if ip=$(arg pvhip); then
+    if [ -e /sys/class/net/eth0 ]; then
+        ip link set lo up
+        ip addr add "$ip" dev eth0 && ip link set eth0 up
+        echo "PVH-LINUX-NET: eth0 $(cat /sys/class/net/eth0/address) $ip"
+        if peer=$(arg pvhping); then
+            ok=""
+            for i in $(seq 60); do
+                if ping -c 1 -W 2 "$peer" >/dev/null 2>&1; then ok=1; break; fi
+            done
+            if [ -n "$ok" ]; then
+                echo "PVH-LINUX-NET: ping $peer ok"
+                # 20 more, each sent when the last answer came (-A).
+                out=$(ping -A -c 20 -q "$peer" 2>&1)
+                rtt=${out##*min/avg/max = }
+                echo "PVH-LINUX-NET: ping $peer rtt min/avg/max ${rtt%% ms*} ms (20 pings)"
+            else
+                echo "PVH-LINUX-NET: ping $peer failed"
+            fi
+        fi
+    else
+        echo "PVH-LINUX-NET: no eth0"
+    fi
+fi
 if [ -n "$store" ]; then
     echo "PVH-LINUX-INIT: xenbus: $(echo /sys/bus/xen/*)"
     me=$(xenstore-read domid)
@@ -307,6 +348,47 @@ if [ -n "$store" ]; then
         xenstore-write data/seen 1
         xenstore-chmod data/seen "n$me" "r$peer"
         await /local/domain/$peer/data/seen 1 || echo "PVH-LINUX-INIT: no answer from d$peer"
+    fi
+    if n=$(arg pvhnc) && peer=$(arg pvhpeer) && addr=$(arg pvhping); then
+        if [ "$me" -gt "$peer" ]; then
+            dd if=/dev/urandom of=/tmp/nc.tx bs=1M count=$n 2>/dev/null
+            set -- $(sha256sum /tmp/nc.tx)
+            xenstore-write data/nchash "$1"
+            xenstore-chmod data/nchash "n$me" "r$peer"
+            ok=""
+            for i in $(seq 30); do
+                read t0 _ </proc/uptime
+                if nc "$addr" 5001 </tmp/nc.tx; then ok=1; break; fi
+                sleep 1
+            done
+            read t1 _ </proc/uptime
+            rm -f /tmp/nc.tx
+            if [ -n "$ok" ]; then
+                echo "PVH-LINUX-NET: nc sent $n MiB to $addr in $t0..$t1 s"
+            else
+                echo "PVH-LINUX-NET: nc to $addr failed"
+            fi
+        else
+            # nc quits when its stdin ends: a fifo held open by a sleep.
+            rm -f /tmp/nc.in && mkfifo /tmp/nc.in
+            sleep 600 >/tmp/nc.in &
+            hold=$!
+            nc -l -p 5001 </tmp/nc.in >/tmp/nc.rx
+            kill $hold 2>/dev/null
+            set -- $(sha256sum /tmp/nc.rx)
+            got=$1
+            rm -f /tmp/nc.rx
+            sent=""
+            for i in $(seq 60); do
+                sent=$(xenstore-read /local/domain/$peer/data/nchash 2>/dev/null) && break
+                sleep 1
+            done
+            if [ "$got" = "$sent" ]; then
+                echo "PVH-LINUX-NET: nc received $n MiB from d$peer: sha256 matches"
+            else
+                echo "PVH-LINUX-NET: nc received sha256 $got, d$peer sent $sent"
+            fi
+        fi
     fi
     if n=$(arg pvhxsbench); then
         set -- $(for i in $(seq $((n * 10))); do echo name; done)

@@ -651,6 +651,32 @@ where
     }
 }
 
+impl<M, Req, Rsp> BackRing<M, Req, Rsp>
+where
+    M: SharedMem,
+    Req: FromBytes + IntoBytes + Immutable,
+    Rsp: FromBytes + IntoBytes + Immutable,
+{
+    /// [`final_check_for_requests`](Self::final_check_for_requests) for a
+    /// back end that needs `needed` requests at once (netback's receive
+    /// ring: one buffer per slot of a packet): true if that many are
+    /// ready; otherwise sets `req_event = req_cons + needed` (the request
+    /// that completes the batch raises an event; Linux netback asks for
+    /// one at the next request, `req_prod + 1`), fences and checks again.
+    pub fn check_for_requests(&mut self, needed: u32) -> Result<bool, RingError> {
+        if self.unconsumed_requests()? >= needed {
+            return Ok(true);
+        }
+        self.mem.store_u32(
+            REQ_EVENT_OFFSET,
+            self.req_cons.wrapping_add(needed),
+            Relaxed,
+        );
+        self.mem.full_fence();
+        Ok(self.refresh()? >= needed)
+    }
+}
+
 /// Iterator over a batch of requests, from [`BackRing::take_requests`].
 pub struct Requests<'r, M, Req, Rsp> {
     ring: &'r mut BackRing<M, Req, Rsp>,

@@ -185,6 +185,36 @@ fn push_notifies_only_when_the_peer_asked() {
 }
 
 #[test]
+fn check_for_requests_waits_for_a_batch() {
+    let page = HeapPage::one();
+    let (mut f, mut b) = pair(&page);
+    for id in 1..3 {
+        f.put_request(&Req16 { id, val: 0 }).unwrap();
+    }
+    let _ = f.push_requests();
+    assert!(b.check_for_requests(2).unwrap());
+    assert!(!b.check_for_requests(3).unwrap());
+    assert_eq!(
+        peek(&page, REQ_EVENT_OFFSET),
+        3,
+        "req_event = req_cons + needed, not req_cons + 1"
+    );
+    f.put_request(&Req16 { id: 3, val: 0 }).unwrap();
+    assert!(
+        f.push_requests(),
+        "the request completing the batch raises it"
+    );
+    assert!(b.check_for_requests(3).unwrap());
+    b.pop_request().unwrap();
+    assert!(!b.check_for_requests(4).unwrap());
+    assert_eq!(peek(&page, REQ_EVENT_OFFSET), 5);
+    for id in 4..6 {
+        f.put_request(&Req16 { id, val: 0 }).unwrap();
+        assert_eq!(f.push_requests(), id == 5, "no event before the 4th");
+    }
+}
+
+#[test]
 fn final_check_sees_work_published_before_it() {
     let page = HeapPage::one();
     let (mut f, mut b) = pair(&page);

@@ -1,5 +1,6 @@
 //! The service domain's command line: `domains=ID:NAME,...` (the hypervisor
-//! appends the domains of its launch plan) and test options.
+//! appends the domains of its launch plan), the devices it serves
+//! (`disk=`, `vif=`) and test options.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -28,6 +29,30 @@ pub struct Options {
     /// ramdisk), or the LEN bytes at OFFSET in it, is domain ID's `xvda`,
     /// read-write unless `:ro`.
     pub disks: Vec<Disk>,
+    /// `vif=ID[,mac=aa:bb:cc:dd:ee:ff]` (repeatable): a network interface
+    /// for domain ID on the switch (its `handle`s count from 0 in order);
+    /// without `mac=`, Xen's `00:16:3e` prefix and the domain id
+    /// ([`crate::netback::default_mac`]).
+    pub vifs: Vec<Vif>,
+}
+
+/// One `vif=` word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vif {
+    /// The front-end domain.
+    pub domid: u16,
+    /// Its address, if given.
+    pub mac: Option<[u8; 6]>,
+}
+
+fn parse_vif(v: &str) -> Option<Vif> {
+    let mut parts = v.split(',');
+    let domid = parts.next()?.parse().ok()?;
+    let mut mac = None;
+    for p in parts {
+        mac = Some(crate::netback::parse_mac(p.strip_prefix("mac=")?)?);
+    }
+    Some(Vif { domid, mac })
 }
 
 /// One `disk=` word.
@@ -79,6 +104,8 @@ pub fn parse(line: &str) -> Options {
                     name: String::from(name),
                 });
             }
+        } else if let Some(v) = word.strip_prefix("vif=") {
+            o.vifs.extend(parse_vif(v));
         } else if let Some(d) = word.strip_prefix("disk=") {
             o.disks.extend(parse_disk(d));
         } else if let Some(key) = word.strip_prefix("shutdown-when=") {
@@ -126,6 +153,16 @@ mod tests {
         assert!(
             parse("disk=x disk= disk=2@1 disk=2@x+1 disk=2@1+y")
                 .disks
+                .is_empty()
+        );
+        let v = |domid, mac| Vif { domid, mac };
+        assert_eq!(
+            parse("vif=2 vif=3,mac=00:16:3e:aa:bb:cc").vifs,
+            [v(2, None), v(3, Some([0, 0x16, 0x3e, 0xaa, 0xbb, 0xcc]))]
+        );
+        assert!(
+            parse("vif= vif=x vif=2,mac=01:00:00:00:00:00 vif=2,mac=1 vif=2,foo=1")
+                .vifs
                 .is_empty()
         );
     }

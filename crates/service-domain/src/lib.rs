@@ -22,6 +22,8 @@ extern crate alloc;
 
 pub mod blkback;
 pub mod cmdline;
+pub mod netback;
+pub mod switch;
 pub mod xenstore;
 
 pub use xenstore::{DomainChange, DomainInfo, Platform, StoreService};

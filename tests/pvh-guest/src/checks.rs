@@ -108,6 +108,11 @@ pub enum Role {
     /// end in domain B, default 1) that connects, does honest I/O, then
     /// sends bad requests and finally breaks the ring indices.
     BlkHostile,
+    /// `role=net-hostile [peer=B]`: a network front end (vif 0, back end
+    /// in domain B, default 1) that connects, sends one good packet, then
+    /// bad ones, never posts a receive buffer, and finally sends a packet
+    /// cut short.
+    NetHostile,
     /// An unknown role (reported, otherwise ignored).
     Unknown,
 }
@@ -125,6 +130,7 @@ impl Role {
             Role::XsClient => "xs-client",
             Role::XsHostile => "xs-hostile",
             Role::BlkHostile => "blk-hostile",
+            Role::NetHostile => "net-hostile",
             Role::XsBench => "xs-bench",
             Role::Unknown => "unknown",
         }
@@ -309,6 +315,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "xs-hostile" => Role::XsHostile,
                     "xs-bench" => Role::XsBench,
                     "blk-hostile" => Role::BlkHostile,
+                    "net-hostile" => Role::NetHostile,
                     _ => Role::Unknown,
                 };
             } else if let Some(peer) = w.strip_prefix("peer=") {
@@ -358,7 +365,11 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
             ctx.quiet_port = offered.and_then(Result::ok);
             let xs = matches!(
                 opts.role,
-                Role::XsClient | Role::XsHostile | Role::XsBench | Role::BlkHostile
+                Role::XsClient
+                    | Role::XsHostile
+                    | Role::XsBench
+                    | Role::BlkHostile
+                    | Role::NetHostile
             )
             .then(|| xenstore::early(&mut ctx, &opts));
             run_hypercall_checks(r, &mut ctx);
@@ -413,6 +424,11 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 Role::BlkHostile => {
                     if let Some(e) = &xs {
                         xenstore::blk_hostile(r, &mut ctx, e);
+                    }
+                }
+                Role::NetHostile => {
+                    if let Some(e) = &xs {
+                        xenstore::net_hostile(r, &mut ctx, e);
                     }
                 }
                 Role::XsBench => {

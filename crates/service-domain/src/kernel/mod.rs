@@ -13,10 +13,13 @@ use alloc::vec::Vec;
 use pv_rings::RawMem;
 use service_domain::blkback::{Blkback, MemDisk, xvd};
 use service_domain::cmdline::Disk;
+use service_domain::netback::{Netback, default_mac, format_mac};
 use service_domain::{DomainChange, StoreService};
 
 /// The block back end over the boot module's bytes.
 type Blk = Blkback<MemDisk<&'static mut [u8]>, RawMem<'static>>;
+/// The network back end and its switch.
+type Net = Netback<RawMem<'static>>;
 
 /// The stack. There is no guard page below it (one 2 MiB mapping covers
 /// it and the page tables next to it), so it is sized with room to spare
@@ -29,7 +32,7 @@ const CANARY_LEN: usize = 256;
 /// The canary's byte.
 const CANARY: u8 = 0xA5;
 /// The heap: the store, its rings' buffers, everything the services own.
-const HEAP_SIZE: usize = 8 * 1024 * 1024;
+const HEAP_SIZE: usize = 16 * 1024 * 1024;
 
 core::arch::global_asm!(
     r#"
@@ -329,6 +332,34 @@ extern "C" fn svc_main(start_info: u64) -> ! {
             }
         }
     }
+    let mut net = Net::new(me.unwrap_or(0));
+    let mut handles: Vec<(u16, u32)> = Vec::new();
+    for v in &opts.vifs {
+        let fe = v.domid;
+        let handle = match handles.iter_mut().find(|(d, _)| *d == fe) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                handles.push((fe, 0));
+                0
+            }
+        };
+        let mac = v.mac.unwrap_or(default_mac(fe, handle));
+        match net.add_vif(&mut svc, fe, handle, mac) {
+            Ok(()) => {
+                let _ = writeln!(
+                    con,
+                    "service-domain: d{fe} vif {handle}: {} on the switch",
+                    format_mac(&mac)
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(con, "service-domain: d{fe} vif {handle}: {e}");
+            }
+        }
+    }
     for &d in &opts.shutdown {
         let _ = svc.request_shutdown(d, "poweroff");
     }
@@ -343,15 +374,21 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     };
     let _ = writeln!(con, "service-domain: xenstore ready");
-    event_loop(&mut svc, &mut blk, virq)
+    event_loop(&mut svc, &mut blk, &mut net, virq)
 }
 
 /// Blocks until a port is pending, clears what is pending, then serves.
-fn event_loop(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, virq: Option<u32>) -> ! {
-    let mut more = serve(svc, blk);
+fn event_loop(
+    svc: &mut StoreService<xen::XenPlatform>,
+    blk: &mut Blk,
+    net: &mut Net,
+    virq: Option<u32>,
+) -> ! {
+    let mut more = serve(svc, blk, net);
     loop {
         let mut ports = svc.ports();
         ports.extend(blk.ports());
+        ports.extend(net.ports());
         ports.extend(virq);
         if !more {
             let hc = svc.platform().hc();
@@ -362,37 +399,66 @@ fn event_loop(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, virq: Opt
             }
         }
         let dom_exc = virq.is_some_and(|v| svc.platform().take_pending(v));
-        for p in svc.ports().into_iter().chain(blk.ports()) {
+        for p in svc
+            .ports()
+            .into_iter()
+            .chain(blk.ports())
+            .chain(net.ports())
+        {
             svc.platform().take_pending(p);
         }
         if dom_exc {
             for c in svc.domains_changed() {
                 match c {
-                    DomainChange::Released(d) => blk.domain_gone(svc, d),
-                    DomainChange::Introduced(d) => blk.domain_back(svc, d),
+                    DomainChange::Released(d) => {
+                        blk.domain_gone(svc, d);
+                        net.domain_gone(svc, d);
+                    }
+                    DomainChange::Introduced(d) => {
+                        blk.domain_back(svc, d);
+                        net.domain_back(svc, d);
+                    }
                 }
             }
             if svc.all_down() {
+                let mut con = Console(svc.platform().hc());
+                for v in net.vifs() {
+                    let s = v.stats;
+                    let _ = writeln!(
+                        con,
+                        "service-domain: netback: d{} vif {}: tx {} packets ({} refused), rx {} ({} dropped), events sent {} tx + {} rx",
+                        v.frontend(),
+                        v.handle(),
+                        s.tx_packets,
+                        s.tx_errors,
+                        s.rx_packets,
+                        s.rx_dropped,
+                        s.tx_events,
+                        s.rx_events
+                    );
+                }
                 let _ = writeln!(
-                    Console(svc.platform().hc()),
+                    con,
                     "service-domain: every served domain has shut down; stopping"
                 );
                 stop(svc.platform().hc());
             }
         }
-        more = serve(svc, blk);
+        more = serve(svc, blk, net);
         if !stack_intact() {
             panic!("the stack overflowed its {} KiB", STACK_SIZE / 1024);
         }
     }
 }
 
-/// One round of every service: the store, the block back end's states
-/// (after the store: a front end's state change arrives there), its rings.
-fn serve(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk) -> bool {
+/// One round of every service: the store, the back ends' states (after
+/// the store: a front end's state change arrives there), their rings.
+fn serve(svc: &mut StoreService<xen::XenPlatform>, blk: &mut Blk, net: &mut Net) -> bool {
     let mut more = svc.pump();
     blk.sync(svc);
+    net.sync(svc);
     more |= blk.pump(svc);
+    more |= net.pump(svc);
     // What the back end wrote (states) reaches the watchers.
     more |= svc.pump();
     svc.orders();

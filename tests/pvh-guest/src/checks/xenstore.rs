@@ -57,7 +57,8 @@ const REPLY_MAX: usize = 128;
 pub struct Early {
     /// `HVM_PARAM_STORE_EVTCHN`.
     store_port: Result<u32, Errno>,
-    /// `role=blk-hostile`: the port offered to the block back end.
+    /// `role=blk-hostile`, `role=net-hostile`: the port offered to the
+    /// block or network back end.
     blk_port: Option<(u16, Result<u32, Errno>)>,
     /// The ports offered to each `wait=` domain (client only).
     offers: [Option<(u16, Result<u32, Errno>)>; MAX_WAIT],
@@ -85,7 +86,7 @@ pub(super) fn early(ctx: &mut Ctx, opts: &Options) -> Early {
         }
     }
     let mut blk_port = None;
-    if opts.role == Role::BlkHostile {
+    if matches!(opts.role, Role::BlkHostile | Role::NetHostile) {
         let be = opts.peer.unwrap_or(1);
         let r = ctx.hc.evtchn_alloc_unbound(be);
         if let Ok(p) = r {
@@ -1173,5 +1174,284 @@ fn blk_hostile_run<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, early: &Early) ->
         Ok(())
     })();
     record(r, "blk_hostile_ring", o);
+    Ok(())
+}
+
+/// The pages of `role=net-hostile`: tx ring, rx ring, packet data.
+static NET_TX: Page = Page::new();
+static NET_RX: Page = Page::new();
+static NET_DATA: Page = Page::new();
+/// Grant refs of `role=net-hostile`: the rings, the data page, a page
+/// granted to another domain, and one never granted.
+const NET_TX_GREF: u32 = 50;
+const NET_RX_GREF: u32 = 51;
+const NET_DATA_GREF: u32 = 52;
+const NET_FOREIGN_GREF: u32 = 53;
+const NET_UNGRANTED_GREF: u32 = 54;
+const NET_VIF: &str = "device/vif/0";
+
+type NetTx = pv_rings::FrontRing<RawMem<'static>, NetifTxRequest, NetifTxResponse>;
+type NetRx = pv_rings::FrontRing<RawMem<'static>, NetifRxRequest, NetifRxResponse>;
+
+fn tx_req(gref: u32, offset: u16, flags: u16, id: u16, size: u16) -> NetifTxRequest {
+    NetifTxRequest {
+        gref,
+        offset,
+        flags,
+        id,
+        size,
+    }
+}
+
+/// Sends `reqs` on the tx ring, signals the back end and waits for as
+/// many responses.
+fn net_submit(
+    ctx: &Ctx,
+    front: &mut NetTx,
+    port: u32,
+    reqs: &[NetifTxRequest],
+    out: &mut [NetifTxResponse],
+) -> Outcome {
+    for q in reqs {
+        if let Err(e) = front.put_request(q) {
+            fail!("put_request: {e:?}");
+        }
+    }
+    let _ = front.push_requests();
+    if let Err(e) = ctx.hc.evtchn_send(port) {
+        fail!("EVTCHNOP_send({port}): {e}");
+    }
+    let until = deadline(ctx, REQUEST_NS)?;
+    let mut n = 0;
+    while n < reqs.len() {
+        events::clear_pending(port);
+        match front.pop_response() {
+            Ok(Some(r)) => {
+                out[n] = r;
+                n += 1;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => fail!("response ring: {e:?}"),
+        }
+        match front.final_check_for_responses() {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => fail!("response ring: {e:?}"),
+        }
+        if !wait_port(ctx, port, until)? {
+            fail!("{n} of {} responses within 30 s", reqs.len());
+        }
+    }
+    Ok(())
+}
+
+fn ring_mem(page: &'static Page) -> Result<RawMem<'static>, Why> {
+    let Some(base) = NonNull::new(page.ptr()) else {
+        fail!("ring page at 0");
+    };
+    // SAFETY: the page holds no Rust value; from now on it is touched
+    // only through this `RawMem` (atomics) and by the back end.
+    match unsafe { RawMem::new(base, 4096) } {
+        Ok(m) => Ok(m),
+        Err(e) => fail!("RawMem: {e:?}"),
+    }
+}
+
+/// `role=net-hostile`: connects as netfront does (both rings, one event
+/// channel, request-rx-copy, feature-rx-notify, straight to Connected),
+/// sends a good broadcast frame, then a batch of bad packets (each must
+/// be answered with an error, the extra slot with NULL, the good packet
+/// after them OKAY), never posts a receive buffer, and finally publishes
+/// a packet cut short (the back end must close the vif: state 5).
+pub(super) fn net_hostile<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, early: &Early) {
+    let o = net_hostile_run(r, ctx, early);
+    if o.is_err() {
+        record(r, "net_hostile", o);
+    }
+}
+
+fn net_hostile_run<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, early: &Early) -> Outcome {
+    let (be, port) = match early.blk_port {
+        Some((be, Ok(p))) => (be, p),
+        Some((be, Err(e))) => fail!("EVTCHNOP_alloc_unbound(remote d{be}): {e}"),
+        None => fail!("no port"),
+    };
+    let store = check_connect(ctx, early)?;
+    let mut cl = Client::new(&store)?;
+    let c: &Ctx = ctx;
+    let mut bbuf = [0u8; REPLY_MAX];
+    let Some(backend) = read_node(&mut cl, c, &[NET_VIF.as_bytes(), b"/backend\0"], &mut bbuf)?
+    else {
+        fail!("no {NET_VIF}/backend");
+    };
+    let mut backend_z = [0u8; REPLY_MAX + 1];
+    backend_z[..backend.len()].copy_from_slice(backend.as_bytes());
+    let backend = &backend_z[..backend.len()];
+    let table = grants::table(ctx)?;
+    grants::put_entry(table, NET_TX_GREF, be, NET_TX.gfn(), GTF_permit_access);
+    grants::put_entry(table, NET_RX_GREF, be, NET_RX.gfn(), GTF_permit_access);
+    grants::put_entry(table, NET_DATA_GREF, be, NET_DATA.gfn(), GTF_permit_access);
+    grants::put_entry(
+        table,
+        NET_FOREIGN_GREF,
+        be + 100,
+        NET_DATA.gfn(),
+        GTF_permit_access,
+    );
+    let tx_mem = ring_mem(&NET_TX)?;
+    let mut tx: NetTx = match pv_rings::FrontRing::init(tx_mem) {
+        Ok(f) => f,
+        Err(e) => fail!("tx ring: {e:?}"),
+    };
+    // The rx ring is initialised and never given a buffer.
+    let _rx: NetRx = match pv_rings::FrontRing::init(ring_mem(&NET_RX)?) {
+        Ok(f) => f,
+        Err(e) => fail!("rx ring: {e:?}"),
+    };
+    let c: &Ctx = ctx;
+    let vif = NET_VIF.as_bytes();
+    let tx_ref = Dec::new(NET_TX_GREF.into());
+    let rx_ref = Dec::new(NET_RX_GREF.into());
+    let evtchn = Dec::new(port.into());
+    let o = (|| -> Outcome {
+        await_backend_state(&mut cl, c, backend, "2")?;
+        let mut mbuf = [0u8; REPLY_MAX];
+        let mac = read_node(&mut cl, c, &[vif, b"/mac\0"], &mut mbuf)?;
+        if mac.is_none_or(|m| !m.starts_with("00:16:3e:")) {
+            fail!("mac {mac:?}");
+        }
+        for (k, v) in [
+            (&b"/tx-ring-ref\0"[..], tx_ref.bytes()),
+            (b"/rx-ring-ref\0", rx_ref.bytes()),
+            (b"/event-channel\0", evtchn.bytes()),
+            (b"/request-rx-copy\0", b"1"),
+            (b"/feature-rx-notify\0", b"1"),
+            (b"/state\0", b"4"),
+        ] {
+            let rep = cl.request(c, XS_WRITE, &[vif, k, v])?;
+            expect_reply("WRITE", &rep, XS_WRITE, b"OK\0")?;
+        }
+        await_backend_state(&mut cl, c, backend, "4")
+    })();
+    let ok = o.is_ok();
+    record(r, "net_connect", o);
+    if !ok {
+        return Ok(());
+    }
+    // A 60-byte broadcast frame from 00:16:3e:00:00:<domid> (EtherType
+    // 0x88b5, local experimental).
+    let data = NET_DATA.ptr();
+    let mut frame = [0u8; 60];
+    frame[..6].copy_from_slice(&[0xff; 6]);
+    frame[6..12].copy_from_slice(&[0, 0x16, 0x3e, 0, 0, 2]);
+    frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+    for (i, b) in frame.iter().enumerate() {
+        // SAFETY: our data page, byte `i` < 60; volatile (the back end's
+        // grant copies read it).
+        unsafe { data.add(i).write_volatile(*b) };
+    }
+    let o = (|| -> Outcome {
+        let mut rsp = [NetifTxResponse::default(); 1];
+        net_submit(
+            c,
+            &mut tx,
+            port,
+            &[tx_req(NET_DATA_GREF, 0, 0, 1, 60)],
+            &mut rsp,
+        )?;
+        if (rsp[0].id, rsp[0].status) != (1, NETIF_RSP_OKAY) {
+            fail!("good packet: id {} status {}", rsp[0].id, rsp[0].status);
+        }
+        Ok(())
+    })();
+    record(r, "net_tx_good", o);
+    let o = (|| -> Outcome {
+        // A GSO extra with MSS 0, as the slot after a first slot: type 1,
+        // flags 0, size 0 in `gref`; TCPv4 in `offset`.
+        let bad_gso = tx_req(u32::from(XEN_NETIF_EXTRA_TYPE_GSO), 1, 0, 0, 0);
+        let cases: [(NetifTxRequest, i16, &str); 10] = [
+            (
+                tx_req(NET_DATA_GREF, 4000, 0, 2, 200),
+                NETIF_RSP_ERROR,
+                "past the page",
+            ),
+            (
+                tx_req(NET_UNGRANTED_GREF, 0, 0, 3, 60),
+                NETIF_RSP_ERROR,
+                "ungranted ref",
+            ),
+            (
+                tx_req(NET_FOREIGN_GREF, 0, 0, 4, 60),
+                NETIF_RSP_ERROR,
+                "ref granted to another domain",
+            ),
+            (
+                tx_req(NET_DATA_GREF, 0, NETTXF_extra_info, 5, 60),
+                NETIF_RSP_ERROR,
+                "GSO MSS 0",
+            ),
+            (bad_gso, NETIF_RSP_NULL, "its extra slot"),
+            (
+                tx_req(NET_DATA_GREF, 0, 0, 6, 10),
+                NETIF_RSP_ERROR,
+                "a 10-byte runt",
+            ),
+            (
+                tx_req(NET_DATA_GREF, 0, NETTXF_more_data, 7, 20),
+                NETIF_RSP_ERROR,
+                "sizes that do not add up",
+            ),
+            (
+                tx_req(NET_DATA_GREF, 0, 0, 8, 30),
+                NETIF_RSP_ERROR,
+                "its second slot",
+            ),
+            (
+                tx_req(NET_DATA_GREF, 0, NETTXF_csum_blank, 9, 60),
+                NETIF_RSP_OKAY,
+                "a good packet after them",
+            ),
+            (
+                tx_req(NET_DATA_GREF, 0, 0, 9, 60),
+                NETIF_RSP_OKAY,
+                "the same id again",
+            ),
+        ];
+        let reqs = cases.map(|c| c.0);
+        let mut rsp = [NetifTxResponse::default(); 10];
+        net_submit(c, &mut tx, port, &reqs, &mut rsp)?;
+        for ((q, want, what), got) in cases.iter().zip(&rsp) {
+            let id_ok = *want == NETIF_RSP_NULL || got.id == q.id;
+            if !id_ok || got.status != *want {
+                fail!(
+                    "{what}: id {} status {}, want id {} status {want}",
+                    got.id,
+                    got.status,
+                    q.id
+                );
+            }
+        }
+        Ok(())
+    })();
+    record(r, "net_tx_hostile", o);
+    let o = (|| -> Outcome {
+        // A packet whose last published slot says more data follows.
+        let _ = tx.put_request(&tx_req(NET_DATA_GREF, 0, NETTXF_more_data, 10, 60));
+        let _ = tx.push_requests();
+        if let Err(e) = ctx.hc.evtchn_send(port) {
+            fail!("EVTCHNOP_send: {e}");
+        }
+        await_backend_state(&mut cl, c, backend, "5")?;
+        r.note(format_args!(
+            "net-hostile: the back end closed the vif (state 5)"
+        ));
+        let mut b = [0u8; REPLY_MAX];
+        if read_node(&mut cl, c, &[b"name\0"], &mut b)?.is_none() {
+            fail!("READ name after the vif was closed");
+        }
+        Ok(())
+    })();
+    record(r, "net_hostile_ring", o);
     Ok(())
 }

@@ -41,6 +41,16 @@
 //!   this part, `--bochs-only` does only this part (both read from the
 //!   command line; with criterion, give `--figures-only` too).
 //!   `--xenstore-only` measures only the xenstore figures.
+//! - Block I/O from Linux (QEMU `-icount shift=0`, one CPU, alternating
+//!   runs): Linux on our hypervisor booted from a Xen virtual disk (the
+//!   service domain's blkback) against the same kernel and initramfs under
+//!   bare QEMU booted from the same image as a virtio-blk disk
+//!   (`-drive if=virtio,format=raw,cache=unsafe`). `/init`'s `pvhblkbench`
+//!   writes [`BLK_MIB`] MiB to a file and reads as much of the device
+//!   (`O_DIRECT`, 1 MiB blocks), then 1024 single-block (4 KiB) reads;
+//!   under icount a guest nanosecond is one instruction, so the figures
+//!   are instructions per MiB and per 4 KiB read, side by side.
+//!   `--block-only` measures only these.
 
 use crate::image::{
     self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, STOP_OK, Vendor, build_image,
@@ -176,6 +186,16 @@ pub fn figures() -> Result<(), String> {
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let (qemu_part, bochs_part) = (!has("--bochs-only"), !has("--no-bochs"));
     let image = build_image()?;
+    if has("--block-only") {
+        let mut out = String::new();
+        let mut missing = Vec::new();
+        linux_block(&image, &mut out, &mut missing)?;
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("figures not measured: {missing:?}"))
+        };
+    }
     if has("--xenstore-only") {
         let mut out = String::new();
         let mut missing = Vec::new();
@@ -211,6 +231,7 @@ pub fn figures() -> Result<(), String> {
         if kernel.exists() && initrd.exists() {
             linux_comparison(&image, &mut out, &mut missing)?;
             linux_xenstore(&image, Vendor::Amd, &mut out, &mut missing)?;
+            linux_block(&image, &mut out, &mut missing)?;
         } else {
             say(
                 &mut out,
@@ -1072,6 +1093,198 @@ fn linux_xenstore(
     Ok(())
 }
 
+/// MiB each way in the block figures.
+const BLK_MIB: u32 = 64;
+/// Runs of each side in the block figures (alternating).
+const BLK_RUNS: usize = 2;
+/// Size of the disk the block figures use (the root image, grown so that
+/// [`BLK_MIB`] MiB fit as a file).
+const BLK_DISK_MIB: u64 = 160;
+
+/// A fresh copy of `target/linux/root.ext4` grown to [`BLK_DISK_MIB`]
+/// MiB (`resize2fs`), at `target/bench-root.ext4`.
+fn blk_disk() -> Result<std::path::PathBuf, String> {
+    let src = crate::linux::root_image_path();
+    let dst = root().join("target/bench-root.ext4");
+    std::fs::copy(&src, &dst).map_err(|e| format!("{}: {e}", src.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dst)
+        .and_then(|f| f.set_len(BLK_DISK_MIB << 20))
+        .map_err(|e| format!("{}: {e}", dst.display()))?;
+    let resize = ["/sbin/resize2fs", "/usr/sbin/resize2fs", "resize2fs"]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || Path::new(p).exists())
+        .unwrap_or("resize2fs");
+    let st = Command::new(resize)
+        .arg("-f")
+        .arg(&dst)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("{resize} (apt-get install e2fsprogs): {e}"))?;
+    if !st.success() {
+        return Err(format!("{resize} {}: {st}", dst.display()));
+    }
+    Ok(dst)
+}
+
+/// What `/init`'s `pvhblkbench` measured (guest seconds).
+#[derive(Debug, PartialEq)]
+struct BlkBench {
+    write: f64,
+    read: f64,
+    read4k: f64,
+}
+
+impl BlkBench {
+    fn parse(serial: &str) -> Option<Self> {
+        let line = serial
+            .lines()
+            .find(|l| l.contains("PVH-LINUX-INIT: blkbench n="))?;
+        let span = |w: &str| -> Option<f64> {
+            let (a, b) = w.split_once("..")?;
+            Some(b.parse::<f64>().ok()? - a.parse::<f64>().ok()?)
+        };
+        let field = |key: &str| {
+            line.split_ascii_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(span)
+        };
+        let read4k = line
+            .split_once("read4k=1024 ")
+            .and_then(|(_, r)| r.split_ascii_whitespace().next())
+            .and_then(span)?;
+        Some(Self {
+            write: field("write=")?,
+            read: field("read=")?,
+            read4k,
+        })
+    }
+}
+
+/// One of a [`BlkBench`]'s spans.
+type BlkField = fn(&BlkBench) -> f64;
+
+/// The block figures (see the module doc): under icount (instructions)
+/// and without (guest seconds, close to wall time).
+fn linux_block(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Result<(), String> {
+    for icounted in [true, false] {
+        linux_block_runs(image, icounted, out, missing)?;
+    }
+    Ok(())
+}
+
+fn linux_block_runs(
+    image: &Path,
+    icounted: bool,
+    out: &mut String,
+    missing: &mut Vec<String>,
+) -> Result<(), String> {
+    let words = format!("pvhblkbench={BLK_MIB}");
+    let clock = if icounted { icount() } else { Vec::new() };
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    for run in 1..=BLK_RUNS {
+        let disk = blk_disk()?;
+        let o = RunOptions {
+            smp: 1,
+            modules: linux_plan(1, 256, 1, true, &words, &[disk.as_path()], false, false)?,
+            mem_mib: 512 + 2 * BLK_DISK_MIB as u32,
+            timeout: Some(BOCHS_TIMEOUT),
+            extra_qemu_args: clock.clone(),
+            ..Default::default()
+        };
+        let serial = image::boot_qemu(image, &o, false)?.serial;
+        match BlkBench::parse(&serial) {
+            Some(b) => ours.push(b),
+            None => eprintln!("figures: block run {run} (ours) output:\n{serial}"),
+        }
+        let disk = blk_disk()?;
+        let (kernel, initrd) = linux_files();
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-accel", "tcg", "-m", "512", "-smp", "1"])
+            .args(&clock)
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", &format!("console=ttyS0 {words}"), "-nographic"])
+            .arg("-drive")
+            .arg(format!(
+                "file={},if=virtio,format=raw,cache=unsafe",
+                disk.display()
+            ));
+        let t = timed(
+            c,
+            &["PVH-LINUX-INIT: blkbench n="],
+            BOCHS_TIMEOUT,
+            Duration::from_secs(5),
+        )?;
+        match BlkBench::parse(&t.serial) {
+            Some(b) => bare.push(b),
+            None => eprintln!("figures: block run {run} (bare QEMU) output:\n{}", t.serial),
+        }
+    }
+    say(
+        out,
+        format!(
+            "block I/O from Linux ({}, 1 CPU; {BLK_MIB} MiB each way, O_DIRECT, 1 MiB blocks; 1024 reads of 4 KiB; {BLK_RUNS} runs each, alternating; /proc/uptime, 10 ms steps):",
+            if icounted {
+                "QEMU -icount shift=0: instructions; QEMU's virtio device model costs the guest none, our back end runs in a domain"
+            } else {
+                "QEMU TCG without icount: guest seconds, close to wall time"
+            }
+        ),
+    );
+    if ours.is_empty() || bare.is_empty() {
+        say(out, "  no blkbench line (run failed?)".into());
+        missing.push("the block figures".into());
+        return Ok(());
+    }
+    let m = |v: &[BlkBench], f: fn(&BlkBench) -> f64| mean(&v.iter().map(f).collect::<Vec<_>>());
+    let rows: [(&str, BlkField, f64); 3] = [
+        ("sequential write", |b| b.write, f64::from(BLK_MIB)),
+        ("sequential read", |b| b.read, f64::from(BLK_MIB)),
+        ("4 KiB reads", |b| b.read4k, 1024.0),
+    ];
+    for (what, f, n) in rows {
+        let (o, b) = (m(&ours, f), m(&bare, f));
+        let ratio = b / o.max(1e-9);
+        let goal = if what.starts_with("sequential") {
+            format!(" (goal >= 0.5x: {})", met(ratio >= 0.5))
+        } else {
+            String::new()
+        };
+        let unit = if what.starts_with("sequential") {
+            "per MiB"
+        } else {
+            "per request"
+        };
+        let line = if icounted {
+            format!(
+                "  {what}: ours {} instructions {unit}, bare QEMU virtio-blk {}: ours at {ratio:.2}x bare QEMU's speed{goal}",
+                num((o * 1e9 / n) as u64),
+                num((b * 1e9 / n) as u64)
+            )
+        } else if what.starts_with("sequential") {
+            format!(
+                "  {what}: ours {:.0} MiB/s ({o:.2} s), bare QEMU virtio-blk {:.0} MiB/s ({b:.2} s): ours at {ratio:.2}x bare QEMU's speed{goal}",
+                n / o.max(1e-9),
+                n / b.max(1e-9)
+            )
+        } else {
+            format!(
+                "  {what}: ours {:.0} us {unit}, bare QEMU virtio-blk {:.0} us: ours at {ratio:.2}x bare QEMU's speed",
+                o * 1e6 / n,
+                b * 1e6 / n
+            )
+        };
+        say(out, line);
+    }
+    Ok(())
+}
+
 /// What [`linux_xenstore`] reads off the serial log.
 #[derive(Debug, PartialEq)]
 struct XsBench {
@@ -1126,6 +1339,23 @@ impl XsBench {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_block_bench() {
+        let s = "x\r\n(d2) PVH-LINUX-INIT: blkbench n=64 MiB write=4.00..5.50 read=5.50..6.25 read4k=1024 6.25..6.75 (O_DIRECT, 1 MiB blocks)\r\n";
+        assert_eq!(
+            BlkBench::parse(s),
+            Some(BlkBench {
+                write: 1.5,
+                read: 0.75,
+                read4k: 0.5
+            })
+        );
+        assert_eq!(
+            BlkBench::parse("PVH-LINUX-INIT: blkbench n=1 write=1..2"),
+            None
+        );
+    }
 
     #[test]
     fn reads_the_xenstore_bench() {

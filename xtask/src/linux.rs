@@ -72,7 +72,9 @@ const APPLETS: &[&str] = &[
 
 /// The Xen modules `/init` loads, from the kernel's own package: the
 /// xenstore, event-channel and grant devices Xen's user-space tools use,
-/// the block and network front ends and ext4 (with the crc32c its checksums ask the
+/// the block and network front ends, virtio's PCI transport and block
+/// driver (the bare-QEMU baseline of the block figures reads the same image
+/// as `vda`), and ext4 (with the crc32c its checksums ask the
 /// crypto API for: there is no modprobe to load it on demand). Their
 /// dependencies (`depends=` in each module's `.modinfo`) come too.
 const MODULES: &[&str] = &[
@@ -82,6 +84,8 @@ const MODULES: &[&str] = &[
     "xen-gntalloc",
     "xen-blkfront",
     "xen-netfront",
+    "virtio_pci",
+    "virtio_blk",
     "crc32c_generic",
     "ext4",
 ];
@@ -163,8 +167,12 @@ export PATH=/bin:/sbin:/usr/bin
 # /etc/rootfs is only in the disk image: there, the initramfs has mounted
 # everything and loaded the modules already.
 root=""
+# The disk: a Xen virtual disk (xvda), or under bare QEMU a virtio one
+# (vda, for the block figures' baseline).
+dev=xvda
 if [ -e /etc/rootfs ]; then
-    root=", root=/dev/xvda"
+    grep -q '^/dev/vda / ' /proc/mounts && dev=vda
+    root=", root=/dev/$dev"
 else
     mount -t proc proc /proc
     mount -t sysfs sysfs /sys
@@ -186,17 +194,18 @@ if [ -z "$root" ]; then
 fi
 # A Xen virtual disk with an ext4 root on it: switch to it (unless
 # `pvhnoroot`). Loading xen-blkfront waited for its devices to connect.
-if [ -z "$root" ] && [ -b /dev/xvda ] && [ "${cmdline#* pvhnoroot }" = "$cmdline" ]; then
-    if mount -t ext4 /dev/xvda /newroot; then
+[ -b /dev/xvda ] || { [ -b /dev/vda ] && dev=vda; }
+if [ -z "$root" ] && [ -b /dev/$dev ] && [ "${cmdline#* pvhnoroot }" = "$cmdline" ]; then
+    if mount -t ext4 /dev/$dev /newroot; then
         if [ -x /newroot/init ] && [ -e /newroot/etc/rootfs ]; then
-            echo "PVH-LINUX-INIT: switching root to /dev/xvda"
+            echo "PVH-LINUX-INIT: switching root to /dev/$dev"
             for d in proc sys dev; do mount -o move /$d /newroot/$d; done
             exec switch_root /newroot /init
         fi
-        echo "PVH-LINUX-INIT: /dev/xvda holds no root"
+        echo "PVH-LINUX-INIT: /dev/$dev holds no root"
         umount /newroot
     else
-        echo "PVH-LINUX-INIT: mount /dev/xvda failed"
+        echo "PVH-LINUX-INIT: mount /dev/$dev failed"
     fi
 fi
 # An orderly power-off: what busybox's `poweroff` asks of init.
@@ -211,12 +220,12 @@ rootdown() {
     [ -n "$root" ] || return 0
     mount -o remount,ro / || echo "PVH-LINUX-INIT: remount / read-only failed"
     # (Its output is kept in a variable: / cannot be written now.)
-    out=$(fsck.ext4 -fn /dev/xvda 2>&1)
+    out=$(fsck.ext4 -fn /dev/$dev 2>&1)
     rc=$?
     if [ $rc = 0 ]; then
-        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean"
+        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/$dev: clean"
     else
-        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: exit $rc"
+        echo "PVH-LINUX-INIT: fsck.ext4 -fn /dev/$dev: exit $rc"
         echo "$out"
     fi
 }
@@ -256,13 +265,13 @@ echo "PVH-LINUX-INIT: up, cpus=$(nproc)$store$root"
 if [ -n "$root" ]; then
     # The disk: its size, then data written, synced, dropped from the
     # page cache and read back from the back end.
-    echo "PVH-LINUX-INIT: xvda $(cat /sys/block/xvda/size) sectors, $(cat /sys/block/xvda/queue/logical_block_size)-byte blocks"
+    echo "PVH-LINUX-INIT: $dev $(cat /sys/block/$dev/size) sectors, $(cat /sys/block/$dev/queue/logical_block_size)-byte blocks"
     # Whose disk: a domain finds its own unclaimed (a disk shared with
     # another domain would show the other's name).
     owner=$(cat /owner 2>/dev/null || echo unclaimed)
     echo "${name:-nobody}" >/owner
     sync
-    echo "PVH-LINUX-INIT: xvda was $owner, now ${name:-nobody}'s"
+    echo "PVH-LINUX-INIT: $dev was $owner, now ${name:-nobody}'s"
     dd if=/dev/urandom of=/blktest bs=64k count=64 2>/dev/null
     sync
     set -- $(sha256sum /blktest)
@@ -280,10 +289,13 @@ if [ -n "$root" ]; then
         read t0 _ </proc/uptime
         dd if=/dev/zero of=/blkbench bs=1M count=$n oflag=direct 2>/dev/null
         read t1 _ </proc/uptime
-        dd if=/dev/xvda of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null
+        dd if=/dev/$dev of=/dev/null bs=1M count=$n iflag=direct 2>/dev/null
         read t2 _ </proc/uptime
+        # 4 KiB requests: 1024 O_DIRECT reads of one block each.
+        dd if=/dev/$dev of=/dev/null bs=4k count=1024 iflag=direct 2>/dev/null
+        read t3 _ </proc/uptime
         rm -f /blkbench
-        echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 (O_DIRECT, 1 MiB blocks)"
+        echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 read4k=1024 $t2..$t3 (O_DIRECT, 1 MiB blocks)"
     fi
     # Data that must outlive a reboot (`pvhpersist`): the first boot
     # writes /persist and its hash, checks the filesystem and reboots; the

@@ -45,6 +45,7 @@ use xen_abi::io::blkif::*;
 use xen_abi::io::xenbus::*;
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::xenbus::{self, Step, read_str, read_u32};
 use crate::xenstore::{Errno, Platform, StoreService};
 
 /// Most segments of an indirect request we accept (Linux blkback's
@@ -433,16 +434,6 @@ fn be_dir(me: u16, fe: u16, devid: u32) -> String {
     format!("/local/domain/{me}/backend/vbd/{fe}/{devid}")
 }
 
-fn read_str<P: Platform>(svc: &mut StoreService<P>, path: &str) -> Option<String> {
-    svc.read(path)
-        .ok()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-}
-
-fn read_u32<P: Platform>(svc: &mut StoreService<P>, path: &str) -> Option<u32> {
-    read_str(svc, path)?.trim().parse().ok()
-}
-
 impl<S: Storage, R: SharedMem> Blkback<S, R> {
     /// A back end living in domain `me` (the `backend-id` front ends
     /// grant their pages to).
@@ -663,34 +654,32 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
         };
         let fdir = fe_dir(fe, devid);
         let fstate = read_u32(svc, &format!("{fdir}/state")).unwrap_or(XenbusStateUnknown);
-        match fstate {
-            XenbusStateInitialising if state == XenbusStateClosed => {
+        match xenbus::step(fstate, state) {
+            Step::Reoffer => {
                 svc.platform().log(format_args!(
                     "blkback: d{fe} vbd {devid}: front end reconnecting"
                 ));
                 self.set_state(svc, i, XenbusStateInitWait)
             }
-            XenbusStateInitialised | XenbusStateConnected if state == XenbusStateInitWait => {
-                match self.connect(svc, i) {
-                    Ok(()) => self.set_state(svc, i, XenbusStateConnected),
-                    Err(why) => {
-                        svc.platform()
-                            .log(format_args!("blkback: d{fe} vbd {devid}: {why}"));
-                        let bdir = be_dir(self.me, fe, devid);
-                        let _ = svc.write_node(&format!("{bdir}/error"), why);
-                        self.set_state(svc, i, XenbusStateClosing)
-                    }
+            Step::Connect => match self.connect(svc, i) {
+                Ok(()) => self.set_state(svc, i, XenbusStateConnected),
+                Err(why) => {
+                    svc.platform()
+                        .log(format_args!("blkback: d{fe} vbd {devid}: {why}"));
+                    let bdir = be_dir(self.me, fe, devid);
+                    let _ = svc.write_node(&format!("{bdir}/error"), why);
+                    self.set_state(svc, i, XenbusStateClosing)
                 }
-            }
-            XenbusStateClosing if state != XenbusStateClosed => {
+            },
+            Step::Close => {
                 self.disconnect(svc, i);
                 self.set_state(svc, i, XenbusStateClosing)
             }
-            XenbusStateClosed | XenbusStateUnknown if state != XenbusStateClosed => {
+            Step::Closed => {
                 self.disconnect(svc, i);
                 self.set_state(svc, i, XenbusStateClosed)
             }
-            _ => false,
+            Step::Stay => false,
         }
     }
 

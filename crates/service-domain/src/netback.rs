@@ -74,6 +74,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::blkback::{BlkPlatform, CopyDir, CopySeg, MapId};
 use crate::switch::{Forward, MAC_TABLE_SIZE, Mac, Switch};
+use crate::xenbus::{self, Step, read_u32};
 use crate::xenstore::{Errno, Platform, StoreService};
 
 /// Packets taken from one vif's tx ring per [`Netback::pump`] pass.
@@ -480,11 +481,6 @@ fn be_dir(me: u16, fe: u16, handle: u32) -> String {
     format!("/local/domain/{me}/backend/vif/{fe}/{handle}")
 }
 
-fn read_u32<P: Platform>(svc: &mut StoreService<P>, path: &str) -> Option<u32> {
-    let v = svc.read(path).ok()?;
-    core::str::from_utf8(&v).ok()?.trim().parse().ok()
-}
-
 impl<R: SharedMem> Netback<R> {
     /// A back end living in domain `me`.
     pub fn new(me: u16) -> Self {
@@ -721,34 +717,32 @@ impl<R: SharedMem> Netback<R> {
         };
         let fdir = fe_dir(fe, handle);
         let fstate = read_u32(svc, &format!("{fdir}/state")).unwrap_or(XenbusStateUnknown);
-        match fstate {
-            XenbusStateInitialising if state == XenbusStateClosed => {
+        match xenbus::step(fstate, state) {
+            Step::Reoffer => {
                 svc.platform().log(format_args!(
                     "netback: d{fe} vif {handle}: front end reconnecting"
                 ));
                 self.set_state(svc, i, XenbusStateInitWait)
             }
-            XenbusStateInitialised | XenbusStateConnected if state == XenbusStateInitWait => {
-                match self.connect(svc, i) {
-                    Ok(()) => self.set_state(svc, i, XenbusStateConnected),
-                    Err(why) => {
-                        svc.platform()
-                            .log(format_args!("netback: d{fe} vif {handle}: {why}"));
-                        let bdir = be_dir(self.me, fe, handle);
-                        let _ = svc.write_node(&format!("{bdir}/error"), why);
-                        self.set_state(svc, i, XenbusStateClosing)
-                    }
+            Step::Connect => match self.connect(svc, i) {
+                Ok(()) => self.set_state(svc, i, XenbusStateConnected),
+                Err(why) => {
+                    svc.platform()
+                        .log(format_args!("netback: d{fe} vif {handle}: {why}"));
+                    let bdir = be_dir(self.me, fe, handle);
+                    let _ = svc.write_node(&format!("{bdir}/error"), why);
+                    self.set_state(svc, i, XenbusStateClosing)
                 }
-            }
-            XenbusStateClosing if state != XenbusStateClosed => {
+            },
+            Step::Close => {
                 self.disconnect(svc, i);
                 self.set_state(svc, i, XenbusStateClosing)
             }
-            XenbusStateClosed | XenbusStateUnknown if state != XenbusStateClosed => {
+            Step::Closed => {
                 self.disconnect(svc, i);
                 self.set_state(svc, i, XenbusStateClosed)
             }
-            _ => false,
+            Step::Stay => false,
         }
     }
 

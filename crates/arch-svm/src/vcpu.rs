@@ -446,6 +446,10 @@ impl SvmVcpu {
 }
 
 impl VcpuBackend for SvmVcpu {
+    fn control_frame(&self) -> Option<Hfn> {
+        Some(self.vmcb_frame())
+    }
+
     fn run(&mut self) -> VmExit {
         let Some(cpu) = enable::this_cpu() else {
             return VmExit::EntryFailed { code: NOT_ENABLED };

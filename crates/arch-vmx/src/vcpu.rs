@@ -743,6 +743,10 @@ impl VmxVcpu {
 }
 
 impl VcpuBackend for VmxVcpu {
+    fn control_frame(&self) -> Option<Hfn> {
+        Some(self.vmcs_frame())
+    }
+
     fn run(&mut self) -> VmExit {
         let Some(cpu) = enable::this_cpu() else {
             return VmExit::EntryFailed { code: NOT_ENABLED };

@@ -223,6 +223,12 @@ pub enum ControlReg {
 pub trait VcpuBackend {
     /// Enters the guest and returns at its next exit.
     fn run(&mut self) -> VmExit;
+    /// The host frame of its control block (VMCB or VMCS), if it has one:
+    /// the owner gives it back after dropping a vCPU that no CPU runs or
+    /// holds current (VMX clears its VMCS after every run).
+    fn control_frame(&self) -> Option<Hfn> {
+        None
+    }
     /// The general-purpose registers.
     fn gprs(&self) -> &Gprs;
     /// The general-purpose registers, writable.

@@ -451,8 +451,15 @@ fn reboot_domains(
         }
         let _ = hv.destroy_domain(d);
         for sl in slots.iter().filter(|s| s.d == d) {
-            // The old backends point at the old tables: gone with them.
-            *sl.backend.lock() = None;
+            // The old backends point at the old tables: gone with them,
+            // their VMCB/VMCS frames back to the allocator (no CPU runs
+            // them: all are home, and VMX cleared its VMCS after the run).
+            if let Some(b) = sl.backend.lock().take()
+                && let Some(f) = b.control_frame()
+            {
+                drop(b);
+                hostplat::free_frame(f);
+            }
         }
         if !r.plan.restarts() {
             log::info!("{d}: not restarted (on_reboot=destroy, or the service domain)");

@@ -715,20 +715,17 @@ impl<P: Platform> Hypervisor<P> {
 
     /// Raises `port` of `d` (an event from the hypervisor or a peer).
     pub fn evtchn_set_pending(&mut self, d: DomId, port: u32) {
-        let introduced = self
-            .domains
-            .get(&d.0)
-            .is_some_and(|dom| dom.await_store && dom.store.is_some_and(|s| s.port == port));
-        if introduced {
-            if let Some(dom) = self.domains.get_mut(&d.0) {
-                dom.await_store = false;
-            }
-            log::info!("{}: introduced by its xenstore domain; unpaused", d);
-            let _ = self.unpause(d);
-        }
         let Some(dom) = self.domains.get_mut(&d.0) else {
             return;
         };
+        if dom.await_store && dom.store.is_some_and(|s| s.port == port) {
+            // Its server introduced it: run it, then deliver (once: the
+            // flag is down now).
+            dom.await_store = false;
+            log::info!("{}: introduced by its xenstore domain; unpaused", d);
+            let _ = self.unpause(d);
+            return self.evtchn_set_pending(d, port);
+        }
         let t = Target {
             frames: &self.platform,
             shared_info: dom.shared_info,

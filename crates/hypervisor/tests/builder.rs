@@ -154,12 +154,8 @@ fn failures_leave_nothing_behind() {
     assert_eq!(hv.platform.frames_in_use(), before);
 }
 
-#[test]
-fn a_service_domain_serves_the_others_stores() {
-    use hv_core::domain::Caps;
-    use xen_abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
-    let mut hv = Hypervisor::new(MockPlatform::default());
-    let elf = tiny_pvh_elf();
+/// A service domain (d1) and a guest it serves (d2).
+fn service_and_guest() -> (DomainPlan<'static>, DomainPlan<'static>) {
     let svc = DomainPlan {
         domid: 1,
         service: true,
@@ -169,6 +165,16 @@ fn a_service_domain_serves_the_others_stores() {
         domid: 2,
         ..plan(false)
     };
+    (svc, guest)
+}
+
+#[test]
+fn a_service_domain_serves_the_others_stores() {
+    use hv_core::domain::Caps;
+    use xen_abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let elf = tiny_pvh_elf();
+    let (svc, guest) = service_and_guest();
     let opts = BuildOptions {
         store_server: Some(1),
         extra_cmdline: "domains=1:svc,2:d2",
@@ -262,15 +268,7 @@ fn a_domain_is_built_again_under_its_id_after_a_reboot() {
     use xen_abi::hvm::HVM_PARAM_STORE_EVTCHN;
     let mut hv = Hypervisor::new(MockPlatform::default());
     let elf = tiny_pvh_elf();
-    let svc = DomainPlan {
-        domid: 1,
-        service: true,
-        ..plan(false)
-    };
-    let guest = DomainPlan {
-        domid: 2,
-        ..plan(false)
-    };
+    let (svc, guest) = service_and_guest();
     let opts = BuildOptions {
         store_server: Some(1),
         extra_cmdline: "",

@@ -1603,7 +1603,8 @@ const LINUX_CASES: &[LinuxCase] = &[
         ],
     },
     // The same on Intel VMX under Bochs, the service domain after Linux
-    // (d1 boots from the disk d2 serves).
+    // (d1 boots from the disk d2 serves), with the reboot of
+    // qemu-svm-linux-persist: d1 is built again and reads /persist back.
     LinuxCase {
         name: "bochs-vmx-linux-xvda",
         vendor: Vendor::Intel,
@@ -1615,7 +1616,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         domains: 1,
         mem: 256,
         disk: true,
-        words: "",
+        words: "pvhpersist",
         net: false,
         expect: &[
             "(d2) service-domain: d1 xvda: the boot module, 32 MiB",
@@ -1624,6 +1625,11 @@ const LINUX_CASES: &[LinuxCase] = &[
             "(d1) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
             "(d1) PVH-LINUX-INIT: xvda 65536 sectors, 512-byte blocks",
             "(d1) PVH-LINUX-INIT: blktest 4 MiB written, synced, read back: sha256 ",
+            "(d1) PVH-LINUX-INIT: /persist written: sha256 ",
+            "d1: rebooting (on_reboot=restart)",
+            "(d2) service-domain: blkback: d1 vbd 51712: domain gone; disk kept",
+            "d1: introduced by its xenstore domain; unpaused",
+            "(d1) PVH-LINUX-INIT: after the reboot /persist reads back: sha256 ",
             "(d2) service-domain: xenstore: every domain wrote data/done; asking d1 to power off",
             "(d1) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
             "(d1) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",

@@ -63,6 +63,37 @@ pub enum SerialInput {
     Script(Vec<(String, String)>),
 }
 
+/// How QEMU is given the image (`cargo xtask run --qemu-boot`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QemuBoot {
+    /// `-kernel IMAGE -append CMDLINE -initrd "FILE ARGS,FILE ARGS"`:
+    /// QEMU's own Multiboot (v1) loader, as QEMU boots Xen; no firmware
+    /// disk reads, every module with its command line.
+    #[default]
+    Multiboot,
+    /// `-kernel` with a copy of the image whose Multiboot magic is wiped
+    /// ([`pvh_image`]): QEMU's `-kernel` tries Multiboot before the PVH
+    /// note, so only this copy reaches `pvh_entry`. At most one module,
+    /// without a command line (QEMU's PVH loader passes no more).
+    Pvh,
+    /// A GRUB rescue ISO on the CD-ROM ([`build_iso`]): GRUB's Multiboot2,
+    /// the way Bochs boots.
+    Grub,
+}
+
+impl QemuBoot {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "multiboot" => Ok(Self::Multiboot),
+            "pvh" => Ok(Self::Pvh),
+            "grub" => Ok(Self::Grub),
+            other => Err(format!(
+                "--qemu-boot takes multiboot, pvh or grub, not `{other}`"
+            )),
+        }
+    }
+}
+
 /// Options shared by `image` and `run`.
 #[derive(Debug)]
 pub struct RunOptions {
@@ -83,6 +114,8 @@ pub struct RunOptions {
     pub bochs_cpu: String,
     /// More QEMU arguments (e.g. `-icount shift=0` for `cargo xtask bench`).
     pub extra_qemu_args: Vec<String>,
+    /// How QEMU loads the image.
+    pub qemu_boot: QemuBoot,
 }
 
 impl Default for RunOptions {
@@ -99,6 +132,7 @@ impl Default for RunOptions {
             input: SerialInput::None,
             bochs_cpu: "corei7_skylake_x".into(),
             extra_qemu_args: Vec::new(),
+            qemu_boot: QemuBoot::default(),
         }
     }
 }
@@ -182,6 +216,7 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
             }
             "--gdb" => o.gdb = true,
             "--bochs-cpu" => o.bochs_cpu = value("--bochs-cpu")?,
+            "--qemu-boot" => o.qemu_boot = QemuBoot::parse(&value("--qemu-boot")?)?,
             other => return Err(format!("unknown option `{other}`")),
         }
     }
@@ -336,6 +371,7 @@ pub fn build_image() -> Result<PathBuf, String> {
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let out = out_dir.join("hypervisor.elf");
     std::fs::copy(&built, &out).map_err(|e| format!("copy {}: {e}", built.display()))?;
+    check_flat_layout(&out)?;
     Ok(out)
 }
 
@@ -689,7 +725,103 @@ pub struct Outcome {
     pub status: Option<i32>,
 }
 
+/// QEMU's `-initrd` for Multiboot: one item per module, `FILE ARGS`,
+/// items separated by commas. QEMU splits the list as it splits option
+/// values (`get_opt_value`): `,,` stands for a literal comma, so every
+/// comma of a path or command line is doubled. QEMU hands each module the
+/// whole item, file name first (the hypervisor drops that word, as Xen
+/// does); the file name ends at the first blank, so paths with blanks are
+/// refused.
+pub fn multiboot_initrd(modules: &[Module]) -> Result<String, String> {
+    let mut items = Vec::new();
+    for m in modules {
+        let path = m.path.to_str().ok_or("a module path is not UTF-8")?;
+        if path.is_empty() || path.contains(char::is_whitespace) {
+            return Err(format!(
+                "module `{path}`: QEMU's Multiboot loader cannot take a path with blanks"
+            ));
+        }
+        let mut item = path.replace(',', ",,");
+        if !m.cmdline.is_empty() {
+            item.push(' ');
+            item.push_str(&m.cmdline.replace(',', ",,"));
+        }
+        items.push(item);
+    }
+    Ok(items.join(","))
+}
+
+/// The image as QEMU's PVH loader must see it: a copy
+/// (`target/image/hypervisor-pvh-PID.elf`) with the Multiboot (v1) magic
+/// wiped, since QEMU's `-kernel` takes a Multiboot header before the PVH
+/// note. A kernel without the header (a bare PVH guest) is used as it is.
+pub fn pvh_image(image: &Path) -> Result<(PathBuf, bool), String> {
+    let mut bytes = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    // QEMU looks for the magic, 4-aligned, in the first 8 KiB, and takes
+    // it when the checksum adds up.
+    let end = bytes.len().min(8192).saturating_sub(12);
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut found = false;
+    for i in (0..end).step_by(4) {
+        let (magic, flags, sum) = (word(&bytes, i), word(&bytes, i + 4), word(&bytes, i + 8));
+        if magic == 0x1BAD_B002 && magic.wrapping_add(flags).wrapping_add(sum) == 0 {
+            bytes[i..i + 4].fill(0);
+            found = true;
+        }
+    }
+    if !found {
+        return Ok((image.to_path_buf(), false));
+    }
+    let out = root().join(format!(
+        "target/image/hypervisor-pvh-{}.elf",
+        std::process::id()
+    ));
+    std::fs::write(&out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok((out, true))
+}
+
+/// Checks what the Multiboot header's address fields need (see
+/// crates/hypervisor/src/boot.rs): QEMU copies the file flat from the
+/// first loaded byte, so every loadable segment's file offset must sit at
+/// the same distance from its address.
+fn check_flat_layout(image: &Path) -> Result<(), String> {
+    let b = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let u16_at = |i: usize| {
+        b.get(i..i + 2)
+            .map(|w| u16::from_le_bytes([w[0], w[1]]) as usize)
+    };
+    let u64_at = |i: usize| {
+        b.get(i..i + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+    };
+    let bad = || format!("{}: not a 64-bit ELF", image.display());
+    let phoff = u64_at(0x20).ok_or_else(bad)? as usize;
+    let (phentsize, phnum) = (u16_at(0x36).ok_or_else(bad)?, u16_at(0x38).ok_or_else(bad)?);
+    let mut delta = None;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let ty = b.get(ph..ph + 4).ok_or_else(bad)?;
+        if ty != 1u32.to_le_bytes() {
+            continue; // not PT_LOAD
+        }
+        let (off, vaddr) = (
+            u64_at(ph + 8).ok_or_else(bad)?,
+            u64_at(ph + 16).ok_or_else(bad)?,
+        );
+        let d = vaddr.wrapping_sub(off);
+        if *delta.get_or_insert(d) != d {
+            return Err(format!(
+                "{}: segment {i} at file offset {off:#x} breaks the flat layout that the \
+                 Multiboot header's address fields need (crates/hypervisor/link.ld)",
+                image.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Boots `image` under QEMU with SVM; echoes the serial line when `live`.
+/// `o.qemu_boot` says how QEMU loads it (Multiboot by default).
 pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<Outcome, String> {
     let mut cmdline = String::from("exit=isa-debug-exit");
     if !o.cmdline.is_empty() {
@@ -700,9 +832,6 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
     c.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
         .args(["-m", &o.mem_mib.to_string()])
         .args(["-smp", &o.smp.to_string()])
-        .arg("-kernel")
-        .arg(image)
-        .args(["-append", &cmdline])
         .args(["-display", "none", "-no-reboot"])
         .args(if o.debugcon {
             ["-debugcon", "stdio", "-serial", "none"]
@@ -712,19 +841,35 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(&o.extra_qemu_args)
         .stdout(Stdio::piped());
-    let mut iso_made = None;
-    if o.modules.len() > 1 || o.modules.iter().any(|m| !m.cmdline.is_empty()) {
-        // QEMU's PVH loader carries one module without a command line:
-        // several modules (hyperlaunch) go through GRUB and Multiboot2.
-        let iso = build_iso(image, o, "exit=isa-debug-exit")?;
-        iso_made = Some(iso.clone());
-        let mut args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_owned()).collect();
-        let k = args.iter().position(|a| a == "-kernel").expect("set above");
-        args.drain(k..k + 4); // -kernel IMAGE -append CMDLINE
-        c = Command::new("qemu-system-x86_64");
-        c.args(args).arg("-cdrom").arg(iso).stdout(Stdio::piped());
-    } else if let Some(m) = o.modules.first() {
-        c.arg("-initrd").arg(&m.path);
+    // A file made for this run only (an ISO, a PVH copy), removed after it.
+    let mut made = None;
+    match o.qemu_boot {
+        QemuBoot::Multiboot => {
+            let kernel = image.to_str().ok_or("the image path is not UTF-8")?;
+            if kernel.contains(char::is_whitespace) {
+                return Err(format!("`{kernel}`: the image path must have no blanks"));
+            }
+            c.arg("-kernel").arg(image).args(["-append", &cmdline]);
+            if !o.modules.is_empty() {
+                c.arg("-initrd").arg(multiboot_initrd(&o.modules)?);
+            }
+        }
+        QemuBoot::Pvh => {
+            if o.modules.len() > 1 || o.modules.iter().any(|m| !m.cmdline.is_empty()) {
+                return Err("QEMU's PVH loader takes one module without a command line".to_string());
+            }
+            let (kernel, copy) = pvh_image(image)?;
+            c.arg("-kernel").arg(&kernel).args(["-append", &cmdline]);
+            if let Some(m) = o.modules.first() {
+                c.arg("-initrd").arg(&m.path);
+            }
+            made = copy.then_some(kernel);
+        }
+        QemuBoot::Grub => {
+            let iso = build_iso(image, o, "exit=isa-debug-exit")?;
+            c.arg("-cdrom").arg(&iso);
+            made = Some(iso);
+        }
     }
     if o.gdb {
         c.args(["-s", "-S"]);
@@ -793,8 +938,8 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
     };
     drop(stdin);
     let _ = reader.join();
-    if let Some(iso) = &iso_made {
-        let _ = std::fs::remove_file(iso);
+    if let Some(f) = &made {
+        let _ = std::fs::remove_file(f);
     }
     let serial = seen.lock().expect("reader").clone();
     Ok(Outcome {
@@ -811,23 +956,28 @@ struct E2eCase {
     bochs_cpu: &'static str,
     /// Boot the PVH test guest directly (no hypervisor) instead of the image.
     bare_guest: bool,
+    /// How QEMU loads it (QEMU cases).
+    qemu_boot: QemuBoot,
     cmdline: &'static str,
     expect: &'static [&'static str],
     status: i32,
 }
 
 const E2E_CASES: &[E2eCase] = &[
-    // The hypervisor boots by PVH under QEMU (AMD SVM model, 2 CPUs) and
-    // runs the test guest as a domain: every check must pass and the guest
-    // must power off, which ends the machine with success.
+    // The hypervisor boots by QEMU's Multiboot loader (`-kernel`, as QEMU
+    // boots Xen; AMD SVM model, 2 CPUs) and runs the test guest as a
+    // domain: every check must pass and the guest must power off, which
+    // ends the machine with success. The command line comes without the
+    // image's file name that QEMU puts first.
     E2eCase {
         name: "qemu-svm-test-guest",
         vendor: Vendor::Amd,
         bochs_cpu: "",
         bare_guest: false,
+        qemu_boot: QemuBoot::Multiboot,
         cmdline: "loglvl=debug",
         expect: &[
-            "hypervisor 0.1.0 starting (Pvh boot)",
+            "hypervisor 0.1.0 starting (Multiboot boot)",
             "command line: \"exit=isa-debug-exit loglvl=debug\"",
             "module 0: ",
             "RAM: ",
@@ -866,11 +1016,53 @@ const E2E_CASES: &[E2eCase] = &[
         ],
         status: QEMU_EXIT_SUCCESS,
     },
+    // The same through the image's PVH entry: QEMU's `-kernel` prefers the
+    // Multiboot header, so this boots a copy with the Multiboot magic wiped
+    // (`pvh_image`) and reaches `pvh_entry` by the Xen ELF note.
+    E2eCase {
+        name: "qemu-svm-pvh-boot",
+        vendor: Vendor::Amd,
+        bochs_cpu: "",
+        bare_guest: false,
+        qemu_boot: QemuBoot::Pvh,
+        cmdline: "loglvl=debug",
+        expect: &[
+            "hypervisor 0.1.0 starting (Pvh boot)",
+            "command line: \"exit=isa-debug-exit loglvl=debug\"",
+            "module 0: ",
+            "2 CPUs online",
+            "(d1) CHECK start_info: PASS",
+            "(d1) VERDICT: PASS 23/23",
+            "all domains shut down (cleanly)",
+        ],
+        status: QEMU_EXIT_SUCCESS,
+    },
+    // The same from a GRUB ISO on QEMU's CD-ROM: the Multiboot2 entry, as
+    // Bochs boots it, on QEMU.
+    E2eCase {
+        name: "qemu-svm-grub-multiboot2",
+        vendor: Vendor::Amd,
+        bochs_cpu: "",
+        bare_guest: false,
+        qemu_boot: QemuBoot::Grub,
+        cmdline: "loglvl=debug",
+        expect: &[
+            "hypervisor 0.1.0 starting (Multiboot2 boot)",
+            "command line: \"exit=isa-debug-exit loglvl=debug\"",
+            "module 0: ",
+            "2 CPUs online",
+            "(d1) CHECK start_info: PASS",
+            "(d1) VERDICT: PASS 23/23",
+            "all domains shut down (cleanly)",
+        ],
+        status: QEMU_EXIT_SUCCESS,
+    },
     E2eCase {
         name: "qemu-fault-report",
         vendor: Vendor::Amd,
         bochs_cpu: "",
         bare_guest: false,
+        qemu_boot: QemuBoot::Multiboot,
         cmdline: "selftest=ud",
         expect: &[
             "FATAL on CPU0: other CPUs parked: 1/1",
@@ -888,6 +1080,7 @@ const E2E_CASES: &[E2eCase] = &[
         vendor: Vendor::Amd,
         bochs_cpu: "",
         bare_guest: false,
+        qemu_boot: QemuBoot::Multiboot,
         cmdline: "selftest=ap-stack",
         expect: &[
             "CPU1: selftest: overflowing the stack at 0x",
@@ -905,6 +1098,7 @@ const E2E_CASES: &[E2eCase] = &[
         vendor: Vendor::Intel,
         bochs_cpu: "corei7_skylake_x",
         bare_guest: false,
+        qemu_boot: QemuBoot::Grub, // Bochs boots GRUB in any case
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
@@ -935,6 +1129,7 @@ const E2E_CASES: &[E2eCase] = &[
         vendor: Vendor::Intel,
         bochs_cpu: "ryzen",
         bare_guest: false,
+        qemu_boot: QemuBoot::Grub, // Bochs boots GRUB in any case
         cmdline: "",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
@@ -978,6 +1173,7 @@ const E2E_CASES: &[E2eCase] = &[
         vendor: Vendor::Amd,
         bochs_cpu: "",
         bare_guest: true,
+        qemu_boot: QemuBoot::Pvh,
         cmdline: "",
         expect: &[
             "CHECK start_info: PASS",
@@ -1207,6 +1403,7 @@ fn run_cases(
             timeout: Some(Duration::from_secs(300)),
             debugcon: case.bare_guest,
             bochs_cpu: case.bochs_cpu.into(),
+            qemu_boot: case.qemu_boot,
             ..Default::default()
         };
         let out = match case.vendor {

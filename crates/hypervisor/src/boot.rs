@@ -1,9 +1,20 @@
 //! From the loader's 32-bit entry to Rust in long mode.
 //!
-//! Two ways in, both in 32-bit protected mode with paging off:
-//! - **Xen PVH** (`qemu -kernel`, Xen itself, any PVH loader): the ELF note
-//!   `XEN_ELFNOTE_PHYS32_ENTRY` names `pvh_entry`; EBX holds the physical
-//!   address of `hvm_start_info`.
+//! Three ways in, all in 32-bit protected mode with paging off:
+//! - **Multiboot (v1)** (`qemu -kernel`, as QEMU boots Xen): the header
+//!   below names `mb1_entry`; EAX holds the magic 0x2BADB002 and EBX the
+//!   Multiboot information. QEMU's `-kernel` tries a Linux bzImage, then
+//!   Multiboot (a header in the file's first 8 KiB), and only then the PVH
+//!   note, so with this header QEMU always picks Multiboot. It refuses a
+//!   64-bit ELF as a Multiboot ELF, so the header sets flag bit 16 (the
+//!   "a.out kludge"): QEMU then copies the file flat from the header's load
+//!   address to `load_end_addr` and clears up to `bss_end_addr`, which needs
+//!   the ELF's file offsets to follow its addresses (`cargo xtask image`
+//!   checks that).
+//! - **Xen PVH** (Xen itself, any PVH loader; QEMU's `-kernel` only for an
+//!   image whose Multiboot magic was wiped, see `xtask/src/image.rs`): the
+//!   ELF note `XEN_ELFNOTE_PHYS32_ENTRY` names `pvh_entry`; EBX holds the
+//!   physical address of `hvm_start_info`.
 //! - **Multiboot2** (GRUB): the header below and the ELF entry `mb2_entry`;
 //!   EAX holds the magic 0x36d76289 and EBX the boot information.
 //!
@@ -14,13 +25,16 @@
 //! [`crate::hv_entry`] with the boot protocol and the info pointer.
 //!
 //! Register contract across the path: EDI carries the boot protocol
-//! ([`BOOT_PVH`] or [`BOOT_MULTIBOOT2`]), ESI the info pointer; both are
+//! ([`BOOT_PVH`], [`BOOT_MULTIBOOT2`] or [`BOOT_MULTIBOOT1`]), ESI the info
+//! pointer; both are
 //! zero-extended before the call. Nothing else survives.
 
 /// `hv_entry`'s first argument when the loader used the PVH entry.
 pub const BOOT_PVH: u32 = 1;
 /// `hv_entry`'s first argument when the loader used Multiboot2.
 pub const BOOT_MULTIBOOT2: u32 = 2;
+/// `hv_entry`'s first argument when the loader used Multiboot (v1).
+pub const BOOT_MULTIBOOT1: u32 = 3;
 
 /// The part of physical memory that the boot page tables identity-map.
 pub const IDENTITY_MAPPED: u64 = 4 << 30;
@@ -30,6 +44,19 @@ pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 
 core::arch::global_asm!(
     r#"
+    /* ---- Multiboot (v1) header (in the file's first 8 KiB, 4-aligned) ---- */
+    .section .multiboot1, "a"
+    .balign 4
+mb1_header:
+    .long 0x1BADB002                      /* magic */
+    .long 0x00010003                      /* flags: page-aligned modules, memory map, address fields */
+    .long -(0x1BADB002 + 0x00010003)      /* checksum */
+    .long mb1_header                      /* header_addr */
+    .long __image_start                   /* load_addr: the file from here on, flat */
+    .long __load_end                      /* load_end_addr: the end of .data */
+    .long __bss_end                       /* bss_end_addr: the loader clears up to here */
+    .long mb1_entry                       /* entry_addr */
+
     /* ---- Multiboot2 header (must be in the first 32 KiB, 8-aligned) ---- */
     .section .multiboot2, "a"
     .balign 8
@@ -76,6 +103,16 @@ pvh_entry:
     cli
     cld
     mov edi, {boot_pvh}
+    mov esi, ebx
+    jmp 2f
+
+    .global mb1_entry
+mb1_entry:
+    cli
+    cld
+    cmp eax, 0x2BADB002
+    jne 9f
+    mov edi, {boot_mb1}
     mov esi, ebx
     jmp 2f
 
@@ -178,6 +215,7 @@ long_mode_entry:
     "#,
     boot_pvh = const BOOT_PVH,
     boot_mb2 = const BOOT_MULTIBOOT2,
+    boot_mb1 = const BOOT_MULTIBOOT1,
     stack = sym BOOT_STACK,
     stack_size = const BOOT_STACK_SIZE,
     pml4 = sym BOOT_PML4,

@@ -162,23 +162,37 @@ static mut BSP_TABLES: cpu::CpuTables = cpu::CpuTables::new();
 #[cfg(target_os = "none")]
 fn read_boot_info(protocol: u32, info: u64) -> Result<BootInfo, &'static str> {
     match protocol {
-        boot::BOOT_PVH => BootInfo::from_pvh(info, |at, buf| {
-            let Some(end) = at.checked_add(buf.len() as u64) else {
-                return false;
-            };
-            if end > IDENTITY_MAPPED {
-                return false;
-            }
-            // SAFETY: [at, end) lies in the identity-mapped first 4 GiB, which
-            // boot.rs mapped; the loader's tables are plain memory that nobody
-            // writes while we read them (one CPU runs).
-            unsafe { core::ptr::copy_nonoverlapping(at as *const u8, buf.as_mut_ptr(), buf.len()) };
-            true
-        })
-        .map_err(|_| "bad hvm_start_info"),
+        boot::BOOT_PVH => {
+            BootInfo::from_pvh(info, read_loader_memory).map_err(|_| "bad hvm_start_info")
+        }
+        boot::BOOT_MULTIBOOT1 => {
+            BootInfo::from_multiboot1(info, read_loader_memory).map_err(|e| match e {
+                hypervisor::bootinfo::BootInfoError::Malformed(_) => {
+                    "malformed Multiboot information (a module or memory-map entry)"
+                }
+                _ => "unreadable Multiboot information",
+            })
+        }
         boot::BOOT_MULTIBOOT2 => read_multiboot2(info),
         _ => Err("unknown boot protocol"),
     }
+}
+
+/// Copies loader memory at `at` into `buf` through the identity map; false
+/// for anything outside it.
+#[cfg(target_os = "none")]
+fn read_loader_memory(at: u64, buf: &mut [u8]) -> bool {
+    let Some(end) = at.checked_add(buf.len() as u64) else {
+        return false;
+    };
+    if end > IDENTITY_MAPPED {
+        return false;
+    }
+    // SAFETY: [at, end) lies in the identity-mapped first 4 GiB, which
+    // boot.rs mapped; the loader's tables are plain memory that nobody
+    // writes while we read them (one CPU runs).
+    unsafe { core::ptr::copy_nonoverlapping(at as *const u8, buf.as_mut_ptr(), buf.len()) };
+    true
 }
 
 #[cfg(target_os = "none")]

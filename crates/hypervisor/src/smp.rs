@@ -327,6 +327,16 @@ pub fn start_aps(bsp: &LocalApic, lapic_base: u64, apic_ids: &[u32]) -> u32 {
     let vector = (TRAMPOLINE >> 12) as u32;
     for slot in slots {
         let id = slot.apic_id.load(Ordering::Relaxed);
+        // A timer deadline 20 us away while the AP leaves INIT: under
+        // QEMU's icount the virtual clock jumped to the next timer deadline
+        // while the AP started, which with no timer of ours armed was the
+        // firmware's PIT tick, tens of milliseconds away (43.7 million of
+        // the 70.5 million instructions from hypervisor entry to the first
+        // guest; reprogramming the PIT moved the jump, this timer removes
+        // it: docs/figures.md). The interrupt stays pending (IF is clear)
+        // until the wait below or the run loop takes it; its handler only
+        // acknowledges it.
+        bsp.arm_timer(crate::hostplat::TIMER_VECTOR, 20_000);
         bsp.send_ipi(id, ICR_INIT);
         // The 10 ms INIT wait and 200 us SIPI wait of the MP spec are for
         // CPUs older than any x86-64 one (Linux skips them on family 6+

@@ -2504,3 +2504,32 @@ fn xenstore_e2e(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiboot_initrd_doubles_commas_and_joins_modules() {
+        let m = |p: &str, c: &str| Module {
+            path: p.into(),
+            cmdline: c.into(),
+        };
+        let got = multiboot_initrd(&[
+            m("/t/svc", "kernel service -- vif=2,mac=00:16:3e:00:00:02"),
+            m("/t/a,b.img", ""),
+            m("/t/vmlinux", "kernel -- x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            "/t/svc kernel service -- vif=2,,mac=00:16:3e:00:00:02,/t/a,,b.img,/t/vmlinux kernel -- x"
+        );
+    }
+
+    #[test]
+    fn multiboot_initrd_refuses_paths_with_blanks() {
+        let m = Module::plain("/t/my disk.img".into());
+        assert!(multiboot_initrd(&[m]).is_err());
+    }
+}

@@ -175,6 +175,19 @@ impl FrameAllocator {
             if needs_slot && self.len == MAX_RANGES {
                 return Err(MmError::TooFragmented);
             }
+            // The usual case takes the range's top (or all of it): shrink
+            // or drop that one entry rather than the general removal, which
+            // scans every range and inserts the rest again (about 250
+            // instructions a frame of a domain's build).
+            if taken.end == r.end {
+                if taken.start == r.start {
+                    self.delete(i);
+                } else {
+                    self.ranges[i].end = taken.start;
+                }
+                self.free -= size;
+                return Ok(start);
+            }
             self.remove(taken);
             return Ok(start);
         }
@@ -289,6 +302,55 @@ mod tests {
             seen.push((p, p + PAGE_SIZE));
         }
         assert_eq!(a.free, 63 * MIB - 2 * MIB - 100 * PAGE_SIZE);
+    }
+
+    #[test]
+    fn taking_a_range_top_or_whole_keeps_the_list_exact() {
+        let b = boot(&[
+            (MIB, PAGE_SIZE, RegionKind::Ram),
+            (8 * MIB, MIB, RegionKind::Ram),
+        ]);
+        let mut a = FrameAllocator::from_boot(&b, &[]);
+        // The top page of the highest range.
+        assert_eq!(
+            a.alloc(PAGE_SIZE, PAGE_SIZE, u64::MAX),
+            Ok(9 * MIB - PAGE_SIZE)
+        );
+        assert_eq!(
+            a.ranges(),
+            &[
+                Range {
+                    start: MIB,
+                    end: MIB + PAGE_SIZE
+                },
+                Range {
+                    start: 8 * MIB,
+                    end: 9 * MIB - PAGE_SIZE
+                }
+            ]
+        );
+        // All that is left of it, then the lone page below.
+        assert_eq!(a.alloc(MIB - PAGE_SIZE, PAGE_SIZE, u64::MAX), Ok(8 * MIB));
+        assert_eq!(
+            a.ranges(),
+            &[Range {
+                start: MIB,
+                end: MIB + PAGE_SIZE
+            }]
+        );
+        assert_eq!(a.free, PAGE_SIZE);
+        assert_eq!(a.alloc(PAGE_SIZE, PAGE_SIZE, u64::MAX), Ok(MIB));
+        assert_eq!(a.ranges(), &[]);
+        assert_eq!(a.free, 0);
+        assert_eq!(
+            a.alloc(PAGE_SIZE, PAGE_SIZE, u64::MAX),
+            Err(MmError::OutOfMemory)
+        );
+        // Everything comes back as one list again.
+        a.dealloc(MIB, PAGE_SIZE).unwrap();
+        a.dealloc(8 * MIB, MIB).unwrap();
+        assert_eq!(a.free, MIB + PAGE_SIZE);
+        assert_eq!(a.ranges().len(), 2);
     }
 
     #[test]

@@ -63,6 +63,13 @@ impl P2m {
         }
     }
 
+    /// Makes room for `additional` more entries at once (a domain build
+    /// knows how many frames it will map), instead of growing and
+    /// rehashing step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// Looks up a guest frame.
     #[inline]
     pub fn get(&self, gfn: Gfn) -> Option<P2mEntry> {

@@ -211,6 +211,10 @@ fn fill<P: Platform>(
     // the domain is new, so its p2m holds exactly these, and a look here
     // costs far less than one in the p2m for each of its frames.
     let mut done: Vec<(u64, u64)> = Vec::with_capacity(backing.len());
+    if let Some(dom) = hv.domain_mut(d) {
+        let pages: u64 = backing.iter().map(|r| r.len() >> 12).sum();
+        dom.p2m.reserve(usize::try_from(pages).unwrap_or(0));
+    }
     for r in backing {
         let kind = if *r == special {
             P2mKind::Special

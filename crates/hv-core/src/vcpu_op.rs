@@ -72,9 +72,8 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
                     pad: 0,
                 }
             };
-            if a.flags & vc::VCPU_SSHOTTMR_future != 0 && a.timeout_abs_ns < hv.now() {
-                return Err(Errno::ETIME);
-            }
+            // `VCPU_SSHOTTMR_future` is ignored, as in Xen since 4.18 (and
+            // Debian's 4.17): a deadline in the past fires at once.
             set_singleshot(hv, c.d, v, Some(a.timeout_abs_ns));
             Ok(0)
         }

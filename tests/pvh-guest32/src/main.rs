@@ -19,10 +19,10 @@
 //! | `upcall_self_event` | an IPI port past 32 to ourselves raises vector 0xF3; the handler finds it through the 4-byte selector at vcpu_info+4 and 32-bit pending words |
 //! | `grant_table` | grant frame 0 placed by `add_to_physmap`; `GNTTABOP_setup_table` lists it as one 4-byte frame; `query_size` |
 //! | `grant_copy` | `GNTTABOP_copy` of two 24-byte compat entries between our own frames |
-//! | `reservation` | a page given back and populated again with 4-byte extents |
+//! | `reservation` | a page given back (then reads all-ones) and populated again with 4-byte extents |
 //! | `runstate` | `VCPUOP_get_runstate_info` (44 bytes) and a registered runstate area in the 32-bit layout |
 //! | `poll` | `SCHEDOP_poll` (16-byte compat struct) returns at once on a pending port |
-//! | `singleshot_timer` | `VCPUOP_set_singleshot_timer` (12 bytes, the last of our RAM) with `VCPU_SSHOTTMR_future` in the past: `-ETIME` |
+//! | `singleshot_timer` | `VCPUOP_set_singleshot_timer` (12 bytes, the last of our RAM, where a 16-byte read faults): 0 |
 //!
 //! Not covered here (the 64-bit guest's checks that need long mode, its
 //! own page tables or other domains): ring 3, pvclock monotonicity,

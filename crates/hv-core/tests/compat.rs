@@ -564,3 +564,76 @@ fn console_write_from_32bit_mode() {
     assert_eq!(r.0, 0);
     assert_eq!(s.hv.platform.console_of(s.d), ["hello from i386"]);
 }
+
+#[test]
+fn hostile_32bit_handles_fault_cleanly() {
+    let mut s = Sim::new(1);
+    // Handles into the hole above RAM (and at the top of the 32-bit space).
+    for buffer in [8 << 20, 0xFFFF_FFF0u32] {
+        s.write(
+            ARG,
+            &cm::CompatMemoryMap {
+                nr_entries: 4,
+                buffer,
+            },
+        );
+        let r = s.call32(x::__HYPERVISOR_memory_op, [m::XENMEM_memory_map as u64, ARG, 0, 0, 0]);
+        assert_eq!(r.0, EFAULT);
+    }
+    // The argument struct itself in the hole.
+    let r = s.call32(
+        x::__HYPERVISOR_memory_op,
+        [m::XENMEM_add_to_physmap as u64, 0xFFFF_FFF8, 0, 0, 0],
+    );
+    assert_eq!(r.0, EFAULT);
+    // A frame list in the hole: the status says so, the call succeeds.
+    s.write(
+        ARG,
+        &cm::CompatAddToPhysmap {
+            domid: DomId::SELF,
+            size: 0,
+            space: m::XENMAPSPACE_grant_table,
+            idx: 0,
+            gpfn: 0x301,
+        },
+    );
+    let r = s.call32(x::__HYPERVISOR_memory_op, [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0]);
+    assert_eq!(r.0, 0);
+    s.write(
+        ARG,
+        &cm::CompatGnttabSetupTable {
+            dom: DomId::SELF,
+            pad0: 0,
+            nr_frames: 1,
+            status: 99,
+            pad1: 0,
+            frame_list: 8 << 20,
+        },
+    );
+    let r = s.call32(
+        x::__HYPERVISOR_grant_table_op,
+        [g::GNTTABOP_setup_table as u64, ARG, 1, 0, 0],
+    );
+    assert_eq!(r.0, 0);
+    let a: cm::CompatGnttabSetupTable = s.read(ARG);
+    assert_eq!({ a.status }, g::GNTST_bad_virt_addr);
+    // Reservation extents in the hole: nothing done, nothing lost.
+    let tot = s.hv.domain(s.d).unwrap().tot_pages;
+    s.write(
+        ARG,
+        &cm::CompatMemoryReservation {
+            extent_start: 8 << 20,
+            nr_extents: 3,
+            extent_order: 0,
+            mem_flags: 0,
+            domid: DomId::SELF,
+            pad: 0,
+        },
+    );
+    let r = s.call32(
+        x::__HYPERVISOR_memory_op,
+        [m::XENMEM_decrease_reservation as u64, ARG, 0, 0, 0],
+    );
+    assert_eq!(r.0, 0);
+    assert_eq!(s.hv.domain(s.d).unwrap().tot_pages, tot);
+}

@@ -414,14 +414,29 @@ fn singleshot_timer_argument_is_12_bytes() {
     );
     let r = s.call32(
         x::__HYPERVISOR_vcpu_op,
-        [xen_abi::vcpu::VCPUOP_set_singleshot_timer as u64, 0, at, 0, 0],
+        [
+            xen_abi::vcpu::VCPUOP_set_singleshot_timer as u64,
+            0,
+            at,
+            0,
+            0,
+        ],
     );
     assert_eq!(r.0, 0);
-    assert_eq!(s.hv.domain(s.d).unwrap().vcpus[0].singleshot, Some(deadline));
+    assert_eq!(
+        s.hv.domain(s.d).unwrap().vcpus[0].singleshot,
+        Some(deadline)
+    );
     // A struct across the end of RAM still faults.
     let r = s.call32(
         x::__HYPERVISOR_vcpu_op,
-        [xen_abi::vcpu::VCPUOP_set_singleshot_timer as u64, 0, at + 4, 0, 0],
+        [
+            xen_abi::vcpu::VCPUOP_set_singleshot_timer as u64,
+            0,
+            at + 4,
+            0,
+            0,
+        ],
     );
     assert_eq!(r.0, EFAULT);
 }
@@ -577,7 +592,10 @@ fn hostile_32bit_handles_fault_cleanly() {
                 buffer,
             },
         );
-        let r = s.call32(x::__HYPERVISOR_memory_op, [m::XENMEM_memory_map as u64, ARG, 0, 0, 0]);
+        let r = s.call32(
+            x::__HYPERVISOR_memory_op,
+            [m::XENMEM_memory_map as u64, ARG, 0, 0, 0],
+        );
         assert_eq!(r.0, EFAULT);
     }
     // The argument struct itself in the hole.
@@ -597,7 +615,10 @@ fn hostile_32bit_handles_fault_cleanly() {
             gpfn: 0x301,
         },
     );
-    let r = s.call32(x::__HYPERVISOR_memory_op, [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0]);
+    let r = s.call32(
+        x::__HYPERVISOR_memory_op,
+        [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
+    );
     assert_eq!(r.0, 0);
     s.write(
         ARG,

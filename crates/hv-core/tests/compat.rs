@@ -658,3 +658,91 @@ fn hostile_32bit_handles_fault_cleanly() {
     assert_eq!(r.0, 0);
     assert_eq!(s.hv.domain(s.d).unwrap().tot_pages, tot);
 }
+
+#[test]
+fn grant_status_frames_through_a_4_byte_handle() {
+    let mut s = Sim::new(1);
+    s.write(ARG, &g::GnttabSetVersion { version: 2 });
+    let r = s.call32(
+        x::__HYPERVISOR_grant_table_op,
+        [g::GNTTABOP_set_version as u64, ARG, 1, 0, 0],
+    );
+    assert_eq!(r.0, 0);
+    // Status frame 0 placed at 0x303.
+    s.write(
+        ARG,
+        &cm::CompatAddToPhysmap {
+            domid: DomId::SELF,
+            size: 0,
+            space: m::XENMAPSPACE_grant_table,
+            idx: m::XENMAPIDX_grant_table_status as u32,
+            gpfn: 0x303,
+        },
+    );
+    let r = s.call32(
+        x::__HYPERVISOR_memory_op,
+        [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
+    );
+    assert_eq!(r.0, 0);
+    s.write(BUF, &[SENTINEL; 2]);
+    s.write(
+        ARG,
+        &cm::CompatGnttabGetStatusFrames {
+            nr_frames: 1,
+            dom: DomId::SELF,
+            status: 99,
+            frame_list: BUF as u32,
+        },
+    );
+    // Where a 64-bit reader would find its handle.
+    s.write(ARG + 12, &0xFFFF_FFFFu32);
+    let r = s.call32(
+        x::__HYPERVISOR_grant_table_op,
+        [g::GNTTABOP_get_status_frames as u64, ARG, 1, 0, 0],
+    );
+    assert_eq!(r.0, 0);
+    let a: cm::CompatGnttabGetStatusFrames = s.read(ARG);
+    assert_eq!({ a.status }, g::GNTST_okay);
+    // The list stays uint64_t for 32-bit callers.
+    assert_eq!(s.read::<[u64; 2]>(BUF), [0x303, SENTINEL]);
+}
+
+#[test]
+fn register_vcpu_info_marks_the_4_byte_selector() {
+    let mut s = Sim::new(1);
+    s.latch32();
+    // A pending event on port 1 before the move.
+    let port = s.bind_ipi();
+    assert_eq!(s.send(port), 0);
+    s.write(BUF, &[SENTINEL; 8]);
+    s.write(
+        ARG,
+        &xen_abi::vcpu::VcpuRegisterVcpuInfo {
+            mfn: BUF >> 12,
+            offset: 64,
+            rsvd: 0,
+        },
+    );
+    let r = s.call32(
+        x::__HYPERVISOR_vcpu_op,
+        [
+            xen_abi::vcpu::VCPUOP_register_vcpu_info as u64,
+            0,
+            ARG,
+            0,
+            0,
+        ],
+    );
+    assert_eq!(r.0, 0);
+    let vi: [u8; 16] = s.read(BUF + 64);
+    assert_eq!(vi[0], 1, "upcall pending");
+    assert_eq!(u32::from_le_bytes(vi[4..8].try_into().unwrap()), u32::MAX);
+    // The 32-bit layout's arch.cr2/pad are not a selector: copied, not set.
+    assert_eq!(u64::from_le_bytes(vi[8..16].try_into().unwrap()), 0);
+    // Later events select in the new place, by 32-bit words.
+    s.write(BUF + 64 + 4, &0u32);
+    let si = s.si();
+    s.hv.platform.write(si, 2048, &0u32.to_le_bytes());
+    assert_eq!(s.send(port), 0);
+    assert_eq!(s.read::<u32>(BUF + 64 + 4), 1);
+}

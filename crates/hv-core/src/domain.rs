@@ -214,7 +214,7 @@ pub struct Domain {
     pub shared_info_gfn: Option<Gfn>,
     /// shared_info, vcpu_info and runstate areas are in the 32-bit layout
     /// (Xen's `has_32bit_shinfo`), latched from the guest's mode when it
-    /// sets `HVM_PARAM_CALLBACK_IRQ`.
+    /// installs the hypercall page and when it sets `HVM_PARAM_CALLBACK_IRQ`.
     pub has_32bit_shinfo: bool,
     /// HVM params.
     pub hvm_params: [u64; HVM_NR_PARAMS],

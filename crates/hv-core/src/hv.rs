@@ -260,7 +260,8 @@ impl<P: Platform> Hypervisor<P> {
     }
 
     /// Latches the layout of `d`'s shared state from the calling vCPU's
-    /// mode (Xen's `hvm_latch_shinfo_size`): 32-bit unless `long`. The
+    /// mode (Xen's `hvm_latch_shinfo_size`, at the hypercall page MSR write
+    /// and at `HVM_PARAM_CALLBACK_IRQ`): 32-bit unless `long`. The
     /// wallclock is written again in the layout now in force.
     pub(crate) fn latch_shinfo_size(&mut self, d: DomId, long: bool) {
         let Some(dom) = self.domains.get_mut(&d.0) else {

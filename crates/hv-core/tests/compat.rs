@@ -746,3 +746,30 @@ fn register_vcpu_info_marks_the_4_byte_selector() {
     assert_eq!(s.send(port), 0);
     assert_eq!(s.read::<u32>(BUF + 64 + 4), 1);
 }
+
+#[test]
+fn the_hypercall_page_latches_the_layout_too() {
+    let mut s = Sim::new(1);
+    // Installed from 32-bit mode: 32-bit shared state (Xen's
+    // hvm_init_hypercall_page), wallclock at 2304.
+    let mut cpu = MockVcpu::flat64();
+    cpu.long = false;
+    let wr = |s: &mut Sim, cpu: &mut MockVcpu| {
+        s.hv.handle_exit(
+            s.d,
+            0,
+            cpu,
+            VmExit::MsrWrite {
+                msr: 0x4000_0000,
+                value: 0x7000,
+            },
+        )
+    };
+    assert_eq!(wr(&mut s, &mut cpu), ExitAction::Resume);
+    assert!(s.hv.domain(s.d).unwrap().has_32bit_shinfo);
+    assert_eq!(s.hv.platform.load_u32(s.si(), 2304), 2);
+    // Again from 64-bit mode: back to the native layout.
+    cpu.long = true;
+    assert_eq!(wr(&mut s, &mut cpu), ExitAction::Resume);
+    assert!(!s.hv.domain(s.d).unwrap().has_32bit_shinfo);
+}

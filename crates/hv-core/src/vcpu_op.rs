@@ -33,15 +33,28 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
             register_vcpu_info(hv, c, v, Gfn(a.mfn), a.offset as usize)
         }
         vc::VCPUOP_register_runstate_memory_area => {
-            let a: vc::VcpuRegisterRunstateMemoryArea = read_arg(hv, c, arg)?;
-            // A 32-bit caller fills only the 4-byte handle of the union.
-            let addr = if c.long { a.addr } else { a.addr & 0xFFFF_FFFF };
+            // A 32-bit caller passes only the 4-byte handle of the union
+            // (Xen's compat_vcpu_op reads just that).
+            let addr = if c.long {
+                read_arg::<P, vc::VcpuRegisterRunstateMemoryArea>(hv, c, arg)?.addr
+            } else {
+                read_arg::<P, u32>(hv, c, arg)?.into()
+            };
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
             let vc = &mut dom.vcpus[v as usize];
             vc.runstate_area = (addr != 0).then_some(addr);
             vc.runstate_mode = c.mode;
-            // A bad address is not an error here: Xen updates lazily.
-            hv.publish_runstate(c.d, v);
+            let info = vc.runstate;
+            // The first copy is in the caller's layout, later updates in
+            // the domain's (`publish_runstate`), as Xen does. A bad address
+            // is not an error here: Xen updates lazily.
+            if addr != 0 {
+                let _ = if c.long {
+                    write_arg(hv, c, addr, &info)
+                } else {
+                    write_arg(hv, c, addr, &compat_runstate(&info))
+                };
+            }
             Ok(0)
         }
         vc::VCPUOP_get_runstate_info => {

@@ -773,3 +773,28 @@ fn the_hypercall_page_latches_the_layout_too() {
     assert_eq!(wr(&mut s, &mut cpu), ExitAction::Resume);
     assert!(!s.hv.domain(s.d).unwrap().has_32bit_shinfo);
 }
+
+#[test]
+fn runstate_registration_reads_4_bytes_and_answers_in_the_callers_layout() {
+    let mut s = Sim::new(1);
+    // Not latched: the domain's shared state is still 64-bit, but the
+    // first copy is in the 32-bit caller's layout (as Xen's compat_vcpu_op).
+    let at = (4 << 20) - 4; // the handle in the last 4 bytes of RAM
+    s.write(at, &(BUF as u32));
+    s.write(BUF + 40, &SENTINEL);
+    let r = s.call32(
+        x::__HYPERVISOR_vcpu_op,
+        [
+            xen_abi::vcpu::VCPUOP_register_runstate_memory_area as u64,
+            0,
+            at,
+            0,
+            0,
+        ],
+    );
+    assert_eq!(r.0, 0);
+    let native = s.hv.domain(s.d).unwrap().vcpus[0].runstate;
+    let area: cm::CompatVcpuRunstateInfo = s.read(BUF);
+    assert_eq!({ area.state_entry_time }, native.state_entry_time);
+    assert_eq!(s.read::<u32>(BUF + 44), (SENTINEL >> 32) as u32);
+}

@@ -341,6 +341,8 @@ fn run_checks(r: &mut Report<DebugCon>) {
     runstate(r);
     poll(r, port);
     singleshot_timer(r);
+    timer_virq(r);
+    hostile(r);
 }
 
 fn stop(passed: bool, xen: bool) -> ! {
@@ -904,6 +906,73 @@ fn singleshot_timer(r: &mut Report<DebugCon>) {
             Ok(())
         } else {
             fail!("set_singleshot_timer from the last 12 bytes of RAM gave {ret}")
+        },
+    );
+}
+
+/// Spins with interrupts on until `port` was seen by the upcall handler.
+fn wait_for_port(port: u32) -> bool {
+    let (w, bit) = (port as usize / 32, 1u32 << (port % 32));
+    // SAFETY: the IDT handles every vector.
+    unsafe { core::arch::asm!("sti", options(nostack)) };
+    let mut seen = false;
+    for _ in 0..10_000_000 {
+        if SEEN[w].fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+            seen = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: masks interrupts again.
+    unsafe { core::arch::asm!("cli", options(nostack)) };
+    seen
+}
+
+/// VIRQ_TIMER bound to a port; `set_timer_op` with a deadline in the past
+/// (the 64-bit value split over EBX, low, and ECX, high) fires it at once.
+fn timer_virq(r: &mut Report<DebugCon>) {
+    let mut a = ev::EvtchnBindVirq {
+        virq: x::VIRQ_TIMER,
+        vcpu: 0,
+        port: 0,
+    };
+    let bind = evtchn_op(ev::EVTCHNOP_bind_virq, &mut a);
+    let set = hypercall(x::__HYPERVISOR_set_timer_op, 1, 0, 0);
+    let seen = bind == 0 && set == 0 && wait_for_port(a.port);
+    done(
+        r,
+        "timer_virq",
+        if seen {
+            Ok(())
+        } else {
+            fail!(
+                "bind_virq {bind} (port {}), set_timer_op {set}, no event",
+                a.port
+            )
+        },
+    );
+}
+
+/// A handle into the hole above RAM gives -EFAULT; an unknown hypercall
+/// -ENOSYS; both with the result in EAX.
+fn hostile(r: &mut Report<DebugCon>) {
+    let hole = RAM_END.load(Ordering::SeqCst).wrapping_add(0x10_0000);
+    ARGS.put(
+        0,
+        &cm::CompatMemoryMap {
+            nr_entries: 4,
+            buffer: hole,
+        },
+    );
+    let efault = memory_op(m::XENMEM_memory_map, ARGS.addr());
+    let enosys = hypercall(60, 0, 0, 0);
+    done(
+        r,
+        "hostile_handles",
+        if efault == -14 && enosys == -38 {
+            Ok(())
+        } else {
+            fail!("memory_map into the hole at {hole:#x}: {efault}; hypercall 60: {enosys}")
         },
     );
 }

@@ -23,6 +23,8 @@
 //! | `runstate` | `VCPUOP_get_runstate_info` (44 bytes) and a registered runstate area in the 32-bit layout |
 //! | `poll` | `SCHEDOP_poll` (16-byte compat struct) returns at once on a pending port |
 //! | `singleshot_timer` | `VCPUOP_set_singleshot_timer` (12 bytes, the last of our RAM, where a 16-byte read faults): 0 |
+//! | `timer_virq` | `set_timer_op` (deadline split over EBX/ECX) in the past fires VIRQ_TIMER at once, delivered in the 32-bit layout |
+//! | `hostile_handles` | a handle into the hole above RAM: `-EFAULT`; an unknown hypercall: `-ENOSYS` |
 //!
 //! Not covered here (the 64-bit guest's checks that need long mode, its
 //! own page tables or other domains): ring 3, pvclock monotonicity,

@@ -106,6 +106,24 @@ fn no_std_builds() -> Result<(), String> {
             run(c)?;
         }
     }
+    // The 32-bit test guest, on its own target (see image::build_test_guest32).
+    crate::image::build_test_guest32()?;
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--target",
+        crate::image::GUEST32_TARGET,
+        "-p",
+        "pvh-test-guest32",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    c.env(
+        "CARGO_TARGET_I686_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+        crate::image::GUEST32_RUSTFLAGS,
+    );
+    run(c)?;
     let mut c = cargo();
     c.args([
         "clippy",

@@ -212,6 +212,10 @@ pub struct Domain {
     pub shared_info: Hfn,
     /// Where the guest placed shared_info.
     pub shared_info_gfn: Option<Gfn>,
+    /// shared_info, vcpu_info and runstate areas are in the 32-bit layout
+    /// (Xen's `has_32bit_shinfo`), latched from the guest's mode when it
+    /// installs the hypercall page and when it sets `HVM_PARAM_CALLBACK_IRQ`.
+    pub has_32bit_shinfo: bool,
     /// HVM params.
     pub hvm_params: [u64; HVM_NR_PARAMS],
     /// Event channels.
@@ -266,6 +270,7 @@ impl Domain {
                 .collect(),
             shared_info,
             shared_info_gfn: None,
+            has_32bit_shinfo: false,
             hvm_params: [0; HVM_NR_PARAMS],
             evtchn: EvtchnDomain::default(),
             vm_assist: 0,

@@ -25,12 +25,20 @@ pub const EVTCHN_2L_NR_CHANNELS: u32 = 4096;
 pub const EVTCHN_FIFO_NR_CHANNELS: u32 = ev::EVTCHN_FIFO_NR_CHANNELS;
 /// Event words per FIFO array page.
 pub const EVENT_WORDS_PER_PAGE: u32 = (PAGE_SIZE / 4) as u32;
-/// Offset of `evtchn_pending` in shared_info.
+/// Ports available with the 2-level ABI when shared_info is in the 32-bit
+/// layout (32 x 32).
+pub const EVTCHN_2L_NR_CHANNELS_COMPAT: u32 = 1024;
+/// Offset of `evtchn_pending` in shared_info (both layouts: 32 vcpu_info
+/// of 64 bytes come first).
 const SI_PENDING: usize = 2048;
 /// Offset of `evtchn_mask` in shared_info.
 const SI_MASK: usize = 2560;
+/// Offset of `evtchn_mask` in the 32-bit shared_info.
+const SI_MASK_COMPAT: usize = 2176;
 /// Offset of `evtchn_pending_sel` in vcpu_info.
 const VI_PENDING_SEL: usize = 8;
+/// Offset of `evtchn_pending_sel` (4 bytes) in the 32-bit vcpu_info.
+const VI_PENDING_SEL_COMPAT: usize = 4;
 /// How often the hypervisor retries a LINK update against a racing guest.
 const LINK_RETRIES: usize = 4;
 
@@ -120,6 +128,34 @@ pub struct Target<'a> {
     pub shared_info: Hfn,
     /// Each vCPU's vcpu_info location.
     pub vcpu_info: &'a [VcpuInfoLoc],
+    /// shared_info and vcpu_info are in the 32-bit layout (Xen's
+    /// `has_32bit_shinfo`): 2-level words are 32 bits, 1024 ports.
+    pub compat: bool,
+}
+
+impl Target<'_> {
+    /// 2-level bitmap word of `port`: (byte offset of its word in the
+    /// pending array, bit, selector bit), or `None` past the layout's ports.
+    fn word_2l(&self, port: u32) -> Option<(usize, u64, u64)> {
+        let bits = if self.compat { 32 } else { 64 };
+        if port >= bits * bits {
+            return None;
+        }
+        let word = (port / bits) as usize;
+        Some((word * (bits as usize / 8), 1 << (port % bits), 1 << word))
+    }
+
+    fn load_word(&self, off: usize) -> u64 {
+        if self.compat {
+            self.frames.load_u32(self.shared_info, off).into()
+        } else {
+            self.frames.load_u64(self.shared_info, off)
+        }
+    }
+
+    fn mask_base(&self) -> usize {
+        if self.compat { SI_MASK_COMPAT } else { SI_MASK }
+    }
 }
 
 impl EvtchnDomain {
@@ -230,9 +266,8 @@ impl EvtchnDomain {
             fifo_word(fifo, port)
                 .map(|(h, o)| t.frames.load_u32(h, o) & PENDING != 0)
                 .unwrap_or(false)
-        } else if port < EVTCHN_2L_NR_CHANNELS {
-            let off = SI_PENDING + (port as usize / 64) * 8;
-            t.frames.load_u64(t.shared_info, off) & (1 << (port % 64)) != 0
+        } else if let Some((off, bit, _)) = t.word_2l(port) {
+            t.load_word(SI_PENDING + off) & bit != 0
         } else {
             false
         }
@@ -252,14 +287,20 @@ impl EvtchnDomain {
             }
             Ok(None)
         } else {
-            let word = port as usize / 64;
-            let bit = 1u64 << (port % 64);
-            let old = t
-                .frames
-                .fetch_and_u64(t.shared_info, SI_MASK + word * 8, !bit);
-            let pending = t.frames.load_u64(t.shared_info, SI_PENDING + word * 8) & bit != 0;
+            let Some((off, bit, sel)) = t.word_2l(port) else {
+                return Ok(None);
+            };
+            let at = t.mask_base() + off;
+            let old = if t.compat {
+                t.frames
+                    .fetch_and_u32(t.shared_info, at, !(bit as u32))
+                    .into()
+            } else {
+                t.frames.fetch_and_u64(t.shared_info, at, !bit)
+            };
+            let pending = t.load_word(SI_PENDING + off) & bit != 0;
             if old & bit != 0 && pending {
-                return Ok(raise_2l(t, word, chan.vcpu));
+                return Ok(raise_2l(t, sel, chan.vcpu));
             }
             Ok(None)
         }
@@ -347,28 +388,32 @@ impl EvtchnDomain {
 }
 
 fn twolevel_set_pending(t: &Target<'_>, port: u32, vcpu: u32) -> Option<u32> {
-    if port >= EVTCHN_2L_NR_CHANNELS {
-        return None;
-    }
-    let word = port as usize / 64;
-    let bit = 1u64 << (port % 64);
-    let old = t
-        .frames
-        .fetch_or_u64(t.shared_info, SI_PENDING + word * 8, bit);
+    let (off, bit, sel) = t.word_2l(port)?;
+    let at = SI_PENDING + off;
+    let old = if t.compat {
+        t.frames.fetch_or_u32(t.shared_info, at, bit as u32).into()
+    } else {
+        t.frames.fetch_or_u64(t.shared_info, at, bit)
+    };
     if old & bit != 0 {
         return None;
     }
-    if t.frames.load_u64(t.shared_info, SI_MASK + word * 8) & bit != 0 {
+    if t.load_word(t.mask_base() + off) & bit != 0 {
         return None;
     }
-    raise_2l(t, word, vcpu)
+    raise_2l(t, sel, vcpu)
 }
 
-/// Sets selector bit `word` and the upcall flag of `vcpu`.
-fn raise_2l(t: &Target<'_>, word: usize, vcpu: u32) -> Option<u32> {
+/// Sets selector bit `sel_bit` and the upcall flag of `vcpu`.
+fn raise_2l(t: &Target<'_>, sel_bit: u64, vcpu: u32) -> Option<u32> {
     let (h, o) = (*t.vcpu_info.get(vcpu as usize)?)?;
-    let sel_bit = 1u64 << word;
-    let old = t.frames.fetch_or_u64(h, o + VI_PENDING_SEL, sel_bit);
+    let old = if t.compat {
+        t.frames
+            .fetch_or_u32(h, o + VI_PENDING_SEL_COMPAT, sel_bit as u32)
+            .into()
+    } else {
+        t.frames.fetch_or_u64(h, o + VI_PENDING_SEL, sel_bit)
+    };
     if old & sel_bit == 0 {
         t.frames.store_u8(h, o, 1);
     }

@@ -194,6 +194,7 @@ pub(crate) fn event_channel_op<P: Platform>(
                 frames: &hv.platform,
                 shared_info: dom.shared_info,
                 vcpu_info: &dom.vcpu_info,
+                compat: dom.has_32bit_shinfo,
             };
             if let Some(v) = dom.evtchn.unmask(&t, a.port)? {
                 hv.wake(c.d, v);

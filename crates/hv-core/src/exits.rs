@@ -711,12 +711,15 @@ fn wrmsr<P: Platform>(
 fn write_hypercall_page<P: Platform>(
     hv: &mut Hypervisor<P>,
     d: DomId,
-    _cpu: &mut dyn VcpuBackend,
+    cpu: &mut dyn VcpuBackend,
     value: u64,
 ) -> bool {
     if value & 0xFFF != 0 {
         return false; // only page index 0 exists
     }
+    // One of the first things a PV-aware guest does: its mode now decides
+    // the layout of its shared state (Xen's hvm_init_hypercall_page).
+    hv.latch_shinfo_size(d, cpu.in_64bit_mode());
     let amd = host_is_amd(hv);
     let mut page = [0xCCu8; 4096];
     for (nr, stub) in page.chunks_exact_mut(32).enumerate() {

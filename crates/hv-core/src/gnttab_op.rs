@@ -9,6 +9,10 @@
 //! reduced, as Xen's continuation does). Single-struct operations
 //! (setup_table, query_size, get_status_frames) need `count == 1`.
 //!
+//! A 32-bit caller passes the compat layouts where they differ
+//! ([`xen_abi::compat`]): setup_table (4-byte frame numbers), copy and
+//! get_status_frames; the other structs are the same for both.
+//!
 //! Differences from Xen on x86, on purpose: `GNTTABOP_transfer`,
 //! `GNTTABOP_dump_table` and `GNTTABOP_cache_flush` are `-ENOSYS` (transfer
 //! is for PV guests; cache_flush is Arm-only in current Xen); transitive
@@ -16,6 +20,7 @@
 
 use zerocopy::IntoBytes;
 
+use xen_abi::compat as cm;
 use xen_abi::grant_table as g;
 
 use crate::gnttab::{self, Status};
@@ -93,7 +98,7 @@ pub(crate) fn grant_table_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) 
                 20..22
             },
         ),
-        g::GNTTABOP_copy => batch(
+        g::GNTTABOP_copy if c.long => batch(
             hv,
             c,
             uop,
@@ -102,6 +107,31 @@ pub(crate) fn grant_table_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) 
             |hv, d, a: &mut g::GnttabCopy| {
                 a.status = gnttab::copy_one(hv, d, a);
                 36..38
+            },
+        ),
+        g::GNTTABOP_copy => batch(
+            hv,
+            c,
+            uop,
+            count,
+            COPIES_PER_EXIT,
+            |hv, d, a: &mut cm::CompatGnttabCopy| {
+                let ptr = |p: cm::CompatGnttabCopyPtr| g::GnttabCopyPtr {
+                    u: p.u.into(),
+                    domid: p.domid,
+                    offset: p.offset,
+                    pad: 0,
+                };
+                let native = g::GnttabCopy {
+                    source: ptr(a.source),
+                    dest: ptr(a.dest),
+                    len: a.len,
+                    flags: a.flags,
+                    status: 0,
+                    pad: 0,
+                };
+                a.status = gnttab::copy_one(hv, d, &native);
+                20..22
             },
         ),
         g::GNTTABOP_swap_grant_ref => {
@@ -122,25 +152,49 @@ pub(crate) fn grant_table_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) 
             if count != 1 {
                 return Err(Errno::EINVAL);
             }
-            let mut a: g::GnttabSetupTable = read_arg(hv, c, uop)?;
-            a.status = match resolve(hv, c, a.dom) {
+            // The status is at 8 in both layouts.
+            let (dom, nr_frames, frame_list) = if c.long {
+                let a: g::GnttabSetupTable = read_arg(hv, c, uop)?;
+                (a.dom, a.nr_frames, a.frame_list)
+            } else {
+                let a: cm::CompatGnttabSetupTable = read_arg(hv, c, uop)?;
+                (a.dom, a.nr_frames, a.frame_list.into())
+            };
+            let status = match resolve(hv, c, dom) {
                 Err(st) => st,
-                Ok(t) => match gnttab::setup_table(hv, t, a.nr_frames) {
+                Ok(t) => match gnttab::setup_table(hv, t, nr_frames) {
                     Err(st) => st,
                     Ok(list) => {
                         let virt = hv.guest_virt(c.d, c.mode).ok_or(Errno::ESRCH)?;
                         let mut st = g::GNTST_okay;
                         for (i, gfn) in list.iter().enumerate() {
-                            let la = a.frame_list.wrapping_add(i as u64 * 8);
-                            if virt.write(la, &gfn.to_le_bytes()).is_err() {
+                            let r = if c.long {
+                                let la = frame_list.wrapping_add(i as u64 * 8);
+                                virt.write(la, &gfn.to_le_bytes())
+                            } else if let Ok(gfn) = u32::try_from(*gfn) {
+                                let la = frame_list.wrapping_add(i as u64 * 4);
+                                virt.write(la, &gfn.to_le_bytes())
+                            } else {
+                                // A 32-bit xen_pfn_t cannot hold it (nor
+                                // the !0 of a frame not placed yet): Xen's
+                                // compat layer stops there.
+                                st = g::GNTST_address_too_big;
+                                break;
+                            };
+                            if r.is_err() {
                                 st = g::GNTST_bad_virt_addr;
+                                if !c.long {
+                                    break;
+                                }
                             }
                         }
                         st
                     }
                 },
             };
-            write_field(hv, c, uop, &a, 8..10)?;
+            hv.guest_virt(c.d, c.mode)
+                .ok_or(Errno::ESRCH)?
+                .write(uop.wrapping_add(8), &status.to_le_bytes())?;
             Ok(0)
         }
         g::GNTTABOP_query_size => {
@@ -172,7 +226,18 @@ pub(crate) fn grant_table_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) 
             if count != 1 {
                 return Err(Errno::EINVAL);
             }
-            let mut a: g::GnttabGetStatusFrames = read_arg(hv, c, uop)?;
+            // Only the handle's width differs for 32-bit callers.
+            let mut a: g::GnttabGetStatusFrames = if c.long {
+                read_arg(hv, c, uop)?
+            } else {
+                let a: cm::CompatGnttabGetStatusFrames = read_arg(hv, c, uop)?;
+                g::GnttabGetStatusFrames {
+                    nr_frames: a.nr_frames,
+                    dom: a.dom,
+                    status: a.status,
+                    frame_list: a.frame_list.into(),
+                }
+            };
             a.status = match resolve(hv, c, a.dom) {
                 Err(st) => st,
                 Ok(t) => {
@@ -242,7 +307,10 @@ fn write_field<P: Platform, T: IntoBytes + zerocopy::Immutable>(
 
 /// Runs `f` on up to `limit` of the `count` structs at `uop`, writing back
 /// the bytes it returns; continues the call when more remain.
-fn batch<P: Platform, T: g::GnttabOpArg>(
+fn batch<
+    P: Platform,
+    T: zerocopy::FromBytes + IntoBytes + zerocopy::Immutable + zerocopy::KnownLayout,
+>(
     hv: &mut Hypervisor<P>,
     c: &mut Call,
     uop: u64,

@@ -235,20 +235,40 @@ impl<P: Platform> Hypervisor<P> {
             .write(h, t, &odd.wrapping_add(1).to_le_bytes());
     }
 
-    /// Writes the wallclock at system time 0 into `d`'s shared_info.
+    /// Writes the wallclock at system time 0 into `d`'s shared_info, in
+    /// the domain's shared_info layout.
     fn write_wallclock(&mut self, d: DomId) {
-        let Some(si) = self.domains.get(&d.0).map(|x| x.shared_info) else {
+        let Some((si, compat)) = self
+            .domains
+            .get(&d.0)
+            .map(|x| (x.shared_info, x.has_32bit_shinfo))
+        else {
             return;
         };
         let (sec, nsec) = self.platform.wallclock_at_boot();
-        // wc_version @3072 (odd while updating), wc_sec @3076,
-        // wc_nsec @3080, wc_sec_hi @3084.
-        self.platform.write(si, 3072, &1u32.to_le_bytes());
-        self.platform.write(si, 3076, &(sec as u32).to_le_bytes());
-        self.platform.write(si, 3080, &nsec.to_le_bytes());
+        // x86_64: wc_version @3072 (odd while updating), wc_sec @3076,
+        // wc_nsec @3080, wc_sec_hi @3084; x86_32: @2304, @2308, @2312 and
+        // wc_sec_hi in arch_shared_info @2340.
+        let (ver, sec_hi) = if compat { (2304, 2340) } else { (3072, 3084) };
+        self.platform.write(si, ver, &1u32.to_le_bytes());
         self.platform
-            .write(si, 3084, &((sec >> 32) as u32).to_le_bytes());
-        self.platform.write(si, 3072, &2u32.to_le_bytes());
+            .write(si, ver + 4, &(sec as u32).to_le_bytes());
+        self.platform.write(si, ver + 8, &nsec.to_le_bytes());
+        self.platform
+            .write(si, sec_hi, &((sec >> 32) as u32).to_le_bytes());
+        self.platform.write(si, ver, &2u32.to_le_bytes());
+    }
+
+    /// Latches the layout of `d`'s shared state from the calling vCPU's
+    /// mode (Xen's `hvm_latch_shinfo_size`, at the hypercall page MSR write
+    /// and at `HVM_PARAM_CALLBACK_IRQ`): 32-bit unless `long`. The
+    /// wallclock is written again in the layout now in force.
+    pub(crate) fn latch_shinfo_size(&mut self, d: DomId, long: bool) {
+        let Some(dom) = self.domains.get_mut(&d.0) else {
+            return;
+        };
+        dom.has_32bit_shinfo = !long;
+        self.write_wallclock(d);
     }
 
     /// Arms a timer of vCPU `v` (the vCPU's own fields say which are live).
@@ -730,6 +750,7 @@ impl<P: Platform> Hypervisor<P> {
             frames: &self.platform,
             shared_info: dom.shared_info,
             vcpu_info: &dom.vcpu_info,
+            compat: dom.has_32bit_shinfo,
         };
         let notify = dom.evtchn.set_pending(&t, port);
         // A vCPU polling this port wakes even if the event is masked.

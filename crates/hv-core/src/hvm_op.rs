@@ -48,6 +48,11 @@ pub(crate) fn hvm_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenRe
                 _ => {}
             }
             hv.domain_mut(t).ok_or(Errno::ESRCH)?.hvm_params[idx] = a.value;
+            if a.index == h::HVM_PARAM_CALLBACK_IRQ && t == c.d {
+                // Among the first things PV drivers do: the guest's mode
+                // now decides the layout of its shared state (as Xen).
+                hv.latch_shinfo_size(t, c.long);
+            }
             Ok(0)
         }
         h::HVMOP_set_evtchn_upcall_vector => {

@@ -267,8 +267,13 @@ fn xen_version<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u
             Ok(0)
         }
         ver::XENVER_platform_parameters => {
-            let v: u64 = 0xFFFF_8000_0000_0000;
-            write_arg(hv, c, arg, &v)?;
+            // An `unsigned long`: 8 bytes, or 4 for 32-bit callers, which
+            // get 0 when not PV (Xen's compat_platform_parameters).
+            if c.long {
+                write_arg(hv, c, arg, &0xFFFF_8000_0000_0000u64)?;
+            } else {
+                write_arg(hv, c, arg, &0u32)?;
+            }
             Ok(0)
         }
         ver::XENVER_get_features => {
@@ -352,7 +357,17 @@ fn sched_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64>
             Ok(0)
         }
         s::SCHEDOP_poll => {
-            let a: s::SchedPoll = read_arg(hv, c, arg)?;
+            let a: s::SchedPoll = if c.long {
+                read_arg(hv, c, arg)?
+            } else {
+                let a: xen_abi::compat::CompatSchedPoll = read_arg(hv, c, arg)?;
+                s::SchedPoll {
+                    ports: a.ports.into(),
+                    nr_ports: a.nr_ports,
+                    pad: 0,
+                    timeout: a.timeout,
+                }
+            };
             if a.nr_ports > MAX_POLL_PORTS {
                 return Err(Errno::EINVAL);
             }
@@ -369,6 +384,7 @@ fn sched_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64>
                 frames: &hv.platform,
                 shared_info: dom.shared_info,
                 vcpu_info: &dom.vcpu_info,
+                compat: dom.has_32bit_shinfo,
             };
             for &p in &ports {
                 if dom.evtchn.get(p).is_none() {

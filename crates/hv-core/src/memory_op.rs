@@ -1,5 +1,10 @@
 //! `memory_op`: the memory map, reservations and `add_to_physmap`.
+//!
+//! A 32-bit caller passes the compat layouts ([`xen_abi::compat`]): 4-byte
+//! handles, `xen_ulong_t` and `xen_pfn_t`, so its extent arrays hold 4-byte
+//! frame numbers (Xen's `compat_memory_op`).
 
+use xen_abi::compat as cm;
 use xen_abi::memory as m;
 
 use crate::arch::P2mPerms;
@@ -35,7 +40,16 @@ pub(crate) fn memory_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> Xe
     }
     match op {
         m::XENMEM_memory_map => {
-            let mut a: m::XenMemoryMap = read_arg(hv, c, arg)?;
+            let a: m::XenMemoryMap = if c.long {
+                read_arg(hv, c, arg)?
+            } else {
+                let a: cm::CompatMemoryMap = read_arg(hv, c, arg)?;
+                m::XenMemoryMap {
+                    nr_entries: a.nr_entries,
+                    pad: 0,
+                    buffer: a.buffer.into(),
+                }
+            };
             let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
             if dom.memory_map.is_empty() {
                 return Err(Errno::ENOSYS);
@@ -46,8 +60,8 @@ pub(crate) fn memory_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> Xe
             for (i, e) in map.iter().enumerate() {
                 virt.write_obj(a.buffer.wrapping_add(i as u64 * 20), e)?;
             }
-            a.nr_entries = n as u32;
-            write_arg(hv, c, arg, &a)?;
+            // nr_entries is at offset 0 in both layouts.
+            write_arg(hv, c, arg, &(n as u32))?;
             Ok(0)
         }
         m::XENMEM_maximum_ram_page | m::XENMEM_maximum_gpfn => {
@@ -68,7 +82,18 @@ pub(crate) fn memory_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> Xe
             })
         }
         m::XENMEM_add_to_physmap => {
-            let a: m::XenAddToPhysmap = read_arg(hv, c, arg)?;
+            let a: m::XenAddToPhysmap = if c.long {
+                read_arg(hv, c, arg)?
+            } else {
+                let a: cm::CompatAddToPhysmap = read_arg(hv, c, arg)?;
+                m::XenAddToPhysmap {
+                    domid: a.domid,
+                    size: a.size,
+                    space: a.space,
+                    idx: a.idx.into(),
+                    gpfn: a.gpfn.into(),
+                }
+            };
             let t = target_domain(hv, c, a.domid)?;
             add_to_physmap(hv, t, a.space, a.idx, a.gpfn)?;
             Ok(0)
@@ -136,7 +161,26 @@ fn reservation<P: Platform>(
     start: u64,
     arg: u64,
 ) -> XenResult<u64> {
-    let a: m::XenMemoryReservation = read_arg(hv, c, arg)?;
+    let a: m::XenMemoryReservation = if c.long {
+        read_arg(hv, c, arg)?
+    } else {
+        let a: cm::CompatMemoryReservation = read_arg(hv, c, arg)?;
+        // The continuation must fit the 32-bit command (Xen returns the
+        // extents done so far, none).
+        if a.nr_extents > u32::MAX >> MEMOP_EXTENT_SHIFT {
+            return Ok(start);
+        }
+        m::XenMemoryReservation {
+            extent_start: a.extent_start.into(),
+            nr_extents: a.nr_extents.into(),
+            extent_order: a.extent_order,
+            mem_flags: a.mem_flags,
+            domid: a.domid,
+            pad: [0; 6],
+        }
+    };
+    // Frame numbers in the extent array: 8 bytes, or 4 for 32-bit callers.
+    let pfn_size: u64 = if c.long { 8 } else { 4 };
     let t = target_domain(hv, c, a.domid)?;
     if a.extent_order > MAX_EXTENT_ORDER {
         return Err(Errno::EINVAL);
@@ -153,11 +197,11 @@ fn reservation<P: Platform>(
     let mut i = start;
     while i < end {
         let mut b = [0u8; 8];
-        let la = a.extent_start.wrapping_add(i * 8);
+        let la = a.extent_start.wrapping_add(i * pfn_size);
         if hv
             .guest_virt(c.d, c.mode)
             .ok_or(Errno::ESRCH)?
-            .read(la, &mut b)
+            .read(la, &mut b[..pfn_size as usize])
             .is_err()
         {
             break;

@@ -1,5 +1,12 @@
 //! `vcpu_op`: vcpu_info placement, runstate areas, vCPU state queries.
+//!
+//! 32-bit callers: the runstate area's address is a 4-byte handle, the
+//! singleshot timer argument is 12 bytes, and runstate info is returned in
+//! the compat layout (`state_entry_time` at 4). The registered runstate
+//! area is written in the layout of the domain's shared state
+//! (`has_32bit_shinfo`), as Xen does.
 
+use xen_abi::compat as cm;
 use xen_abi::vcpu as vc;
 
 use crate::domain::VcpuState;
@@ -26,18 +33,37 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
             register_vcpu_info(hv, c, v, Gfn(a.mfn), a.offset as usize)
         }
         vc::VCPUOP_register_runstate_memory_area => {
-            let a: vc::VcpuRegisterRunstateMemoryArea = read_arg(hv, c, arg)?;
+            // A 32-bit caller passes only the 4-byte handle of the union
+            // (Xen's compat_vcpu_op reads just that).
+            let addr = if c.long {
+                read_arg::<P, vc::VcpuRegisterRunstateMemoryArea>(hv, c, arg)?.addr
+            } else {
+                read_arg::<P, u32>(hv, c, arg)?.into()
+            };
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
             let vc = &mut dom.vcpus[v as usize];
-            vc.runstate_area = (a.addr != 0).then_some(a.addr);
+            vc.runstate_area = (addr != 0).then_some(addr);
             vc.runstate_mode = c.mode;
-            // A bad address is not an error here: Xen updates lazily.
-            hv.publish_runstate(c.d, v);
+            let info = vc.runstate;
+            // The first copy is in the caller's layout, later updates in
+            // the domain's (`publish_runstate`), as Xen does. A bad address
+            // is not an error here: Xen updates lazily.
+            if addr != 0 {
+                let _ = if c.long {
+                    write_arg(hv, c, addr, &info)
+                } else {
+                    write_arg(hv, c, addr, &compat_runstate(&info))
+                };
+            }
             Ok(0)
         }
         vc::VCPUOP_get_runstate_info => {
             let info = runstate(hv, c.d, v);
-            write_arg(hv, c, arg, &info)?;
+            if c.long {
+                write_arg(hv, c, arg, &info)?;
+            } else {
+                write_arg(hv, c, arg, &compat_runstate(&info))?;
+            }
             Ok(0)
         }
         vc::VCPUOP_is_up => {
@@ -49,10 +75,18 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
                 // Xen only lets a vCPU set its own singleshot timer.
                 return Err(Errno::EINVAL);
             }
-            let a: vc::VcpuSetSingleshotTimer = read_arg(hv, c, arg)?;
-            if a.flags & vc::VCPU_SSHOTTMR_future != 0 && a.timeout_abs_ns < hv.now() {
-                return Err(Errno::ETIME);
-            }
+            let a: vc::VcpuSetSingleshotTimer = if c.long {
+                read_arg(hv, c, arg)?
+            } else {
+                let a: cm::CompatVcpuSetSingleshotTimer = read_arg(hv, c, arg)?;
+                vc::VcpuSetSingleshotTimer {
+                    timeout_abs_ns: a.timeout_abs_ns,
+                    flags: a.flags,
+                    pad: 0,
+                }
+            };
+            // `VCPU_SSHOTTMR_future` is ignored, as in Xen since 4.18 (and
+            // Debian's 4.17): a deadline in the past fires at once.
             set_singleshot(hv, c.d, v, Some(a.timeout_abs_ns));
             Ok(0)
         }
@@ -102,6 +136,15 @@ pub fn set_singleshot<P: Platform>(
     vc.singleshot = deadline;
     if let Some(t) = deadline {
         hv.arm_timer(d, v, t, TimerKind::Singleshot);
+    }
+}
+
+/// Runstate info in the 32-bit layout.
+fn compat_runstate(r: &vc::VcpuRunstateInfo) -> cm::CompatVcpuRunstateInfo {
+    cm::CompatVcpuRunstateInfo {
+        state: r.state,
+        state_entry_time: r.state_entry_time,
+        time: r.time,
     }
 }
 
@@ -160,6 +203,7 @@ impl<P: Platform> Hypervisor<P> {
     pub(crate) fn publish_runstate(&mut self, d: crate::types::DomId, v: u32) {
         let Some(dom) = self.domain(d) else { return };
         let flag = dom.vm_assist & (1 << xen_abi::xen::VMASST_TYPE_runstate_update_flag) != 0;
+        let compat = dom.has_32bit_shinfo;
         let Some(vc) = dom.vcpus.get(v as usize) else {
             return;
         };
@@ -169,12 +213,17 @@ impl<P: Platform> Hypervisor<P> {
         let Some(virt) = self.guest_virt(d, mode) else {
             return;
         };
-        // state_entry_time is at offset 8.
+        // state_entry_time is at offset 8 (4 in the 32-bit layout).
+        let entry_time = if compat { 4 } else { 8 };
         if flag {
             let marked = info.state_entry_time | XEN_RUNSTATE_UPDATE;
-            let _ = virt.write(la.wrapping_add(8), &marked.to_le_bytes());
+            let _ = virt.write(la.wrapping_add(entry_time), &marked.to_le_bytes());
         }
-        let _ = virt.write_obj(la, &info);
+        let _ = if compat {
+            virt.write_obj(la, &compat_runstate(&info))
+        } else {
+            virt.write_obj(la, &info)
+        };
     }
 }
 
@@ -203,7 +252,11 @@ fn register_vcpu_info<P: Platform>(
         hv.platform.read(h, o, &mut buf);
     }
     buf[0] = 1;
-    buf[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    if dom.has_32bit_shinfo {
+        buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    } else {
+        buf[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    }
     hv.platform.write(e.hfn, offset, &buf);
     let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
     dom.pin(e.hfn);

@@ -23,6 +23,7 @@
 //! ## Modules, by Xen header
 //! | module | mirrors |
 //! |---|---|
+//! | [`compat`] | the 32-bit guests' layouts (Xen's `include/compat`, `xlat.lst`) |
 //! | [`xen`] | `xen.h`, `arch-x86/xen*.h`: hypercall numbers, `DOMID_*`, `VIRQ_*`, `CONSOLEIO_*`, shared and vCPU info |
 //! | [`domctl`] | `domctl.h`, `sysctl.h`: the domain-information subset a xenstore domain uses |
 //! | [`errno`] | `errno.h` |
@@ -78,6 +79,7 @@ macro_rules! assert_layout {
     };
 }
 
+pub mod compat;
 pub mod cpuid;
 pub mod domctl;
 pub mod elfnote;
@@ -96,6 +98,7 @@ pub mod vcpu;
 pub mod version;
 pub mod xen;
 
+pub use compat::*;
 pub use cpuid::*;
 pub use domctl::*;
 pub use elfnote::*;

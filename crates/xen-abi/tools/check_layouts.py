@@ -11,7 +11,9 @@ Usage: check_layouts.py [--allow-missing] XEN_PUBLIC_DIR
 Layouts: reads every size/offset assertion in ../src, writes a C program
 that checks the same facts with sizeof/offsetof on Xen's own structs, and
 compiles it with gcc: natively for x86_64 (run, prints mismatches) and
-with -m32 for the Blkif32* layouts (static assertions). Fields that exist
+with -m32 (static assertions) for the 32-bit layouts: the Blkif32* and
+Compat* types, and the x86_64 assertions of the types `same_in_compat!`
+lists again (their layout must not change with the word size). Fields that exist
 only on the Rust side (explicit padding) are reported and skipped.
 
 Constants: every integer constant whose name Xen defines as a macro (or as
@@ -47,7 +49,13 @@ C_NAME = {
     'GrantEntryV2': None, 'GrantEntryV2FullPage': None, 'GrantEntryV2SubPage': None,
     'GrantEntryV2Transitive': None, 'NetifExtraInfoGso': None, 'Pair': None,
 }
-FIELD = {('SringHeader', 'pad'): '__pad', ('XenAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid'}
+# Compat* types: Xen's `struct compat_foo` is the public `struct xen_foo` or
+# `struct foo` compiled for i386.
+XEN_PREFIXED = {'MemoryReservation', 'MemoryExchange', 'MachphysMfnList', 'MachphysMapping',
+                'AddToPhysmap', 'AddToPhysmapBatch', 'RemoveFromPhysmap', 'MemoryMap',
+                'ForeignMemoryMap', 'PodTarget', 'PlatformParameters'}
+FIELD = {('CompatAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid',
+         ('SringHeader', 'pad'): '__pad', ('XenAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid'}
 
 PRELUDE = r'''
 #include <stdint.h>
@@ -98,7 +106,7 @@ CHECKS
 def assertions():
     src = ''.join(open(f).read() for f in sorted(glob.glob(os.path.join(SRC, '**', '*.rs'), recursive=True)))
     found = re.findall(r'assert_layout!\(\s*(\w+)\s*,\s*([^,]+?)\s*,\s*\{(.*?)\}\s*\)', src, re.S)
-    for m in re.finditer(r'(?:evtchn_arg|gnttab_arg|net_struct)!\(\s*(?:///[^\n]*\n\s*)*(\w+)\s*(?:=\s*\w+)?\s*,'
+    for m in re.finditer(r'(?:evtchn_arg|gnttab_arg|net_struct|compat_struct)!\(\s*(?:///[^\n]*\n\s*)*(\w+)\s*(?:=\s*\w+)?\s*,'
                          r'\s*(\d+)\s*,\s*\{(.*?)\n\s*\}\s*\);', src, re.S):
         name, size, body = m.groups()
         fields = re.findall(r'^\s*(r#\w+|\w+)\s*:\s*[^=\n]+=\s*(\d+),', body, re.M)
@@ -106,12 +114,31 @@ def assertions():
     return found
 
 
+def same_in_compat():
+    """Types whose x86_64 layout is asserted to hold for i386 too."""
+    src = ''.join(open(f).read() for f in sorted(glob.glob(os.path.join(SRC, '**', '*.rs'), recursive=True)))
+    names = set()
+    for body in re.findall(r'^same_in_compat!\((.*?)\);', src, re.S | re.M):
+        names |= set(re.findall(r'(?:crate::)?(\w+)\s*,', body + ','))
+    return names
+
+
+def c_struct(name):
+    if name.startswith('Compat'):
+        rest = name[len('Compat'):]
+        snake = re.sub(r'(?<!^)(?=[A-Z])', '_', rest).lower()
+        return 'xen_' + snake if rest in XEN_PREFIXED else snake
+    return C_NAME.get(name, re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower())
+
+
 def lines_for(found, m32):
     out = []
+    same = same_in_compat()
     for name, size, body in found:
-        if m32 != name.startswith('Blkif32'):
+        only32 = name.startswith('Blkif32') or name.startswith('Compat')
+        if (m32 and not (only32 or name in same)) or (not m32 and only32):
             continue
-        c = C_NAME.get(name, re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower())
+        c = c_struct(name)
         if c is None:
             continue
         size_of = 'offsetof(struct blkif_sring, ring)' if c == 'blkif_sring' else f'sizeof(struct {c})'
@@ -120,6 +147,10 @@ def lines_for(found, m32):
             field = field.replace('r#', '')
             expr = f'offsetof(struct {c}, {FIELD.get((name, field), field)})'
             out.append(render(m32, expr, off.strip(), f'{name}.{field}'))
+    if m32:
+        listed = {n for n, _, _ in found}
+        if same - listed:
+            sys.exit(f'same_in_compat! names types without layout assertions: {sorted(same - listed)}')
     return out
 
 

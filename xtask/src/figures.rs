@@ -881,7 +881,7 @@ fn ours(image: &Path) -> Result<Timed, String> {
     };
     let initrd = image::multiboot_initrd(&o.modules)?;
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
+    c.args(["-accel", image::qemu_accel(o.mttcg), "-cpu", "qemu64,+svm,+npt"])
         .args(["-m", &o.mem_mib.to_string(), "-smp", &o.smp.to_string()])
         .args(["-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-debugcon", "null"])

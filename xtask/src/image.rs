@@ -116,6 +116,10 @@ pub struct RunOptions {
     pub extra_qemu_args: Vec<String>,
     /// How QEMU loads the image.
     pub qemu_boot: QemuBoot,
+    /// Run QEMU's vCPUs on parallel host threads (multi-threaded TCG).
+    /// Off by default: QEMU's MTTCG corrupts the boot CPU's SVM state
+    /// (see [`qemu_accel`]).
+    pub mttcg: bool,
 }
 
 impl Default for RunOptions {
@@ -133,6 +137,7 @@ impl Default for RunOptions {
             bochs_cpu: "corei7_skylake_x".into(),
             extra_qemu_args: Vec::new(),
             qemu_boot: QemuBoot::default(),
+            mttcg: false,
         }
     }
 }
@@ -215,6 +220,7 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
                 o.timeout = Some(Duration::from_secs(s));
             }
             "--gdb" => o.gdb = true,
+            "--mttcg" => o.mttcg = true,
             "--bochs-cpu" => o.bochs_cpu = value("--bochs-cpu")?,
             "--qemu-boot" => o.qemu_boot = QemuBoot::parse(&value("--qemu-boot")?)?,
             other => return Err(format!("unknown option `{other}`")),
@@ -849,6 +855,24 @@ fn check_flat_layout(image: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// QEMU's `-accel` value: single-threaded TCG unless `mttcg`.
+///
+/// QEMU's multi-threaded TCG (7.2 and 10.0 alike) has a data race that
+/// breaks SVM on the boot CPU: any vCPU that restores x87 state
+/// (FXRSTOR, XRSTOR, FRSTOR, FLDENV with no pending x87 error) runs
+/// `cpu_clear_ignne()`, a plain read-modify-write of the *first* CPU's
+/// `env->hflags2` from its own thread. When it straddles the boot CPU's
+/// VMRUN or #VMEXIT, the boot CPU's nested-paging, GIF and virtual
+/// interrupt flags go back to their old values: after a #VMEXIT the host
+/// keeps walking its page tables through the guest's nested tables (the
+/// reserved-bit #PF and triple fault right after `vmrun`, docs/architecture.md
+/// "The QEMU host reset"), and during a guest run the guest's accesses can
+/// bypass the nested tables. Hardware and single-threaded TCG have no
+/// such race; `--mttcg` keeps the parallel mode for reproducing it.
+pub fn qemu_accel(mttcg: bool) -> &'static str {
+    if mttcg { "tcg" } else { "tcg,thread=single" }
+}
+
 /// Boots `image` under QEMU with SVM; echoes the serial line when `live`.
 /// `o.qemu_boot` says how QEMU loads it (Multiboot by default).
 pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<Outcome, String> {
@@ -858,7 +882,7 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         cmdline.push_str(&o.cmdline);
     }
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
+    c.args(["-accel", qemu_accel(o.mttcg), "-cpu", "qemu64,+svm,+npt"])
         .args(["-m", &o.mem_mib.to_string()])
         .args(["-smp", &o.smp.to_string()])
         .args(["-display", "none", "-no-reboot"])
@@ -1218,13 +1242,12 @@ struct Ctx {
     /// Host CPUs for the QEMU cases (`--smp` of `cargo xtask stress`);
     /// `None`: each case's own.
     smp: Option<u32>,
-    /// Repeat a QEMU run that reset in mid-run once (see
-    /// [`boot_qemu_e2e`]); `cargo xtask stress` never does.
-    retry_reset: bool,
     /// `cargo xtask stress`: the directory and run number under which
     /// QEMU's `-d cpu_reset,int,guest_errors` log of each case goes
     /// ([`qemu_log_path`]); `None`: no log.
     qemu_log: Option<(PathBuf, u32)>,
+    /// QEMU cases on multi-threaded TCG (`cargo xtask stress --mttcg`).
+    mttcg: bool,
     /// Every case run: name, outcome and what was missing (empty: passed).
     results: Vec<CaseResult>,
 }
@@ -1241,7 +1264,7 @@ impl Ctx {
     fn e2e() -> Self {
         Self {
             smp: None,
-            retry_reset: true,
+            mttcg: false,
             qemu_log: None,
             results: Vec::new(),
         }
@@ -1319,15 +1342,9 @@ fn qemu_log_path(dir: &std::path::Path, name: &str, run: u32) -> PathBuf {
     dir.join(format!("{name}-{run}.qemu.log"))
 }
 
-/// Boots the image for an e2e case under QEMU. KNOWN BUG, not root-caused:
-/// with two host CPUs the emulated machine occasionally reset in the middle
-/// of a run (a host triple fault right after a #VMEXIT: QEMU exits with
-/// status 0 and no `machine stop` line; about 1 run in 13 of the
-/// three-domain case before the AP stacks moved to guard-paged frames, none
-/// in 320 runs since, but it is layout-sensitive: see docs/architecture.md,
-/// "The QEMU host reset"). Until the cause is known, `cargo xtask e2e`
-/// reports such a run and repeats it once (a second failure fails the
-/// case); `cargo xtask stress` never repeats, and counts it.
+/// Boots the image for an e2e case under QEMU (single-threaded TCG unless
+/// `cargo xtask stress --mttcg`, see [`qemu_accel`]). A run that resets
+/// the machine fails its case like any other failure.
 fn boot_qemu_e2e(
     ctx: &Ctx,
     image: &std::path::Path,
@@ -1344,15 +1361,8 @@ fn boot_qemu_e2e(
             path.display().to_string(),
         ]);
     }
-    let out = boot_qemu(image, o, false)?;
-    if ctx.retry_reset && out.status == Some(0) && !out.serial.contains("machine stop") {
-        eprintln!(
-            "e2e: {name}: WARNING: the machine reset in mid-run (known intermittent host \
-             triple fault under QEMU with 2 CPUs); running the case once more"
-        );
-        return boot_qemu(image, o, false);
-    }
-    Ok(out)
+    o.mttcg = ctx.mttcg;
+    boot_qemu(image, o, false)
 }
 
 /// Boots an e2e case on its vendor: QEMU through [`boot_qemu_e2e`] (with
@@ -1468,6 +1478,7 @@ pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
     let mut runs = 20u32;
     let mut smp = None;
     let mut log = true;
+    let mut mttcg = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<u32, String> {
@@ -1482,6 +1493,9 @@ pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
             // QEMU's -d log slows the emulation down, which hides
             // timing-sensitive failures.
             "--no-qemu-log" => log = false,
+            // QEMU's multi-threaded TCG, whose SVM race resets the machine
+            // (see `qemu_accel`).
+            "--mttcg" => mttcg = true,
             f if !f.starts_with('-') && filter.is_none() => filter = Some(f),
             other => return Err(format!("stress: unknown argument `{other}`")),
         }
@@ -1507,7 +1521,7 @@ pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
     for run in 1..=runs {
         let mut ctx = Ctx {
             smp,
-            retry_reset: false,
+            mttcg,
             qemu_log: log.then(|| (dir.clone(), run)),
             results: Vec::new(),
         };
@@ -1547,10 +1561,11 @@ pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
         total += f;
     }
     eprintln!(
-        "stress: {:.0} s{}",
+        "stress: {:.0} s{}, QEMU on {} TCG",
         start.elapsed().as_secs_f64(),
         smp.map(|n| format!(", QEMU cases with -smp {n}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if mttcg { "multi-threaded" } else { "single-threaded" }
     );
     if total == 0 {
         Ok(())

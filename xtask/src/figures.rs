@@ -881,14 +881,19 @@ fn ours(image: &Path) -> Result<Timed, String> {
     };
     let initrd = image::multiboot_initrd(&o.modules)?;
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", image::qemu_accel(o.mttcg), "-cpu", "qemu64,+svm,+npt"])
-        .args(["-m", &o.mem_mib.to_string(), "-smp", &o.smp.to_string()])
-        .args(["-display", "none", "-no-reboot"])
-        .args(["-serial", "stdio", "-debugcon", "null"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(image)
-        .args(["-append", "exit=isa-debug-exit", "-initrd", &initrd]);
+    c.args([
+        "-accel",
+        image::qemu_accel(o.mttcg),
+        "-cpu",
+        "qemu64,+svm,+npt",
+    ])
+    .args(["-m", &o.mem_mib.to_string(), "-smp", &o.smp.to_string()])
+    .args(["-display", "none", "-no-reboot"])
+    .args(["-serial", "stdio", "-debugcon", "null"])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    .arg("-kernel")
+    .arg(image)
+    .args(["-append", "exit=isa-debug-exit", "-initrd", &initrd]);
     timed(
         c,
         &[HV_BANNER, LINUX_MARKER],

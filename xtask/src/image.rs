@@ -1565,7 +1565,11 @@ pub fn stress_cmd(args: &[&str]) -> Result<(), String> {
         start.elapsed().as_secs_f64(),
         smp.map(|n| format!(", QEMU cases with -smp {n}"))
             .unwrap_or_default(),
-        if mttcg { "multi-threaded" } else { "single-threaded" }
+        if mttcg {
+            "multi-threaded"
+        } else {
+            "single-threaded"
+        }
     );
     if total == 0 {
         Ok(())

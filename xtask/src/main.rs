@@ -20,6 +20,7 @@ mod figures;
 mod image;
 mod linux;
 mod steps;
+mod xen;
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]

@@ -219,8 +219,15 @@ pub fn figures() -> Result<(), String> {
     );
     if has("--xen-only") {
         let (_, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
-        let (hypercall, event) = hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
-        crate::xen::side_by_side(&guest, hypercall, event, first, &mut out, &mut missing)?;
+        let [hypercall, event, loopback] =
+            hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        let ours = crate::xen::Ours {
+            hypercall,
+            event,
+            loopback,
+            power_on: first,
+        };
+        crate::xen::side_by_side(&guest, &ours, &mut out, &mut missing)?;
         return if missing.is_empty() {
             Ok(())
         } else {
@@ -236,15 +243,16 @@ pub fn figures() -> Result<(), String> {
         image_size(&image, &mut out)?;
         let first;
         (qemu.boot, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
-        (qemu.hypercall, qemu.event) = hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
-        crate::xen::side_by_side(
-            &guest,
-            qemu.hypercall,
-            qemu.event,
-            first,
-            &mut out,
-            &mut missing,
-        )?;
+        let [hypercall, event, loopback] =
+            hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        (qemu.hypercall, qemu.event) = (hypercall, event);
+        let ours = crate::xen::Ours {
+            hypercall: qemu.hypercall,
+            event: qemu.event,
+            loopback,
+            power_on: first,
+        };
+        crate::xen::side_by_side(&guest, &ours, &mut out, &mut missing)?;
         qemu.xenstore = xenstore_qemu(&image, &guest, &mut out, &mut missing)?;
         let (kernel, initrd) = linux_files();
         if kernel.exists() && initrd.exists() {
@@ -414,14 +422,15 @@ fn bench_modules(guest: &Path) -> Vec<Module> {
     vec![m("role=bench peer=2"), m("role=bench-pong peer=1")]
 }
 
-/// The QEMU hypercall and event figures: (hypercall round trip, event send
-/// + deliver), in instructions.
+/// The QEMU hypercall and event figures, in instructions: hypercall round
+/// trip, event send and deliver to the other domain, and event send and
+/// deliver within d1 over a loopback channel.
 fn hypercall_and_event(
     image: &Path,
     guest: &Path,
     out: &mut String,
     missing: &mut Vec<String>,
-) -> Result<(Option<u64>, Option<u64>), String> {
+) -> Result<[Option<u64>; 3], String> {
     let o = RunOptions {
         modules: bench_modules(guest),
         mem_mib: 512,
@@ -449,7 +458,17 @@ fn hypercall_and_event(
         );
         eprintln!("figures: bench run output:\n{}", run.serial);
     }
-    Ok((figures.hypercall, figures.event))
+    let loopback = get(&run.serial, "loopback", 0, "send_deliver_insns");
+    if let Some(l) = loopback {
+        say(
+            out,
+            format!(
+                "  event sent and delivered within d1 (loopback channel, one vCPU): {} instructions",
+                num(l)
+            ),
+        );
+    }
+    Ok([figures.hypercall, figures.event, loopback])
 }
 
 /// The xenstore figure's domains: the service domain (d1) and one test

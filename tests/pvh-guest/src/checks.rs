@@ -1344,13 +1344,14 @@ fn check_grant_self<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
             break;
         }
     }
-    // A write through the mapping reaches the granted frame. Where the
-    // frame also still shows depends on the hypervisor, and both are
-    // allowed: we keep it at its own frame too (an alias), while Xen's
-    // p2m_add_page (x86/mm/p2m.c) takes a frame the domain owns out of its
-    // old place when it is mapped at another, grant maps included, so on
-    // Xen our source frame becomes a hole (reads all-ones) until it is
-    // populated again. The write is checked through the mapping itself.
+    // A write through the mapping reaches the granted frame. Whether the
+    // frame also still shows at its own gfn is the hypervisor's choice;
+    // the ABI says nothing. Xen's p2m_add_page (x86/mm/p2m.c) takes a frame
+    // the domain owns out of its old gfn when it is mapped at another,
+    // grant maps included, so the source gfn becomes a hole (reads
+    // all-ones) until it is populated again; our hypervisor does the same
+    // since 2026-12-03 (it used to alias). The write is checked through
+    // the mapping itself.
     // SAFETY: as above; the grant is writable.
     unsafe { dst.write_volatile(0x5A) };
     // SAFETY: as above.

@@ -217,6 +217,23 @@ pub fn figures() -> Result<(), String> {
         &mut out,
         "== figures (cargo xtask bench; docs/figures.md) ==".into(),
     );
+    if has("--xen-only") {
+        let (_, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
+        let [hypercall, event, loopback] =
+            hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        let ours = crate::xen::Ours {
+            hypercall,
+            event,
+            loopback,
+            power_on: first,
+        };
+        crate::xen::side_by_side(&guest, &ours, &mut out, &mut missing)?;
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("figures not measured: {missing:?}"))
+        };
+    }
 
     let mut qemu = Column {
         name: "QEMU SVM".into(),
@@ -224,8 +241,18 @@ pub fn figures() -> Result<(), String> {
     };
     if qemu_part {
         image_size(&image, &mut out)?;
-        qemu.boot = qemu_boot(&image, &guest, &mut out, &mut missing)?;
-        (qemu.hypercall, qemu.event) = hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        let first;
+        (qemu.boot, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
+        let [hypercall, event, loopback] =
+            hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
+        (qemu.hypercall, qemu.event) = (hypercall, event);
+        let ours = crate::xen::Ours {
+            hypercall: qemu.hypercall,
+            event: qemu.event,
+            loopback,
+            power_on: first,
+        };
+        crate::xen::side_by_side(&guest, &ours, &mut out, &mut missing)?;
         qemu.xenstore = xenstore_qemu(&image, &guest, &mut out, &mut missing)?;
         let (kernel, initrd) = linux_files();
         if kernel.exists() && initrd.exists() {
@@ -269,13 +296,13 @@ pub fn figures() -> Result<(), String> {
 }
 
 /// The QEMU boot figure: hypervisor entry to the first guest instruction,
-/// in instructions.
+/// in instructions, and power-on to the first guest instruction.
 fn qemu_boot(
     image: &Path,
     guest: &Path,
     out: &mut String,
     missing: &mut Vec<String>,
-) -> Result<Option<u64>, String> {
+) -> Result<(Option<u64>, Option<u64>), String> {
     // Boot: hypervisor by PVH -kernel, the test guest as its module.
     let boot_opts = RunOptions {
         modules: vec![Module::plain(guest.to_path_buf())],
@@ -314,7 +341,7 @@ fn qemu_boot(
         );
         eprintln!("figures: boot run output:\n{}", run.serial);
         missing.push("boot to first guest instruction".into());
-        return Ok(None);
+        return Ok((None, None));
     };
     say(
         out,
@@ -331,7 +358,7 @@ fn qemu_boot(
         ),
         (None, None) => {
             missing.push("the firmware's share of the boot".into());
-            return Ok(None);
+            return Ok((None, Some(first)));
         }
     };
     let boot = first.saturating_sub(entry);
@@ -351,7 +378,7 @@ fn qemu_boot(
             met(boot < BOOT_GOAL)
         ),
     );
-    Ok(Some(boot))
+    Ok((Some(boot), Some(first)))
 }
 
 fn image_size(image: &Path, out: &mut String) -> Result<(), String> {
@@ -395,14 +422,15 @@ fn bench_modules(guest: &Path) -> Vec<Module> {
     vec![m("role=bench peer=2"), m("role=bench-pong peer=1")]
 }
 
-/// The QEMU hypercall and event figures: (hypercall round trip, event send
-/// + deliver), in instructions.
+/// The QEMU hypercall and event figures, in instructions: hypercall round
+/// trip, event send and deliver to the other domain, and event send and
+/// deliver within d1 over a loopback channel.
 fn hypercall_and_event(
     image: &Path,
     guest: &Path,
     out: &mut String,
     missing: &mut Vec<String>,
-) -> Result<(Option<u64>, Option<u64>), String> {
+) -> Result<[Option<u64>; 3], String> {
     let o = RunOptions {
         modules: bench_modules(guest),
         mem_mib: 512,
@@ -430,7 +458,17 @@ fn hypercall_and_event(
         );
         eprintln!("figures: bench run output:\n{}", run.serial);
     }
-    Ok((figures.hypercall, figures.event))
+    let loopback = get(&run.serial, "loopback", 0, "send_deliver_insns");
+    if let Some(l) = loopback {
+        say(
+            out,
+            format!(
+                "  event sent and delivered within d1 (loopback channel, one vCPU): {} instructions",
+                num(l)
+            ),
+        );
+    }
+    Ok([figures.hypercall, figures.event, loopback])
 }
 
 /// The xenstore figure's domains: the service domain (d1) and one test

@@ -1411,6 +1411,7 @@ fn case_names() -> Vec<&'static str> {
     v.extend(NET_HOSTILE_CASES.iter().map(|(n, _)| *n));
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
+    v.extend(crate::xen::CASES);
     v
 }
 
@@ -1466,6 +1467,29 @@ fn run_cases(
     blk_e2e(ctx, image, guest, filter)?;
     net_hostile_e2e(ctx, image, guest, filter)?;
     linux_e2e(ctx, image, filter)?;
+    xen_e2e(ctx, guest, filter)?;
+    Ok(())
+}
+
+/// The differential cases on Xen 4.17 (xtask/src/xen.rs): the same test
+/// guest as Xen's PVH dom0 must pass every check it passes on us.
+fn xen_e2e(ctx: &mut Ctx, guest: &std::path::Path, filter: Option<&str>) -> Result<(), String> {
+    if selected(filter, "xen-qemu-pvh-guest") {
+        let (serial, missing) = crate::xen::pvh_guest_case(guest)?;
+        let out = Outcome {
+            serial,
+            status: None,
+        };
+        ctx.record("xen-qemu-pvh-guest", Vendor::Amd, &[], out, missing);
+    }
+    if selected(filter, "xen-qemu-cr0-nw") {
+        let (serial, missing) = crate::xen::cr0_nw_case(guest)?;
+        let out = Outcome {
+            serial,
+            status: None,
+        };
+        ctx.record("xen-qemu-cr0-nw", Vendor::Amd, &[], out, missing);
+    }
     Ok(())
 }
 

@@ -20,6 +20,7 @@ mod figures;
 mod image;
 mod linux;
 mod steps;
+mod xen;
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
@@ -41,7 +42,9 @@ commands:
   bench [--figures-only|--no-figures]
                      run the criterion benchmarks, then the system figures
                      (image size, hypercall, event, boot under -icount,
-                     Linux vs bare QEMU): target/figures.txt, docs/figures.md
+                     the same against Xen 4.17, Linux vs bare QEMU):
+                     target/figures.txt, docs/figures.md; --xen-only: the
+                     Xen side-by-side table alone
   run [options]      build the image, boot it in QEMU (AMD SVM) with the
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),

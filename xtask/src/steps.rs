@@ -261,6 +261,7 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
                     | "--no-bochs"
                     | "--bochs-only"
                     | "--xenstore-only"
+                    | "--xen-only"
             )
         })
         .collect();

@@ -796,6 +796,20 @@ pub fn map_grant<P: Platform>(
         readonly,
         orphan: None,
     });
+    // Xen's p2m_add_page: a frame a domain owns shows at one gfn of its own
+    // p2m only. Mapping its own grant at another gfn moves the frame: the
+    // old gfn becomes a hole and stays one after the unmap (the guest may
+    // populate it again). The frame, pinned by the mapping, is kept as a
+    // zombie and freed when the mapping goes.
+    if granter == mapper && a.gfn != gfn {
+        let at_source = me
+            .p2m
+            .get(a.gfn)
+            .is_some_and(|e| e.hfn == a.hfn && matches!(e.kind, P2mKind::Ram | P2mKind::Special));
+        if at_source {
+            let _ = hv.release_gfn(mapper, a.gfn);
+        }
+    }
     (g::GNTST_okay, handle)
 }
 

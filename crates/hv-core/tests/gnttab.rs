@@ -1245,16 +1245,33 @@ fn self_grant_like_the_test_guest() {
     s.write(a, at + 2, &a.0);
     s.write(a, at + 4, &(DATA_GFN as u32));
     s.write(a, at, &PERMIT);
+    let pages = s.hv.domain(a).unwrap().tot_pages;
     let (st, h) = s.map(a, DomId(DomId::SELF), 8, MAP_GFN, HOST);
     assert_eq!(st, 0);
     assert_eq!(s.bytes(a, MAP_GFN << 12, 4096), src);
     s.write(a, MAP_GFN << 12, &0x5Au8);
-    assert_eq!(s.bytes(a, DATA_GFN << 12, 1), [0x5A]);
+    assert_eq!(s.bytes(a, MAP_GFN << 12, 1), [0x5A]);
+    // As on Xen (p2m_add_page): the frame left its own gfn, a hole now,
+    // and no longer counts as the domain's memory.
+    assert!(s.hv.domain(a).unwrap().p2m.get(Gfn(DATA_GFN)).is_none());
+    assert_eq!(s.hv.domain(a).unwrap().tot_pages, pages - 1);
+    let in_use = s.hv.platform.frames_in_use();
     assert_eq!(s.unmap(a, MAP_GFN, h), 0);
     assert_eq!(s.read::<u16>(a, at), PERMIT);
-    // And once more, left mapped at death.
+    // Both gfns are holes; the frame went with the mapping (after the TLB
+    // shootdown: no CPU runs the domain here).
+    assert!(s.hv.domain(a).unwrap().p2m.get(Gfn(DATA_GFN)).is_none());
+    assert!(s.hv.domain(a).unwrap().p2m.get(Gfn(MAP_GFN)).is_none());
+    s.hv.settle();
+    assert_eq!(s.hv.platform.frames_in_use(), in_use - 1);
+    // The grant names a hole now: mapping it again fails, as on Xen.
+    assert_eq!(s.map(a, a, 8, MAP_GFN, HOST).0, g::GNTST_bad_page);
+    // A grant of another page, left mapped at death.
+    s.write(a, at + 4, &((DATA_GFN + 1) as u32));
+    s.write(a, at, &PERMIT);
     assert_eq!(s.map(a, a, 8, MAP_GFN, HOST).0, 0);
     s.hv.destroy_domain(a).unwrap();
+    s.hv.settle();
     assert_eq!(s.hv.platform.frames_in_use(), start);
 }
 

@@ -5,7 +5,10 @@
 //! - `roundtrip16`: one request in flight at a time.
 //!
 //! Each case also runs over `rtrb` used as two queues (requests and
-//! responses) of the same capacity. Criterion's time per iteration is the
+//! responses) of the same capacity, and with Xen's own `io/ring.h` macros
+//! (`C ring.h`: `benches/c/ring_h.c`, both ends in C, built by build.rs
+//! from the system's Xen headers, Debian's `libxen-dev`; left out, with a
+//! note, where they are missing). Criterion's time per iteration is the
 //! time per message: each iteration count is run as that many messages
 //! (`iter_custom`). Threads are pinned to two different cores when the
 //! machine allows it.
@@ -123,15 +126,165 @@ fn spawn_ring_back<Q: Message>(
     })
 }
 
-fn bench_ring_stream<Q: Message>(c: &mut Criterion, group: &str) {
+fn bench_ring_stream<Q: Message>(c: &mut Criterion, group: &str, kind: ring_h::Kind) {
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     let mut cap = 0;
     for notify_check in [true, false] {
         cap = ring_stream::<Q>(&mut g, notify_check);
+        ring_h::stream(&mut g, kind, notify_check);
     }
     bench_rtrb_stream::<Q>(&mut g, cap);
     g.finish();
+}
+
+/// The `io/ring.h` side (benches/c/ring_h.c), both ends in C.
+#[cfg(xen_ring_h)]
+mod ring_h {
+    use super::*;
+    use std::ffi::c_void;
+    use std::sync::atomic::AtomicI32;
+
+    unsafe extern "C" {
+        fn ringh_m16_front(page: *mut c_void) -> *mut c_void;
+        fn ringh_m16_size(front: *mut c_void) -> u32;
+        fn ringh_m16_back(page: *mut c_void, stop: *const i32, notify_check: i32);
+        fn ringh_m16_stream(front: *mut c_void, iters: u64, notify_check: i32) -> u64;
+        fn ringh_m16_roundtrip(front: *mut c_void, iters: u64, notify_check: i32) -> u64;
+        fn ringh_blk_front(page: *mut c_void) -> *mut c_void;
+        fn ringh_blk_size(front: *mut c_void) -> u32;
+        fn ringh_blk_back(page: *mut c_void, stop: *const i32, notify_check: i32);
+        fn ringh_blk_stream(front: *mut c_void, iters: u64, notify_check: i32) -> u64;
+    }
+
+    /// Which ring of the C side.
+    #[derive(Clone, Copy)]
+    pub enum Kind {
+        Msg16,
+        Blkif,
+    }
+
+    /// A zeroed page that outlives every thread using it.
+    fn page() -> usize {
+        let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
+        // SAFETY: a non-zero size; the page is leaked on purpose.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!p.is_null());
+        p as usize
+    }
+
+    /// Runs `body` with the C back end answering on another thread.
+    fn with_back(kind: Kind, notify_check: bool, body: impl FnOnce(*mut c_void)) {
+        let page = page();
+        // SAFETY: a fresh zeroed page; the front (malloc'd) is leaked.
+        let front = unsafe {
+            match kind {
+                Kind::Msg16 => ringh_m16_front(page as *mut c_void),
+                Kind::Blkif => ringh_blk_front(page as *mut c_void),
+            }
+        };
+        assert!(!front.is_null());
+        let stop: &'static AtomicI32 = Box::leak(Box::new(AtomicI32::new(0)));
+        let back = thread::spawn(move || {
+            pin(1);
+            let nc = i32::from(notify_check);
+            // SAFETY: the page and the flag live for ever; the back end
+            // only reads the flag.
+            unsafe {
+                match kind {
+                    Kind::Msg16 => ringh_m16_back(page as *mut c_void, stop.as_ptr(), nc),
+                    Kind::Blkif => ringh_blk_back(page as *mut c_void, stop.as_ptr(), nc),
+                }
+            }
+        });
+        pin(0);
+        body(front);
+        stop.store(1, Ordering::SeqCst);
+        back.join().unwrap();
+    }
+
+    pub fn stream(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        kind: Kind,
+        notify_check: bool,
+    ) {
+        with_back(kind, notify_check, |front| {
+            // SAFETY: `front` came from the matching init.
+            let size = unsafe {
+                match kind {
+                    Kind::Msg16 => ringh_m16_size(front),
+                    Kind::Blkif => ringh_blk_size(front),
+                }
+            };
+            let name = if notify_check {
+                "push+check"
+            } else {
+                "publish"
+            };
+            g.bench_function(format!("C ring.h {name} ({size} slots)"), |b| {
+                b.iter_custom(|iters| {
+                    let nc = i32::from(notify_check);
+                    let start = Instant::now();
+                    // SAFETY: as above; the back end answers every request.
+                    let sum = unsafe {
+                        match kind {
+                            Kind::Msg16 => ringh_m16_stream(front, iters, nc),
+                            Kind::Blkif => ringh_blk_stream(front, iters, nc),
+                        }
+                    };
+                    black_box(sum);
+                    start.elapsed()
+                })
+            });
+        });
+    }
+
+    pub fn roundtrip(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        notify_check: bool,
+    ) {
+        with_back(Kind::Msg16, notify_check, |front| {
+            let name = if notify_check {
+                "push+check"
+            } else {
+                "publish"
+            };
+            g.bench_function(format!("C ring.h {name}"), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    // SAFETY: as in `stream`.
+                    black_box(unsafe {
+                        ringh_m16_roundtrip(front, iters, i32::from(notify_check))
+                    });
+                    start.elapsed()
+                })
+            });
+        });
+    }
+}
+
+/// Without Xen's headers or a C compiler: the Rust cases alone.
+#[cfg(not(xen_ring_h))]
+mod ring_h {
+    #[derive(Clone, Copy)]
+    pub enum Kind {
+        Msg16,
+        Blkif,
+    }
+
+    pub fn stream(
+        _: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        _: Kind,
+        _: bool,
+    ) {
+        eprintln!("rings bench: no io/ring.h side (build.rs found no Xen headers or C compiler)");
+    }
+
+    pub fn roundtrip(
+        _: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        _: bool,
+    ) {
+    }
 }
 
 /// Streams through a pv-rings ring; with `notify_check` each publication is
@@ -267,6 +420,7 @@ fn bench_roundtrip(c: &mut Criterion) {
         });
         stop.store(true, Ordering::Relaxed);
         back.join().unwrap();
+        ring_h::roundtrip(&mut g, notify_check);
     }
 
     let (mut req_tx, mut req_rx) = rtrb::RingBuffer::<Msg16>::new(128);
@@ -340,8 +494,8 @@ fn bench_one_thread(c: &mut Criterion) {
 
 fn streams(c: &mut Criterion) {
     CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
-    bench_ring_stream::<Msg16>(c, "stream16");
-    bench_ring_stream::<BlkifRequest>(c, "stream112");
+    bench_ring_stream::<Msg16>(c, "stream16", ring_h::Kind::Msg16);
+    bench_ring_stream::<BlkifRequest>(c, "stream112", ring_h::Kind::Blkif);
 }
 
 criterion_group! {

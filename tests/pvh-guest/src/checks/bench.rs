@@ -12,9 +12,10 @@
 //! Lines printed (machine-readable, one `key=value` per figure):
 //!
 //! ```text
-//! BENCH first_tsc=N                        (every run: the TSC at pvh_start)
+//! BENCH first_tsc=N now_tsc=N              (every run: the TSC at pvh_start, and now)
 //! BENCH calibration insns=N tsc_ticks=N    (before and after the hypercalls)
 //! BENCH hypercall n=N mean_ticks=N mean_insns=N min_ticks=N
+//! BENCH loopback n=N ports=A,B send_deliver_ticks=N send_deliver_insns=N
 //! BENCH event n=N roundtrip_ticks=N roundtrip_insns=N send_deliver_insns=N
 //! ```
 //!
@@ -123,10 +124,55 @@ pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: Option<u16
         "BENCH hypercall n={HYPERCALLS} mean_ticks={mean} mean_insns={} min_ticks={min}",
         insns(total, calib) / HYPERCALLS
     ));
+    loopback_bench(r, ctx, calib)?;
     match peer {
         Some(peer) => event_bench(r, ctx, peer, calib),
         None => Ok(()),
     }
+}
+
+/// Event send + deliver within this domain, on one vCPU: an interdomain
+/// channel whose two ends are both ours (`EVTCHNOP_alloc_unbound` with
+/// ourselves as the remote, then `EVTCHNOP_bind_interdomain` to it), as
+/// Xen allows. Each round sends on one end and finds the other pending;
+/// both stay masked, so no upcall runs. This is the event figure a domain
+/// alone can measure (Xen's dom0, with no second domain to talk to): the
+/// hypercall and the hypervisor's delivery, without a wake-up.
+fn loopback_bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, calib: u64) -> Outcome {
+    let a = match ctx.hc.evtchn_alloc_unbound(DOMID_SELF) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_alloc_unbound(remote self): {e}"),
+    };
+    events::mask(a);
+    let b = match ctx.hc.evtchn_bind_interdomain(DOMID_SELF, a) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_interdomain(self, {a}): {e}"),
+    };
+    events::mask(b);
+    events::clear_pending(a);
+    events::clear_pending(b);
+    let mut t0 = 0;
+    for i in 0..WARMUP + ROUNDS {
+        if i == WARMUP {
+            t0 = events::rdtsc();
+        }
+        if let Err(e) = ctx.hc.evtchn_send(a) {
+            fail!("EVTCHNOP_send({a}) round {i}: {e}");
+        }
+        if !events::is_pending(b) {
+            fail!("loopback round {i}: port {b} not pending after the send on {a}");
+        }
+        events::clear_pending(b);
+    }
+    let total = events::rdtsc() - t0;
+    r.note(format_args!(
+        "BENCH loopback n={ROUNDS} ports={a},{b} send_deliver_ticks={} send_deliver_insns={}",
+        total / u64::from(ROUNDS),
+        insns(total, calib) / u64::from(ROUNDS)
+    ));
+    let _ = ctx.hc.evtchn_close(b);
+    let _ = ctx.hc.evtchn_close(a);
+    Ok(())
 }
 
 fn event_bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: u16, calib: u64) -> Outcome {

@@ -183,8 +183,13 @@ pub struct SvmVcpu {
     force_fresh_asid: bool,
     features: SvmFeatures,
     fetch: Option<Box<dyn InsnFetch>>,
-    /// An interrupt or NMI that an exception pushed out of EVENTINJ.
+    /// An NMI that an exception pushed out of EVENTINJ, or an interrupt
+    /// that found another one pending.
     deferred: Option<u64>,
+    /// The vector handed to the CPU as a virtual interrupt (V_IRQ), not
+    /// yet taken by the guest. External interrupts are never injected
+    /// through EVENTINJ; see [`SvmVcpu::post_interrupt`].
+    virq: Option<u8>,
     /// The exit whose instruction may still be skipped.
     skippable: Option<RawExit>,
 }
@@ -229,6 +234,7 @@ impl SvmVcpu {
             features,
             fetch: None,
             deferred: None,
+            virq: None,
             skippable: None,
         };
         setup_vmcb(v.vmcb_mut(), init, maps, npt_root);
@@ -258,6 +264,65 @@ impl SvmVcpu {
         self.fetch = Some(fetch);
     }
 
+    /// Whether external interrupts go to the CPU as virtual interrupts
+    /// ([`Self::post_interrupt`]) rather than through EVENTINJ (as Xen
+    /// and KVM inject them). Both are correct on hardware; each is broken
+    /// in one of the emulators we test on, so the choice follows the one
+    /// CPU feature that tells them apart:
+    ///
+    /// - QEMU's TCG (7.2 to 10.x at least, no NRIP save) delivers an
+    ///   EVENTINJ external interrupt inside VMRUN but leaves the vector
+    ///   behind as its pending exception number; an exit request (its
+    ///   round-robin kick, an I/O event, another vCPU's IPI) before the
+    ///   guest's next exception or #VMEXIT delivers the vector a second
+    ///   time, as an exception, whatever RFLAGS.IF says
+    ///   (docs/architecture.md, "A vector delivered twice").
+    /// - Bochs (2.7 and later, NRIP save) re-evaluates its virtual
+    ///   interrupt mask at VMRUN before it marks itself in guest mode, so a
+    ///   V_IRQ posted while the guest's RFLAGS.IF is set waits until the
+    ///   guest clears and sets IF again.
+    ///
+    /// CPUs without NRIP save (QEMU's TCG; AMD family 10h hardware, where
+    /// virtual interrupts work as the APM says) post; the others use
+    /// EVENTINJ.
+    fn posts_interrupts(&self) -> bool {
+        !self.features.nrip
+    }
+
+    /// Hands external interrupt `vector` to the CPU as a virtual interrupt
+    /// (V_IRQ with V_IGN_TPR, no VINTR intercept): the CPU delivers it
+    /// at the guest's first instruction boundary with RFLAGS.IF set and no
+    /// interrupt shadow, and clears V_IRQ when it does. Used where
+    /// [`Self::posts_interrupts`].
+    fn post_interrupt(&mut self, vector: u8) {
+        self.virq = Some(vector);
+        let c = &mut self.vmcb_mut().control;
+        c.vintr &= !(vintr::V_IRQ
+            | (0xF << vintr::V_INTR_PRIO_SHIFT)
+            | vintr::V_IGN_TPR
+            | (0xFF << vintr::V_INTR_VECTOR_SHIFT));
+        c.vintr |= vintr::V_IRQ
+            | (0xF << vintr::V_INTR_PRIO_SHIFT)
+            | vintr::V_IGN_TPR
+            | (u64::from(vector) << vintr::V_INTR_VECTOR_SHIFT);
+        c.intercept1 &= !i1::VINTR;
+    }
+
+    /// [`Self::post_interrupt`], or (another vector still pending) keeps
+    /// `vector` for the entry after the pending one is taken.
+    fn post_or_defer(&mut self, vector: u8) {
+        match self.virq {
+            None => self.post_interrupt(vector),
+            Some(v) if v == vector => {}
+            Some(_) => {
+                let e = intr::encode(Event::Interrupt(vector));
+                if self.deferred.replace(e).is_some() {
+                    log::warn!("svm: dropping a deferred event");
+                }
+            }
+        }
+    }
+
     /// The raw exit information of the last exit.
     pub fn last_raw_exit(&self) -> RawExit {
         let c = &self.vmcb().control;
@@ -274,14 +339,25 @@ impl SvmVcpu {
         let raw = self.last_raw_exit();
         let c = &mut self.vmcb_mut().control;
         c.tlb_control = vmcb::tlb_control::NONE;
-        // An event whose delivery the exit interrupted goes in again.
-        let intinfo = c.exitintinfo;
+        let (intinfo, vintr_now) = (c.exitintinfo, c.vintr);
+        // The CPU clears V_IRQ when the guest takes the virtual interrupt.
+        if self.virq.is_some() && vintr_now & vintr::V_IRQ == 0 {
+            self.virq = None;
+        }
+        // An event whose delivery the exit interrupted goes in again (an
+        // external interrupt as a virtual one where interrupts are posted).
         if intr::needs_reinjection(intinfo) {
-            c.event_inj = intinfo & !0x7FFF_F000;
-        } else if c.event_inj & intr::VALID == 0
+            match intr::decode(intinfo) {
+                Some(Event::Interrupt(v)) if self.posts_interrupts() => self.post_or_defer(v),
+                _ => self.vmcb_mut().control.event_inj = intinfo & !0x7FFF_F000,
+            }
+        } else if self.vmcb().control.event_inj & intr::VALID == 0
             && let Some(d) = self.deferred.take()
         {
-            self.vmcb_mut().control.event_inj = d;
+            match intr::decode(d) {
+                Some(Event::Interrupt(v)) if self.posts_interrupts() => self.post_or_defer(v),
+                _ => self.vmcb_mut().control.event_inj = d,
+            }
         }
         let exit = exit::decode(&raw, &self.gprs);
         if exit == VmExit::InterruptWindow {
@@ -562,6 +638,14 @@ impl VcpuBackend for SvmVcpu {
     }
 
     fn inject(&mut self, event: Event) {
+        if let Event::Interrupt(v) = event
+            && self.posts_interrupts()
+        {
+            // An exception or NMI in EVENTINJ goes first; the virtual
+            // interrupt waits for the guest to be interruptible after it.
+            self.post_or_defer(v);
+            return;
+        }
         let new = intr::encode(event);
         let cur = self.vmcb().control.event_inj;
         let slot = match (intr::decode(cur), event) {
@@ -579,8 +663,8 @@ impl VcpuBackend for SvmVcpu {
                     error_code,
                 }),
             },
-            // An exception goes first; the interrupt waits for the next
-            // entry after this one.
+            // An exception goes first; the interrupt or NMI waits for the
+            // next entry after this one.
             (Some(_), Event::Exception { .. }) => {
                 if self.deferred.replace(cur).is_some() {
                     log::warn!("svm: dropping a deferred event");
@@ -603,10 +687,19 @@ impl VcpuBackend for SvmVcpu {
             && v.control.interrupt_shadow & vmcb::INTERRUPT_SHADOW == 0
             && v.control.event_inj & intr::VALID == 0
             && self.deferred.is_none()
+            && self.virq.is_none()
     }
 
     fn set_interrupt_window(&mut self, enable: bool) {
+        let pending = self.virq.is_some();
         let c = &mut self.vmcb_mut().control;
+        if pending {
+            // V_IRQ carries a vector the guest has not taken: it is
+            // delivered when the guest can take it, and the exit after
+            // that gives the caller its next chance. No window.
+            c.intercept1 &= !i1::VINTR;
+            return;
+        }
         let bits = vintr::V_IRQ | (0xF << vintr::V_INTR_PRIO_SHIFT) | vintr::V_IGN_TPR;
         if enable {
             c.vintr |= bits;
@@ -922,24 +1015,44 @@ mod tests {
         assert!(!t.vcpu.interruptible());
         t.vcpu.vmcb_mut().control.interrupt_shadow = 0;
         t.vcpu.inject(Event::Interrupt(0x40));
-        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0040);
+        // An external interrupt goes to the CPU as a virtual interrupt,
+        // never through EVENTINJ (QEMU TCG delivers that one twice).
+        let c = &t.vcpu.vmcb().control;
+        assert_eq!(c.event_inj, 0);
+        assert_ne!(c.vintr & vintr::V_IRQ, 0);
+        assert_ne!(c.vintr & vintr::V_IGN_TPR, 0);
+        assert_eq!((c.vintr >> vintr::V_INTR_VECTOR_SHIFT) & 0xFF, 0x40);
+        assert_eq!(c.intercept1 & i1::VINTR, 0);
         assert!(!t.vcpu.interruptible());
-        // An exception pushes the interrupt to the following entry.
+        // An exception goes in EVENTINJ; the interrupt stays posted and
+        // the hardware delivers it after the exception.
         t.vcpu.inject(Event::Exception {
             vector: 13,
             error_code: Some(0),
         });
         assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0B0D);
-        // The hardware delivered the exception (EVENTINJ cleared).
+        assert_ne!(t.vcpu.vmcb().control.vintr & vintr::V_IRQ, 0);
+        // The hardware delivered the exception (EVENTINJ cleared), not
+        // yet the interrupt: still pending, the caller may not add one.
         t.vcpu.vmcb_mut().control.event_inj = 0;
-        exit(
-            &mut t,
-            RawExit {
-                code: exit::code::HLT,
-                ..RawExit::default()
-            },
-        );
-        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0040);
+        let hlt = RawExit {
+            code: exit::code::HLT,
+            ..RawExit::default()
+        };
+        exit(&mut t, hlt);
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0);
+        assert!(!t.vcpu.interruptible());
+        // Asking for a window leaves the posted vector alone.
+        t.vcpu.set_interrupt_window(true);
+        t.vcpu.set_interrupt_window(false);
+        let c = &t.vcpu.vmcb().control;
+        assert_ne!(c.vintr & vintr::V_IRQ, 0);
+        assert_eq!((c.vintr >> vintr::V_INTR_VECTOR_SHIFT) & 0xFF, 0x40);
+        assert_eq!(c.intercept1 & i1::VINTR, 0);
+        // The guest took it (the CPU cleared V_IRQ): free again.
+        t.vcpu.vmcb_mut().control.vintr &= !vintr::V_IRQ;
+        exit(&mut t, hlt);
+        assert!(t.vcpu.interruptible());
         // Two contributory exceptions make a #DF.
         t.vcpu.vmcb_mut().control.event_inj = 0;
         t.vcpu.inject(Event::Exception {
@@ -979,6 +1092,77 @@ mod tests {
             },
         );
         assert_eq!(t.vcpu.vmcb().control.event_inj, 0);
+        // An external interrupt cut short goes back as a virtual one.
+        t.vcpu.vmcb_mut().control.exitintinfo = 0x8000_00F3;
+        exit(
+            &mut t,
+            RawExit {
+                code: exit::code::NPF,
+                info1: 0,
+                info2: 0x1000,
+            },
+        );
+        let c = &t.vcpu.vmcb().control;
+        assert_eq!(c.event_inj, 0);
+        assert_ne!(c.vintr & vintr::V_IRQ, 0);
+        assert_eq!((c.vintr >> vintr::V_INTR_VECTOR_SHIFT) & 0xFF, 0xF3);
+    }
+
+    #[test]
+    fn eventinj_where_nrip_save() {
+        // With NRIP save (Bochs, current hardware) interrupts go through
+        // EVENTINJ, as Xen injects them.
+        let mut t = vcpu(true);
+        t.vcpu.vmcb_mut().save.rflags |= RFLAGS_IF;
+        t.vcpu.inject(Event::Interrupt(0x40));
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0040);
+        assert_eq!(t.vcpu.vmcb().control.vintr & vintr::V_IRQ, 0);
+        assert!(!t.vcpu.interruptible());
+        // An exception pushes the interrupt to the following entry.
+        t.vcpu.inject(Event::Exception {
+            vector: 13,
+            error_code: Some(0),
+        });
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0B0D);
+        t.vcpu.vmcb_mut().control.event_inj = 0;
+        let hlt = RawExit {
+            code: exit::code::HLT,
+            ..RawExit::default()
+        };
+        exit(&mut t, hlt);
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_0040);
+        // An interrupt cut short goes back in by EVENTINJ.
+        t.vcpu.vmcb_mut().control.event_inj = 0;
+        t.vcpu.vmcb_mut().control.exitintinfo = 0x8000_00F3;
+        exit(&mut t, hlt);
+        assert_eq!(t.vcpu.vmcb().control.event_inj, 0x8000_00F3);
+        assert_eq!(t.vcpu.vmcb().control.vintr & vintr::V_IRQ, 0);
+    }
+
+    #[test]
+    fn a_second_interrupt_waits_for_the_first() {
+        let mut t = vcpu(false);
+        t.vcpu.vmcb_mut().save.rflags |= RFLAGS_IF;
+        t.vcpu.inject(Event::Interrupt(0x40));
+        t.vcpu.inject(Event::Interrupt(0x50));
+        let vec = |t: &TestVcpu| (t.vcpu.vmcb().control.vintr >> vintr::V_INTR_VECTOR_SHIFT) & 0xFF;
+        assert_eq!(vec(&t), 0x40);
+        let hlt = RawExit {
+            code: exit::code::HLT,
+            ..RawExit::default()
+        };
+        // Not taken yet: 0x50 keeps waiting.
+        exit(&mut t, hlt);
+        assert_eq!(vec(&t), 0x40);
+        // Taken: 0x50 is posted.
+        t.vcpu.vmcb_mut().control.vintr &= !vintr::V_IRQ;
+        exit(&mut t, hlt);
+        assert_ne!(t.vcpu.vmcb().control.vintr & vintr::V_IRQ, 0);
+        assert_eq!(vec(&t), 0x50);
+        assert!(!t.vcpu.interruptible());
+        t.vcpu.vmcb_mut().control.vintr &= !vintr::V_IRQ;
+        exit(&mut t, hlt);
+        assert!(t.vcpu.interruptible());
     }
 
     #[test]

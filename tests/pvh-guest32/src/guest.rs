@@ -94,7 +94,7 @@ pvh32_upcall_stub:
     popad
     iretd
 
-    /* Any other vector: report it and stop. */
+    /* Any other vector but an exception: report it and stop. */
     .global pvh32_fault_stub
 pvh32_fault_stub:
     and esp, -16
@@ -102,17 +102,151 @@ pvh32_fault_stub:
     call {fault}
 4:  hlt
     jmp 4b
+
+    /* Exceptions (vectors 0-31): one 16-byte stub each pushes a zero
+       error code where the CPU pushes none, then the vector; the common
+       part saves the registers and hands the frame to `exception`, which
+       may change the EIP to return to. */
+    .balign 16
+    .global pvh32_exc_stubs
+pvh32_exc_stubs:
+    .set pvh32_vec, 0
+    .rept 32
+    .balign 16
+    .if (pvh32_vec == 8) || ((pvh32_vec >= 10) && (pvh32_vec <= 14)) || (pvh32_vec == 17) || (pvh32_vec == 21) || (pvh32_vec == 29) || (pvh32_vec == 30)
+    .else
+    push 0
+    .endif
+    push pvh32_vec
+    jmp pvh32_exc_common
+    .set pvh32_vec, pvh32_vec + 1
+    .endr
+
+pvh32_exc_common:
+    pushad
+    mov eax, esp
+    mov ebp, esp
+    and esp, -16
+    sub esp, 12
+    push eax
+    cld
+    call {exception}
+    mov esp, ebp
+    popad
+    add esp, 8
+    iretd
     "#,
     stack = sym STACK,
     stack_size = const STACK_SIZE,
     main = sym guest_main,
     upcall = sym upcall,
     fault = sym fault,
+    exception = sym exception,
 );
 
 unsafe extern "C" {
     fn pvh32_upcall_stub();
     fn pvh32_fault_stub();
+    /// 32 stubs of 16 bytes, one per exception vector (above).
+    fn pvh32_exc_stubs();
+}
+
+/// What `pvh32_exc_common` saved, lowest address first: PUSHAD's
+/// registers, the vector, the error code and the CPU's frame (no stack
+/// switch: the guest runs at CPL 0 only).
+#[repr(C)]
+struct ExcFrame {
+    edi: u32,
+    esi: u32,
+    ebp: u32,
+    esp: u32,
+    ebx: u32,
+    edx: u32,
+    ecx: u32,
+    eax: u32,
+    vector: u32,
+    error: u32,
+    eip: u32,
+    cs: u32,
+    eflags: u32,
+}
+
+/// Where an exception in a [`catch`] section resumes (0: none armed).
+static CATCH_RESUME: AtomicU32 = AtomicU32::new(0);
+/// The exception a [`catch`] section took: vector + 1 (0: none).
+static CAUGHT_VECTOR: AtomicU32 = AtomicU32::new(0);
+/// Its error code (0 for vectors without one).
+static CAUGHT_ERROR: AtomicU32 = AtomicU32::new(0);
+/// The EIP it was raised at.
+static CAUGHT_EIP: AtomicU32 = AtomicU32::new(0);
+
+/// An exception taken inside a [`catch`] section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Caught {
+    vector: u8,
+    error: u32,
+    /// Where it was raised (the faulting instruction for a fault).
+    eip: u32,
+}
+
+/// Runs one instruction (`insn`, Intel syntax, with the given operands)
+/// with exceptions caught: returns the exception it raised, if any, and
+/// the instruction's address. The instruction must not touch the stack.
+macro_rules! catch {
+    ($insn:literal, $($op:tt)*) => {{
+        let at: u32;
+        CAUGHT_VECTOR.store(0, Ordering::SeqCst);
+        // SAFETY: the caller vouches for the instruction's effect; an
+        // exception it raises resumes at label 3 (see `exception`) with
+        // the registers the stub saved, and the section is disarmed on
+        // both paths.
+        unsafe {
+            core::arch::asm!(
+                "lea {at}, [3f]",
+                "mov dword ptr [{slot}], {at}",
+                "lea {at}, [2f]",
+                "2:",
+                $insn,
+                "3:",
+                "mov dword ptr [{slot}], 0",
+                at = out(reg) at,
+                slot = sym CATCH_RESUME,
+                $($op)*
+            );
+        }
+        (caught(), at)
+    }};
+}
+
+/// The exception the last [`catch`] section took.
+fn caught() -> Option<Caught> {
+    let v = CAUGHT_VECTOR.load(Ordering::SeqCst);
+    (v != 0).then(|| Caught {
+        vector: (v - 1) as u8,
+        error: CAUGHT_ERROR.load(Ordering::SeqCst),
+        eip: CAUGHT_EIP.load(Ordering::SeqCst),
+    })
+}
+
+/// Every exception lands here, interrupts off: inside a [`catch`]
+/// section it is recorded and the section resumes after the
+/// instruction; anywhere else it is reported and the guest stops.
+extern "C" fn exception(f: &mut ExcFrame) {
+    let resume = CATCH_RESUME.swap(0, Ordering::SeqCst);
+    if resume != 0 {
+        CAUGHT_ERROR.store(f.error, Ordering::SeqCst);
+        CAUGHT_EIP.store(f.eip, Ordering::SeqCst);
+        CAUGHT_VECTOR.store(f.vector + 1, Ordering::SeqCst);
+        f.eip = resume;
+        return;
+    }
+    let _ = writeln!(
+        DebugCon,
+        "GUEST FAULT: exception {} error {:#x} at eip {:#x} (cs {:#x} eflags {:#x} eax {:#x} ebx {:#x} ecx {:#x} edx {:#x} esi {:#x} edi {:#x} ebp {:#x})",
+        f.vector, f.error, f.eip, f.cs, f.eflags, f.eax, f.ebx, f.ecx, f.edx, f.esi, f.edi, f.ebp
+    );
+    let _ = writeln!(DebugCon, "{VERDICT_FAIL}");
+    stop(false, HYPERCALL_PAGE.read_u32(0) != 0)
 }
 
 /// Memory shared with the hypervisor or the CPU, reached through raw
@@ -253,6 +387,8 @@ macro_rules! fail {
     };
 }
 
+mod hw;
+
 /// Records check `name`.
 fn done(r: &mut Report<DebugCon>, name: &str, res: Result<(), Msg>) {
     match res {
@@ -322,19 +458,47 @@ extern "C" fn guest_main(start_info: u32) -> ! {
         "pvh-test-guest32: 32-bit protected mode, start_info at {start_info:#x}"
     ));
     init_idt();
+    let skip_nw = cmdline_has(start_info, b"skip=cr0-nw");
     let ok = xen_cpuid(&mut r);
     if ok {
-        run_checks(&mut r);
+        run_checks(&mut r, skip_nw);
     }
     let passed = r.verdict();
     stop(passed, ok)
 }
 
-fn run_checks(r: &mut Report<DebugCon>) {
+/// Whether the command line of the `hvm_start_info` at `start_info`
+/// (magic 0x336ec578; the string's address at offset 24) has the word
+/// `word`.
+fn cmdline_has(start_info: u32, word: &[u8]) -> bool {
+    let p = start_info as usize as *const u32;
+    // SAFETY: EBX at entry points at the start_info the loader wrote in
+    // our RAM (PVH boot ABI); paging is off.
+    let (magic, cmdline) = unsafe { (p.read_volatile(), p.add(6).read_volatile()) };
+    if magic != 0x336E_C578 || cmdline == 0 {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: the NUL-terminated command line the loader wrote in
+        // our RAM; read no further than its NUL (or 256 bytes).
+        let b = unsafe { (cmdline as usize as *const u8).add(len).read_volatile() };
+        if b == 0 {
+            break;
+        }
+        buf[len] = b;
+        len += 1;
+    }
+    buf[..len].split(|&b| b == b' ').any(|w| w == word)
+}
+
+fn run_checks(r: &mut Report<DebugCon>, skip_nw: bool) {
     console_io(r);
     xen_version(r);
     memory_map(r);
     let port = shared_info(r).then(|| upcall_self_event(r)).flatten();
+    expand_array(r);
     grant_table(r);
     grant_copy(r);
     reservation(r);
@@ -343,6 +507,10 @@ fn run_checks(r: &mut Report<DebugCon>) {
     singleshot_timer(r);
     timer_virq(r);
     hostile(r);
+    hw::unbacked_mmio(r);
+    hw::cr4_unoffered_gp(r);
+    hw::cr0_invalid_gp(r, skip_nw);
+    hw::apic_modes(r);
 }
 
 fn stop(passed: bool, xen: bool) -> ! {
@@ -378,6 +546,8 @@ fn init_idt() {
     for (v, e) in idt.iter_mut().enumerate() {
         let h = if v == UPCALL_VECTOR as usize {
             pvh32_upcall_stub as *const () as u32
+        } else if v < 32 {
+            pvh32_exc_stubs as *const () as u32 + 16 * v as u32
         } else {
             pvh32_fault_stub as *const () as u32
         };
@@ -396,9 +566,9 @@ fn init_idt() {
     unsafe { core::arch::asm!("lidt [{}]", in(reg) &idtr, options(nostack)) };
 }
 
-/// Any vector but the upcall's: a bug of ours or a fault we did not expect.
+/// Any vector from 32 on but the upcall's: an interrupt nobody asked for.
 extern "C" fn fault() -> ! {
-    let _ = writeln!(DebugCon, "GUEST FAULT: unexpected exception or interrupt");
+    let _ = writeln!(DebugCon, "GUEST FAULT: unexpected interrupt");
     let _ = writeln!(DebugCon, "{VERDICT_FAIL}");
     stop(false, HYPERCALL_PAGE.read_u32(0) != 0)
 }
@@ -627,6 +797,31 @@ fn upcall_self_event(r: &mut Report<DebugCon>) -> Option<u32> {
         },
     );
     seen.then_some(port)
+}
+
+/// `EVTCHNOP_expand_array` before `EVTCHNOP_init_control` (2-level
+/// events, no FIFO control block), naming a good RAM frame: `-EOPNOTSUPP`,
+/// Xen's answer (`evtchn_fifo_expand_array`, which checks for the FIFO
+/// ABI before anything else). The 2-level events of the checks after it
+/// still arrive.
+fn expand_array(r: &mut Report<DebugCon>) {
+    let mut a = ev::EvtchnExpandArray {
+        array_gfn: u64::from(BUF_B.gfn()),
+    };
+    let ret = evtchn_op(ev::EVTCHNOP_expand_array, &mut a);
+    done(
+        r,
+        "expand_array",
+        if ret == -xen_abi::errno::EOPNOTSUPP {
+            Ok(())
+        } else {
+            fail!(
+                "EVTCHNOP_expand_array of frame {:#x} before init_control: {ret}, want -{} (-EOPNOTSUPP)",
+                BUF_B.gfn(),
+                xen_abi::errno::EOPNOTSUPP
+            )
+        },
+    );
 }
 
 fn grant_table(r: &mut Report<DebugCon>) {

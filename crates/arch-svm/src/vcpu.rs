@@ -8,6 +8,11 @@
 
 use crate::asid::VcpuAsid;
 use crate::enable::{self, EFER_LMA, EFER_SVME, SvmFeatures};
+
+/// EFER.LME.
+const EFER_LME: u64 = 1 << 8;
+/// CR0.PG.
+const CR0_PG: u64 = 1 << 31;
 use crate::entry::{self, GuestRegs};
 use crate::exit::{self, RawExit};
 use crate::insn::{self, Expected, MAX_INSN_LEN};
@@ -190,6 +195,9 @@ pub struct SvmVcpu {
     /// yet taken by the guest. External interrupts are never injected
     /// through EVENTINJ; see [`SvmVcpu::post_interrupt`].
     virq: Option<u8>,
+    /// The guest set EFER.LME while its paging is off: kept out of the
+    /// VMCB until CR0.PG comes on (see [`SvmVcpu::load_efer`]).
+    lme_held: bool,
     /// The exit whose instruction may still be skipped.
     skippable: Option<RawExit>,
 }
@@ -235,6 +243,7 @@ impl SvmVcpu {
             fetch: None,
             deferred: None,
             virq: None,
+            lme_held: false,
             skippable: None,
         };
         setup_vmcb(v.vmcb_mut(), init, maps, npt_root);
@@ -321,6 +330,28 @@ impl SvmVcpu {
                 }
             }
         }
+    }
+
+    /// Puts the guest's EFER `value` in the VMCB, except EFER.LME while
+    /// the guest's paging is off. LME does nothing until CR0.PG is set,
+    /// and every CR0 write exits (hv-core checks it and loads CR0 and
+    /// EFER together), so the guest cannot tell: [`VcpuBackend::control`]
+    /// reports the bit it set. Why: QEMU's #VMEXIT (7.2 to 10.x) loads the
+    /// host's CR0 while the guest's EFER and CR4 are still in place, takes
+    /// PG with LME and no PAE for a long-mode entry it cannot do, skips
+    /// the write, and leaves the host running with paging off, a host
+    /// crash that any guest could cause with `wrmsr` (32-bit protected
+    /// mode, EFER.LME set, CR4.PAE clear). Hardware and Bochs load CR0
+    /// after EFER; there this costs nothing.
+    fn load_efer(&mut self, value: u64) {
+        let paging = self.vmcb().save.cr0 & CR0_PG != 0;
+        self.lme_held = value & EFER_LME != 0 && !paging;
+        let hw = if self.lme_held {
+            value & !EFER_LME
+        } else {
+            value
+        };
+        self.vmcb_mut().save.efer = hw | EFER_SVME;
     }
 
     /// The raw exit information of the last exit.
@@ -597,8 +628,9 @@ impl VcpuBackend for SvmVcpu {
             ControlReg::Cr2 => s.cr2,
             ControlReg::Cr3 => s.cr3,
             ControlReg::Cr4 => s.cr4,
-            // SVME is the host's business; the guest sees it clear.
-            ControlReg::Efer => s.efer & !EFER_SVME,
+            // SVME is the host's business; the guest sees it clear, and
+            // sees the LME it set while paging is off (`load_efer`).
+            ControlReg::Efer => (s.efer & !EFER_SVME) | if self.lme_held { EFER_LME } else { 0 },
             ControlReg::Xcr0 => self.fpu.xcr0(),
         }
     }
@@ -615,8 +647,14 @@ impl VcpuBackend for SvmVcpu {
                 }
                 // The guest's translations changed behind its back.
                 self.force_fresh_asid = true;
+                if reg == ControlReg::Cr0 {
+                    // A held EFER.LME goes in with CR0.PG (and out again
+                    // when paging goes off).
+                    let efer = self.control(ControlReg::Efer);
+                    self.load_efer(efer);
+                }
             }
-            ControlReg::Efer => self.vmcb_mut().save.efer = value | EFER_SVME,
+            ControlReg::Efer => self.load_efer(value),
             ControlReg::Xcr0 => {
                 if !self.fpu.set_xcr0(value) {
                     log::warn!("svm: refusing invalid guest XCR0 {value:#x}");
@@ -1191,9 +1229,32 @@ mod tests {
     #[test]
     fn control_registers() {
         let mut t = vcpu(false);
+        let hw = |t: &TestVcpu| t.vcpu.vmcb().save.efer;
+        assert_eq!(t.vcpu.control(ControlReg::Cr0) & CR0_PG, 0);
+        // EFER.LME set with paging off stays out of the VMCB (QEMU's
+        // #VMEXIT would leave the host without paging); the guest reads
+        // it back.
+        t.vcpu.set_control(ControlReg::Efer, EFER_LME);
+        assert_eq!(hw(&t), EFER_SVME);
+        assert_eq!(t.vcpu.control(ControlReg::Efer), EFER_LME);
+        // CR0.PG brings it in, whichever of CR0 and EFER comes first.
+        t.vcpu.set_control(ControlReg::Cr0, 0x8000_0011);
+        assert_eq!(hw(&t), EFER_LME | EFER_SVME);
         t.vcpu.set_control(ControlReg::Efer, 0x500);
-        assert_eq!(t.vcpu.vmcb().save.efer, 0x500 | EFER_SVME);
+        assert_eq!(hw(&t), 0x500 | EFER_SVME);
         assert_eq!(t.vcpu.control(ControlReg::Efer), 0x500);
+        // Paging off again: out again.
+        t.vcpu.set_control(ControlReg::Efer, EFER_LME);
+        t.vcpu.set_control(ControlReg::Cr0, 0x11);
+        assert_eq!(hw(&t), EFER_SVME);
+        assert_eq!(t.vcpu.control(ControlReg::Efer), EFER_LME);
+        t.vcpu.set_control(ControlReg::Efer, 0x500);
+        assert_eq!(hw(&t), 0x400 | EFER_SVME);
+        t.vcpu.set_control(ControlReg::Cr0, 0x8000_0011);
+        assert_eq!(hw(&t), 0x500 | EFER_SVME);
+        // Other bits go through as they are.
+        t.vcpu.set_control(ControlReg::Efer, 0xD00);
+        assert_eq!(hw(&t), 0xD00 | EFER_SVME);
         t.vcpu.set_control(ControlReg::Cr3, 0x9000);
         assert_eq!(t.vcpu.control(ControlReg::Cr3), 0x9000);
         t.vcpu.set_control(ControlReg::Xcr0, 0x7);

@@ -281,17 +281,18 @@ fn cr4_inner(r: &mut Report<DebugCon>) -> Result<(), Msg> {
     Ok(())
 }
 
-/// Illegal CR0 values raise `#GP(0)` at the `MOV CR0`: PG without PE and
-/// NW without CD (left out with `skip=cr0-nw` on the command line, as the
-/// 64-bit guest does on Xen 4.17, whose SVM side lets that value reach
-/// the VMCB: docs/xen-differences.md). CR0 stays as it was.
+/// Illegal CR0 values raise `#GP(0)` at the `MOV CR0`: PG without PE, PG
+/// with EFER.LME but without CR4.PAE (a 32-bit kernel's failed switch to
+/// long mode; EFER.LME itself is legal with paging off and reads back),
+/// and NW without CD (left out with `skip=cr0-nw` on the command line, as
+/// the 64-bit guest does on Xen 4.17, whose SVM side lets that value reach
+/// the VMCB: docs/xen-differences.md). CR0 and EFER stay as they were.
 ///
-/// Not here: PG with EFER.LME but without CR4.PAE (also `#GP(0)`, and
-/// checked by hv-core's `guest_state::check_cr0`). QEMU 7.2's SVM model
-/// cannot run a guest with EFER.LME set while its CR4.PAE is clear: its
-/// `#VMEXIT` loads the host CR0 while the guest's EFER and CR4 are still
-/// in place, takes the PG write for an entry to long mode without PAE,
-/// ignores it and leaves the host running with paging off.
+/// The LME case once took the whole machine down under QEMU, whose SVM
+/// #VMEXIT loads the host's CR0 while the guest's EFER and CR4 are still
+/// in place and then leaves the host without paging; the SVM backend now
+/// keeps LME out of the VMCB while the guest's paging is off
+/// (`SvmVcpu::load_efer`).
 pub(super) fn cr0_invalid_gp(r: &mut Report<DebugCon>, skip_nw: bool) {
     let res = cr0_inner(r, skip_nw);
     done(r, "cr0_invalid_gp", res);
@@ -310,6 +311,31 @@ fn cr0_inner(r: &mut Report<DebugCon>, skip_nw: bool) -> Result<(), Msg> {
         format_args!("CR0.PG without PE"),
         write_cr0((before | PG) & !PE),
     )?;
+    const EFER: u32 = 0xC000_0080;
+    const LME: u64 = 1 << 8;
+    let efer = match rdmsr(EFER) {
+        (None, _, v) => v,
+        (Some(c), _, _) => return fail!("rdmsr EFER: exception {}", c.vector),
+    };
+    if efer & LME != 0 {
+        return fail!("EFER {efer:#x} at the start: LME set");
+    }
+    if let (Some(c), _) = wrmsr(EFER, efer | LME) {
+        return fail!("EFER.LME with paging off: exception {}", c.vector);
+    }
+    let lme = rdmsr(EFER);
+    let gp = expect_gp(
+        format_args!("CR0.PG with EFER.LME and without CR4.PAE"),
+        write_cr0(before | PG),
+    );
+    let restored = wrmsr(EFER, efer);
+    if lme.0.is_some() || lme.2 != efer | LME {
+        return fail!("EFER read {:#x} after setting LME on {efer:#x}", lme.2);
+    }
+    gp?;
+    if let (Some(c), _) = restored {
+        return fail!("clearing EFER.LME: exception {}", c.vector);
+    }
     if skip_nw {
         r.note(format_args!(
             "CR0.NW without CD: left out (skip=cr0-nw on the command line)"

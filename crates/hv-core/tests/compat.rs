@@ -69,6 +69,26 @@ impl Sim {
 
     /// Hypercall `nr` from vCPU 0 in 32-bit mode (EBX, ECX, EDX, ESI, EDI),
     /// upper register halves full of junk. Returns EAX sign-extended.
+    /// `XENMEM_add_to_physmap` of grant frame `idx` at `gpfn`, from a
+    /// 32-bit caller (the 4-byte `idx` and `gpfn`): the return value.
+    fn add_grant_frame32(&mut self, idx: u32, gpfn: u32) -> i64 {
+        self.write(
+            ARG,
+            &cm::CompatAddToPhysmap {
+                domid: DomId::SELF,
+                size: 0,
+                space: m::XENMAPSPACE_grant_table,
+                idx,
+                gpfn,
+            },
+        );
+        self.call32(
+            x::__HYPERVISOR_memory_op,
+            [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
+        )
+        .0
+    }
+
     fn call32(&mut self, nr: u32, args: [u64; 5]) -> (i64, ExitAction) {
         let mut cpu = MockVcpu::flat64();
         self.call32_on(&mut cpu, nr, args)
@@ -182,21 +202,7 @@ fn add_to_physmap_of_shared_info_from_32bit_mode() {
     let e = dom.p2m.get(Gfn(0x300)).unwrap();
     assert_eq!((e.kind, e.hfn), (P2mKind::SharedInfo, dom.shared_info));
     // A grant frame by index, gpfn in the 4-byte field.
-    s.write(
-        ARG,
-        &cm::CompatAddToPhysmap {
-            domid: DomId::SELF,
-            size: 0,
-            space: m::XENMAPSPACE_grant_table,
-            idx: 0,
-            gpfn: 0x301,
-        },
-    );
-    let r = s.call32(
-        x::__HYPERVISOR_memory_op,
-        [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
-    );
-    assert_eq!(r.0, 0);
+    assert_eq!(s.add_grant_frame32(0, 0x301), 0);
     let e = s.hv.domain(s.d).unwrap().p2m.get(Gfn(0x301)).unwrap();
     assert_ne!(e.kind, P2mKind::Ram);
 }
@@ -262,21 +268,7 @@ fn grant_setup_table_lists_4_byte_frames() {
     let mut s = Sim::new(1);
     // Place grant frames 0 and 1 at 0x301 and 0x302.
     for (idx, gpfn) in [(0, 0x301), (1, 0x302)] {
-        s.write(
-            ARG,
-            &cm::CompatAddToPhysmap {
-                domid: DomId::SELF,
-                size: 0,
-                space: m::XENMAPSPACE_grant_table,
-                idx,
-                gpfn,
-            },
-        );
-        let r = s.call32(
-            x::__HYPERVISOR_memory_op,
-            [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
-        );
-        assert_eq!(r.0, 0);
+        assert_eq!(s.add_grant_frame32(idx, gpfn), 0);
     }
     let setup = |nr_frames| cm::CompatGnttabSetupTable {
         dom: DomId::SELF,
@@ -605,21 +597,7 @@ fn hostile_32bit_handles_fault_cleanly() {
     );
     assert_eq!(r.0, EFAULT);
     // A frame list in the hole: the status says so, the call succeeds.
-    s.write(
-        ARG,
-        &cm::CompatAddToPhysmap {
-            domid: DomId::SELF,
-            size: 0,
-            space: m::XENMAPSPACE_grant_table,
-            idx: 0,
-            gpfn: 0x301,
-        },
-    );
-    let r = s.call32(
-        x::__HYPERVISOR_memory_op,
-        [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
-    );
-    assert_eq!(r.0, 0);
+    assert_eq!(s.add_grant_frame32(0, 0x301), 0);
     s.write(
         ARG,
         &cm::CompatGnttabSetupTable {
@@ -669,21 +647,10 @@ fn grant_status_frames_through_a_4_byte_handle() {
     );
     assert_eq!(r.0, 0);
     // Status frame 0 placed at 0x303.
-    s.write(
-        ARG,
-        &cm::CompatAddToPhysmap {
-            domid: DomId::SELF,
-            size: 0,
-            space: m::XENMAPSPACE_grant_table,
-            idx: m::XENMAPIDX_grant_table_status as u32,
-            gpfn: 0x303,
-        },
+    assert_eq!(
+        s.add_grant_frame32(m::XENMAPIDX_grant_table_status as u32, 0x303),
+        0
     );
-    let r = s.call32(
-        x::__HYPERVISOR_memory_op,
-        [m::XENMEM_add_to_physmap as u64, ARG, 0, 0, 0],
-    );
-    assert_eq!(r.0, 0);
     s.write(BUF, &[SENTINEL; 2]);
     s.write(
         ARG,

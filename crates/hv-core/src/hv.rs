@@ -15,7 +15,7 @@ use crate::arch::{Event, NestedPaging, P2mPerms, VcpuBackend, VmExit};
 use crate::domain::{Caps, Domain, DomainState, ShutdownReason, VcpuState};
 use crate::evtchn::{ChanState, Target};
 use crate::guestmem::GuestMem;
-use crate::p2m::{BLOCK_FRAMES, BlockMask, P2m, P2mEntry, P2mKind};
+use crate::p2m::{BLOCK_FRAMES, BlockMask, P2m, P2mEntry, P2mKind, frames_in};
 use crate::pagewalk::{GuestVirt, PagingMode};
 use crate::platform::Platform;
 use crate::time::{TimeScale, TimerEntry, TimerHeap, TimerKind};
@@ -345,17 +345,17 @@ impl<P: Platform> Hypervisor<P> {
         if count == 0 {
             return Ok(());
         }
-        let wanted = |i: u64| mask[(i / 64) as usize] & (1 << (i % 64)) != 0;
-        if (0..BLOCK_FRAMES).any(|i| wanted(i) && dom.p2m.contains(Gfn(gfn.0 + i))) {
+        if dom.p2m.overlaps(gfn, &mask) {
             return Err(Errno::EEXIST);
         }
         let Some(h) = self.platform.alloc_block() else {
-            for i in (0..BLOCK_FRAMES).filter(|&i| wanted(i)) {
+            for i in frames_in(&mask) {
                 self.populate_one(d, Gfn(gfn.0 + i), P2mKind::Ram)?;
             }
             return Ok(());
         };
-        for i in (0..BLOCK_FRAMES).filter(|&i| !wanted(i)) {
+        let unwanted = mask.map(|w| !w);
+        for i in frames_in(&unwanted) {
             self.platform.free_frame(Hfn(h.0 + i));
         }
         let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;

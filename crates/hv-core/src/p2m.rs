@@ -6,10 +6,11 @@
 //!
 //! A domain's RAM is given in 2 MiB blocks of host frames that are not
 //! zeroed yet ([`P2m::add_lazy`]; host RAM holds whatever it held before:
-//! firmware, another domain, the hypervisor). Their entries are in the
-//! software map, so the domain owns them and they count against its
-//! allocation, but neither the guest nor the hypervisor reaches one before
-//! it is zeroed:
+//! firmware, another domain, the hypervisor). A lazy block is one record,
+//! not 512 entries (a domain's build costs nothing per frame); its frames
+//! are the domain's ([`P2m::contains`], [`P2m::kind`], [`P2m::iter`],
+//! [`P2m::drain`] see them) and count against its allocation, but neither
+//! the guest nor the hypervisor reaches one before it is zeroed:
 //! - the nested tables map a lazy frame only after it is zeroed: the
 //!   guest's first touch of the block is a nested page fault, and
 //!   [`P2m::lazy_fault`] zeroes the block's frames and maps them, the whole
@@ -50,8 +51,38 @@ fn clear(mask: &mut BlockMask, i: u64) {
     mask[(i / 64) as usize] &= !(1 << (i % 64));
 }
 
-fn frames_in(mask: &BlockMask) -> impl Iterator<Item = u64> + '_ {
-    (0..BLOCK_FRAMES).filter(|&i| bit(mask, i))
+/// The frames of `mask`, in order (a few instructions per frame, none per
+/// frame not in it).
+pub fn frames_in(mask: &BlockMask) -> impl Iterator<Item = u64> + '_ {
+    mask.iter().enumerate().flat_map(|(w, &word)| {
+        let mut left = word;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let b = u64::from(left.trailing_zeros());
+            left &= left - 1;
+            Some(w as u64 * 64 + b)
+        })
+    })
+}
+
+/// Sets frames `lo..hi` (at most 512) of `mask`.
+pub fn mask_range(mask: &mut BlockMask, lo: u64, hi: u64) {
+    let hi = hi.min(BLOCK_FRAMES);
+    for (w, word) in mask.iter_mut().enumerate() {
+        let (start, end) = (w as u64 * 64, w as u64 * 64 + 64);
+        let (a, b) = (lo.max(start), hi.min(end));
+        if a < b {
+            let n = b - a;
+            let bits = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << (a - start)
+            };
+            *word |= bits;
+        }
+    }
 }
 
 /// A 2 MiB block of guest frames backed by one 2 MiB-aligned run of host
@@ -127,30 +158,55 @@ impl P2m {
         }
     }
 
-    fn lazy_index(&self, gfn: u64) -> Option<usize> {
+    /// The lazy block holding frame `gfn` (not mapped yet) and the frame's
+    /// index in it.
+    #[inline]
+    fn lazy_at(&self, gfn: u64) -> Option<(usize, u64)> {
         if self.lazy.is_empty() {
             return None;
         }
         let block = gfn & !(BLOCK_FRAMES - 1);
-        self.lazy.binary_search_by_key(&block, |b| b.gfn).ok()
+        let i = self.lazy.binary_search_by_key(&block, |b| b.gfn).ok()?;
+        let k = gfn % BLOCK_FRAMES;
+        bit(&self.lazy[i].unmapped, k).then_some((i, k))
     }
 
-    /// Whether `gfn` is a lazy frame still holding old data.
-    fn unzeroed(&self, gfn: u64) -> bool {
-        self.lazy_index(gfn)
-            .is_some_and(|i| bit(&self.lazy[i].unzeroed.get(), gfn % BLOCK_FRAMES))
+    fn lazy_entry(&self, i: usize, k: u64) -> P2mEntry {
+        P2mEntry {
+            hfn: Hfn(self.lazy[i].hfn + k),
+            kind: P2mKind::Ram,
+            perms: P2mPerms::RWX,
+        }
     }
 
     /// What is mapped at `gfn` (a lazy frame too), without its frame.
     #[inline]
     pub fn kind(&self, gfn: Gfn) -> Option<P2mKind> {
-        self.entries.get(&gfn.0).map(|e| e.kind)
+        match self.entries.get(&gfn.0) {
+            Some(e) => Some(e.kind),
+            None => self.lazy_at(gfn.0).map(|_| P2mKind::Ram),
+        }
+    }
+
+    /// Whether any frame of `mask` in the 2 MiB block at `gfn`
+    /// (512-aligned) is mapped (lazy or not).
+    pub fn overlaps(&self, gfn: Gfn, mask: &BlockMask) -> bool {
+        if let Ok(i) = self.lazy.binary_search_by_key(&gfn.0, |b| b.gfn)
+            && self.lazy[i]
+                .unmapped
+                .iter()
+                .zip(mask)
+                .any(|(a, b)| a & b != 0)
+        {
+            return true;
+        }
+        !self.entries.is_empty() && frames_in(mask).any(|k| self.entries.contains_key(&(gfn.0 + k)))
     }
 
     /// Whether anything is mapped at `gfn` (a lazy frame too).
     #[inline]
     pub fn contains(&self, gfn: Gfn) -> bool {
-        self.entries.contains_key(&gfn.0)
+        self.entries.contains_key(&gfn.0) || self.lazy_at(gfn.0).is_some()
     }
 
     /// Looks up a guest frame, zeroing it first if it is a lazy frame that
@@ -158,36 +214,27 @@ impl P2m {
     /// the hypervisor (or by another domain, through a grant) goes through.
     #[inline]
     pub fn get_scrubbed(&self, gfn: Gfn, frames: &dyn FrameAccess) -> Option<P2mEntry> {
-        let e = self.entries.get(&gfn.0).copied()?;
-        if let Some(i) = self.lazy_index(gfn.0) {
-            let b = &self.lazy[i];
-            let mut m = b.unzeroed.get();
-            let k = gfn.0 % BLOCK_FRAMES;
-            if bit(&m, k) {
-                frames.zero(Hfn(b.hfn + k), 0, PAGE_SIZE);
-                clear(&mut m, k);
-                b.unzeroed.set(m);
-            }
+        if let Some(e) = self.entries.get(&gfn.0) {
+            return Some(*e);
         }
-        Some(e)
+        let (i, k) = self.lazy_at(gfn.0)?;
+        let b = &self.lazy[i];
+        let mut m = b.unzeroed.get();
+        if bit(&m, k) {
+            frames.zero(Hfn(b.hfn + k), 0, PAGE_SIZE);
+            clear(&mut m, k);
+            b.unzeroed.set(m);
+        }
+        Some(self.lazy_entry(i, k))
     }
 
     /// Adds the lazy block at `gfn` (512-aligned): the frames in `mask`,
     /// backed by the host run from `hfn` (512-aligned, contents not zeroed),
     /// as RAM the nested tables map only once zeroed. The caller has
-    /// checked that none of them is mapped.
+    /// checked that none of them is mapped. Costs nothing per frame: the
+    /// frames get their entries when the guest first touches the block.
     pub fn add_lazy(&mut self, gfn: Gfn, hfn: Hfn, mask: BlockMask) {
         debug_assert!(gfn.0.is_multiple_of(BLOCK_FRAMES) && hfn.0.is_multiple_of(BLOCK_FRAMES));
-        for i in frames_in(&mask) {
-            self.entries.insert(
-                gfn.0 + i,
-                P2mEntry {
-                    hfn: Hfn(hfn.0 + i),
-                    kind: P2mKind::Ram,
-                    perms: P2mPerms::RWX,
-                },
-            );
-        }
         let block = LazyBlock {
             gfn: gfn.0,
             hfn: hfn.0,
@@ -207,12 +254,9 @@ impl P2m {
     /// frame. Never allocates a frame of guest memory; the nested tables
     /// may need table frames, which can fail (then the block stays lazy).
     pub fn lazy_fault(&mut self, gfn: Gfn, frames: &dyn FrameAccess) -> Result<bool, NptError> {
-        let Some(i) = self.lazy_index(gfn.0) else {
+        let Some((i, _)) = self.lazy_at(gfn.0) else {
             return Ok(false);
         };
-        if !bit(&self.lazy[i].unmapped, gfn.0 % BLOCK_FRAMES) {
-            return Ok(false);
-        }
         let b = &self.lazy[i];
         let unzeroed = b.unzeroed.get();
         for k in frames_in(&unzeroed) {
@@ -230,7 +274,18 @@ impl P2m {
                     .map(Gfn(b.gfn + k), Hfn(b.hfn + k), P2mPerms::RWX)?;
             }
         }
-        self.lazy.remove(i);
+        let b = self.lazy.remove(i);
+        self.entries.reserve(BLOCK_FRAMES as usize);
+        for k in frames_in(&b.unmapped) {
+            self.entries.insert(
+                b.gfn + k,
+                P2mEntry {
+                    hfn: Hfn(b.hfn + k),
+                    kind: P2mKind::Ram,
+                    perms: P2mPerms::RWX,
+                },
+            );
+        }
         Ok(true)
     }
 
@@ -240,11 +295,17 @@ impl P2m {
     pub fn map_zeroed(&mut self) -> Result<(), NptError> {
         let mut i = 0;
         while i < self.lazy.len() {
-            let b = &mut self.lazy[i];
+            let b = &self.lazy[i];
             let unzeroed = b.unzeroed.get();
-            let ready: Vec<u64> = frames_in(&b.unmapped)
-                .filter(|&k| !bit(&unzeroed, k))
-                .collect();
+            let mut ready_mask = [0u64; 8];
+            for (w, r) in ready_mask.iter_mut().enumerate() {
+                *r = b.unmapped[w] & !unzeroed[w];
+            }
+            if ready_mask == [0; 8] {
+                i += 1;
+                continue;
+            }
+            let ready: Vec<u64> = frames_in(&ready_mask).collect();
             if b.whole && ready.len() as u64 == BLOCK_FRAMES {
                 self.npt.map_large(Gfn(b.gfn), Hfn(b.hfn), P2mPerms::RWX)?;
             } else {
@@ -252,6 +313,10 @@ impl P2m {
                     self.npt
                         .map(Gfn(b.gfn + k), Hfn(b.hfn + k), P2mPerms::RWX)?;
                 }
+            }
+            for &k in &ready {
+                let e = self.lazy_entry(i, k);
+                self.entries.insert(self.lazy[i].gfn + k, e);
             }
             let b = &mut self.lazy[i];
             for k in ready {
@@ -269,8 +334,7 @@ impl P2m {
 
     /// Whether `gfn` is a lazy frame not mapped yet.
     pub fn is_lazy(&self, gfn: Gfn) -> bool {
-        self.lazy_index(gfn.0)
-            .is_some_and(|i| bit(&self.lazy[i].unmapped, gfn.0 % BLOCK_FRAMES))
+        self.lazy_at(gfn.0).is_some()
     }
 
     /// Frames still waiting for their first touch (lazy, unmapped).
@@ -286,13 +350,12 @@ impl P2m {
             .sum()
     }
 
-    /// `gfn`'s entry is replaced or removed: it leaves its lazy block.
-    fn leave_lazy(&mut self, gfn: u64) {
-        let Some(i) = self.lazy_index(gfn) else {
-            return;
-        };
+    /// Takes lazy frame `gfn` out of its block (its entry is replaced or
+    /// removed), answering its entry.
+    fn take_lazy(&mut self, gfn: u64) -> Option<P2mEntry> {
+        let (i, k) = self.lazy_at(gfn)?;
+        let e = self.lazy_entry(i, k);
         let b = &mut self.lazy[i];
-        let k = gfn % BLOCK_FRAMES;
         let mut m = b.unzeroed.get();
         clear(&mut m, k);
         b.unzeroed.set(m);
@@ -301,6 +364,7 @@ impl P2m {
         if b.unmapped == [0; 8] {
             self.lazy.remove(i);
         }
+        Some(e)
     }
 
     /// Makes room for `additional` more entries at once (a domain build
@@ -314,18 +378,19 @@ impl P2m {
     /// holds old data (see [`P2m::get_scrubbed`], [`P2m::contains`]).
     #[inline]
     pub fn get(&self, gfn: Gfn) -> Option<P2mEntry> {
-        if self.unzeroed(gfn.0) {
-            return None;
+        if let Some(e) = self.entries.get(&gfn.0) {
+            return Some(*e);
         }
-        self.entries.get(&gfn.0).copied()
+        let (i, k) = self.lazy_at(gfn.0)?;
+        (!bit(&self.lazy[i].unzeroed.get(), k)).then(|| self.lazy_entry(i, k))
     }
 
     /// Maps `gfn`, returning the entry it replaced.
     pub fn set(&mut self, gfn: Gfn, entry: P2mEntry) -> Result<Option<P2mEntry>, NptError> {
         self.npt.map(gfn, entry.hfn, entry.perms)?;
         self.dirty = true;
-        self.leave_lazy(gfn.0);
-        Ok(self.entries.insert(gfn.0, entry))
+        let old = self.entries.insert(gfn.0, entry);
+        Ok(old.or_else(|| self.take_lazy(gfn.0)))
     }
 
     /// Unmaps `gfn`, returning what was there.
@@ -334,9 +399,10 @@ impl P2m {
         if old.is_some() {
             self.npt.unmap(gfn);
             self.dirty = true;
-            self.leave_lazy(gfn.0);
+            return old;
         }
-        old
+        // A lazy frame is not in the nested tables.
+        self.take_lazy(gfn.0)
     }
 
     /// Flushes the nested TLBs if the map changed since the last flush.
@@ -347,33 +413,46 @@ impl P2m {
         }
     }
 
-    /// Number of mapped guest frames.
+    /// Number of mapped guest frames (lazy ones too).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.lazy_frames() as usize
     }
 
     /// Whether nothing is mapped.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.lazy.is_empty()
     }
 
     /// The highest mapped guest frame.
     pub fn max_gfn(&self) -> Option<Gfn> {
-        self.entries.keys().max().map(|&g| Gfn(g))
+        let lazy = self
+            .lazy
+            .last()
+            .and_then(|b| frames_in(&b.unmapped).last().map(|k| b.gfn + k));
+        self.entries.keys().copied().chain(lazy).max().map(Gfn)
     }
 
-    /// Every entry, in no particular order.
+    /// Every entry, lazy frames included, in no particular order. The
+    /// frame of a lazy entry may still hold old data: read guest memory
+    /// through [`P2m::get_scrubbed`] (`GuestMem`), never from here.
     pub fn iter(&self) -> impl Iterator<Item = (Gfn, P2mEntry)> + '_ {
-        self.entries.iter().map(|(&g, &e)| (Gfn(g), e))
+        let lazy = self.lazy.iter().enumerate().flat_map(move |(i, b)| {
+            frames_in(&b.unmapped).map(move |k| (Gfn(b.gfn + k), self.lazy_entry(i, k)))
+        });
+        self.entries.iter().map(|(&g, &e)| (Gfn(g), e)).chain(lazy)
     }
 
-    /// Removes every entry, returning them (for teardown).
+    /// Removes every entry, lazy frames included, returning them (for
+    /// teardown).
     pub fn drain(&mut self) -> alloc::vec::Vec<(Gfn, P2mEntry)> {
-        let all: alloc::vec::Vec<_> = self.entries.drain().map(|(g, e)| (Gfn(g), e)).collect();
-        self.lazy.clear();
+        let mut all: alloc::vec::Vec<_> = self.entries.drain().map(|(g, e)| (Gfn(g), e)).collect();
         for (g, _) in &all {
             self.npt.unmap(*g);
         }
+        for (i, b) in self.lazy.iter().enumerate() {
+            all.extend(frames_in(&b.unmapped).map(|k| (Gfn(b.gfn + k), self.lazy_entry(i, k))));
+        }
+        self.lazy.clear();
         self.npt.flush();
         all
     }
@@ -510,5 +589,25 @@ mod tests {
         drop(s);
         assert_eq!(p2m.lazy_frames(), 511);
         assert!(p2m.is_lazy(Gfn(601)) && !p2m.is_lazy(Gfn(600)));
+    }
+
+    #[test]
+    fn masks() {
+        let mut m = [0u64; 8];
+        mask_range(&mut m, 60, 130);
+        mask_range(&mut m, 511, 600);
+        let f: Vec<u64> = frames_in(&m).collect();
+        assert_eq!(f.len(), 71);
+        assert_eq!((f[0], f[69], f[70]), (60, 129, 511));
+        mask_range(&mut m, 0, 512);
+        assert_eq!(m, FULL_BLOCK);
+        let mut p2m = P2m::new(Box::new(Seen::default()));
+        p2m.add_lazy(Gfn(512), Hfn(1024), [0, 1, 0, 0, 0, 0, 0, 0]);
+        assert!(p2m.overlaps(Gfn(512), &FULL_BLOCK));
+        assert!(!p2m.overlaps(Gfn(512), &[1, 0, 0, 0, 0, 0, 0, 0]));
+        assert!(!p2m.overlaps(Gfn(0), &FULL_BLOCK));
+        assert_eq!(p2m.max_gfn(), Some(Gfn(512 + 64)));
+        assert_eq!(p2m.len(), 1);
+        assert_eq!(p2m.iter().count(), 1);
     }
 }

@@ -15,7 +15,7 @@ use guest_loader::{
 use hv_core::arch::NestedPaging;
 use hv_core::domain::Caps;
 use hv_core::guestmem::GuestMem;
-use hv_core::p2m::{BLOCK_FRAMES, BlockMask, P2mKind};
+use hv_core::p2m::{BLOCK_FRAMES, BlockMask, P2mKind, mask_range};
 use hv_core::platform::Platform;
 use hv_core::{DomId, DomainConfig, Errno, Gfn, Hypervisor};
 
@@ -222,10 +222,11 @@ fn fill<P: Platform>(
         while g < end {
             let block = g & !(BLOCK_FRAMES - 1);
             let stop = end.min(block + BLOCK_FRAMES);
-            let mask = blocks.entry(block).or_insert([0; 8]);
-            for i in g - block..stop - block {
-                mask[(i / 64) as usize] |= 1 << (i % 64);
-            }
+            mask_range(
+                blocks.entry(block).or_insert([0; 8]),
+                g - block,
+                stop - block,
+            );
             g = stop;
         }
         top = top.max(r.end);

@@ -340,6 +340,12 @@ pub trait NestedPaging: Send {
     }
     /// Removes the mapping of `gfn`, if any.
     fn unmap(&mut self, gfn: Gfn);
+    /// Whether the tables map `gfn` now (false when the tables cannot
+    /// tell): a not-present fault on a mapped frame is stale, another CPU
+    /// mapped it meanwhile.
+    fn is_mapped(&self, _gfn: Gfn) -> bool {
+        false
+    }
     /// Makes earlier changes visible to every CPU running the domain.
     fn flush(&mut self);
     /// The root the hardware loads (nCR3 or EPTP), for the backend.

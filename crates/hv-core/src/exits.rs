@@ -148,6 +148,11 @@ pub(crate) fn handle<P: Platform>(
                 }
             }
         }
+        // Mapped since the fault (two vCPUs touched a lazy block at once):
+        // retry.
+        VmExit::NestedPageFault { gpa, access } if !access.present && hv.npt_maps(d, gpa) => {
+            ExitAction::Resume
+        }
         VmExit::NestedPageFault { gpa, access } if access.present => {
             // A permission fault on a mapped frame (a write to a read-only
             // grant mapping, say): nothing to emulate.

@@ -372,6 +372,15 @@ impl<P: Platform> Hypervisor<P> {
             .is_some_and(|x| x.p2m.is_lazy(Gfn::of(gpa)))
     }
 
+    /// Whether `d`'s nested tables map `gpa` now: a not-present fault on
+    /// it is stale (another vCPU's first touch of the same lazy block
+    /// mapped it while this one waited for the lock).
+    pub fn npt_maps(&self, d: DomId, gpa: u64) -> bool {
+        self.domains
+            .get(&d.0)
+            .is_some_and(|x| x.p2m.npt_maps(Gfn::of(gpa)))
+    }
+
     /// A nested page fault of `d` at `gpa` (the frame not present): true
     /// if it was a lazy frame's first touch, now zeroed and mapped, so the
     /// guest just retries the access. `Err` if the nested tables could not

@@ -330,6 +330,9 @@ impl NestedPaging for MockNpt {
     fn unmap(&mut self, gfn: Gfn) {
         self.map.remove(&gfn.0);
     }
+    fn is_mapped(&self, gfn: Gfn) -> bool {
+        self.map.contains_key(&gfn.0)
+    }
     fn flush(&mut self) {
         self.flushes += 1;
     }

@@ -337,6 +337,11 @@ impl P2m {
         self.lazy_at(gfn.0).is_some()
     }
 
+    /// Whether the nested tables map `gfn` now.
+    pub fn npt_maps(&self, gfn: Gfn) -> bool {
+        self.npt.is_mapped(gfn)
+    }
+
     /// Frames still waiting for their first touch (lazy, unmapped).
     pub fn lazy_frames(&self) -> u64 {
         self.lazy

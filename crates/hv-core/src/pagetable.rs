@@ -380,6 +380,10 @@ impl<F: EntryFormat + Send, M: PageTableMemory + Send> crate::arch::NestedPaging
         self.pt.unmap(gfn)
     }
 
+    fn is_mapped(&self, gfn: Gfn) -> bool {
+        self.pt.lookup(gfn).is_some()
+    }
+
     /// Bumps the epoch: every vCPU of the domain drops its cached
     /// translations at its next entry. A vCPU running right now keeps them
     /// until it exits: frames it could still reach go back only after the

@@ -212,7 +212,10 @@ impl P2m {
     /// Looks up a guest frame, zeroing it first if it is a lazy frame that
     /// still holds old data: what every access to the frame's contents by
     /// the hypervisor (or by another domain, through a grant) goes through.
-    #[inline]
+    /// Not inlined: inlined into its many callers it grew the hypercall
+    /// paths by about 130 instructions a call (QEMU icount), called it
+    /// costs a handful.
+    #[inline(never)]
     pub fn get_scrubbed(&self, gfn: Gfn, frames: &dyn FrameAccess) -> Option<P2mEntry> {
         if let Some(e) = self.entries.get(&gfn.0) {
             return Some(*e);

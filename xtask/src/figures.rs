@@ -40,7 +40,8 @@
 //!   the three machines side by side, in instructions. `--no-bochs` skips
 //!   this part, `--bochs-only` does only this part (both read from the
 //!   command line; with criterion, give `--figures-only` too).
-//!   `--xenstore-only` measures only the xenstore figures.
+//!   `--xenstore-only` measures only the xenstore figures, `--boot-only`
+//!   only the QEMU boot figure.
 //! - Block I/O from Linux (QEMU `-icount shift=0`, one CPU, alternating
 //!   runs): Linux on our hypervisor booted from a Xen virtual disk (the
 //!   service domain's blkback) against the same kernel and initramfs under
@@ -217,6 +218,14 @@ pub fn figures() -> Result<(), String> {
         &mut out,
         "== figures (cargo xtask bench; docs/figures.md) ==".into(),
     );
+    if has("--boot-only") {
+        qemu_boot(&image, &guest, &mut out, &mut missing)?;
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("figures not measured: {missing:?}"))
+        };
+    }
     if has("--xen-only") {
         let (_, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
         let [hypercall, event, loopback] =

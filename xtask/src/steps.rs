@@ -262,6 +262,7 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
                     | "--bochs-only"
                     | "--xenstore-only"
                     | "--xen-only"
+                    | "--boot-only"
             )
         })
         .collect();

@@ -329,8 +329,23 @@ pub enum NptError {
 pub trait NestedPaging: Send {
     /// Maps guest frame `gfn` to host frame `hfn`, replacing any mapping.
     fn map(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError>;
+    /// Maps the 2 MiB block of guest frames from `gfn` to the host frames
+    /// from `hfn` (both 512-aligned), with one large entry where the
+    /// tables have them; by default 512 single mappings.
+    fn map_large(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        for i in 0..512 {
+            self.map(Gfn(gfn.0 + i), Hfn(hfn.0 + i), perms)?;
+        }
+        Ok(())
+    }
     /// Removes the mapping of `gfn`, if any.
     fn unmap(&mut self, gfn: Gfn);
+    /// Whether the tables map `gfn` now (false when the tables cannot
+    /// tell): a not-present fault on a mapped frame is stale, another CPU
+    /// mapped it meanwhile.
+    fn is_mapped(&self, _gfn: Gfn) -> bool {
+        false
+    }
     /// Makes earlier changes visible to every CPU running the domain.
     fn flush(&mut self);
     /// The root the hardware loads (nCR3 or EPTP), for the backend.

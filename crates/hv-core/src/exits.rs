@@ -137,6 +137,22 @@ pub(crate) fn handle<P: Platform>(
             hv.crash(d, "triple fault");
             ExitAction::Dead
         }
+        VmExit::NestedPageFault { gpa, access } if !access.present && hv.is_lazy(d, gpa) => {
+            // The first touch of lazily zeroed RAM (p2m.rs): zero and map
+            // it, then let the guest retry.
+            match hv.lazy_fault(d, gpa) {
+                Ok(_) => ExitAction::Resume,
+                Err(_) => {
+                    hv.crash(d, "no memory for nested page tables");
+                    ExitAction::Dead
+                }
+            }
+        }
+        // Mapped since the fault (two vCPUs touched a lazy block at once):
+        // retry.
+        VmExit::NestedPageFault { gpa, access } if !access.present && hv.npt_maps(d, gpa) => {
+            ExitAction::Resume
+        }
         VmExit::NestedPageFault { gpa, access } if access.present => {
             // A permission fault on a mapped frame (a write to a read-only
             // grant mapping, say): nothing to emulate.

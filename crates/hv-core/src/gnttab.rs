@@ -484,7 +484,7 @@ pub fn add_to_physmap<P: Platform>(
     let kind = P2mKind::GrantTable(if status { i | STATUS_FRAME_BIT } else { i });
     let old = frame_gfn(dom, status, i);
     // What is at the target goes.
-    match dom.p2m.get(gfn).map(|e| e.kind) {
+    match dom.p2m.kind(gfn) {
         None => {}
         Some(k) if k == kind && old == Some(gfn) => return Ok(()),
         Some(P2mKind::Foreign { .. }) => return Err(Errno::EBUSY),
@@ -677,7 +677,7 @@ pub fn acquire<P: Platform>(
         Some(a) => a,
         None => {
             let (frame, start, len) = granted_frame(frames, gt, gref);
-            let e = dom.p2m.get(Gfn(frame));
+            let e = dom.p2m.get_scrubbed(Gfn(frame), frames);
             let ok = len != 0
                 && e.is_some_and(|e| {
                     matches!(e.kind, P2mKind::Ram | P2mKind::Special) && (readonly || e.perms.write)
@@ -842,7 +842,7 @@ fn place<P: Platform>(
     if gfn.0 >= 1 << 40 {
         return g::GNTST_general_error;
     }
-    let ok = match me.p2m.get(gfn).map(|e| e.kind) {
+    let ok = match me.p2m.kind(gfn) {
         None => true,
         Some(P2mKind::Ram | P2mKind::Special) => hv.release_gfn(mapper, gfn).is_ok(),
         Some(_) => false,
@@ -957,7 +957,10 @@ fn claim<P: Platform>(
             grant: Some((d, p.gref(), pin)),
         });
     }
-    let e = dom.p2m.get(Gfn(p.gmfn())).ok_or(g::GNTST_bad_page)?;
+    let e = dom
+        .p2m
+        .get_scrubbed(Gfn(p.gmfn()), &hv.platform)
+        .ok_or(g::GNTST_bad_page)?;
     if !matches!(e.kind, P2mKind::Ram | P2mKind::Special) || (write && !e.perms.write) {
         return Err(g::GNTST_bad_page);
     }

@@ -30,7 +30,10 @@ impl<'a> GuestMem<'a> {
     }
 
     fn entry(&self, gpa: u64, write: bool) -> XenResult<P2mEntry> {
-        let e = self.p2m.get(Gfn::of(gpa)).ok_or(Errno::EFAULT)?;
+        let e = self
+            .p2m
+            .get_scrubbed(Gfn::of(gpa), self.frames)
+            .ok_or(Errno::EFAULT)?;
         if write && !e.perms.write {
             return Err(Errno::EFAULT);
         }
@@ -77,7 +80,7 @@ impl<'a> GuestMem<'a> {
     /// Whether a frame (RAM, a special page, a grant mapping) is behind
     /// `gpa`; everything else is unbacked (Xen's `p2m_mmio_dm`).
     pub fn is_backed(&self, gpa: u64) -> bool {
-        self.p2m.get(Gfn::of(gpa)).is_some()
+        self.p2m.contains(Gfn::of(gpa))
     }
 
     /// Copies guest memory at `gpa` into `buf`.

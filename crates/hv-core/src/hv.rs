@@ -15,7 +15,7 @@ use crate::arch::{Event, NestedPaging, P2mPerms, VcpuBackend, VmExit};
 use crate::domain::{Caps, Domain, DomainState, ShutdownReason, VcpuState};
 use crate::evtchn::{ChanState, Target};
 use crate::guestmem::GuestMem;
-use crate::p2m::{P2m, P2mEntry, P2mKind};
+use crate::p2m::{BLOCK_FRAMES, BlockMask, P2m, P2mEntry, P2mKind, frames_in};
 use crate::pagewalk::{GuestVirt, PagingMode};
 use crate::platform::Platform;
 use crate::time::{TimeScale, TimerEntry, TimerHeap, TimerKind};
@@ -311,7 +311,7 @@ impl<P: Platform> Hypervisor<P> {
         if dom.tot_pages >= dom.max_pages {
             return Err(Errno::ENOMEM);
         }
-        if dom.p2m.get(gfn).is_some() {
+        if dom.p2m.contains(gfn) {
             return Err(Errno::EEXIST);
         }
         let h = self.platform.alloc_frame().ok_or(Errno::ENOMEM)?;
@@ -326,6 +326,70 @@ impl<P: Platform> Hypervisor<P> {
         }
         dom.tot_pages += 1;
         Ok(h)
+    }
+
+    /// Gives `d` the RAM frames `mask` of the 2 MiB block at `gfn`
+    /// (512-aligned), none of them mapped yet: one run of host frames that
+    /// is zeroed and mapped on first touch (the p2m's lazy blocks), or, when
+    /// the host has no free 2 MiB run, zeroed single frames now. The frames
+    /// count against the domain's allocation at once.
+    pub fn populate_block(&mut self, d: DomId, gfn: Gfn, mask: BlockMask) -> XenResult<()> {
+        if !gfn.0.is_multiple_of(BLOCK_FRAMES) || gfn.0.checked_add(BLOCK_FRAMES).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        let count: u64 = mask.iter().map(|w| u64::from(w.count_ones())).sum();
+        if dom.tot_pages.saturating_add(count) > dom.max_pages {
+            return Err(Errno::ENOMEM);
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        if dom.p2m.overlaps(gfn, &mask) {
+            return Err(Errno::EEXIST);
+        }
+        let Some(h) = self.platform.alloc_block() else {
+            for i in frames_in(&mask) {
+                self.populate_one(d, Gfn(gfn.0 + i), P2mKind::Ram)?;
+            }
+            return Ok(());
+        };
+        let unwanted = mask.map(|w| !w);
+        for i in frames_in(&unwanted) {
+            self.platform.free_frame(Hfn(h.0 + i));
+        }
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        dom.p2m.add_lazy(gfn, h, mask);
+        dom.tot_pages += count;
+        Ok(())
+    }
+
+    /// Whether `gpa` is a lazy frame of `d` the nested tables do not map
+    /// yet (its first touch faults).
+    pub fn is_lazy(&self, d: DomId, gpa: u64) -> bool {
+        self.domains
+            .get(&d.0)
+            .is_some_and(|x| x.p2m.is_lazy(Gfn::of(gpa)))
+    }
+
+    /// Whether `d`'s nested tables map `gpa` now: a not-present fault on
+    /// it is stale (another vCPU's first touch of the same lazy block
+    /// mapped it while this one waited for the lock).
+    pub fn npt_maps(&self, d: DomId, gpa: u64) -> bool {
+        self.domains
+            .get(&d.0)
+            .is_some_and(|x| x.p2m.npt_maps(Gfn::of(gpa)))
+    }
+
+    /// A nested page fault of `d` at `gpa` (the frame not present): true
+    /// if it was a lazy frame's first touch, now zeroed and mapped, so the
+    /// guest just retries the access. `Err` if the nested tables could not
+    /// take the mapping (out of table frames).
+    pub fn lazy_fault(&mut self, d: DomId, gpa: u64) -> XenResult<bool> {
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        dom.p2m
+            .lazy_fault(Gfn::of(gpa), &self.platform)
+            .map_err(|_| Errno::ENOMEM)
     }
 
     /// Removes what is mapped at `gfn` in `d`, freeing an owned frame (or

@@ -131,7 +131,7 @@ pub fn add_to_physmap<P: Platform>(
                 hv.release_gfn(d, old)?;
             }
             // Whatever was at the target frame goes (Xen frees it too).
-            if hv.domain(d).and_then(|x| x.p2m.get(gfn)).is_some() {
+            if hv.domain(d).is_some_and(|x| x.p2m.contains(gfn)) {
                 hv.release_gfn(d, gfn)?;
             }
             let dom = hv.domain_mut(d).ok_or(Errno::ESRCH)?;
@@ -216,8 +216,8 @@ fn reservation<P: Platform>(
             (0..frames).all(|k| {
                 let owned = hv
                     .domain(t)
-                    .and_then(|d| d.p2m.get(Gfn(gpfn + k)))
-                    .is_some_and(|e| e.kind == P2mKind::Ram);
+                    .and_then(|d| d.p2m.kind(Gfn(gpfn + k)))
+                    .is_some_and(|k| k == P2mKind::Ram);
                 owned && hv.release_gfn(t, Gfn(gpfn + k)).is_ok()
             })
         };

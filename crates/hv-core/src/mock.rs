@@ -6,7 +6,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use hashbrown::HashMap;
 use spin::Mutex;
@@ -21,9 +21,18 @@ fn new_frame() -> Frame {
     Box::new([const { AtomicU64::new(0) }; PAGE_SIZE / 8])
 }
 
+/// What a fresh frame of [`Platform::alloc_block`] holds: host RAM is
+/// not zero at power-on.
+pub const STALE_WORD: u64 = 0xDEAD_BEEF_5CA1_AB1E;
+
 /// The mock machine.
 pub struct MockPlatform {
     frames: Mutex<HashMap<u64, Frame>>,
+    /// Freed frames with their contents, when `recycle` is set.
+    graveyard: Mutex<HashMap<u64, Frame>>,
+    /// Keep freed frames' contents and hand them out again from
+    /// `alloc_block` (as real memory does), instead of fresh frames.
+    pub recycle: AtomicBool,
     next: AtomicU64,
     limit: AtomicU64,
     /// Virtual system time in nanoseconds.
@@ -52,6 +61,8 @@ impl MockPlatform {
     pub fn new(limit: u64) -> Self {
         MockPlatform {
             frames: Mutex::new(HashMap::new()),
+            graveyard: Mutex::new(HashMap::new()),
+            recycle: AtomicBool::new(false),
             next: AtomicU64::new(0x100),
             limit: AtomicU64::new(limit),
             now: AtomicU64::new(1_000_000),
@@ -215,11 +226,55 @@ impl Platform for MockPlatform {
         Some(Hfn(h))
     }
     fn free_frame(&self, hfn: Hfn) {
-        assert!(
-            self.frames.lock().remove(&hfn.0).is_some(),
-            "double free of {hfn:?}"
-        );
+        let fr = self.frames.lock().remove(&hfn.0);
+        assert!(fr.is_some(), "double free of {hfn:?}");
+        if let Some(fr) = fr
+            && self.recycle.load(SeqCst)
+        {
+            self.graveyard.lock().insert(hfn.0, fr);
+        }
         self.freed.lock().push(hfn);
+    }
+    fn alloc_block(&self) -> Option<Hfn> {
+        const N: u64 = crate::p2m::BLOCK_FRAMES;
+        let mut frames = self.frames.lock();
+        if frames.len() as u64 + N > self.limit.load(SeqCst) {
+            return None;
+        }
+        if self.recycle.load(SeqCst) {
+            // A whole freed block, old contents and all.
+            let mut grave = self.graveyard.lock();
+            let base = grave
+                .keys()
+                .map(|&h| h & !(N - 1))
+                .find(|&b| (b..b + N).all(|h| grave.contains_key(&h)));
+            if let Some(b) = base {
+                for h in b..b + N {
+                    let fr = grave.remove(&h).expect("checked");
+                    frames.insert(h, fr);
+                }
+                return Some(Hfn(b));
+            }
+        }
+        let base = loop {
+            let cur = self.next.load(SeqCst);
+            let b = cur.next_multiple_of(N);
+            if self
+                .next
+                .compare_exchange(cur, b + N, SeqCst, SeqCst)
+                .is_ok()
+            {
+                break b;
+            }
+        };
+        for h in base..base + N {
+            let fr = new_frame();
+            for w in fr.iter() {
+                w.store(STALE_WORD, SeqCst);
+            }
+            frames.insert(h, fr);
+        }
+        Some(Hfn(base))
     }
     fn now_ns(&self) -> u64 {
         self.now.load(SeqCst)
@@ -274,6 +329,9 @@ impl NestedPaging for MockNpt {
     }
     fn unmap(&mut self, gfn: Gfn) {
         self.map.remove(&gfn.0);
+    }
+    fn is_mapped(&self, gfn: Gfn) -> bool {
+        self.map.contains_key(&gfn.0)
     }
     fn flush(&mut self) {
         self.flushes += 1;

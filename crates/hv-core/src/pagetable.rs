@@ -372,8 +372,16 @@ impl<F: EntryFormat + Send, M: PageTableMemory + Send> crate::arch::NestedPaging
         self.pt.map(gfn, hfn, perms)
     }
 
+    fn map_large(&mut self, gfn: Gfn, hfn: Hfn, perms: P2mPerms) -> Result<(), NptError> {
+        self.pt.map_large(gfn, hfn, perms)
+    }
+
     fn unmap(&mut self, gfn: Gfn) {
         self.pt.unmap(gfn)
+    }
+
+    fn is_mapped(&self, gfn: Gfn) -> bool {
+        self.pt.lookup(gfn).is_some()
     }
 
     /// Bumps the epoch: every vCPU of the domain drops its cached

@@ -59,8 +59,18 @@ pub trait FrameAccess {
 pub trait Platform: FrameAccess {
     /// Allocates one zeroed host frame, or `None` when memory is exhausted.
     fn alloc_frame(&self) -> Option<Hfn>;
-    /// Returns a frame obtained from [`Platform::alloc_frame`].
+    /// Returns a frame obtained from [`Platform::alloc_frame`] or
+    /// [`Platform::alloc_block`].
     fn free_frame(&self, hfn: Hfn);
+    /// Allocates 512 contiguous host frames, the first 512-aligned (2 MiB),
+    /// **not zeroed**: they hold whatever they held before (another
+    /// domain's data), so nothing may expose them before zeroing each
+    /// (the p2m's lazy blocks). Freed one frame at a time. `None` when no
+    /// such run is free (the caller falls back to single frames), and by
+    /// default.
+    fn alloc_block(&self) -> Option<Hfn> {
+        None
+    }
     /// System time: nanoseconds since boot, monotonic, the same on every CPU.
     fn now_ns(&self) -> u64;
     /// Makes physical CPU `pcpu` leave guest mode (or wake from idle) and

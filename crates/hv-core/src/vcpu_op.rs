@@ -241,7 +241,10 @@ fn register_vcpu_info<P: Platform>(
     if dom.vcpus[v as usize].vcpu_info_registered {
         return Err(Errno::EINVAL);
     }
-    let e = dom.p2m.get(gfn).ok_or(Errno::EINVAL)?;
+    let e = dom
+        .p2m
+        .get_scrubbed(gfn, &hv.platform)
+        .ok_or(Errno::EINVAL)?;
     if e.kind != P2mKind::Ram || !e.perms.write {
         return Err(Errno::EINVAL);
     }

@@ -665,3 +665,41 @@ fn lods_and_32_bit_string_addressing() {
     assert_eq!(rec.writes[0].0, HPET);
     assert_eq!((cpu.gprs.rdi, cpu.gprs.rcx), (HPET + 2, 0));
 }
+
+/// Lazily zeroed RAM (p2m.rs): the first touch is a nested page fault that
+/// maps the block and retries the access, never the MMIO path; a second
+/// vCPU's fault on the block it mapped meanwhile is stale and retried too;
+/// a hole stays a hole.
+#[test]
+fn first_touch_of_lazy_ram_maps_it_and_retries() {
+    let mut t = T::new();
+    const BLOCK: u64 = 0x40_0000; // gfn 0x400, above the 4 MiB of RAM
+    t.hv.domain_mut(t.d).unwrap().max_pages += 512;
+    t.hv.populate_block(t.d, Gfn(BLOCK >> 12), [u64::MAX; 8])
+        .unwrap();
+    assert!(t.hv.is_lazy(t.d, BLOCK + 0x1234));
+    assert!(!t.hv.npt_maps(t.d, BLOCK + 0x1234));
+    let mut cpu = t.cpu64();
+    let rip = cpu.rip;
+    let access = Access {
+        write: true,
+        ..Default::default()
+    };
+    let exit = VmExit::NestedPageFault {
+        gpa: BLOCK + 0x1234,
+        access,
+    };
+    assert_eq!(t.hv.handle_exit(t.d, 0, &mut cpu, exit), ExitAction::Resume);
+    assert_eq!(cpu.rip, rip, "the access is retried, not emulated");
+    assert!(!t.hv.is_lazy(t.d, BLOCK + 0x1F_F000));
+    assert!(t.hv.npt_maps(t.d, BLOCK + 0x1F_F000));
+    assert_eq!(t.get(BLOCK + 0x1F_F000, 8), vec![0; 8]);
+    // Another vCPU's fault on the same block, handled after: stale.
+    let exit = VmExit::NestedPageFault {
+        gpa: BLOCK + 0x10_0000,
+        access,
+    };
+    assert_eq!(t.hv.handle_exit(t.d, 0, &mut cpu, exit), ExitAction::Resume);
+    assert_eq!(cpu.rip, rip);
+    assert!(!t.crashed());
+}

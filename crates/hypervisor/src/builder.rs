@@ -4,6 +4,7 @@
 //! it is tested on the host with hv-core's mock machine.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -14,7 +15,7 @@ use guest_loader::{
 use hv_core::arch::NestedPaging;
 use hv_core::domain::Caps;
 use hv_core::guestmem::GuestMem;
-use hv_core::p2m::P2mKind;
+use hv_core::p2m::{BLOCK_FRAMES, BlockMask, P2mKind, mask_range};
 use hv_core::platform::Platform;
 use hv_core::{DomId, DomainConfig, Errno, Gfn, Hypervisor};
 
@@ -207,40 +208,50 @@ fn fill<P: Platform>(
 ) -> Result<InitialVcpuState, BuildError> {
     let special = mplan.special_pages;
     let mut top = 0;
-    // The frames populated so far, as the backing ranges' frame numbers:
-    // the domain is new, so its p2m holds exactly these, and a look here
-    // costs far less than one in the p2m for each of its frames.
-    let mut done: Vec<(u64, u64)> = Vec::with_capacity(backing.len());
     if let Some(dom) = hv.domain_mut(d) {
         let pages: u64 = backing.iter().map(|r| r.len() >> 12).sum();
         dom.p2m.reserve(usize::try_from(pages).unwrap_or(0));
     }
-    for r in backing {
-        let kind = if *r == special {
-            P2mKind::Special
-        } else {
-            P2mKind::Ram
-        };
-        let (first, end) = (r.start >> 12, r.end.div_ceil(4096));
-        for g in first..end {
-            // Ranges may touch (the RSDP page inside RAM): skip what an
-            // earlier range populated.
-            if !done.iter().any(|&(a, b)| a <= g && g < b) {
-                hv.populate_one(d, Gfn(g), kind)?;
-            }
+    // RAM and the ACPI tables by 2 MiB block: a run of host frames each,
+    // zeroed and mapped on first touch (the loader's writes touch what it
+    // loads). Ranges may overlap (the RSDP page inside RAM): the masks
+    // merge them.
+    let mut blocks: BTreeMap<u64, BlockMask> = BTreeMap::new();
+    for r in backing.iter().filter(|r| **r != special) {
+        let (mut g, end) = (r.start >> 12, r.end.div_ceil(4096));
+        while g < end {
+            let block = g & !(BLOCK_FRAMES - 1);
+            let stop = end.min(block + BLOCK_FRAMES);
+            mask_range(
+                blocks.entry(block).or_insert([0; 8]),
+                g - block,
+                stop - block,
+            );
+            g = stop;
         }
-        done.push((first, end));
         top = top.max(r.end);
     }
-    if let Some(dom) = hv.domain_mut(d) {
-        dom.p2m.flush();
+    for (&block, mask) in &blocks {
+        hv.populate_block(d, Gfn(block), *mask)?;
     }
+    // The special pages (console and xenstore rings) one frame each,
+    // zeroed now.
+    for g in special.start >> 12..special.end.div_ceil(4096) {
+        if !hv.domain(d).ok_or(Errno::ESRCH)?.p2m.contains(Gfn(g)) {
+            hv.populate_one(d, Gfn(g), P2mKind::Special)?;
+        }
+    }
+    top = top.max(special.end);
     let loaded = {
         let mem = hv.guest_mem(d).ok_or(Errno::ESRCH)?;
         let mut lm = LoaderMem { mem, size: top };
         guest_loader::load(kernel, cfg, &mut lm).map_err(BuildError::Load)?
     };
     let dom = hv.domain_mut(d).ok_or(Errno::ESRCH)?;
+    // What the loader wrote is zeroed already: map it now rather than at
+    // the guest's first touch.
+    dom.p2m.map_zeroed().map_err(|_| Errno::ENOMEM)?;
+    dom.p2m.flush();
     dom.memory_map = loaded
         .plan
         .memmap_entries

@@ -147,6 +147,12 @@ impl Platform for HostPlatform {
     fn free_frame(&self, hfn: Hfn) {
         free_frame(hfn)
     }
+    fn alloc_block(&self) -> Option<Hfn> {
+        // Not zeroed: hv-core's p2m zeroes each frame before anyone sees it.
+        const BLOCK: u64 = 2 << 20;
+        let hpa = FRAMES.lock().alloc(BLOCK, BLOCK, IDENTITY_MAPPED).ok()?;
+        Some(Hfn(hpa >> 12))
+    }
     fn now_ns(&self) -> u64 {
         crate::platform::now_ns()
     }

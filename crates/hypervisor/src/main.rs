@@ -98,13 +98,6 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         log::error!("memory: {e}");
         machine::stop(false);
     }
-    let tsc_hz = platform::calibrate_tsc();
-    log::info!(
-        "TSC: {}.{:03} MHz",
-        tsc_hz / 1_000_000,
-        (tsc_hz / 1000) % 1000
-    );
-    log::debug!("TSC at calibration end: {}", platform::rdtsc());
     if opts.selftest == SelfTest::ApStackOverflow {
         smp::overflow_last_ap_stack();
     }
@@ -117,7 +110,20 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
     run::start(&boot, apic)
 }
 
-/// Reads the CPUs from ACPI and starts the application processors; returns
+/// Calibrates the TSC, and the local APIC's timer in the same window.
+#[cfg(target_os = "none")]
+fn calibrate(apic: &platform::LocalApic) {
+    let tsc_hz = platform::calibrate_tsc(Some(apic));
+    log::info!(
+        "TSC: {}.{:03} MHz",
+        tsc_hz / 1_000_000,
+        (tsc_hz / 1000) % 1000
+    );
+    log::debug!("TSC at calibration end: {}", platform::rdtsc());
+}
+
+/// Reads the CPUs from ACPI, calibrates the clocks and starts the
+/// application processors; returns
 /// the boot CPU's local APIC.
 #[cfg(target_os = "none")]
 fn bring_up_cpus(rsdp: Option<u64>) -> platform::LocalApic {
@@ -125,14 +131,16 @@ fn bring_up_cpus(rsdp: Option<u64>) -> platform::LocalApic {
         Ok(t) => t,
         Err(e) => {
             log::warn!("ACPI: {e}; running on the boot CPU alone");
-            return platform::LocalApic::enable(0xFEE0_0000);
+            let bsp = platform::LocalApic::enable(0xFEE0_0000);
+            calibrate(&bsp);
+            return bsp;
         }
     };
     let bsp = platform::LocalApic::enable(topo.lapic_base);
     platform::HOST_APIC.call_once(|| bsp);
     platform::mask_legacy_pic();
-    let per_ms = bsp.calibrate_timer();
-    log::info!("local APIC timer: {per_ms} ticks/ms");
+    calibrate(&bsp);
+    log::info!("local APIC timer: {} ticks/ms", bsp.timer_per_ms());
     let me = bsp.id();
     log::info!(
         "ACPI: {} CPUs, local APIC at {:#x} ({:?}), boot CPU APIC id {me}",

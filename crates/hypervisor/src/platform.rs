@@ -106,30 +106,45 @@ pub fn rdtsc() -> u64 {
 
 /// Measures the TSC frequency against the PIT (channel 2, 2 ms one-shot:
 /// 2386 PIT ticks, a 0.05% error, and a short boot).
-pub fn calibrate_tsc() -> u64 {
+///
+/// Given the boot CPU's local APIC, its timer is calibrated in the same
+/// window (its count read right after each TSC read), so the boot waits
+/// for one window, not two. The window is 2 ms of PIT channel 2 (2,386
+/// PIT ticks): the count is known to one PIT tick at each end (838 ns,
+/// and a port read of about 1 us on hardware), about 0.05% of the window.
+pub fn calibrate_tsc(apic: Option<&LocalApic>) -> u64 {
     const PIT_HZ: u64 = 1_193_182;
     const PER_SECOND: u64 = 500;
     const TICKS: u64 = PIT_HZ / PER_SECOND;
     // SAFETY: ports 0x42/0x43/0x61 are the PC's PIT channel 2 and its gate;
     // only this boot-time code drives them, and the speaker stays off.
-    let hz = unsafe {
+    let (tsc, timer) = unsafe {
         let gate = inb(0x61);
         outb(0x61, (gate & !0x02) | 0x01);
         outb(0x43, 0xb0); // channel 2, lo/hi byte, mode 0, binary
         outb(0x42, (TICKS & 0xff) as u8);
         outb(0x42, (TICKS >> 8) as u8);
         let start = rdtsc();
+        if let Some(a) = apic {
+            a.start_timer_count();
+        }
         let mut spins = 0u64;
         // OUT2 goes high at terminal count; bounded in case there is no PIT.
         while inb(0x61) & 0x20 == 0 && spins < 100_000_000 {
             spins += 1;
         }
         let end = rdtsc();
+        let timer = apic.map(LocalApic::stop_timer_count);
         outb(0x61, gate);
-        (end - start) * PIT_HZ / TICKS
+        (end - start, timer)
     };
+    if let Some(ticks) = timer {
+        // Ticks in TICKS / PIT_HZ seconds, per millisecond.
+        let per_ms = (ticks * PIT_HZ / (TICKS * 1000)).max(1);
+        APIC_TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
+    }
     // A missing PIT ends the loop early; never leave a zero frequency.
-    let hz = hz.max(1_000_000);
+    let hz = (tsc * PIT_HZ / TICKS).max(1_000_000);
     TSC_HZ.store(hz, Ordering::Relaxed);
     hz
 }
@@ -178,10 +193,6 @@ const REG_TIMER_DIVIDE: u32 = 0x3e0;
 
 /// Local APIC timer ticks per millisecond (divide by 16), measured once.
 static APIC_TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
-/// Whether the APIC timer was calibrated.
-pub fn timer_calibrated() -> bool {
-    APIC_TICKS_PER_MS.load(Ordering::Relaxed) != 0
-}
 
 /// The boot CPU's APIC, for the interrupt handlers (same mode everywhere).
 pub static HOST_APIC: spin::Once<LocalApic> = spin::Once::new();
@@ -250,18 +261,26 @@ impl LocalApic {
         self.write(REG_EOI, 0);
     }
 
-    /// Measures the timer against the TSC (once, on the boot CPU).
-    pub fn calibrate_timer(&self) -> u64 {
+    /// Starts the timer counting down from its maximum, masked: the APIC
+    /// half of [`calibrate_tsc`] (once, on the boot CPU).
+    pub fn start_timer_count(&self) {
         self.write(REG_TIMER_DIVIDE, 0x3); // divide by 16
         self.write(REG_LVT_TIMER, 1 << 16); // masked, one-shot
         self.write(REG_TIMER_INIT, u32::MAX);
-        // Against the calibrated TSC, so a short interval is enough.
-        delay_us(1_000);
+    }
+
+    /// Stops the count [`LocalApic::start_timer_count`] started and
+    /// answers the ticks since.
+    pub fn stop_timer_count(&self) -> u64 {
         let left = self.read(REG_TIMER_CURRENT);
         self.write(REG_TIMER_INIT, 0);
-        let per_ms = u64::from(u32::MAX - left).max(1);
-        APIC_TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
-        per_ms
+        u64::from(u32::MAX - left)
+    }
+
+    /// The timer's calibrated rate (ticks per millisecond, divide by 16),
+    /// 0 before [`calibrate_tsc`] measured it.
+    pub fn timer_per_ms(&self) -> u64 {
+        APIC_TICKS_PER_MS.load(Ordering::Relaxed)
     }
 
     /// Arms the one-shot timer to fire `vector` after `ns` nanoseconds

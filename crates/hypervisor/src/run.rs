@@ -206,10 +206,6 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     platform::mask_legacy_pic();
     HOST_APIC.call_once(|| apic);
     hostplat::register_cpu(0, apic.id());
-    if !platform::timer_calibrated() {
-        let per_ms = apic.calibrate_timer();
-        log::info!("local APIC timer: {per_ms} ticks/ms");
-    }
     let Some(cpu) = enable_cpu(0) else {
         crate::machine::stop(false)
     };

@@ -119,7 +119,10 @@ fn builds_a_bootable_domain() {
     assert_eq!(dom.memory_map.len() as u32, si.memmap_entries);
     assert_eq!({ dom.memory_map[0].r#type }, 1);
     assert_eq!(dom.p2m.get(Gfn(0xfefff)).unwrap().kind, P2mKind::Special);
-    assert_eq!(dom.p2m.get(Gfn(0)).unwrap().kind, P2mKind::Ram);
+    // RAM nobody wrote yet is lazy: owned, but not handed out unzeroed.
+    assert_eq!(dom.p2m.kind(Gfn(0)), Some(P2mKind::Ram));
+    assert!(dom.p2m.get(Gfn(0)).is_none());
+    assert!(dom.p2m.lazy_frames() > 0);
     assert!(dom.tot_pages >= 16 * 256);
 }
 
@@ -296,4 +299,137 @@ fn a_domain_is_built_again_under_its_id_after_a_reboot() {
         .read_obj(0xfeffc000 + 2068)
         .unwrap();
     assert_eq!(conn, 1, "a fresh store page");
+}
+
+/// Whether a frame holds anything an earlier owner or the host left: the
+/// secret of `a_new_domain_never_sees_old_data`, or the mock's stale
+/// power-on contents.
+fn holds_old_data(hv: &Hypervisor<MockPlatform>, hfn: hv_core::Hfn, secret: u64) -> bool {
+    use hv_core::platform::FrameAccess;
+    let mut page = vec![0u8; 4096];
+    hv.platform.read(hfn, 0, &mut page);
+    page.chunks(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        .any(|w| w == secret || w == hv_core::mock::STALE_WORD)
+}
+
+/// Builds domain `domid` on `hv`, fills every frame it owns with `secret`
+/// (as its guest would), destroys it and answers its host frames.
+fn fill_and_destroy(
+    hv: &mut Hypervisor<MockPlatform>,
+    domid: u16,
+    secret: u64,
+) -> std::collections::HashSet<u64> {
+    let mut p = plan(false);
+    p.domid = domid;
+    let a = build(hv, &p, &tiny_pvh_elf(), None, Box::new(MockNpt::default())).unwrap();
+    let gfns: Vec<(Gfn, hv_core::Hfn)> = {
+        let dom = hv.domain(a.domid).unwrap();
+        dom.p2m.iter().map(|(g, e)| (g, e.hfn)).collect()
+    };
+    let page: Vec<u8> = secret.to_le_bytes().repeat(512);
+    for &(g, _) in &gfns {
+        hv.guest_mem(a.domid)
+            .unwrap()
+            .write(g.0 << 12, &page)
+            .unwrap();
+    }
+    hv.destroy_domain(a.domid).unwrap();
+    hv.settle();
+    gfns.iter().map(|&(_, h)| h.0).collect()
+}
+
+/// The security invariant of lazily zeroed guest memory: frames are handed
+/// to a domain unzeroed (host RAM is not zero, and here they are the very
+/// frames an earlier domain filled and freed), yet neither the new guest
+/// itself (through the nested tables) nor the hypervisor on its behalf
+/// (hypercall buffers, grants) ever reads a byte of the old contents.
+#[test]
+fn a_new_domain_never_sees_old_data() {
+    use core::sync::atomic::Ordering::SeqCst;
+    const SECRET: u64 = 0x5EC2_E75E_C2E7_5EC2;
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    hv.platform.recycle.store(true, SeqCst);
+    let mut p = plan(false);
+
+    // The guest's view: every frame it can reach, lazy ones after their
+    // first touch (the nested page fault), holds no old data.
+    let old = fill_and_destroy(&mut hv, 1, SECRET);
+    p.domid = 2;
+    let b = build(
+        &mut hv,
+        &p,
+        &tiny_pvh_elf(),
+        None,
+        Box::new(MockNpt::default()),
+    )
+    .unwrap();
+    let entries: Vec<(Gfn, hv_core::Hfn)> = {
+        let dom = hv.domain(b.domid).unwrap();
+        dom.p2m.iter().map(|(g, e)| (g, e.hfn)).collect()
+    };
+    let waiting = hv.domain(b.domid).unwrap().p2m.lazy_frames();
+    assert!(waiting > 3000, "most RAM is lazy ({waiting} frames)");
+    let (mut reused, mut faults) = (0, 0);
+    for (g, h) in entries {
+        reused += usize::from(old.contains(&h.0));
+        if hv.is_lazy(b.domid, g.0 << 12) {
+            faults += 1;
+            // Not handed out before it is zeroed.
+            assert!(hv.domain(b.domid).unwrap().p2m.get(g).is_none());
+            assert!(hv.lazy_fault(b.domid, g.0 << 12).unwrap());
+        }
+        assert!(
+            !holds_old_data(&hv, h, SECRET),
+            "gfn {:#x} (frame {:#x}) is mapped with old data",
+            g.0,
+            h.0
+        );
+    }
+    // One fault zeroes and maps a whole 2 MiB block.
+    assert!(faults >= 7, "{faults} first touches");
+    assert_eq!(hv.domain(b.domid).unwrap().p2m.lazy_frames(), 0);
+    assert!(
+        reused > 3000,
+        "the old domain's frames came back ({reused})"
+    );
+    hv.destroy_domain(b.domid).unwrap();
+    hv.settle();
+
+    // The hypervisor's view: reads through guest memory, as hypercalls
+    // do, never return old data either.
+    let old = fill_and_destroy(&mut hv, 3, SECRET);
+    p.domid = 4;
+    let c = build(
+        &mut hv,
+        &p,
+        &tiny_pvh_elf(),
+        None,
+        Box::new(MockNpt::default()),
+    )
+    .unwrap();
+    let entries: Vec<(Gfn, hv_core::Hfn)> = {
+        let dom = hv.domain(c.domid).unwrap();
+        dom.p2m.iter().map(|(g, e)| (g, e.hfn)).collect()
+    };
+    let mut reused = 0;
+    for (g, h) in entries {
+        reused += usize::from(old.contains(&h.0));
+        let mut page = vec![0u8; 4096];
+        hv.guest_mem(c.domid)
+            .unwrap()
+            .read(g.0 << 12, &mut page)
+            .unwrap();
+        assert!(
+            page.chunks(8)
+                .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+                .all(|w| w != SECRET && w != hv_core::mock::STALE_WORD),
+            "gfn {:#x} shows old data to the hypervisor",
+            g.0
+        );
+    }
+    assert!(
+        reused > 3000,
+        "the old domain's frames came back ({reused})"
+    );
 }

@@ -230,10 +230,7 @@ impl SvmVcpu {
         let mut v = Self {
             vmcb: ptr,
             vmcb_pa: vmcb.hpa(),
-            gprs: Gprs {
-                rbx: init.rbx,
-                ..Gprs::default()
-            },
+            gprs: init.gprs,
             fpu: GuestFpu::new(features.fpu()),
             asid: VcpuAsid::default(),
             epoch,

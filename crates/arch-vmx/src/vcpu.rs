@@ -456,10 +456,7 @@ impl VmxVcpu {
         }
         Self {
             vmcs_pa,
-            gprs: Gprs {
-                rbx: init.rbx,
-                ..Gprs::default()
-            },
+            gprs: init.gprs,
             g: GuestState {
                 rip: init.rip,
                 rflags: init.rflags | 0x2,

@@ -143,6 +143,9 @@ pub struct Vcpu {
     pub virq: [u32; xen_abi::xen::NR_VIRQS as usize],
     /// The emulated local APIC.
     pub vlapic: crate::vlapic::Vlapic,
+    /// The state `VCPUOP_initialise` gave this offline vCPU, for
+    /// `VCPUOP_up` to start it in (Xen's `is_initialised`).
+    pub initialised: Option<xen_abi::vcpu::VcpuHvmContext>,
 }
 
 impl Vcpu {
@@ -173,6 +176,7 @@ impl Vcpu {
             pcpu: 0,
             virq: [0; xen_abi::xen::NR_VIRQS as usize],
             vlapic: crate::vlapic::Vlapic::new(id),
+            initialised: None,
         }
     }
 }

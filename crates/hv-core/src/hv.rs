@@ -50,6 +50,17 @@ pub struct DomainConfig {
     pub max_pages: u64,
 }
 
+/// How a secondary vCPU starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuStart {
+    /// By INIT-SIPI-SIPI: real mode at `vector << 12`, CS = `vector << 8`.
+    Sipi(u8),
+    /// By `VCPUOP_up` after `VCPUOP_initialise`: the state of this
+    /// context (checked as Xen's `arch_set_info_hvm_guest` does, see
+    /// [`crate::vcpu_op`]).
+    Context(xen_abi::vcpu::VcpuHvmContext),
+}
+
 /// The hypervisor core.
 pub struct Hypervisor<P: Platform> {
     /// The machine.
@@ -68,9 +79,9 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) timers: TimerHeap,
     /// The TSC to system-time scale published in pvclock.
     pub scale: TimeScale,
-    /// Secondary vCPUs started by INIT-SIPI-SIPI: (domain, vCPU, SIPI
-    /// vector), for the image to create their backends in real mode.
-    pub(crate) starts: Vec<(DomId, u32, u8)>,
+    /// Secondary vCPUs started (INIT-SIPI-SIPI or `VCPUOP_up`), for the
+    /// image to create their backends.
+    pub(crate) starts: Vec<(DomId, u32, VcpuStart)>,
     /// When each vCPU's APIC timer is due, to drop stale heap entries.
     lapic_due: BTreeMap<(u16, u32), u64>,
     /// Domains created, shut down or destroyed since the xenstore domain
@@ -781,17 +792,17 @@ impl<P: Platform> Hypervisor<P> {
                 // Startup: only an offline vCPU after INIT starts.
                 6 if vc.vlapic.init_received && vc.state == VcpuState::Offline => {
                     vc.vlapic.init_received = false;
-                    self.starts.push((d, t, vector));
+                    self.starts.push((d, t, VcpuStart::Sipi(vector)));
                 }
                 _ => {}
             }
         }
     }
 
-    /// Takes the secondary vCPUs that a SIPI started: the image creates
-    /// their backends (real mode at `vector << 12`) and then calls
+    /// Takes the secondary vCPUs that were started: the image creates
+    /// their backends (see [`VcpuStart`]) and then calls
     /// [`Hypervisor::vcpu_up`].
-    pub fn take_vcpu_starts(&mut self) -> Vec<(DomId, u32, u8)> {
+    pub fn take_vcpu_starts(&mut self) -> Vec<(DomId, u32, VcpuStart)> {
         core::mem::take(&mut self.starts)
     }
 

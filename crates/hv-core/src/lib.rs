@@ -49,5 +49,5 @@ pub mod types;
 pub mod vcpu_op;
 pub mod vlapic;
 
-pub use hv::{DomainConfig, ExitAction, Hypervisor};
+pub use hv::{DomainConfig, ExitAction, Hypervisor, VcpuStart};
 pub use types::{DomId, Errno, Gfn, Hfn, PAGE_SIZE, XenResult};

@@ -66,6 +66,35 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
             }
             Ok(0)
         }
+        vc::VCPUOP_initialise => {
+            // The same 128 bytes for 32- and 64-bit callers.
+            let ctx: vc::VcpuHvmContext = read_arg(hv, c, arg)?;
+            let features = crate::guest_state::GuestCpu::from_cpuid(|leaf, sub| {
+                crate::exits::cpuid(hv, c.d, v, leaf, sub)
+            });
+            let ctx = check_hvm_context(&ctx, &features)?;
+            let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
+            let vc = &mut dom.vcpus[v as usize];
+            // Xen: once a vCPU has state (running, or initialised and not
+            // yet up), `-EEXIST`.
+            if vc.state != VcpuState::Offline || vc.initialised.is_some() {
+                return Err(Errno::EEXIST);
+            }
+            vc.initialised = Some(ctx);
+            Ok(0)
+        }
+        vc::VCPUOP_up => {
+            let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
+            let vc = &mut dom.vcpus[v as usize];
+            if vc.state != VcpuState::Offline {
+                // Up already: nothing to do (Xen's test_and_clear of
+                // `_VPF_down` finds it clear).
+                return Ok(0);
+            }
+            let ctx = vc.initialised.take().ok_or(Errno::EINVAL)?;
+            hv.starts.push((c.d, v, crate::hv::VcpuStart::Context(ctx)));
+            Ok(0)
+        }
         vc::VCPUOP_is_up => {
             let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
             Ok((dom.vcpus[v as usize].state != VcpuState::Offline) as u64)
@@ -116,6 +145,147 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `X86_EFLAGS_ALL`: every architecturally defined RFLAGS bit.
+const EFLAGS_ALL: u64 = 0x003F_7FD5;
+
+/// Checks a `VCPUOP_initialise` context as Xen's `arch_set_info_hvm_guest`
+/// does (segments, EIP within CS, DPLs, EFER.LMA only with LME; for the
+/// 64-bit mode a canonical RIP, paging, PAE and LME; CR4 and EFER bits the
+/// guest's CPUID offers), and also refuses what would only fail at VM entry
+/// (CR0 bits 63:32, PG without PE, NW without CD, long-mode paging without
+/// PAE): Xen lets those through to a failed entry and a dead domain. Returns
+/// the context to start from: RFLAGS reduced to its defined bits, EFER.LMA
+/// set where LME and PG are (Xen sets it with LME alone, paging or not).
+pub fn check_hvm_context(
+    ctx: &vc::VcpuHvmContext,
+    cpu: &crate::guest_state::GuestCpu,
+) -> XenResult<vc::VcpuHvmContext> {
+    const PE: u64 = 1;
+    const NW: u64 = 1 << 29;
+    const CD: u64 = 1 << 30;
+    const PG: u64 = 1 << 31;
+    const PAE: u64 = 1 << 5;
+    const LME: u64 = 1 << 8;
+    const LMA: u64 = 1 << 10;
+    if ctx.pad != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let (cr0, cr4, mut efer, out) = match ctx.mode {
+        vc::VCPU_HVM_MODE_32B => {
+            let mut r = ctx.x86_32();
+            if r.pad1 != 0 || r.pad2 != [0; 3] {
+                return Err(Errno::EINVAL);
+            }
+            let cs = check_segment(Seg::Cs, &mut r.cs_ar)?;
+            let ds = check_segment(Seg::Data, &mut r.ds_ar)?;
+            let ss = check_segment(Seg::Ss, &mut r.ss_ar)?;
+            let es = check_segment(Seg::Data, &mut r.es_ar)?;
+            check_segment(Seg::Tr, &mut r.tr_ar)?;
+            let limit = if r.cs_ar & (1 << 11) != 0 {
+                (r.cs_limit << 12) | 0xFFF
+            } else {
+                r.cs_limit
+            };
+            let dpl = |ar: u16| (ar >> 5) & 3;
+            let present = |ar: u16| ar & 0x80 != 0;
+            if r.eip > limit
+                || dpl(ss) != dpl(cs)
+                || (present(ds) && dpl(ds) > dpl(cs))
+                || (present(es) && dpl(es) > dpl(cs))
+                || (r.efer & LMA != 0 && r.efer & LME == 0)
+            {
+                return Err(Errno::EINVAL);
+            }
+            r.eflags = ((u64::from(r.eflags) & EFLAGS_ALL) | 2) as u32;
+            let out = vc::VcpuHvmContext::new_32(r);
+            (u64::from(r.cr0), u64::from(r.cr4), r.efer, out)
+        }
+        vc::VCPU_HVM_MODE_64B => {
+            let mut r = ctx.x86_64();
+            let canonical = ((r.rip as i64) << 16 >> 16) as u64 == r.rip;
+            if !canonical || r.cr0 & PG == 0 || r.cr4 & PAE == 0 || r.efer & LME == 0 {
+                return Err(Errno::EINVAL);
+            }
+            r.rflags = (r.rflags & EFLAGS_ALL) | 2;
+            let out = vc::VcpuHvmContext::new_64(r);
+            (r.cr0, r.cr4, r.efer, out)
+        }
+        _ => return Err(Errno::EINVAL),
+    };
+    if cr4 & !cpu.cr4_valid() != 0 || efer & !cpu.efer_valid() != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if cr0 >> 32 != 0
+        || (cr0 & PG != 0 && cr0 & PE == 0)
+        || (cr0 & NW != 0 && cr0 & CD == 0)
+        || (efer & LME != 0 && cr0 & PG != 0 && cr4 & PAE == 0)
+    {
+        return Err(Errno::EINVAL);
+    }
+    efer &= !LMA;
+    if efer & LME != 0 && cr0 & PG != 0 {
+        efer |= LMA;
+    }
+    let mut out = out;
+    match out.mode {
+        vc::VCPU_HVM_MODE_32B => {
+            let mut r = out.x86_32();
+            r.efer = efer;
+            out = vc::VcpuHvmContext::new_32(r);
+        }
+        _ => {
+            let mut r = out.x86_64();
+            r.efer = efer;
+            out = vc::VcpuHvmContext::new_64(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Which segment register [`check_segment`] looks at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seg {
+    Cs,
+    Ss,
+    /// DS or ES.
+    Data,
+    Tr,
+}
+
+/// Xen's `check_segment` on the packed 12-bit attributes `ar`, after
+/// setting the accessed (busy for TR) bit of a present segment as Xen
+/// does. Returns the attributes.
+fn check_segment(seg: Seg, ar: &mut u16) -> XenResult<u16> {
+    const S: u16 = 1 << 4;
+    const P: u16 = 1 << 7;
+    if *ar & 0xF000 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if *ar == 0 {
+        return if seg == Seg::Data {
+            Ok(0)
+        } else {
+            Err(Errno::EINVAL)
+        };
+    }
+    if *ar & P != 0 {
+        *ar |= if seg == Seg::Tr { 2 } else { 1 };
+    }
+    let ty = *ar & 0xF;
+    let ok = match seg {
+        // A busy 32-bit TSS, not a code or data segment.
+        Seg::Tr => *ar & S == 0 && ty == 0xB,
+        _ if *ar & S == 0 => false,
+        Seg::Cs => ty & 0x8 != 0,
+        Seg::Ss => ty & 0x8 == 0 && ty & 0x2 != 0,
+        Seg::Data => ty & 0x8 == 0 || ty & 0x2 != 0,
+    };
+    if !ok || *ar & P == 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(*ar)
 }
 
 /// Timers further away than this are refused (about 146 years, Xen's

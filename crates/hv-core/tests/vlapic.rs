@@ -79,7 +79,7 @@ fn init_sipi_starts_an_offline_vcpu() {
     wrmsr(&mut hv, d, 0, &mut cpu, 0x830, (2u64 << 32) | 0x4600 | 0x9A);
     assert_eq!(
         hv.take_vcpu_starts(),
-        [(d, 1, 0x9A)],
+        [(d, 1, hv_core::VcpuStart::Sipi(0x9A))],
         "the second SIPI is ignored"
     );
     assert_eq!(hv.domain(d).unwrap().vcpus[1].state, VcpuState::Offline);

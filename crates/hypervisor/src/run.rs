@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use arch_svm::npt::IdentityTables;
 use arch_svm::{Npt, SvmCpu, SvmVcpu, VcpuInit};
 use arch_vmx::{Ept, VmxCpu, VmxVcpu};
+use hv_core::VcpuStart;
 use hv_core::arch::{NestedPaging, VcpuBackend, VmExit};
 use hv_core::domain::{DomainState, ShutdownReason};
 use hv_core::pagetable::TlbEpoch;
@@ -494,7 +495,10 @@ fn vcpu_init(s: &guest_loader::InitialVcpuState) -> VcpuInit {
     };
     VcpuInit {
         rip: s.rip,
-        rbx: s.rbx,
+        gprs: hv_core::arch::Gprs {
+            rbx: s.rbx,
+            ..Default::default()
+        },
         rflags: s.rflags,
         cr0: s.cr0,
         cr3: s.cr3,
@@ -592,16 +596,20 @@ fn drain_wakes(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, now: u6
 
 /// Creates the backends of vCPUs that INIT-SIPI-SIPI started.
 fn start_vcpus(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, slots: &[Slot], now: u64) {
-    for (d, v, vector) in hv.take_vcpu_starts() {
+    for (d, v, start) in hv.take_vcpu_starts() {
         let Some(sl) = slots.iter().find(|s| s.d == d && s.v == v) else {
             continue;
         };
         let (root, epoch) = sl.tables.lock().clone();
-        match make_backend(root, &epoch, &sipi_init(vector)) {
+        let init = match start {
+            VcpuStart::Sipi(vector) => sipi_init(vector),
+            VcpuStart::Context(ctx) => VcpuInit::from_hvm_context(&ctx),
+        };
+        match make_backend(root, &epoch, &init) {
             Some(b) => {
                 *sl.backend.lock() = Some(b);
                 let _ = hv.vcpu_up(d, v);
-                log::info!("{}v{}: started at {:#x}", d, v, u32::from(vector) << 12);
+                log::info!("{}v{}: started at {:#x}", d, v, init.cs.base + init.rip);
                 if let Some(p) = sched.wake(key(d, v), now) {
                     hv_core::platform::Platform::kick_cpu(&hv.platform, p);
                 }

@@ -228,12 +228,13 @@ pub fn figures() -> Result<(), String> {
     }
     if has("--xen-only") {
         let (_, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
-        let [hypercall, event, loopback] =
+        let [hypercall, event, loopback, vcpu] =
             hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
         let ours = crate::xen::Ours {
             hypercall,
             event,
             loopback,
+            vcpu,
             power_on: first,
         };
         crate::xen::side_by_side(&guest, &ours, &mut out, &mut missing)?;
@@ -252,13 +253,14 @@ pub fn figures() -> Result<(), String> {
         image_size(&image, &mut out)?;
         let first;
         (qemu.boot, first) = qemu_boot(&image, &guest, &mut out, &mut missing)?;
-        let [hypercall, event, loopback] =
+        let [hypercall, event, loopback, vcpu] =
             hypercall_and_event(&image, &guest, &mut out, &mut missing)?;
         (qemu.hypercall, qemu.event) = (hypercall, event);
         let ours = crate::xen::Ours {
             hypercall: qemu.hypercall,
             event: qemu.event,
             loopback,
+            vcpu,
             power_on: first,
         };
         crate::xen::side_by_side(&guest, &ours, &mut out, &mut missing)?;
@@ -422,13 +424,14 @@ fn image_size(image: &Path, out: &mut String) -> Result<(), String> {
 }
 
 /// The two bench domains of the hypercall and event figures (32 MiB, one
-/// vCPU each).
+/// vCPU each, d1 two: it starts the second for the figure between two
+/// vCPUs after its hypercall and loopback figures).
 fn bench_modules(guest: &Path) -> Vec<Module> {
-    let m = |cmd: &str| Module {
+    let m = |vcpus: u32, cmd: &str| Module {
         path: guest.to_path_buf(),
-        cmdline: format!("kernel mem=32M vcpus=1 -- {cmd}"),
+        cmdline: format!("kernel mem=32M vcpus={vcpus} -- {cmd}"),
     };
-    vec![m("role=bench peer=2"), m("role=bench-pong peer=1")]
+    vec![m(2, "role=bench peer=2"), m(1, "role=bench-pong peer=1")]
 }
 
 /// The QEMU hypercall and event figures, in instructions: hypercall round
@@ -439,7 +442,7 @@ fn hypercall_and_event(
     guest: &Path,
     out: &mut String,
     missing: &mut Vec<String>,
-) -> Result<[Option<u64>; 3], String> {
+) -> Result<[Option<u64>; 4], String> {
     let o = RunOptions {
         modules: bench_modules(guest),
         mem_mib: 512,
@@ -477,7 +480,18 @@ fn hypercall_and_event(
             ),
         );
     }
-    Ok([figures.hypercall, figures.event, loopback])
+    let vcpu = get(&run.serial, "vcpu", 0, "send_deliver_insns");
+    match vcpu {
+        Some(v) => say(
+            out,
+            format!(
+                "  event sent to d1's other vCPU and delivered (half a round trip, SCHEDOP_poll wake-up): {} instructions",
+                num(v)
+            ),
+        ),
+        None => missing.push("event between two vCPUs".into()),
+    }
+    Ok([figures.hypercall, figures.event, loopback, vcpu])
 }
 
 /// The xenstore figure's domains: the service domain (d1) and one test

@@ -103,13 +103,14 @@ pub fn boot_xen(
     extra: &[String],
     timeout: Duration,
 ) -> Result<XenRun, String> {
-    boot_xen_with(xen, XEN_CMDLINE, guest, args, extra, timeout)
+    boot_xen_with(xen, XEN_CMDLINE, 1, guest, args, extra, timeout)
 }
 
-/// [`boot_xen`] with Xen's command line `cmdline`.
+/// [`boot_xen`] with Xen's command line `cmdline` on `smp` host CPUs.
 fn boot_xen_with(
     xen: &Path,
     cmdline: &str,
+    smp: u32,
     guest: &Path,
     args: &str,
     extra: &[String],
@@ -117,7 +118,7 @@ fn boot_xen_with(
 ) -> Result<XenRun, String> {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"])
-        .args(["-m", &XEN_MEM_MIB.to_string(), "-smp", "1"])
+        .args(["-m", &XEN_MEM_MIB.to_string(), "-smp", &smp.to_string()])
         .arg("-kernel")
         .arg(xen)
         .args(["-append", cmdline])
@@ -280,6 +281,9 @@ pub fn cr0_nw_case(guest: &Path) -> Result<(String, Vec<String>), String> {
 pub struct XenFigures {
     pub hypercall: Option<u64>,
     pub loopback: Option<u64>,
+    /// Event sent to the other vCPU of dom0 and delivered (half a round
+    /// trip, `-smp 2`, `dom0_max_vcpus=2`).
+    pub vcpu: Option<u64>,
     /// dom0's first instruction by its TSC, which Xen starts at 0 when it
     /// creates vCPU 0 (`hvm_vcpu_initialise`): not a power-on figure.
     pub first_tsc: Option<u64>,
@@ -296,20 +300,22 @@ pub struct XenFigures {
 /// with `role=bench` and no peer (dom0 is the only domain).
 pub fn bench_run(guest: &Path) -> Result<XenFigures, String> {
     let xen = xen_elf()?;
+    let icount = [
+        "-icount".into(),
+        "shift=0".into(),
+        // Xen's boot waits for the CMOS clock's next second
+        // (`get_cmos_time`): on the virtual clock, from a whole
+        // second, that wait is the same every run (see `power_on`).
+        "-rtc".into(),
+        "base=2026-01-01T00:00:00,clock=vm".into(),
+    ];
     let run = boot_xen_with(
         &xen,
         &format!("{XEN_CMDLINE} console_timestamps=raw"),
+        1,
         guest,
         &format!("{XEN_GUEST_ARGS} role=bench"),
-        &[
-            "-icount".into(),
-            "shift=0".into(),
-            // Xen's boot waits for the CMOS clock's next second
-            // (`get_cmos_time`): on the virtual clock, from a whole
-            // second, that wait is the same every run (see `power_on`).
-            "-rtc".into(),
-            "base=2026-01-01T00:00:00,clock=vm".into(),
-        ],
+        &icount,
         // About 15 s on an idle host.
         Duration::from_secs(300),
     )?;
@@ -317,9 +323,27 @@ pub fn bench_run(guest: &Path) -> Result<XenFigures, String> {
     if !problems.is_empty() {
         eprintln!("figures: the Xen bench run lacks {problems:?}");
     }
+    // Events between two parties: dom0 with two vCPUs on two host CPUs
+    // (the guest starts vCPU 1 by VCPUOP_initialise/up and times round
+    // trips with it), a run of its own so that the figures above keep
+    // their one-CPU machine.
+    let two = boot_xen_with(
+        &xen,
+        &format!("{XEN_CMDLINE} dom0_max_vcpus=2"),
+        2,
+        guest,
+        &format!("{XEN_GUEST_ARGS} role=bench"),
+        &icount,
+        Duration::from_secs(300),
+    )?;
+    let problems = verdict_problems(&two, &["bench", "vcpu_up"]);
+    if !problems.is_empty() {
+        eprintln!("figures: the Xen two-vCPU bench run lacks {problems:?}");
+    }
     Ok(XenFigures {
         hypercall: bench_value(&run.serial, "hypercall", "mean_insns"),
         loopback: bench_value(&run.serial, "loopback", "send_deliver_insns"),
+        vcpu: bench_value(&two.serial, "vcpu", "send_deliver_insns"),
         first_tsc: bench_value(&run.serial, "first_tsc", "first_tsc"),
         power_on: power_on(&run.raw),
         rtc_wait: longest_gap(&run.raw),
@@ -411,6 +435,9 @@ pub struct Ours {
     pub event: Option<u64>,
     /// Event sent and delivered within one domain (loopback channel).
     pub loopback: Option<u64>,
+    /// Event sent to the domain's other vCPU and delivered (half a round
+    /// trip through `SCHEDOP_poll`).
+    pub vcpu: Option<u64>,
     /// Power-on to the guest's first instruction (PVH `-kernel`).
     pub power_on: Option<u64>,
 }
@@ -448,6 +475,12 @@ pub fn side_by_side(
         "event send + deliver, one domain (loopback channel)",
         xen.loopback,
         ours.loopback,
+        "",
+    ));
+    say(row(
+        "event send + deliver, to the domain's other vCPU (half a round trip, SCHEDOP_poll wake-up; Xen -smp 2)",
+        xen.vcpu,
+        ours.vcpu,
         "",
     ));
     say(row(

@@ -237,6 +237,42 @@ pub fn init() {
     }
 }
 
+/// On a secondary vCPU started by `VCPUOP_initialise` (CS and the other
+/// selectors 0, no GDT or IDT): loads the boot vCPU's GDT and IDT, CS
+/// 0x08 and data 0x10. No TR: the TSS is the boot vCPU's (busy), and a
+/// secondary vCPU never leaves ring 0. Interrupts stay off.
+pub fn init_ap() {
+    let gdtr = DescPtr {
+        limit: (7 * 8 - 1) as u16,
+        base: GDT.0.get() as u64,
+    };
+    let idtr = DescPtr {
+        limit: (256 * 16 - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
+    // SAFETY: `init` filled both tables on the boot vCPU before this vCPU
+    // was started; they are only read here. The far return reloads CS.
+    unsafe {
+        core::arch::asm!(
+            "lgdt [{g}]",
+            "push 0x08",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov {sel:e}, 0x10",
+            "mov ds, {sel:x}",
+            "mov es, {sel:x}",
+            "mov ss, {sel:x}",
+            "lidt [{i}]",
+            g = in(reg) &gdtr,
+            i = in(reg) &idtr,
+            tmp = out(reg) _,
+            sel = out(reg) _,
+        );
+    }
+}
+
 /// Runs one hypercall (`nr`, all arguments zero) at CPL 3 and returns RAX
 /// as ring 3 saw it; `RING3_FAULT | vector` if ring 3 took an exception.
 pub fn ring3_hypercall(insn: HypercallInsn, nr: u32) -> u64 {

@@ -17,7 +17,15 @@
 //! BENCH hypercall n=N mean_ticks=N mean_insns=N min_ticks=N
 //! BENCH loopback n=N ports=A,B send_deliver_ticks=N send_deliver_insns=N
 //! BENCH event n=N roundtrip_ticks=N roundtrip_insns=N send_deliver_insns=N
+//! BENCH vcpu n=N roundtrip_ticks=N roundtrip_insns=N send_deliver_insns=N
 //! ```
+//!
+//! With a second vCPU (`vcpus=2` on us, `dom0_max_vcpus=2` on Xen),
+//! `role=bench` also starts it with `VCPUOP_initialise` and `VCPUOP_up`
+//! (check `vcpu_up`) and times event round trips between its two vCPUs:
+//! vCPU 0 sends on an IPI port bound to vCPU 1, which waits in
+//! `SCHEDOP_poll`, clears it and answers on a port bound to vCPU 0. The
+//! figure Xen's dom0 can give for events between two parties.
 //!
 //! `role=bench [peer=N]` measures [`HYPERCALLS`] `xen_version(XENVER_version)`
 //! calls and, with a peer, [`ROUNDS`] event round trips: it binds to the
@@ -125,10 +133,170 @@ pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: Option<u16
         insns(total, calib) / HYPERCALLS
     ));
     loopback_bench(r, ctx, calib)?;
+    // A second vCPU, when the domain has one (`VCPUOP_is_up` answers for
+    // existing vCPUs only).
+    if ctx.hc.vcpu_is_up(1).is_ok() {
+        let o = vcpu_bench(r, ctx, calib);
+        record(r, "vcpu_up", o);
+    }
     match peer {
         Some(peer) => event_bench(r, ctx, peer, calib),
         None => Ok(()),
     }
+}
+
+/// What vCPU 1 needs: its stack, its two ports, and flags.
+struct Ap {
+    /// The port vCPU 1 waits on, and the one it answers on.
+    ports: core::sync::atomic::AtomicU64,
+    /// Set by vCPU 1 once it runs.
+    ready: core::sync::atomic::AtomicBool,
+    /// How to call the hypervisor (copied from the boot vCPU).
+    hc: core::cell::UnsafeCell<Option<Hypercall>>,
+}
+
+// SAFETY: `hc` is written by the boot vCPU before `VCPUOP_up` and only
+// read by vCPU 1 after it; the other fields are atomics.
+unsafe impl Sync for Ap {}
+
+static AP: Ap = Ap {
+    ports: core::sync::atomic::AtomicU64::new(0),
+    ready: core::sync::atomic::AtomicBool::new(false),
+    hc: core::cell::UnsafeCell::new(None),
+};
+
+/// vCPU 1's stack.
+const AP_STACK_SIZE: usize = 16 * 1024;
+#[repr(C, align(16))]
+struct ApStack(core::cell::UnsafeCell<[u8; AP_STACK_SIZE]>);
+// SAFETY: only vCPU 1 uses it, as its stack.
+unsafe impl Sync for ApStack {}
+static AP_STACK: ApStack = ApStack(core::cell::UnsafeCell::new([0; AP_STACK_SIZE]));
+
+/// vCPU 1's first instruction (RSP = the top of [`AP_STACK`] less 8, as
+/// after a call): answers every event on its port, forever.
+extern "C" fn ap_entry() -> ! {
+    use core::sync::atomic::Ordering::SeqCst;
+    cpu::init_ap();
+    // SAFETY: written before VCPUOP_up, never again (see `Ap`).
+    let hc = unsafe { *AP.hc.get() };
+    let ports = AP.ports.load(SeqCst);
+    let (wait, answer) = (ports as u32, (ports >> 32) as u32);
+    AP.ready.store(true, SeqCst);
+    let Some(hc) = hc else {
+        loop {
+            core::hint::spin_loop();
+        }
+    };
+    loop {
+        if events::is_pending(wait) {
+            events::clear_pending(wait);
+            let _ = hc.evtchn_send(answer);
+        } else {
+            let _ = hc.sched_poll(&[wait], 0);
+        }
+    }
+}
+
+fn read_cr(n: u8) -> u64 {
+    let v: u64;
+    // SAFETY: reading a control register at CPL 0 has no side effect.
+    unsafe {
+        match n {
+            0 => core::arch::asm!("mov {}, cr0", out(reg) v, options(nomem, nostack)),
+            3 => core::arch::asm!("mov {}, cr3", out(reg) v, options(nomem, nostack)),
+            _ => core::arch::asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)),
+        }
+    }
+    v
+}
+
+fn read_efer() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: EFER exists on every 64-bit CPU; reading it changes nothing.
+    unsafe {
+        core::arch::asm!("rdmsr", in("ecx") 0xC000_0080u32, out("eax") lo, out("edx") hi,
+            options(nomem, nostack));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Starts vCPU 1 in 64-bit mode on our page tables (`VCPUOP_initialise`,
+/// `VCPUOP_up`) and times event round trips with it (see the module doc).
+fn vcpu_bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, calib: u64) -> Outcome {
+    use core::sync::atomic::Ordering::SeqCst;
+    use xen_abi::vcpu::{VCPUOP_initialise, VCPUOP_up, VcpuHvmContext, VcpuHvmX86_64};
+    if ctx.hc.vcpu_is_up(1) != Ok(false) {
+        fail!("vCPU 1 is up before VCPUOP_up");
+    }
+    let wait = match ctx.hc.evtchn_bind_ipi(1) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_ipi(vcpu 1): {e}"),
+    };
+    let answer = match ctx.hc.evtchn_bind_ipi(0) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_ipi(vcpu 0): {e}"),
+    };
+    for p in [wait, answer] {
+        events::mask(p);
+        events::clear_pending(p);
+    }
+    AP.ports
+        .store(u64::from(wait) | (u64::from(answer) << 32), SeqCst);
+    // SAFETY: vCPU 1 is down; it reads this only after VCPUOP_up.
+    unsafe { *AP.hc.get() = Some(ctx.hc) };
+    let top = AP_STACK.0.get() as u64 + AP_STACK_SIZE as u64;
+    let mut c = VcpuHvmContext::new_64(VcpuHvmX86_64 {
+        rip: ap_entry as *const () as u64,
+        rsp: top - 8,
+        rflags: 0x2,
+        cr0: read_cr(0),
+        cr3: read_cr(3),
+        cr4: read_cr(4),
+        efer: read_efer(),
+        ..Default::default()
+    });
+    // SAFETY: the context is read during the call only.
+    if let Err(e) = unsafe { ctx.hc.vcpu_op(VCPUOP_initialise, 1, (&raw mut c).cast()) } {
+        fail!("VCPUOP_initialise(1): {e}");
+    }
+    // SAFETY: no argument structure.
+    if let Err(e) = unsafe { ctx.hc.vcpu_op(VCPUOP_up, 1, core::ptr::null_mut()) } {
+        fail!("VCPUOP_up(1): {e}");
+    }
+    let Some(now) = now_ns(ctx) else {
+        fail!("no system time");
+    };
+    let deadline = now + WAIT_NS;
+    while !AP.ready.load(SeqCst) {
+        if now_ns(ctx).is_none_or(|n| n >= deadline) {
+            fail!("vCPU 1 did not run after VCPUOP_up");
+        }
+        let _ = ctx.hc.sched_yield();
+    }
+    if ctx.hc.vcpu_is_up(1) != Ok(true) {
+        fail!("VCPUOP_is_up(1) is not 1 with vCPU 1 running");
+    }
+    let mut t0 = 0;
+    for i in 0..WARMUP + ROUNDS {
+        if i == WARMUP {
+            t0 = events::rdtsc();
+        }
+        if let Err(e) = ctx.hc.evtchn_send(wait) {
+            fail!("EVTCHNOP_send({wait}) round {i}: {e}");
+        }
+        if !await_event(ctx, answer, deadline)? {
+            fail!("no answer from vCPU 1 in round {i}");
+        }
+    }
+    let total = events::rdtsc() - t0;
+    let rt = insns(total, calib) / u64::from(ROUNDS);
+    r.note(format_args!(
+        "BENCH vcpu n={ROUNDS} roundtrip_ticks={} roundtrip_insns={rt} send_deliver_insns={}",
+        total / u64::from(ROUNDS),
+        rt / 2
+    ));
+    Ok(())
 }
 
 /// Event send + deliver within this domain, on one vCPU: an interdomain

@@ -234,6 +234,9 @@ pub struct Domain {
     pub console: Option<crate::console::ConsoleBackend>,
     /// The emulated PIT channel 2 (TSC calibration).
     pub pit: crate::pit::Pit,
+    /// Its view of PCI configuration space and the host functions
+    /// assigned to it ([`crate::pci`]).
+    pub pci: crate::pci::DomainPci,
     /// Guest frames whose host frame the hypervisor holds (vcpu_info,
     /// FIFO pages), with a count: never freed while pinned.
     pub pinned: HashMap<u64, u32>,
@@ -282,6 +285,7 @@ impl Domain {
             console_line: Vec::new(),
             console: None,
             pit: crate::pit::Pit::default(),
+            pci: crate::pci::DomainPci::default(),
             pinned: HashMap::new(),
             zombies: Vec::new(),
             gnttab: crate::gnttab::GrantTable::new(),

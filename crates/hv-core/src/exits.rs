@@ -838,6 +838,9 @@ fn port_io<P: Platform>(
 
 /// An emulated port's value, or `None` for all-ones.
 fn input<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64) -> Option<u64> {
+    if crate::pci::is_config_port(port) {
+        return Some(u64::from(crate::pci::port_read(hv, d, port, size as u8)));
+    }
     let now = hv.now();
     let pit = &mut hv.domain_mut(d)?.pit;
     match (port, size) {
@@ -848,6 +851,10 @@ fn input<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64) ->
 }
 
 fn out<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64, val: u64) {
+    if crate::pci::is_config_port(port) {
+        crate::pci::port_write(hv, d, port, size as u8, val as u32);
+        return;
+    }
     if size == 1 && matches!(port, PIT_CH2_PORT | PIT_CMD_PORT | PIT_GATE_PORT) {
         let now = hv.now();
         if let Some(dom) = hv.domain_mut(d) {

@@ -7,7 +7,8 @@
 //!
 //! - [`arch::VcpuBackend`] and [`arch::NestedPaging`], implemented by the
 //!   vendor backends (`arch-svm`, `arch-vmx`);
-//! - [`platform::Platform`] (frames, time, IPIs, console), implemented by
+//! - [`platform::Platform`] (frames, time, IPIs, console, host PCI
+//!   configuration space), implemented by
 //!   the hypervisor image and, in the tests, by a mock machine.
 //!
 //! So all of it runs and is tested on the host with `cargo test`.
@@ -39,6 +40,7 @@ pub mod mock;
 pub mod p2m;
 pub mod pagetable;
 pub mod pagewalk;
+pub mod pci;
 pub mod pit;
 pub mod platform;
 pub mod sched;

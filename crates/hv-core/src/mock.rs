@@ -12,6 +12,7 @@ use hashbrown::HashMap;
 use spin::Mutex;
 
 use crate::arch::{ControlReg, Event, Gprs, NestedPaging, NptError, P2mPerms, VcpuBackend, VmExit};
+use crate::pci::Bdf;
 use crate::platform::{FrameAccess, Platform};
 use crate::types::{DomId, Gfn, Hfn, PAGE_SIZE};
 
@@ -48,6 +49,65 @@ pub struct MockPlatform {
     /// CPUID bits the machine lacks: (leaf, register 0-3 for EAX-EDX,
     /// mask), cleared from every answer of that leaf.
     pub cpuid_clear: Vec<(u32, usize, u32)>,
+    /// The host's PCI functions.
+    pub pci: Mutex<Vec<MockPciFunction>>,
+    /// Every configuration write that reached the host: (function,
+    /// register, size, value).
+    pub pci_writes: Mutex<Vec<(Bdf, u8, u8, u32)>>,
+}
+
+/// A host PCI function's configuration space: bytes and, per dword, the
+/// bits a write changes (the rest are read-only).
+#[derive(Clone, Debug)]
+pub struct MockPciFunction {
+    /// Where it is.
+    pub bdf: Bdf,
+    /// The 256 bytes of configuration space.
+    pub config: [u8; 256],
+    /// Writable bits of each dword.
+    pub writable: [u32; 64],
+}
+
+impl MockPciFunction {
+    /// An endpoint (header type 0) with these IDs, no BARs, a writable
+    /// command register, cache line size, latency timer and interrupt
+    /// line, and a writable device-specific area (0x40-0xFF).
+    pub fn endpoint(bdf: Bdf, vendor: u16, device: u16) -> Self {
+        let mut f = MockPciFunction {
+            bdf,
+            config: [0; 256],
+            writable: [0; 64],
+        };
+        f.set_dword(0x00, u32::from(vendor) | (u32::from(device) << 16));
+        f.set_dword(0x08, 0x0200_0000); // network controller
+        f.writable[1] = 0x0000_FFFF;
+        f.writable[3] = 0x0000_FFFF;
+        f.writable[15] = 0x0000_00FF;
+        for w in &mut f.writable[16..] {
+            *w = u32::MAX;
+        }
+        f
+    }
+
+    /// Sets BAR register `i` to `value` with `writable` address bits (a
+    /// BAR of size S has `!(S - 1)` writable, type bits excluded).
+    pub fn with_bar(mut self, i: usize, value: u32, writable: u32) -> Self {
+        self.set_dword(0x10 + 4 * i as u8, value);
+        self.writable[4 + i] = writable;
+        self
+    }
+
+    /// A dword of configuration space.
+    pub fn dword(&self, reg: u8) -> u32 {
+        let r = usize::from(reg & !3);
+        u32::from_le_bytes(self.config[r..r + 4].try_into().unwrap())
+    }
+
+    /// Sets a dword regardless of what is writable.
+    pub fn set_dword(&mut self, reg: u8, v: u32) {
+        let r = usize::from(reg & !3);
+        self.config[r..r + 4].copy_from_slice(&v.to_le_bytes());
+    }
 }
 
 impl Default for MockPlatform {
@@ -71,6 +131,8 @@ impl MockPlatform {
             freed: Mutex::new(Vec::new()),
             amd: true,
             cpuid_clear: Vec::new(),
+            pci: Mutex::new(Vec::new()),
+            pci_writes: Mutex::new(Vec::new()),
         }
     }
 
@@ -215,7 +277,42 @@ impl FrameAccess for MockPlatform {
     }
 }
 
+/// The platform's contract for configuration accesses.
+fn check_pci_access(reg: u8, size: u8) {
+    assert!(matches!(size, 1 | 2 | 4), "PCI access of {size} bytes");
+    assert!(reg.is_multiple_of(size), "unaligned PCI access at {reg:#x}");
+}
+
 impl Platform for MockPlatform {
+    fn pci_config_read(&self, bdf: Bdf, reg: u8, size: u8) -> u32 {
+        check_pci_access(reg, size);
+        let pci = self.pci.lock();
+        let Some(f) = pci.iter().find(|f| f.bdf == bdf) else {
+            return if size == 4 {
+                u32::MAX
+            } else {
+                (1 << (8 * size)) - 1
+            };
+        };
+        (0..size).fold(0, |v, i| {
+            v | (u32::from(f.config[usize::from(reg + i)]) << (8 * i))
+        })
+    }
+    fn pci_config_write(&self, bdf: Bdf, reg: u8, size: u8, value: u32) {
+        check_pci_access(reg, size);
+        self.pci_writes.lock().push((bdf, reg, size, value));
+        let mut pci = self.pci.lock();
+        let Some(f) = pci.iter_mut().find(|f| f.bdf == bdf) else {
+            return;
+        };
+        for i in 0..size {
+            let at = reg + i;
+            let w = (f.writable[usize::from(at / 4)] >> (8 * (at % 4))) as u8;
+            let old = f.config[usize::from(at)];
+            let new = (value >> (8 * i)) as u8;
+            f.config[usize::from(at)] = (old & !w) | (new & w);
+        }
+    }
     fn alloc_frame(&self) -> Option<Hfn> {
         let mut frames = self.frames.lock();
         if frames.len() as u64 >= self.limit.load(SeqCst) {

@@ -8,6 +8,7 @@
 //! implementations must tolerate a guest changing the same bytes at the same
 //! time (volatile or atomic accesses, never `&[u8]` into a live frame).
 
+use crate::pci::Bdf;
 use crate::types::{DomId, Hfn};
 
 /// Access to host frames by number. Offsets and lengths are checked by the
@@ -94,5 +95,24 @@ pub trait Platform: FrameAccess {
     /// system time 0, for the guests' `shared_info` wallclock.
     fn wallclock_at_boot(&self) -> (u64, u32) {
         (0, 0)
+    }
+    /// Reads `size` bytes (1, 2 or 4) at register `reg` of host PCI
+    /// function `bdf`'s configuration space; all-ones where the host has
+    /// no such function. hv-core calls it only for functions assigned to a
+    /// domain (and to probe them), with `reg` a multiple of `size`, under
+    /// the hypervisor lock. The default is a machine without PCI.
+    fn pci_config_read(&self, bdf: Bdf, reg: u8, size: u8) -> u32 {
+        let _ = (bdf, reg);
+        if size >= 4 {
+            u32::MAX
+        } else {
+            (1 << (8 * u32::from(size))) - 1
+        }
+    }
+    /// Writes the low `size` bytes of `value` at register `reg` of host
+    /// PCI function `bdf` (same contract as
+    /// [`Platform::pci_config_read`]).
+    fn pci_config_write(&self, bdf: Bdf, reg: u8, size: u8, value: u32) {
+        let _ = (bdf, reg, size, value);
     }
 }

@@ -3,6 +3,7 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
+use hv_core::pci::Bdf;
 use hv_core::platform::{FrameAccess, Platform};
 use hv_core::{DomId, Hfn, PAGE_SIZE};
 
@@ -182,6 +183,53 @@ impl Platform for HostPlatform {
     fn tsc_hz(&self) -> u64 {
         crate::platform::tsc_hz()
     }
+    fn pci_config_read(&self, bdf: Bdf, reg: u8, size: u8) -> u32 {
+        let _g = PCI_CONFIG.lock();
+        let data = select_config(bdf, reg);
+        // SAFETY: configuration mechanism #1; the address port was just
+        // set under PCI_CONFIG (no other CPU can change it in between),
+        // and `data` is inside 0xCFC-0xCFF with `reg` a multiple of `size`
+        // (hv-core's contract), so the access stays in the data dword.
+        unsafe {
+            match size {
+                1 => u32::from(x86::io::inb(data)),
+                2 => u32::from(x86::io::inw(data)),
+                _ => x86::io::inl(data),
+            }
+        }
+    }
+    fn pci_config_write(&self, bdf: Bdf, reg: u8, size: u8, value: u32) {
+        let _g = PCI_CONFIG.lock();
+        let data = select_config(bdf, reg);
+        // SAFETY: as in `pci_config_read`; hv-core writes only registers
+        // of functions assigned to a domain, filtered (see hv_core::pci).
+        unsafe {
+            match size {
+                1 => x86::io::outb(data, value as u8),
+                2 => x86::io::outw(data, value as u16),
+                _ => x86::io::outl(data, value),
+            }
+        }
+    }
+}
+
+/// Serialises the two-step mechanism #1 sequence (address, then data)
+/// between CPUs.
+static PCI_CONFIG: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Writes the configuration address of `bdf`'s register `reg` (enable
+/// bit set) to 0xCF8 and returns the data port of its bytes. Call with
+/// `PCI_CONFIG` held.
+fn select_config(bdf: Bdf, reg: u8) -> u16 {
+    let addr = (1u32 << 31)
+        | (u32::from(bdf.bus) << 16)
+        | (u32::from(bdf.dev & 0x1F) << 11)
+        | (u32::from(bdf.func & 7) << 8)
+        | u32::from(reg & 0xFC);
+    // SAFETY: 0xCF8 is the host bridge's configuration address register;
+    // writing it has no effect beyond selecting the next data access.
+    unsafe { x86::io::outl(hv_core::pci::CONFIG_ADDRESS, addr) };
+    hv_core::pci::CONFIG_DATA + u16::from(reg & 3)
 }
 
 /// The frame source arch-svm's nested tables and VMCBs use.

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [service] [on_reboot=restart|destroy]
-//!        [-- guest command line]
+//!        [pci=BDF[,BDF...]] [-- guest command line]
 //! ramdisk
 //! ```
 //!
@@ -32,12 +32,21 @@
 //! the same id and a new `unique_id`; `destroy` leaves it shut down. The
 //! service domain itself is never restarted (it holds the others' disks).
 //!
+//! `pci` assigns host PCI functions to the domain (device assignment, the
+//! first layer: configuration space, see `hv_core::pci`). A BDF is
+//! `BB:DD.F` or `0000:BB:DD.F` in hexadecimal, as `lspci` and Xen's
+//! `pci=` write it; segment 0 only, at most 32 per domain, each function
+//! to one domain. The hypervisor refuses to start when a named function
+//! is absent or is a bridge.
+//!
 //! A boot loader that carries a single module and no module command line
 //! (QEMU's `-kernel ... -initrd KERNEL`) gives a kernel with the defaults.
 //! Bad plans are refused as a whole with the module and reason: a
 //! half-started system is worse than none.
 
 use core::fmt;
+
+use hv_core::pci::{Bdf, MAX_FUNCTIONS};
 
 /// Defaults for a kernel module's options.
 pub const DEFAULT_MEM_MIB: u64 = 64;
@@ -71,6 +80,9 @@ pub struct DomainPlan<'a> {
     pub cmdline: &'a str,
     /// What a reboot does.
     pub on_reboot: OnReboot,
+    /// Host PCI functions assigned to it: a checked `pci=` list (empty:
+    /// none), see [`pci_functions`](DomainPlan::pci_functions).
+    pub pci: &'a str,
 }
 
 /// What happens to a domain that shuts down with `SHUTDOWN_reboot` (Xen's
@@ -85,6 +97,11 @@ pub enum OnReboot {
 }
 
 impl DomainPlan<'_> {
+    /// The host PCI functions assigned to the domain.
+    pub fn pci_functions(&self) -> impl Iterator<Item = Bdf> + '_ {
+        self.pci.split(',').filter_map(Bdf::parse)
+    }
+
     /// Whether a reboot of this domain builds it again: `on_reboot=restart`
     /// and not the service domain.
     pub fn restarts(&self) -> bool {
@@ -111,6 +128,8 @@ pub enum PlanError<'a> {
     SecondService { module: usize },
     /// More than [`MAX_DOMAINS`] kernels.
     TooManyDomains,
+    /// A PCI function assigned to a second domain.
+    PciTwice { module: usize, function: &'a str },
 }
 
 impl fmt::Display for PlanError<'_> {
@@ -140,6 +159,10 @@ impl fmt::Display for PlanError<'_> {
                 )
             }
             Self::TooManyDomains => write!(f, "more than {MAX_DOMAINS} domains"),
+            Self::PciTwice { module, function } => write!(
+                f,
+                "module {module}: PCI function {function} is assigned to another domain"
+            ),
         }
     }
 }
@@ -175,6 +198,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
             service: false,
             cmdline: "",
             on_reboot: OnReboot::Restart,
+            pci: "",
         })?;
         return Ok(plans);
     }
@@ -200,6 +224,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                     service: false,
                     cmdline: guest_cmdline,
                     on_reboot: OnReboot::Restart,
+                    pci: "",
                 };
                 for w in words {
                     let bad = PlanError::BadOption { module, option: w };
@@ -219,10 +244,19 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                         }
                         Some(("on_reboot", "restart")) => d.on_reboot = OnReboot::Restart,
                         Some(("on_reboot", "destroy")) => d.on_reboot = OnReboot::Destroy,
+                        Some(("pci", v)) if d.pci.is_empty() && valid_pci(v) => d.pci = v,
                         None if w == "priv" => d.privileged = true,
                         None if w == "service" => d.service = true,
                         _ => return Err(bad),
                     }
+                }
+                if let Some(function) = d.pci.split(',').find(|t| {
+                    let b = Bdf::parse(t);
+                    plans
+                        .iter()
+                        .any(|o| o.pci_functions().any(|x| Some(x) == b))
+                }) {
+                    return Err(PlanError::PciTwice { module, function });
                 }
                 if d.service {
                     if have_service {
@@ -261,6 +295,22 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
         }
     }
     Ok(plans)
+}
+
+/// Whether `v` is a `pci=` list: 1 to [`MAX_FUNCTIONS`] functions, none
+/// twice (checked without the heap, which does not exist yet).
+fn valid_pci(v: &str) -> bool {
+    let mut n = 0;
+    for (i, t) in v.split(',').enumerate() {
+        let Some(b) = Bdf::parse(t) else {
+            return false;
+        };
+        if v.split(',').take(i).any(|u| Bdf::parse(u) == Some(b)) {
+            return false;
+        }
+        n += 1;
+    }
+    n <= MAX_FUNCTIONS
 }
 
 /// Whether `v` may be a domain name: 1 to 64 of `A-Z a-z 0-9 - _ .` (safe
@@ -444,6 +494,12 @@ mod tests {
             "service=1",
             "on_reboot=",
             "on_reboot=preserve",
+            "pci=",
+            "pci=00:03",
+            "pci=00:20.0",
+            "pci=0001:00:03.0",
+            "pci=00:03.0,00:03.0",
+            "pci=00:03.0,",
         ] {
             let line = format!("kernel {bad}");
             let line: &'static str = Box::leak(line.into_boxed_str());
@@ -488,6 +544,38 @@ mod tests {
         assert_eq!(
             plan(&["kernel service", "kernel service"]),
             Err(PlanError::SecondService { module: 1 })
+        );
+    }
+
+    #[test]
+    fn pci_functions_go_to_one_domain_each() {
+        let p = ok(&[
+            "kernel service pci=00:03.0,0000:00:1f.7",
+            "kernel name=g",
+            "kernel pci=01:00.0",
+        ]);
+        let f: Vec<Vec<Bdf>> = p.iter().map(|d| d.pci_functions().collect()).collect();
+        assert_eq!(
+            f,
+            [
+                vec![Bdf::new(0, 3, 0).unwrap(), Bdf::new(0, 0x1F, 7).unwrap()],
+                vec![],
+                vec![Bdf::new(1, 0, 0).unwrap()],
+            ]
+        );
+        assert_eq!(
+            plan(&["kernel pci=00:03.0", "kernel pci=00:04.0,0000:00:03.0"]),
+            Err(PlanError::PciTwice {
+                module: 1,
+                function: "0000:00:03.0"
+            })
+        );
+        assert_eq!(
+            plan(&["kernel pci=00:03.0 pci=00:04.0"]),
+            Err(PlanError::BadOption {
+                module: 0,
+                option: "pci=00:04.0"
+            })
         );
     }
 

@@ -393,6 +393,14 @@ fn build_domain(
             (false, false) => "",
         }
     );
+    // Device assignment (configuration space only so far, hv_core::pci).
+    for bdf in p.pci_functions() {
+        if let Err(e) = hv.assign_pci(b.domid, bdf) {
+            let _ = hv.destroy_domain(b.domid);
+            return Err(format!("PCI function {bdf}: cannot assign it ({e:?})"));
+        }
+        log::info!("d{}: PCI function {bdf} assigned", b.domid.0);
+    }
     let init = vcpu_init(&b.vcpu0);
     let Some(vcpu0) = make_backend(root, &epoch, &init) else {
         let _ = hv.destroy_domain(b.domid);

@@ -74,6 +74,7 @@ fn plan(privileged: bool) -> DomainPlan<'static> {
         service: false,
         cmdline: "console=hvc0 test",
         on_reboot: hypervisor::launch::OnReboot::Restart,
+        pci: "",
     }
 }
 

@@ -77,6 +77,17 @@ same_in_compat!(
     crate::XenMemoryDomain,
     crate::E820Entry,
     crate::GrantEntryV1,
+    crate::PhysdevEoi,
+    crate::PhysdevIrqStatusQuery,
+    crate::PhysdevSetIopl,
+    crate::PhysdevUnmapPirq,
+    crate::PhysdevManagePci,
+    crate::PhysdevRestoreMsi,
+    crate::PhysdevSetupGsi,
+    crate::PhysdevGetFreePirq,
+    crate::PhysdevPciMmcfgReserved,
+    crate::PhysdevPciDeviceAdd,
+    crate::PhysdevPciDevice,
 );
 
 macro_rules! compat_struct {
@@ -449,3 +460,37 @@ mod tests {
         assert_eq!(&b[36..44], &4u64.to_le_bytes());
     }
 }
+
+compat_struct!(
+    /// `struct compat_physdev_map_pirq` (physdev.h `physdev_map_pirq`, 36
+    /// bytes: `table_base` is 4-aligned).
+    CompatPhysdevMapPirq, 36, {
+        /// The domain the pirq is for (`DOMID_SELF` allowed).
+        domid: Domid = 0,
+        /// Padding.
+        pad0: u16 = 2,
+        /// `MAP_PIRQ_TYPE_*`.
+        r#type: i32 = 4,
+        /// The GSI, or the MSI-X entry.
+        index: i32 = 8,
+        /// In or out: the pirq.
+        pirq: i32 = 12,
+        /// The function's bus (segment in the high 16 bits for the `_SEG` types).
+        bus: i32 = 16,
+        /// The function's device and function number.
+        devfn: i32 = 20,
+        /// MSI-X entry number, or the vector count.
+        entry_nr: i32 = 24,
+        /// The MSI-X table's address.
+        table_base: u64 = 28,
+    }
+);
+
+compat_struct!(
+    /// `struct compat_physdev_pirq_eoi_gmfn` (physdev.h
+    /// `physdev_pirq_eoi_gmfn`, 4 bytes: `xen_pfn_t` is 32-bit).
+    CompatPhysdevPirqEoiGmfn, 4, {
+        /// The guest frame holding one bit per pirq.
+        gmfn: CompatPfn = 0,
+    }
+);

@@ -31,6 +31,7 @@
 //! | [`start_info`] | `arch-x86/hvm/start_info.h` |
 //! | [`version`], [`features`] | `version.h` (`XENVER_*`), `features.h` (`XENFEAT_*`) |
 //! | [`memory`] | `memory.h` (`XENMEM_*`), the e820 entry, `hvm/e820.h` |
+//! | [`physdev`] | `physdev.h`: the `physdev_op` sub-ops and their arguments |
 //! | [`hvm`] | `hvm/hvm_op.h`, `hvm/params.h`, callback-irq helpers |
 //! | [`vcpu`] | `vcpu.h`, `hvm/hvm_vcpu.h` |
 //! | [`sched`] | `sched.h` |
@@ -92,6 +93,7 @@ pub mod guest;
 pub mod hvm;
 pub mod io;
 pub mod memory;
+pub mod physdev;
 pub mod sched;
 pub mod start_info;
 pub mod vcpu;
@@ -111,6 +113,7 @@ pub use guest::*;
 pub use hvm::*;
 pub use io::*;
 pub use memory::*;
+pub use physdev::*;
 pub use sched::*;
 pub use start_info::*;
 pub use vcpu::*;

@@ -55,7 +55,8 @@ XEN_PREFIXED = {'MemoryReservation', 'MemoryExchange', 'MachphysMfnList', 'Machp
                 'AddToPhysmap', 'AddToPhysmapBatch', 'RemoveFromPhysmap', 'MemoryMap',
                 'ForeignMemoryMap', 'PodTarget', 'PlatformParameters'}
 FIELD = {('CompatAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid',
-         ('SringHeader', 'pad'): '__pad', ('XenAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid'}
+         ('SringHeader', 'pad'): '__pad',
+         ('PhysdevPciDeviceAdd', 'physfn_bus'): 'physfn.bus', ('PhysdevPciDeviceAdd', 'physfn_devfn'): 'physfn.devfn', ('XenAddToPhysmapBatch', 'foreign_domid'): 'u.foreign_domid'}
 
 PRELUDE = r'''
 #include <stdint.h>
@@ -71,6 +72,7 @@ PRELUDE = r'''
 #include "grant_table.h"
 #include "domctl.h"
 #include "sysctl.h"
+#include "physdev.h"
 #include "hvm/hvm_op.h"
 #include "hvm/params.h"
 #include "hvm/hvm_vcpu.h"
@@ -106,7 +108,7 @@ CHECKS
 def assertions():
     src = ''.join(open(f).read() for f in sorted(glob.glob(os.path.join(SRC, '**', '*.rs'), recursive=True)))
     found = re.findall(r'assert_layout!\(\s*(\w+)\s*,\s*([^,]+?)\s*,\s*\{(.*?)\}\s*\)', src, re.S)
-    for m in re.finditer(r'(?:evtchn_arg|gnttab_arg|net_struct|compat_struct)!\(\s*(?:///[^\n]*\n\s*)*(\w+)\s*(?:=\s*\w+)?\s*,'
+    for m in re.finditer(r'(?:evtchn_arg|gnttab_arg|net_struct|compat_struct|physdev_struct)!\(\s*(?:///[^\n]*\n\s*)*(\w+)\s*(?:=\s*\w+)?\s*,'
                          r'\s*(\d+)\s*,\s*\{(.*?)\n\s*\}\s*\);', src, re.S):
         name, size, body = m.groups()
         fields = re.findall(r'^\s*(r#\w+|\w+)\s*:\s*[^=\n]+=\s*(\d+),', body, re.M)

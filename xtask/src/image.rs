@@ -2182,16 +2182,20 @@ fn multi_domain_e2e(
     guest: &std::path::Path,
     filter: Option<&str>,
 ) -> Result<(), String> {
-    let m = |cmd: &str| Module {
+    // d1 has two vCPUs: its checks start the second with
+    // VCPUOP_initialise/up (`vcpu_up`).
+    let m = |vcpus: u32, cmd: &str| Module {
         path: guest.to_path_buf(),
-        cmdline: kernel_cmdline(32, 1, cmd),
+        cmdline: kernel_cmdline(32, vcpus, cmd),
     };
     let expect = [
+        "(d1) CHECK vcpu_up: PASS",
+        "d1v1: started at ",
         "(d1) CHECK interdomain_ping: PASS",
         "(d1) CHECK grant_shared: PASS",
         "(d1) CHECK grant_copy: PASS",
         "(d1) CHECK hostile_map_without_grant: PASS",
-        "(d1) VERDICT: PASS 28/28",
+        "(d1) VERDICT: PASS 29/29",
         "(d2) CHECK interdomain_pong: PASS",
         "(d2) CHECK grant_shared: PASS",
         "(d2) VERDICT: PASS 26/26",
@@ -2208,9 +2212,9 @@ fn multi_domain_e2e(
         let mut o = RunOptions {
             vendor,
             modules: vec![
-                m("role=ping peer=2"),
-                m("role=pong peer=1"),
-                m("role=crash"),
+                m(2, "role=ping peer=2"),
+                m(1, "role=pong peer=1"),
+                m(1, "role=crash"),
             ],
             mem_mib: 512,
             smp: 2,

@@ -271,6 +271,9 @@ struct Ctx {
     upcalls_work: bool,
     /// An IPI port bound to vCPU 0.
     ipi_port: Option<u32>,
+    /// vCPU 1's ports once `vcpu_up` started it: the one it waits on and
+    /// the one it answers on (see `bench::start_vcpu1`).
+    ap_ports: Option<(u32, u32)>,
     /// The VIRQ_TIMER port.
     timer_port: Option<u32>,
     /// The singleshot timer fired.
@@ -369,6 +372,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 hole_gfn: None,
                 upcalls_work: false,
                 ipi_port: None,
+                ap_ports: None,
                 timer_port: None,
                 timer_works: false,
                 quiet_port: None,
@@ -623,6 +627,12 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "xcr0_invalid", o);
     let o = apic::check_apic_modes(r);
     record(r, "apic_modes", o);
+    // A second vCPU, when the domain has one (`VCPUOP_is_up` answers for
+    // existing vCPUs only): started by VCPUOP_initialise/up.
+    if ctx.hc.vcpu_is_up(1).is_ok() {
+        let o = bench::start_vcpu1(ctx);
+        record(r, "vcpu_up", o);
+    }
     let spurious = cpu::SPURIOUS.load(core::sync::atomic::Ordering::SeqCst);
     if spurious != 0 {
         r.note(format_args!("{spurious} interrupts on unexpected vectors"));

@@ -262,6 +262,8 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
                     | "--bochs-only"
                     | "--xenstore-only"
                     | "--xen-only"
+                    | "--block-only"
+                    | "--net-only"
             )
         })
         .collect();

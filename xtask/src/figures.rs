@@ -60,8 +60,9 @@
 //!   the events netback sent per packet. Under `-icount shift=0`, one run
 //!   each: [`NET_FLOOD`] pings (`ping -A`) at 56 and 1472 bytes, in
 //!   instructions per packet (ours: the sender's elapsed guest time, the
-//!   whole one-CPU machine; bare: each guest's busy time, uptime less
-//!   idle). `--net-only` measures only these.
+//!   whole one-CPU machine; each guest's busy time, uptime less idle and
+//!   steal, is its own share; bare: the two guests' busy times).
+//!   `--net-only` measures only these.
 
 use crate::image::{
     self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, STOP_OK, Vendor, build_image,
@@ -1358,12 +1359,30 @@ const NET_MIB: u32 = 16;
 /// Runs of each side in the network figures without icount (alternating).
 const NET_RUNS: usize = 2;
 /// Pings of each size in the icount floods.
-const NET_FLOOD: u32 = 1000;
+const NET_FLOOD: u32 = 20_000;
 /// The ping sizes of the floods: 64 bytes of ICMP (an 84-byte IP packet)
 /// and a 1500-byte IP packet.
 const NET_SIZES: [u32; 2] = [56, 1472];
 /// The TCP port of the bare pair's `-netdev socket`.
 const NET_PORT: u16 = 47012;
+
+/// One `PVH-LINUX-NET: flood` line.
+#[derive(Debug, PartialEq)]
+struct Flood {
+    size: u32,
+    role: String,
+    /// Seconds.
+    elapsed: f64,
+    idle: f64,
+    steal: f64,
+}
+
+impl Flood {
+    /// Seconds the guest itself ran.
+    fn busy(&self) -> f64 {
+        self.elapsed - self.idle - self.steal
+    }
+}
 
 /// What one run of the network figures printed: the sender (10.0.0.3)'s
 /// view, and netback's counters on ours.
@@ -1375,8 +1394,9 @@ struct NetRun {
     nc: Option<f64>,
     /// The receiver found the sha256 the sender sent.
     hash_ok: bool,
-    /// (size, role, elapsed s, idle s) of each flood line.
-    floods: Vec<(u32, String, f64, f64)>,
+    /// Each flood line: size, role, and seconds elapsed, idle and stolen
+    /// (runnable while other domains ran; 0 under bare QEMU).
+    floods: Vec<Flood>,
     /// Packets through the vifs (tx + rx) and events netback sent.
     packets: u64,
     events: u64,
@@ -1405,13 +1425,20 @@ impl NetRun {
                 r.hash_ok = true;
             } else if l.contains("PVH-LINUX-NET: flood s=") {
                 let field = |k: &str| words.iter().find_map(|w| w.strip_prefix(k));
-                if let (Some(s), Some(role), Some(t), Some(i)) = (
+                if let (Some(size), Some(role), Some(elapsed), Some(idle), Some(steal)) = (
                     field("s=").and_then(|v| v.parse().ok()),
                     field("role="),
                     field("uptime=").and_then(span),
                     field("idle=").and_then(span),
+                    field("steal=").and_then(span),
                 ) {
-                    r.floods.push((s, role.to_string(), t, i));
+                    r.floods.push(Flood {
+                        size,
+                        role: role.to_string(),
+                        elapsed,
+                        idle,
+                        steal: steal / 100.0,
+                    });
                 }
             } else if l.contains("service-domain: netback: d") && l.contains("events sent") {
                 let n = |k: &str| after(k).and_then(|v| v.parse::<u64>().ok());
@@ -1431,12 +1458,11 @@ impl NetRun {
         r
     }
 
-    /// The flood of `size` by `role`: (elapsed, idle) seconds.
-    fn flood(&self, size: u32, role: &str) -> Option<(f64, f64)> {
+    /// The flood of `size` by `role`.
+    fn flood(&self, size: u32, role: &str) -> Option<&Flood> {
         self.floods
             .iter()
-            .find(|(s, r, _, _)| *s == size && r == role)
-            .map(|&(_, _, t, i)| (t, i))
+            .find(|f| f.size == size && f.role == role)
     }
 }
 
@@ -1628,7 +1654,7 @@ fn linux_net(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Resul
     say(
         out,
         format!(
-            "network under QEMU -icount shift=0 (ours -smp 1: a guest ns is an instruction of the whole machine; bare: two QEMUs, each guest's busy time (uptime - idle) is its own instructions, QEMU's virtio and socket cost none): {NET_FLOOD} pings (ping -A) of each size, a round trip = 2 packets:"
+            "network under QEMU -icount shift=0 (ours -smp 1: a guest ns is an instruction of the whole machine; busy time, uptime less idle and steal, is a guest's own instructions; bare: two QEMUs, QEMU's virtio and socket cost none): {NET_FLOOD} pings (ping -A) of each size, a round trip = 2 packets:"
         ),
     );
     let n = f64::from(NET_FLOOD);
@@ -1640,9 +1666,10 @@ fn linux_net(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Resul
             b.flood(size, "send"),
             b.flood(size, "recv"),
         ) {
-            (Some((ot, oi)), Some((rt, ri)), Some((bst, bsi)), Some((brt, bri))) => {
-                let (ob_s, ob_r) = (ot - oi, rt - ri);
-                let bare_busy = (bst - bsi) + (brt - bri);
+            (Some(os), Some(or), Some(bs), Some(br)) => {
+                let ot = os.elapsed;
+                let (ob_s, ob_r) = (os.busy(), or.busy());
+                let bare_busy = bs.busy() + br.busy();
                 say(
                     out,
                     format!(
@@ -1653,8 +1680,8 @@ fn linux_net(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Resul
                         per(ob_r),
                         per((ot - ob_s - ob_r).max(0.0)),
                         per(bare_busy),
-                        per(bst - bsi),
-                        per(brt - bri),
+                        per(bs.busy()),
+                        per(br.busy()),
                         ot / bare_busy.max(1e-9),
                         (ob_s + ob_r) / bare_busy.max(1e-9)
                     ),
@@ -1755,14 +1782,18 @@ mod tests {
                    (d2) PVH-LINUX-NET: ping 10.0.0.3 rtt min/avg/max 9/9/9 ms (20 pings)\r\n\
                    (d3) PVH-LINUX-NET: nc sent 16 MiB to 10.0.0.2 in 4.50..5.25 s\r\n\
                    (d2) PVH-LINUX-NET: nc received 16 MiB from d3: sha256 matches\r\n\
-                   (d3) PVH-LINUX-NET: flood s=56 n=1000 role=send uptime=10.00..12.50 idle=1.00..1.50\r\n\
+                   (d3) PVH-LINUX-NET: flood s=56 n=1000 role=send uptime=10.00..12.50 idle=1.00..1.50 steal=100..125\r\n\
                    (d1) service-domain: netback: d2 vif 0: tx 244 packets (0 refused), rx 445 (0 dropped), events sent 100 tx + 42 rx\r\n\
                    (d1) service-domain: netback: d3 vif 0: tx 445 packets (0 refused), rx 244 (0 dropped), events sent 224 tx + 143 rx\r\n";
         let r = NetRun::parse(log);
         assert_eq!(r.rtt, Some(3.33));
         assert_eq!(r.nc, Some(0.75));
         assert!(r.hash_ok);
-        assert_eq!(r.flood(56, "send"), Some((2.5, 0.5)));
+        let f = r.flood(56, "send").unwrap();
+        assert_eq!(
+            (f.elapsed, f.idle, f.steal, f.busy()),
+            (2.5, 0.5, 0.25, 1.75)
+        );
         assert_eq!(r.flood(56, "recv"), None);
         assert_eq!((r.packets, r.events), (2 * 689, 142 + 367));
         let bad = NetRun::parse("PVH-LINUX-NET: nc received sha256 1, 10.0.0.3 sent 2");

@@ -147,8 +147,8 @@ const XS_TOOLS: &[&str] = &[
 /// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
 ///   to insmod, as modprobe would;
 /// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
-/// - `pvhip=ADDR/LEN`: with a Xen network interface (xen-netfront's
-///   `eth0`), bring it up with that address and print
+/// - `pvhip=ADDR/LEN`: with a network interface (xen-netfront's `eth0`,
+///   or virtio-net's under bare QEMU), bring it up with that address and print
 ///   `PVH-LINUX-NET: eth0 <mac> <ADDR/LEN>`; `pvhping=PEER` then pings
 ///   PEER until it answers (60 tries) and prints
 ///   `PVH-LINUX-NET: ping <PEER> ok`, then times 20 more (`ping -A`);
@@ -157,6 +157,17 @@ const XS_TOOLS: &[&str] = &[
 ///   `/dev/urandom` to ADDR, port 5001, after publishing its sha256 as
 ///   `data/nchash`; the other receives and compares
 ///   (`PVH-LINUX-NET: nc received N MiB from dD: sha256 matches`);
+///   without a xenstore (bare QEMU, virtio-net's `eth0`), `pvhncrole=send`
+///   or `pvhncrole=recv` says which side this is, and the sender appends
+///   the sha256 to the stream (`... nc received N MiB from ADDR: sha256
+///   matches`);
+/// - `pvhflood=N` (after `pvhnc`, the same roles): the sender pings the
+///   receiver N times with `ping -A -s 56` and again with `-s 1472`; the
+///   two sides bracket each flood by an `nc` connection to port 5003 and
+///   one to 5004, and each prints its `/proc/uptime` (elapsed and idle)
+///   and the steal time of `/proc/stat` (1/100 s: time its vCPU was
+///   runnable while other domains ran) at both ends: `PVH-LINUX-NET:
+///   flood s=S n=N role=ROLE uptime=T0..T1 idle=I0..I1 steal=S0..S1`;
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -361,17 +372,21 @@ flood() {
         if [ "$1" = send ]; then
             ncconnect "$2" 5003 || { echo "PVH-LINUX-NET: flood sync failed"; return; }
             read t0 i0 </proc/uptime
+            read _ _ _ _ _ _ _ _ s0 _ </proc/stat
             ping -A -c "$3" -s $s -q "$2" >/tmp/flood 2>&1
             read t1 i1 </proc/uptime
+            read _ _ _ _ _ _ _ _ s1 _ </proc/stat
             ncconnect "$2" 5004
             grep -q " $3 packets received" /tmp/flood || cat /tmp/flood
         else
             timeout 600 nc -l -p 5003 </dev/null >/dev/null
             read t0 i0 </proc/uptime
+            read _ _ _ _ _ _ _ _ s0 _ </proc/stat
             timeout 600 nc -l -p 5004 </dev/null >/dev/null
             read t1 i1 </proc/uptime
+            read _ _ _ _ _ _ _ _ s1 _ </proc/stat
         fi
-        echo "PVH-LINUX-NET: flood s=$s n=$3 role=$1 uptime=$t0..$t1 idle=$i0..$i1"
+        echo "PVH-LINUX-NET: flood s=$s n=$3 role=$1 uptime=$t0..$t1 idle=$i0..$i1 steal=$s0..$s1"
     done
 }
 # Without a xenstore (bare QEMU): the transfer of `pvhnc` with the sha256

@@ -1663,7 +1663,7 @@ fn linux_net(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Resul
     );
     let n = f64::from(NET_FLOOD);
     for size in NET_SIZES {
-        let per = |secs: f64| num((secs * 1e9 / n / 2.0) as u64);
+        let per = |secs: f64| num((secs * 1e9 / n / 2.0).round() as u64);
         match (
             o.flood(size, "send"),
             o.flood(size, "recv"),
@@ -1701,7 +1701,7 @@ fn linux_net(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Resul
             let f = o.flood(size, role)?;
             Some(format!(
                 "-s {size} {role} {}",
-                num((f.steal * 1e9 / n / 2.0) as u64)
+                num((f.steal * 1e9 / n / 2.0).round() as u64)
             ))
         })
         .collect();

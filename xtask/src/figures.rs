@@ -52,6 +52,18 @@
 //!   under icount a guest nanosecond is one instruction, so the figures
 //!   are instructions per MiB and per 4 KiB read, side by side.
 //!   `--block-only` measures only these.
+//! - Network between two Linux guests (issue 16): two Linux domains on the
+//!   service domain's switch (as the e2e case `qemu-svm-linux-net`)
+//!   against two bare QEMU Linux guests (the same kernel and initramfs,
+//!   virtio-net) joined by QEMU's `-netdev socket`. Without icount,
+//!   alternating, [`NET_RUNS`] each: the average of 20 pings and
+//!   [`NET_MIB`] MiB over TCP with busybox `nc` (sha256 checked), plus
+//!   the events netback sent per packet. Under `-icount shift=0`, one run
+//!   each: [`NET_FLOOD`] pings (`ping -A`) at 56 and 1472 bytes, in
+//!   instructions per packet (ours: the sender's elapsed guest time, the
+//!   whole one-CPU machine; each guest's busy time, uptime less idle, is
+//!   its own share; bare: the two guests' busy times).
+//!   `--net-only` measures only these.
 
 use crate::image::{
     self, LINUX_MARKER, Module, QEMU_EXIT_SUCCESS, RunOptions, STOP_OK, Vendor, build_image,
@@ -197,6 +209,16 @@ pub fn figures() -> Result<(), String> {
             Err(format!("figures not measured: {missing:?}"))
         };
     }
+    if has("--net-only") {
+        let mut out = String::new();
+        let mut missing = Vec::new();
+        linux_net(&image, &mut out, &mut missing)?;
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("figures not measured: {missing:?}"))
+        };
+    }
     if has("--xenstore-only") {
         let mut out = String::new();
         let mut missing = Vec::new();
@@ -270,6 +292,7 @@ pub fn figures() -> Result<(), String> {
             linux_comparison(&image, &mut out, &mut missing)?;
             linux_xenstore(&image, Vendor::Amd, &mut out, &mut missing)?;
             linux_block(&image, &mut out, &mut missing)?;
+            linux_net(&image, &mut out, &mut missing)?;
         } else {
             say(
                 &mut out,
@@ -1354,6 +1377,378 @@ fn linux_block_runs(
     Ok(())
 }
 
+/// MiB of the network figures' TCP transfer.
+const NET_MIB: u32 = 16;
+/// Runs of each side in the network figures without icount (alternating).
+const NET_RUNS: usize = 2;
+/// Pings of each size in the icount floods.
+const NET_FLOOD: u32 = 20_000;
+/// The ping sizes of the floods: 64 bytes of ICMP (an 84-byte IP packet)
+/// and a 1500-byte IP packet.
+const NET_SIZES: [u32; 2] = [56, 1472];
+/// The TCP port of the bare pair's `-netdev socket`.
+const NET_PORT: u16 = 47012;
+
+/// One `PVH-LINUX-NET: flood` line.
+#[derive(Debug, PartialEq)]
+struct Flood {
+    size: u32,
+    role: String,
+    /// Seconds.
+    elapsed: f64,
+    idle: f64,
+    steal: f64,
+}
+
+impl Flood {
+    /// Seconds the guest itself ran: elapsed less idle. Not less steal:
+    /// Linux counts the wait of a woken vCPU for its CPU (runnable, in
+    /// the idle task) as idle and as steal alike, and our scheduler does
+    /// not preempt a running vCPU for a woken one (only at the end of its
+    /// slice), so the steal of a busy guest is small.
+    fn busy(&self) -> f64 {
+        self.elapsed - self.idle
+    }
+}
+
+/// What one run of the network figures printed: the sender (10.0.0.3)'s
+/// view, and netback's counters on ours.
+#[derive(Debug, Default, PartialEq)]
+struct NetRun {
+    /// Average ping round trip, ms.
+    rtt: Option<f64>,
+    /// Seconds to send [`NET_MIB`] MiB.
+    nc: Option<f64>,
+    /// The receiver found the sha256 the sender sent.
+    hash_ok: bool,
+    /// Each flood line: size, role, and seconds elapsed, idle and stolen
+    /// (runnable while other domains ran; 0 under bare QEMU).
+    floods: Vec<Flood>,
+    /// Packets through the vifs (tx + rx) and events netback sent.
+    packets: u64,
+    events: u64,
+}
+
+impl NetRun {
+    fn parse(serial: &str) -> Self {
+        let mut r = NetRun::default();
+        let span = |w: &str| -> Option<f64> {
+            let (a, b) = w.split_once("..")?;
+            Some(b.parse::<f64>().ok()? - a.parse::<f64>().ok()?)
+        };
+        for l in serial.lines() {
+            let words: Vec<&str> = l.split_ascii_whitespace().collect();
+            let after = |key: &str| -> Option<&str> {
+                let i = words.iter().position(|w| *w == key)?;
+                words.get(i + 1).copied()
+            };
+            if l.contains("PVH-LINUX-NET: ping 10.0.0.2 rtt min/avg/max") {
+                r.rtt = after("min/avg/max")
+                    .and_then(|v| v.split('/').nth(1))
+                    .and_then(|v| v.parse().ok());
+            } else if l.contains("PVH-LINUX-NET: nc sent") {
+                r.nc = after("in").and_then(span);
+            } else if l.contains("PVH-LINUX-NET: nc received") && l.contains("sha256 matches") {
+                r.hash_ok = true;
+            } else if l.contains("PVH-LINUX-NET: flood s=") {
+                let field = |k: &str| words.iter().find_map(|w| w.strip_prefix(k));
+                if let (Some(size), Some(role), Some(elapsed), Some(idle), Some(steal)) = (
+                    field("s=").and_then(|v| v.parse().ok()),
+                    field("role="),
+                    field("uptime=").and_then(span),
+                    field("idle=").and_then(span),
+                    field("steal=").and_then(span),
+                ) {
+                    r.floods.push(Flood {
+                        size,
+                        role: role.to_string(),
+                        elapsed,
+                        idle,
+                        steal: steal / 100.0,
+                    });
+                }
+            } else if l.contains("service-domain: netback: d") && l.contains("events sent") {
+                let n = |k: &str| after(k).and_then(|v| v.parse::<u64>().ok());
+                let tx = n("tx");
+                let ev = after("sent").and_then(|v| v.parse::<u64>().ok());
+                let ev_rx = words
+                    .iter()
+                    .rposition(|w| *w == "+")
+                    .and_then(|i| words.get(i + 1))
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let (Some(tx), Some(rx), Some(ev), Some(ev_rx)) = (tx, n("rx"), ev, ev_rx) {
+                    r.packets += tx + rx;
+                    r.events += ev + ev_rx;
+                }
+            }
+        }
+        r
+    }
+
+    /// The flood of `size` by `role`.
+    fn flood(&self, size: u32, role: &str) -> Option<&Flood> {
+        self.floods
+            .iter()
+            .find(|f| f.size == size && f.role == role)
+    }
+}
+
+/// Two Linux domains on our hypervisor with the service domain's switch,
+/// as the e2e case `qemu-svm-linux-net`: d3 sends, d2 receives.
+fn net_ours(image: &Path, words: &str, icounted: bool) -> Result<String, String> {
+    let o = RunOptions {
+        smp: if icounted { 1 } else { 2 },
+        modules: linux_plan(2, 160, 1, true, words, &[], false, true)?,
+        mem_mib: 2 * 160 + 256,
+        timeout: Some(BOCHS_TIMEOUT),
+        extra_qemu_args: if icounted { icount() } else { Vec::new() },
+        ..Default::default()
+    };
+    Ok(image::boot_qemu(image, &o, false)?.serial)
+}
+
+/// Two bare QEMU Linux guests (the same kernel and initramfs, QEMU's own
+/// `-kernel`) joined by `-netdev socket`: 10.0.0.2 listens and receives,
+/// 10.0.0.3 connects and sends. Both serial logs, concatenated.
+fn net_bare(words: &str, icounted: bool) -> Result<String, String> {
+    let (kernel, initrd) = linux_files();
+    let side = |id: u32| {
+        let (role, peer, net) = if id == 2 {
+            (
+                "recv",
+                3,
+                format!("socket,id=n0,listen=127.0.0.1:{NET_PORT}"),
+            )
+        } else {
+            (
+                "send",
+                2,
+                format!("socket,id=n0,connect=127.0.0.1:{NET_PORT}"),
+            )
+        };
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-accel", "tcg", "-m", "512", "-smp", "1"])
+            .args(if icounted { icount() } else { Vec::new() })
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args([
+                "-append",
+                &format!(
+                    "console=ttyS0 pvhip=10.0.0.{id}/24 pvhping=10.0.0.{peer} pvhncrole={role} {words}"
+                ),
+                "-nographic",
+            ])
+            .args(["-netdev", &net])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac=52:54:00:00:00:0{id}"),
+            ]);
+        c
+    };
+    let done = |flood: bool| -> &'static str {
+        if flood {
+            "PVH-LINUX-NET: flood s=1472"
+        } else {
+            "PVH-LINUX-NET: nc "
+        }
+    };
+    let flood = words.contains("pvhflood=");
+    let (rx, tx) = (side(2), side(3));
+    let listener = std::thread::spawn(move || {
+        timed(rx, &[done(flood)], BOCHS_TIMEOUT, Duration::from_secs(5))
+    });
+    // The listener binds its port before its guest runs.
+    std::thread::sleep(Duration::from_secs(2));
+    let sender = timed(tx, &[done(flood)], BOCHS_TIMEOUT, Duration::from_secs(5))?;
+    let receiver = listener
+        .join()
+        .map_err(|_| "the bare listener thread panicked".to_string())??;
+    Ok(format!("{}\n{}", receiver.serial, sender.serial))
+}
+
+/// The network figures (see the module doc): without icount, ours and
+/// bare alternating, [`NET_RUNS`] each; then one icount run of each with
+/// the ping floods.
+fn linux_net(image: &Path, out: &mut String, missing: &mut Vec<String>) -> Result<(), String> {
+    let words = format!("pvhnc={NET_MIB}");
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    for run in 1..=NET_RUNS {
+        let s = net_ours(image, &words, false)?;
+        let r = NetRun::parse(&s);
+        if r.rtt.is_none() || r.nc.is_none() || !r.hash_ok {
+            eprintln!("figures: network run {run} (ours) output:\n{s}");
+        }
+        ours.push(r);
+        let s = net_bare(&words, false)?;
+        let r = NetRun::parse(&s);
+        if r.rtt.is_none() || r.nc.is_none() || !r.hash_ok {
+            eprintln!("figures: network run {run} (bare QEMU) output:\n{s}");
+        }
+        bare.push(r);
+    }
+    say(
+        out,
+        format!(
+            "network between two Linux guests (QEMU TCG without icount; ours: two domains on the service domain's switch, -smp 2 single-threaded TCG; bare: two QEMUs, virtio-net, -netdev socket; {NET_RUNS} runs each, alternating; sender 10.0.0.3, /proc/uptime 10 ms steps):"
+        ),
+    );
+    let show = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
+    for (i, (o, b)) in ours.iter().zip(&bare).enumerate() {
+        say(
+            out,
+            format!(
+                "  run {}: ping avg ours {} bare {}; {NET_MIB} MiB ours {} ({}) bare {} ({}); events ours {} / {} packets through the vifs",
+                i + 1,
+                show(o.rtt, " ms"),
+                show(b.rtt, " ms"),
+                show(o.nc, " s"),
+                if o.hash_ok {
+                    "sha256 ok"
+                } else {
+                    "sha256 NOT ok"
+                },
+                show(b.nc, " s"),
+                if b.hash_ok {
+                    "sha256 ok"
+                } else {
+                    "sha256 NOT ok"
+                },
+                o.events,
+                o.packets
+            ),
+        );
+    }
+    let avg = |v: &[NetRun], f: fn(&NetRun) -> Option<f64>| -> Option<f64> {
+        let x: Vec<f64> = v.iter().filter_map(f).collect();
+        (x.len() == v.len()).then(|| mean(&x))
+    };
+    let (or, br) = (avg(&ours, |r| r.rtt), avg(&bare, |r| r.rtt));
+    let (on, bn) = (avg(&ours, |r| r.nc), avg(&bare, |r| r.nc));
+    let ok = ours.iter().chain(&bare).all(|r| r.hash_ok);
+    match (or, br, on, bn, ok) {
+        (Some(or), Some(br), Some(on), Some(bn), true) => {
+            say(
+                out,
+                format!(
+                    "  ping round trip (average of 20): ours {or:.2} ms, bare QEMU {br:.2} ms: ours/bare {:.2}x",
+                    or / br
+                ),
+            );
+            let mibs = |t: f64| f64::from(NET_MIB) / t.max(1e-9);
+            say(
+                out,
+                format!(
+                    "  {NET_MIB} MiB over TCP: ours {on:.2} s ({:.1} MiB/s), bare QEMU {bn:.2} s ({:.1} MiB/s): ours/bare time {:.2}x",
+                    mibs(on),
+                    mibs(bn),
+                    on / bn
+                ),
+            );
+        }
+        _ => missing.push("the network figures (no icount)".into()),
+    }
+    let (p, e): (u64, u64) = ours
+        .iter()
+        .fold((0, 0), |(p, e), r| (p + r.packets, e + r.events));
+    if p > 0 {
+        say(
+            out,
+            format!(
+                "  events per packet at load (ours, netback to the front ends, both vifs, the whole run): {e} / {p} = {:.2} (goal < 0.125: {})",
+                e as f64 / p as f64,
+                met((e as f64) < p as f64 / 8.0)
+            ),
+        );
+    } else {
+        missing.push("netback's counters".into());
+    }
+
+    // Under icount: the floods.
+    let words = format!("pvhnc={NET_MIB} pvhflood={NET_FLOOD}");
+    let s = net_ours(image, &words, true)?;
+    let o = NetRun::parse(&s);
+    if o.floods.len() != 2 * NET_SIZES.len() {
+        eprintln!("figures: network icount run (ours) output:\n{s}");
+    }
+    let s = net_bare(&words, true)?;
+    let b = NetRun::parse(&s);
+    if b.floods.len() != 2 * NET_SIZES.len() {
+        eprintln!("figures: network icount run (bare QEMU) output:\n{s}");
+    }
+    say(
+        out,
+        format!(
+            "network under QEMU -icount shift=0 (ours -smp 1: a guest ns is an instruction of the whole machine; busy time, uptime less idle, is a guest's own instructions; bare: two QEMUs, QEMU's virtio and socket cost none): {NET_FLOOD} pings (ping -A) of each size, a round trip = 2 packets:"
+        ),
+    );
+    let n = f64::from(NET_FLOOD);
+    for size in NET_SIZES {
+        let per = |secs: f64| num((secs * 1e9 / n / 2.0).round() as u64);
+        match (
+            o.flood(size, "send"),
+            o.flood(size, "recv"),
+            b.flood(size, "send"),
+            b.flood(size, "recv"),
+        ) {
+            (Some(os), Some(or), Some(bs), Some(br)) => {
+                let ot = os.elapsed;
+                let (ob_s, ob_r) = (os.busy(), or.busy());
+                let bare_busy = bs.busy() + br.busy();
+                say(
+                    out,
+                    format!(
+                        "  ping -s {size} ({} bytes of IP): ours {} instructions per packet (sender {} + receiver {} + service domain and hypervisor {}), bare QEMU {} (sender {} + receiver {}): ours/bare {:.2}x; the two Linux guests alone: ours/bare {:.2}x",
+                        size + 28,
+                        per(ot),
+                        per(ob_s),
+                        per(ob_r),
+                        per((ot - ob_s - ob_r).max(0.0)),
+                        per(bare_busy),
+                        per(bs.busy()),
+                        per(br.busy()),
+                        ot / bare_busy.max(1e-9),
+                        (ob_s + ob_r) / bare_busy.max(1e-9)
+                    ),
+                );
+            }
+            _ => missing.push(format!("the icount flood of ping -s {size}")),
+        }
+    }
+    let steal: Vec<String> = NET_SIZES
+        .iter()
+        .flat_map(|&size| ["send", "recv"].map(|role| (size, role)))
+        .filter_map(|(size, role)| {
+            let f = o.flood(size, role)?;
+            Some(format!(
+                "-s {size} {role} {}",
+                num((f.steal * 1e9 / n / 2.0).round() as u64)
+            ))
+        })
+        .collect();
+    say(
+        out,
+        format!(
+            "  ours, the steal time the guests report (runnable, not running; per packet): {}; not subtracted: it overlaps their idle time",
+            steal.join(", ")
+        ),
+    );
+    if o.packets > 0 {
+        say(
+            out,
+            format!(
+                "  events per packet (ours, the icount run: {NET_MIB} MiB, then the floods): {} / {} = {:.2}",
+                o.events,
+                o.packets,
+                o.events as f64 / o.packets as f64
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// What [`linux_xenstore`] reads off the serial log.
 #[derive(Debug, PartialEq)]
 struct XsBench {
@@ -1424,6 +1819,31 @@ mod tests {
             BlkBench::parse("PVH-LINUX-INIT: blkbench n=1 write=1..2"),
             None
         );
+    }
+
+    #[test]
+    fn reads_the_network_runs() {
+        let log = "(d3) PVH-LINUX-NET: ping 10.0.0.2 rtt min/avg/max 1.80/3.33/13.6 ms (20 pings)\r\n\
+                   (d2) PVH-LINUX-NET: ping 10.0.0.3 rtt min/avg/max 9/9/9 ms (20 pings)\r\n\
+                   (d3) PVH-LINUX-NET: nc sent 16 MiB to 10.0.0.2 in 4.50..5.25 s\r\n\
+                   (d2) PVH-LINUX-NET: nc received 16 MiB from d3: sha256 matches\r\n\
+                   (d3) PVH-LINUX-NET: flood s=56 n=1000 role=send uptime=10.00..12.50 idle=1.00..1.50 steal=100..125\r\n\
+                   (d1) service-domain: netback: d2 vif 0: tx 244 packets (0 refused), rx 445 (0 dropped), events sent 100 tx + 42 rx\r\n\
+                   (d1) service-domain: netback: d3 vif 0: tx 445 packets (0 refused), rx 244 (0 dropped), events sent 224 tx + 143 rx\r\n";
+        let r = NetRun::parse(log);
+        assert_eq!(r.rtt, Some(3.33));
+        assert_eq!(r.nc, Some(0.75));
+        assert!(r.hash_ok);
+        let f = r.flood(56, "send").unwrap();
+        assert_eq!(
+            (f.elapsed, f.idle, f.steal, f.busy()),
+            (2.5, 0.5, 0.25, 2.0)
+        );
+        assert_eq!(r.flood(56, "recv"), None);
+        assert_eq!((r.packets, r.events), (2 * 689, 142 + 367));
+        let bad = NetRun::parse("PVH-LINUX-NET: nc received sha256 1, 10.0.0.3 sent 2");
+        assert!(!bad.hash_ok);
+        assert_eq!(bad.rtt, None);
     }
 
     #[test]

@@ -72,9 +72,9 @@ const APPLETS: &[&str] = &[
 
 /// The Xen modules `/init` loads, from the kernel's own package: the
 /// xenstore, event-channel and grant devices Xen's user-space tools use,
-/// the block and network front ends, virtio's PCI transport and block
-/// driver (the bare-QEMU baseline of the block figures reads the same image
-/// as `vda`), and ext4 (with the crc32c its checksums ask the
+/// the block and network front ends, virtio's PCI transport, block and
+/// network drivers (the bare-QEMU baselines of the block and network
+/// figures read the same image as `vda` and talk through `eth0`), and ext4 (with the crc32c its checksums ask the
 /// crypto API for: there is no modprobe to load it on demand). Their
 /// dependencies (`depends=` in each module's `.modinfo`) come too.
 const MODULES: &[&str] = &[
@@ -86,6 +86,7 @@ const MODULES: &[&str] = &[
     "xen-netfront",
     "virtio_pci",
     "virtio_blk",
+    "virtio_net",
     "crc32c_generic",
     "ext4",
 ];
@@ -146,8 +147,8 @@ const XS_TOOLS: &[&str] = &[
 /// - `MODULE.PARAM=VALUE` (`xen_blkfront.max_ring_page_order=4`): passed
 ///   to insmod, as modprobe would;
 /// - `pvhnoroot`: stay in the initramfs even when `/dev/xvda` is there;
-/// - `pvhip=ADDR/LEN`: with a Xen network interface (xen-netfront's
-///   `eth0`), bring it up with that address and print
+/// - `pvhip=ADDR/LEN`: with a network interface (xen-netfront's `eth0`,
+///   or virtio-net's under bare QEMU), bring it up with that address and print
 ///   `PVH-LINUX-NET: eth0 <mac> <ADDR/LEN>`; `pvhping=PEER` then pings
 ///   PEER until it answers (60 tries) and prints
 ///   `PVH-LINUX-NET: ping <PEER> ok`, then times 20 more (`ping -A`);
@@ -156,6 +157,17 @@ const XS_TOOLS: &[&str] = &[
 ///   `/dev/urandom` to ADDR, port 5001, after publishing its sha256 as
 ///   `data/nchash`; the other receives and compares
 ///   (`PVH-LINUX-NET: nc received N MiB from dD: sha256 matches`);
+///   without a xenstore (bare QEMU, virtio-net's `eth0`), `pvhncrole=send`
+///   or `pvhncrole=recv` says which side this is, and the sender appends
+///   the sha256 to the stream (`... nc received N MiB from ADDR: sha256
+///   matches`);
+/// - `pvhflood=N` (after `pvhnc`, the same roles): the sender pings the
+///   receiver N times with `ping -A -s 56` and again with `-s 1472`; the
+///   two sides bracket each flood by an `nc` connection to port 5003 and
+///   one to 5004, and each prints its `/proc/uptime` (elapsed and idle)
+///   and the steal time of `/proc/stat` (1/100 s: time its vCPU was
+///   runnable while other domains ran) at both ends: `PVH-LINUX-NET:
+///   flood s=S n=N role=ROLE uptime=T0..T1 idle=I0..I1 steal=S0..S1`;
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -320,8 +332,8 @@ if [ -n "$root" ]; then
         fi
     esac
 fi
-# A Xen network interface: eth0 (xen-netfront) with the address of
-# `pvhip=`, then a ping of `pvhping=` until it answers.
+# A network interface: eth0 (xen-netfront, or virtio-net under bare QEMU)
+# with the address of `pvhip=`, then a ping of `pvhping=` until it answers.
 if ip=$(arg pvhip); then
     if [ -e /sys/class/net/eth0 ]; then
         ip link set lo up
@@ -345,6 +357,75 @@ if ip=$(arg pvhip); then
     else
         echo "PVH-LINUX-NET: no eth0"
     fi
+fi
+# nc until it connects (30 tries, a second apart).
+ncconnect() {
+    for i in $(seq 30); do
+        if nc "$1" "$2" </dev/null >/dev/null; then return 0; fi
+        sleep 1
+    done
+    return 1
+}
+# flood ROLE ADDR N: ping floods at 56 and 1472 bytes (see `pvhflood`).
+flood() {
+    for s in 56 1472; do
+        if [ "$1" = send ]; then
+            ncconnect "$2" 5003 || { echo "PVH-LINUX-NET: flood sync failed"; return; }
+            read t0 i0 </proc/uptime
+            read _ _ _ _ _ _ _ _ s0 _ </proc/stat
+            ping -A -c "$3" -s $s -q "$2" >/tmp/flood 2>&1
+            read t1 i1 </proc/uptime
+            read _ _ _ _ _ _ _ _ s1 _ </proc/stat
+            ncconnect "$2" 5004
+            grep -q " $3 packets received" /tmp/flood || cat /tmp/flood
+        else
+            timeout 600 nc -l -p 5003 </dev/null >/dev/null
+            read t0 i0 </proc/uptime
+            read _ _ _ _ _ _ _ _ s0 _ </proc/stat
+            timeout 600 nc -l -p 5004 </dev/null >/dev/null
+            read t1 i1 </proc/uptime
+            read _ _ _ _ _ _ _ _ s1 _ </proc/stat
+        fi
+        echo "PVH-LINUX-NET: flood s=$s n=$3 role=$1 uptime=$t0..$t1 idle=$i0..$i1 steal=$s0..$s1"
+    done
+}
+# Without a xenstore (bare QEMU): the transfer of `pvhnc` with the sha256
+# at the end of the stream, then `pvhflood`.
+if [ -z "$store" ] && n=$(arg pvhnc) && role=$(arg pvhncrole) && addr=$(arg pvhping); then
+    if [ "$role" = send ]; then
+        dd if=/dev/urandom of=/tmp/nc.tx bs=1M count=$n 2>/dev/null
+        set -- $(sha256sum /tmp/nc.tx)
+        echo "$1" >>/tmp/nc.tx
+        ok=""
+        for i in $(seq 30); do
+            read t0 _ </proc/uptime
+            if nc "$addr" 5001 </tmp/nc.tx; then ok=1; break; fi
+            sleep 1
+        done
+        read t1 _ </proc/uptime
+        rm -f /tmp/nc.tx
+        if [ -n "$ok" ]; then
+            echo "PVH-LINUX-NET: nc sent $n MiB to $addr in $t0..$t1 s"
+        else
+            echo "PVH-LINUX-NET: nc to $addr failed"
+        fi
+    else
+        rm -f /tmp/nc.in && mkfifo /tmp/nc.in
+        sleep 600 >/tmp/nc.in &
+        hold=$!
+        nc -l -p 5001 </tmp/nc.in >/tmp/nc.rx
+        kill $hold 2>/dev/null
+        set -- $(dd if=/tmp/nc.rx bs=1M count=$n 2>/dev/null | sha256sum)
+        got=$1
+        sent=$(dd if=/tmp/nc.rx bs=1M skip=$n 2>/dev/null)
+        rm -f /tmp/nc.rx
+        if [ "$got" = "$sent" ]; then
+            echo "PVH-LINUX-NET: nc received $n MiB from $addr: sha256 matches"
+        else
+            echo "PVH-LINUX-NET: nc received sha256 $got, $addr sent $sent"
+        fi
+    fi
+    if f=$(arg pvhflood); then flood "$role" "$addr" "$f"; fi
 fi
 if [ -n "$store" ]; then
     echo "PVH-LINUX-INIT: xenbus: $(echo /sys/bus/xen/*)"
@@ -400,6 +481,9 @@ if [ -n "$store" ]; then
             else
                 echo "PVH-LINUX-NET: nc received sha256 $got, d$peer sent $sent"
             fi
+        fi
+        if f=$(arg pvhflood); then
+            if [ "$me" -gt "$peer" ]; then flood send "$addr" "$f"; else flood recv "$addr" "$f"; fi
         fi
     fi
     if n=$(arg pvhxsbench); then

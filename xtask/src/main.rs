@@ -45,7 +45,10 @@ commands:
                      the same against Xen 4.17, Linux vs bare QEMU):
                      target/figures.txt, docs/figures.md; --xen-only: the
                      Xen side-by-side table alone; --boot-only: the QEMU
-                     boot figure alone
+                     boot figure alone; --block-only: the block figures
+                     alone; --net-only: the network figures alone (two
+                     Linux domains against two bare QEMUs joined by
+                     -netdev socket)
   run [options]      build the image, boot it in QEMU (AMD SVM) with the
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),

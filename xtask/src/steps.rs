@@ -263,6 +263,8 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
                     | "--xenstore-only"
                     | "--xen-only"
                     | "--boot-only"
+                    | "--block-only"
+                    | "--net-only"
             )
         })
         .collect();

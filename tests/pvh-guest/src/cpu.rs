@@ -202,6 +202,16 @@ pub fn init() {
             *e = gate(stubs + 16 * v as u64, dpl);
         }
     }
+    load_tables();
+    // SAFETY: the TSS descriptor is valid and not busy (loaded once, here).
+    unsafe {
+        core::arch::asm!("ltr {sel:x}", sel = in(reg) TSS_SEL, options(nostack));
+    }
+}
+
+/// Loads the GDT and IDT that [`init`] filled, CS 0x08 by a far return,
+/// data 0x10 (the boot selectors keep their meaning).
+fn load_tables() {
     let gdtr = DescPtr {
         limit: (7 * 8 - 1) as u16,
         base: GDT.0.get() as u64,
@@ -210,9 +220,8 @@ pub fn init() {
         limit: (256 * 16 - 1) as u16,
         base: IDT.0.get() as u64,
     };
-    // SAFETY: the new GDT keeps the boot selectors 0x08/0x10 with the same
-    // meaning; the far return reloads CS; the TSS descriptor is valid and
-    // not busy; every IDT gate points at a stub below.
+    // SAFETY: the GDT keeps the boot selectors 0x08/0x10 with the same
+    // meaning; the far return reloads CS; every IDT gate points at a stub.
     unsafe {
         core::arch::asm!(
             "lgdt [{g}]",
@@ -225,14 +234,11 @@ pub fn init() {
             "mov ds, {sel:x}",
             "mov es, {sel:x}",
             "mov ss, {sel:x}",
-            "mov {sel:e}, {tss}",
-            "ltr {sel:x}",
             "lidt [{i}]",
             g = in(reg) &gdtr,
             i = in(reg) &idtr,
             tmp = out(reg) _,
             sel = out(reg) _,
-            tss = const TSS_SEL,
         );
     }
 }
@@ -242,35 +248,7 @@ pub fn init() {
 /// 0x08 and data 0x10. No TR: the TSS is the boot vCPU's (busy), and a
 /// secondary vCPU never leaves ring 0. Interrupts stay off.
 pub fn init_ap() {
-    let gdtr = DescPtr {
-        limit: (7 * 8 - 1) as u16,
-        base: GDT.0.get() as u64,
-    };
-    let idtr = DescPtr {
-        limit: (256 * 16 - 1) as u16,
-        base: IDT.0.get() as u64,
-    };
-    // SAFETY: `init` filled both tables on the boot vCPU before this vCPU
-    // was started; they are only read here. The far return reloads CS.
-    unsafe {
-        core::arch::asm!(
-            "lgdt [{g}]",
-            "push 0x08",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov {sel:e}, 0x10",
-            "mov ds, {sel:x}",
-            "mov es, {sel:x}",
-            "mov ss, {sel:x}",
-            "lidt [{i}]",
-            g = in(reg) &gdtr,
-            i = in(reg) &idtr,
-            tmp = out(reg) _,
-            sel = out(reg) _,
-        );
-    }
+    load_tables();
 }
 
 /// Runs one hypercall (`nr`, all arguments zero) at CPL 3 and returns RAX

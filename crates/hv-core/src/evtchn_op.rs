@@ -191,7 +191,7 @@ pub(crate) fn event_channel_op<P: Platform>(
             let a: ev::EvtchnUnmask = read_arg(hv, c, arg)?;
             let dom = hv.domains.get_mut(&c.d.0).ok_or(Errno::ESRCH)?;
             let t = Target {
-                frames: &hv.platform,
+                frames: &*hv.platform,
                 shared_info: dom.shared_info,
                 vcpu_info: &dom.vcpu_info,
                 compat: dom.has_32bit_shinfo,

@@ -442,13 +442,33 @@ pub(crate) fn skip<P: Platform>(
     cpu: &mut dyn VcpuBackend,
     exit: &VmExit,
 ) -> ExitAction {
-    let mode = Hypervisor::<P>::paging_mode(cpu);
-    let hvr: &Hypervisor<P> = hv;
+    let ok = match hv.domains.get(&d.0) {
+        Some(dom) => skip_in(dom, &*hv.platform, cpu, exit),
+        None => false,
+    };
+    if ok {
+        ExitAction::Resume
+    } else {
+        hv.crash(d, "cannot decode the exiting instruction");
+        ExitAction::Dead
+    }
+}
+
+/// Moves the guest past the exiting instruction, reading it from `dom`'s
+/// memory if the backend must decode it; false if it cannot be read.
+pub(crate) fn skip_in(
+    dom: &crate::domain::Domain,
+    frames: &dyn crate::platform::FrameAccess,
+    cpu: &mut dyn VcpuBackend,
+    exit: &VmExit,
+) -> bool {
+    let mode = crate::hv::paging_mode(cpu);
     // The reader is only called by backends that must decode (SVM without
-    // NRIP); the lookup of the domain's memory waits until then.
-    let ok = cpu.skip_instruction_fetching(exit, &mut |la, buf| {
-        let Some(virt) = hvr.guest_virt(d, mode) else {
-            return 0;
+    // NRIP).
+    cpu.skip_instruction_fetching(exit, &mut |la, buf| {
+        let virt = crate::pagewalk::GuestVirt {
+            mem: GuestMem::new(&dom.p2m, frames),
+            mode,
         };
         // One translation per page: the instruction may cross into a page
         // that is not mapped, and then only the first part counts.
@@ -466,13 +486,7 @@ pub(crate) fn skip<P: Platform>(
             n += chunk;
         }
         n
-    });
-    if ok {
-        ExitAction::Resume
-    } else {
-        hv.crash(d, "cannot decode the exiting instruction");
-        ExitAction::Dead
-    }
+    })
 }
 
 /// The host vendor, from CPUID leaf 0.

@@ -652,7 +652,7 @@ pub fn acquire<P: Platform>(
             g::GNTST_general_error
         });
     }
-    let frames: &dyn FrameAccess = &hv.platform;
+    let frames: &dyn FrameAccess = &*hv.platform;
     let dom = hv.domains.get_mut(&granter.0).ok_or(g::GNTST_bad_domain)?;
     let gt = &dom.gnttab;
     if gref >= gt.nr_entries() {
@@ -731,7 +731,7 @@ pub fn release<P: Platform>(hv: &mut Hypervisor<P>, granter: DomId, gref: u32, p
         clear |= g::GTF_reading;
         dom.gnttab.set_active(gref, None);
     }
-    clear_flags(&hv.platform, &dom.gnttab, gref, clear);
+    clear_flags(&*hv.platform, &dom.gnttab, gref, clear);
     if a.total() == 0 {
         unpin_frame(&mut hv.retire, dom, a.hfn);
     }
@@ -959,7 +959,7 @@ fn claim<P: Platform>(
     }
     let e = dom
         .p2m
-        .get_scrubbed(Gfn(p.gmfn()), &hv.platform)
+        .get_scrubbed(Gfn(p.gmfn()), &*hv.platform)
         .ok_or(g::GNTST_bad_page)?;
     if !matches!(e.kind, P2mKind::Ram | P2mKind::Special) || (write && !e.perms.write) {
         return Err(g::GNTST_bad_page);
@@ -1073,7 +1073,7 @@ pub fn set_version<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, version: u32) 
     {
         return Err(Errno::EBUSY);
     }
-    let frames: &dyn FrameAccess = &hv.platform;
+    let frames: &dyn FrameAccess = &*hv.platform;
     // The reserved entries as (flags incl. reading/writing, domid, frame).
     let mut saved = [(0u16, 0u16, 0u64); g::GNTTAB_NR_RESERVED_ENTRIES as usize];
     for (r, s) in saved.iter_mut().enumerate() {
@@ -1181,7 +1181,7 @@ pub fn swap_refs<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, a: u32, b: u32) 
     }
     let size = if gt.version == 2 { 16 } else { 8 };
     let (mut ea, mut eb) = ([0u8; 16], [0u8; 16]);
-    let f = &hv.platform;
+    let f = &*hv.platform;
     f.read(la.0, la.1, &mut ea[..size]);
     f.read(lb.0, lb.1, &mut eb[..size]);
     f.write(la.0, la.1, &eb[..size]);

@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use crate::arch::{Event, NestedPaging, P2mPerms, VcpuBackend, VmExit};
+use crate::arch::{NestedPaging, P2mPerms, VcpuBackend, VmExit};
 use crate::domain::{Caps, Domain, DomainState, ShutdownReason, VcpuState};
 use crate::evtchn::{ChanState, Target};
 use crate::guestmem::GuestMem;
@@ -64,8 +64,14 @@ pub enum VcpuStart {
 /// The hypervisor core.
 pub struct Hypervisor<P: Platform> {
     /// The machine.
-    pub platform: P,
-    pub(crate) domains: BTreeMap<u16, Domain>,
+    pub platform: Arc<P>,
+    /// Every domain, while this hypervisor is held ([`Hypervisor::hold`]):
+    /// checked out of its [`DomainCell`].
+    pub(crate) domains: BTreeMap<u16, Box<Domain>>,
+    /// Every domain's own lock, by id (the registry).
+    cells: BTreeMap<u16, Arc<DomainCell>>,
+    /// Whether the domains are checked out into `domains`.
+    held: bool,
     next_domid: u16,
     /// Set by hypercall handlers that block, yield or kill.
     pub(crate) action: ExitAction,
@@ -120,6 +126,29 @@ impl Retire {
     }
 }
 
+/// One domain's own lock. While no CPU holds the whole hypervisor, the
+/// domain's state lives here and a CPU running one of its vCPUs handles
+/// the exits that touch only this domain under this lock alone
+/// ([`crate::local`]). The global path checks every domain out of its
+/// cell ([`Hypervisor::hold`]) and back ([`Hypervisor::release`]).
+///
+/// Aligned to its own cache lines, so that two CPUs running two domains
+/// never share one.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct DomainCell {
+    pub(crate) slot: spin::Mutex<Option<Box<Domain>>>,
+}
+
+impl DomainCell {
+    /// Runs `f` on the domain if it is in its cell (not checked out by the
+    /// global path, not destroyed); `None` otherwise.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Domain) -> Option<R>) -> Option<R> {
+        let mut slot = self.slot.lock();
+        f(slot.as_deref_mut()?)
+    }
+}
+
 impl<P: Platform> Hypervisor<P> {
     /// A hypervisor with no domains.
     pub fn new(platform: P) -> Self {
@@ -134,8 +163,10 @@ impl<P: Platform> Hypervisor<P> {
             retire: Retire::default(),
             scale,
             timers: TimerHeap::default(),
-            platform,
+            platform: Arc::new(platform),
             domains: BTreeMap::new(),
+            cells: BTreeMap::new(),
+            held: true,
             next_domid: 0,
             action: ExitAction::Resume,
             restart: false,
@@ -173,13 +204,61 @@ impl<P: Platform> Hypervisor<P> {
         d.max_pages = cfg.max_pages;
         d.unique_id = self.next_unique;
         self.next_unique += 1;
-        self.domains.insert(id.0, d);
+        debug_assert!(self.held, "domains are built with the hypervisor held");
+        self.cells.insert(id.0, Arc::new(DomainCell::default()));
+        self.domains.insert(id.0, Box::new(d));
         self.write_wallclock(id);
         for v in 0..cfg.vcpus {
             self.update_vcpu_time(id, v);
         }
         self.domain_changed(id);
         Ok(id)
+    }
+
+    /// Checks every domain out of its cell, in ascending id order (the lock
+    /// order, see docs/architecture.md "Locks"), waiting for any CPU that is
+    /// handling a domain-local exit. Everything but [`crate::local`] needs
+    /// the hypervisor held; a new hypervisor is.
+    pub fn hold(&mut self) {
+        if self.held {
+            return;
+        }
+        for (&id, cell) in &self.cells {
+            if let Some(dom) = cell.slot.lock().take() {
+                self.domains.insert(id, dom);
+            }
+        }
+        self.held = true;
+    }
+
+    /// Puts every domain back into its cell: CPUs may now handle their
+    /// domain-local exits without the global lock.
+    pub fn release(&mut self) {
+        if !self.held {
+            return;
+        }
+        for (id, dom) in core::mem::take(&mut self.domains) {
+            if let Some(cell) = self.cells.get(&id) {
+                *cell.slot.lock() = Some(dom);
+            }
+        }
+        self.held = false;
+    }
+
+    /// Whether the domains are checked out ([`Hypervisor::hold`]).
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// What a CPU needs to handle `d`'s domain-local exits without the
+    /// global lock ([`crate::local::LocalDomain`]).
+    pub fn local(&self, d: DomId) -> Option<crate::local::LocalDomain<P>> {
+        Some(crate::local::LocalDomain::new(
+            d,
+            self.cells.get(&d.0)?.clone(),
+            self.platform.clone(),
+            self.scale,
+        ))
     }
 
     /// Grants `d` the powers `caps` (the launch plan's roles).
@@ -294,12 +373,12 @@ impl<P: Platform> Hypervisor<P> {
 
     /// A domain by id.
     pub fn domain(&self, d: DomId) -> Option<&Domain> {
-        self.domains.get(&d.0)
+        self.domains.get(&d.0).map(|b| &**b)
     }
 
     /// A domain by id, writable.
     pub fn domain_mut(&mut self, d: DomId) -> Option<&mut Domain> {
-        self.domains.get_mut(&d.0)
+        self.domains.get_mut(&d.0).map(|b| &mut **b)
     }
 
     /// Ids of every domain.
@@ -399,7 +478,7 @@ impl<P: Platform> Hypervisor<P> {
     pub fn lazy_fault(&mut self, d: DomId, gpa: u64) -> XenResult<bool> {
         let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
         dom.p2m
-            .lazy_fault(Gfn::of(gpa), &self.platform)
+            .lazy_fault(Gfn::of(gpa), &*self.platform)
             .map_err(|_| Errno::ENOMEM)
     }
 
@@ -426,7 +505,7 @@ impl<P: Platform> Hypervisor<P> {
     /// Guest-physical memory of `d`.
     pub fn guest_mem(&self, d: DomId) -> Option<GuestMem<'_>> {
         let dom = self.domains.get(&d.0)?;
-        Some(GuestMem::new(&dom.p2m, &self.platform))
+        Some(GuestMem::new(&dom.p2m, &*self.platform))
     }
 
     /// Guest-linear memory of `d` under `mode`.
@@ -529,6 +608,9 @@ impl<P: Platform> Hypervisor<P> {
         }
         crate::gnttab::teardown(self, d);
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
+        // A CPU still holding the cell finds it empty and takes the global
+        // path, which no longer knows the domain.
+        self.cells.remove(&d.0);
         for (_, e) in dom.p2m.drain() {
             if e.kind.owned() {
                 self.retire.frame(e.hfn);
@@ -541,7 +623,7 @@ impl<P: Platform> Hypervisor<P> {
         // Its nested tables too: another CPU may still be running one of
         // its vCPUs (a crash on one vCPU destroys the domain under the
         // others).
-        self.retire.domains.push(dom);
+        self.retire.domains.push(*dom);
         self.timers.remove_domain(d);
         log::info!("{}: destroyed", d);
         self.domain_changed(d);
@@ -822,7 +904,7 @@ impl<P: Platform> Hypervisor<P> {
             return self.evtchn_set_pending(d, port);
         }
         let t = Target {
-            frames: &self.platform,
+            frames: &*self.platform,
             shared_info: dom.shared_info,
             vcpu_info: &dom.vcpu_info,
             compat: dom.has_32bit_shinfo,
@@ -896,60 +978,8 @@ impl<P: Platform> Hypervisor<P> {
     /// configured, or asks for an interrupt window when the guest cannot
     /// take it now.
     pub fn prepare_entry(&mut self, d: DomId, v: u32, cpu: &mut dyn VcpuBackend) {
-        let Some(dom) = self.domains.get_mut(&d.0) else {
-            return;
-        };
-        let Some(vc) = dom.vcpus.get_mut(v as usize) else {
-            return;
-        };
-        if vc.vlapic.nmi_pending {
-            vc.vlapic.nmi_pending = false;
-            cpu.inject(Event::Nmi);
-            return;
-        }
-        let lapic = vc.vlapic.pending_vector();
-        let Some(dom) = self.domains.get(&d.0) else {
-            return;
-        };
-        let upcall = self
-            .upcall_vector(dom, v)
-            .filter(|_| self.upcall_pending(d, v));
-        // The higher vector wins, as the APIC's priority classes would.
-        let want = match (lapic, upcall) {
-            (Some(a), Some(b)) if a > b => Some((a, true)),
-            (_, Some(b)) => Some((b, false)),
-            (Some(a), None) => Some((a, true)),
-            (None, None) => None,
-        };
-        let Some((vector, from_lapic)) = want else {
-            cpu.set_interrupt_window(false);
-            return;
-        };
-        if cpu.interruptible() {
-            cpu.inject(Event::Interrupt(vector));
-            cpu.set_interrupt_window(false);
-            if from_lapic
-                && let Some(vc) = self
-                    .domains
-                    .get_mut(&d.0)
-                    .and_then(|x| x.vcpus.get_mut(v as usize))
-            {
-                vc.vlapic.acknowledge(vector);
-            }
-        } else {
-            cpu.set_interrupt_window(true);
-        }
-    }
-
-    /// The vector used for upcalls of vCPU `v`, if any.
-    pub(crate) fn upcall_vector(&self, dom: &Domain, v: u32) -> Option<u8> {
-        if let Some(vec) = dom.vcpus.get(v as usize).and_then(|x| x.upcall_vector) {
-            return Some(vec);
-        }
-        let cb = dom.hvm_params[xen_abi::hvm::HVM_PARAM_CALLBACK_IRQ as usize];
-        match xen_abi::hvm::HvmCallbackVia::decode(cb) {
-            Ok(xen_abi::hvm::HvmCallbackVia::Vector(vec)) if vec >= 0x10 => Some(vec),
-            _ => None,
+        if let Some(dom) = self.domains.get_mut(&d.0) {
+            crate::local::prepare_entry(dom, &*self.platform, v, cpu);
         }
     }
 
@@ -957,8 +987,7 @@ impl<P: Platform> Hypervisor<P> {
     pub(crate) fn upcall_pending(&self, d: DomId, v: u32) -> bool {
         self.domains
             .get(&d.0)
-            .and_then(|dom| dom.vcpu_info.get(v as usize).copied().flatten())
-            .is_some_and(|(h, o)| self.platform.load_u64(h, o) & 0xFF != 0)
+            .is_some_and(|dom| crate::local::upcall_pending(dom, &*self.platform, v))
     }
 
     /// Handles one exit of vCPU `v` of domain `d`.
@@ -1054,12 +1083,17 @@ pub fn guest_mem_of<'a>(
 impl<P: Platform> Hypervisor<P> {
     /// The paging mode of a backend vCPU, for linear accesses.
     pub fn paging_mode(cpu: &dyn VcpuBackend) -> PagingMode {
-        use crate::arch::ControlReg as C;
-        PagingMode {
-            cr0: cpu.control(C::Cr0),
-            cr3: cpu.control(C::Cr3),
-            cr4: cpu.control(C::Cr4),
-            efer: cpu.control(C::Efer),
-        }
+        paging_mode(cpu)
+    }
+}
+
+/// The paging mode of a backend vCPU, for linear accesses.
+pub fn paging_mode(cpu: &dyn VcpuBackend) -> PagingMode {
+    use crate::arch::ControlReg as C;
+    PagingMode {
+        cr0: cpu.control(C::Cr0),
+        cr3: cpu.control(C::Cr3),
+        cr4: cpu.control(C::Cr4),
+        efer: cpu.control(C::Efer),
     }
 }

@@ -12,9 +12,12 @@ use alloc::vec::Vec;
 use xen_abi::xen as x;
 
 use crate::arch::VcpuBackend;
-use crate::domain::{ShutdownReason, VcpuState};
+use crate::domain::{Domain, ShutdownReason, VcpuState};
+use crate::guestmem::GuestMem;
 use crate::hv::{ExitAction, Hypervisor};
+use crate::pagewalk::GuestVirt;
 use crate::pagewalk::PagingMode;
+use crate::platform::FrameAccess;
 use crate::platform::Platform;
 use crate::types::{DomId, Errno, XenResult};
 
@@ -43,30 +46,18 @@ pub(crate) fn entry<P: Platform>(
     v: u32,
     cpu: &mut dyn VcpuBackend,
 ) -> ExitAction {
-    let long = cpu.in_64bit_mode();
-    let g = *cpu.gprs();
     let exit = crate::arch::VmExit::Hypercall;
     if cpu.cpl() != 0 {
         let r = Errno::EPERM.to_ret();
-        cpu.gprs_mut().rax = if long { r } else { r & 0xFFFF_FFFF };
+        cpu.gprs_mut().rax = if cpu.in_64bit_mode() {
+            r
+        } else {
+            r & 0xFFFF_FFFF
+        };
         return crate::exits::skip(hv, d, cpu, &exit);
     }
-    let (nr, args) = if long {
-        (g.rax, [g.rdi, g.rsi, g.rdx, g.r10, g.r8])
-    } else {
-        let m = 0xFFFF_FFFF;
-        (
-            g.rax & m,
-            [g.rbx & m, g.rcx & m, g.rdx & m, g.rsi & m, g.rdi & m],
-        )
-    };
-    let mut call = Call {
-        d,
-        v,
-        mode: Hypervisor::<P>::paging_mode(cpu),
-        args,
-        long,
-    };
+    let (nr, mut call) = decode(d, v, cpu);
+    let long = call.long;
     let ret = dispatch(hv, nr, &mut call);
     if hv.restart {
         // Continuation: same instruction again with the updated arguments.
@@ -78,17 +69,46 @@ pub(crate) fn entry<P: Platform>(
         }
         return hv.action;
     }
-    let rax = match ret {
-        Ok(v) => v,
-        Err(e) => e.to_ret(),
-    };
-    cpu.gprs_mut().rax = if long { rax } else { rax & 0xFFFF_FFFF };
+    set_result(cpu, long, ret);
     let a = crate::exits::skip(hv, d, cpu, &exit);
     if a != ExitAction::Resume {
         a
     } else {
         hv.action
     }
+}
+
+/// The hypercall number and the call, from the registers of the caller's
+/// convention.
+pub(crate) fn decode(d: DomId, v: u32, cpu: &dyn VcpuBackend) -> (u64, Call) {
+    let long = cpu.in_64bit_mode();
+    let g = *cpu.gprs();
+    let (nr, args) = if long {
+        (g.rax, [g.rdi, g.rsi, g.rdx, g.r10, g.r8])
+    } else {
+        let m = 0xFFFF_FFFF;
+        (
+            g.rax & m,
+            [g.rbx & m, g.rcx & m, g.rdx & m, g.rsi & m, g.rdi & m],
+        )
+    };
+    let call = Call {
+        d,
+        v,
+        mode: crate::hv::paging_mode(cpu),
+        args,
+        long,
+    };
+    (nr, call)
+}
+
+/// Writes a hypercall's result to RAX in the caller's convention.
+pub(crate) fn set_result(cpu: &mut dyn VcpuBackend, long: bool, ret: XenResult<u64>) {
+    let rax = match ret {
+        Ok(v) => v,
+        Err(e) => e.to_ret(),
+    };
+    cpu.gprs_mut().rax = if long { rax } else { rax & 0xFFFF_FFFF };
 }
 
 /// Decodes and runs hypercall `nr`.
@@ -98,7 +118,10 @@ pub fn dispatch<P: Platform>(hv: &mut Hypervisor<P>, nr: u64, c: &mut Call) -> X
     };
     match nr {
         x::__HYPERVISOR_console_io => console_io(hv, c),
-        x::__HYPERVISOR_xen_version => xen_version(hv, c),
+        x::__HYPERVISOR_xen_version => {
+            let dom = hv.domains.get(&c.d.0).ok_or(Errno::ESRCH)?;
+            xen_version(dom, &*hv.platform, c)
+        }
         x::__HYPERVISOR_vm_assist => vm_assist(hv, c),
         x::__HYPERVISOR_sched_op => sched_op(hv, c),
         x::__HYPERVISOR_memory_op => crate::memory_op::memory_op(hv, c),
@@ -238,61 +261,63 @@ pub fn features(privileged: bool) -> u32 {
     m
 }
 
-fn xen_version<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64> {
+/// `xen_version`: reads only the caller's own domain, so the domain-local
+/// path ([`crate::local`]) runs it too.
+pub(crate) fn xen_version(dom: &Domain, frames: &dyn FrameAccess, c: &Call) -> XenResult<u64> {
     use xen_abi::version as ver;
     let [cmd, arg, ..] = c.args;
     let (maj, min) = crate::exits::XEN_VERSION;
-    let privileged = hv.domain(c.d).is_some_and(|d| d.privileged);
-    let put = |hv: &Hypervisor<P>, s: &[u8], len: usize| -> XenResult<u64> {
+    let privileged = dom.privileged;
+    let virt = GuestVirt {
+        mem: GuestMem::new(&dom.p2m, frames),
+        mode: c.mode,
+    };
+    let put = |s: &[u8], len: usize| -> XenResult<u64> {
         let mut b = alloc::vec![0u8; len];
         let n = s.len().min(len - 1);
         b[..n].copy_from_slice(&s[..n]);
-        hv.guest_virt(c.d, c.mode)
-            .ok_or(Errno::ESRCH)?
-            .write(arg, &b)?;
+        virt.write(arg, &b)?;
         Ok(0)
     };
     match cmd as u32 {
         ver::XENVER_version => Ok(((maj << 16) | min) as u64),
-        ver::XENVER_extraversion => put(hv, b".0-rust", 16),
-        ver::XENVER_capabilities => put(hv, b"hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p", 1024),
-        ver::XENVER_changeset => put(hv, b"unavailable", 64),
+        ver::XENVER_extraversion => put(b".0-rust", 16),
+        ver::XENVER_capabilities => put(b"hvm-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p", 1024),
+        ver::XENVER_changeset => put(b"unavailable", 64),
         ver::XENVER_compile_info => {
             // compiler[64], compile_by[16], compile_domain[32], compile_date[32]
             let mut b = [0u8; 144];
             b[..5].copy_from_slice(b"rustc");
-            hv.guest_virt(c.d, c.mode)
-                .ok_or(Errno::ESRCH)?
-                .write(arg, &b)?;
+            virt.write(arg, &b)?;
             Ok(0)
         }
         ver::XENVER_platform_parameters => {
             // An `unsigned long`: 8 bytes, or 4 for 32-bit callers, which
             // get 0 when not PV (Xen's compat_platform_parameters).
             if c.long {
-                write_arg(hv, c, arg, &0xFFFF_8000_0000_0000u64)?;
+                virt.write_obj(arg, &0xFFFF_8000_0000_0000u64)?;
             } else {
-                write_arg(hv, c, arg, &0u32)?;
+                virt.write_obj(arg, &0u32)?;
             }
             Ok(0)
         }
         ver::XENVER_get_features => {
-            let mut fi: xen_abi::version::XenFeatureInfo = read_arg(hv, c, arg)?;
+            let mut fi: xen_abi::version::XenFeatureInfo = virt.read_obj(arg)?;
             fi.submap = if fi.submap_idx == 0 {
                 features(privileged)
             } else {
                 0
             };
-            write_arg(hv, c, arg, &fi)?;
+            virt.write_obj(arg, &fi)?;
             Ok(0)
         }
         ver::XENVER_pagesize => Ok(4096),
-        ver::XENVER_guest_handle => put(hv, b"", 16),
+        ver::XENVER_guest_handle => put(b"", 16),
         ver::XENVER_commandline => {
             if !privileged {
                 return Err(Errno::EPERM);
             }
-            put(hv, b"", 1024)
+            put(b"", 1024)
         }
         _ => Err(Errno::ENOSYS),
     }
@@ -381,7 +406,7 @@ fn sched_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenResult<u64>
             let now = hv.now();
             let dom = hv.domain(c.d).ok_or(Errno::ESRCH)?;
             let t = crate::evtchn::Target {
-                frames: &hv.platform,
+                frames: &*hv.platform,
                 shared_info: dom.shared_info,
                 vcpu_info: &dom.vcpu_info,
                 compat: dom.has_32bit_shinfo,

@@ -34,6 +34,7 @@ pub mod guestmem;
 pub mod hv;
 pub mod hvm_op;
 pub mod hypercall;
+pub mod local;
 pub mod memory_op;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;

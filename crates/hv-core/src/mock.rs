@@ -18,6 +18,15 @@ use crate::types::{DomId, Gfn, Hfn, PAGE_SIZE};
 
 type Frame = Box<[AtomicU64; PAGE_SIZE / 8]>;
 
+/// The frame store's shards: CPUs touching different domains' frames
+/// (the SMP bench and tests) do not meet on one lock or cache line.
+const SHARDS: usize = 64;
+
+/// One shard of the frame store, on cache lines of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<HashMap<u64, Frame>>);
+
 fn new_frame() -> Frame {
     Box::new([const { AtomicU64::new(0) }; PAGE_SIZE / 8])
 }
@@ -28,7 +37,9 @@ pub const STALE_WORD: u64 = 0xDEAD_BEEF_5CA1_AB1E;
 
 /// The mock machine.
 pub struct MockPlatform {
-    frames: Mutex<HashMap<u64, Frame>>,
+    frames: Vec<Shard>,
+    /// Frames allocated (in every shard).
+    in_use: AtomicU64,
     /// Freed frames with their contents, when `recycle` is set.
     graveyard: Mutex<HashMap<u64, Frame>>,
     /// Keep freed frames' contents and hand them out again from
@@ -120,7 +131,8 @@ impl MockPlatform {
     /// A machine that can hand out `limit` frames.
     pub fn new(limit: u64) -> Self {
         MockPlatform {
-            frames: Mutex::new(HashMap::new()),
+            frames: (0..SHARDS).map(|_| Shard::default()).collect(),
+            in_use: AtomicU64::new(0),
             graveyard: Mutex::new(HashMap::new()),
             recycle: AtomicBool::new(false),
             next: AtomicU64::new(0x100),
@@ -138,7 +150,21 @@ impl MockPlatform {
 
     /// Frames currently allocated.
     pub fn frames_in_use(&self) -> usize {
-        self.frames.lock().len()
+        self.in_use.load(SeqCst) as usize
+    }
+
+    /// The shard that holds frame `h` (neighbouring frames and the same
+    /// frame of different 2 MiB blocks spread out).
+    fn shard(&self, h: u64) -> &Mutex<HashMap<u64, Frame>> {
+        &self.frames[((h ^ (h >> 9)) as usize) % SHARDS].0
+    }
+
+    /// Counts `n` more frames in use, unless that passes the limit.
+    fn reserve(&self, n: u64) -> bool {
+        let limit = self.limit.load(SeqCst);
+        self.in_use
+            .fetch_update(SeqCst, SeqCst, |u| (u + n <= limit).then_some(u + n))
+            .is_ok()
     }
 
     /// Console output of `d` as text lines.
@@ -152,7 +178,7 @@ impl MockPlatform {
     }
 
     fn with<R>(&self, hfn: Hfn, f: impl FnOnce(&[AtomicU64; PAGE_SIZE / 8]) -> R) -> R {
-        let frames = self.frames.lock();
+        let frames = self.shard(hfn.0).lock();
         let fr = frames
             .get(&hfn.0)
             .expect("access to a frame that is not allocated");
@@ -314,17 +340,17 @@ impl Platform for MockPlatform {
         }
     }
     fn alloc_frame(&self) -> Option<Hfn> {
-        let mut frames = self.frames.lock();
-        if frames.len() as u64 >= self.limit.load(SeqCst) {
+        if !self.reserve(1) {
             return None;
         }
         let h = self.next.fetch_add(1, SeqCst);
-        frames.insert(h, new_frame());
+        self.shard(h).lock().insert(h, new_frame());
         Some(Hfn(h))
     }
     fn free_frame(&self, hfn: Hfn) {
-        let fr = self.frames.lock().remove(&hfn.0);
+        let fr = self.shard(hfn.0).lock().remove(&hfn.0);
         assert!(fr.is_some(), "double free of {hfn:?}");
+        self.in_use.fetch_sub(1, SeqCst);
         if let Some(fr) = fr
             && self.recycle.load(SeqCst)
         {
@@ -334,8 +360,7 @@ impl Platform for MockPlatform {
     }
     fn alloc_block(&self) -> Option<Hfn> {
         const N: u64 = crate::p2m::BLOCK_FRAMES;
-        let mut frames = self.frames.lock();
-        if frames.len() as u64 + N > self.limit.load(SeqCst) {
+        if !self.reserve(N) {
             return None;
         }
         if self.recycle.load(SeqCst) {
@@ -348,7 +373,7 @@ impl Platform for MockPlatform {
             if let Some(b) = base {
                 for h in b..b + N {
                     let fr = grave.remove(&h).expect("checked");
-                    frames.insert(h, fr);
+                    self.shard(h).lock().insert(h, fr);
                 }
                 return Some(Hfn(b));
             }
@@ -369,7 +394,7 @@ impl Platform for MockPlatform {
             for w in fr.iter() {
                 w.store(STALE_WORD, SeqCst);
             }
-            frames.insert(h, fr);
+            self.shard(h).lock().insert(h, fr);
         }
         Some(Hfn(base))
     }

@@ -49,6 +49,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::domain::Domain;
 use crate::hv::Hypervisor;
 use crate::platform::Platform;
 use crate::types::{DomId, Errno, XenResult};
@@ -331,7 +332,7 @@ impl<P: Platform> Hypervisor<P> {
         if n >= MAX_FUNCTIONS {
             return Err(Errno::E2BIG);
         }
-        let f = probe(&self.platform, bdf)?;
+        let f = probe(&*self.platform, bdf)?;
         let dom = self.domain_mut(d).ok_or(Errno::ESRCH)?;
         dom.pci.functions.push(f);
         Ok(())
@@ -356,10 +357,17 @@ fn target(cf8: u32, port: u16, size: u8) -> Option<(Bdf, u8)> {
 /// A read of `size` bytes (1, 2 or 4) from configuration port `port`
 /// (0xCF8-0xCFF) by domain `d`: the value, all-ones where nothing answers.
 pub(crate) fn port_read<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u8) -> u32 {
-    let p = &hv.platform;
-    let Some(dom) = hv.domains.get_mut(&d.0) else {
-        return ones(size);
-    };
+    let p = &*hv.platform;
+    match hv.domains.get_mut(&d.0) {
+        Some(dom) => config_read(dom, p, port, size),
+        None => ones(size),
+    }
+}
+
+/// [`port_read`] on the domain itself: its own latch and functions, and
+/// the host's configuration space under the platform's own lock (a leaf),
+/// so the domain-local path runs it too.
+pub(crate) fn config_read<P: Platform>(dom: &mut Domain, p: &P, port: u16, size: u8) -> u32 {
     if !matches!(size, 1 | 2 | 4) {
         return ones(size);
     }
@@ -393,10 +401,14 @@ pub(crate) fn port_write<P: Platform>(
     size: u8,
     val: u32,
 ) {
-    let p = &hv.platform;
-    let Some(dom) = hv.domains.get_mut(&d.0) else {
-        return;
-    };
+    let p = &*hv.platform;
+    if let Some(dom) = hv.domains.get_mut(&d.0) {
+        config_write(dom, p, port, size, val);
+    }
+}
+
+/// [`port_write`] on the domain itself (see [`config_read`]).
+pub(crate) fn config_write<P: Platform>(dom: &mut Domain, p: &P, port: u16, size: u8, val: u32) {
     if !matches!(size, 1 | 2 | 4) {
         return;
     }

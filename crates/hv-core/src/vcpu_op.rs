@@ -413,7 +413,7 @@ fn register_vcpu_info<P: Platform>(
     }
     let e = dom
         .p2m
-        .get_scrubbed(gfn, &hv.platform)
+        .get_scrubbed(gfn, &*hv.platform)
         .ok_or(Errno::EINVAL)?;
     if e.kind != P2mKind::Ram || !e.perms.write {
         return Err(Errno::EINVAL);

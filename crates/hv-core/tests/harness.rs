@@ -105,19 +105,19 @@ impl Sim {
         let dom = self.hv.domain(d).unwrap();
         let (h, o) = dom.vcpu_info[v as usize].unwrap();
         let mut b = [0u8; 1];
-        hv_core::platform::FrameAccess::read(&self.hv.platform, h, o, &mut b);
+        hv_core::platform::FrameAccess::read(&*self.hv.platform, h, o, &mut b);
         b[0] != 0
     }
 
     fn clear_upcall(&self, d: DomId, v: u32) {
         let dom = self.hv.domain(d).unwrap();
         let (h, o) = dom.vcpu_info[v as usize].unwrap();
-        hv_core::platform::FrameAccess::write(&self.hv.platform, h, o, &[0]);
+        hv_core::platform::FrameAccess::write(&*self.hv.platform, h, o, &[0]);
     }
 
     fn si_word(&self, d: DomId, off: usize) -> u64 {
         let dom = self.hv.domain(d).unwrap();
-        hv_core::platform::FrameAccess::load_u64(&self.hv.platform, dom.shared_info, off)
+        hv_core::platform::FrameAccess::load_u64(&*self.hv.platform, dom.shared_info, off)
     }
 
     fn bind_ipi(&mut self, d: DomId, vcpu: u32) -> u32 {
@@ -649,7 +649,7 @@ fn two_level_masking_and_unmask() {
     let port = s.bind_ipi(d, 0);
     // Mask it in shared_info (offset 2560), send: pending but no upcall.
     let si = s.hv.domain(d).unwrap().shared_info;
-    hv_core::platform::FrameAccess::fetch_or_u64(&s.hv.platform, si, 2560, 1 << port);
+    hv_core::platform::FrameAccess::fetch_or_u64(&*s.hv.platform, si, 2560, 1 << port);
     assert_eq!(s.send(d, port), 0);
     assert_eq!(s.si_word(d, 2048) & (1 << port), 1 << port);
     assert!(!s.upcall_pending(d, 0));
@@ -720,22 +720,22 @@ fn interdomain_ping_pong_and_teardown() {
     assert_eq!(s.si_word(d1, 2048) & (1 << p1), 1 << p1);
     s.clear_upcall(d1, 0);
     let si1 = s.hv.domain(d1).unwrap().shared_info;
-    hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si1, 2048, 0);
-    hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si1, 8, 0);
+    hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si1, 2048, 0);
+    hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si1, 8, 0);
     for _ in 0..3 {
         assert_eq!(s.send(d1, p1), 0);
         assert!(s.upcall_pending(d0, 0));
         s.clear_upcall(d0, 0);
         // The guest acknowledges by clearing the pending bit.
         let si = s.hv.domain(d0).unwrap().shared_info;
-        hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si, 2048, !(1 << p0));
-        hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si, 8, 0);
+        hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si, 2048, !(1 << p0));
+        hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si, 8, 0);
         assert_eq!(s.send(d0, p0), 0);
         assert!(s.upcall_pending(d1, 0));
         s.clear_upcall(d1, 0);
         let si1 = s.hv.domain(d1).unwrap().shared_info;
-        hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si1, 2048, !(1 << p1));
-        hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si1, 8, 0);
+        hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si1, 2048, !(1 << p1));
+        hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si1, 8, 0);
     }
     // Status from both sides.
     let (r, st) = s.evtchn(
@@ -1161,12 +1161,12 @@ fn sched_block_poll_and_shutdown() {
 
     // Poll with a timeout; the pending bit is cleared first.
     let si = s.hv.domain(d).unwrap().shared_info;
-    hv_core::platform::FrameAccess::fetch_and_u64(&s.hv.platform, si, 2048, 0);
+    hv_core::platform::FrameAccess::fetch_and_u64(&*s.hv.platform, si, 2048, 0);
     s.hv.guest_mem(d)
         .unwrap()
         .write(BUF, &port.to_le_bytes())
         .unwrap();
-    let now = hv_core::platform::Platform::now_ns(&s.hv.platform);
+    let now = hv_core::platform::Platform::now_ns(&*s.hv.platform);
     s.write(
         d,
         ARG,

@@ -198,17 +198,17 @@ impl Sim {
     fn pending(&self, d: DomId, port: u32) -> bool {
         let dom = self.hv.domain(d).unwrap();
         let off = 2048 + (port as usize / 64) * 8;
-        let w = hv_core::platform::FrameAccess::load_u64(&self.hv.platform, dom.shared_info, off);
+        let w = hv_core::platform::FrameAccess::load_u64(&*self.hv.platform, dom.shared_info, off);
         w & (1 << (port % 64)) != 0
     }
 
     fn clear_pending(&self, d: DomId, port: u32) {
         let dom = self.hv.domain(d).unwrap();
         let off = 2048 + (port as usize / 64) * 8;
-        let w = hv_core::platform::FrameAccess::load_u64(&self.hv.platform, dom.shared_info, off);
+        let w = hv_core::platform::FrameAccess::load_u64(&*self.hv.platform, dom.shared_info, off);
         let w = w & !(1u64 << (port % 64));
         hv_core::platform::FrameAccess::write(
-            &self.hv.platform,
+            &*self.hv.platform,
             dom.shared_info,
             off,
             &w.to_le_bytes(),
@@ -301,10 +301,10 @@ fn only_the_xenstore_domain_maps_grant_1() {
     e[0..2].copy_from_slice(&g::GTF_permit_access.to_le_bytes());
     e[2..4].copy_from_slice(&intruder.0.to_le_bytes());
     e[4..8].copy_from_slice(&(0x300u32).to_le_bytes());
-    hv_core::platform::FrameAccess::write(&s.hv.platform, hfn, 8, &e);
+    hv_core::platform::FrameAccess::write(&*s.hv.platform, hfn, 8, &e);
     assert_eq!(s.map(intruder, guest, 1), g::GNTST_permission_denied);
     // The same entry as an ordinary reference works.
-    hv_core::platform::FrameAccess::write(&s.hv.platform, hfn, 16, &e);
+    hv_core::platform::FrameAccess::write(&*s.hv.platform, hfn, 16, &e);
     assert_eq!(s.map(intruder, guest, 2), g::GNTST_okay);
 }
 

@@ -9,7 +9,11 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use core::fmt::Write as _;
+use core::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 
 use arch_svm::npt::IdentityTables;
 use arch_svm::{Npt, SvmCpu, SvmVcpu, VcpuInit};
@@ -43,8 +47,10 @@ struct HvLock(Mutex<Hypervisor<HostPlatform>>);
 
 impl HvLock {
     fn lock(&self) -> HvGuard<'_> {
-        let g = self.0.lock();
+        let mut g = self.0.lock();
         crate::console::enter_quiet();
+        // Every domain out of its cell: the global path may touch any.
+        g.hold();
         HvGuard(Some(g))
     }
 }
@@ -67,7 +73,10 @@ impl core::ops::DerefMut for HvGuard<'_> {
 
 impl Drop for HvGuard<'_> {
     fn drop(&mut self) {
-        // The lock first, then the UART.
+        // The domains back into their cells, the lock, then the UART.
+        if let Some(g) = self.0.as_mut() {
+            g.release();
+        }
         drop(self.0.take());
         crate::console::leave_quiet();
     }
@@ -88,6 +97,48 @@ static RELAUNCH: Once<Vec<Relaunch>> = Once::new();
 const DEFAULT_WEIGHT: u16 = 256;
 /// VM exits handled, machine-wide.
 pub static EXITS: AtomicU64 = AtomicU64::new(0);
+/// Of those, the ones handled under their domain's lock alone
+/// (`hv_core::local`).
+pub static LOCAL_EXITS: AtomicU64 = AtomicU64::new(0);
+/// The exits that took the global path, by kind ([`exit_kind`]), and
+/// their hypercalls by number (the last counts every number past 63): the
+/// serialization left, printed when the machine stops.
+static GLOBAL_EXITS: [AtomicU64; EXIT_KINDS.len()] =
+    [const { AtomicU64::new(0) }; EXIT_KINDS.len()];
+static GLOBAL_HYPERCALLS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+
+const EXIT_KINDS: [&str; 12] = [
+    "hypercall",
+    "cpuid",
+    "rdmsr",
+    "wrmsr",
+    "io",
+    "npf",
+    "hlt",
+    "intr",
+    "window",
+    "cr",
+    "exception",
+    "other",
+];
+
+/// The index of `exit`'s kind in [`EXIT_KINDS`].
+fn exit_kind(exit: &VmExit) -> usize {
+    match exit {
+        VmExit::Hypercall => 0,
+        VmExit::Cpuid => 1,
+        VmExit::MsrRead { .. } => 2,
+        VmExit::MsrWrite { .. } => 3,
+        VmExit::Io(_) => 4,
+        VmExit::NestedPageFault { .. } => 5,
+        VmExit::Hlt => 6,
+        VmExit::ExternalInterrupt | VmExit::TimerExpired => 7,
+        VmExit::InterruptWindow => 8,
+        VmExit::CrAccess { .. } => 9,
+        VmExit::Exception { .. } => 10,
+        _ => 11,
+    }
+}
 
 /// One vCPU and its backend.
 struct Slot {
@@ -321,7 +372,7 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
     let online = crate::smp::CPUS_ONLINE.load(SeqCst);
     let hv = HV.get().expect("set above");
     for p in 1..online {
-        hv_core::platform::Platform::kick_cpu(&hv.lock().platform, p);
+        hv_core::platform::Platform::kick_cpu(&*hv.lock().platform, p);
     }
     cpu_loop(0, &apic)
 }
@@ -485,7 +536,7 @@ fn reboot_domains(
                 let introduced_later =
                     r.store_server.is_some() && hv.pause_until_introduced(d).is_ok();
                 if !introduced_later && let Some(p) = sched.wake(key(d, 0), now) {
-                    hv_core::platform::Platform::kick_cpu(&hv.platform, p);
+                    hv_core::platform::Platform::kick_cpu(&*hv.platform, p);
                 }
             }
             Err(e) => log::error!("{d}: cannot restart: {e}"),
@@ -597,7 +648,7 @@ fn make_backend(
 fn drain_wakes(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, now: u64) {
     for (d, v) in hv.take_woken() {
         if let Some(p) = sched.wake(key(d, v), now) {
-            hv_core::platform::Platform::kick_cpu(&hv.platform, p);
+            hv_core::platform::Platform::kick_cpu(&*hv.platform, p);
         }
     }
 }
@@ -619,7 +670,7 @@ fn start_vcpus(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, slots: 
                 let _ = hv.vcpu_up(d, v);
                 log::info!("{}v{}: started at {:#x}", d, v, init.cs.base + init.rip);
                 if let Some(p) = sched.wake(key(d, v), now) {
-                    hv_core::platform::Platform::kick_cpu(&hv.platform, p);
+                    hv_core::platform::Platform::kick_cpu(&*hv.platform, p);
                 }
             }
             None => hv.crash(d, "no memory for a secondary vCPU"),
@@ -716,11 +767,18 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
         };
         let s = &slots[i];
         let k = key(s.d, s.v);
+        // The domain's own lock, for the exits that touch only it.
+        let local = hv.lock().local(s.d);
         let slice = slice.clamp(100_000, SLICE_NS);
         let slice_end = now + slice;
         apic.arm_timer(TIMER_VECTOR, slice);
         loop {
-            hv.lock().prepare_entry(s.d, s.v, vcpu.as_mut());
+            if !local
+                .as_ref()
+                .is_some_and(|l| l.prepare_entry(s.v, vcpu.as_mut()))
+            {
+                hv.lock().prepare_entry(s.d, s.v, vcpu.as_mut());
+            }
             // In guest mode from here until the exit, for TLB shootdowns
             // (hv_core::tlb): before the backend reads the domain's epoch.
             tlb.enter(me, s.d);
@@ -735,8 +793,27 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if exit == VmExit::ExternalInterrupt {
                 take_interrupts();
             }
+            let local_action = local
+                .as_ref()
+                .and_then(|l| l.handle_exit(s.v, vcpu.as_mut(), exit));
+            if local_action == Some(ExitAction::Resume)
+                && local.as_ref().is_some_and(|l| l.now() < slice_end)
+            {
+                LOCAL_EXITS.fetch_add(1, Relaxed);
+                continue;
+            }
+            if local_action.is_none() {
+                GLOBAL_EXITS[exit_kind(&exit)].fetch_add(1, Relaxed);
+                if exit == VmExit::Hypercall {
+                    let nr = (vcpu.gprs().rax & 0xFFFF_FFFF).min(64) as usize;
+                    GLOBAL_HYPERCALLS[nr].fetch_add(1, Relaxed);
+                }
+            }
             let mut hv = hv.lock();
-            let action = hv.handle_exit(s.d, s.v, vcpu.as_mut(), exit);
+            let action = match local_action {
+                Some(a) => a,
+                None => hv.handle_exit(s.d, s.v, vcpu.as_mut(), exit),
+            };
             let now = hv.now();
             let mut sched = sched.lock();
             start_vcpus(&mut hv, &mut sched, slots, now);
@@ -788,10 +865,26 @@ fn finish(me: u32) -> ! {
         }
     }
     log::info!(
-        "all domains shut down ({}): {} VM exits",
+        "all domains shut down ({}): {} VM exits, {} of them domain-local",
         if clean { "cleanly" } else { "NOT cleanly" },
-        EXITS.load(SeqCst)
+        EXITS.load(SeqCst),
+        LOCAL_EXITS.load(SeqCst)
     );
+    let mut kinds = alloc::string::String::new();
+    for (k, n) in EXIT_KINDS.iter().zip(&GLOBAL_EXITS) {
+        let n = n.load(SeqCst);
+        if n != 0 {
+            let _ = write!(kinds, " {k} {n}");
+        }
+    }
+    let mut calls = alloc::string::String::new();
+    for (nr, n) in GLOBAL_HYPERCALLS.iter().enumerate() {
+        let n = n.load(SeqCst);
+        if n != 0 {
+            let _ = write!(calls, " #{nr} {n}");
+        }
+    }
+    log::info!("global-path exits:{kinds}; their hypercalls:{calls}");
     drop(hv);
     crate::machine::stop(clean)
 }

@@ -218,7 +218,7 @@ fn a_service_domain_serves_the_others_stores() {
     // Grant 1: permit_access, the service domain, the store frame.
     let hfn = gd.gnttab.shared_hfn(0).unwrap();
     let mut e = [0u8; 8];
-    hv_core::platform::FrameAccess::read(&hv.platform, hfn, 8, &mut e);
+    hv_core::platform::FrameAccess::read(&*hv.platform, hfn, 8, &mut e);
     assert_eq!(u16::from_le_bytes([e[0], e[1]]), 1);
     assert_eq!(u16::from_le_bytes([e[2], e[3]]), 1);
     assert_eq!(u32::from_le_bytes([e[4], e[5], e[6], e[7]]), 0xfeffc);

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 
 use crate::arch::{NestedPaging, P2mPerms, VcpuBackend, VmExit};
 use crate::domain::{Caps, Domain, DomainState, ShutdownReason, VcpuState};
-use crate::evtchn::{ChanState, Target};
+use crate::evtchn::ChanState;
 use crate::guestmem::GuestMem;
 use crate::p2m::{BLOCK_FRAMES, BlockMask, P2m, P2mEntry, P2mKind, frames_in};
 use crate::pagewalk::{GuestVirt, PagingMode};
@@ -68,8 +68,9 @@ pub struct Hypervisor<P: Platform> {
     /// Every domain, while this hypervisor is held ([`Hypervisor::hold`]):
     /// checked out of its [`DomainCell`].
     pub(crate) domains: BTreeMap<u16, Box<Domain>>,
-    /// Every domain's own lock, by id (the registry).
-    cells: BTreeMap<u16, Arc<DomainCell>>,
+    /// Every domain's own lock, by id: the registry, read-mostly (written
+    /// when a domain is created or destroyed, with every domain held).
+    cells: Arc<spin::RwLock<Cells>>,
     /// Whether the domains are checked out into `domains`.
     held: bool,
     next_domid: u16,
@@ -77,12 +78,15 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) action: ExitAction,
     /// Set by a handler that wants the call re-executed (continuation).
     pub(crate) restart: bool,
-    /// vCPUs woken while handling the current request, to kick.
-    pub(crate) woken: Vec<(DomId, u32)>,
+    /// vCPUs woken (Blocked or Polling to Runnable) for the scheduler: a
+    /// leaf lock, also pushed to by the domain-local path.
+    pub(crate) woken: Arc<spin::Mutex<Vec<(DomId, u32)>>>,
     /// The vCPU whose exit is being handled.
     current: Option<(DomId, u32)>,
     /// Every pending timer.
-    pub(crate) timers: TimerHeap,
+    /// Every pending timer: a leaf lock, also taken by the domain-local
+    /// path (singleshot timers) under a domain's lock.
+    pub(crate) timers: Arc<spin::Mutex<TimerHeap>>,
     /// The TSC to system-time scale published in pvclock.
     pub scale: TimeScale,
     /// Secondary vCPUs started (INIT-SIPI-SIPI or `VCPUOP_up`), for the
@@ -126,6 +130,9 @@ impl Retire {
     }
 }
 
+/// The registry of domain cells, by id.
+pub(crate) type Cells = BTreeMap<u16, Arc<DomainCell>>;
+
 /// One domain's own lock. While no CPU holds the whole hypervisor, the
 /// domain's state lives here and a CPU running one of its vCPUs handles
 /// the exits that touch only this domain under this lock alone
@@ -162,15 +169,15 @@ impl<P: Platform> Hypervisor<P> {
             tlb: Arc::new(GuestModeClock::default()),
             retire: Retire::default(),
             scale,
-            timers: TimerHeap::default(),
+            timers: Arc::new(spin::Mutex::new(TimerHeap::default())),
             platform: Arc::new(platform),
             domains: BTreeMap::new(),
-            cells: BTreeMap::new(),
+            cells: Arc::new(spin::RwLock::new(BTreeMap::new())),
             held: true,
             next_domid: 0,
             action: ExitAction::Resume,
             restart: false,
-            woken: Vec::new(),
+            woken: Arc::new(spin::Mutex::new(Vec::new())),
         }
     }
 
@@ -205,7 +212,9 @@ impl<P: Platform> Hypervisor<P> {
         d.unique_id = self.next_unique;
         self.next_unique += 1;
         debug_assert!(self.held, "domains are built with the hypervisor held");
-        self.cells.insert(id.0, Arc::new(DomainCell::default()));
+        self.cells
+            .write()
+            .insert(id.0, Arc::new(DomainCell::default()));
         self.domains.insert(id.0, Box::new(d));
         self.write_wallclock(id);
         for v in 0..cfg.vcpus {
@@ -223,7 +232,7 @@ impl<P: Platform> Hypervisor<P> {
         if self.held {
             return;
         }
-        for (&id, cell) in &self.cells {
+        for (&id, cell) in self.cells.read().iter() {
             if let Some(dom) = cell.slot.lock().take() {
                 self.domains.insert(id, dom);
             }
@@ -238,7 +247,7 @@ impl<P: Platform> Hypervisor<P> {
             return;
         }
         for (id, dom) in core::mem::take(&mut self.domains) {
-            if let Some(cell) = self.cells.get(&id) {
+            if let Some(cell) = self.cells.read().get(&id) {
                 *cell.slot.lock() = Some(dom);
             }
         }
@@ -255,9 +264,12 @@ impl<P: Platform> Hypervisor<P> {
     pub fn local(&self, d: DomId) -> Option<crate::local::LocalDomain<P>> {
         Some(crate::local::LocalDomain::new(
             d,
-            self.cells.get(&d.0)?.clone(),
+            self.cells.read().get(&d.0)?.clone(),
             self.platform.clone(),
             self.scale,
+            self.timers.clone(),
+            self.woken.clone(),
+            self.cells.clone(),
         ))
     }
 
@@ -363,7 +375,7 @@ impl<P: Platform> Hypervisor<P> {
 
     /// Arms a timer of vCPU `v` (the vCPU's own fields say which are live).
     pub(crate) fn arm_timer(&mut self, d: DomId, v: u32, deadline: u64, kind: TimerKind) {
-        self.timers.insert(TimerEntry {
+        self.timers.lock().insert(TimerEntry {
             deadline,
             dom: d,
             vcpu: v,
@@ -584,9 +596,9 @@ impl<P: Platform> Hypervisor<P> {
             .filter(|v| v.state == VcpuState::Runnable)
             .map(|v| v.id)
             .collect();
-        for v in runnable {
-            self.woken.push((d, v));
-        }
+        self.woken
+            .lock()
+            .extend(runnable.into_iter().map(|v| (d, v)));
         Ok(())
     }
 
@@ -610,7 +622,7 @@ impl<P: Platform> Hypervisor<P> {
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         // A CPU still holding the cell finds it empty and takes the global
         // path, which no longer knows the domain.
-        self.cells.remove(&d.0);
+        self.cells.write().remove(&d.0);
         for (_, e) in dom.p2m.drain() {
             if e.kind.owned() {
                 self.retire.frame(e.hfn);
@@ -624,7 +636,7 @@ impl<P: Platform> Hypervisor<P> {
         // its vCPUs (a crash on one vCPU destroys the domain under the
         // others).
         self.retire.domains.push(*dom);
-        self.timers.remove_domain(d);
+        self.timers.lock().remove_domain(d);
         log::info!("{}: destroyed", d);
         self.domain_changed(d);
         self.settle();
@@ -731,32 +743,29 @@ impl<P: Platform> Hypervisor<P> {
 
     /// Wakes a blocked or polling vCPU.
     pub(crate) fn wake(&mut self, d: DomId, v: u32) {
-        if let Some(vc) = self
-            .domains
-            .get_mut(&d.0)
-            .and_then(|dom| dom.vcpus.get_mut(v as usize))
-        {
-            if matches!(vc.state, VcpuState::Blocked | VcpuState::Polling) {
-                vc.state = VcpuState::Runnable;
-                vc.poll_ports.clear();
-                vc.wake_at = None;
-                let p = vc.pcpu;
-                self.woken.push((d, v));
-                self.set_runstate(d, v, xen_abi::vcpu::RUNSTATE_runnable);
-                self.platform.kick_cpu(p);
-                return;
-            } else if self.current == Some((d, v)) {
-                // The caller itself: it sees the event at its next entry.
-                return;
-            }
-            let p = vc.pcpu;
-            self.platform.kick_cpu(p);
+        let now = self.now();
+        let w = crate::local::Wakes {
+            platform: &*self.platform,
+            now,
+            woken: &self.woken,
+            current: self.current,
+            pushed: core::cell::Cell::new(false),
+        };
+        if let Some(dom) = self.domains.get_mut(&d.0) {
+            crate::local::wake_in(dom, &w, v);
         }
     }
 
     /// Takes the list of vCPUs woken since the last call.
     pub fn take_woken(&mut self) -> Vec<(DomId, u32)> {
-        core::mem::take(&mut self.woken)
+        core::mem::take(&mut *self.woken.lock())
+    }
+
+    /// The queue of woken vCPUs itself, for a run loop that drains it
+    /// without the global lock after a domain-local exit woke someone
+    /// (lock order: the scheduler's lock, then this leaf).
+    pub fn woken_queue(&self) -> Arc<spin::Mutex<Vec<(DomId, u32)>>> {
+        self.woken.clone()
     }
 
     /// Fires every timer due at `now` (system time): VIRQ_TIMER for
@@ -764,7 +773,12 @@ impl<P: Platform> Hypervisor<P> {
     /// the earliest deadline still pending.
     pub fn tick(&mut self, now: u64) -> Option<u64> {
         self.settle();
-        while let Some(e) = self.timers.pop_due(now) {
+        loop {
+            // The heap's lock only for the pop: firing arms timers again.
+            let due = self.timers.lock().pop_due(now);
+            let Some(e) = due else {
+                break;
+            };
             let Some(vc) = self
                 .domains
                 .get_mut(&e.dom.0)
@@ -816,7 +830,7 @@ impl<P: Platform> Hypervisor<P> {
                 }
             }
         }
-        self.timers.next_deadline()
+        self.timers.lock().next_deadline()
     }
 
     /// (Re)arms or stops vCPU `v`'s APIC timer.
@@ -903,26 +917,16 @@ impl<P: Platform> Hypervisor<P> {
             let _ = self.unpause(d);
             return self.evtchn_set_pending(d, port);
         }
-        let t = Target {
-            frames: &*self.platform,
-            shared_info: dom.shared_info,
-            vcpu_info: &dom.vcpu_info,
-            compat: dom.has_32bit_shinfo,
+        let now = self.now();
+        let w = crate::local::Wakes {
+            platform: &*self.platform,
+            now,
+            woken: &self.woken,
+            current: self.current,
+            pushed: core::cell::Cell::new(false),
         };
-        let notify = dom.evtchn.set_pending(&t, port);
-        // A vCPU polling this port wakes even if the event is masked.
-        if dom.vcpus.iter().any(|v| v.state == VcpuState::Polling) {
-            for i in 0..dom.vcpus.len() {
-                let Some(vc) = self.domains.get(&d.0).and_then(|x| x.vcpus.get(i)) else {
-                    break;
-                };
-                if vc.state == VcpuState::Polling && vc.poll_ports.contains(&port) {
-                    self.wake(d, i as u32);
-                }
-            }
-        }
-        if let Some(v) = notify {
-            self.wake(d, v);
+        if let Some(dom) = self.domains.get_mut(&d.0) {
+            crate::local::set_pending_in(dom, &w, port);
         }
     }
 
@@ -1064,7 +1068,7 @@ impl<P: Platform> Hypervisor<P> {
                     .is_some_and(|x| x.vcpus[v as usize].state == VcpuState::Blocked)
             {
                 self.wake(d, v);
-                self.woken.retain(|w| *w != (d, v));
+                self.woken.lock().retain(|w| *w != (d, v));
                 return ExitAction::Resume;
             }
         }

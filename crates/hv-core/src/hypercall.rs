@@ -132,17 +132,21 @@ pub fn dispatch<P: Platform>(hv: &mut Hypervisor<P>, nr: u64, c: &mut Call) -> X
         x::__HYPERVISOR_domctl => crate::domctl::domctl(hv, c),
         x::__HYPERVISOR_sysctl => crate::domctl::sysctl(hv, c),
         x::__HYPERVISOR_set_timer_op => {
-            // 64-bit callers pass the deadline in one register; 32-bit
-            // callers split it over EBX (low) and ECX (high).
-            let deadline = if c.long {
-                c.args[0]
-            } else {
-                c.args[0] | (c.args[1] << 32)
-            };
+            let deadline = set_timer_op_deadline(c);
             crate::vcpu_op::set_singleshot(hv, c.d, c.v, (deadline != 0).then_some(deadline));
             Ok(0)
         }
         _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `set_timer_op`'s deadline (0 stops the timer): 64-bit callers pass it
+/// in one register; 32-bit callers split it over EBX (low) and ECX (high).
+pub(crate) fn set_timer_op_deadline(c: &Call) -> u64 {
+    if c.long {
+        c.args[0]
+    } else {
+        c.args[0] | (c.args[1] << 32)
     }
 }
 

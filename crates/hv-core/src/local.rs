@@ -11,7 +11,9 @@
 //!
 //! What is local today: the entry (upcall and APIC interrupt injection),
 //! external-interrupt, timer and interrupt-window exits, PCI
-//! configuration-space port I/O (each domain has its own view),
+//! configuration-space port I/O (each domain has its own view), the
+//! singleshot timer (`VCPUOP_{set,stop}_singleshot_timer`,
+//! `set_timer_op`: the vCPU's own state and the timer heap, a leaf lock),
 //! `xen_version`,
 //! and `EVTCHNOP_send` on an IPI port whose target vCPU needs no wake-up
 //! through the scheduler. Everything else is declined
@@ -21,20 +23,24 @@
 //! [`Hypervisor::hold`]: crate::hv::Hypervisor::hold
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::Cell;
 
 use xen_abi::event_channel as ev;
+use xen_abi::vcpu as vc;
 use xen_abi::xen as x;
 
 use crate::arch::{Event, VcpuBackend, VmExit};
 use crate::domain::{Domain, DomainState, VcpuState};
 use crate::evtchn::{ChanState, Target};
 use crate::guestmem::GuestMem;
-use crate::hv::{DomainCell, ExitAction};
-use crate::hypercall::{Call, decode, set_result, xen_version};
+use crate::hv::{Cells, DomainCell, ExitAction};
+use crate::hypercall::{Call, decode, set_result, set_timer_op_deadline, xen_version};
 use crate::pagewalk::GuestVirt;
 use crate::platform::{FrameAccess, Platform};
-use crate::time::TimeScale;
+use crate::time::{TimeScale, TimerHeap};
 use crate::types::{DomId, Errno, XenResult};
+use crate::vcpu_op::{singleshot_arg, singleshot_in};
 
 /// A CPU's handle on one domain's cell, for its domain-local exits.
 pub struct LocalDomain<P> {
@@ -42,16 +48,50 @@ pub struct LocalDomain<P> {
     cell: Arc<DomainCell>,
     platform: Arc<P>,
     scale: TimeScale,
+    /// The timer heap (a leaf lock).
+    timers: Arc<spin::Mutex<TimerHeap>>,
+    /// The queue of woken vCPUs for the scheduler (a leaf lock).
+    woken: Arc<spin::Mutex<Vec<(DomId, u32)>>>,
+    /// The registry, to find an interdomain peer's cell.
+    cells: Arc<spin::RwLock<Cells>>,
+    /// Whether an exit handled here woke a vCPU since the last
+    /// [`LocalDomain::take_woke`].
+    woke: Cell<bool>,
 }
 
 impl<P: Platform> LocalDomain<P> {
-    pub(crate) fn new(d: DomId, cell: Arc<DomainCell>, platform: Arc<P>, scale: TimeScale) -> Self {
+    pub(crate) fn new(
+        d: DomId,
+        cell: Arc<DomainCell>,
+        platform: Arc<P>,
+        scale: TimeScale,
+        timers: Arc<spin::Mutex<TimerHeap>>,
+        woken: Arc<spin::Mutex<Vec<(DomId, u32)>>>,
+        cells: Arc<spin::RwLock<Cells>>,
+    ) -> Self {
         LocalDomain {
             d,
             cell,
             platform,
             scale,
+            timers,
+            woken,
+            cells,
+            woke: Cell::new(false),
         }
+    }
+
+    /// Whether the exits handled here since the last call woke a vCPU: the
+    /// caller then hands the queue of woken vCPUs to the scheduler
+    /// ([`crate::hv::Hypervisor::woken_queue`]), as the global path does
+    /// after every exit.
+    pub fn take_woke(&self) -> bool {
+        self.woke.replace(false)
+    }
+
+    /// The machine.
+    pub fn platform(&self) -> &P {
+        &self.platform
     }
 
     /// System time, as [`Hypervisor::now`](crate::hv::Hypervisor::now).
@@ -139,22 +179,101 @@ impl<P: Platform> LocalDomain<P> {
                     Some(ExitAction::Resume)
                 }
                 x::__HYPERVISOR_event_channel_op if c.args[0] == u64::from(ev::EVTCHNOP_send) => {
-                    let ret = match local_send(dom, frames, &c)? {
-                        Ok(port) => {
-                            if !crate::exits::skip_in(dom, frames, cpu, &exit) {
-                                return None;
-                            }
-                            raise_ipi(dom, &*self.platform, port, v);
-                            Ok(0)
-                        }
+                    let target = match send_target(dom, frames, &c)? {
+                        Ok(t) => t,
                         Err(e) => {
                             if !crate::exits::skip_in(dom, frames, cpu, &exit) {
                                 return None;
                             }
-                            Err(e)
+                            set_result(cpu, c.long, Err(e));
+                            return Some(ExitAction::Resume);
                         }
                     };
+                    let now = self.now();
+                    let w = Wakes {
+                        platform: &*self.platform,
+                        now,
+                        woken: &self.woken,
+                        current: Some((self.d, v)),
+                        pushed: Cell::new(false),
+                    };
+                    match target {
+                        SendTarget::Nobody => {
+                            if !crate::exits::skip_in(dom, frames, cpu, &exit) {
+                                return None;
+                            }
+                        }
+                        SendTarget::Own(port) => {
+                            if dom.await_store {
+                                return None;
+                            }
+                            if !crate::exits::skip_in(dom, frames, cpu, &exit) {
+                                return None;
+                            }
+                            set_pending_in(dom, &w, port);
+                        }
+                        SendTarget::Peer(remote, rport) => {
+                            // Never wait for a second domain's lock while
+                            // holding one: the global path may be checking
+                            // them out in id order, or the peer's CPU
+                            // sending the other way.
+                            let cell = self.cells.read().get(&remote.0)?.clone();
+                            let mut slot = cell.slot.try_lock()?;
+                            let peer = slot.as_deref_mut()?;
+                            if peer.await_store && peer.store.is_some_and(|s| s.port == rport) {
+                                // Its introduction unpauses it: global.
+                                return None;
+                            }
+                            if !crate::exits::skip_in(dom, frames, cpu, &exit) {
+                                return None;
+                            }
+                            set_pending_in(peer, &w, rport);
+                        }
+                    }
+                    if w.pushed.get() {
+                        self.woke.set(true);
+                    }
+                    set_result(cpu, c.long, Ok(0));
+                    Some(ExitAction::Resume)
+                }
+                x::__HYPERVISOR_vcpu_op => {
+                    let [cmd, vcpu, arg, ..] = c.args;
+                    let set = cmd == u64::from(vc::VCPUOP_set_singleshot_timer);
+                    if !set && cmd != u64::from(vc::VCPUOP_stop_singleshot_timer) {
+                        return None;
+                    }
+                    if !crate::exits::skip_in(dom, frames, cpu, &exit) {
+                        return None;
+                    }
+                    // The global path's checks, in its order.
+                    let ret = if vcpu >= dom.vcpus.len() as u64 {
+                        Err(Errno::ENOENT)
+                    } else if vcpu != u64::from(v) {
+                        // Xen only lets a vCPU set its own singleshot timer.
+                        Err(Errno::EINVAL)
+                    } else if set {
+                        let virt = GuestVirt {
+                            mem: GuestMem::new(&dom.p2m, frames),
+                            mode: c.mode,
+                        };
+                        singleshot_arg(&virt, &c, arg).map(|t| {
+                            singleshot_in(dom, &self.timers, v, Some(t));
+                            0
+                        })
+                    } else {
+                        singleshot_in(dom, &self.timers, v, None);
+                        Ok(0)
+                    };
                     set_result(cpu, c.long, ret);
+                    Some(ExitAction::Resume)
+                }
+                x::__HYPERVISOR_set_timer_op => {
+                    if !crate::exits::skip_in(dom, frames, cpu, &exit) {
+                        return None;
+                    }
+                    let t = set_timer_op_deadline(&c);
+                    singleshot_in(dom, &self.timers, v, (t != 0).then_some(t));
+                    set_result(cpu, c.long, Ok(0));
                     Some(ExitAction::Resume)
                 }
                 _ => None,
@@ -163,11 +282,21 @@ impl<P: Platform> LocalDomain<P> {
     }
 }
 
-/// Decides whether `EVTCHNOP_send` of call `c` is domain-local, without
-/// changing anything: `Some(Ok(port))` for an IPI port whose event needs no
-/// wake-up through the scheduler, `Some(Err(_))` for the argument errors
-/// the global path would answer the same way, `None` otherwise.
-fn local_send(dom: &Domain, frames: &dyn FrameAccess, c: &Call) -> Option<XenResult<u32>> {
+/// Where an `EVTCHNOP_send` goes.
+enum SendTarget {
+    /// An unbound port: nowhere (not an error).
+    Nobody,
+    /// A port of the sender's own domain (IPI, loopback).
+    Own(u32),
+    /// A port of another domain.
+    Peer(DomId, u32),
+}
+
+/// Reads `EVTCHNOP_send`'s argument of call `c` and finds where the event
+/// goes, without changing anything: `Some(Err(_))` for the argument errors
+/// the global path answers the same way, `None` for what the global path
+/// keeps (the console's port).
+fn send_target(dom: &Domain, frames: &dyn FrameAccess, c: &Call) -> Option<XenResult<SendTarget>> {
     let virt = GuestVirt {
         mem: GuestMem::new(&dom.p2m, frames),
         mode: c.mode,
@@ -179,43 +308,81 @@ fn local_send(dom: &Domain, frames: &dyn FrameAccess, c: &Call) -> Option<XenRes
     let Some(ch) = dom.evtchn.get(a.port) else {
         return Some(Err(Errno::EINVAL));
     };
-    if ch.state != ChanState::Ipi {
-        return None;
-    }
-    // The store port of a domain waiting for its introduction is never an
-    // IPI port, but the global path owns that rule: leave it there.
-    if dom.await_store {
-        return None;
-    }
-    // A blocked or polling vCPU is woken through the scheduler.
-    let sleeping = |s: VcpuState| matches!(s, VcpuState::Blocked | VcpuState::Polling);
-    if dom.vcpus.iter().any(|vc| vc.state == VcpuState::Polling)
-        || dom
-            .vcpus
-            .get(ch.vcpu as usize)
-            .is_none_or(|vc| sleeping(vc.state))
-    {
-        return None;
-    }
-    Some(Ok(a.port))
+    Some(Ok(match ch.state {
+        ChanState::Interdomain { remote, .. } if remote == crate::console::DOMID_XEN => {
+            return None;
+        }
+        ChanState::Interdomain { remote, rport } if remote == dom.id => SendTarget::Own(rport),
+        ChanState::Interdomain { remote, rport } => SendTarget::Peer(remote, rport),
+        ChanState::Ipi => SendTarget::Own(a.port),
+        ChanState::Unbound { .. } => SendTarget::Nobody,
+        _ => return Some(Err(Errno::EINVAL)),
+    }))
 }
 
-/// Raises IPI `port` of `dom` (checked by [`local_send`]) from vCPU
-/// `from`: the event, and a kick of the target's CPU when it is another
-/// vCPU, as the global path's wake does for a vCPU that is not asleep.
-fn raise_ipi<P: Platform>(dom: &mut Domain, platform: &P, port: u32, from: u32) {
+/// What waking a vCPU needs besides its domain.
+pub(crate) struct Wakes<'a> {
+    /// To kick CPUs.
+    pub platform: &'a dyn Platform,
+    /// System time, for runstates.
+    pub now: u64,
+    /// The queue of woken vCPUs for the scheduler.
+    pub woken: &'a spin::Mutex<Vec<(DomId, u32)>>,
+    /// The vCPU whose exit is being handled.
+    pub current: Option<(DomId, u32)>,
+    /// Set when a vCPU was put on `woken`.
+    pub pushed: Cell<bool>,
+}
+
+/// Wakes vCPU `v` of `dom` if it is blocked or polling (runnable, on the
+/// queue for the scheduler, its CPU kicked); kicks the CPU of one that is
+/// awake so that it sees its event, unless it is the caller itself.
+pub(crate) fn wake_in(dom: &mut Domain, w: &Wakes<'_>, v: u32) {
+    let d = dom.id;
+    let Some(vc) = dom.vcpus.get_mut(v as usize) else {
+        return;
+    };
+    let p = vc.pcpu;
+    if matches!(vc.state, VcpuState::Blocked | VcpuState::Polling) {
+        vc.state = VcpuState::Runnable;
+        vc.poll_ports.clear();
+        vc.wake_at = None;
+        w.woken.lock().push((d, v));
+        w.pushed.set(true);
+        crate::vcpu_op::set_runstate_in(
+            dom,
+            w.platform,
+            w.now,
+            v,
+            xen_abi::vcpu::RUNSTATE_runnable,
+        );
+        w.platform.kick_cpu(p);
+    } else if w.current != Some((d, v)) {
+        w.platform.kick_cpu(p);
+    }
+}
+
+/// Raises `port` of `dom` and wakes whom it concerns: the vCPUs polling
+/// it (even if masked) and the vCPU its upcall goes to.
+pub(crate) fn set_pending_in(dom: &mut Domain, w: &Wakes<'_>, port: u32) {
     let t = Target {
-        frames: platform,
+        frames: w.platform,
         shared_info: dom.shared_info,
         vcpu_info: &dom.vcpu_info,
         compat: dom.has_32bit_shinfo,
     };
     let notify = dom.evtchn.set_pending(&t, port);
-    if let Some(n) = notify
-        && n != from
-        && let Some(vc) = dom.vcpus.get(n as usize)
-    {
-        platform.kick_cpu(vc.pcpu);
+    let polling: Vec<u32> = dom
+        .vcpus
+        .iter()
+        .filter(|vc| vc.state == VcpuState::Polling && vc.poll_ports.contains(&port))
+        .map(|vc| vc.id)
+        .collect();
+    for v in polling {
+        wake_in(dom, w, v);
+    }
+    if let Some(v) = notify {
+        wake_in(dom, w, v);
     }
 }
 

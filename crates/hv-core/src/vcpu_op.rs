@@ -104,19 +104,9 @@ pub(crate) fn vcpu_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> XenR
                 // Xen only lets a vCPU set its own singleshot timer.
                 return Err(Errno::EINVAL);
             }
-            let a: vc::VcpuSetSingleshotTimer = if c.long {
-                read_arg(hv, c, arg)?
-            } else {
-                let a: cm::CompatVcpuSetSingleshotTimer = read_arg(hv, c, arg)?;
-                vc::VcpuSetSingleshotTimer {
-                    timeout_abs_ns: a.timeout_abs_ns,
-                    flags: a.flags,
-                    pad: 0,
-                }
-            };
-            // `VCPU_SSHOTTMR_future` is ignored, as in Xen since 4.18 (and
-            // Debian's 4.17): a deadline in the past fires at once.
-            set_singleshot(hv, c.d, v, Some(a.timeout_abs_ns));
+            let virt = hv.guest_virt(c.d, c.mode).ok_or(Errno::ESRCH)?;
+            let deadline = singleshot_arg(&virt, c, arg)?;
+            set_singleshot(hv, c.d, v, Some(deadline));
             Ok(0)
         }
         vc::VCPUOP_stop_singleshot_timer => {
@@ -300,13 +290,49 @@ pub fn set_singleshot<P: Platform>(
     v: u32,
     deadline: Option<u64>,
 ) {
-    let Some(vc) = hv.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
+    if let Some(dom) = hv.domains.get_mut(&d.0) {
+        singleshot_in(dom, &hv.timers, v, deadline);
+    }
+}
+
+/// [`set_singleshot`] on the domain itself and the timer heap (a leaf
+/// lock), for the domain-local path too.
+pub(crate) fn singleshot_in(
+    dom: &mut crate::domain::Domain,
+    timers: &spin::Mutex<crate::time::TimerHeap>,
+    v: u32,
+    deadline: Option<u64>,
+) {
+    let d = dom.id;
+    let Some(vc) = dom.vcpus.get_mut(v as usize) else {
         return;
     };
     vc.singleshot = deadline;
-    if let Some(t) = deadline {
-        hv.arm_timer(d, v, t, TimerKind::Singleshot);
+    if let Some(deadline) = deadline {
+        timers.lock().insert(crate::time::TimerEntry {
+            deadline,
+            dom: d,
+            vcpu: v,
+            kind: TimerKind::Singleshot,
+        });
     }
+}
+
+/// The deadline of `VCPUOP_set_singleshot_timer`'s argument at `arg`, in
+/// the caller's layout. `VCPU_SSHOTTMR_future` is ignored, as in Xen since
+/// 4.18 (and Debian's 4.17): a deadline in the past fires at once.
+pub(crate) fn singleshot_arg(
+    virt: &crate::pagewalk::GuestVirt<'_>,
+    c: &Call,
+    arg: u64,
+) -> XenResult<u64> {
+    Ok(if c.long {
+        let a: vc::VcpuSetSingleshotTimer = virt.read_obj(arg)?;
+        a.timeout_abs_ns
+    } else {
+        let a: cm::CompatVcpuSetSingleshotTimer = virt.read_obj(arg)?;
+        a.timeout_abs_ns
+    })
 }
 
 /// Runstate info in the 32-bit layout.
@@ -337,22 +363,9 @@ impl<P: Platform> Hypervisor<P> {
     /// the time spent in the previous one, and publishes it.
     pub fn set_runstate(&mut self, d: crate::types::DomId, v: u32, state: i32) {
         let now = self.now();
-        let Some(vc) = self.domain_mut(d).and_then(|x| x.vcpus.get_mut(v as usize)) else {
-            return;
-        };
-        let r = &mut vc.runstate;
-        if r.state == state {
-            return;
+        if let Some(dom) = self.domains.get_mut(&d.0) {
+            set_runstate_in(dom, &*self.platform, now, v, state);
         }
-        if let Some(t) = usize::try_from(r.state)
-            .ok()
-            .and_then(|i| r.time.get_mut(i))
-        {
-            *t = t.saturating_add(now.saturating_sub(r.state_entry_time));
-        }
-        r.state = state;
-        r.state_entry_time = now;
-        self.publish_runstate(d, v);
     }
 
     /// The runstate a vCPU that is not running is in.
@@ -367,34 +380,64 @@ impl<P: Platform> Hypervisor<P> {
             _ => vc::RUNSTATE_offline,
         }
     }
+}
 
-    /// Copies vCPU `v`'s runstate into its registered area, with the
-    /// update flag protocol when the guest asked for it.
-    pub(crate) fn publish_runstate(&mut self, d: crate::types::DomId, v: u32) {
-        let Some(dom) = self.domain(d) else { return };
-        let flag = dom.vm_assist & (1 << xen_abi::xen::VMASST_TYPE_runstate_update_flag) != 0;
-        let compat = dom.has_32bit_shinfo;
-        let Some(vc) = dom.vcpus.get(v as usize) else {
-            return;
-        };
-        let (Some(la), mode, info) = (vc.runstate_area, vc.runstate_mode, vc.runstate) else {
-            return;
-        };
-        let Some(virt) = self.guest_virt(d, mode) else {
-            return;
-        };
-        // state_entry_time is at offset 8 (4 in the 32-bit layout).
-        let entry_time = if compat { 4 } else { 8 };
-        if flag {
-            let marked = info.state_entry_time | XEN_RUNSTATE_UPDATE;
-            let _ = virt.write(la.wrapping_add(entry_time), &marked.to_le_bytes());
-        }
-        let _ = if compat {
-            virt.write_obj(la, &compat_runstate(&info))
-        } else {
-            virt.write_obj(la, &info)
-        };
+/// [`Hypervisor::set_runstate`] on the domain itself, at time `now`.
+pub(crate) fn set_runstate_in(
+    dom: &mut crate::domain::Domain,
+    frames: &dyn crate::platform::FrameAccess,
+    now: u64,
+    v: u32,
+    state: i32,
+) {
+    let Some(vc) = dom.vcpus.get_mut(v as usize) else {
+        return;
+    };
+    let r = &mut vc.runstate;
+    if r.state == state {
+        return;
     }
+    if let Some(t) = usize::try_from(r.state)
+        .ok()
+        .and_then(|i| r.time.get_mut(i))
+    {
+        *t = t.saturating_add(now.saturating_sub(r.state_entry_time));
+    }
+    r.state = state;
+    r.state_entry_time = now;
+    publish_runstate_in(dom, frames, v);
+}
+
+/// Copies vCPU `v`'s runstate into its registered area, with the update
+/// flag protocol when the guest asked for it.
+pub(crate) fn publish_runstate_in(
+    dom: &crate::domain::Domain,
+    frames: &dyn crate::platform::FrameAccess,
+    v: u32,
+) {
+    let flag = dom.vm_assist & (1 << xen_abi::xen::VMASST_TYPE_runstate_update_flag) != 0;
+    let compat = dom.has_32bit_shinfo;
+    let Some(vc) = dom.vcpus.get(v as usize) else {
+        return;
+    };
+    let (Some(la), mode, info) = (vc.runstate_area, vc.runstate_mode, vc.runstate) else {
+        return;
+    };
+    let virt = crate::pagewalk::GuestVirt {
+        mem: crate::guestmem::GuestMem::new(&dom.p2m, frames),
+        mode,
+    };
+    // state_entry_time is at offset 8 (4 in the 32-bit layout).
+    let entry_time = if compat { 4 } else { 8 };
+    if flag {
+        let marked = info.state_entry_time | XEN_RUNSTATE_UPDATE;
+        let _ = virt.write(la.wrapping_add(entry_time), &marked.to_le_bytes());
+    }
+    let _ = if compat {
+        virt.write_obj(la, &compat_runstate(&info))
+    } else {
+        virt.write_obj(la, &info)
+    };
 }
 
 fn register_vcpu_info<P: Platform>(

@@ -175,34 +175,144 @@ fn bad_ports_get_the_global_answer_locally() {
 }
 
 #[test]
-fn what_needs_more_than_the_domain_is_declined_untouched() {
+fn a_sleeping_target_is_woken_locally_for_the_scheduler() {
     let mut hv = Hypervisor::new(MockPlatform::default());
-    // vCPU 1 is the IPI's target, and it is blocked: waking it is the
-    // scheduler's business.
+    // vCPU 1 is the IPI's target, and it is blocked.
     let (d, port) = domain(&mut hv, 2, 1);
     hv.domain_mut(d).unwrap().vcpus[1].state = VcpuState::Blocked;
+    hv.domain_mut(d).unwrap().vcpus[1].pcpu = 5;
     write_send(&hv, d, port);
     hv.release();
     let local = hv.local(d).unwrap();
+    let queue = hv.woken_queue();
     let mut cpu = MockVcpu::flat64();
     send_call(&mut cpu, ARG);
-    let before = cpu.clone();
-    assert_eq!(local.handle_exit(0, &mut cpu, VmExit::Hypercall), None);
-    assert_eq!((cpu.rip, cpu.gprs.rax), (before.rip, before.gprs.rax));
-    // Other exits and hypercalls are the global path's.
-    assert_eq!(local.handle_exit(0, &mut cpu, VmExit::Cpuid), None);
-    cpu.hypercall(x::__HYPERVISOR_sched_op as u64, [0; 5]);
-    assert_eq!(local.handle_exit(0, &mut cpu, VmExit::Hypercall), None);
-    assert_eq!(cpu.rip, 0);
-    hv.hold();
-    assert_eq!(pending_word(&hv, d) & (1 << port), 0, "nothing raised");
-    // The global path then does it all: the event and the wake-up.
-    send_call(&mut cpu, ARG);
-    hv.handle_exit(d, 0, &mut cpu, VmExit::Hypercall);
+    assert!(!local.take_woke());
+    assert_eq!(
+        local.handle_exit(0, &mut cpu, VmExit::Hypercall),
+        Some(ExitAction::Resume)
+    );
     assert_eq!(cpu.ret(), 0);
+    assert!(local.take_woke(), "the caller must drain the queue");
+    assert!(!local.take_woke());
+    assert_eq!(*queue.lock(), vec![(d, 1)]);
+    assert_eq!(*hv.platform.kicks.lock(), vec![5]);
+    hv.hold();
     assert_ne!(pending_word(&hv, d) & (1 << port), 0);
-    assert_eq!(hv.domain(d).unwrap().vcpus[1].state, VcpuState::Runnable);
+    let vc = &hv.domain(d).unwrap().vcpus[1];
+    assert_eq!(vc.state, VcpuState::Runnable);
+    assert_eq!(vc.runstate.state, xen_abi::vcpu::RUNSTATE_runnable);
+    // The global path drains the same queue.
     assert_eq!(hv.take_woken(), vec![(d, 1)]);
+    assert!(queue.lock().is_empty());
+}
+
+#[test]
+fn what_needs_more_than_the_domain_is_declined_untouched() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let (d, _) = domain(&mut hv, 1, 0);
+    hv.release();
+    let local = hv.local(d).unwrap();
+    let mut cpu = MockVcpu::flat64();
+    let before = cpu.clone();
+    // CPUID, scheduling, memory: the global path's.
+    assert_eq!(local.handle_exit(0, &mut cpu, VmExit::Cpuid), None);
+    for nr in [x::__HYPERVISOR_sched_op, x::__HYPERVISOR_memory_op] {
+        cpu.hypercall(nr as u64, [0; 5]);
+        let before = cpu.clone();
+        assert_eq!(local.handle_exit(0, &mut cpu, VmExit::Hypercall), None);
+        assert_eq!((cpu.rip, cpu.gprs.rax), (before.rip, before.gprs.rax));
+    }
+    assert_eq!(cpu.rip, before.rip);
+}
+
+/// Binds an interdomain channel between `a` and `b` (global path);
+/// returns (a's port, b's port).
+fn bind_interdomain(hv: &mut Hypervisor<MockPlatform>, a: DomId, b: DomId) -> (u32, u32) {
+    let mut cpu = MockVcpu::flat64();
+    let alloc = ev::EvtchnAllocUnbound {
+        dom: DomId::SELF,
+        remote_dom: b.0,
+        port: 0,
+    };
+    hv.guest_mem(a)
+        .unwrap()
+        .write(ARG + 64, alloc.as_bytes())
+        .unwrap();
+    cpu.hypercall(
+        x::__HYPERVISOR_event_channel_op as u64,
+        [u64::from(ev::EVTCHNOP_alloc_unbound), ARG + 64, 0, 0, 0],
+    );
+    hv.handle_exit(a, 0, &mut cpu, VmExit::Hypercall);
+    assert_eq!(cpu.ret(), 0);
+    let pa: ev::EvtchnAllocUnbound = hv.guest_mem(a).unwrap().read_obj(ARG + 64).unwrap();
+    let bind = ev::EvtchnBindInterdomain {
+        remote_dom: a.0,
+        pad: 0,
+        remote_port: pa.port,
+        local_port: 0,
+    };
+    hv.guest_mem(b)
+        .unwrap()
+        .write(ARG + 64, bind.as_bytes())
+        .unwrap();
+    cpu.hypercall(
+        x::__HYPERVISOR_event_channel_op as u64,
+        [u64::from(ev::EVTCHNOP_bind_interdomain), ARG + 64, 0, 0, 0],
+    );
+    hv.handle_exit(b, 0, &mut cpu, VmExit::Hypercall);
+    assert_eq!(cpu.ret(), 0);
+    let pb: ev::EvtchnBindInterdomain = hv.guest_mem(b).unwrap().read_obj(ARG + 64).unwrap();
+    (pa.port, pb.local_port)
+}
+
+#[test]
+fn interdomain_sends_are_local_and_wake_the_peer() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let (a, _) = domain(&mut hv, 1, 0);
+    let (b, _) = domain(&mut hv, 1, 0);
+    let (pa, pb) = bind_interdomain(&mut hv, a, b);
+    // a is asleep, polling its port (as a back end waits).
+    {
+        let vc = &mut hv.domain_mut(a).unwrap().vcpus[0];
+        vc.state = VcpuState::Polling;
+        vc.poll_ports = vec![pa];
+    }
+    write_send(&hv, b, pb);
+    // Binding raised b's own port (as Xen does); start clean.
+    let si = hv.domain(b).unwrap().shared_info;
+    hv.platform.fetch_and_u64(si, SI_PENDING, 0);
+    hv.release();
+    let local = hv.local(b).unwrap();
+    let mut cpu = MockVcpu::flat64();
+    send_call(&mut cpu, ARG);
+    assert_eq!(
+        local.handle_exit(0, &mut cpu, VmExit::Hypercall),
+        Some(ExitAction::Resume)
+    );
+    assert_eq!(cpu.ret(), 0);
+    assert!(local.take_woke());
+    hv.hold();
+    assert_ne!(pending_word(&hv, a) & (1 << pa), 0, "the peer's port");
+    assert_eq!(pending_word(&hv, b) & (1 << pb), 0, "not the sender's");
+    let vc = &hv.domain(a).unwrap().vcpus[0];
+    assert_eq!(vc.state, VcpuState::Runnable);
+    assert!(vc.poll_ports.is_empty());
+    assert_eq!(hv.take_woken(), vec![(a, 0)]);
+    // A closed peer port: the send finds an unbound port, which is no
+    // error and raises nothing.
+    hv.evtchn_close(a, pa).unwrap();
+    let si = hv.domain(a).unwrap().shared_info;
+    hv.platform.fetch_and_u64(si, SI_PENDING, 0);
+    hv.release();
+    send_call(&mut cpu, ARG);
+    assert_eq!(
+        local.handle_exit(0, &mut cpu, VmExit::Hypercall),
+        Some(ExitAction::Resume)
+    );
+    assert_eq!(cpu.ret(), 0);
+    hv.hold();
+    assert_eq!(pending_word(&hv, a), 0);
 }
 
 #[test]
@@ -254,6 +364,16 @@ fn local_and_global_paths_interleave_without_loss() {
     for &(d, p) in &doms {
         write_send(&hv, d, p);
     }
+    // The two workers also send to each other, both ways at once: the
+    // second domain's lock is only ever tried.
+    let (p01, p10) = bind_interdomain(&mut hv, doms[0].0, doms[1].0);
+    for (d, p) in [(doms[0].0, p01), (doms[1].0, p10)] {
+        let send = ev::EvtchnSend { port: p };
+        hv.guest_mem(d)
+            .unwrap()
+            .write(ARG + 128, send.as_bytes())
+            .unwrap();
+    }
     hv.release();
     let locals: Vec<_> = doms[..2]
         .iter()
@@ -290,8 +410,9 @@ fn local_and_global_paths_interleave_without_loss() {
             std::thread::spawn(move || {
                 let mut cpu = MockVcpu::flat64();
                 let (mut fast, mut slow) = (0u64, 0u64);
-                for _ in 0..SENDS {
-                    send_call(&mut cpu, ARG);
+                for i in 0..SENDS {
+                    // Every other send goes to the other worker's domain.
+                    send_call(&mut cpu, if i % 2 == 0 { ARG } else { ARG + 128 });
                     let rip = cpu.rip;
                     match local.handle_exit(0, &mut cpu, VmExit::Hypercall) {
                         Some(a) => {
@@ -329,6 +450,8 @@ fn local_and_global_paths_interleave_without_loss() {
     for &(d, p) in &doms[..2] {
         assert_ne!(pending_word(&h, d) & (1 << p), 0);
     }
+    assert_ne!(pending_word(&h, doms[0].0) & (1 << p01), 0);
+    assert_ne!(pending_word(&h, doms[1].0) & (1 << p10), 0);
 }
 
 /// Port I/O of `size` bytes at `port`, local or global.
@@ -403,4 +526,61 @@ fn pci_config_ports_are_local_and_answer_as_globally() {
     hv.hold();
     assert_eq!(hv.domain(owner).unwrap().pci.cf8, cf8);
     assert_eq!(hv.domain(other).unwrap().pci.cf8, cf8);
+}
+
+#[test]
+fn singleshot_timers_are_armed_locally_as_globally() {
+    use xen_abi::vcpu as vc;
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let (d, _) = domain(&mut hv, 2, 0);
+    let now = hv.now();
+    let t = now + 5_000_000;
+    let arg = vc::VcpuSetSingleshotTimer {
+        timeout_abs_ns: t,
+        flags: 0,
+        pad: 0,
+    };
+    hv.guest_mem(d).unwrap().write(ARG, arg.as_bytes()).unwrap();
+    hv.release();
+    let local = hv.local(d).unwrap();
+    let mut cpu = MockVcpu::flat64();
+    let mut op = |cmd: u32, vcpu: u64| {
+        cpu.hypercall(
+            x::__HYPERVISOR_vcpu_op as u64,
+            [cmd.into(), vcpu, ARG, 0, 0],
+        );
+        assert_eq!(
+            local.handle_exit(0, &mut cpu, VmExit::Hypercall),
+            Some(ExitAction::Resume)
+        );
+        cpu.ret()
+    };
+    // Another vCPU's timer: EINVAL; no such vCPU: ENOENT (Xen's codes).
+    assert_eq!(op(vc::VCPUOP_set_singleshot_timer, 1), -22);
+    assert_eq!(op(vc::VCPUOP_set_singleshot_timer, 2), -2);
+    assert_eq!(op(vc::VCPUOP_set_singleshot_timer, 0), 0);
+    hv.hold();
+    assert_eq!(hv.domain(d).unwrap().vcpus[0].singleshot, Some(t));
+    assert_eq!(hv.domain(d).unwrap().vcpus[1].singleshot, None);
+    // The heap has it: the next deadline, and it fires (the vCPU's
+    // singleshot is spent).
+    assert_eq!(hv.tick(now), Some(t));
+    hv.tick(t);
+    assert_eq!(hv.domain(d).unwrap().vcpus[0].singleshot, None);
+    // Stopped locally: a deadline left in the heap does not fire.
+    hv.release();
+    assert_eq!(op(vc::VCPUOP_set_singleshot_timer, 0), 0);
+    assert_eq!(op(vc::VCPUOP_stop_singleshot_timer, 0), 0);
+    hv.hold();
+    assert_eq!(hv.domain(d).unwrap().vcpus[0].singleshot, None);
+    // set_timer_op too (0 stops).
+    hv.release();
+    cpu.hypercall(x::__HYPERVISOR_set_timer_op as u64, [t + 1, 0, 0, 0, 0]);
+    assert_eq!(
+        local.handle_exit(0, &mut cpu, VmExit::Hypercall),
+        Some(ExitAction::Resume)
+    );
+    assert_eq!(cpu.ret(), 0);
+    hv.hold();
+    assert_eq!(hv.domain(d).unwrap().vcpus[0].singleshot, Some(t + 1));
 }

@@ -87,7 +87,8 @@ static SLOTS: Once<Vec<Slot>> = Once::new();
 static MAPS: Once<Maps> = Once::new();
 /// Set when the domains are built and the CPUs may start running them.
 static GO: AtomicBool = AtomicBool::new(false);
-/// hv-core's credit scheduler; always taken inside the `HV` lock.
+/// hv-core's credit scheduler. Taken inside the `HV` lock, or alone (to
+/// hand it the vCPUs a domain-local exit woke); never the other way round.
 static SCHED: Once<Mutex<Scheduler>> = Once::new();
 /// The boot CPU's backend (every CPU has the same features).
 static BOOT_CPU: Once<Cpu> = Once::new();
@@ -713,7 +714,10 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
     let slots = SLOTS.get().expect("set before GO");
     let hv = HV.get().expect("set before GO");
     let sched = SCHED.get().expect("set before GO");
-    let tlb = hv.lock().tlb.clone();
+    let (tlb, woken) = {
+        let hv = hv.lock();
+        (hv.tlb.clone(), hv.woken_queue())
+    };
     loop {
         let (now, pick, next_deadline, all_down) = {
             let mut hv = hv.lock();
@@ -796,10 +800,23 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             let local_action = local
                 .as_ref()
                 .and_then(|l| l.handle_exit(s.v, vcpu.as_mut(), exit));
-            if local_action == Some(ExitAction::Resume)
-                && local.as_ref().is_some_and(|l| l.now() < slice_end)
+            if let Some(l) = local.as_ref()
+                && local_action == Some(ExitAction::Resume)
+                && l.now() < slice_end
             {
                 LOCAL_EXITS.fetch_add(1, Relaxed);
+                // Who it woke goes to the scheduler now, as after a global
+                // exit (lock order: the scheduler, then the queue).
+                if l.take_woke() {
+                    let now = l.now();
+                    let mut sched = sched.lock();
+                    let queued = core::mem::take(&mut *woken.lock());
+                    for (d, v) in queued {
+                        if let Some(p) = sched.wake(key(d, v), now) {
+                            hv_core::platform::Platform::kick_cpu(l.platform(), p);
+                        }
+                    }
+                }
                 continue;
             }
             if local_action.is_none() {
@@ -808,6 +825,10 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                     let nr = (vcpu.gprs().rax & 0xFFFF_FFFF).min(64) as usize;
                     GLOBAL_HYPERCALLS[nr].fetch_add(1, Relaxed);
                 }
+            }
+            if let Some(l) = local.as_ref() {
+                // The global block below drains the queue anyway.
+                l.take_woke();
             }
             let mut hv = hv.lock();
             let action = match local_action {

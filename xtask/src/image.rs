@@ -282,7 +282,8 @@ pub fn linux_modules(name: &str, mem_mib: u32, vcpus: u32, words: &str) -> Vec<M
 /// `service_last` puts the service domain's modules after the Linux
 /// domains' (Linux starts first and waits for the store; ids from 1).
 /// `net` (with the service domain) gives each Linux a vif on the service
-/// domain's switch (`vif=ID`), the address `10.0.0.ID/24` (`pvhip=`)
+/// domain's switch (the `vif` option of its kernel module, so Xen's
+/// `00:16:3e` MAC with its id), the address `10.0.0.ID/24` (`pvhip=`)
 /// and, with two domains, the other's address to ping (`pvhping=`).
 #[allow(clippy::too_many_arguments)]
 pub fn linux_plan(
@@ -312,11 +313,6 @@ pub fn linux_plan(
         } else {
             ""
         });
-        if net {
-            for i in 0..domains {
-                options.push_str(&format!(" vif={}", first + i));
-            }
-        }
         let mut svc_mem = SERVICE_MEM_MIB;
         if let [d] = disks {
             options.push_str(&format!(" disk={first}"));
@@ -361,7 +357,11 @@ pub fn linux_plan(
                 w.push_str(&format!(" pvhping=10.0.0.{}", first + (1 - i)));
             }
         }
-        modules.extend(linux_modules(&name, mem_mib, vcpus, w.trim()));
+        let mut m = linux_modules(&name, mem_mib, vcpus, w.trim());
+        if net {
+            m[0].cmdline = m[0].cmdline.replacen("kernel ", "kernel vif ", 1);
+        }
+        modules.extend(m);
     }
     if service && service_last {
         let n = if disk.is_some() { 2 } else { 1 };
@@ -1632,6 +1632,10 @@ struct LinuxCase {
     /// Each Linux gets a vif on the service domain's switch, an address
     /// and (two domains) the other's to ping.
     net: bool,
+    /// The test kernel joins as a network peer after the other domains
+    /// (`role=net-peer`, its vif from its module option with a MAC of its
+    /// own, address 10.0.0.ID), and Linux pings it (one Linux).
+    net_peer: bool,
     expect: &'static [&'static str],
 }
 
@@ -1656,6 +1660,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: true,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: blkback: d2 vbd 51712 connected (1 ring pages, port",
@@ -1690,6 +1695,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: true,
         words: "pvhpersist",
         net: false,
+        net_peer: false,
         expect: &[
             "(d2) PVH-LINUX-INIT: /persist written: sha256 ",
             "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
@@ -1730,6 +1736,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: false,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) service-domain: xenstore: d2 (linux1) connected on port",
             "(d1) service-domain: xenstore: d3 (linux2) connected on port",
@@ -1773,6 +1780,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: false,
         words: "pvhnc=16",
         net: true,
+        net_peer: false,
         expect: &[
             "(d1) service-domain: d2 vif 0: 00:16:3e:00:00:02 on the switch",
             "(d1) service-domain: d3 vif 0: 00:16:3e:00:00:03 on the switch",
@@ -1793,6 +1801,11 @@ const LINUX_CASES: &[LinuxCase] = &[
     // Intel VMX under Bochs: one Linux (d1) and the service domain after
     // it (d2): Linux starts first and its xenbus waits for the store (late
     // init); it reads its name and is powered off through control/shutdown.
+    // Its network: Linux's vif (module option `vif`, 00:16:3e:00:00:01)
+    // and the test kernel's (d3, `role=net-peer`, module option
+    // `vif=00:16:3e:5e:00:03`) on the switch; Linux pings 10.0.0.3 and
+    // the test kernel answers its ARP and echo requests (a second Linux
+    // domain would double the case's Bochs time).
     LinuxCase {
         name: "bochs-vmx-linux-service",
         vendor: Vendor::Intel,
@@ -1805,14 +1818,27 @@ const LINUX_CASES: &[LinuxCase] = &[
         mem: 256,
         disk: false,
         words: "",
-        net: false,
+        net: true,
+        net_peer: true,
         expect: &[
+            "(d2) service-domain: d1 vif 0: 00:16:3e:00:00:01 on the switch",
+            "(d2) service-domain: d3 vif 0: 00:16:3e:5e:00:03 on the switch",
             "(d2) service-domain: xenstore ready",
             "(d2) service-domain: xenstore: d1 sent its first request",
             "(d1) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux",
+            "(d2) service-domain: netback: d1 vif 0 connected",
+            "(d2) service-domain: netback: d3 vif 0 connected",
+            "(d3) CHECK net_peer_connect: PASS",
+            "(d3) net-peer: 00:16:3e:5e:00:03 10.0.0.3 serving",
+            "(d1) PVH-LINUX-NET: eth0 00:16:3e:00:00:01 10.0.0.1/24",
+            "(d1) PVH-LINUX-NET: ping 10.0.0.3 ok",
             "(d1) PVH-LINUX-INIT: xenbus: /sys/bus/xen/devices /sys/bus/xen/drivers",
             "(d2) service-domain: xenstore: every domain wrote data/done; asking d1 to power off",
             "(d1) PVH-LINUX-INIT: orderly poweroff (control/shutdown)",
+            "(d2) service-domain: xenstore: every domain wrote data/done; asking d3 to power off",
+            "(d3) CHECK net_peer: PASS",
+            "(d3) VERDICT: PASS",
+            "d3: shutdown (Poweroff)",
             "(d2) service-domain: xenstore: d1 shut down (",
             "(d2) service-domain: every served domain has shut down; stopping",
             "all domains shut down (cleanly)",
@@ -1835,6 +1861,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: true,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) service-domain: d2 xvda: the boot module, 32 MiB",
             "(d1) service-domain: d3 xvda: the boot module, 32 MiB",
@@ -1866,6 +1893,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: true,
         words: "xen_blkfront.max_ring_page_order=4 pvhblkbench=12",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) service-domain: blkback: d2 vbd 51712 connected (16 ring pages, port",
             "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
@@ -1891,6 +1919,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: true,
         words: "pvhpersist",
         net: false,
+        net_peer: false,
         expect: &[
             "(d2) service-domain: d1 xvda: the boot module, 32 MiB",
             "(d2) service-domain: blkback: d1 vbd 51712 connected (1 ring pages, port",
@@ -1925,6 +1954,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: false,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "Booting kernel on Xen PVH",
@@ -1952,6 +1982,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: false,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "x86/fpu: Enabled xstate features 0x7",
@@ -1976,6 +2007,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: false,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "x86/fpu: Enabled xstate features 0x7",
@@ -1998,6 +2030,7 @@ const LINUX_CASES: &[LinuxCase] = &[
         disk: false,
         words: "",
         net: false,
+        net_peer: false,
         expect: &[
             "(d1) [    0.000000] Linux version 6.1",
             "smpboot: Allowing 2 CPUs",
@@ -2012,6 +2045,31 @@ const LINUX_CASES: &[LinuxCase] = &[
 
 /// Runs [`LINUX_CASES`] when `cargo xtask linux` has cached the kernel;
 /// with `PVH_REQUIRE_LINUX=1` (CI) a missing kernel is a failure.
+/// The test kernel as a network peer (`role=net-peer`) after the domains
+/// of `case` (one Linux and the service domain): its vif from its module
+/// option, `00:16:3e:5e:00:ID`, address `10.0.0.ID`, and the Linux told to
+/// ping it.
+fn add_net_peer(modules: &mut Vec<Module>, case: &LinuxCase) -> Result<(), String> {
+    let id = case.domains + 2;
+    let svc = if case.service_last {
+        case.domains + 1
+    } else {
+        1
+    };
+    let linux = modules
+        .iter_mut()
+        .find(|m| m.cmdline.starts_with("kernel vif name=linux"))
+        .ok_or("no Linux kernel module with a vif")?;
+    linux.cmdline.push_str(&format!(" pvhping=10.0.0.{id}"));
+    modules.push(Module {
+        path: build_test_guest()?,
+        cmdline: format!(
+            "kernel name=net-peer mem=32M vif=00:16:3e:5e:00:{id:02x} -- role=net-peer peer={svc} ip=10.0.0.{id}"
+        ),
+    });
+    Ok(())
+}
+
 fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Result<(), String> {
     if !LINUX_CASES.iter().any(|c| selected(filter, c.name))
         && !SHELL_CASES.iter().any(|c| selected(filter, c.name))
@@ -2033,7 +2091,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         } else {
             Vec::new()
         };
-        let modules = linux_plan(
+        let mut modules = linux_plan(
             case.domains,
             case.mem,
             case.vcpus,
@@ -2043,6 +2101,9 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
             case.service_last,
             case.net,
         )?;
+        if case.net_peer {
+            add_net_peer(&mut modules, case)?;
+        }
         let mut o = RunOptions {
             vendor: case.vendor,
             modules,
@@ -2071,6 +2132,7 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
                 || l.contains("PVH-LINUX-NET: nc sent")
                 || l.contains("rtt min/avg/max")
                 || l.contains("events sent")
+                || l.contains("net-peer: ")
         }) {
             eprintln!("e2e: {}: {l}", case.name);
         }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [service] [on_reboot=restart|destroy]
-//!        [pci=BDF[,BDF...]] [-- guest command line]
+//!        [pci=BDF[,BDF...]] [vif[=MAC]]... [-- guest command line]
 //! ramdisk
 //! ```
 //!
@@ -41,6 +41,19 @@
 //!
 //! A boot loader that carries a single module and no module command line
 //! (QEMU's `-kernel ... -initrd KERNEL`) gives a kernel with the defaults.
+//! `vif` gives the domain a virtual network interface on the service
+//! domain's switch, `vif=MAC` one with that address (six hexadecimal
+//! octets, `00:16:3e:12:34:56`, unicast): the domain's module options
+//! say its MAC addresses, as `vif = ['mac=...']` does in an `xl`
+//! configuration. Up to [`MAX_VIFS`] per domain, handles 0, 1, .. in
+//! order; without an address the service domain uses Xen's `00:16:3e`
+//! prefix, the handle and the domain id (`netback::default_mac` in the
+//! service domain). The service domain's command line gets ` vif=ID` or
+//! ` vif=ID,mac=MAC` for each ([`Plans::write_domain_list`]); it writes
+//! the address into the vif's front-end and back-end `mac` keys, as Xen's
+//! toolstack does. A `vif` needs a service domain, and the service domain
+//! has none.
+//!
 //! Bad plans are refused as a whole with the module and reason: a
 //! half-started system is worse than none.
 
@@ -56,6 +69,11 @@ pub const DEFAULT_VCPUS: u32 = 1;
 pub const MAX_VCPUS: u32 = 128;
 /// Most domains in one plan.
 pub const MAX_DOMAINS: usize = 16;
+/// Most `vif` options per domain.
+pub const MAX_VIFS: usize = 4;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
 
 /// One domain to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +101,10 @@ pub struct DomainPlan<'a> {
     /// Host PCI functions assigned to it: a checked `pci=` list (empty:
     /// none), see [`pci_functions`](DomainPlan::pci_functions).
     pub pci: &'a str,
+    /// Its network interfaces (`vif[=MAC]`), in handle order: `Some(mac)`
+    /// for an address given, `None` for the default; see
+    /// [`vifs`](DomainPlan::vifs).
+    pub vif: [Option<Option<Mac>>; MAX_VIFS],
 }
 
 /// What happens to a domain that shuts down with `SHUTDOWN_reboot` (Xen's
@@ -100,6 +122,12 @@ impl DomainPlan<'_> {
     /// The host PCI functions assigned to the domain.
     pub fn pci_functions(&self) -> impl Iterator<Item = Bdf> + '_ {
         self.pci.split(',').filter_map(Bdf::parse)
+    }
+
+    /// Its network interfaces in handle order: the address given, or
+    /// `None` for the service domain's default.
+    pub fn vifs(&self) -> impl Iterator<Item = Option<Mac>> + '_ {
+        self.vif.iter().map_while(|v| *v)
     }
 
     /// Whether a reboot of this domain builds it again: `on_reboot=restart`
@@ -128,6 +156,8 @@ pub enum PlanError<'a> {
     SecondService { module: usize },
     /// More than [`MAX_DOMAINS`] kernels.
     TooManyDomains,
+    /// A `vif` in a plan without a service domain to serve it.
+    VifWithoutService { module: usize },
     /// A PCI function assigned to a second domain.
     PciTwice { module: usize, function: &'a str },
 }
@@ -159,6 +189,10 @@ impl fmt::Display for PlanError<'_> {
                 )
             }
             Self::TooManyDomains => write!(f, "more than {MAX_DOMAINS} domains"),
+            Self::VifWithoutService { module } => write!(
+                f,
+                "module {module}: a vif needs a service domain (its switch), and there is none"
+            ),
             Self::PciTwice { module, function } => write!(
                 f,
                 "module {module}: PCI function {function} is assigned to another domain"
@@ -199,6 +233,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
             cmdline: "",
             on_reboot: OnReboot::Restart,
             pci: "",
+            vif: [None; MAX_VIFS],
         })?;
         return Ok(plans);
     }
@@ -225,6 +260,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                     cmdline: guest_cmdline,
                     on_reboot: OnReboot::Restart,
                     pci: "",
+                    vif: [None; MAX_VIFS],
                 };
                 for w in words {
                     let bad = PlanError::BadOption { module, option: w };
@@ -245,6 +281,11 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                         Some(("on_reboot", "restart")) => d.on_reboot = OnReboot::Restart,
                         Some(("on_reboot", "destroy")) => d.on_reboot = OnReboot::Destroy,
                         Some(("pci", v)) if d.pci.is_empty() && valid_pci(v) => d.pci = v,
+                        Some(("vif", v)) => {
+                            let mac = parse_mac(v).filter(|m| m[0] & 1 == 0).ok_or(bad)?;
+                            add_vif(&mut d, Some(mac)).ok_or(bad)?
+                        }
+                        None if w == "vif" => add_vif(&mut d, None).ok_or(bad)?,
                         None if w == "priv" => d.privileged = true,
                         None if w == "service" => d.service = true,
                         _ => return Err(bad),
@@ -259,6 +300,12 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                     return Err(PlanError::PciTwice { module, function });
                 }
                 if d.service {
+                    if d.vif[0].is_some() {
+                        return Err(PlanError::BadOption {
+                            module,
+                            option: "vif",
+                        });
+                    }
                     if have_service {
                         return Err(PlanError::SecondService { module });
                     }
@@ -294,7 +341,32 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
             }
         }
     }
+    if !have_service && let Some(d) = plans.iter().find(|d| d.vif[0].is_some()) {
+        return Err(PlanError::VifWithoutService { module: d.kernel });
+    }
     Ok(plans)
+}
+
+/// Adds a vif (its address, or `None` for the default) to `d`; `None` if
+/// it has [`MAX_VIFS`] already.
+fn add_vif(d: &mut DomainPlan<'_>, mac: Option<Mac>) -> Option<()> {
+    let slot = d.vif.iter_mut().find(|v| v.is_none())?;
+    *slot = Some(mac);
+    Some(())
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (hexadecimal, either case).
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in m.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(m)
 }
 
 /// Whether `v` is a `pci=` list: 1 to [`MAX_FUNCTIONS`] functions, none
@@ -362,8 +434,9 @@ impl<'a> Plans<'a> {
     }
 
     /// Writes `domains=ID:NAME,...` for every domain, in module order
-    /// (an unnamed domain is `d<id>`, as the builder names it): what the
-    /// service domain's command line carries.
+    /// (an unnamed domain is `d<id>`, as the builder names it), then
+    /// ` vif=ID` or ` vif=ID,mac=MAC` for each `vif` option, in module and
+    /// handle order: what the service domain's command line carries.
     pub fn write_domain_list(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         out.write_str("domains=")?;
         for (i, d) in self.iter().enumerate() {
@@ -374,6 +447,18 @@ impl<'a> Plans<'a> {
                 write!(out, "{}:d{}", d.domid, d.domid)?;
             } else {
                 write!(out, "{}:{}", d.domid, d.name)?;
+            }
+        }
+        for d in self.iter() {
+            for mac in d.vifs() {
+                write!(out, " vif={}", d.domid)?;
+                if let Some(m) = mac {
+                    write!(
+                        out,
+                        ",mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                        m[0], m[1], m[2], m[3], m[4], m[5]
+                    )?;
+                }
             }
         }
         Ok(())
@@ -500,6 +585,14 @@ mod tests {
             "pci=0001:00:03.0",
             "pci=00:03.0,00:03.0",
             "pci=00:03.0,",
+            "vif=",
+            "vif=00:16:3e:00:00",
+            "vif=00:16:3e:00:00:02:03",
+            "vif=00:16:3e:00:00:2",
+            "vif=00:16:3e:00:00:+2",
+            "vif=00:16:3e:00:00:zz",
+            "vif=01:00:5e:00:00:01",
+            "vif=ff:ff:ff:ff:ff:ff",
         ] {
             let line = format!("kernel {bad}");
             let line: &'static str = Box::leak(line.into_boxed_str());
@@ -518,6 +611,55 @@ mod tests {
         );
         let many = ["kernel"; MAX_DOMAINS + 1];
         assert_eq!(plan(&many), Err(PlanError::TooManyDomains));
+    }
+
+    #[test]
+    fn vifs_from_the_module_options_reach_the_service_domain() {
+        let p = plan(&[
+            "kernel name=svc service",
+            "kernel name=a vif vif=00:16:3E:12:34:56 -- vif=ignored",
+            "kernel name=b",
+            "kernel name=c vif=02:00:00:00:00:0c",
+        ])
+        .unwrap();
+        let v: Vec<_> = p.iter().map(|d| d.vifs().collect::<Vec<_>>()).collect();
+        assert_eq!(v[0], []);
+        assert_eq!(v[1], [None, Some([0, 0x16, 0x3e, 0x12, 0x34, 0x56])]);
+        assert_eq!(v[2], []);
+        assert_eq!(v[3], [Some([2, 0, 0, 0, 0, 12])]);
+        assert_eq!(p.iter().nth(1).unwrap().cmdline, "vif=ignored");
+        let mut s = String::new();
+        p.write_domain_list(&mut s).unwrap();
+        assert_eq!(
+            s,
+            "domains=1:svc,2:a,3:b,4:c vif=2 vif=2,mac=00:16:3e:12:34:56 \
+             vif=4,mac=02:00:00:00:00:0c"
+        );
+        // At most MAX_VIFS per domain.
+        let four = "kernel vif vif vif vif";
+        assert_eq!(plan(&["kernel service", four]).unwrap().len(), 2);
+        assert_eq!(
+            plan(&["kernel service", "kernel vif vif vif vif vif"]),
+            Err(PlanError::BadOption {
+                module: 1,
+                option: "vif"
+            })
+        );
+        // The service domain is no front end of its own switch.
+        assert_eq!(
+            plan(&["kernel service vif"]),
+            Err(PlanError::BadOption {
+                module: 0,
+                option: "vif"
+            })
+        );
+        // Nobody to serve it.
+        assert_eq!(
+            plan(&["kernel name=a", "kernel vif"]),
+            Err(PlanError::VifWithoutService { module: 1 })
+        );
+        // The service domain may come after the domain with the vif.
+        assert!(plan(&["kernel vif", "ramdisk", "kernel service"]).is_ok());
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn plan(privileged: bool) -> DomainPlan<'static> {
         cmdline: "console=hvc0 test",
         on_reboot: hypervisor::launch::OnReboot::Restart,
         pci: "",
+        vif: [None; hypervisor::launch::MAX_VIFS],
     }
 }
 

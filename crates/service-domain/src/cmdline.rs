@@ -34,6 +34,9 @@ pub struct Options {
     /// without `mac=`, Xen's `00:16:3e` prefix and the domain id
     /// ([`crate::netback::default_mac`]).
     pub vifs: Vec<Vif>,
+    /// `net-split-events`: offer netfront one event channel per ring
+    /// (`feature-split-event-channels`); without it, one for both.
+    pub net_split_events: bool,
 }
 
 /// One `vif=` word.
@@ -106,6 +109,8 @@ pub fn parse(line: &str) -> Options {
             }
         } else if let Some(v) = word.strip_prefix("vif=") {
             o.vifs.extend(parse_vif(v));
+        } else if word == "net-split-events" {
+            o.net_split_events = true;
         } else if let Some(d) = word.strip_prefix("disk=") {
             o.disks.extend(parse_disk(d));
         } else if let Some(key) = word.strip_prefix("shutdown-when=") {
@@ -165,5 +170,18 @@ mod tests {
                 .vifs
                 .is_empty()
         );
+        // What the hypervisor appends for the domains' own `vif` module
+        // options (crates/hypervisor/src/launch.rs), after the user's.
+        let o = parse("vif=3 domains=1:svc,2:a,3:b vif=2 vif=2,mac=00:16:3e:12:34:56");
+        assert_eq!(
+            o.vifs,
+            [
+                v(3, None),
+                v(2, None),
+                v(2, Some([0, 0x16, 0x3e, 0x12, 0x34, 0x56]))
+            ]
+        );
+        assert!(!o.net_split_events);
+        assert!(parse("net-split-events").net_split_events);
     }
 }

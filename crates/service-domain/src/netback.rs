@@ -12,7 +12,10 @@
 //!    (`frontend`, `frontend-id`, `online`, `handle`, `mac` and the
 //!    features: `feature-rx-copy`=1, which netfront requires,
 //!    `feature-rx-flip`=0, `feature-sg`, `feature-gso-tcpv4`/`-tcpv6`,
-//!    `feature-split-event-channels`), then goes `InitWait` (2).
+//!    and `feature-split-event-channels` only when asked to
+//!    ([`Netback::set_split_event_channels`]: one channel for both rings
+//!    lets a pass's tx completions and received packets share one
+//!    event), then goes `InitWait` (2).
 //! 2. [`Netback::sync`] reads each front end's `state` after every store
 //!    pump. netfront writes `tx-ring-ref`, `rx-ring-ref`, `event-channel`
 //!    (or `event-channel-tx` + `event-channel-rx`), `request-rx-copy`=1,
@@ -471,6 +474,8 @@ pub struct Netback<R> {
     /// Ports to notify at the end of the pass: a front end with one event
     /// channel for both rings gets one event for both.
     kick: Vec<u32>,
+    /// Whether vifs offered from now on get `feature-split-event-channels`.
+    split_events: bool,
 }
 
 fn fe_dir(fe: u16, handle: u32) -> String {
@@ -491,7 +496,18 @@ impl<R: SharedMem> Netback<R> {
             next: 0,
             bounce: Vec::new(),
             kick: Vec::new(),
+            split_events: false,
         }
+    }
+
+    /// Whether vifs offered from now on offer `feature-split-event-channels`
+    /// (off by default): with it netfront binds one channel per ring, so
+    /// a pass that both completes a front end's transmissions and
+    /// delivers packets to it sends two events where one channel takes
+    /// one. A front end that writes `event-channel-tx`/`-rx` anyway is
+    /// served either way.
+    pub fn set_split_event_channels(&mut self, on: bool) {
+        self.split_events = on;
     }
 
     /// The vifs.
@@ -573,10 +589,13 @@ impl<R: SharedMem> Netback<R> {
             ("feature-gso-tcpv4", "1"),
             ("feature-gso-tcpv6", "1"),
             ("feature-ipv6-csum-offload", "1"),
-            ("feature-split-event-channels", "1"),
             ("state", "1"),
         ] {
             svc.write_node(&format!("{bdir}/{k}"), v).map_err(e)?;
+        }
+        if self.split_events {
+            svc.write_node(&format!("{bdir}/feature-split-event-channels"), "1")
+                .map_err(e)?;
         }
         svc.mkdir(&fdir).map_err(e)?;
         svc.set_perms(&fdir, &[&format!("n{fe}"), &format!("r{me}")])

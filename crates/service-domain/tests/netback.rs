@@ -909,6 +909,41 @@ fn one_event_channel_gets_one_event_per_pass() {
 }
 
 #[test]
+fn split_event_channels_only_when_asked_and_then_two_events_a_pass() {
+    let mut e = Env::new();
+    e.vif(2);
+    assert_eq!(e.be(2, "feature-split-event-channels"), None);
+    e.nb.set_split_event_channels(true);
+    e.vif(3);
+    e.vif(4);
+    assert_eq!(
+        e.be(3, "feature-split-event-channels").as_deref(),
+        Some("1")
+    );
+    // d3 on two channels, d4 on one: each sends a packet to the other in
+    // the same pass, so each gets a tx completion and a packet.
+    let mut b = e.connect(3, true);
+    let mut c = e.connect(4, false);
+    e.post_rx(&mut b, 8);
+    e.post_rx(&mut c, 8);
+    e.queue_tx(&mut b, 0, &frame(BCAST, mac(3), 60, 1), 0, None);
+    e.queue_tx(&mut c, 0, &frame(BCAST, mac(4), 60, 2), 0, None);
+    let _ = b.tx.push_requests();
+    let _ = c.tx.push_requests();
+    e.w.0.borrow_mut().notified.clear();
+    assert!(!e.nb.pump(&mut e.svc));
+    let n = e.w.0.borrow().notified.len();
+    assert_eq!(n, 3, "two ports for d3, one for d4");
+    let s = |i: usize| {
+        let s = e.nb.vifs()[i].stats;
+        (s.tx_events, s.rx_events)
+    };
+    assert_eq!((s(1), s(2)), ((1, 1), (1, 0)));
+    assert_eq!(e.received(&mut b).len(), 1);
+    assert_eq!(e.received(&mut c).len(), 1);
+}
+
+#[test]
 fn a_rebooted_domain_gets_its_vif_again() {
     let mut e = Env::new();
     e.vif(2);

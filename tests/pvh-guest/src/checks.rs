@@ -82,6 +82,8 @@ pub struct Options {
     /// (docs/xen-differences.md): the differential run on Xen sets it to
     /// reach the checks after it.
     pub skip_cr0_nw: bool,
+    /// `ip=A.B.C.D`: the address `role=net-peer` answers for.
+    pub ip: Option<[u8; 4]>,
 }
 
 /// The guest's part in a multi-domain test (`role=` on its command line).
@@ -118,6 +120,10 @@ pub enum Role {
     /// bad ones, never posts a receive buffer, and finally sends a packet
     /// cut short.
     NetHostile,
+    /// `role=net-peer ip=A.B.C.D [peer=B]`: an honest network front end
+    /// (vif 0, back end in domain B) that answers ARP and ICMP echo
+    /// requests for its address until told to shut down.
+    NetPeer,
     /// An unknown role (reported, otherwise ignored).
     Unknown,
 }
@@ -136,6 +142,7 @@ impl Role {
             Role::XsHostile => "xs-hostile",
             Role::BlkHostile => "blk-hostile",
             Role::NetHostile => "net-hostile",
+            Role::NetPeer => "net-peer",
             Role::XsBench => "xs-bench",
             Role::Unknown => "unknown",
         }
@@ -337,6 +344,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "xs-bench" => Role::XsBench,
                     "blk-hostile" => Role::BlkHostile,
                     "net-hostile" => Role::NetHostile,
+                    "net-peer" => Role::NetPeer,
                     _ => Role::Unknown,
                 };
             } else if let Some(peer) = w.strip_prefix("peer=") {
@@ -345,6 +353,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 opts.kind = kind;
             } else if w == "skip=cr0-nw" {
                 opts.skip_cr0_nw = true;
+            } else if let Some(ip) = w.strip_prefix("ip=") {
+                opts.ip = parse_ipv4(ip);
             } else if let Some(name) = w.strip_prefix("xsname=") {
                 opts.xsname = Some(name);
             } else if let Some(list) = w.strip_prefix("wait=") {
@@ -395,6 +405,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     | Role::XsBench
                     | Role::BlkHostile
                     | Role::NetHostile
+                    | Role::NetPeer
             )
             .then(|| xenstore::early(&mut ctx, &opts));
             run_hypercall_checks(r, &mut ctx);
@@ -456,6 +467,11 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                         xenstore::net_hostile(r, &mut ctx, e);
                     }
                 }
+                Role::NetPeer => {
+                    if let Some(e) = &xs {
+                        xenstore::net_peer(r, &mut ctx, e, opts.ip);
+                    }
+                }
                 Role::XsBench => {
                     if let Some(e) = &xs {
                         let o = xenstore::bench(r, &mut ctx, e);
@@ -468,6 +484,16 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
         None => r.check("xen_cpuid", Err(format_args!("no XenVMMXenVMM signature"))),
     }
     opts
+}
+
+/// `A.B.C.D`.
+fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut a = [0u8; 4];
+    let mut parts = s.split('.');
+    for b in &mut a {
+        *b = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(a)
 }
 
 fn check_start_info<W: Write>(r: &mut Report<W>, si: Option<&HvmStartInfo>) -> Outcome {

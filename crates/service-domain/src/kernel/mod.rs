@@ -333,6 +333,7 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     }
     let mut net = Net::new(me.unwrap_or(0));
+    net.set_split_event_channels(opts.net_split_events);
     let mut handles: Vec<(u16, u32)> = Vec::new();
     for v in &opts.vifs {
         let fe = v.domid;

@@ -39,6 +39,9 @@ use zerocopy::IntoBytes;
 
 use super::*;
 
+mod netpeer;
+pub(super) use netpeer::net_peer;
+
 /// The most hostile domains a client waits for.
 pub const MAX_WAIT: usize = 4;
 /// How long the client waits for the hostile domains' signals, and they
@@ -86,7 +89,10 @@ pub(super) fn early(ctx: &mut Ctx, opts: &Options) -> Early {
         }
     }
     let mut blk_port = None;
-    if matches!(opts.role, Role::BlkHostile | Role::NetHostile) {
+    if matches!(
+        opts.role,
+        Role::BlkHostile | Role::NetHostile | Role::NetPeer
+    ) {
         let be = opts.peer.unwrap_or(1);
         let r = ctx.hc.evtchn_alloc_unbound(be);
         if let Ok(p) = r {

@@ -52,6 +52,10 @@ impl BlkPlatform for Mock {
         Ok((self.0.borrow().ring.unwrap().mem(), 1))
     }
     fn unmap_ring(&mut self, _: MapId) {}
+    fn map_grant(&mut self, _: u16, _: u32) -> Result<(Self::Ring, MapId), i32> {
+        Err(xen_abi::EINVAL)
+    }
+    fn unmap_grants(&mut self, _: &[MapId]) {}
     fn copy(&mut self, _: u16, dir: CopyDir, segs: &[CopySeg], buf: &mut [u8]) -> Result<(), i32> {
         let mut w = self.0.borrow_mut();
         for s in segs {
@@ -61,7 +65,7 @@ impl BlkPlatform for Mock {
             let Some((page, ro)) = w.grants.get_mut(&s.gref) else {
                 return Err(xen_abi::EINVAL);
             };
-            match dir {
+            match s.dir {
                 CopyDir::FromGuest => local.copy_from_slice(&page[off..off + len]),
                 CopyDir::ToGuest if *ro => return Err(xen_abi::EINVAL),
                 CopyDir::ToGuest => page[off..off + len].copy_from_slice(local),

@@ -44,7 +44,9 @@
 //!   only the QEMU boot figure.
 //! - Block I/O from Linux (QEMU `-icount shift=0`, one CPU, alternating
 //!   runs): Linux on our hypervisor booted from a Xen virtual disk (the
-//!   service domain's blkback) against the same kernel and initramfs under
+//!   service domain's blkback, once with grant copy and once with
+//!   persistent grants: `blkback.feature_persistent=0/1` on the service
+//!   domain's command line) against the same kernel and initramfs under
 //!   bare QEMU booted from the same image as a virtio-blk disk
 //!   (`-drive if=virtio,format=raw,cache=unsafe`). `/init`'s `pvhblkbench`
 //!   writes [`BLK_MIB`] MiB to a file and reads as much of the device

@@ -26,9 +26,13 @@
 //!
 //! # Data path
 //! Requests are copied whole out of the ring and validated on the copy
-//! (see [`parse`]); data moves with grant copy ([`BlkPlatform::copy`]),
-//! all the segments of a request in one call, through a bounce buffer,
-//! to and from a [`Storage`]. Anything wrong with a request gets
+//! (see [`parse`]). A ring pass takes every queued request and serves them
+//! together: data moves straight between the granted pages and the
+//! disk's bytes ([`Storage::bytes`]), by grant copy ([`BlkPlatform::copy`],
+//! the segments of every request of the pass in batches of at most
+//! [`COPY_BATCH`]) or, with `feature-persistent` negotiated, through
+//! grants mapped once and kept ([`PersistentGrants`]). Anything wrong with
+//! a request gets
 //! `BLKIF_RSP_ERROR` (unknown operations `BLKIF_RSP_EOPNOTSUPP`); a ring
 //! whose indices are impossible stops that vbd (`Closing`) and no other.
 

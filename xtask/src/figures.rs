@@ -1305,7 +1305,7 @@ fn linux_block_runs(
             }
             if let Some(l) = serial
                 .lines()
-                .find(|l| l.contains("service-domain: blkback: d2 vbd"))
+                .find(|l| l.contains("service-domain: blkback: d2 vbd") && l.contains("requests ("))
             {
                 counters[v] = Some(l.trim().to_string());
             }

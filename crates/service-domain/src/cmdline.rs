@@ -36,7 +36,7 @@ pub struct Options {
     pub vifs: Vec<Vif>,
     /// `blkback.feature_persistent=0|1` (Linux blkback's module parameter
     /// of that name): whether the vbds offer `feature-persistent`; `None`
-    /// leaves blkback's default.
+    /// leaves blkback's default (on).
     pub blk_persistent: Option<bool>,
 }
 

@@ -993,8 +993,9 @@ fn persistent_env(front_offers: bool) -> (Env, Front) {
 
 #[test]
 fn persistent_grants_only_when_both_ends_offer_them() {
-    // Off by default.
+    // Switched off (on by default).
     let mut e = Env::new();
+    e.bb.set_persistent(false);
     e.disk(2, 1 << 20, 512, false);
     assert_eq!(e.be(2, "feature-persistent").as_deref(), Some("0"));
     e.fe_write(2, "feature-persistent", "1");

@@ -44,7 +44,9 @@
 //!   only the QEMU boot figure.
 //! - Block I/O from Linux (QEMU `-icount shift=0`, one CPU, alternating
 //!   runs): Linux on our hypervisor booted from a Xen virtual disk (the
-//!   service domain's blkback) against the same kernel and initramfs under
+//!   service domain's blkback, once with grant copy and once with
+//!   persistent grants: `blkback.feature_persistent=0/1` on the service
+//!   domain's command line) against the same kernel and initramfs under
 //!   bare QEMU booted from the same image as a virtio-blk disk
 //!   (`-drive if=virtio,format=raw,cache=unsafe`). `/init`'s `pvhblkbench`
 //!   writes [`BLK_MIB`] MiB to a file and reads as much of the device
@@ -1275,22 +1277,38 @@ fn linux_block_runs(
 ) -> Result<(), String> {
     let words = format!("pvhblkbench={BLK_MIB}");
     let clock = if icounted { icount() } else { Vec::new() };
-    let mut ours = Vec::new();
+    // Ours twice, grant copy and persistent grants (the service domain's
+    // `blkback.feature_persistent=`), then bare QEMU.
+    let mut ours: [Vec<BlkBench>; 2] = [Vec::new(), Vec::new()];
+    let mut counters: [Option<String>; 2] = [None, None];
     let mut bare = Vec::new();
     for run in 1..=BLK_RUNS {
-        let disk = blk_disk()?;
-        let o = RunOptions {
-            smp: 1,
-            modules: linux_plan(1, 256, 1, true, &words, &[disk.as_path()], false, false)?,
-            mem_mib: 512 + 2 * BLK_DISK_MIB as u32,
-            timeout: Some(BOCHS_TIMEOUT),
-            extra_qemu_args: clock.clone(),
-            ..Default::default()
-        };
-        let serial = image::boot_qemu(image, &o, false)?.serial;
-        match BlkBench::parse(&serial) {
-            Some(b) => ours.push(b),
-            None => eprintln!("figures: block run {run} (ours) output:\n{serial}"),
+        for (v, persistent) in [false, true].into_iter().enumerate() {
+            let disk = blk_disk()?;
+            let mut modules = linux_plan(1, 256, 1, true, &words, &[disk.as_path()], false, false)?;
+            modules[0].cmdline.push_str(&format!(
+                " blkback.feature_persistent={}",
+                u8::from(persistent)
+            ));
+            let o = RunOptions {
+                smp: 1,
+                modules,
+                mem_mib: 512 + 2 * BLK_DISK_MIB as u32,
+                timeout: Some(BOCHS_TIMEOUT),
+                extra_qemu_args: clock.clone(),
+                ..Default::default()
+            };
+            let serial = image::boot_qemu(image, &o, false)?.serial;
+            match BlkBench::parse(&serial) {
+                Some(b) => ours[v].push(b),
+                None => eprintln!("figures: block run {run} (ours) output:\n{serial}"),
+            }
+            if let Some(l) = serial
+                .lines()
+                .find(|l| l.contains("service-domain: blkback: d2 vbd") && l.contains("requests ("))
+            {
+                counters[v] = Some(l.trim().to_string());
+            }
         }
         let disk = blk_disk()?;
         let (kernel, initrd) = linux_files();
@@ -1329,7 +1347,7 @@ fn linux_block_runs(
             }
         ),
     );
-    if ours.is_empty() || bare.is_empty() {
+    if ours.iter().any(|o| o.is_empty()) || bare.is_empty() {
         say(out, "  no blkbench line (run failed?)".into());
         missing.push("the block figures".into());
         return Ok(());
@@ -1340,39 +1358,45 @@ fn linux_block_runs(
         ("sequential read", |b| b.read, f64::from(BLK_MIB)),
         ("4 KiB reads", |b| b.read4k, 1024.0),
     ];
-    for (what, f, n) in rows {
-        let (o, b) = (m(&ours, f), m(&bare, f));
-        let ratio = b / o.max(1e-9);
-        let goal = if what.starts_with("sequential") {
-            format!(" (goal >= 0.5x: {})", met(ratio >= 0.5))
-        } else {
-            String::new()
-        };
-        let unit = if what.starts_with("sequential") {
-            "per MiB"
-        } else {
-            "per request"
-        };
-        let line = if icounted {
-            format!(
-                "  {what}: ours {} instructions {unit}, bare QEMU virtio-blk {}: ours at {ratio:.2}x bare QEMU's speed{goal}",
-                num((o * 1e9 / n) as u64),
-                num((b * 1e9 / n) as u64)
-            )
-        } else if what.starts_with("sequential") {
-            format!(
-                "  {what}: ours {:.0} MiB/s ({o:.2} s), bare QEMU virtio-blk {:.0} MiB/s ({b:.2} s): ours at {ratio:.2}x bare QEMU's speed{goal}",
-                n / o.max(1e-9),
-                n / b.max(1e-9)
-            )
-        } else {
-            format!(
-                "  {what}: ours {:.0} us {unit}, bare QEMU virtio-blk {:.0} us: ours at {ratio:.2}x bare QEMU's speed",
-                o * 1e6 / n,
-                b * 1e6 / n
-            )
-        };
-        say(out, line);
+    for (v, path) in ["grant copy", "persistent grants"].into_iter().enumerate() {
+        say(out, format!("  ours with {path}:"));
+        for (what, f, n) in rows {
+            let (o, b) = (m(&ours[v], f), m(&bare, f));
+            let ratio = b / o.max(1e-9);
+            let goal = if what.starts_with("sequential") {
+                format!(" (goal >= 0.5x: {})", met(ratio >= 0.5))
+            } else {
+                String::new()
+            };
+            let unit = if what.starts_with("sequential") {
+                "per MiB"
+            } else {
+                "per request"
+            };
+            let line = if icounted {
+                format!(
+                    "    {what}: ours {} instructions {unit}, bare QEMU virtio-blk {}: ours at {ratio:.2}x bare QEMU's speed{goal}",
+                    num((o * 1e9 / n) as u64),
+                    num((b * 1e9 / n) as u64)
+                )
+            } else if what.starts_with("sequential") {
+                format!(
+                    "    {what}: ours {:.0} MiB/s ({o:.2} s), bare QEMU virtio-blk {:.0} MiB/s ({b:.2} s): ours at {ratio:.2}x bare QEMU's speed{goal}",
+                    n / o.max(1e-9),
+                    n / b.max(1e-9)
+                )
+            } else {
+                format!(
+                    "    {what}: ours {:.0} us {unit}, bare QEMU virtio-blk {:.0} us: ours at {ratio:.2}x bare QEMU's speed",
+                    o * 1e6 / n,
+                    b * 1e6 / n
+                )
+            };
+            say(out, line);
+        }
+        if let Some(c) = &counters[v] {
+            say(out, format!("    last run's counters: {c}"));
+        }
     }
     Ok(())
 }

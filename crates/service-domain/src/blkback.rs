@@ -26,15 +26,20 @@
 //!
 //! # Data path
 //! Requests are copied whole out of the ring and validated on the copy
-//! (see [`parse`]); data moves with grant copy ([`BlkPlatform::copy`]),
-//! all the segments of a request in one call, through a bounce buffer,
-//! to and from a [`Storage`]. Anything wrong with a request gets
+//! (see [`parse`]). A ring pass takes every queued request and serves them
+//! together: data moves straight between the granted pages and the
+//! disk's bytes ([`Storage::bytes`]), by grant copy ([`BlkPlatform::copy`],
+//! the segments of every request of the pass in batches of at most
+//! [`COPY_BATCH`]) or, with `feature-persistent` negotiated, through
+//! grants mapped once and kept ([`PersistentGrants`]). Anything wrong with
+//! a request gets
 //! `BLKIF_RSP_ERROR` (unknown operations `BLKIF_RSP_EOPNOTSUPP`); a ring
 //! whose indices are impossible stops that vbd (`Closing`) and no other.
 
 // Xen's names for the xenbus states.
 #![allow(non_upper_case_globals)]
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -58,6 +63,18 @@ pub const MAX_RING_PAGE_ORDER: u32 = 4;
 /// Requests served per vbd per [`Blkback::pump`] before the others get a
 /// turn (XSA-332: bounded work per notification).
 pub const REQUESTS_PER_PUMP: u32 = 64;
+/// Segments one grant-copy batch holds: the segments of every request
+/// taken in one ring pass go into batches of at most this many, one
+/// `GNTTABOP_copy` each (8 requests of 32 indirect segments, a 1 MiB
+/// `O_DIRECT` block as blkfront splits it, fill one).
+pub const COPY_BATCH: usize = 256;
+/// Most persistent grants kept mapped per ring. blkfront's pool is up to
+/// (32 + 1) x 32 = 1056 grants a ring; the ones it uses most (its free
+/// list is last-in first-out) are kept, the rest are copied. Bounded so
+/// that a few vbds stay under the hypervisor's maptrack limit (hv-core's
+/// `MAX_MAPTRACK`, 1024 mappings per domain) with room for the rings and
+/// store pages.
+pub const MAX_PERSISTENT_GRANTS: usize = 320;
 /// The guest page size.
 const PAGE: usize = 4096;
 
@@ -65,7 +82,9 @@ const PAGE: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoError;
 
-/// A disk as the back end sees it. Offsets and lengths are bytes, always
+/// A disk as the back end sees it: bytes in the service domain's memory,
+/// which grant copies and persistent grants move data to and from
+/// directly (no bounce buffer). Offsets and lengths are bytes, always
 /// whole sectors of [`Storage::sector_size`] and inside the disk (the
 /// back end checks before calling).
 pub trait Storage {
@@ -75,10 +94,10 @@ pub trait Storage {
     fn sectors(&self) -> u64;
     /// Whether writes are refused.
     fn read_only(&self) -> bool;
-    /// Reads `buf.len()` bytes at `offset`.
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError>;
-    /// Writes `buf` at `offset`.
-    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// The disk's bytes (at least [`Storage::sectors`] whole sectors).
+    /// The back end writes them only for requests it accepted as writes
+    /// (never on a read-only disk).
+    fn bytes(&mut self) -> &mut [u8];
     /// Makes earlier writes durable.
     fn flush(&mut self) -> Result<(), IoError>;
     /// Drops the contents of a range (reads of it may return anything).
@@ -126,16 +145,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Storage for MemDisk<B> {
     fn read_only(&self) -> bool {
         self.read_only
     }
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        buf.copy_from_slice(self.range(offset, buf.len())?);
-        Ok(())
-    }
-    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        if self.read_only {
-            return Err(IoError);
-        }
-        self.range(offset, buf.len())?.copy_from_slice(buf);
-        Ok(())
+    fn bytes(&mut self) -> &mut [u8] {
+        self.data.as_mut()
     }
     fn flush(&mut self) -> Result<(), IoError> {
         Ok(())
@@ -150,9 +161,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Storage for MemDisk<B> {
     }
 }
 
-/// One grant copy between a guest page and the bounce buffer: `len`
+/// One grant copy between a page the front end granted and local memory
+/// (the disk's bytes, or a buffer for indirect segment lists): `len`
 /// bytes at `offset` in the page granted by `gref`, and at `local` in the
-/// buffer. `offset + len` never passes the guest page (checked before).
+/// local memory. `offset + len` never passes the guest page (checked
+/// before).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopySeg {
     /// The guest's grant.
@@ -161,41 +174,68 @@ pub struct CopySeg {
     pub offset: u16,
     /// Bytes (1..=4096).
     pub len: u16,
-    /// Offset in the local buffer.
+    /// Offset in the local memory.
     pub local: usize,
+    /// Which way the data moves.
+    pub dir: CopyDir,
 }
 
-/// Which way a batch of [`CopySeg`]s moves data.
+/// Which way a [`CopySeg`] moves data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyDir {
-    /// Guest pages to the buffer (a write, indirect pages).
+    /// The guest's page to local memory (a write, indirect pages).
     FromGuest,
-    /// The buffer to guest pages (a read).
+    /// Local memory to the guest's page (a read).
     ToGuest,
 }
 
-/// Handle of a mapped ring, given back to [`BlkPlatform::unmap_ring`].
+/// Handle of a mapped ring or persistent grant, given back to
+/// [`BlkPlatform::unmap_ring`] / [`BlkPlatform::unmap_grants`].
 pub type MapId = u32;
 
 /// What the block back end needs of the hypervisor besides
 /// [`Platform`]'s event channels.
 pub trait BlkPlatform {
-    /// The mapped ring pages, contiguous.
+    /// Mapped pages (ring pages, contiguous; persistent grants, one page).
     type Ring: SharedMem;
     /// Maps the front end's ring pages `grefs` (granted by `domid`)
     /// contiguously, writable.
     fn map_ring(&mut self, domid: u16, grefs: &[u32]) -> Result<(Self::Ring, MapId), Errno>;
     /// Unmaps a ring (the caller dropped every use of it first).
     fn unmap_ring(&mut self, id: MapId);
-    /// Grant copies (`GNTTABOP_copy`), as few hypercalls as possible;
-    /// `Ok` only if every segment was copied.
+    /// Maps one page `gref` of `domid`, writable, to keep (a persistent
+    /// grant, `GNTTABOP_map_grant_ref`).
+    fn map_grant(&mut self, domid: u16, gref: u32) -> Result<(Self::Ring, MapId), Errno>;
+    /// Unmaps persistent grants (the caller dropped every use first).
+    fn unmap_grants(&mut self, ids: &[MapId]);
+    /// Grant copies (`GNTTABOP_copy`) between `domid`'s grants and
+    /// `local`, as few hypercalls as possible (one for a batch of at most
+    /// [`COPY_BATCH`] segments), in order; `status[k]` gets segment `k`'s
+    /// `GNTST_*` (0: copied). `Err` if the hypercall failed as a whole:
+    /// then no segment counts as copied.
     fn copy(
         &mut self,
         domid: u16,
-        dir: CopyDir,
         segs: &[CopySeg],
-        buf: &mut [u8],
+        local: &mut [u8],
+        status: &mut [i16],
     ) -> Result<(), Errno>;
+}
+
+/// [`BlkPlatform::copy`] of `segs` to or from `local`, `Ok` only if
+/// every segment was copied (for callers that fail them all together).
+pub fn copy_all<P: BlkPlatform>(
+    p: &mut P,
+    domid: u16,
+    segs: &[CopySeg],
+    local: &mut [u8],
+) -> Result<(), Errno> {
+    let mut status = vec![0i16; segs.len()];
+    p.copy(domid, segs, local, &mut status)?;
+    match status.iter().find(|&&s| s != 0) {
+        Some(&s) => Err(-i32::from(s)),
+        None => Ok(()),
+    }
 }
 
 /// A parsed, validated-for-shape request (copied out of the ring).
@@ -357,12 +397,138 @@ pub struct VbdStats {
     pub errors: u64,
     /// Connections made (1 + reconnects).
     pub connects: u32,
+    /// `GNTTABOP_copy` batches issued (hypercalls, before the
+    /// hypervisor's own continuations).
+    pub copy_calls: u64,
+    /// Segments moved by grant copy.
+    pub copy_segs: u64,
+    /// Segments moved through persistent grants (no hypercall).
+    pub persistent_segs: u64,
+    /// Persistent grants mapped.
+    pub persistent_maps: u64,
+}
+
+/// The persistent grants of one ring (`feature-persistent`): pages the
+/// front end keeps granted and reuses, each mapped on first use and kept
+/// until the ring disconnects, at most `limit` of them. Segments of other
+/// grants (past the limit, or whose map the hypervisor refused) move by
+/// grant copy.
+pub struct PersistentGrants<R> {
+    grants: BTreeMap<u32, (R, MapId)>,
+    limit: usize,
+    /// A map failed in this ring pass: map no more until the next
+    /// (bounds the hypercalls a front end of bad grants costs us).
+    refused: bool,
+}
+
+impl<R: SharedMem> PersistentGrants<R> {
+    /// No grants yet, at most `limit`.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            grants: BTreeMap::new(),
+            limit,
+            refused: false,
+        }
+    }
+
+    /// Grants mapped.
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Whether none is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
+    /// Whether `gref` is mapped.
+    pub fn contains(&self, gref: u32) -> bool {
+        self.grants.contains_key(&gref)
+    }
+
+    /// A new ring pass: mapping may be tried again.
+    pub fn new_pass(&mut self) {
+        self.refused = false;
+    }
+
+    /// The page of `gref` (of `domid`), mapped now if it is new and there
+    /// is room; `None`: copy this segment. `mapped` is set when a new map
+    /// was made.
+    pub fn get<P: BlkPlatform<Ring = R>>(
+        &mut self,
+        p: &mut P,
+        domid: u16,
+        gref: u32,
+        mapped: &mut bool,
+    ) -> Option<&R> {
+        if !self.grants.contains_key(&gref) {
+            if self.refused || self.grants.len() >= self.limit {
+                return None;
+            }
+            match p.map_grant(domid, gref) {
+                Ok((mem, id)) if mem.len() >= PAGE => {
+                    self.grants.insert(gref, (mem, id));
+                    *mapped = true;
+                }
+                Ok((mem, id)) => {
+                    drop(mem);
+                    p.unmap_grants(&[id]);
+                    self.refused = true;
+                    return None;
+                }
+                Err(_) => {
+                    self.refused = true;
+                    return None;
+                }
+            }
+        }
+        self.grants.get(&gref).map(|(m, _)| m)
+    }
+
+    /// Unmaps every grant (the ring is going away).
+    pub fn release<P: BlkPlatform<Ring = R>>(&mut self, p: &mut P) {
+        let grants = core::mem::take(&mut self.grants);
+        let ids: Vec<MapId> = grants.into_values().map(|(_, id)| id).collect();
+        if !ids.is_empty() {
+            p.unmap_grants(&ids);
+        }
+    }
 }
 
 struct Conn<R> {
     ring: BackRing<R, BlkifRequest, BlkifResponse>,
     map: MapId,
     port: u32,
+    /// With `feature-persistent` negotiated.
+    persistent: Option<PersistentGrants<R>>,
+}
+
+/// One request taken in a ring pass, waiting for its response.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    id: u64,
+    operation: u8,
+    status: i16,
+    /// A flush after its data (FLUSH_DISKCACHE with segments).
+    flush: bool,
+    /// Its indirect segment list in [`Work::ind`]: (offset, count).
+    ind: Option<(usize, usize)>,
+}
+
+/// The buffers of one ring pass, kept between passes (no allocation on
+/// the data path once they have grown).
+#[derive(Default)]
+struct Work {
+    reqs: Vec<Request>,
+    pending: Vec<Pending>,
+    /// The grant-copy batch, and which request each segment is for.
+    batch: Vec<CopySeg>,
+    owner: Vec<usize>,
+    status: Vec<i16>,
+    /// The indirect segment lists of the pass.
+    ind: Vec<u8>,
+    /// One request's segments.
+    segs: Vec<BlkifRequestSegment>,
 }
 
 /// One virtual block device: a disk, the domain it is given to and its
@@ -414,7 +580,9 @@ impl<S: Storage, R: SharedMem> Vbd<S, R> {
 pub struct Blkback<S, R> {
     me: u16,
     vbds: Vec<Vbd<S, R>>,
-    bounce: Vec<u8>,
+    work: Work,
+    /// Offer `feature-persistent`.
+    persistent: bool,
 }
 
 /// The xenbus device number of `xvd<letter>` (`xvda` = 51712).
@@ -441,8 +609,17 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
         Self {
             me,
             vbds: Vec::new(),
-            bounce: Vec::new(),
+            work: Work::default(),
+            persistent: true,
         }
+    }
+
+    /// Whether vbds offered from now on advertise `feature-persistent`
+    /// (front ends that also offer it then get persistent grants). On by
+    /// default: under icount they cost half the instructions per MiB
+    /// written and 0.7x per MiB read of grant copy (docs/figures.md).
+    pub fn set_persistent(&mut self, on: bool) {
+        self.persistent = on;
     }
 
     /// The vbds.
@@ -524,7 +701,10 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
             ("info", format!("{info}")),
             ("feature-flush-cache", String::from("1")),
             ("feature-barrier", String::from("0")),
-            ("feature-persistent", String::from("0")),
+            (
+                "feature-persistent",
+                String::from(if self.persistent { "1" } else { "0" }),
+            ),
             (
                 "feature-max-indirect-segments",
                 format!("{}", v.features.max_indirect),
@@ -636,10 +816,18 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
         i: usize,
     ) {
         if let Some(c) = self.vbds[i].conn.take() {
-            let Conn { ring, map, port } = c;
+            let Conn {
+                ring,
+                map,
+                port,
+                persistent,
+            } = c;
             drop(ring);
             Platform::unbind(svc.platform(), port);
             svc.platform().unmap_ring(map);
+            if let Some(mut pg) = persistent {
+                pg.release(svc.platform());
+            }
         }
     }
 
@@ -727,12 +915,30 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
                 return Err("binding event-channel failed");
             }
         };
+        let persistent = self.persistent
+            && read_u32(svc, &format!("{fdir}/feature-persistent")) == Some(1)
+            && read_str(
+                svc,
+                &format!("{}/feature-persistent", be_dir(self.me, fe, devid)),
+            )
+            .as_deref()
+                == Some("1");
         let v = &mut self.vbds[i];
-        v.conn = Some(Conn { ring, map, port });
+        v.conn = Some(Conn {
+            ring,
+            map,
+            port,
+            persistent: persistent.then(|| PersistentGrants::new(MAX_PERSISTENT_GRANTS)),
+        });
         v.stats.connects += 1;
         svc.platform().log(format_args!(
-            "blkback: d{fe} vbd {devid} connected ({} ring pages, port {port})",
-            grefs.len()
+            "blkback: d{fe} vbd {devid} connected ({} ring pages, port {port}, {})",
+            grefs.len(),
+            if persistent {
+                "persistent grants"
+            } else {
+                "grant copy"
+            }
         ));
         Ok(())
     }
@@ -764,27 +970,42 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
         p: &mut P,
         i: usize,
     ) -> Result<bool, RingError> {
-        let Self { vbds, bounce, .. } = self;
-        let v = &mut vbds[i];
-        let Some(conn) = v.conn.as_mut() else {
+        let Self { vbds, work, .. } = self;
+        let Vbd {
+            fe,
+            disk,
+            features,
+            conn,
+            stats,
+            ..
+        } = &mut vbds[i];
+        let Some(conn) = conn.as_mut() else {
             return Ok(false);
         };
         let mut served = 0;
         let mut notify = false;
         loop {
+            // One ring pass: take what the front end queued, serve it all
+            // (the copies of every request batched), answer in order.
+            work.reqs.clear();
             while served < REQUESTS_PER_PUMP {
                 let Some(raw) = conn.ring.pop_request()? else {
                     break;
                 };
                 served += 1;
-                let req = parse(&raw, &v.features);
-                let rsp = serve(p, v.fe, &mut v.disk, bounce, req);
-                if rsp.status == BLKIF_RSP_OKAY {
-                    v.stats.ok += 1;
-                } else {
-                    v.stats.errors += 1;
+                work.reqs.push(parse(&raw, features));
+            }
+            if !work.reqs.is_empty() {
+                serve_pass(p, *fe, disk, conn.persistent.as_mut(), work, stats);
+                for q in &work.pending {
+                    if q.status == BLKIF_RSP_OKAY {
+                        stats.ok += 1;
+                    } else {
+                        stats.errors += 1;
+                    }
+                    conn.ring
+                        .put_response(&response(q.id, q.operation, q.status))?;
                 }
-                conn.ring.put_response(&rsp)?;
             }
             notify |= conn.ring.push_responses();
             if served >= REQUESTS_PER_PUMP {
@@ -822,125 +1043,274 @@ fn disk_range<S: Storage>(disk: &S, sector: u64, sectors: u64) -> Option<(u64, u
     (end <= size && start % ss == 0 && len % ss == 0).then_some((start, len))
 }
 
-/// Serves one request; every path ends in a response.
-fn serve<P: BlkPlatform, S: Storage>(
+/// Issues the grant-copy batch (one [`BlkPlatform::copy`]) between the
+/// front end's grants and `local`; a segment that did not copy fails its
+/// request.
+#[allow(clippy::too_many_arguments)]
+fn run_batch<P: BlkPlatform>(
+    p: &mut P,
+    fe: u16,
+    local: &mut [u8],
+    batch: &mut Vec<CopySeg>,
+    owner: &mut Vec<usize>,
+    status: &mut Vec<i16>,
+    pending: &mut [Pending],
+    stats: &mut VbdStats,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    status.clear();
+    status.resize(batch.len(), 0);
+    let whole = p.copy(fe, batch, local, status).is_ok();
+    stats.copy_calls += 1;
+    stats.copy_segs += batch.len() as u64;
+    for (k, &q) in owner.iter().enumerate() {
+        if (!whole || status[k] != 0)
+            && let Some(q) = pending.get_mut(q)
+        {
+            q.status = BLKIF_RSP_ERROR;
+        }
+    }
+    batch.clear();
+    owner.clear();
+}
+
+/// Serves the requests of one ring pass (`w.reqs`), leaving one
+/// [`Pending`] per request, in order, in `w.pending`. Data moves between
+/// the granted pages and the disk's bytes directly: through persistent
+/// grants when they are mapped (`pg`), otherwise by grant copy, the
+/// segments of every request batched. Order is kept: the batch is issued
+/// before anything else touches the disk (a flush, a discard, a
+/// persistent-grant access), and the hypervisor copies a batch in order.
+fn serve_pass<P: BlkPlatform, S: Storage>(
     p: &mut P,
     fe: u16,
     disk: &mut S,
-    bounce: &mut Vec<u8>,
-    req: Request,
-) -> BlkifResponse {
-    match req {
-        Request::Bad {
+    mut pg: Option<&mut PersistentGrants<P::Ring>>,
+    w: &mut Work,
+    stats: &mut VbdStats,
+) {
+    let Work {
+        reqs,
+        pending,
+        batch,
+        owner,
+        status,
+        ind,
+        segs,
+    } = w;
+    pending.clear();
+    ind.clear();
+    if let Some(pg) = pg.as_deref_mut() {
+        pg.new_pass();
+    }
+    // 1. Every request's pending answer, and the indirect segment lists,
+    // read once into our memory (never used in place: the front end could
+    // change them under us), by one batch for the whole pass.
+    for (k, req) in reqs.iter().enumerate() {
+        let (id, operation, status, flush) = match req {
+            Request::Bad {
+                id,
+                operation,
+                status,
+            } => (*id, *operation, *status, false),
+            Request::Flush { id } => (*id, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_RSP_OKAY, false),
+            Request::Discard { id, .. } => (*id, BLKIF_OP_DISCARD, BLKIF_RSP_OKAY, false),
+            Request::Rw {
+                id,
+                operation,
+                flush,
+                ..
+            } => (*id, *operation, BLKIF_RSP_OKAY, *flush),
+        };
+        let mut q = Pending {
             id,
             operation,
             status,
-        } => response(id, operation, status),
-        Request::Flush { id } => {
-            let st = if disk.flush().is_ok() {
-                BLKIF_RSP_OKAY
-            } else {
-                BLKIF_RSP_ERROR
-            };
-            response(id, BLKIF_OP_FLUSH_DISKCACHE, st)
-        }
-        Request::Discard {
-            id,
-            sector,
-            nr_sectors,
-        } => {
-            let st = match disk_range(disk, sector, nr_sectors) {
-                Some((off, len)) if !disk.read_only() && disk.discard(off, len).is_ok() => {
-                    BLKIF_RSP_OKAY
-                }
-                _ => BLKIF_RSP_ERROR,
-            };
-            response(id, BLKIF_OP_DISCARD, st)
-        }
-        Request::Rw {
-            id,
-            operation,
-            write,
             flush,
-            sector,
-            segs,
-            indirect,
-        } => {
-            let st = if write && disk.read_only() {
-                BLKIF_RSP_ERROR
-            } else {
-                match rw(p, fe, disk, bounce, write, sector, segs, indirect) {
-                    Ok(()) if flush && disk.flush().is_err() => BLKIF_RSP_ERROR,
-                    Ok(()) => BLKIF_RSP_OKAY,
-                    Err(IoError) => BLKIF_RSP_ERROR,
+            ind: None,
+        };
+        if let Request::Rw {
+            indirect: Some((pages, n)),
+            ..
+        } = req
+        {
+            let bytes = n * 8;
+            let at = ind.len();
+            ind.resize(at + bytes, 0);
+            q.ind = Some((at, *n));
+            for (j, &gref) in pages.iter().enumerate() {
+                let off = j * PAGE;
+                let len = bytes.saturating_sub(off).min(PAGE);
+                let mut mapped = false;
+                let page = pg
+                    .as_deref_mut()
+                    .and_then(|g| g.get(p, fe, gref, &mut mapped));
+                stats.persistent_maps += u64::from(mapped);
+                match page {
+                    Some(page) => page.read(0, &mut ind[at + off..at + off + len], 8),
+                    None => {
+                        batch.push(CopySeg {
+                            gref,
+                            offset: 0,
+                            len: len as u16,
+                            local: at + off,
+                            dir: CopyDir::FromGuest,
+                        });
+                        owner.push(k);
+                    }
                 }
-            };
-            response(id, operation, st)
+            }
+        }
+        pending.push(q);
+    }
+    run_batch(p, fe, ind, batch, owner, status, pending, stats);
+
+    // 2. The data, in ring order.
+    for (k, req) in reqs.iter().enumerate() {
+        if pending[k].status != BLKIF_RSP_OKAY {
+            continue;
+        }
+        let st = match req {
+            Request::Bad { .. } => continue,
+            Request::Flush { .. } => {
+                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+                disk.flush().is_ok()
+            }
+            Request::Discard {
+                sector, nr_sectors, ..
+            } => {
+                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+                match disk_range(disk, *sector, *nr_sectors) {
+                    Some((off, len)) if !disk.read_only() => disk.discard(off, len).is_ok(),
+                    _ => false,
+                }
+            }
+            Request::Rw {
+                write,
+                sector,
+                segs: direct,
+                ..
+            } => {
+                if *write && disk.read_only() {
+                    false
+                } else {
+                    segs.clear();
+                    match pending[k].ind {
+                        Some((at, n)) => {
+                            segs.extend(ind[at..at + n * 8].chunks_exact(8).map(|c| {
+                                BlkifRequestSegment::read_from_bytes(c).unwrap_or_default()
+                            }))
+                        }
+                        None => segs.extend_from_slice(direct),
+                    }
+                    queue_rw(
+                        p,
+                        fe,
+                        disk,
+                        pg.as_deref_mut(),
+                        *write,
+                        *sector,
+                        segs,
+                        k,
+                        batch,
+                        owner,
+                        status,
+                        pending,
+                        stats,
+                    )
+                }
+            }
+        };
+        if !st {
+            pending[k].status = BLKIF_RSP_ERROR;
+        }
+    }
+    run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+    // 3. Flushes after their data.
+    for q in pending.iter_mut() {
+        if q.flush && q.status == BLKIF_RSP_OKAY && disk.flush().is_err() {
+            q.status = BLKIF_RSP_ERROR;
         }
     }
 }
 
+/// Moves one read or write's data (request `k` of the pass), or queues it
+/// in the batch; false if the request is bad as it stands (a segment
+/// list entry out of shape, a range off the disk).
 #[allow(clippy::too_many_arguments)]
-fn rw<P: BlkPlatform, S: Storage>(
+fn queue_rw<P: BlkPlatform, S: Storage>(
     p: &mut P,
     fe: u16,
     disk: &mut S,
-    bounce: &mut Vec<u8>,
+    mut pg: Option<&mut PersistentGrants<P::Ring>>,
     write: bool,
     sector: u64,
-    mut segs: Vec<BlkifRequestSegment>,
-    indirect: Option<(Vec<u32>, usize)>,
-) -> Result<(), IoError> {
-    if let Some((pages, n)) = indirect {
-        // The segment pages, copied (never mapped: the guest could change
-        // them under us).
-        let bytes = n * 8;
-        bounce.resize(bytes.max(bounce.len()), 0);
-        let copies: Vec<CopySeg> = pages
-            .iter()
-            .enumerate()
-            .map(|(k, &gref)| CopySeg {
-                gref,
-                offset: 0,
-                len: (bytes - k * PAGE).min(PAGE) as u16,
-                local: k * PAGE,
-            })
-            .collect();
-        p.copy(fe, CopyDir::FromGuest, &copies, &mut bounce[..bytes])
-            .map_err(|_| IoError)?;
-        segs = bounce[..bytes]
-            .chunks_exact(8)
-            .map(|c| BlkifRequestSegment::read_from_bytes(c).unwrap_or_default())
-            .collect();
-        if segs.iter().any(|s| s.byte_len().is_none()) {
-            return Err(IoError);
-        }
+    segs: &[BlkifRequestSegment],
+    k: usize,
+    batch: &mut Vec<CopySeg>,
+    owner: &mut Vec<usize>,
+    status: &mut Vec<i16>,
+    pending: &mut [Pending],
+    stats: &mut VbdStats,
+) -> bool {
+    let mut total = 0u64;
+    for s in segs {
+        let Some(len) = s.byte_len() else {
+            return false;
+        };
+        total += u64::from(len);
     }
-    let mut copies = Vec::with_capacity(segs.len());
-    let mut total = 0usize;
-    for s in &segs {
-        let len = s.byte_len().ok_or(IoError)? as usize;
-        copies.push(CopySeg {
-            gref: s.gref,
-            offset: u16::from(s.first_sect) * 512,
-            len: len as u16,
-            local: total,
-        });
-        total += len;
-    }
-    let (off, len) = disk_range(disk, sector, total as u64 / 512).ok_or(IoError)?;
-    debug_assert_eq!(len as usize, total);
-    if bounce.len() < total {
-        bounce.resize(total, 0);
-    }
-    let buf = &mut bounce[..total];
-    if write {
-        p.copy(fe, CopyDir::FromGuest, &copies, buf)
-            .map_err(|_| IoError)?;
-        disk.write(off, buf)
+    let Some((start, len)) = disk_range(disk, sector, total / 512) else {
+        return false;
+    };
+    debug_assert_eq!(len, total);
+    let Ok(mut local) = usize::try_from(start) else {
+        return false;
+    };
+    let dir = if write {
+        CopyDir::FromGuest
     } else {
-        disk.read(off, buf)?;
-        p.copy(fe, CopyDir::ToGuest, &copies, buf)
-            .map_err(|_| IoError)
+        CopyDir::ToGuest
+    };
+    for s in segs {
+        // Checked above: 1..=4096 bytes inside the page.
+        let len = s.byte_len().unwrap_or(0) as usize;
+        let offset = usize::from(s.first_sect) * 512;
+        let mut mapped = false;
+        let page = pg
+            .as_deref_mut()
+            .and_then(|g| g.get(p, fe, s.gref, &mut mapped));
+        stats.persistent_maps += u64::from(mapped);
+        if let Some(page) = page {
+            // Copies queued before come first.
+            if !batch.is_empty() {
+                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+            }
+            let Some(bytes) = disk.bytes().get_mut(local..local + len) else {
+                return false;
+            };
+            if write {
+                page.read(offset, bytes, 8);
+            } else {
+                page.write(offset, bytes, 8);
+            }
+            stats.persistent_segs += 1;
+        } else {
+            if batch.len() >= COPY_BATCH {
+                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+            }
+            batch.push(CopySeg {
+                gref: s.gref,
+                offset: offset as u16,
+                len: len as u16,
+                local,
+                dir,
+            });
+            owner.push(k);
+        }
+        local += len;
     }
+    true
 }

@@ -37,6 +37,10 @@ pub struct Options {
     /// `net-split-events`: offer netfront one event channel per ring
     /// (`feature-split-event-channels`); without it, one for both.
     pub net_split_events: bool,
+    /// `blkback.feature_persistent=0|1` (Linux blkback's module parameter
+    /// of that name): whether the vbds offer `feature-persistent`; `None`
+    /// leaves blkback's default (on).
+    pub blk_persistent: Option<bool>,
 }
 
 /// One `vif=` word.
@@ -115,6 +119,12 @@ pub fn parse(line: &str) -> Options {
             o.disks.extend(parse_disk(d));
         } else if let Some(key) = word.strip_prefix("shutdown-when=") {
             o.shutdown_when = Some(String::from(key)).filter(|k| !k.is_empty());
+        } else if let Some(v) = word.strip_prefix("blkback.feature_persistent=") {
+            o.blk_persistent = match v {
+                "0" | "n" | "N" => Some(false),
+                "1" | "y" | "Y" => Some(true),
+                _ => o.blk_persistent,
+            };
         } else if let Some(list) = word.strip_prefix("shutdown=") {
             o.shutdown
                 .extend(list.split(',').filter_map(|d| d.parse::<u16>().ok()));
@@ -146,6 +156,16 @@ mod tests {
             ]
         );
         assert_eq!(o.shutdown, [1]);
+        assert_eq!(o.blk_persistent, None);
+        assert_eq!(
+            parse("blkback.feature_persistent=1").blk_persistent,
+            Some(true)
+        );
+        assert_eq!(
+            parse("blkback.feature_persistent=1 blkback.feature_persistent=0").blk_persistent,
+            Some(false)
+        );
+        assert_eq!(parse("blkback.feature_persistent=2").blk_persistent, None);
         assert!(o.disks.is_empty());
         assert_eq!(parse(""), Options::default());
         let d = |domid, ro, range| Disk { domid, ro, range };

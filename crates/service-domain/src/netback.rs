@@ -33,7 +33,7 @@
 //! Transmit: [`take_packet`] reads one packet's slots off the tx ring
 //! (first slot, GSO/multicast extras, `NETTXF_more_data` fragments) and
 //! checks them; the packets of one pass are copied out with one batched
-//! grant copy ([`BlkPlatform::copy`]; on failure, packet by packet to
+//! grant copy ([`copy_all`] over [`BlkPlatform::copy`]; on failure, packet by packet to
 //! find the bad grant), answered slot by slot (`NETIF_RSP_NULL` for
 //! extras), checksummed when the front end left the checksum blank
 //! ([`complete_checksum`], not for GSO packets, which keep the flag) and
@@ -75,7 +75,7 @@ use xen_abi::io::netif::*;
 use xen_abi::io::xenbus::*;
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::blkback::{BlkPlatform, CopyDir, CopySeg, MapId};
+use crate::blkback::{BlkPlatform, CopyDir, CopySeg, MapId, copy_all};
 use crate::switch::{Forward, MAC_TABLE_SIZE, Mac, Switch};
 use crate::xenbus::{self, Step, read_u32};
 use crate::xenstore::{Errno, Platform, StoreService};
@@ -290,6 +290,7 @@ fn check_slots(data: &[NetifTxRequest], p: &mut TxPacket) -> Option<&'static str
             offset: r.offset,
             len: len as u16,
             local,
+            dir: CopyDir::FromGuest,
         });
         local += len;
     }
@@ -954,11 +955,11 @@ impl<R: SharedMem> Netback<R> {
             base += pk.len;
         }
         let mut ok = vec![true; pkts.len()];
-        if p.copy(fe, CopyDir::FromGuest, &segs, bounce).is_err() {
+        if copy_all(p, fe, &segs, bounce).is_err() {
             let mut base = 0;
             for (k, pk) in pkts.iter().enumerate() {
                 let buf = &mut bounce[base..base + pk.len];
-                ok[k] = p.copy(fe, CopyDir::FromGuest, &pk.segs, buf).is_ok();
+                ok[k] = copy_all(p, fe, &pk.segs, buf).is_ok();
                 base += pk.len;
             }
         }
@@ -1091,6 +1092,7 @@ impl<R: SharedMem> Netback<R> {
                     offset: 0,
                     len: len as u16,
                     local: base + c * PAGE,
+                    dir: CopyDir::ToGuest,
                 });
                 let mut f = if c + 1 < chunks { NETRXF_more_data } else { 0 };
                 if c == 0 {
@@ -1130,10 +1132,10 @@ impl<R: SharedMem> Netback<R> {
         }
         let fe = v.fe;
         let mut failed = 0;
-        if p.copy(fe, CopyDir::ToGuest, &segs, bounce).is_err() {
+        if copy_all(p, fe, &segs, bounce).is_err() {
             for (k, &(r0, nr, s0)) in pkt_rsps.iter().enumerate() {
                 let s1 = pkt_rsps.get(k + 1).map_or(segs.len(), |x| x.2);
-                if p.copy(fe, CopyDir::ToGuest, &segs[s0..s1], bounce).is_err() {
+                if copy_all(p, fe, &segs[s0..s1], bounce).is_err() {
                     // Every data slot of the packet says error (netfront
                     // drops it); the extra keeps its bytes.
                     let has_extra = rsps[r0].flags & NETRXF_extra_info != 0;

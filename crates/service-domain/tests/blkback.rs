@@ -17,7 +17,7 @@ const ME: u16 = 1;
 const XVDA: u32 = 51712;
 
 /// A granted page and whether the grant is read-only.
-type Grant = (Box<[u8; 4096]>, bool);
+type Grant = (&'static HeapPage, bool);
 
 #[derive(Default)]
 struct World {
@@ -33,6 +33,10 @@ struct World {
     /// (calls, segments) of grant copies.
     copy_calls: u32,
     copy_segs: u32,
+    /// Persistent grants mapped: id -> (domain, gref); maps made, unmaps.
+    pmapped: BTreeMap<MapId, (u16, u32)>,
+    pmaps: u32,
+    punmaps: u32,
     log: Vec<String>,
 }
 
@@ -85,32 +89,53 @@ impl BlkPlatform for Mock {
     fn unmap_ring(&mut self, id: MapId) {
         assert!(self.0.borrow_mut().mapped.remove(&id).is_some());
     }
+    fn map_grant(&mut self, domid: u16, gref: u32) -> Result<(Self::Ring, MapId), i32> {
+        let mut w = self.0.borrow_mut();
+        // A writable map of a read-only grant fails, as on Xen.
+        let page = match w.grants.get(&(domid, gref)) {
+            Some(&(page, false)) => page,
+            _ => return Err(xen_abi::EINVAL),
+        };
+        w.next_map += 1;
+        let id = w.next_map;
+        w.pmapped.insert(id, (domid, gref));
+        w.pmaps += 1;
+        Ok((page.mem(), id))
+    }
+    fn unmap_grants(&mut self, ids: &[MapId]) {
+        let mut w = self.0.borrow_mut();
+        for id in ids {
+            assert!(w.pmapped.remove(id).is_some(), "unmap of {id}: not mapped");
+            w.punmaps += 1;
+        }
+    }
     fn copy(
         &mut self,
         domid: u16,
-        dir: CopyDir,
         segs: &[CopySeg],
-        buf: &mut [u8],
+        local: &mut [u8],
+        status: &mut [i16],
     ) -> Result<(), i32> {
         let mut w = self.0.borrow_mut();
+        assert!(segs.len() <= COPY_BATCH, "batch of {}", segs.len());
+        assert_eq!(segs.len(), status.len());
         w.copy_calls += 1;
         w.copy_segs += segs.len() as u32;
-        let mut ok = true;
-        for s in segs {
+        for (s, st) in segs.iter().zip(status.iter_mut()) {
             let (off, len) = (usize::from(s.offset), usize::from(s.len));
             assert!(off + len <= 4096, "copy past the guest page: {s:?}");
-            let Some((page, ro)) = w.grants.get_mut(&(domid, s.gref)) else {
-                ok = false;
+            let Some(&(page, ro)) = w.grants.get(&(domid, s.gref)) else {
+                *st = -1;
                 continue;
             };
-            let local = &mut buf[s.local..s.local + len];
-            match dir {
-                CopyDir::FromGuest => local.copy_from_slice(&page[off..off + len]),
-                CopyDir::ToGuest if *ro => ok = false,
-                CopyDir::ToGuest => page[off..off + len].copy_from_slice(local),
+            let local = &mut local[s.local..s.local + len];
+            match s.dir {
+                CopyDir::FromGuest => page.mem().read(off, local, 1),
+                CopyDir::ToGuest if ro => *st = -1,
+                CopyDir::ToGuest => page.mem().write(off, local, 1),
             }
         }
-        if ok { Ok(()) } else { Err(xen_abi::EINVAL) }
+        Ok(())
     }
 }
 
@@ -190,13 +215,18 @@ impl Env {
     }
 
     fn grant(&mut self, fe: u16, gref: u32, data: &[u8], ro: bool) {
-        let mut p = Box::new([0u8; 4096]);
-        p[..data.len()].copy_from_slice(data);
+        let p: &'static HeapPage = Box::leak(Box::new(HeapPage::one()));
+        p.mem().write(0, data, 1);
         self.w.0.borrow_mut().grants.insert((fe, gref), (p, ro));
     }
 
     fn page(&self, fe: u16, gref: u32) -> Vec<u8> {
-        self.w.0.borrow().grants[&(fe, gref)].0.to_vec()
+        let mut v = vec![0u8; 4096];
+        self.w.0.borrow().grants[&(fe, gref)]
+            .0
+            .mem()
+            .read(0, &mut v, 1);
+        v
     }
 
     /// Submits requests and returns the responses.
@@ -820,4 +850,313 @@ fn a_rebooted_domain_gets_the_same_disk_again() {
     // A second domain_back changes nothing.
     e.bb.domain_back(&mut e.svc, 2);
     assert_eq!(e.be(2, "state").as_deref(), Some("4"));
+}
+
+/// Eight requests queued together (one ring pass): their segments go in
+/// one grant-copy call, straight to and from the disk's bytes.
+#[test]
+fn one_copy_call_for_a_ring_pass() {
+    let mut e = Env::new();
+    e.disk(2, 4 << 20, 512, false);
+    let mut f = e.connect(2, None, 10);
+    let mut reqs = Vec::new();
+    for r in 0..8u32 {
+        let segs: Vec<_> = (0..4u32)
+            .map(|k| {
+                let g = 100 + r * 4 + k;
+                e.grant(2, g, &pattern(4096, g as u8), true);
+                seg(g, 0, 7)
+            })
+            .collect();
+        reqs.push(rw(BLKIF_OP_WRITE, u64::from(r), u64::from(r) * 32, &segs));
+    }
+    let rsp = e.submit(&mut f, &reqs);
+    assert_eq!(rsp.len(), 8);
+    for (r, x) in rsp.iter().enumerate() {
+        assert_eq!((x.id, x.status), (r as u64, BLKIF_RSP_OKAY));
+    }
+    assert_eq!(
+        (e.w.0.borrow().copy_calls, e.w.0.borrow().copy_segs),
+        (1, 32)
+    );
+    let disk = e.disk_bytes(0);
+    for g in 0..32usize {
+        assert_eq!(
+            &disk[g * 4096..(g + 1) * 4096],
+            &pattern(4096, (100 + g) as u8)[..]
+        );
+    }
+    let v = &e.bb.vbds()[0].stats;
+    assert_eq!((v.copy_calls, v.copy_segs, v.persistent_segs), (1, 32, 0));
+}
+
+/// More segments in a pass than a batch holds: batches of at most
+/// COPY_BATCH (the mock asserts it), the indirect lists in one more.
+#[test]
+fn batches_are_bounded() {
+    let mut e = Env::new();
+    e.disk(2, 16 << 20, 512, false);
+    let mut f = e.connect(2, Some(1), 10);
+    let mut reqs = Vec::new();
+    for r in 0..8u32 {
+        let mut list = Vec::new();
+        for k in 0..40u32 {
+            let g = 1000 + r * 40 + k;
+            e.grant(2, g, &pattern(4096, g as u8), true);
+            list.extend_from_slice(seg(g, 0, 7).as_bytes());
+        }
+        e.grant(2, 500 + r, &list, true);
+        reqs.push(indirect(
+            BLKIF_OP_WRITE,
+            u64::from(r),
+            u64::from(r) * 40 * 8,
+            40,
+            &[500 + r],
+        ));
+    }
+    let rsp = e.submit(&mut f, &reqs);
+    assert!(rsp.iter().all(|x| x.status == BLKIF_RSP_OKAY));
+    // 8 list pages in one call, 320 data segments in two.
+    assert_eq!(
+        (e.w.0.borrow().copy_calls, e.w.0.borrow().copy_segs),
+        (3, 328)
+    );
+    let disk = e.disk_bytes(0);
+    for g in 0..320usize {
+        assert_eq!(
+            &disk[g * 4096..(g + 1) * 4096],
+            &pattern(4096, (1000 + g) as u8)[..],
+            "page {g}"
+        );
+    }
+}
+
+/// In one pass: a write, a request with a bad grant, a read of what the
+/// write wrote, a discard, a read of the discarded range. Each request
+/// gets its own status and sees the ones before it.
+#[test]
+fn one_pass_keeps_order_and_fails_requests_alone() {
+    let mut e = Env::new();
+    e.disk(2, 1 << 20, 512, false);
+    let mut f = e.connect(2, None, 10);
+    let data = pattern(4096, 42);
+    e.grant(2, 100, &data, true);
+    e.grant(2, 200, &[], false);
+    e.grant(2, 201, &[], false);
+    e.grant(2, 202, &[0xee; 4096], false);
+    let mut d = BlkifRequestDiscard {
+        operation: BLKIF_OP_DISCARD,
+        id: 4,
+        sector_number: 8,
+        nr_sectors: 8,
+        ..Default::default()
+    };
+    d.handle = XVDA as u16;
+    let mut disc = BlkifRequest::default();
+    disc.as_mut_bytes()[..32].copy_from_slice(d.as_bytes());
+    let rsp = e.submit(
+        &mut f,
+        &[
+            rw(BLKIF_OP_WRITE, 1, 8, &[seg(100, 0, 7)]),
+            rw(BLKIF_OP_READ, 2, 0, &[seg(200, 0, 7), seg(999, 0, 7)]),
+            rw(BLKIF_OP_READ, 3, 8, &[seg(201, 0, 7)]),
+            disc,
+            rw(BLKIF_OP_READ, 5, 8, &[seg(202, 0, 7)]),
+        ],
+    );
+    let st: Vec<_> = rsp.iter().map(|r| (r.id, r.status)).collect();
+    assert_eq!(
+        st,
+        [
+            (1, BLKIF_RSP_OKAY),
+            (2, BLKIF_RSP_ERROR),
+            (3, BLKIF_RSP_OKAY),
+            (4, BLKIF_RSP_OKAY),
+            (5, BLKIF_RSP_OKAY)
+        ]
+    );
+    assert_eq!(e.page(2, 201), data);
+    assert_eq!(e.page(2, 202), vec![0; 4096]);
+}
+
+fn persistent_env(front_offers: bool) -> (Env, Front) {
+    let mut e = Env::new();
+    e.bb.set_persistent(true);
+    e.disk(2, 4 << 20, 512, false);
+    assert_eq!(e.be(2, "feature-persistent").as_deref(), Some("1"));
+    if front_offers {
+        e.fe_write(2, "feature-persistent", "1");
+    }
+    let f = e.connect(2, None, 10);
+    (e, f)
+}
+
+#[test]
+fn persistent_grants_only_when_both_ends_offer_them() {
+    // Switched off (on by default).
+    let mut e = Env::new();
+    e.bb.set_persistent(false);
+    e.disk(2, 1 << 20, 512, false);
+    assert_eq!(e.be(2, "feature-persistent").as_deref(), Some("0"));
+    e.fe_write(2, "feature-persistent", "1");
+    let mut f = e.connect(2, None, 10);
+    e.grant(2, 100, &[], false);
+    assert_eq!(
+        e.one(&mut f, rw(BLKIF_OP_READ, 1, 0, &[seg(100, 0, 7)])),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!((e.w.0.borrow().pmaps, e.w.0.borrow().copy_calls), (0, 1));
+    // Offered, but the front end does not.
+    let (mut e, mut f) = persistent_env(false);
+    assert!(e.w.0.borrow().log.iter().any(|l| l.contains("grant copy")));
+    e.grant(2, 100, &[], false);
+    assert_eq!(
+        e.one(&mut f, rw(BLKIF_OP_READ, 1, 0, &[seg(100, 0, 7)])),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!((e.w.0.borrow().pmaps, e.w.0.borrow().copy_calls), (0, 1));
+}
+
+#[test]
+fn persistent_grants_are_mapped_once_and_reused() {
+    let (mut e, mut f) = persistent_env(true);
+    assert!(
+        e.w.0
+            .borrow()
+            .log
+            .iter()
+            .any(|l| l.contains("persistent grants"))
+    );
+    let data = pattern(4096, 3);
+    e.grant(2, 100, &data, false);
+    e.grant(2, 101, &[], false);
+    assert_eq!(
+        e.one(
+            &mut f,
+            rw(BLKIF_OP_WRITE, 1, 16, &[seg(100, 0, 7), seg(101, 0, 3)])
+        ),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!(&e.disk_bytes(0)[16 * 512..24 * 512], &data[..]);
+    assert_eq!(&e.disk_bytes(0)[24 * 512..28 * 512], &[0u8; 2048][..]);
+    // The same grants again, for a read: no new map, no copy.
+    assert_eq!(
+        e.one(
+            &mut f,
+            rw(BLKIF_OP_READ, 2, 20, &[seg(100, 0, 3), seg(101, 4, 7)])
+        ),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!(&e.page(2, 100)[..2048], &data[2048..]);
+    assert_eq!(&e.page(2, 101)[2048..], &[0u8; 2048][..]);
+    let w = e.w.0.borrow();
+    assert_eq!((w.pmaps, w.pmapped.len(), w.copy_calls), (2, 2, 0));
+    drop(w);
+    let s = e.bb.vbds()[0].stats;
+    assert_eq!(
+        (s.persistent_maps, s.persistent_segs, s.copy_segs),
+        (2, 4, 0)
+    );
+    // A read-only grant cannot be mapped writable: copied instead, and
+    // a bad grant fails its request alone.
+    e.grant(2, 300, &data, true);
+    let rsp = e.submit(
+        &mut f,
+        &[
+            rw(BLKIF_OP_WRITE, 3, 40, &[seg(300, 0, 7)]),
+            rw(BLKIF_OP_WRITE, 4, 48, &[seg(999, 0, 7)]),
+            rw(BLKIF_OP_READ, 5, 40, &[seg(101, 0, 7)]),
+        ],
+    );
+    let st: Vec<_> = rsp.iter().map(|r| (r.id, r.status)).collect();
+    assert_eq!(
+        st,
+        [
+            (3, BLKIF_RSP_OKAY),
+            (4, BLKIF_RSP_ERROR),
+            (5, BLKIF_RSP_OKAY)
+        ]
+    );
+    assert_eq!(e.page(2, 101), data);
+    assert_eq!(e.w.0.borrow().pmapped.len(), 2);
+}
+
+#[test]
+fn persistent_grants_indirect_pages_too() {
+    let (mut e, mut f) = persistent_env(true);
+    let mut list = Vec::new();
+    for k in 0..20u32 {
+        e.grant(2, 1000 + k, &pattern(4096, k as u8), false);
+        list.extend_from_slice(seg(1000 + k, 0, 7).as_bytes());
+    }
+    e.grant(2, 500, &list, false);
+    assert_eq!(
+        e.one(&mut f, indirect(BLKIF_OP_WRITE, 1, 0, 20, &[500])),
+        BLKIF_RSP_OKAY
+    );
+    let disk = e.disk_bytes(0);
+    for k in 0..20usize {
+        assert_eq!(&disk[k * 4096..(k + 1) * 4096], &pattern(4096, k as u8)[..]);
+    }
+    let w = e.w.0.borrow();
+    assert_eq!((w.pmaps, w.copy_calls), (21, 0));
+}
+
+#[test]
+fn persistent_grants_are_bounded_per_ring() {
+    let (mut e, mut f) = persistent_env(true);
+    let n = MAX_PERSISTENT_GRANTS as u32 + 10;
+    for g in 0..n {
+        e.grant(2, 1000 + g, &pattern(4096, g as u8), false);
+    }
+    for chunk in (0..n).collect::<Vec<_>>().chunks(11) {
+        let segs: Vec<_> = chunk.iter().map(|&g| seg(1000 + g, 0, 7)).collect();
+        let sector = u64::from(chunk[0]) * 8;
+        assert_eq!(
+            e.one(&mut f, rw(BLKIF_OP_WRITE, 1, sector, &segs)),
+            BLKIF_RSP_OKAY
+        );
+    }
+    let disk = e.disk_bytes(0);
+    for g in 0..n as usize {
+        assert_eq!(&disk[g * 4096..(g + 1) * 4096], &pattern(4096, g as u8)[..]);
+    }
+    let w = e.w.0.borrow();
+    assert_eq!(w.pmapped.len(), MAX_PERSISTENT_GRANTS);
+    assert_eq!(w.copy_segs, 10);
+}
+
+#[test]
+fn persistent_grants_are_unmapped_on_disconnect() {
+    let (mut e, mut f) = persistent_env(true);
+    for g in 0..5 {
+        e.grant(2, 100 + g, &[], false);
+    }
+    let segs: Vec<_> = (0..5).map(|g| seg(100 + g, 0, 7)).collect();
+    assert_eq!(
+        e.one(&mut f, rw(BLKIF_OP_READ, 1, 0, &segs)),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!(e.w.0.borrow().pmapped.len(), 5);
+    // The front end closes: every grant unmapped with the ring.
+    e.fe_write(2, "state", "5");
+    e.bb.sync(&mut e.svc);
+    assert!(e.w.0.borrow().pmapped.is_empty());
+    assert_eq!(e.w.0.borrow().punmaps, 5);
+    // Reconnected, they are mapped afresh.
+    e.fe_write(2, "state", "6");
+    e.bb.sync(&mut e.svc);
+    e.fe_write(2, "state", "1");
+    e.bb.sync(&mut e.svc);
+    let mut f = e.connect(2, None, 20);
+    assert_eq!(
+        e.one(&mut f, rw(BLKIF_OP_READ, 2, 0, &segs[..2])),
+        BLKIF_RSP_OKAY
+    );
+    assert_eq!(e.w.0.borrow().pmapped.len(), 2);
+    // The domain goes away: unmapped too.
+    e.bb.domain_gone(&mut e.svc, 2);
+    assert!(e.w.0.borrow().pmapped.is_empty());
+    assert!(e.w.0.borrow().mapped.is_empty());
+    assert_eq!(e.w.0.borrow().punmaps, 7);
 }

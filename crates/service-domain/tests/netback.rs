@@ -80,31 +80,34 @@ impl BlkPlatform for Mock {
     fn unmap_ring(&mut self, id: MapId) {
         assert!(self.0.borrow_mut().mapped.remove(&id).is_some());
     }
+    fn map_grant(&mut self, _: u16, _: u32) -> Result<(Self::Ring, MapId), i32> {
+        Err(xen_abi::EINVAL)
+    }
+    fn unmap_grants(&mut self, _: &[MapId]) {}
     fn copy(
         &mut self,
         domid: u16,
-        dir: CopyDir,
         segs: &[CopySeg],
         buf: &mut [u8],
+        status: &mut [i16],
     ) -> Result<(), i32> {
         let mut w = self.0.borrow_mut();
         w.copy_calls += 1;
-        let mut ok = true;
-        for s in segs {
+        for (s, st) in segs.iter().zip(status.iter_mut()) {
             let (off, len) = (usize::from(s.offset), usize::from(s.len));
             assert!(off + len <= 4096, "copy past the guest page: {s:?}");
             let Some((page, ro)) = w.grants.get_mut(&(domid, s.gref)) else {
-                ok = false;
+                *st = -1;
                 continue;
             };
             let local = &mut buf[s.local..s.local + len];
-            match dir {
+            match s.dir {
                 CopyDir::FromGuest => local.copy_from_slice(&page[off..off + len]),
-                CopyDir::ToGuest if *ro => ok = false,
+                CopyDir::ToGuest if *ro => *st = -1,
                 CopyDir::ToGuest => page[off..off + len].copy_from_slice(local),
             }
         }
-        if ok { Ok(()) } else { Err(xen_abi::EINVAL) }
+        Ok(())
     }
 }
 

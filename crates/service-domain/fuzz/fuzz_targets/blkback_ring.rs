@@ -52,18 +52,30 @@ impl BlkPlatform for Mock {
         Ok((self.0.borrow().ring.unwrap().mem(), 1))
     }
     fn unmap_ring(&mut self, _: MapId) {}
-    fn copy(&mut self, _: u16, dir: CopyDir, segs: &[CopySeg], buf: &mut [u8]) -> Result<(), i32> {
+    fn map_grant(&mut self, _: u16, _: u32) -> Result<(Self::Ring, MapId), i32> {
+        Err(xen_abi::EINVAL)
+    }
+    fn unmap_grants(&mut self, _: &[MapId]) {}
+    fn copy(
+        &mut self,
+        _: u16,
+        segs: &[CopySeg],
+        buf: &mut [u8],
+        status: &mut [i16],
+    ) -> Result<(), i32> {
+        assert!(segs.len() <= COPY_BATCH, "batch past COPY_BATCH");
         let mut w = self.0.borrow_mut();
-        for s in segs {
+        for (s, st) in segs.iter().zip(status.iter_mut()) {
             let (off, len) = (usize::from(s.offset), usize::from(s.len));
             assert!(off + len <= 4096, "copy past the guest page");
             let local = &mut buf[s.local..s.local + len];
             let Some((page, ro)) = w.grants.get_mut(&s.gref) else {
-                return Err(xen_abi::EINVAL);
+                *st = -1;
+                continue;
             };
-            match dir {
+            match s.dir {
                 CopyDir::FromGuest => local.copy_from_slice(&page[off..off + len]),
-                CopyDir::ToGuest if *ro => return Err(xen_abi::EINVAL),
+                CopyDir::ToGuest if *ro => *st = -1,
                 CopyDir::ToGuest => page[off..off + len].copy_from_slice(local),
             }
         }

@@ -310,6 +310,9 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     }
     let mut blk = Blk::new(me.unwrap_or(0));
+    if let Some(on) = opts.blk_persistent {
+        blk.set_persistent(on);
+    }
     for (d, bytes) in opts.disks.iter().zip(boot_disks(&boot, &opts.disks)) {
         let fe = d.domid;
         match bytes.and_then(|b| MemDisk::new(b, 512, d.ro)) {
@@ -423,6 +426,21 @@ fn event_loop(
             }
             if svc.all_down() {
                 let mut con = Console(svc.platform().hc());
+                for v in blk.vbds() {
+                    let s = v.stats;
+                    let _ = writeln!(
+                        con,
+                        "service-domain: blkback: d{} vbd {}: {} requests ({} errors), {} grant-copy calls for {} segments, {} segments through {} persistent grants",
+                        v.frontend(),
+                        v.devid(),
+                        s.ok + s.errors,
+                        s.errors,
+                        s.copy_calls,
+                        s.copy_segs,
+                        s.persistent_segs,
+                        s.persistent_maps
+                    );
+                }
                 for v in net.vifs() {
                     let s = v.stats;
                     let _ = writeln!(

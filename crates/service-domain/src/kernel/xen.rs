@@ -12,8 +12,8 @@ use pv_rings::RawMem;
 use service_domain::blkback::{BlkPlatform, CopyDir, CopySeg, MapId};
 use service_domain::{DomainInfo, Platform};
 use xen_abi::grant_table::{
-    GNTCOPY_dest_gref, GNTCOPY_source_gref, GNTMAP_host_map, GNTTAB_RESERVED_XENSTORE, GnttabCopy,
-    GnttabCopyPtr,
+    GNTCOPY_dest_gref, GNTCOPY_source_gref, GNTMAP_host_map, GNTST_bad_copy_arg,
+    GNTTAB_RESERVED_XENSTORE, GnttabCopy, GnttabCopyPtr, GnttabUnmapGrantRef,
 };
 use xen_abi::guest::Hypercall;
 use xen_abi::memory::{XENMAPSPACE_shared_info, XenAddToPhysmap};
@@ -40,11 +40,14 @@ pub struct XenPlatform {
     free: Vec<u64>,
     /// Domain -> (frame, grant handle) of its mapped store page.
     maps: BTreeMap<u16, (u64, u32)>,
-    /// Mapped block rings: their frames and grant handles.
+    /// Mapped block rings and persistent grants: their frames and grant
+    /// handles.
     rings: BTreeMap<MapId, Vec<(u64, u32)>>,
     next_ring: MapId,
-    /// The grant copies of one batch (kept to reuse the allocation).
+    /// The grant copies of one batch (kept to reuse the allocation), and
+    /// the segment each is part of.
     copies: Vec<GnttabCopy>,
+    copy_owner: Vec<usize>,
 }
 
 impl XenPlatform {
@@ -70,6 +73,7 @@ impl XenPlatform {
             rings: BTreeMap::new(),
             next_ring: 0,
             copies: Vec::new(),
+            copy_owner: Vec::new(),
         })
     }
 
@@ -185,29 +189,85 @@ impl BlkPlatform for XenPlatform {
         }
     }
 
+    fn map_grant(&mut self, domid: u16, gref: u32) -> Result<(Self::Ring, MapId), i32> {
+        let gfn = self.take_gfn().ok_or(xen_abi::ENOMEM)?;
+        let handle = match self.map_at(domid, gref, gfn) {
+            Ok(h) => h,
+            Err(e) => {
+                self.free.push(gfn);
+                return Err(e);
+            }
+        };
+        let base = NonNull::new((gfn << 12) as *mut u8).ok_or(xen_abi::EINVAL)?;
+        // SAFETY: the grant is mapped at `gfn` (identity-mapped, below
+        // 1 GiB, a hole no Rust value lives in) until `unmap_grants`,
+        // which the back end calls only after dropping this handle; every
+        // access is atomic (`SharedMem`).
+        let mem = match unsafe { RawMem::new(base, 4096) } {
+            Ok(m) => m,
+            Err(_) => {
+                self.unmap_frames(alloc::vec![(gfn, handle)]);
+                return Err(xen_abi::EINVAL);
+            }
+        };
+        self.next_ring = self.next_ring.wrapping_add(1);
+        self.rings
+            .insert(self.next_ring, alloc::vec![(gfn, handle)]);
+        Ok((mem, self.next_ring))
+    }
+
+    fn unmap_grants(&mut self, ids: &[MapId]) {
+        let mut ops = Vec::new();
+        for id in ids {
+            if let Some(frames) = self.rings.remove(id) {
+                ops.extend(frames.into_iter().map(|(gfn, handle)| GnttabUnmapGrantRef {
+                    host_addr: gfn << 12,
+                    dev_bus_addr: 0,
+                    handle,
+                    status: 0,
+                    pad: 0,
+                }));
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        // SAFETY: the back end dropped every use of these pages first.
+        let r = unsafe { self.hc.grant_table_op(&mut ops) };
+        for o in &ops {
+            if r.is_ok() && o.status == 0 {
+                self.free.push(o.host_addr >> 12);
+            }
+        }
+    }
+
     fn copy(
         &mut self,
         domid: u16,
-        dir: CopyDir,
         segs: &[CopySeg],
-        buf: &mut [u8],
+        local: &mut [u8],
+        status: &mut [i16],
     ) -> Result<(), i32> {
         let mut ops = core::mem::take(&mut self.copies);
+        let mut owner = core::mem::take(&mut self.copy_owner);
         ops.clear();
-        let base = buf.as_mut_ptr() as u64;
-        for s in segs {
+        owner.clear();
+        let base = local.as_mut_ptr() as u64;
+        for (k, s) in segs.iter().enumerate() {
             let end = s.local.checked_add(usize::from(s.len));
-            if end.is_none_or(|e| e > buf.len())
+            if end.is_none_or(|e| e > local.len())
                 || usize::from(s.offset) + usize::from(s.len) > 4096
             {
-                self.copies = ops;
-                return Err(xen_abi::EINVAL);
+                if let Some(st) = status.get_mut(k) {
+                    *st = GNTST_bad_copy_arg;
+                }
+                continue;
             }
             // Our side may cross a frame boundary: split it there.
             let mut done = 0u16;
             while done < s.len {
-                let local = base + (s.local + usize::from(done)) as u64;
-                let in_frame = (4096 - (local & 0xfff)) as u16;
+                let at = base + (s.local + usize::from(done)) as u64;
+                let in_frame = (4096 - (at & 0xfff)) as u16;
                 let len = (s.len - done).min(in_frame);
                 let guest = GnttabCopyPtr {
                     u: u64::from(s.gref),
@@ -216,12 +276,12 @@ impl BlkPlatform for XenPlatform {
                     pad: 0,
                 };
                 let mine = GnttabCopyPtr {
-                    u: local >> 12,
+                    u: at >> 12,
                     domid: xen_abi::DOMID_SELF,
-                    offset: (local & 0xfff) as u16,
+                    offset: (at & 0xfff) as u16,
                     pad: 0,
                 };
-                let (source, dest, flags) = match dir {
+                let (source, dest, flags) = match s.dir {
                     CopyDir::FromGuest => (guest, mine, GNTCOPY_source_gref),
                     CopyDir::ToGuest => (mine, guest, GNTCOPY_dest_gref),
                 };
@@ -233,20 +293,30 @@ impl BlkPlatform for XenPlatform {
                     status: 0,
                     pad: 0,
                 });
+                owner.push(k);
                 done += len;
             }
         }
-        // SAFETY: the destination frames are the guest's or `buf`'s, which
-        // we hold exclusively for the call (identity-mapped heap).
-        let r = unsafe { self.hc.gnttab_copy(&mut ops) };
-        let ok = r.is_ok() && ops.iter().all(|o| o.status == 0);
-        let first_bad = ops.iter().find(|o| o.status != 0).map(|o| o.status);
-        self.copies = ops;
-        match (r, ok) {
-            (Err(e), _) => Err(errno(e)),
-            (Ok(()), true) => Ok(()),
-            (Ok(()), false) => Err(-i32::from(first_bad.unwrap_or(-1))),
+        let r = if ops.is_empty() {
+            Ok(())
+        } else {
+            // SAFETY: the destination frames are the guest's or `local`'s,
+            // which we hold exclusively for the call (identity-mapped: the
+            // disk's boot module or the heap).
+            unsafe { self.hc.gnttab_copy(&mut ops) }
+        };
+        if r.is_ok() {
+            for (o, &k) in ops.iter().zip(&owner) {
+                if let Some(st) = status.get_mut(k)
+                    && *st == 0
+                {
+                    *st = o.status;
+                }
+            }
         }
+        self.copies = ops;
+        self.copy_owner = owner;
+        r.map_err(errno)
     }
 }
 

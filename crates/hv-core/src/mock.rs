@@ -153,10 +153,11 @@ impl MockPlatform {
         self.in_use.load(SeqCst) as usize
     }
 
-    /// The shard that holds frame `h` (neighbouring frames and the same
-    /// frame of different 2 MiB blocks spread out).
+    /// The shard that holds frame `h`: a multiplicative (Fibonacci) hash,
+    /// so that frames at the same offset of different blocks spread out.
     fn shard(&self, h: u64) -> &Mutex<HashMap<u64, Frame>> {
-        &self.frames[((h ^ (h >> 9)) as usize) % SHARDS].0
+        let i = h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros());
+        &self.frames[i as usize].0
     }
 
     /// Counts `n` more frames in use, unless that passes the limit.

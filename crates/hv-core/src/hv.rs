@@ -15,6 +15,7 @@ use crate::arch::{NestedPaging, P2mPerms, VcpuBackend, VmExit};
 use crate::domain::{Caps, Domain, DomainState, ShutdownReason, VcpuState};
 use crate::evtchn::ChanState;
 use crate::guestmem::GuestMem;
+use crate::lockorder::{Held, LockClass, OrderedMutex};
 use crate::p2m::{BLOCK_FRAMES, BlockMask, P2m, P2mEntry, P2mKind, frames_in};
 use crate::pagewalk::{GuestVirt, PagingMode};
 use crate::platform::Platform;
@@ -80,13 +81,13 @@ pub struct Hypervisor<P: Platform> {
     pub(crate) restart: bool,
     /// vCPUs woken (Blocked or Polling to Runnable) for the scheduler: a
     /// leaf lock, also pushed to by the domain-local path.
-    pub(crate) woken: Arc<spin::Mutex<Vec<(DomId, u32)>>>,
+    pub(crate) woken: Arc<OrderedMutex<Vec<(DomId, u32)>>>,
     /// The vCPU whose exit is being handled.
     current: Option<(DomId, u32)>,
     /// Every pending timer.
     /// Every pending timer: a leaf lock, also taken by the domain-local
     /// path (singleshot timers) under a domain's lock.
-    pub(crate) timers: Arc<spin::Mutex<TimerHeap>>,
+    pub(crate) timers: Arc<OrderedMutex<TimerHeap>>,
     /// The TSC to system-time scale published in pvclock.
     pub scale: TimeScale,
     /// Secondary vCPUs started (INIT-SIPI-SIPI or `VCPUOP_up`), for the
@@ -142,9 +143,16 @@ pub(crate) type Cells = BTreeMap<u16, Arc<DomainCell>>;
 /// Aligned to its own cache lines, so that two CPUs running two domains
 /// never share one.
 #[repr(align(128))]
-#[derive(Default)]
 pub struct DomainCell {
-    pub(crate) slot: spin::Mutex<Option<Box<Domain>>>,
+    pub(crate) slot: OrderedMutex<Option<Box<Domain>>>,
+}
+
+impl Default for DomainCell {
+    fn default() -> Self {
+        DomainCell {
+            slot: OrderedMutex::new(LockClass::Domain, None),
+        }
+    }
 }
 
 impl DomainCell {
@@ -169,7 +177,7 @@ impl<P: Platform> Hypervisor<P> {
             tlb: Arc::new(GuestModeClock::default()),
             retire: Retire::default(),
             scale,
-            timers: Arc::new(spin::Mutex::new(TimerHeap::default())),
+            timers: Arc::new(OrderedMutex::new(LockClass::Leaf, TimerHeap::default())),
             platform: Arc::new(platform),
             domains: BTreeMap::new(),
             cells: Arc::new(spin::RwLock::new(BTreeMap::new())),
@@ -177,7 +185,7 @@ impl<P: Platform> Hypervisor<P> {
             next_domid: 0,
             action: ExitAction::Resume,
             restart: false,
-            woken: Arc::new(spin::Mutex::new(Vec::new())),
+            woken: Arc::new(OrderedMutex::new(LockClass::Leaf, Vec::new())),
         }
     }
 
@@ -212,6 +220,7 @@ impl<P: Platform> Hypervisor<P> {
         d.unique_id = self.next_unique;
         self.next_unique += 1;
         debug_assert!(self.held, "domains are built with the hypervisor held");
+        let _registry = Held::take(LockClass::Registry);
         self.cells
             .write()
             .insert(id.0, Arc::new(DomainCell::default()));
@@ -232,6 +241,7 @@ impl<P: Platform> Hypervisor<P> {
         if self.held {
             return;
         }
+        let _registry = Held::take(LockClass::Registry);
         for (&id, cell) in self.cells.read().iter() {
             if let Some(dom) = cell.slot.lock().take() {
                 self.domains.insert(id, dom);
@@ -246,6 +256,7 @@ impl<P: Platform> Hypervisor<P> {
         if !self.held {
             return;
         }
+        let _registry = Held::take(LockClass::Registry);
         for (id, dom) in core::mem::take(&mut self.domains) {
             if let Some(cell) = self.cells.read().get(&id) {
                 *cell.slot.lock() = Some(dom);
@@ -269,7 +280,7 @@ impl<P: Platform> Hypervisor<P> {
             self.scale,
             self.timers.clone(),
             self.woken.clone(),
-            self.cells.clone(),
+            self.cells.read().clone(),
         ))
     }
 
@@ -622,6 +633,7 @@ impl<P: Platform> Hypervisor<P> {
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         // A CPU still holding the cell finds it empty and takes the global
         // path, which no longer knows the domain.
+        let _registry = Held::take(LockClass::Registry);
         self.cells.write().remove(&d.0);
         for (_, e) in dom.p2m.drain() {
             if e.kind.owned() {
@@ -764,7 +776,7 @@ impl<P: Platform> Hypervisor<P> {
     /// The queue of woken vCPUs itself, for a run loop that drains it
     /// without the global lock after a domain-local exit woke someone
     /// (lock order: the scheduler's lock, then this leaf).
-    pub fn woken_queue(&self) -> Arc<spin::Mutex<Vec<(DomId, u32)>>> {
+    pub fn woken_queue(&self) -> Arc<OrderedMutex<Vec<(DomId, u32)>>> {
         self.woken.clone()
     }
 

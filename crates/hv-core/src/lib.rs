@@ -13,7 +13,7 @@
 //!
 //! So all of it runs and is tested on the host with `cargo test`.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "mock")), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -35,6 +35,7 @@ pub mod hv;
 pub mod hvm_op;
 pub mod hypercall;
 pub mod local;
+pub mod lockorder;
 pub mod memory_op;
 #[cfg(any(test, feature = "mock"))]
 pub mod mock;

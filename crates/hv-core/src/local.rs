@@ -36,6 +36,7 @@ use crate::evtchn::{ChanState, Target};
 use crate::guestmem::GuestMem;
 use crate::hv::{Cells, DomainCell, ExitAction};
 use crate::hypercall::{Call, decode, set_result, set_timer_op_deadline, xen_version};
+use crate::lockorder::OrderedMutex;
 use crate::pagewalk::GuestVirt;
 use crate::platform::{FrameAccess, Platform};
 use crate::time::{TimeScale, TimerHeap};
@@ -49,11 +50,14 @@ pub struct LocalDomain<P> {
     platform: Arc<P>,
     scale: TimeScale,
     /// The timer heap (a leaf lock).
-    timers: Arc<spin::Mutex<TimerHeap>>,
+    timers: Arc<OrderedMutex<TimerHeap>>,
     /// The queue of woken vCPUs for the scheduler (a leaf lock).
-    woken: Arc<spin::Mutex<Vec<(DomId, u32)>>>,
-    /// The registry, to find an interdomain peer's cell.
-    cells: Arc<spin::RwLock<Cells>>,
+    woken: Arc<OrderedMutex<Vec<(DomId, u32)>>>,
+    /// The registry as it was when this handle was made, to find an
+    /// interdomain peer's cell without taking the registry's lock under a
+    /// domain's (a peer destroyed or rebuilt since is declined: its old
+    /// cell stays empty).
+    peers: Cells,
     /// Whether an exit handled here woke a vCPU since the last
     /// [`LocalDomain::take_woke`].
     woke: Cell<bool>,
@@ -65,9 +69,9 @@ impl<P: Platform> LocalDomain<P> {
         cell: Arc<DomainCell>,
         platform: Arc<P>,
         scale: TimeScale,
-        timers: Arc<spin::Mutex<TimerHeap>>,
-        woken: Arc<spin::Mutex<Vec<(DomId, u32)>>>,
-        cells: Arc<spin::RwLock<Cells>>,
+        timers: Arc<OrderedMutex<TimerHeap>>,
+        woken: Arc<OrderedMutex<Vec<(DomId, u32)>>>,
+        peers: Cells,
     ) -> Self {
         LocalDomain {
             d,
@@ -76,7 +80,7 @@ impl<P: Platform> LocalDomain<P> {
             scale,
             timers,
             woken,
-            cells,
+            peers,
             woke: Cell::new(false),
         }
     }
@@ -217,8 +221,7 @@ impl<P: Platform> LocalDomain<P> {
                             // holding one: the global path may be checking
                             // them out in id order, or the peer's CPU
                             // sending the other way.
-                            let cell = self.cells.read().get(&remote.0)?.clone();
-                            let mut slot = cell.slot.try_lock()?;
+                            let mut slot = self.peers.get(&remote.0)?.slot.try_lock()?;
                             let peer = slot.as_deref_mut()?;
                             if peer.await_store && peer.store.is_some_and(|s| s.port == rport) {
                                 // Its introduction unpauses it: global.
@@ -327,7 +330,7 @@ pub(crate) struct Wakes<'a> {
     /// System time, for runstates.
     pub now: u64,
     /// The queue of woken vCPUs for the scheduler.
-    pub woken: &'a spin::Mutex<Vec<(DomId, u32)>>,
+    pub woken: &'a OrderedMutex<Vec<(DomId, u32)>>,
     /// The vCPU whose exit is being handled.
     pub current: Option<(DomId, u32)>,
     /// Set when a vCPU was put on `woken`.

@@ -35,6 +35,24 @@ fn new_frame() -> Frame {
 /// not zero at power-on.
 pub const STALE_WORD: u64 = 0xDEAD_BEEF_5CA1_AB1E;
 
+/// The calling host thread's CPU number for the lock-order check: the
+/// lowest free one, given back when the thread ends (past
+/// `lockorder::MAX_CPUS` live threads, unchecked).
+fn thread_cpu() -> usize {
+    static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    struct Cpu(usize);
+    impl Drop for Cpu {
+        fn drop(&mut self) {
+            FREE.lock().push(self.0);
+        }
+    }
+    std::thread_local! {
+        static CPU: Cpu = Cpu(FREE.lock().pop().unwrap_or_else(|| NEXT.fetch_add(1, SeqCst) as usize));
+    }
+    CPU.with(|c| c.0)
+}
+
 /// The mock machine.
 pub struct MockPlatform {
     frames: Vec<Shard>,
@@ -130,6 +148,8 @@ impl Default for MockPlatform {
 impl MockPlatform {
     /// A machine that can hand out `limit` frames.
     pub fn new(limit: u64) -> Self {
+        // Each host thread is a CPU of its own for the lock-order check.
+        crate::lockorder::set_cpu_source(thread_cpu);
         MockPlatform {
             frames: (0..SHARDS).map(|_| Shard::default()).collect(),
             in_use: AtomicU64::new(0),

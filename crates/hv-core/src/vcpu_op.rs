@@ -299,7 +299,7 @@ pub fn set_singleshot<P: Platform>(
 /// lock), for the domain-local path too.
 pub(crate) fn singleshot_in(
     dom: &mut crate::domain::Domain,
-    timers: &spin::Mutex<crate::time::TimerHeap>,
+    timers: &crate::lockorder::OrderedMutex<crate::time::TimerHeap>,
     v: u32,
     deadline: Option<u64>,
 ) {

@@ -21,6 +21,7 @@ use arch_vmx::{Ept, VmxCpu, VmxVcpu};
 use hv_core::VcpuStart;
 use hv_core::arch::{NestedPaging, VcpuBackend, VmExit};
 use hv_core::domain::{DomainState, ShutdownReason};
+use hv_core::lockorder::{Held, LockClass, OrderedMutex};
 use hv_core::pagetable::TlbEpoch;
 use hv_core::sched::{Scheduler, VcpuKey};
 use hv_core::{DomId, ExitAction, Hfn, Hypervisor};
@@ -47,16 +48,22 @@ struct HvLock(Mutex<Hypervisor<HostPlatform>>);
 
 impl HvLock {
     fn lock(&self) -> HvGuard<'_> {
+        let held = Held::take(LockClass::Global);
         let mut g = self.0.lock();
         crate::console::enter_quiet();
         // Every domain out of its cell: the global path may touch any.
         g.hold();
-        HvGuard(Some(g))
+        HvGuard(Some(g), held)
     }
 }
 
 /// hv-core, held.
-struct HvGuard<'a>(Option<spin::MutexGuard<'a, Hypervisor<HostPlatform>>>);
+struct HvGuard<'a>(
+    Option<spin::MutexGuard<'a, Hypervisor<HostPlatform>>>,
+    /// The lock-order record (`hv_core::lockorder`), dropped last.
+    #[allow(dead_code)]
+    Held,
+);
 
 impl core::ops::Deref for HvGuard<'_> {
     type Target = Hypervisor<HostPlatform>;
@@ -89,7 +96,7 @@ static MAPS: Once<Maps> = Once::new();
 static GO: AtomicBool = AtomicBool::new(false);
 /// hv-core's credit scheduler. Taken inside the `HV` lock, or alone (to
 /// hand it the vCPUs a domain-local exit woke); never the other way round.
-static SCHED: Once<Mutex<Scheduler>> = Once::new();
+static SCHED: Once<OrderedMutex<Scheduler>> = Once::new();
 /// The boot CPU's backend (every CPU has the same features).
 static BOOT_CPU: Once<Cpu> = Once::new();
 /// Every domain's plan and modules, to build it again on reboot.
@@ -304,6 +311,8 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             crate::machine::stop(false)
         }
     };
+    // The lock-order check (debug builds) names CPUs by their index.
+    hv_core::lockorder::set_cpu_source(|| crate::cpu::this_cpu() as usize);
     HV.call_once(|| HvLock(Mutex::new(Hypervisor::new(HostPlatform { apic }))));
     // With a service domain, the others get a xenstore connection it
     // serves, and it gets the list of domains on its command line.
@@ -366,7 +375,7 @@ pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
             }
         }
     }
-    SCHED.call_once(|| Mutex::new(sched));
+    SCHED.call_once(|| OrderedMutex::new(LockClass::Scheduler, sched));
     SLOTS.call_once(|| slots);
     cpu.take_host_interrupts();
     GO.store(true, SeqCst);

@@ -1,9 +1,13 @@
 //! The hypervisor state: every domain, and the entry points the per-CPU
 //! loop calls (exits, upcall injection, timers).
 //!
-//! hv-core is single-threaded by construction: the image wraps one
-//! [`Hypervisor`] in a lock and calls it from every physical CPU between
-//! guest runs. Guest execution itself happens outside the lock.
+//! Two ways in (docs/architecture.md §10, the lock map): the image wraps
+//! one [`Hypervisor`] in its global lock, and while a CPU holds it every
+//! domain is checked out of its [`DomainCell`] ([`Hypervisor::hold`]), so
+//! the methods here work on `&mut self` as single-threaded code. Between
+//! two holds the domains are back in their cells, and each CPU handles the
+//! exits that touch only its domain under that cell's lock alone
+//! ([`crate::local`]). Guest execution happens outside every lock.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};

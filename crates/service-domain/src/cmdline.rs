@@ -39,7 +39,7 @@ pub struct Options {
     pub net_split_events: bool,
     /// `blkback.feature_persistent=0|1` (Linux blkback's module parameter
     /// of that name): whether the vbds offer `feature-persistent`; `None`
-    /// leaves blkback's default (off).
+    /// leaves blkback's default (on).
     pub blk_persistent: Option<bool>,
 }
 

@@ -48,7 +48,8 @@ commands:
                      boot figure alone; --block-only: the block figures
                      alone; --net-only: the network figures alone (two
                      Linux domains against two bare QEMUs joined by
-                     -netdev socket)
+                     -netdev socket); --smp-only: the aggregate
+                     hypercall rate of two domains on -smp 2 against one
   run [options]      build the image, boot it in QEMU (AMD SVM) with the
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),

@@ -84,6 +84,9 @@ pub struct Options {
     pub skip_cr0_nw: bool,
     /// `ip=A.B.C.D`: the address `role=net-peer` answers for.
     pub ip: Option<[u8; 4]>,
+    /// `calls=N`: how many `xen_version` calls `role=bench` times (the
+    /// SMP figure wants a loop long enough for two domains to overlap).
+    pub calls: Option<u64>,
 }
 
 /// The guest's part in a multi-domain test (`role=` on its command line).
@@ -355,6 +358,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 opts.skip_cr0_nw = true;
             } else if let Some(ip) = w.strip_prefix("ip=") {
                 opts.ip = parse_ipv4(ip);
+            } else if let Some(n) = w.strip_prefix("calls=") {
+                opts.calls = n.parse().ok().filter(|&n| n > 0);
             } else if let Some(name) = w.strip_prefix("xsname=") {
                 opts.xsname = Some(name);
             } else if let Some(list) = w.strip_prefix("wait=") {
@@ -434,7 +439,7 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     record(r, "grant_shared", o);
                 }
                 Role::Bench => {
-                    let o = bench::bench(r, &mut ctx, opts.peer);
+                    let o = bench::bench(r, &mut ctx, opts.peer, opts.calls);
                     record(r, "bench", o);
                 }
                 Role::BenchPong => {

@@ -14,7 +14,7 @@
 //! ```text
 //! BENCH first_tsc=N now_tsc=N              (every run: the TSC at pvh_start, and now)
 //! BENCH calibration insns=N tsc_ticks=N    (before and after the hypercalls)
-//! BENCH hypercall n=N mean_ticks=N mean_insns=N min_ticks=N
+//! BENCH hypercall n=N mean_ticks=N mean_insns=N min_ticks=N total_ticks=N
 //! BENCH loopback n=N ports=A,B send_deliver_ticks=N send_deliver_insns=N
 //! BENCH event n=N roundtrip_ticks=N roundtrip_insns=N send_deliver_insns=N
 //! BENCH vcpu n=N roundtrip_ticks=N roundtrip_insns=N send_deliver_insns=N
@@ -28,7 +28,8 @@
 //! `SCHEDOP_poll`, clears it and answers on a port bound to vCPU 0. The
 //! figure Xen's dom0 can give for events between two parties.
 //!
-//! `role=bench [peer=N]` measures [`HYPERCALLS`] `xen_version(XENVER_version)`
+//! `role=bench [peer=N] [calls=N]` measures [`HYPERCALLS`] (or `calls=`)
+//! `xen_version(XENVER_version)`
 //! calls and, with a peer, [`ROUNDS`] event round trips: it binds to the
 //! port its peer offers (as `role=ping` does), sends, and waits with
 //! `SCHEDOP_poll` until the answer is pending. `role=bench-pong [peer=N]`
@@ -98,8 +99,15 @@ fn await_event(ctx: &Ctx, port: u32, deadline: u64) -> Result<bool, Why> {
     }
 }
 
-/// `role=bench`.
-pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: Option<u16>) -> Outcome {
+/// `role=bench` (`calls`: `xen_version` calls timed, default
+/// [`HYPERCALLS`]).
+pub(super) fn bench<W: Write>(
+    r: &mut Report<W>,
+    ctx: &mut Ctx,
+    peer: Option<u16>,
+    calls: Option<u64>,
+) -> Outcome {
+    let calls = calls.unwrap_or(HYPERCALLS);
     if let Some(p) = ctx.ipi_port {
         events::mask(p);
         events::clear_pending(p);
@@ -111,7 +119,7 @@ pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: Option<u16
         2 * CALIB_ITERS
     ));
     let t0 = events::rdtsc();
-    for i in 0..HYPERCALLS {
+    for i in 0..calls {
         if let Err(e) = ctx.hc.xen_version() {
             fail!("XENVER_version call {i}: {e}");
         }
@@ -128,10 +136,10 @@ pub(super) fn bench<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, peer: Option<u16
         "BENCH calibration insns={} tsc_ticks={calib2}",
         2 * CALIB_ITERS
     ));
-    let mean = total / HYPERCALLS;
+    let mean = total / calls;
     r.note(format_args!(
-        "BENCH hypercall n={HYPERCALLS} mean_ticks={mean} mean_insns={} min_ticks={min}",
-        insns(total, calib) / HYPERCALLS
+        "BENCH hypercall n={calls} mean_ticks={mean} mean_insns={} min_ticks={min} total_ticks={total}",
+        insns(total, calib) / calls
     ));
     loopback_bench(r, ctx, calib)?;
     if let Some(ports) = ctx.ap_ports {

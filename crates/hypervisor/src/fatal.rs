@@ -8,7 +8,9 @@
 //!    without printing more.
 //! 2. **Stop the others.** The reporter sends an NMI to all CPUs but
 //!    itself. Each parks in the NMI handler ([`park`]: marks itself in
-//!    `PARKED`, then `cli; hlt` forever, with NMIs blocked because the
+//!    `PARKED` and counts itself in `PARKED_COUNT`, which also counts an AP
+//!    caught between claiming its start-up slot and getting its index;
+//!    then `cli; hlt` forever, with NMIs blocked because the
 //!    handler never returns). A CPU in a guest takes the NMI as an exit
 //!    first (SVM holds it until `stgi`, then the host handler runs; VMX
 //!    consumes it in the exit, so `run::cpu_loop` also parks when it sees
@@ -29,8 +31,12 @@ use crate::cpu::this_cpu;
 
 /// Index + 1 of the CPU reporting a fault; 0 while the machine runs.
 static STOPPER: AtomicU32 = AtomicU32::new(0);
-/// CPUs parked by the stop (bit = CPU index).
+/// CPUs parked by the stop (bit = CPU index), for the console rule.
 static PARKED: AtomicU64 = AtomicU64::new(0);
+/// How many CPUs parked, counting an AP caught by the stop before it had
+/// its index (between claiming its start-up slot and `set_index`), which
+/// has no bit in `PARKED`.
+static PARKED_COUNT: AtomicU32 = AtomicU32::new(0);
 
 /// How long the reporter waits for the other CPUs to park.
 const PARK_WAIT_NS: u64 = 100_000_000;
@@ -60,6 +66,7 @@ pub fn park() -> ! {
     if me < 64 {
         PARKED.fetch_or(1 << me, SeqCst);
     }
+    PARKED_COUNT.fetch_add(1, SeqCst);
     crate::machine::halt_forever()
 }
 
@@ -89,7 +96,7 @@ pub fn begin() -> ReportConsole {
         apic.send_nmi_all_but_self();
         let start = crate::platform::rdtsc();
         let wait = ticks(PARK_WAIT_NS);
-        while PARKED.load(SeqCst).count_ones() < others
+        while PARKED_COUNT.load(SeqCst) < others
             && crate::platform::rdtsc().wrapping_sub(start) < wait
         {
             core::hint::spin_loop();
@@ -98,7 +105,7 @@ pub fn begin() -> ReportConsole {
     let mut c = crate::console::lock_for_report(me, parked, ticks(CONSOLE_WAIT_NS));
     c.line(format_args!(
         "(XEN) FATAL on CPU{me}: other CPUs parked: {}/{others}",
-        PARKED.load(SeqCst).count_ones()
+        PARKED_COUNT.load(SeqCst)
     ));
     c
 }

@@ -122,7 +122,17 @@ pub(crate) fn handle<P: Platform>(
         }
         VmExit::Init | VmExit::Sipi { .. } => ExitAction::Resume,
         VmExit::Shutdown => {
-            log::warn!("{}v{}: triple fault at rip {:#x}", d, v, cpu.rip());
+            let pcpu = hv
+                .domain(d)
+                .and_then(|x| x.vcpus.get(v as usize))
+                .map_or(u32::MAX, |x| x.pcpu);
+            log::warn!(
+                "{}v{}: triple fault at rip {:#x} (on CPU{})",
+                d,
+                v,
+                cpu.rip(),
+                pcpu
+            );
             let g = cpu.gprs();
             log::debug!(
                 "{}v{}: rsp {:#x} rsi {:#x} rdi {:#x} rcx {:#x} cr2 {:#x}",

@@ -40,6 +40,10 @@ pub struct Options {
     pub exit: ExitMethod,
     /// `selftest=ud` or `selftest=ap-stack`: see [`SelfTest`].
     pub selftest: SelfTest,
+    /// `local=on|off`: whether CPUs handle domain-local exits under the
+    /// domain's own lock (`hv_core::local`, the default) or take every
+    /// exit on the global path (for comparisons and diagnosis).
+    pub local_exits: bool,
 }
 
 impl Default for Options {
@@ -48,6 +52,7 @@ impl Default for Options {
             log_level: LevelFilter::Info,
             exit: ExitMethod::Halt,
             selftest: SelfTest::None,
+            local_exits: true,
         }
     }
 }
@@ -72,6 +77,13 @@ impl Options {
                     _ => None,
                 }
                 .map(|t| opts.selftest = t)
+                .is_some(),
+                "local" => match value {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                }
+                .map(|on| opts.local_exits = on)
                 .is_some(),
                 _ => false,
             };
@@ -158,6 +170,16 @@ mod tests {
                 "selftest=x",
             ]
         );
+    }
+
+    #[test]
+    fn local_exits_on_by_default_off_on_request() {
+        assert!(parse("").0.local_exits);
+        assert!(!parse("local=off").0.local_exits);
+        assert!(parse("local=off local=on").0.local_exits);
+        let (o, unknown) = parse("local=maybe");
+        assert!(o.local_exits);
+        assert_eq!(unknown, ["local=maybe"]);
     }
 
     #[test]

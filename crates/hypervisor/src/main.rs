@@ -107,7 +107,7 @@ extern "C" fn hv_entry(protocol: u32, info: u64) -> ! {
         // SAFETY: deliberately raises #UD to check the exception report.
         unsafe { core::arch::asm!("ud2") };
     }
-    run::start(&boot, apic)
+    run::start(&boot, apic, opts.local_exits)
 }
 
 /// Calibrates the TSC, and the local APIC's timer in the same window.

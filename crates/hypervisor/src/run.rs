@@ -92,6 +92,8 @@ impl Drop for HvGuard<'_> {
 static SLOTS: Once<Vec<Slot>> = Once::new();
 /// The MSR and I/O permission maps, shared by every vCPU.
 static MAPS: Once<Maps> = Once::new();
+/// Whether domain-local exits are on (`local=`, on by default).
+static LOCAL_ON: AtomicBool = AtomicBool::new(true);
 /// Set when the domains are built and the CPUs may start running them.
 static GO: AtomicBool = AtomicBool::new(false);
 /// hv-core's credit scheduler. Taken inside the `HV` lock, or alone (to
@@ -262,7 +264,11 @@ fn module_bytes(boot: &BootInfo, i: usize) -> Option<&'static [u8]> {
 }
 
 /// Builds every domain and runs them on the boot CPU (and the APs).
-pub fn start(boot: &BootInfo, apic: LocalApic) -> ! {
+pub fn start(boot: &BootInfo, apic: LocalApic, local_exits: bool) -> ! {
+    LOCAL_ON.store(local_exits, SeqCst);
+    if !local_exits {
+        log::info!("local=off: every exit takes the global path");
+    }
     platform::mask_legacy_pic();
     HOST_APIC.call_once(|| apic);
     hostplat::register_cpu(0, apic.id());
@@ -781,7 +787,11 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
         let s = &slots[i];
         let k = key(s.d, s.v);
         // The domain's own lock, for the exits that touch only it.
-        let local = hv.lock().local(s.d);
+        let local = if LOCAL_ON.load(Relaxed) {
+            hv.lock().local(s.d)
+        } else {
+            None
+        };
         let slice = slice.clamp(100_000, SLICE_NS);
         let slice_end = now + slice;
         apic.arm_timer(TIMER_VECTOR, slice);

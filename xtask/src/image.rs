@@ -855,6 +855,29 @@ fn check_flat_layout(image: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The QEMU that boots the hypervisor: `qemu-system-x86_64` from the
+/// PATH, or the binary `PVH_QEMU` names (a QEMU built from source, e.g.
+/// one without the multi-threaded TCG race of docs/architecture.md §10;
+/// it gets the system's firmware directories and no default NIC, which a
+/// build tree lacks).
+pub fn qemu_command() -> Command {
+    match std::env::var_os("PVH_QEMU") {
+        Some(q) => {
+            let mut c = Command::new(q);
+            c.args([
+                "-L",
+                "/usr/share/qemu",
+                "-L",
+                "/usr/share/seabios",
+                "-net",
+                "none",
+            ]);
+            c
+        }
+        None => Command::new("qemu-system-x86_64"),
+    }
+}
+
 /// QEMU's `-accel` value: single-threaded TCG unless `mttcg`.
 ///
 /// QEMU's multi-threaded TCG (7.2 and 10.0 alike) has a data race that
@@ -881,7 +904,7 @@ pub fn boot_qemu(image: &std::path::Path, o: &RunOptions, live: bool) -> Result<
         cmdline.push(' ');
         cmdline.push_str(&o.cmdline);
     }
-    let mut c = Command::new("qemu-system-x86_64");
+    let mut c = qemu_command();
     c.args(["-accel", qemu_accel(o.mttcg), "-cpu", "qemu64,+svm,+npt"])
         .args(["-m", &o.mem_mib.to_string()])
         .args(["-smp", &o.smp.to_string()])

@@ -52,6 +52,9 @@ pub const MAX_PCPUS: usize = 64;
 /// `running` of a CPU in host mode.
 const HOST: u32 = 0;
 
+/// One CPU's record, on cache lines of its own: each CPU writes its own on
+/// every guest entry and exit, and neighbours must not share the line.
+#[repr(align(128))]
 struct CpuSlot {
     /// The domain whose vCPU runs (domain id + 1), or [`HOST`].
     running: AtomicU32,

@@ -31,6 +31,7 @@ use hypervisor::launch;
 use spin::{Mutex, Once};
 
 use crate::boot::IDENTITY_MAPPED;
+use crate::hostplat::MAX_CPUS;
 use crate::hostplat::{self, HostFrames, HostPlatform, TIMER_VECTOR};
 use crate::memory::FRAMES;
 use crate::platform::{self, HOST_APIC, LocalApic};
@@ -105,11 +106,31 @@ static BOOT_CPU: Once<Cpu> = Once::new();
 static RELAUNCH: Once<Vec<Relaunch>> = Once::new();
 /// Xen's default vCPU weight.
 const DEFAULT_WEIGHT: u16 = 256;
-/// VM exits handled, machine-wide.
-pub static EXITS: AtomicU64 = AtomicU64::new(0);
-/// Of those, the ones handled under their domain's lock alone
-/// (`hv_core::local`).
-pub static LOCAL_EXITS: AtomicU64 = AtomicU64::new(0);
+/// VM exits handled, and of those the ones handled under their domain's
+/// lock alone (`hv_core::local`), per CPU: each CPU counts on its own
+/// cache lines, summed when the machine stops.
+static EXITS: [ExitCount; MAX_CPUS] = [const { ExitCount::new() }; MAX_CPUS];
+
+/// One CPU's exit counts.
+#[repr(align(128))]
+struct ExitCount {
+    all: AtomicU64,
+    local: AtomicU64,
+}
+
+impl ExitCount {
+    const fn new() -> Self {
+        ExitCount {
+            all: AtomicU64::new(0),
+            local: AtomicU64::new(0),
+        }
+    }
+
+    /// The calling CPU's counts (the last slot for an unknown CPU).
+    fn mine(me: u32) -> &'static ExitCount {
+        &EXITS[(me as usize).min(MAX_CPUS - 1)]
+    }
+}
 /// The exits that took the global path, by kind ([`exit_kind`]), and
 /// their hypercalls by number (the last counts every number past 63): the
 /// serialization left, printed when the machine stops.
@@ -807,7 +828,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             tlb.enter(me, s.d);
             let exit = vcpu.run();
             tlb.exit(me);
-            EXITS.fetch_add(1, SeqCst);
+            ExitCount::mine(me).all.fetch_add(1, Relaxed);
             // Another CPU is stopping the machine. Its NMI parks us in the
             // handler; this catches an NMI the exit consumed (VMX).
             if crate::fatal::stopping() {
@@ -823,7 +844,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 && local_action == Some(ExitAction::Resume)
                 && l.now() < slice_end
             {
-                LOCAL_EXITS.fetch_add(1, Relaxed);
+                ExitCount::mine(me).local.fetch_add(1, Relaxed);
                 // Who it woke goes to the scheduler now, as after a global
                 // exit (lock order: the scheduler, then the queue).
                 if l.take_woke() {
@@ -907,8 +928,8 @@ fn finish(me: u32) -> ! {
     log::info!(
         "all domains shut down ({}): {} VM exits, {} of them domain-local",
         if clean { "cleanly" } else { "NOT cleanly" },
-        EXITS.load(SeqCst),
-        LOCAL_EXITS.load(SeqCst)
+        EXITS.iter().map(|c| c.all.load(SeqCst)).sum::<u64>(),
+        EXITS.iter().map(|c| c.local.load(SeqCst)).sum::<u64>()
     );
     let mut kinds = alloc::string::String::new();
     for (k, n) in EXIT_KINDS.iter().zip(&GLOBAL_EXITS) {

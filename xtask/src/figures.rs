@@ -165,7 +165,7 @@ fn token(serial: &str, key: &str) -> Option<u64> {
 }
 
 /// Appends a line to the report and prints it.
-fn say(out: &mut String, line: String) {
+pub fn say(out: &mut String, line: String) {
     println!("{line}");
     out.push_str(&line);
     out.push('\n');
@@ -205,6 +205,16 @@ pub fn figures() -> Result<(), String> {
         let mut out = String::new();
         let mut missing = Vec::new();
         linux_block(&image, &mut out, &mut missing)?;
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("figures not measured: {missing:?}"))
+        };
+    }
+    if has("--devices-only") {
+        let mut out = String::new();
+        let mut missing = Vec::new();
+        crate::devices::figures(&image, &mut out, &mut missing)?;
         return if missing.is_empty() {
             Ok(())
         } else {

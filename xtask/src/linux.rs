@@ -95,6 +95,12 @@ const MODULES: &[&str] = &[
 /// files (`mke2fs -d`): `root.ext4`, this many MiB.
 pub const ROOT_IMAGE_MIB: u32 = 32;
 
+/// The sha256 of `/keep` as `pvhkeep` writes it: 1 MiB of `pvh-keep\n`
+/// lines (`yes pvh-keep | head -c 1048576`), so a test knows it without
+/// reading the guest's console.
+#[allow(dead_code)] // the disk-file e2e case (issue 17) reads it; until then the tests
+pub const KEEP_SHA256: &str = "0b1fabe53aad12544ed1a1bf0224f664f568c700b0955065bffa16e5d374a0c2";
+
 /// Debian's xenstore clients, the libraries they load, and the C library;
 /// then e2fsprogs' `e2fsck` with its libraries (the guest checks its root
 /// with `fsck.ext4 -n`). All unpacked into `xs-pkg/`.
@@ -168,6 +174,16 @@ const XS_TOOLS: &[&str] = &[
 ///   and the steal time of `/proc/stat` (1/100 s: time its vCPU was
 ///   runnable while other domains ran) at both ends: `PVH-LINUX-NET:
 ///   flood s=S n=N role=ROLE uptime=T0..T1 idle=I0..I1 steal=S0..S1`;
+/// - `pvhgw=ADDR` (with `pvhip=`): a default route via ADDR (QEMU's user
+///   network: 10.0.2.2);
+/// - `pvhhttpd`: busybox `httpd` on port 80 serves `/blob` (4 MiB, its
+///   sha256 printed as `PVH-LINUX-NET: httpd on port 80 serves /blob: ...`)
+///   until a request for `/cgi-bin/done` (at most 900 s);
+/// - `pvhkeep`: from the disk root, the first boot on a disk writes
+///   `/keep` (1 MiB of `pvh-keep` lines, [`KEEP_SHA256`]) and powers off as
+///   usual; a later boot, on a new machine with the same disk file, prints
+///   its sha256 back. Every boot from a disk appends one line to
+///   `/pvh-boots`;
 /// - `pvhwait`: instead of powering off, wait until told to through
 ///   `control/shutdown`: Linux's xenbus watch runs `/sbin/poweroff`
 ///   (`orderly_poweroff`), busybox's `poweroff`, which signals PID 1
@@ -309,6 +325,27 @@ if [ -n "$root" ]; then
         rm -f /blkbench
         echo "PVH-LINUX-INIT: blkbench n=$n MiB write=$t0..$t1 read=$t1..$t2 read4k=1024 $t2..$t3 (O_DIRECT, 1 MiB blocks)"
     fi
+    # One line per boot on this disk (a disk file kept between machines
+    # shows one per boot; `debugfs -R "cat /pvh-boots"` reads it).
+    n=$(( $(wc -l </pvh-boots 2>/dev/null || echo 0) + 1 ))
+    echo "boot $n: ${name:-nobody} on $dev" >>/pvh-boots
+    sync
+    echo "PVH-LINUX-INIT: /pvh-boots: $n lines"
+    # Data that must outlive the whole machine (`pvhkeep`): the first boot
+    # on a disk writes /keep (1 MiB of "pvh-keep" lines: the host knows its
+    # hash) and goes on to power off as usual; a later boot, on a new
+    # machine with the same disk file, reads it back.
+    case "$cmdline" in *" pvhkeep "*)
+        if [ -e /keep ]; then
+            set -- $(sha256sum /keep)
+            echo "PVH-LINUX-INIT: /keep reads back: sha256 $1"
+        else
+            yes pvh-keep | head -c 1048576 >/keep
+            sync
+            set -- $(sha256sum /keep)
+            echo "PVH-LINUX-INIT: /keep written: sha256 $1"
+        fi
+    esac
     # Data that must outlive a reboot (`pvhpersist`): the first boot
     # writes /persist and its hash, checks the filesystem and reboots; the
     # next boot on the same disk compares the two.
@@ -339,6 +376,9 @@ if ip=$(arg pvhip); then
         ip link set lo up
         ip addr add "$ip" dev eth0 && ip link set eth0 up
         echo "PVH-LINUX-NET: eth0 $(cat /sys/class/net/eth0/address) $ip"
+        if gw=$(arg pvhgw); then
+            ip route add default via "$gw" && echo "PVH-LINUX-NET: default route via $gw"
+        fi
         if peer=$(arg pvhping); then
             ok=""
             for i in $(seq 60); do
@@ -358,6 +398,27 @@ if ip=$(arg pvhip); then
         echo "PVH-LINUX-NET: no eth0"
     fi
 fi
+# A web server for the host (`pvhhttpd`): busybox httpd on port 80 serves
+# /blob (4 MiB of /dev/urandom, its sha256 printed); a request for
+# /cgi-bin/done ends the wait (or 900 s), and /init goes on to power off.
+case "$cmdline" in *" pvhhttpd "*)
+    mkdir -p /www/cgi-bin
+    dd if=/dev/urandom of=/www/blob bs=64k count=64 2>/dev/null
+    printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho bye\ntouch /tmp/httpd.done\n' >/www/cgi-bin/done
+    chmod 755 /www/cgi-bin/done
+    set -- $(sha256sum /www/blob)
+    if httpd -p 80 -h /www; then
+        echo "PVH-LINUX-NET: httpd on port 80 serves /blob: 4194304 bytes, sha256 $1"
+        for i in $(seq 900); do [ -e /tmp/httpd.done ] && break; sleep 1; done
+        if [ -e /tmp/httpd.done ]; then
+            echo "PVH-LINUX-NET: httpd: /cgi-bin/done requested"
+        else
+            echo "PVH-LINUX-NET: httpd: nobody asked for /cgi-bin/done"
+        fi
+    else
+        echo "PVH-LINUX-NET: httpd failed to start"
+    fi
+esac
 # nc until it connects (30 tries, a second apart).
 ncconnect() {
     for i in $(seq 30); do

@@ -16,10 +16,12 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod devices;
 mod figures;
 mod image;
 mod linux;
 mod steps;
+mod uplink;
 mod xen;
 
 const USAGE: &str = "\
@@ -49,7 +51,10 @@ commands:
                      alone; --net-only: the network figures alone (two
                      Linux domains against two bare QEMUs joined by
                      -netdev socket); --smp-only: the aggregate
-                     hypercall rate of two domains on -smp 2 against one
+                     hypercall rate of two domains on -smp 2 against one;
+                     --devices-only: virtio devices under the service
+                     domain (disk file, user-network uplink) against bare
+                     QEMU
   run [options]      build the image, boot it in QEMU (AMD SVM) with the
                      console live; exits 0 only on a clean stop. Options:
                      --vendor amd|intel, --cmdline S (hypervisor options),

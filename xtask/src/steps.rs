@@ -265,6 +265,8 @@ pub fn bench(args: &[&str]) -> Result<(), String> {
                     | "--boot-only"
                     | "--block-only"
                     | "--net-only"
+                    | "--smp-only"
+                    | "--devices-only"
             )
         })
         .collect();

@@ -419,6 +419,37 @@ impl Platform for MockPlatform {
         }
         Some(Hfn(base))
     }
+    fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
+        let n = blocks.checked_mul(crate::p2m::BLOCK_FRAMES)?;
+        if n == 0 || !self.reserve(n) {
+            return None;
+        }
+        // At 1 GiB or above (below 4 GiB), as a host's free memory is
+        // above a small domain's low RAM.
+        let base = loop {
+            let cur = self.next.load(SeqCst);
+            let b = cur.max(1 << 18).next_multiple_of(crate::p2m::BLOCK_FRAMES);
+            if b + n > 1 << 20 {
+                self.in_use.fetch_sub(n, SeqCst);
+                return None;
+            }
+            if self
+                .next
+                .compare_exchange(cur, b + n, SeqCst, SeqCst)
+                .is_ok()
+            {
+                break b;
+            }
+        };
+        for h in base..base + n {
+            let fr = new_frame();
+            for w in fr.iter() {
+                w.store(STALE_WORD, SeqCst);
+            }
+            self.shard(h).lock().insert(h, fr);
+        }
+        Some(Hfn(base))
+    }
     fn now_ns(&self) -> u64 {
         self.now.load(SeqCst)
     }

@@ -72,6 +72,15 @@ pub trait Platform: FrameAccess {
     fn alloc_block(&self) -> Option<Hfn> {
         None
     }
+    /// Allocates `blocks` 2 MiB blocks of contiguous host frames, the
+    /// first 512-aligned, all below 4 GiB, **not zeroed** (the caller
+    /// zeroes them), for a direct-mapped region (guest-physical =
+    /// host-physical). Freed one frame at a time. `None` when no such run
+    /// is free, and by default.
+    fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
+        let _ = blocks;
+        None
+    }
     /// System time: nanoseconds since boot, monotonic, the same on every CPU.
     fn now_ns(&self) -> u64;
     /// Makes physical CPU `pcpu` leave guest mode (or wake from idle) and

@@ -154,6 +154,15 @@ impl Platform for HostPlatform {
         let hpa = FRAMES.lock().alloc(BLOCK, BLOCK, IDENTITY_MAPPED).ok()?;
         Some(Hfn(hpa >> 12))
     }
+    fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
+        // Not zeroed: hv-core zeroes the run before mapping it. Below 4 GiB
+        // (and the identity map), for 32-bit DMA.
+        const BLOCK: u64 = 2 << 20;
+        let size = blocks.checked_mul(BLOCK)?;
+        let limit = IDENTITY_MAPPED.min(1 << 32);
+        let hpa = FRAMES.lock().alloc(size, BLOCK, limit).ok()?;
+        Some(Hfn(hpa >> 12))
+    }
     fn now_ns(&self) -> u64 {
         crate::platform::now_ns()
     }

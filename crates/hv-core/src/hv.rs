@@ -580,7 +580,7 @@ impl<P: Platform> Hypervisor<P> {
                 }
             }
             P2mKind::SharedInfo => dom.shared_info_gfn = None,
-            P2mKind::GrantTable(_) | P2mKind::Foreign { .. } => {}
+            P2mKind::GrantTable(_) | P2mKind::Foreign { .. } | P2mKind::Mmio => {}
         }
         Ok(())
     }

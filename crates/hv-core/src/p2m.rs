@@ -118,6 +118,11 @@ pub enum P2mKind {
         /// The granting domain.
         owner: DomId,
     },
+    /// A page of an assigned PCI function's memory BAR, mapped at
+    /// guest-physical = host-physical, uncached. Not RAM: not counted in
+    /// the domain's pages, never freed, and no hypercall reads, writes,
+    /// grants or copies it.
+    Mmio,
 }
 
 impl P2mKind {

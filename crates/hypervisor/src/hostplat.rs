@@ -220,6 +220,29 @@ impl Platform for HostPlatform {
             }
         }
     }
+    fn io_port_read(&self, port: u16, size: u8) -> u32 {
+        // SAFETY: hv-core asks only for ports inside an I/O BAR of a PCI
+        // function assigned to the domain doing the IN (hv_core::pci
+        // `bar_port_read`): the device's own registers, which that domain
+        // drives; no port of the host's own devices.
+        unsafe {
+            match size {
+                1 => u32::from(x86::io::inb(port)),
+                2 => u32::from(x86::io::inw(port)),
+                _ => x86::io::inl(port),
+            }
+        }
+    }
+    fn io_port_write(&self, port: u16, size: u8, value: u32) {
+        // SAFETY: as in `io_port_read`.
+        unsafe {
+            match size {
+                1 => x86::io::outb(port, value as u8),
+                2 => x86::io::outw(port, value as u16),
+                _ => x86::io::outl(port, value),
+            }
+        }
+    }
 }
 
 /// Serialises the two-step mechanism #1 sequence (address, then data)

@@ -2560,12 +2560,18 @@ fn pci_e2e(
     }
     let name = PCI_CASE;
     let disk = target_dir().join("pci-isolation.img");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).map_err(|e| format!("{}: {e}", disk.display()))?;
+    // Sector 0 starts with what the owner's DMA read must find
+    // (tests/pvh-guest `checks::pci::DISK_MARK`).
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..22].copy_from_slice(b"pvh pci-isolation disk");
+    std::fs::write(&disk, bytes).map_err(|e| format!("{}: {e}", disk.display()))?;
     let args = format!("dev=04 bar={PCI_BAR} io={PCI_IO} gsi={PCI_GSI}");
     let modules = vec![
         Module {
             path: guest.to_path_buf(),
-            cmdline: format!("kernel name=pci-owner mem=32M pci=00:04.0 -- role=pci-owner {args}"),
+            cmdline: format!(
+                "kernel name=pci-owner service mem=32M pci=00:04.0 directmap=2 -- role=pci-owner {args}"
+            ),
         },
         Module {
             path: guest.to_path_buf(),
@@ -2577,6 +2583,7 @@ fn pci_e2e(
         "(d1) CHECK pci_owner_config: PASS",
         "(d1) CHECK pci_owner_bars: PASS",
         "(d1) CHECK pci_owner_pirq: PASS",
+        "(d1) CHECK pci_owner_dma_irq: PASS",
         "(d1) VERDICT: PASS",
         "(d2) CHECK pci_probe_config: PASS",
         "(d2) CHECK pci_probe_command: PASS",

@@ -379,6 +379,12 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 opts.pci.bar = u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or(0);
             } else if let Some(v) = w.strip_prefix("io=") {
                 opts.pci.io = u16::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or(0);
+            } else if let Some(v) = w.strip_prefix("directmap=") {
+                // ` directmap=0xBASE:0xSIZE`, appended by the hypervisor.
+                let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+                opts.pci.directmap = v
+                    .split_once(':')
+                    .and_then(|(b, s)| Some((hex(b)?, hex(s)?)));
             } else if let Some(v) = w.strip_prefix("gsi=") {
                 opts.pci.gsi = v.parse().unwrap_or(-1);
             } else if let Some(name) = w.strip_prefix("xsname=") {

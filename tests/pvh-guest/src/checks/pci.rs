@@ -8,7 +8,12 @@
 //! memory BAR at ADDR, which it reads through the identity map and its
 //! legacy I/O BAR at PORT, both answering real registers
 //! (`pci_owner_bars`); it maps the GSI of its interrupt line, binds it,
-//! queries it and acknowledges it (`pci_owner_pirq`).
+//! queries it and acknowledges it (`pci_owner_pirq`). Direct-mapped
+//! (` directmap=0xBASE:0xSIZE` on its command line), it then reads sector
+//! 0 of the disk with a legacy virtio-blk request whose queue and buffers
+//! are in that region: the device's DMA lands there, its level INTx comes
+//! as an event on the pirq's port, and it acknowledges the device and the
+//! pirq (`pci_owner_dma_irq`).
 //!
 //! `role=pci-probe dev=DD bar=ADDR io=PORT gsi=G`: every function of bus 0
 //! reads vendor 0xFFFF (`pci_probe_config`); setting bus master and the
@@ -30,7 +35,13 @@ pub struct PciOptions {
     pub io: u16,
     /// `gsi=G`: the function's GSI (the probe cannot read it).
     pub gsi: i32,
+    /// `directmap=0xBASE:0xSIZE` (the hypervisor appends it for a
+    /// direct-mapped domain).
+    pub directmap: Option<(u64, u64)>,
 }
+
+/// What the owner's disk holds at sector 0 (written by the xtask).
+pub const DISK_MARK: &[u8] = b"pvh pci-isolation disk";
 
 fn outl(port: u16, v: u32) {
     // SAFETY: a port write; the hypervisor decides what it reaches.
@@ -200,7 +211,7 @@ pub(super) fn owner<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, o: &PciOptions) 
         Ok(())
     })();
     record(r, "pci_owner_bars", ob);
-    let op = (|| {
+    let op = (|| -> Result<(u32, u32), Why> {
         let line = cfg_read(dev, 0, 0x3C) as u8;
         // QEMU's MADT maps the PCI lines to the same GSI numbers.
         let (rc, pirq) = map_pirq(ctx, i32::from(line));
@@ -230,9 +241,135 @@ pub(super) fn owner<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, o: &PciOptions) 
         r.note(format_args!(
             "pci-owner: line {line} -> pirq {pirq} -> port {port}"
         ));
-        Ok(())
+        Ok((pirq as u32, port))
     })();
-    record(r, "pci_owner_pirq", op);
+    let bound = op.as_ref().ok().copied();
+    record(r, "pci_owner_pirq", op.map(|_| ()));
+    if let (Some((pirq, port)), Some(dm)) = (bound, o.directmap) {
+        let od = dma_read(r, ctx, o, dm, pirq, port);
+        record(r, "pci_owner_dma_irq", od);
+    }
+}
+
+/// A legacy virtio-blk read of sector 0 into the direct-mapped region
+/// (the device's DMA reaches the addresses the domain gives it), completed
+/// by its INTx as an event on the pirq's port, acknowledged at the device
+/// (ISR read) and with `PHYSDEVOP_eoi`.
+fn dma_read<W: Write>(
+    r: &mut Report<W>,
+    ctx: &Ctx,
+    o: &PciOptions,
+    (base, size): (u64, u64),
+    pirq: u32,
+    port: u32,
+) -> Outcome {
+    r.note(format_args!(
+        "pci-owner: virtio-blk queue and buffers in the direct-mapped region {base:#x}+{size:#x}"
+    ));
+    if base % 4096 != 0 || size < 0x10000 || base + size > MAPPED {
+        fail!("direct-mapped region {base:#x}+{size:#x} unusable here");
+    }
+    let io = o.io;
+    let out8 = |p: u16, v: u8| {
+        // SAFETY: a port write to the assigned function's I/O BAR.
+        unsafe { core::arch::asm!("out dx, al", in("dx") p, in("al") v, options(nomem, nostack)) }
+    };
+    let in8 = |p: u16| {
+        let v: u8;
+        // SAFETY: a port read, as above.
+        unsafe { core::arch::asm!("in al, dx", in("dx") p, out("al") v, options(nomem, nostack)) };
+        v
+    };
+    let out16 = |p: u16, v: u16| {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("out dx, ax", in("dx") p, in("ax") v, options(nomem, nostack)) }
+    };
+    let in16 = |p: u16| {
+        let v: u16;
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("in ax, dx", in("dx") p, out("ax") v, options(nomem, nostack)) };
+        v
+    };
+    let w = |at: u64, bytes: &[u8]| {
+        // SAFETY: callers write inside [base, base + size): RAM of ours
+        // (listed in the memory map, identity-mapped in the first GiB),
+        // used by nothing else in this kernel.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) }
+    };
+    let rd16 = |at: u64| {
+        // SAFETY: as for `w`, a 2-aligned read inside the region.
+        unsafe { (at as *const u16).read_volatile() }
+    };
+    events::mask(port);
+    events::clear_pending(port);
+    // Reset, ACKNOWLEDGE | DRIVER, no features, queue 0 at `base`.
+    out8(io + 0x12, 0);
+    out8(io + 0x12, 1 | 2);
+    outl(io + 0x04, 0);
+    out16(io + 0x0E, 0);
+    let n = u64::from(in16(io + 0x0C));
+    if n == 0 || n > 1024 {
+        fail!("queue 0 has {n} entries");
+    }
+    let avail = base + 16 * n;
+    let used = (avail + 6 + 2 * n).next_multiple_of(4096);
+    let buf = (used + 6 + 8 * n).next_multiple_of(4096);
+    if buf + 0x1000 > base + size {
+        fail!("a {n}-entry queue does not fit the region");
+    }
+    outl(io + 0x08, (base >> 12) as u32);
+    out8(io + 0x12, 1 | 2 | 4);
+    // Header (IN, sector 0), 512 bytes of data, one status byte.
+    let (hdr, data, status) = (buf, buf + 0x100, buf + 0x400);
+    w(hdr, &[0u8; 16]);
+    w(status, &[0xFF]);
+    let desc = |i: u64, addr: u64, len: u32, flags: u16, next: u16| {
+        let mut d = [0u8; 16];
+        d[..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..].copy_from_slice(&next.to_le_bytes());
+        w(base + 16 * i, &d);
+    };
+    desc(0, hdr, 16, 1, 1);
+    desc(1, data, 512, 1 | 2, 2);
+    desc(2, status, 1, 2, 0);
+    w(avail + 4, &0u16.to_le_bytes());
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    w(avail + 2, &1u16.to_le_bytes());
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    out16(io + 0x10, 0);
+    // The interrupt as an event on the port (masked: the upcall handler
+    // leaves it to SCHEDOP_poll).
+    let _ = ctx.hc.sched_poll(&[port], 2_000_000_000);
+    if !events::is_pending(port) {
+        fail!("no event on port {port} (used index {})", rd16(used + 2));
+    }
+    let isr = in8(io + 0x13);
+    events::clear_pending(port);
+    if isr & 1 == 0 {
+        fail!("the device's ISR reads {isr:#x}, want the queue bit");
+    }
+    let re = eoi(ctx, pirq);
+    if re != 0 {
+        fail!("eoi({pirq}): {re}");
+    }
+    if rd16(used + 2) != 1 {
+        fail!("used index {}, want 1", rd16(used + 2));
+    }
+    // SAFETY: bytes of the region, as above.
+    let (st, got) = unsafe {
+        (
+            (status as *const u8).read_volatile(),
+            core::slice::from_raw_parts(data as *const u8, DISK_MARK.len()),
+        )
+    };
+    if st != 0 || got != DISK_MARK {
+        fail!("status {st}, sector 0 starts {:x?}", &got[..8]);
+    }
+    // Quiet again: reset the device.
+    out8(io + 0x12, 0);
+    Ok(())
 }
 
 pub(super) fn probe<W: Write>(r: &mut Report<W>, ctx: &mut Ctx, o: &PciOptions) {

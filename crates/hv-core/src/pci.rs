@@ -83,6 +83,9 @@ const REG_ROM: u8 = 0x30;
 const REG_CAP_PTR: u8 = 0x34;
 const REG_INTERRUPT_LINE: u8 = 0x3C;
 const REG_INTERRUPT_PIN: u8 = 0x3D;
+/// Largest memory BAR mapped (one p2m entry per page): a larger one
+/// refuses the assignment (`-E2BIG`).
+pub const MAX_BAR_MAPPED: u64 = 1 << 30;
 /// Guest-physical pages a BAR may not cover: the local APIC's page
 /// (0xfee00000, emulated for every domain) and the special pages
 /// (0xfeffc000-0xfeffffff, the console and xenstore rings).
@@ -387,7 +390,9 @@ impl<P: Platform> Hypervisor<P> {
     /// Assigns host function `bdf` to domain `d`: `-EBUSY` if a domain
     /// (this one included) has it, `-ENODEV` if the host has no such
     /// function, `-EINVAL` for a bridge, `-E2BIG` beyond
-    /// [`MAX_FUNCTIONS`].
+    /// [`MAX_FUNCTIONS`] or for a memory BAR over [`MAX_BAR_MAPPED`],
+    /// `-EEXIST` if a memory BAR would cover a page the domain maps
+    /// already (see `map_bars`).
     pub fn assign_pci(&mut self, d: DomId, bdf: Bdf) -> XenResult<()> {
         if self.domains.values().any(|x| x.pci.has(bdf)) {
             return Err(Errno::EBUSY);
@@ -419,6 +424,9 @@ fn bar_pages(addr: u64, size: u64) -> Option<core::ops::Range<u64>> {
 /// mapped (its page would hold other registers): the domain sees it as
 /// unbacked.
 fn map_bars(dom: &mut Domain, f: &AssignedFunction) -> XenResult<()> {
+    if f.mem.iter().any(|&(_, n)| n > MAX_BAR_MAPPED) {
+        return Err(Errno::E2BIG);
+    }
     let ranges: Vec<_> = f.mem.iter().filter_map(|&(a, n)| bar_pages(a, n)).collect();
     for r in &ranges {
         let clash = |g: u64| {

@@ -262,7 +262,7 @@ pub(crate) fn physdev_op<P: Platform>(hv: &mut Hypervisor<P>, c: &mut Call) -> X
             }
             let n = hv.map_pirq(c.d, index, want)?;
             // The pirq field is at offset 12 in both layouts.
-            if let Err(e) = write_arg(hv, c, arg + 12, &(n as i32)) {
+            if let Err(e) = write_arg(hv, c, arg.wrapping_add(12), &(n as i32)) {
                 let _ = hv.unmap_pirq(c.d, n as i32);
                 return Err(e);
             }

@@ -624,3 +624,20 @@ fn io_bar_ports_reach_the_host_for_the_assignee_only() {
     s.outp(b, 0xC010, 2, 0xBEEF);
     assert!(s.hv.platform.io.lock().is_empty());
 }
+
+#[test]
+fn a_bar_too_large_to_map_refuses_the_assignment() {
+    let big = Bdf {
+        bus: 0,
+        dev: 5,
+        func: 0,
+    };
+    let mut s = Sim::new();
+    s.hv.platform
+        .pci
+        .lock()
+        .push(MockPciFunction::endpoint(big, 0x10DE, 0x1).with_bar(0, 0x8000_0000, 0x8000_0000));
+    let a = s.domain(1);
+    assert_eq!(s.hv.assign_pci(a, big), Err(Errno::E2BIG));
+    assert!(s.hv.domain(a).unwrap().p2m.is_empty());
+}

@@ -481,6 +481,21 @@ fn build_domain(
             (false, false) => "",
         }
     );
+    if p.directmap != 0
+        && let Some(e) = hv.domain(b.domid).and_then(|dom| {
+            dom.memory_map
+                .iter()
+                .find(|e| e.r#type == 1 && e.addr >= p.mem && e.size == p.directmap)
+                .copied()
+        })
+    {
+        log::info!(
+            "d{}: direct-mapped RAM {:#x}-{:#x} (guest-physical = host-physical)",
+            b.domid.0,
+            { e.addr },
+            e.addr + e.size
+        );
+    }
     // Device assignment (hv_core::pci): configuration space, memory BARs
     // identity-mapped, I/O BAR ports forwarded.
     for bdf in p.pci_functions() {

@@ -28,8 +28,10 @@
 //! `allocate_and_map_gsi_pirq`, `allocate_pirq`, `get_free_pirq`): only the
 //! caller itself (`DOMID_SELF` or its id; else `-EPERM`); types other than
 //! GSI `-EINVAL` (MSI is not offered); `index` outside 0..[`NR_GSIS`]
-//! `-EINVAL`; `pirq` < 0 takes the GSI's existing pirq or the first free
-//! one from 16 up, a given `pirq` must be below [`NR_PIRQS`] (`-EINVAL`)
+//! `-EINVAL`; `pirq` < 0 takes the GSI's existing pirq (as Xen 4.19's fix
+//! of `allocate_pirq` does again; 4.17 fails that call, a regression of its
+//! refactoring) or the first free one from 16 up, a given `pirq` must be
+//! below [`NR_PIRQS`] (`-EINVAL`)
 //! and must not be mapped to another GSI, nor the GSI to another pirq
 //! (`-EEXIST`).
 

@@ -1360,3 +1360,40 @@ fn an_unmap_completes_after_the_mappers_cpus_left_guest_mode() {
     assert!(s.hv.platform.kicks.lock().contains(&3));
     cpu.join().unwrap();
 }
+
+#[test]
+fn an_assigned_bar_can_be_neither_granted_nor_copied() {
+    use hv_core::mock::MockPciFunction;
+    use hv_core::pci::Bdf;
+    let nic = Bdf::new(0, 3, 0).unwrap();
+    let bar: u32 = 0xFEB0_0000;
+    let mut s = Sim::new();
+    s.hv.platform
+        .pci
+        .lock()
+        .push(MockPciFunction::endpoint(nic, 0x1AF4, 0x1000).with_bar(0, bar, 0xFFFF_F000));
+    let a = s.granter();
+    let b = s.domain(false);
+    s.hv.assign_pci(a, nic).unwrap();
+    assert_eq!(
+        s.hv.domain(a).unwrap().p2m.kind(Gfn(u64::from(bar >> 12))),
+        Some(P2mKind::Mmio)
+    );
+    // A grant of the BAR's page: mapping it, or copying from or to it
+    // by reference or by frame, fails.
+    s.grant(a, 1, PERMIT, b, bar >> 12);
+    let (st, _) = s.map(b, a, 1, MAP_GFN, HOST);
+    assert_eq!(st, g::GNTST_permission_denied);
+    assert!(s.hv.domain(b).unwrap().p2m.get(Gfn(MAP_GFN)).is_none());
+    let from = copy_op(
+        gref_ptr(1, a, 0),
+        gfn_ptr(0x10, 0),
+        8,
+        g::GNTCOPY_source_gref,
+    );
+    assert_ne!(s.copy(b, from), g::GNTST_okay);
+    let own = copy_op(gfn_ptr(u64::from(bar >> 12), 0), gfn_ptr(0x10, 0), 8, 0);
+    assert_ne!(s.copy(a, own), g::GNTST_okay);
+    let into = copy_op(gfn_ptr(0x10, 0), gfn_ptr(u64::from(bar >> 12), 0), 8, 0);
+    assert_ne!(s.copy(a, into), g::GNTST_okay);
+}

@@ -481,13 +481,41 @@ fn build_domain(
             (false, false) => "",
         }
     );
-    // Device assignment (configuration space only so far, hv_core::pci).
+    if p.directmap != 0
+        && let Some(e) = hv.domain(b.domid).and_then(|dom| {
+            dom.memory_map
+                .iter()
+                .find(|e| e.r#type == 1 && e.addr >= p.mem && e.size == p.directmap)
+                .copied()
+        })
+    {
+        log::info!(
+            "d{}: direct-mapped RAM {:#x}-{:#x} (guest-physical = host-physical)",
+            b.domid.0,
+            { e.addr },
+            e.addr + e.size
+        );
+    }
+    // Device assignment (hv_core::pci): configuration space, memory BARs
+    // identity-mapped, I/O BAR ports forwarded.
     for bdf in p.pci_functions() {
         if let Err(e) = hv.assign_pci(b.domid, bdf) {
             let _ = hv.destroy_domain(b.domid);
             return Err(format!("PCI function {bdf}: cannot assign it ({e:?})"));
         }
-        log::info!("d{}: PCI function {bdf} assigned", b.domid.0);
+        if let Some(f) = hv
+            .domain(b.domid)
+            .and_then(|dom| dom.pci.assigned().find(|f| f.bdf == bdf))
+        {
+            log::info!(
+                "d{}: PCI function {bdf} assigned: memory {:x?}, ports {:x?}, line {} pin {}",
+                b.domid.0,
+                f.mem,
+                f.io,
+                f.irq.0,
+                f.irq.1
+            );
+        }
     }
     let init = vcpu_init(&b.vcpu0);
     let Some(vcpu0) = make_backend(root, &epoch, &init) else {
@@ -730,6 +758,17 @@ pub fn ap_main(index: u32, apic: LocalApic) -> ! {
     cpu_loop(index, &apic)
 }
 
+/// Hands the device interrupts that arrived (GSIs, `ioapic::take_pending`)
+/// to hv-core, which raises the bound pirq ports.
+fn deliver_pirqs(hv: &mut Hypervisor<HostPlatform>) {
+    let mut fired = crate::ioapic::take_pending();
+    while fired != 0 {
+        let gsi = fired.trailing_zeros();
+        fired &= fired - 1;
+        hv.gsi_fired(gsi);
+    }
+}
+
 /// Takes pending host interrupts (the handlers only acknowledge them).
 fn take_interrupts() {
     // SAFETY: the IDT has handlers for every vector the host enables (the
@@ -759,6 +798,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             let mut hv = hv.lock();
             let mut sched = sched.lock();
             let now = hv.now();
+            deliver_pirqs(&mut hv);
             let mut next = hv.tick(now);
             if me == 0 {
                 crate::input::poll(&mut hv);
@@ -843,6 +883,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if let Some(l) = local.as_ref()
                 && local_action == Some(ExitAction::Resume)
                 && l.now() < slice_end
+                && !crate::ioapic::pending()
             {
                 ExitCount::mine(me).local.fetch_add(1, Relaxed);
                 // Who it woke goes to the scheduler now, as after a global
@@ -871,6 +912,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 l.take_woke();
             }
             let mut hv = hv.lock();
+            deliver_pirqs(&mut hv);
             let action = match local_action {
                 Some(a) => a,
                 None => hv.handle_exit(s.d, s.v, vcpu.as_mut(), exit),

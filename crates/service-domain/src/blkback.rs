@@ -567,7 +567,7 @@ const STAGE_MAX: usize = 4 << 20;
 
 /// Where the data of disk requests lives: the disk's bytes, or the
 /// staging buffer for a device.
-fn local_mem<'a, S: Storage>(disk: &'a mut S, stage: &'a mut Vec<u8>) -> &'a mut [u8] {
+fn local_mem<'a, S: Storage>(disk: &'a mut S, stage: &'a mut [u8]) -> &'a mut [u8] {
     match disk.bytes() {
         Some(b) => b,
         None => stage,

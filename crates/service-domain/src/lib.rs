@@ -24,6 +24,7 @@ pub mod blkback;
 pub mod cmdline;
 pub mod netback;
 pub mod switch;
+pub mod uplink;
 pub mod xenbus;
 pub mod xenstore;
 

@@ -22,6 +22,7 @@ extern crate alloc;
 
 pub mod blkback;
 pub mod cmdline;
+pub mod dma;
 pub mod netback;
 pub mod switch;
 pub mod uplink;

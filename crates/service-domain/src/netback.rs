@@ -520,6 +520,11 @@ impl<R: SharedMem> Netback<R> {
         self.uplink = Some(up);
     }
 
+    /// Whether an uplink is joined.
+    pub fn uplink_attached(&self) -> bool {
+        self.uplink.is_some()
+    }
+
     /// The uplink's counters.
     pub fn uplink_stats(&self) -> UplinkStats {
         self.up_stats

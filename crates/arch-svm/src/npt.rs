@@ -17,6 +17,8 @@ const RW: u64 = 1 << 1;
 const US: u64 = 1 << 2;
 const PS: u64 = 1 << 7;
 const NX: u64 = 1 << 63;
+const PWT: u64 = 1 << 3;
+const PCD: u64 = 1 << 4;
 
 /// The long-mode entry format as NPT uses it.
 pub struct NptFormat;
@@ -30,6 +32,11 @@ impl EntryFormat for NptFormat {
 
     fn leaf(hpa: u64, perms: P2mPerms, large: bool) -> u64 {
         let mut e = hpa | P | US;
+        if perms.uncached {
+            // PAT index 3: UC in the host's PAT (power-on value, which
+            // the hypervisor keeps), stronger than any guest type.
+            e |= PCD | PWT;
+        }
         if perms.write {
             e |= RW;
         }
@@ -54,6 +61,7 @@ impl EntryFormat for NptFormat {
         P2mPerms {
             write: entry & RW != 0,
             exec: entry & NX == 0,
+            uncached: entry & PCD != 0,
         }
     }
 }
@@ -94,6 +102,33 @@ mod tests {
                 perms: P2mPerms::RWX,
                 large: true
             })
+        );
+    }
+
+    #[test]
+    fn device_memory_is_uncached() {
+        use hv_core::pagetable::Translation;
+        let mut mem = MockTables::default();
+        let mut npt = Npt::new(&mut mem).unwrap();
+        npt.map(Gfn(0xFEB00), Hfn(0xFEB00), P2mPerms::MMIO).unwrap();
+        npt.map(Gfn(0xFEB01), Hfn(0x1234), P2mPerms::RW).unwrap();
+        let t = |g| npt.lookup(Gfn(g)).unwrap();
+        assert_eq!(
+            t(0xFEB00),
+            Translation {
+                hfn: Hfn(0xFEB00),
+                perms: P2mPerms::MMIO,
+                large: false
+            }
+        );
+        assert!(!t(0xFEB01).perms.uncached);
+        assert_eq!(
+            NptFormat::leaf(0x1000, P2mPerms::MMIO, false) & (PCD | PWT),
+            PCD | PWT
+        );
+        assert_eq!(
+            NptFormat::leaf(0x1000, P2mPerms::RWX, false) & (PCD | PWT),
+            0
         );
     }
 

@@ -4,8 +4,9 @@
 //! (`arch-common`'s [`IdentityTables`]), behind hv-core's [`NestedPaging`].
 //!
 //! EPT entries have separate read, write and execute bits and, in leaves,
-//! the memory type. Guest memory is ordinary RAM, so every leaf is
-//! write-back with the guest's PAT honoured (IPAT clear).
+//! the memory type. Guest RAM is write-back with the guest's PAT honoured
+//! (IPAT clear); a device's memory (`P2mPerms::uncached`, an assigned
+//! function's BARs) is UC.
 
 pub use arch_common::tables::{FrameSource, IdentityTables};
 use hv_core::arch::P2mPerms;
@@ -22,6 +23,8 @@ pub const X: u64 = 1 << 2;
 pub const MT_SHIFT: u32 = 3;
 /// Write-back memory type.
 pub const MT_WB: u64 = 6;
+/// Uncacheable memory type (a device's registers).
+pub const MT_UC: u64 = 0;
 /// Large page (2 MiB at level 2).
 pub const LARGE: u64 = 1 << 7;
 
@@ -46,7 +49,8 @@ impl EntryFormat for EptFormat {
     }
 
     fn leaf(hpa: u64, perms: P2mPerms, large: bool) -> u64 {
-        let mut e = hpa | R | (MT_WB << MT_SHIFT);
+        let mt = if perms.uncached { MT_UC } else { MT_WB };
+        let mut e = hpa | R | (mt << MT_SHIFT);
         if perms.write {
             e |= W;
         }
@@ -71,6 +75,7 @@ impl EntryFormat for EptFormat {
         P2mPerms {
             write: entry & W != 0,
             exec: entry & X != 0,
+            uncached: (entry >> MT_SHIFT) & 7 == MT_UC,
         }
     }
 }
@@ -86,6 +91,14 @@ mod tests {
     use hv_core::arch::NestedPaging;
     use hv_core::pagetable::{MockTables, PageTableMemory, Translation};
     use hv_core::types::{Gfn, Hfn};
+
+    #[test]
+    fn device_memory_is_uncached() {
+        let e = EptFormat::leaf(0xFEB0_0000, P2mPerms::MMIO, false);
+        assert_eq!(e, 0xFEB0_0000 | R | W | (MT_UC << MT_SHIFT));
+        assert_eq!(EptFormat::perms(e), P2mPerms::MMIO);
+        assert!(!EptFormat::perms(EptFormat::leaf(0, P2mPerms::RW, false)).uncached);
+    }
 
     #[test]
     fn entries_have_the_ept_bits() {

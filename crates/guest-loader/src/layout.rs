@@ -193,6 +193,9 @@ pub enum PlanError {
     AcpiTooLarge(usize),
     /// The RSDP address does not point to an RSDP inside the ACPI tables.
     BadRsdp(u64),
+    /// The direct-mapped RAM range is not page-aligned, is empty, or is
+    /// not between the low RAM's end and [`ACPI_BASE`].
+    BadDirectRam(GpaRange),
 }
 
 impl fmt::Display for PlanError {
@@ -228,6 +231,11 @@ impl fmt::Display for PlanError {
             }
             PlanError::AcpiTooLarge(n) => write!(f, "ACPI tables of {n:#x} bytes do not fit"),
             PlanError::BadRsdp(a) => write!(f, "no RSDP at {a:#x} inside the ACPI tables"),
+            PlanError::BadDirectRam(r) => write!(
+                f,
+                "direct-mapped RAM {:#x}-{:#x} is not page-aligned between the low RAM and the ACPI tables",
+                r.start, r.end
+            ),
         }
     }
 }
@@ -607,6 +615,16 @@ pub(crate) fn plan(image: &PvhImage<'_>, cfg: &GuestConfig<'_>) -> Result<Memory
     }
 
     let ram = ram_ranges(mem_bytes);
+    let mut listed = ram.clone();
+    if let Some(d) = cfg.direct_ram {
+        let low_end = ram[0].end;
+        let aligned = d.start.is_multiple_of(PAGE_SIZE) && d.end.is_multiple_of(PAGE_SIZE);
+        if !aligned || d.is_empty() || d.start < low_end || d.end > ACPI_BASE {
+            return Err(PlanError::BadDirectRam(d));
+        }
+        listed.push(d);
+        listed.sort_unstable();
+    }
     let special = special_pages();
     let mut reserved = alloc::vec![(special, XEN_HVM_MEMMAP_TYPE_RESERVED)];
     let mut acpi = None;
@@ -622,7 +640,7 @@ pub(crate) fn plan(image: &PvhImage<'_>, cfg: &GuestConfig<'_>) -> Result<Memory
         acpi = Some(range);
         rsdp_page = Some(page);
     }
-    let memmap_entries = memmap(&ram, &reserved);
+    let memmap_entries = memmap(&listed, &reserved);
 
     let mut free = Free(ram.clone());
     for (r, _) in &reserved {

@@ -75,6 +75,12 @@ pub struct GuestConfig<'a> {
     pub acpi: Option<AcpiBlob<'a>>,
     /// A privileged (initial) domain: sets `SIF_PRIVILEGED | SIF_INITDOMAIN`.
     pub privileged: bool,
+    /// RAM the hypervisor backs itself outside the guest's ordinary RAM
+    /// (a direct-mapped region, guest-physical = host-physical): listed
+    /// in the memory map as RAM, never used for placing anything, not in
+    /// [`MemoryPlan::backing`]. Page-aligned, above the low RAM and below
+    /// [`layout::ACPI_BASE`], or the plan is refused.
+    pub direct_ram: Option<GpaRange>,
 }
 
 /// Why a guest could not be loaded.

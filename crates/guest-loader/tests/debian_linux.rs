@@ -127,6 +127,7 @@ fn debian_vmlinux_loads_as_pvh() {
         modules: &mods,
         acpi: None,
         privileged: false,
+        direct_ram: None,
     };
     let mut mem = VecGuestMemory::for_ram(MEM);
     let g = load(&elf, &cfg, &mut mem).unwrap();

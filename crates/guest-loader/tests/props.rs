@@ -190,6 +190,7 @@ fn with_cfg<R>(c: &Case, f: impl FnOnce(&GuestConfig<'_>) -> R) -> R {
             rsdp_paddr: ACPI_BASE,
         }),
         privileged: c.privileged,
+        direct_ram: None,
     };
     f(&cfg)
 }

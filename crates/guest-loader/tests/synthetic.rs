@@ -831,3 +831,63 @@ fn assert_disjoint(plan: &guest_loader::MemoryPlan) {
         }
     }
 }
+
+#[test]
+fn direct_ram_is_listed_as_ram_and_never_used() {
+    let image = kernel(true, 0x100_0000, &[]);
+    let direct = GpaRange {
+        start: 0x3e00_0000,
+        end: 0x4000_0000,
+    };
+    let c = GuestConfig {
+        direct_ram: Some(direct),
+        ..cfg(64 * MIB)
+    };
+    let mut mem = VecGuestMemory::for_ram(64 * MIB);
+    let g = load(&image, &c, &mut mem).unwrap();
+    let ram: Vec<(u64, u64)> = g
+        .plan
+        .memmap_entries
+        .iter()
+        .filter(|e| e.r#type == XEN_HVM_MEMMAP_TYPE_RAM)
+        .map(|e| (e.addr, e.size))
+        .collect();
+    assert!(ram.contains(&(0x3e00_0000, 0x200_0000)), "{ram:x?}");
+    assert!(
+        g.plan
+            .memmap_entries
+            .windows(2)
+            .all(|w| w[0].addr < w[1].addr)
+    );
+    // Nothing placed there, and the loader does not back it.
+    assert!(g.plan.regions().iter().all(|(_, r)| !r.overlaps(&direct)));
+    assert!(g.plan.backing().iter().all(|r| !r.overlaps(&direct)));
+    // Overlapping the low RAM, the ACPI area, unaligned or empty: refused.
+    for bad in [
+        GpaRange {
+            start: 0x300_0000,
+            end: 0x500_0000,
+        },
+        GpaRange {
+            start: ACPI_BASE - 0x20_0000,
+            end: ACPI_BASE + 0x1000,
+        },
+        GpaRange {
+            start: 0x3e00_0800,
+            end: 0x4000_0000,
+        },
+        GpaRange {
+            start: 0x3e00_0000,
+            end: 0x3e00_0000,
+        },
+    ] {
+        let c = GuestConfig {
+            direct_ram: Some(bad),
+            ..cfg(64 * MIB)
+        };
+        assert_eq!(
+            load(&image, &c, &mut mem).unwrap_err(),
+            LoadError::Plan(PlanError::BadDirectRam(bad))
+        );
+    }
+}

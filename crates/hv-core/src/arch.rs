@@ -296,6 +296,9 @@ pub struct P2mPerms {
     pub write: bool,
     /// Executable.
     pub exec: bool,
+    /// Uncached (a device's registers): the memory type is UC whatever
+    /// the guest's PAT says; otherwise write-back with the guest's PAT.
+    pub uncached: bool,
 }
 
 impl P2mPerms {
@@ -303,16 +306,25 @@ impl P2mPerms {
     pub const RWX: P2mPerms = P2mPerms {
         write: true,
         exec: true,
+        uncached: false,
     };
     /// Read only.
     pub const RO: P2mPerms = P2mPerms {
         write: false,
         exec: false,
+        uncached: false,
     };
     /// Read and write, no execute.
     pub const RW: P2mPerms = P2mPerms {
         write: true,
         exec: false,
+        uncached: false,
+    };
+    /// A device's memory: read and write, no execute, uncached.
+    pub const MMIO: P2mPerms = P2mPerms {
+        write: true,
+        exec: false,
+        uncached: true,
     };
 }
 

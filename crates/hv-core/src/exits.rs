@@ -865,6 +865,9 @@ fn input<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64) ->
     if crate::pci::is_config_port(port) {
         return Some(u64::from(crate::pci::port_read(hv, d, port, size as u8)));
     }
+    if let Some(v) = crate::pci::bar_port_read(hv, d, port, size as u8) {
+        return Some(u64::from(v));
+    }
     let now = hv.now();
     let pit = &mut hv.domain_mut(d)?.pit;
     match (port, size) {
@@ -877,6 +880,9 @@ fn input<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64) ->
 fn out<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u16, size: u64, val: u64) {
     if crate::pci::is_config_port(port) {
         crate::pci::port_write(hv, d, port, size as u8, val as u32);
+        return;
+    }
+    if crate::pci::bar_port_write(hv, d, port, size as u8, val as u32) {
         return;
     }
     if size == 1 && matches!(port, PIT_CH2_PORT | PIT_CMD_PORT | PIT_GATE_PORT) {

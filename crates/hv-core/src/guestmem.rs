@@ -7,7 +7,7 @@
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::p2m::{P2m, P2mEntry};
+use crate::p2m::{P2m, P2mEntry, P2mKind};
 use crate::platform::FrameAccess;
 use crate::types::{Errno, Gfn, Hfn, PAGE_SIZE, XenResult};
 
@@ -34,7 +34,9 @@ impl<'a> GuestMem<'a> {
             .p2m
             .get_scrubbed(Gfn::of(gpa), self.frames)
             .ok_or(Errno::EFAULT)?;
-        if write && !e.perms.write {
+        // A device's registers are the guest's to touch, never the
+        // hypervisor's on its behalf.
+        if (write && !e.perms.write) || e.kind == P2mKind::Mmio {
             return Err(Errno::EFAULT);
         }
         Ok(e)

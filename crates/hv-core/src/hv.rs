@@ -25,7 +25,7 @@ use crate::pagewalk::{GuestVirt, PagingMode};
 use crate::platform::Platform;
 use crate::time::{TimeScale, TimerEntry, TimerHeap, TimerKind};
 use crate::tlb::{GuestModeClock, Stamp};
-use crate::types::{DomId, Errno, Gfn, Hfn, XenResult};
+use crate::types::{DomId, Errno, Gfn, Hfn, PAGE_SIZE, XenResult};
 
 /// What the per-CPU loop does after an exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -481,6 +481,62 @@ impl<P: Platform> Hypervisor<P> {
         Ok(())
     }
 
+    /// Gives `d` a direct-mapped RAM region of `blocks` 2 MiB blocks: one
+    /// contiguous run of host frames below 4 GiB, zeroed now and mapped at
+    /// guest-physical = host-physical, so a device the domain programs
+    /// with its own addresses reaches them without an IOMMU. Counted in
+    /// the domain's pages and freed with it like other RAM. Answers the
+    /// first frame. `-EINVAL` for no blocks, `-ENOMEM` beyond the domain's
+    /// allocation or without such a run, `-EEXIST` if the domain maps
+    /// anything at those addresses already (the run is given back).
+    pub fn populate_direct(&mut self, d: DomId, blocks: u64) -> XenResult<Gfn> {
+        let frames = blocks.checked_mul(BLOCK_FRAMES).ok_or(Errno::EINVAL)?;
+        if blocks == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let dom = self.domains.get(&d.0).ok_or(Errno::ESRCH)?;
+        if dom.tot_pages.saturating_add(frames) > dom.max_pages {
+            return Err(Errno::ENOMEM);
+        }
+        let h = self
+            .platform
+            .alloc_contiguous(blocks)
+            .ok_or(Errno::ENOMEM)?;
+        let give_back = |p: &P| {
+            for i in 0..frames {
+                p.free_frame(Hfn(h.0 + i));
+            }
+        };
+        if !h.0.is_multiple_of(BLOCK_FRAMES)
+            || (h.0..h.0 + frames).any(|g| dom.p2m.contains(Gfn(g)))
+        {
+            give_back(&self.platform);
+            return Err(Errno::EEXIST);
+        }
+        for i in 0..frames {
+            self.platform.zero(Hfn(h.0 + i), 0, PAGE_SIZE);
+        }
+        let dom = self.domains.get_mut(&d.0).ok_or(Errno::ESRCH)?;
+        for b in 0..blocks {
+            let at = h.0 + b * BLOCK_FRAMES;
+            if dom
+                .p2m
+                .set_block(Gfn(at), Hfn(at), P2mKind::Ram, P2mPerms::RWX)
+                .is_err()
+            {
+                // The blocks mapped so far are the domain's now (counted
+                // below); the rest goes back.
+                dom.tot_pages += b * BLOCK_FRAMES;
+                for i in b * BLOCK_FRAMES..frames {
+                    self.platform.free_frame(Hfn(h.0 + i));
+                }
+                return Err(Errno::ENOMEM);
+            }
+        }
+        dom.tot_pages += frames;
+        Ok(Gfn(h.0))
+    }
+
     /// Whether `gpa` is a lazy frame of `d` the nested tables do not map
     /// yet (its first touch faults).
     pub fn is_lazy(&self, d: DomId, gpa: u64) -> bool {
@@ -524,7 +580,7 @@ impl<P: Platform> Hypervisor<P> {
                 }
             }
             P2mKind::SharedInfo => dom.shared_info_gfn = None,
-            P2mKind::GrantTable(_) | P2mKind::Foreign { .. } => {}
+            P2mKind::GrantTable(_) | P2mKind::Foreign { .. } | P2mKind::Mmio => {}
         }
         Ok(())
     }

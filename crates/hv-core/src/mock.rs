@@ -13,7 +13,7 @@ use spin::Mutex;
 
 use crate::arch::{ControlReg, Event, Gprs, NestedPaging, NptError, P2mPerms, VcpuBackend, VmExit};
 use crate::pci::Bdf;
-use crate::platform::{FrameAccess, Platform};
+use crate::platform::{FrameAccess, GsiRoute, Platform};
 use crate::types::{DomId, Gfn, Hfn, PAGE_SIZE};
 
 type Frame = Box<[AtomicU64; PAGE_SIZE / 8]>;
@@ -83,7 +83,38 @@ pub struct MockPlatform {
     /// Every configuration write that reached the host: (function,
     /// register, size, value).
     pub pci_writes: Mutex<Vec<(Bdf, u8, u8, u32)>>,
+    /// Every host I/O port access: (port, size, `Some(value)` for a write,
+    /// `None` for a read). Reads answer the port number.
+    pub io: Mutex<Vec<(u16, u8, Option<u32>)>>,
+    /// MADT interrupt source overrides: (ISA IRQ, route).
+    pub irq_overrides: Mutex<Vec<(u8, GsiRoute)>>,
+    /// Every IOAPIC operation, in order.
+    pub ioapic: Mutex<Vec<IoapicOp>>,
 }
+
+/// An IOAPIC operation the mock recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoapicOp {
+    /// [`Platform::ioapic_route`].
+    Route {
+        /// The pin.
+        gsi: u32,
+        /// Level-triggered.
+        level: bool,
+        /// Active low.
+        active_low: bool,
+    },
+    /// [`Platform::ioapic_mask`].
+    Mask {
+        /// The pin.
+        gsi: u32,
+        /// Masked (else unmasked).
+        masked: bool,
+    },
+}
+
+/// The mock's IOAPIC has 24 pins.
+pub const MOCK_IOAPIC_PINS: u32 = 24;
 
 /// A host PCI function's configuration space: bytes and, per dword, the
 /// bits a write changes (the rest are read-only).
@@ -165,6 +196,9 @@ impl MockPlatform {
             cpuid_clear: Vec::new(),
             pci: Mutex::new(Vec::new()),
             pci_writes: Mutex::new(Vec::new()),
+            io: Mutex::new(Vec::new()),
+            irq_overrides: Mutex::new(Vec::new()),
+            ioapic: Mutex::new(Vec::new()),
         }
     }
 
@@ -411,6 +445,81 @@ impl Platform for MockPlatform {
             }
         };
         for h in base..base + N {
+            let fr = new_frame();
+            for w in fr.iter() {
+                w.store(STALE_WORD, SeqCst);
+            }
+            self.shard(h).lock().insert(h, fr);
+        }
+        Some(Hfn(base))
+    }
+    fn io_port_read(&self, port: u16, size: u8) -> u32 {
+        self.io.lock().push((port, size, None));
+        u32::from(port)
+            & if size >= 4 {
+                u32::MAX
+            } else {
+                (1 << (8 * size)) - 1
+            }
+    }
+    fn io_port_write(&self, port: u16, size: u8, value: u32) {
+        self.io.lock().push((port, size, Some(value)));
+    }
+    fn irq_route(&self, line: u8) -> Option<GsiRoute> {
+        if let Some(&(_, r)) = self.irq_overrides.lock().iter().find(|(i, _)| *i == line) {
+            return Some(r);
+        }
+        match line {
+            0..=15 => Some(GsiRoute {
+                gsi: u32::from(line),
+                level: false,
+                active_low: false,
+            }),
+            255 => None,
+            _ => Some(GsiRoute {
+                gsi: u32::from(line),
+                level: true,
+                active_low: true,
+            }),
+        }
+    }
+    fn ioapic_route(&self, gsi: u32, level: bool, active_low: bool) -> bool {
+        if gsi >= MOCK_IOAPIC_PINS {
+            return false;
+        }
+        self.ioapic.lock().push(IoapicOp::Route {
+            gsi,
+            level,
+            active_low,
+        });
+        true
+    }
+    fn ioapic_mask(&self, gsi: u32, masked: bool) {
+        self.ioapic.lock().push(IoapicOp::Mask { gsi, masked });
+    }
+    fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
+        let n = blocks.checked_mul(crate::p2m::BLOCK_FRAMES)?;
+        if n == 0 || !self.reserve(n) {
+            return None;
+        }
+        // At 1 GiB or above (below 4 GiB), as a host's free memory is
+        // above a small domain's low RAM.
+        let base = loop {
+            let cur = self.next.load(SeqCst);
+            let b = cur.max(1 << 18).next_multiple_of(crate::p2m::BLOCK_FRAMES);
+            if b + n > 1 << 20 {
+                self.in_use.fetch_sub(n, SeqCst);
+                return None;
+            }
+            if self
+                .next
+                .compare_exchange(cur, b + n, SeqCst, SeqCst)
+                .is_ok()
+            {
+                break b;
+            }
+        };
+        for h in base..base + n {
             let fr = new_frame();
             for w in fr.iter() {
                 w.store(STALE_WORD, SeqCst);

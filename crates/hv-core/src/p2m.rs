@@ -118,6 +118,11 @@ pub enum P2mKind {
         /// The granting domain.
         owner: DomId,
     },
+    /// A page of an assigned PCI function's memory BAR, mapped at
+    /// guest-physical = host-physical, uncached. Not RAM: not counted in
+    /// the domain's pages, never freed, and no hypercall reads, writes,
+    /// grants or copies it.
+    Mmio,
 }
 
 impl P2mKind {
@@ -399,6 +404,34 @@ impl P2m {
         self.dirty = true;
         let old = self.entries.insert(gfn.0, entry);
         Ok(old.or_else(|| self.take_lazy(gfn.0)))
+    }
+
+    /// Maps the 2 MiB block at `gfn` to the host run at `hfn` (both
+    /// 512-aligned) with one large entry where the tables have them, as
+    /// `kind`: a direct-mapped region's frames, already zeroed. The caller
+    /// has checked that none of the block is mapped.
+    pub fn set_block(
+        &mut self,
+        gfn: Gfn,
+        hfn: Hfn,
+        kind: P2mKind,
+        perms: P2mPerms,
+    ) -> Result<(), NptError> {
+        debug_assert!(gfn.0.is_multiple_of(BLOCK_FRAMES) && hfn.0.is_multiple_of(BLOCK_FRAMES));
+        self.npt.map_large(gfn, hfn, perms)?;
+        self.dirty = true;
+        self.entries.reserve(BLOCK_FRAMES as usize);
+        for k in 0..BLOCK_FRAMES {
+            self.entries.insert(
+                gfn.0 + k,
+                P2mEntry {
+                    hfn: Hfn(hfn.0 + k),
+                    kind,
+                    perms,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Unmaps `gfn`, returning what was there.

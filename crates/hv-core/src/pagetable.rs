@@ -486,6 +486,7 @@ mod tests {
             P2mPerms {
                 write: entry & 2 != 0,
                 exec: entry & 4 != 0,
+                uncached: false,
             }
         }
     }

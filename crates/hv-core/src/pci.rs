@@ -42,17 +42,25 @@
 //! latch (0xCF9 is the host's reset control): they read all-ones and drop
 //! writes, like every port nothing emulates.
 //!
-//! Not here yet: ECAM (MMCONFIG), mapping BARs into the assignee's p2m or
-//! I/O bitmap, interrupts (`PHYSDEVOP_map_pirq`), DMA, and resetting a
-//! function when its domain goes away.
+//! At assignment the function's memory BARs (firmware's placement) are
+//! mapped into the assignee's p2m at guest-physical = host-physical,
+//! uncached ([`P2mKind::Mmio`], refused if a page is taken), and the
+//! assignee's `IN`/`OUT` to ports inside its I/O BARs reach the host
+//! ([`Platform::io_port_read`]); every other domain gets the unbacked
+//! behaviour for both (nothing mapped, all-ones).
+//!
+//! Not here yet: ECAM (MMCONFIG), MSI, and resetting a function when its
+//! domain goes away.
 
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::arch::P2mPerms;
 use crate::domain::Domain;
 use crate::hv::Hypervisor;
+use crate::p2m::{P2mEntry, P2mKind};
 use crate::platform::Platform;
-use crate::types::{DomId, Errno, XenResult};
+use crate::types::{DomId, Errno, Gfn, Hfn, PAGE_SIZE, XenResult};
 
 /// The configuration address port (mechanism #1).
 pub const CONFIG_ADDRESS: u16 = 0xCF8;
@@ -73,6 +81,12 @@ const REG_HEADER_TYPE: u8 = 0x0E;
 const REG_BAR0: u8 = 0x10;
 const REG_ROM: u8 = 0x30;
 const REG_CAP_PTR: u8 = 0x34;
+const REG_INTERRUPT_LINE: u8 = 0x3C;
+const REG_INTERRUPT_PIN: u8 = 0x3D;
+/// Guest-physical pages a BAR may not cover: the local APIC's page
+/// (0xfee00000, emulated for every domain) and the special pages
+/// (0xfeffc000-0xfeffffff, the console and xenstore rings).
+const RESERVED_GPA: [(u64, u64); 2] = [(0xFEE0_0000, 0xFEE0_1000), (0xFEFF_C000, 0xFF00_0000)];
 const STATUS_CAP_LIST: u16 = 1 << 4;
 const CAP_MSI: u8 = 0x05;
 const CAP_MSIX: u8 = 0x11;
@@ -202,6 +216,14 @@ pub struct AssignedFunction {
     bars: [Bar; 6],
     /// Byte ranges `[start, end)` of the MSI and MSI-X capabilities.
     owned: Vec<(u16, u16)>,
+    /// Its memory BARs as firmware placed them: (host-physical address,
+    /// size in bytes), address not 0.
+    pub mem: Vec<(u64, u64)>,
+    /// Its I/O BARs: (first port, number of ports), port not 0.
+    pub io: Vec<(u16, u32)>,
+    /// The interrupt line register (firmware's IRQ number) and pin (1-4
+    /// for INTA-INTD, 0 for none), read at assignment.
+    pub irq: (u8, u8),
 }
 
 /// A domain's view of PCI configuration space.
@@ -221,6 +243,21 @@ impl DomainPci {
     /// Whether `bdf` is assigned to the domain.
     pub fn has(&self, bdf: Bdf) -> bool {
         self.functions.iter().any(|f| f.bdf == bdf)
+    }
+
+    /// The assigned functions with what was found at assignment.
+    pub fn assigned(&self) -> impl Iterator<Item = &AssignedFunction> + '_ {
+        self.functions.iter()
+    }
+
+    /// Whether ports `port..port + size` lie inside one I/O BAR of an
+    /// assigned function.
+    pub fn io_port_assigned(&self, port: u16, size: u8) -> bool {
+        let (lo, hi) = (u32::from(port), u32::from(port) + u32::from(size));
+        self.functions.iter().any(|f| {
+            f.io.iter()
+                .any(|&(b, n)| lo >= u32::from(b) && hi <= u32::from(b) + n)
+        })
     }
 }
 
@@ -246,6 +283,7 @@ fn probe<P: Platform>(p: &P, bdf: Bdf) -> XenResult<AssignedFunction> {
     let command = rd(REG_COMMAND, 2);
     p.pci_config_write(bdf, REG_COMMAND, 2, command & !0x3);
     let mut bars = [Bar::default(); 6];
+    let (mut mem, mut io) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < 6 {
         let reg = REG_BAR0 + 4 * i as u8;
@@ -259,6 +297,9 @@ fn probe<P: Platform>(p: &P, bdf: Bdf) -> XenResult<AssignedFunction> {
         let (orig, sized) = size_reg(reg);
         if orig & 1 != 0 {
             if sized & !0x3 != 0 {
+                // 16-bit port decoders leave the upper half 0.
+                let mask = (sized & !0x3) | 0xFFFF_0000;
+                io.push((orig as u16 & !0x3, (!mask).wrapping_add(1)));
                 bars[i] = Bar {
                     kind: BarKind::Io,
                     sized: (sized & !0x3) | (orig & 0x3),
@@ -266,8 +307,11 @@ fn probe<P: Platform>(p: &P, bdf: Bdf) -> XenResult<AssignedFunction> {
                 };
             }
         } else if (orig >> 1) & 3 == 2 && i < 5 {
-            let (_, high) = size_reg(reg + 4);
+            let (orig_high, high) = size_reg(reg + 4);
             if sized & !0xF != 0 || high != 0 {
+                let addr = (u64::from(orig_high) << 32) | u64::from(orig & !0xF);
+                let mask = (u64::from(high) << 32) | u64::from(sized & !0xF);
+                mem.push((addr, (!mask).wrapping_add(1)));
                 bars[i] = Bar {
                     kind: BarKind::Mem,
                     sized: (sized & !0xF) | (orig & 0xF),
@@ -281,6 +325,10 @@ fn probe<P: Platform>(p: &P, bdf: Bdf) -> XenResult<AssignedFunction> {
             }
             i += 1;
         } else if sized & !0xF != 0 {
+            mem.push((
+                u64::from(orig & !0xF),
+                u64::from((!(sized & !0xF)).wrapping_add(1)),
+            ));
             bars[i] = Bar {
                 kind: BarKind::Mem,
                 sized: (sized & !0xF) | (orig & 0xF),
@@ -316,7 +364,21 @@ fn probe<P: Platform>(p: &P, bdf: Bdf) -> XenResult<AssignedFunction> {
             at = rd(at + 1, 1) as u8 & 0xFC;
         }
     }
-    Ok(AssignedFunction { bdf, bars, owned })
+    // Firmware's placement only: a BAR at 0 was never placed.
+    mem.retain(|&(a, n)| a != 0 && n != 0);
+    io.retain(|&(a, n)| a != 0 && n != 0);
+    let irq = (
+        rd(REG_INTERRUPT_LINE, 1) as u8,
+        rd(REG_INTERRUPT_PIN, 1) as u8,
+    );
+    Ok(AssignedFunction {
+        bdf,
+        bars,
+        owned,
+        mem,
+        io,
+        irq,
+    })
 }
 
 impl<P: Platform> Hypervisor<P> {
@@ -334,9 +396,91 @@ impl<P: Platform> Hypervisor<P> {
         }
         let f = probe(&*self.platform, bdf)?;
         let dom = self.domain_mut(d).ok_or(Errno::ESRCH)?;
+        map_bars(dom, &f)?;
         dom.pci.functions.push(f);
         Ok(())
     }
+}
+
+/// The pages of memory BAR `(addr, size)`: whole pages only (a BAR of
+/// 4 KiB or more is page-aligned, as BARs are aligned to their size).
+fn bar_pages(addr: u64, size: u64) -> Option<core::ops::Range<u64>> {
+    let end = addr.checked_add(size)?;
+    (size >= PAGE_SIZE as u64 && addr.is_multiple_of(PAGE_SIZE as u64) && end <= 1 << 52)
+        .then_some(addr >> 12..end >> 12)
+}
+
+/// Maps `f`'s memory BARs into `dom`'s p2m at guest-physical =
+/// host-physical, uncached ([`P2mKind::Mmio`]): all or none. `-EEXIST` if
+/// a page is mapped already (RAM, a direct-mapped region, anything) or is
+/// the local APIC's or a special page. A BAR smaller than a page is not
+/// mapped (its page would hold other registers): the domain sees it as
+/// unbacked.
+fn map_bars(dom: &mut Domain, f: &AssignedFunction) -> XenResult<()> {
+    let ranges: Vec<_> = f.mem.iter().filter_map(|&(a, n)| bar_pages(a, n)).collect();
+    for r in &ranges {
+        let clash = |g: u64| {
+            dom.p2m.contains(Gfn(g))
+                || g >= 1 << 40
+                || RESERVED_GPA
+                    .iter()
+                    .any(|&(lo, hi)| (lo >> 12..hi >> 12).contains(&g))
+        };
+        if r.clone().any(clash) {
+            return Err(Errno::EEXIST);
+        }
+    }
+    let mut done = Vec::new();
+    for g in ranges.into_iter().flatten() {
+        let e = P2mEntry {
+            hfn: Hfn(g),
+            kind: P2mKind::Mmio,
+            perms: P2mPerms::MMIO,
+        };
+        if dom.p2m.set(Gfn(g), e).is_err() {
+            for g in done {
+                dom.p2m.remove(Gfn(g));
+            }
+            dom.p2m.flush();
+            return Err(Errno::ENOMEM);
+        }
+        done.push(g);
+    }
+    dom.p2m.flush();
+    Ok(())
+}
+
+/// A read by `d` of host port `port` inside an I/O BAR of a function
+/// assigned to it: the host's value; `None` for any other port.
+pub(crate) fn bar_port_read<P: Platform>(
+    hv: &Hypervisor<P>,
+    d: DomId,
+    port: u16,
+    size: u8,
+) -> Option<u32> {
+    let dom = hv.domains.get(&d.0)?;
+    (matches!(size, 1 | 2 | 4) && dom.pci.io_port_assigned(port, size))
+        .then(|| hv.platform.io_port_read(port, size))
+}
+
+/// A write by `d` to host port `port`: forwarded, and true, if the port
+/// lies inside an I/O BAR of a function assigned to it.
+pub(crate) fn bar_port_write<P: Platform>(
+    hv: &Hypervisor<P>,
+    d: DomId,
+    port: u16,
+    size: u8,
+    val: u32,
+) -> bool {
+    let ok = matches!(size, 1 | 2 | 4)
+        && hv
+            .domains
+            .get(&d.0)
+            .is_some_and(|dom| dom.pci.io_port_assigned(port, size));
+    if ok {
+        hv.platform.io_port_write(port, size, val);
+    }
+    ok
 }
 
 /// Whether `port` belongs to configuration mechanism #1.

@@ -56,6 +56,18 @@ pub trait FrameAccess {
     }
 }
 
+/// How a host interrupt line reaches the IOAPIC (MADT interrupt source
+/// overrides): the GSI, its trigger mode and polarity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GsiRoute {
+    /// The global system interrupt (IOAPIC pin, counting from 0).
+    pub gsi: u32,
+    /// Level-triggered (else edge).
+    pub level: bool,
+    /// Active low (else high).
+    pub active_low: bool,
+}
+
 /// The machine: frames, time, kicks and the console.
 pub trait Platform: FrameAccess {
     /// Allocates one zeroed host frame, or `None` when memory is exhausted.
@@ -70,6 +82,15 @@ pub trait Platform: FrameAccess {
     /// such run is free (the caller falls back to single frames), and by
     /// default.
     fn alloc_block(&self) -> Option<Hfn> {
+        None
+    }
+    /// Allocates `blocks` 2 MiB blocks of contiguous host frames, the
+    /// first 512-aligned, all below 4 GiB, **not zeroed** (the caller
+    /// zeroes them), for a direct-mapped region (guest-physical =
+    /// host-physical). Freed one frame at a time. `None` when no such run
+    /// is free, and by default.
+    fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
+        let _ = blocks;
         None
     }
     /// System time: nanoseconds since boot, monotonic, the same on every CPU.
@@ -114,5 +135,54 @@ pub trait Platform: FrameAccess {
     /// [`Platform::pci_config_read`]).
     fn pci_config_write(&self, bdf: Bdf, reg: u8, size: u8, value: u32) {
         let _ = (bdf, reg, size, value);
+    }
+    /// Reads `size` bytes (1, 2 or 4) from host I/O port `port`. hv-core
+    /// calls it only for ports inside an I/O BAR of a function assigned to
+    /// the domain that asks. The default reads all-ones.
+    fn io_port_read(&self, port: u16, size: u8) -> u32 {
+        let _ = port;
+        if size >= 4 {
+            u32::MAX
+        } else {
+            (1 << (8 * u32::from(size))) - 1
+        }
+    }
+    /// Writes the low `size` bytes of `value` to host I/O port `port`
+    /// (same contract as [`Platform::io_port_read`]).
+    fn io_port_write(&self, port: u16, size: u8, value: u32) {
+        let _ = (port, size, value);
+    }
+    /// Where host interrupt line `line` (a PCI function's interrupt line
+    /// register, an ISA IRQ number as firmware writes it) reaches the
+    /// IOAPIC: the MADT's interrupt source override for that IRQ if it has
+    /// one, else the same GSI number with the bus defaults (ISA IRQs 0-15
+    /// edge, active high; above, PCI's level, active low). `None` for 255
+    /// (not connected).
+    fn irq_route(&self, line: u8) -> Option<GsiRoute> {
+        match line {
+            0..=15 => Some(GsiRoute {
+                gsi: u32::from(line),
+                level: false,
+                active_low: false,
+            }),
+            255 => None,
+            _ => Some(GsiRoute {
+                gsi: u32::from(line),
+                level: true,
+                active_low: true,
+            }),
+        }
+    }
+    /// Programs the host IOAPIC pin of `gsi` for a guest's pirq: the
+    /// hypervisor's fixed vector for that GSI, trigger and polarity as
+    /// given, to one host CPU, **masked**. False if the host has no such
+    /// pin (and by default: no IOAPIC).
+    fn ioapic_route(&self, gsi: u32, level: bool, active_low: bool) -> bool {
+        let _ = (gsi, level, active_low);
+        false
+    }
+    /// Masks or unmasks the host IOAPIC pin of `gsi` (routed before).
+    fn ioapic_mask(&self, gsi: u32, masked: bool) {
+        let _ = (gsi, masked);
     }
 }

@@ -538,3 +538,89 @@ fn hostile_accesses_never_panic_or_move_bars() {
     );
     assert_eq!(host.dword(0), nic().dword(0));
 }
+
+#[test]
+fn memory_bars_are_identity_mapped_uncached_for_the_assignee_only() {
+    use hv_core::arch::P2mPerms;
+    use hv_core::p2m::P2mKind;
+    use hv_core::{Gfn, Hfn};
+    let mut s = Sim::new();
+    let a = s.domain(1);
+    let b = s.domain(1);
+    s.hv.assign_pci(a, NIC).unwrap();
+    let dom = s.hv.domain(a).unwrap();
+    let pages = 1 + 4096; // BAR0's page and BAR2's 16 MiB
+    for g in [0xFEB00, 0x8C0000, 0x8C0FFF] {
+        let e = dom.p2m.get(Gfn(g)).unwrap();
+        assert_eq!(
+            (e.hfn, e.kind, e.perms),
+            (Hfn(g), P2mKind::Mmio, P2mPerms::MMIO)
+        );
+    }
+    assert!(dom.p2m.get(Gfn(0x8C1000)).is_none());
+    assert!(
+        dom.p2m.get(Gfn(0xFEB01)).is_none(),
+        "the disk's BAR is not the NIC's"
+    );
+    assert_eq!(dom.p2m.len(), pages);
+    // Not RAM: not counted, and no hypercall path reaches it.
+    assert_eq!(dom.tot_pages, 0);
+    let mem = s.hv.guest_mem(a).unwrap();
+    assert_eq!(mem.read(0xFEB0_0000, &mut [0u8; 4]), Err(Errno::EFAULT));
+    assert_eq!(mem.write(0x8C_0000_0000, &[1]), Err(Errno::EFAULT));
+    // Another domain has nothing there: unbacked MMIO.
+    assert!(s.hv.domain(b).unwrap().p2m.is_empty());
+    // Destroyed: nothing of it goes back to the frame allocator.
+    s.hv.destroy_domain(a).unwrap();
+    s.hv.settle();
+    let freed = s.hv.platform.freed.lock();
+    assert!(
+        !freed
+            .iter()
+            .any(|h| h.0 == 0xFEB00 || (0x8C0000..0x8C1000).contains(&h.0))
+    );
+}
+
+#[test]
+fn a_bar_over_the_domains_memory_refuses_the_assignment() {
+    use hv_core::Gfn;
+    let mut s = Sim::new();
+    let a = s.domain(1);
+    s.hv.populate(a, Gfn(0x8C0800), 1).unwrap();
+    assert_eq!(s.hv.assign_pci(a, NIC), Err(Errno::EEXIST));
+    let dom = s.hv.domain(a).unwrap();
+    assert!(dom.p2m.get(Gfn(0xFEB00)).is_none(), "all or nothing");
+    assert_eq!(dom.pci.functions().count(), 0);
+    // Free for another domain.
+    let b = s.domain(1);
+    s.hv.assign_pci(b, NIC).unwrap();
+}
+
+#[test]
+fn io_bar_ports_reach_the_host_for_the_assignee_only() {
+    let mut s = Sim::new();
+    let a = s.domain(1);
+    let b = s.domain(1);
+    s.hv.assign_pci(a, NIC).unwrap();
+    s.hv.platform.io.lock().clear();
+    // BAR1: ports 0xC000-0xC01F. The mock host answers the port number.
+    assert_eq!(s.inp(a, 0xC004, 4), 0xC004);
+    assert_eq!(s.inp(a, 0xC01F, 1), 0x1F);
+    s.outp(a, 0xC010, 2, 0xBEEF);
+    assert_eq!(
+        *s.hv.platform.io.lock(),
+        [
+            (0xC004, 4, None),
+            (0xC01F, 1, None),
+            (0xC010, 2, Some(0xBEEF))
+        ]
+    );
+    s.hv.platform.io.lock().clear();
+    // Past the BAR (even partly), and every port for another domain:
+    // all-ones, nothing reaches the host.
+    assert_eq!(s.inp(a, 0xC01E, 4), 0xFFFF_FFFF);
+    assert_eq!(s.inp(a, 0xC020, 1), 0xFF);
+    assert_eq!(s.inp(b, 0xC004, 4), 0xFFFF_FFFF);
+    s.outp(b, 0xC010, 2, 0xBEEF);
+    assert!(s.hv.platform.io.lock().is_empty());
+}

@@ -9,8 +9,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use guest_loader::layout::{ACPI_BASE, LOW_RAM_TOP};
 use guest_loader::{
-    AcpiBlob, GuestConfig, GuestMemory, InitialVcpuState, LoadError, MemError, Module,
+    AcpiBlob, GpaRange, GuestConfig, GuestMemory, InitialVcpuState, LoadError, MemError, Module,
 };
 use hv_core::arch::NestedPaging;
 use hv_core::domain::Caps;
@@ -35,6 +36,11 @@ pub enum BuildError {
     Load(LoadError),
     /// The ACPI tables could not be built.
     Acpi(guest_acpi::AcpiBuildError),
+    /// No direct-mapped region could be had (`directmap=`).
+    DirectMap(Errno),
+    /// The direct-mapped region the host could give lies where the domain
+    /// has other things (its RAM, ACPI tables, special pages, local APIC).
+    DirectMapPlace(GpaRange),
 }
 
 impl fmt::Display for BuildError {
@@ -43,6 +49,14 @@ impl fmt::Display for BuildError {
             BuildError::Core(e) => write!(f, "hypervisor error {}", e.0),
             BuildError::Load(e) => write!(f, "cannot load the kernel: {e}"),
             BuildError::Acpi(e) => write!(f, "cannot build ACPI tables: {e:?}"),
+            BuildError::DirectMap(e) => {
+                write!(f, "no direct-mapped region (hypervisor error {})", e.0)
+            }
+            BuildError::DirectMapPlace(r) => write!(
+                f,
+                "the direct-mapped region the host has free, {:#x}-{:#x}, overlaps the domain's other memory",
+                r.start, r.end
+            ),
         }
     }
 }
@@ -146,7 +160,7 @@ pub fn build_with<P: Platform>(
         })
         .into_iter()
         .collect();
-    let cfg = GuestConfig {
+    let mut cfg = GuestConfig {
         mem_bytes: plan.mem,
         cmdline: &cmdline,
         modules: &modules,
@@ -155,6 +169,7 @@ pub fn build_with<P: Platform>(
             rsdp_paddr: acpi.rsdp,
         }),
         privileged: plan.privileged,
+        direct_ram: None,
     };
     let image = guest_loader::parse(kernel).map_err(BuildError::Load)?;
     let mplan = guest_loader::plan(&image, &cfg).map_err(BuildError::Load)?;
@@ -171,18 +186,36 @@ pub fn build_with<P: Platform>(
             name,
             privileged: plan.privileged,
             vcpus: plan.vcpus,
-            max_pages: pages + EXTRA_PAGES,
+            max_pages: pages + EXTRA_PAGES + (plan.directmap >> 12),
         },
         npt,
     )?;
     let store = opts.store_server.filter(|&s| s != plan.domid).map(DomId);
-    let result = if plan.service {
+    let caps = if plan.service {
         hv.set_caps(d, Caps::XENSTORE.union(Caps::DOMCTL_INFO))
             .map_err(BuildError::from)
     } else {
         Ok(())
-    }
-    .and_then(|()| fill(hv, d, &backing, &mplan, kernel, &cfg, store));
+    };
+    // The direct-mapped region first: its address goes on the command
+    // line, which the loader then places.
+    let direct = caps.and_then(|()| direct_map(hv, d, plan));
+    let direct_cmdline;
+    let result = match direct {
+        Ok(Some(r)) => {
+            direct_cmdline = match cmdline.as_str() {
+                "" => alloc::format!("directmap={:#x}:{:#x}", r.start, r.len()),
+                c => alloc::format!("{c} directmap={:#x}:{:#x}", r.start, r.len()),
+            };
+            cfg.cmdline = &direct_cmdline;
+            cfg.direct_ram = Some(r);
+            guest_loader::plan(&image, &cfg)
+                .map_err(BuildError::Load)
+                .and_then(|mplan| fill(hv, d, &backing, &mplan, kernel, &cfg, store))
+        }
+        Ok(None) => fill(hv, d, &backing, &mplan, kernel, &cfg, store),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(vcpu0) => Ok(Built {
             domid: d,
@@ -195,6 +228,35 @@ pub fn build_with<P: Platform>(
             Err(e)
         }
     }
+}
+
+/// The direct-mapped RAM of `plan` (`directmap=`), given to `d`: a run of
+/// host frames at guest-physical = host-physical, which must lie between
+/// the domain's low RAM and the ACPI tables (the special pages and the
+/// local APIC are above those); refused otherwise.
+fn direct_map<P: Platform>(
+    hv: &mut Hypervisor<P>,
+    d: DomId,
+    plan: &DomainPlan<'_>,
+) -> Result<Option<GpaRange>, BuildError> {
+    if plan.directmap == 0 {
+        return Ok(None);
+    }
+    const BLOCK: u64 = 2 << 20;
+    let blocks = plan.directmap.div_ceil(BLOCK);
+    let base = hv
+        .populate_direct(d, blocks)
+        .map_err(BuildError::DirectMap)?;
+    let r = GpaRange {
+        start: base.0 << 12,
+        end: (base.0 << 12) + blocks * BLOCK,
+    };
+    let low_end = plan.mem.min(LOW_RAM_TOP).next_multiple_of(BLOCK);
+    if r.start < low_end || r.end > ACPI_BASE {
+        // destroy_domain gives the frames back.
+        return Err(BuildError::DirectMapPlace(r));
+    }
+    Ok(Some(r))
 }
 
 fn fill<P: Platform>(

@@ -154,6 +154,15 @@ impl Platform for HostPlatform {
         let hpa = FRAMES.lock().alloc(BLOCK, BLOCK, IDENTITY_MAPPED).ok()?;
         Some(Hfn(hpa >> 12))
     }
+    fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
+        // Not zeroed: hv-core zeroes the run before mapping it. Below 4 GiB
+        // (and the identity map), for 32-bit DMA.
+        const BLOCK: u64 = 2 << 20;
+        let size = blocks.checked_mul(BLOCK)?;
+        let limit = IDENTITY_MAPPED.min(1 << 32);
+        let hpa = FRAMES.lock().alloc(size, BLOCK, limit).ok()?;
+        Some(Hfn(hpa >> 12))
+    }
     fn now_ns(&self) -> u64 {
         crate::platform::now_ns()
     }
@@ -208,6 +217,29 @@ impl Platform for HostPlatform {
                 1 => x86::io::outb(data, value as u8),
                 2 => x86::io::outw(data, value as u16),
                 _ => x86::io::outl(data, value),
+            }
+        }
+    }
+    fn io_port_read(&self, port: u16, size: u8) -> u32 {
+        // SAFETY: hv-core asks only for ports inside an I/O BAR of a PCI
+        // function assigned to the domain doing the IN (hv_core::pci
+        // `bar_port_read`): the device's own registers, which that domain
+        // drives; no port of the host's own devices.
+        unsafe {
+            match size {
+                1 => u32::from(x86::io::inb(port)),
+                2 => u32::from(x86::io::inw(port)),
+                _ => x86::io::inl(port),
+            }
+        }
+    }
+    fn io_port_write(&self, port: u16, size: u8, value: u32) {
+        // SAFETY: as in `io_port_read`.
+        unsafe {
+            match size {
+                1 => x86::io::outb(port, value as u8),
+                2 => x86::io::outw(port, value as u16),
+                _ => x86::io::outl(port, value),
             }
         }
     }

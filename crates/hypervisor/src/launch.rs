@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! kernel [name=N] [mem=SIZE] [vcpus=N] [priv] [service] [on_reboot=restart|destroy]
-//!        [pci=BDF[,BDF...]] [vif[=MAC]]... [-- guest command line]
+//!        [pci=BDF[,BDF...]] [directmap=MiB] [vif[=MAC]]... [-- guest command line]
 //! ramdisk
 //! ```
 //!
@@ -39,6 +39,17 @@
 //! to one domain. The hypervisor refuses to start when a named function
 //! is absent or is a bridge.
 //!
+//! `directmap=MiB` gives the domain a **direct-mapped** RAM region of that
+//! many MiB (a multiple of 2, at most [`MAX_DIRECTMAP_MIB`]): host frames
+//! below 4 GiB mapped at guest-physical = host-physical, so that a
+//! bus-master device it was assigned (`pci=`) works with the addresses it
+//! gives it, without an IOMMU (as Xen's direct-mapped domains on Arm).
+//! Only the service domain or the privileged control domain may have one:
+//! such a domain can program a device to read and write any host memory,
+//! so it is trusted as the hypervisor is. The region is listed as RAM in
+//! the domain's memory map, and its command line gets
+//! ` directmap=0xBASE:0xSIZE` appended (hexadecimal bytes).
+//!
 //! A boot loader that carries a single module and no module command line
 //! (QEMU's `-kernel ... -initrd KERNEL`) gives a kernel with the defaults.
 //! `vif` gives the domain a virtual network interface on the service
@@ -71,6 +82,8 @@ pub const MAX_VCPUS: u32 = 128;
 pub const MAX_DOMAINS: usize = 16;
 /// Most `vif` options per domain.
 pub const MAX_VIFS: usize = 4;
+/// Largest `directmap=` region, in MiB.
+pub const MAX_DIRECTMAP_MIB: u64 = 1024;
 
 /// A MAC address.
 pub type Mac = [u8; 6];
@@ -101,6 +114,8 @@ pub struct DomainPlan<'a> {
     /// Host PCI functions assigned to it: a checked `pci=` list (empty:
     /// none), see [`pci_functions`](DomainPlan::pci_functions).
     pub pci: &'a str,
+    /// Bytes of direct-mapped RAM (`directmap=MiB`; 0: none).
+    pub directmap: u64,
     /// Its network interfaces (`vif[=MAC]`), in handle order: `Some(mac)`
     /// for an address given, `None` for the default; see
     /// [`vifs`](DomainPlan::vifs).
@@ -160,6 +175,9 @@ pub enum PlanError<'a> {
     VifWithoutService { module: usize },
     /// A PCI function assigned to a second domain.
     PciTwice { module: usize, function: &'a str },
+    /// `directmap` on a domain that is neither the service domain nor
+    /// privileged.
+    DirectmapNotTrusted { module: usize },
 }
 
 impl fmt::Display for PlanError<'_> {
@@ -192,6 +210,10 @@ impl fmt::Display for PlanError<'_> {
             Self::VifWithoutService { module } => write!(
                 f,
                 "module {module}: a vif needs a service domain (its switch), and there is none"
+            ),
+            Self::DirectmapNotTrusted { module } => write!(
+                f,
+                "module {module}: only the service or the privileged domain may be direct-mapped"
             ),
             Self::PciTwice { module, function } => write!(
                 f,
@@ -233,6 +255,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
             cmdline: "",
             on_reboot: OnReboot::Restart,
             pci: "",
+            directmap: 0,
             vif: [None; MAX_VIFS],
         })?;
         return Ok(plans);
@@ -260,6 +283,7 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                     cmdline: guest_cmdline,
                     on_reboot: OnReboot::Restart,
                     pci: "",
+                    directmap: 0,
                     vif: [None; MAX_VIFS],
                 };
                 for w in words {
@@ -281,6 +305,14 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                         Some(("on_reboot", "restart")) => d.on_reboot = OnReboot::Restart,
                         Some(("on_reboot", "destroy")) => d.on_reboot = OnReboot::Destroy,
                         Some(("pci", v)) if d.pci.is_empty() && valid_pci(v) => d.pci = v,
+                        Some(("directmap", v)) if d.directmap == 0 => {
+                            let mib: u64 = v
+                                .parse()
+                                .ok()
+                                .filter(|&m| m > 0 && m % 2 == 0 && m <= MAX_DIRECTMAP_MIB)
+                                .ok_or(bad)?;
+                            d.directmap = mib << 20;
+                        }
                         Some(("vif", v)) => {
                             let mac = parse_mac(v).filter(|m| m[0] & 1 == 0).ok_or(bad)?;
                             add_vif(&mut d, Some(mac)).ok_or(bad)?
@@ -298,6 +330,9 @@ pub fn plan<'a>(module_cmdlines: &[&'a str]) -> Result<Plans<'a>, PlanError<'a>>
                         .any(|o| o.pci_functions().any(|x| Some(x) == b))
                 }) {
                     return Err(PlanError::PciTwice { module, function });
+                }
+                if d.directmap != 0 && !d.service && !d.privileged {
+                    return Err(PlanError::DirectmapNotTrusted { module });
                 }
                 if d.service {
                     if d.vif[0].is_some() {
@@ -717,6 +752,42 @@ mod tests {
             Err(PlanError::BadOption {
                 module: 0,
                 option: "pci=00:04.0"
+            })
+        );
+    }
+
+    #[test]
+    fn directmap_only_for_a_trusted_domain() {
+        let p = ok(&[
+            "kernel directmap=32 service pci=00:04.0",
+            "kernel priv directmap=2",
+        ]);
+        assert_eq!((p[0].directmap, p[1].directmap), (32 << 20, 2 << 20));
+        assert_eq!(ok(&["kernel service"])[0].directmap, 0);
+        assert_eq!(
+            plan(&["kernel service", "kernel name=g directmap=32"]),
+            Err(PlanError::DirectmapNotTrusted { module: 1 })
+        );
+        for bad in [
+            "directmap=0",
+            "directmap=3",
+            "directmap=2048",
+            "directmap=x",
+        ] {
+            let line: &'static str = Box::leak(format!("kernel service {bad}").into_boxed_str());
+            assert_eq!(
+                plan(&[line]),
+                Err(PlanError::BadOption {
+                    module: 0,
+                    option: bad
+                })
+            );
+        }
+        assert_eq!(
+            plan(&["kernel service directmap=2 directmap=4"]),
+            Err(PlanError::BadOption {
+                module: 0,
+                option: "directmap=4"
             })
         );
     }

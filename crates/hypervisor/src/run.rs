@@ -481,13 +481,26 @@ fn build_domain(
             (false, false) => "",
         }
     );
-    // Device assignment (configuration space only so far, hv_core::pci).
+    // Device assignment (hv_core::pci): configuration space, memory BARs
+    // identity-mapped, I/O BAR ports forwarded.
     for bdf in p.pci_functions() {
         if let Err(e) = hv.assign_pci(b.domid, bdf) {
             let _ = hv.destroy_domain(b.domid);
             return Err(format!("PCI function {bdf}: cannot assign it ({e:?})"));
         }
-        log::info!("d{}: PCI function {bdf} assigned", b.domid.0);
+        if let Some(f) = hv
+            .domain(b.domid)
+            .and_then(|dom| dom.pci.assigned().find(|f| f.bdf == bdf))
+        {
+            log::info!(
+                "d{}: PCI function {bdf} assigned: memory {:x?}, ports {:x?}, line {} pin {}",
+                b.domid.0,
+                f.mem,
+                f.io,
+                f.irq.0,
+                f.irq.1
+            );
+        }
     }
     let init = vcpu_init(&b.vcpu0);
     let Some(vcpu0) = make_backend(root, &epoch, &init) else {

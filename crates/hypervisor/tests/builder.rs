@@ -75,6 +75,7 @@ fn plan(privileged: bool) -> DomainPlan<'static> {
         cmdline: "console=hvc0 test",
         on_reboot: hypervisor::launch::OnReboot::Restart,
         pci: "",
+        directmap: 0,
         vif: [None; hypervisor::launch::MAX_VIFS],
     }
 }
@@ -434,4 +435,66 @@ fn a_new_domain_never_sees_old_data() {
         reused > 3000,
         "the old domain's frames came back ({reused})"
     );
+}
+
+#[test]
+fn a_direct_mapped_region_is_identity_mapped_zeroed_listed_and_freed() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let before = hv.platform.frames_in_use();
+    let elf = tiny_pvh_elf();
+    let p = DomainPlan {
+        domid: 1,
+        service: true,
+        directmap: 4 << 20,
+        ..plan(false)
+    };
+    let b = build(&mut hv, &p, &elf, None, Box::new(MockNpt::default())).unwrap();
+    let dom = hv.domain(b.domid).unwrap();
+    // The mock's contiguous runs start at 1 GiB.
+    let base = 0x4000_0000u64;
+    for g in [base >> 12, (base >> 12) + 1023] {
+        let e = dom.p2m.get(Gfn(g)).unwrap();
+        assert_eq!((e.hfn.0, e.kind), (g, P2mKind::Ram));
+    }
+    assert!(dom.p2m.get(Gfn((base >> 12) + 1024)).is_none());
+    assert!(dom.tot_pages >= 16 * 256 + 1024);
+    let mem = hv.guest_mem(b.domid).unwrap();
+    let mut w = [0xFFu8; 64];
+    mem.read(base + 0x3F_FFC0, &mut w).unwrap();
+    assert!(w.iter().all(|&x| x == 0), "not zeroed: {w:x?}");
+    // Listed as RAM, and named on the command line.
+    assert!(
+        dom.memory_map
+            .iter()
+            .any(|e| { e.addr } == base && { e.size } == 4 << 20 && { e.r#type } == 1)
+    );
+    let si: xen_abi::start_info::HvmStartInfo = mem.read_obj(b.vcpu0.rbx).unwrap();
+    let want = b"console=hvc0 test directmap=0x40000000:0x400000\0";
+    let mut cmd = vec![0u8; want.len()];
+    mem.read(si.cmdline_paddr, &mut cmd).unwrap();
+    assert_eq!(&cmd, want);
+    hv.destroy_domain(b.domid).unwrap();
+    assert_eq!(hv.platform.frames_in_use(), before);
+}
+
+#[test]
+fn a_direct_mapped_region_over_the_domain_s_ram_is_refused() {
+    let mut hv = Hypervisor::new(MockPlatform::default());
+    let before = hv.platform.frames_in_use();
+    let elf = tiny_pvh_elf();
+    // 1.5 GiB of low RAM covers the mock's run at 1 GiB.
+    let p = DomainPlan {
+        domid: 1,
+        service: true,
+        mem: 1536 << 20,
+        directmap: 2 << 20,
+        ..plan(false)
+    };
+    let e = build(&mut hv, &p, &elf, None, Box::new(MockNpt::default())).unwrap_err();
+    assert!(
+        matches!(e, hypervisor::builder::BuildError::DirectMapPlace(_)),
+        "{e}"
+    );
+    assert!(hv.domain_ids().is_empty());
+    assert_eq!(hv.platform.frames_in_use(), before);
 }

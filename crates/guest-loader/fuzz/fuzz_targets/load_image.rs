@@ -102,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
         modules: &modules,
         acpi: None,
         privileged: mode & 8 != 0,
+        direct_ram: None,
     };
     let _ = guest_loader::parse(&image);
     let mut mem = VecGuestMemory::for_ram(cfg.mem_bytes);

@@ -68,6 +68,8 @@ pub enum ChanState {
     Virq(u32),
     /// An IPI channel between the domain's own vCPUs.
     Ipi,
+    /// Bound to a pirq (`EVTCHNOP_bind_pirq`).
+    Pirq(u32),
 }
 
 /// One port.

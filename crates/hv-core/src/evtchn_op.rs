@@ -111,6 +111,16 @@ pub(crate) fn event_channel_op<P: Platform>(
             write_arg(hv, c, arg, &a)?;
             Ok(0)
         }
+        ev::EVTCHNOP_bind_pirq => {
+            let mut a: ev::EvtchnBindPirq = read_arg(hv, c, arg)?;
+            let port = hv.bind_pirq(c.d, a.pirq)?;
+            a.port = port;
+            if let Err(e) = write_arg(hv, c, arg, &a) {
+                let _ = hv.evtchn_close(c.d, port);
+                return Err(e);
+            }
+            Ok(0)
+        }
         ev::EVTCHNOP_bind_ipi => {
             let mut a: ev::EvtchnBindIpi = read_arg(hv, c, arg)?;
             let dom = hv.domain_mut(c.d).ok_or(Errno::ESRCH)?;
@@ -138,7 +148,9 @@ pub(crate) fn event_channel_op<P: Platform>(
                     dom.vcpus[old].virq[virq as usize] = 0;
                     dom.vcpus[a.vcpu as usize].virq[virq as usize] = port;
                 }
-                ChanState::Unbound { .. } | ChanState::Interdomain { .. } => ch.vcpu = a.vcpu,
+                ChanState::Unbound { .. } | ChanState::Interdomain { .. } | ChanState::Pirq(_) => {
+                    ch.vcpu = a.vcpu
+                }
                 _ => return Err(Errno::EINVAL),
             }
             Ok(0)
@@ -181,6 +193,10 @@ pub(crate) fn event_channel_op<P: Platform>(
                             a.u[0] = v;
                         }
                         ChanState::Ipi => a.status = ev::EVTCHNSTAT_ipi,
+                        ChanState::Pirq(n) => {
+                            a.status = ev::EVTCHNSTAT_pirq;
+                            a.u[0] = n;
+                        }
                     }
                 }
             }

@@ -690,6 +690,7 @@ impl<P: Platform> Hypervisor<P> {
             let _ = self.evtchn_close(d, p);
         }
         crate::gnttab::teardown(self, d);
+        self.release_pirqs(d);
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         // A CPU still holding the cell finds it empty and takes the global
         // path, which no longer knows the domain.
@@ -1028,6 +1029,7 @@ impl<P: Platform> Hypervisor<P> {
                     v.virq[virq as usize] = 0;
                 }
             }
+            ChanState::Pirq(n) => self.pirq_unbound(d, n, port),
             ChanState::Interdomain { remote, rport } => {
                 if let Some(r) = self.domains.get_mut(&remote.0)
                     && let Some(rc) = r.evtchn.get_mut(rport)

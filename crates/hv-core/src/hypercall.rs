@@ -130,6 +130,7 @@ pub fn dispatch<P: Platform>(hv: &mut Hypervisor<P>, nr: u64, c: &mut Call) -> X
         x::__HYPERVISOR_event_channel_op => crate::evtchn_op::event_channel_op(hv, c),
         x::__HYPERVISOR_grant_table_op => crate::gnttab_op::grant_table_op(hv, c),
         x::__HYPERVISOR_domctl => crate::domctl::domctl(hv, c),
+        x::__HYPERVISOR_physdev_op => crate::physdev::physdev_op(hv, c),
         x::__HYPERVISOR_sysctl => crate::domctl::sysctl(hv, c),
         x::__HYPERVISOR_set_timer_op => {
             let deadline = set_timer_op_deadline(c);

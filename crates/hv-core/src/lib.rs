@@ -43,6 +43,7 @@ pub mod p2m;
 pub mod pagetable;
 pub mod pagewalk;
 pub mod pci;
+pub mod physdev;
 pub mod pit;
 pub mod platform;
 pub mod sched;

@@ -232,6 +232,8 @@ pub struct DomainPci {
     /// The configuration address latch (port 0xCF8), one per domain.
     pub cf8: u32,
     functions: Vec<AssignedFunction>,
+    /// Its pirqs (`PHYSDEVOP_map_pirq`), see [`crate::physdev`].
+    pub pirqs: crate::physdev::Pirqs,
 }
 
 impl DomainPci {

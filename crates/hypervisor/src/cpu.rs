@@ -279,12 +279,21 @@ fn build_idt() -> Idt {
     idt
 }
 
-/// The host interrupt vectors, in the order of `irq_stubs`.
-const IRQ_VECTORS: [u8; 3] = [
-    crate::hostplat::TIMER_VECTOR,
-    crate::hostplat::KICK_VECTOR,
-    0xFF,
-];
+/// The host interrupt vectors, in the order of `irq_stubs`: the timer,
+/// the kick, spurious, then one per pirq GSI (`ioapic::PIRQ_VECTOR_BASE`
+/// + GSI, for `ioapic::PIRQ_PINS` GSIs).
+const IRQ_VECTORS: [u8; 3 + crate::ioapic::PIRQ_PINS as usize] = {
+    let mut v = [0u8; 3 + crate::ioapic::PIRQ_PINS as usize];
+    v[0] = crate::hostplat::TIMER_VECTOR;
+    v[1] = crate::hostplat::KICK_VECTOR;
+    v[2] = 0xFF;
+    let mut i = 0;
+    while i < crate::ioapic::PIRQ_PINS as usize {
+        v[3 + i] = crate::ioapic::PIRQ_VECTOR_BASE + i as u8;
+        i += 1;
+    }
+    v
+};
 
 /// Counts host interrupts taken (timer and kicks), for statistics.
 pub static IRQS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -298,6 +307,11 @@ extern "C" fn irq_handler(vector: u64, rsp_at_call: u64) {
         "interrupt stub called Rust with RSP {rsp_at_call:#x}, not 16-byte aligned"
     );
     IRQS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    if let Some(gsi) = crate::ioapic::gsi_of_vector(vector) {
+        // A device's line for a guest: masked if level-triggered, and
+        // recorded for the run loop, before the EOI.
+        crate::ioapic::on_interrupt(gsi);
+    }
     if vector != 0xFF
         && let Some(apic) = crate::platform::HOST_APIC.get()
     {
@@ -339,6 +353,11 @@ irq_stubs:
     .balign 16
     push 0xFF
     jmp irq_common
+    .irp v, 0x80,0x81,0x82,0x83,0x84,0x85,0x86,0x87,0x88,0x89,0x8a,0x8b,0x8c,0x8d,0x8e,0x8f,0x90,0x91,0x92,0x93,0x94,0x95,0x96,0x97
+    .balign 16
+    push \v
+    jmp irq_common
+    .endr
 
 irq_common:
     push rax

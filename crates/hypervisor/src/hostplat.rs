@@ -220,6 +220,15 @@ impl Platform for HostPlatform {
             }
         }
     }
+    fn irq_route(&self, line: u8) -> Option<hv_core::platform::GsiRoute> {
+        crate::ioapic::irq_route(line)
+    }
+    fn ioapic_route(&self, gsi: u32, level: bool, active_low: bool) -> bool {
+        crate::ioapic::route(gsi, level, active_low)
+    }
+    fn ioapic_mask(&self, gsi: u32, masked: bool) {
+        crate::ioapic::mask(gsi, masked)
+    }
     fn io_port_read(&self, port: u16, size: u8) -> u32 {
         // SAFETY: hv-core asks only for ports inside an I/O BAR of a PCI
         // function assigned to the domain doing the IN (hv_core::pci

@@ -27,6 +27,8 @@ mod hostplat;
 #[cfg(target_os = "none")]
 mod input;
 #[cfg(target_os = "none")]
+mod ioapic;
+#[cfg(target_os = "none")]
 mod machine;
 #[cfg(target_os = "none")]
 mod memory;
@@ -142,6 +144,12 @@ fn bring_up_cpus(rsdp: Option<u64>) -> platform::LocalApic {
     calibrate(&bsp);
     log::info!("local APIC timer: {} ticks/ms", bsp.timer_per_ms());
     let me = bsp.id();
+    match topo.ioapic {
+        Some((base, gsi_base)) if base < boot::IDENTITY_MAPPED => {
+            ioapic::init(base, gsi_base, &topo.overrides, me)
+        }
+        _ => log::warn!("ACPI: no usable IOAPIC; no pirqs for guests"),
+    }
     log::info!(
         "ACPI: {} CPUs, local APIC at {:#x} ({:?}), boot CPU APIC id {me}",
         topo.cpus.len(),

@@ -49,6 +49,10 @@ pub struct Topology {
     pub cpus: Vec<CpuDesc>,
     /// Physical address of the local APIC registers.
     pub lapic_base: u64,
+    /// The first IOAPIC: its registers' address and first GSI.
+    pub ioapic: Option<(u64, u32)>,
+    /// Interrupt source overrides of ISA IRQs: (IRQ, route).
+    pub overrides: Vec<(u8, hv_core::platform::GsiRoute)>,
 }
 
 /// Finds the RSDP (from the loader, else by scanning the BIOS areas) and
@@ -67,6 +71,8 @@ pub fn discover(rsdp: Option<u64>) -> Result<Topology, &'static str> {
     let madt = tables.find_table::<Madt>().map_err(|_| "no MADT")?;
     let mut cpus = Vec::new();
     let mut lapic_base = u64::from(madt.get().local_apic_address);
+    let mut ioapic = None;
+    let mut overrides = Vec::new();
     for e in madt.get().entries() {
         match e {
             MadtEntry::LocalApic(l) if l.flags & 1 != 0 => cpus.push(CpuDesc {
@@ -76,10 +82,25 @@ pub fn discover(rsdp: Option<u64>) -> Result<Topology, &'static str> {
                 apic_id: l.x2apic_id,
             }),
             MadtEntry::LocalApicAddressOverride(o) => lapic_base = o.local_apic_address,
+            MadtEntry::IoApic(io) if ioapic.is_none() => {
+                ioapic = Some((
+                    u64::from(io.io_apic_address),
+                    io.global_system_interrupt_base,
+                ))
+            }
+            MadtEntry::InterruptSourceOverride(o) if o.bus == 0 => overrides.push((
+                o.irq,
+                crate::ioapic::override_route(o.global_system_interrupt, o.flags),
+            )),
             _ => {}
         }
     }
-    Ok(Topology { cpus, lapic_base })
+    Ok(Topology {
+        cpus,
+        lapic_base,
+        ioapic,
+        overrides,
+    })
 }
 
 /// Masks every line of the two legacy 8259 interrupt controllers: the

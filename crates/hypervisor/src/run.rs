@@ -743,6 +743,17 @@ pub fn ap_main(index: u32, apic: LocalApic) -> ! {
     cpu_loop(index, &apic)
 }
 
+/// Hands the device interrupts that arrived (GSIs, `ioapic::take_pending`)
+/// to hv-core, which raises the bound pirq ports.
+fn deliver_pirqs(hv: &mut Hypervisor<HostPlatform>) {
+    let mut fired = crate::ioapic::take_pending();
+    while fired != 0 {
+        let gsi = fired.trailing_zeros();
+        fired &= fired - 1;
+        hv.gsi_fired(gsi);
+    }
+}
+
 /// Takes pending host interrupts (the handlers only acknowledge them).
 fn take_interrupts() {
     // SAFETY: the IDT has handlers for every vector the host enables (the
@@ -772,6 +783,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             let mut hv = hv.lock();
             let mut sched = sched.lock();
             let now = hv.now();
+            deliver_pirqs(&mut hv);
             let mut next = hv.tick(now);
             if me == 0 {
                 crate::input::poll(&mut hv);
@@ -856,6 +868,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if let Some(l) = local.as_ref()
                 && local_action == Some(ExitAction::Resume)
                 && l.now() < slice_end
+                && !crate::ioapic::pending()
             {
                 ExitCount::mine(me).local.fetch_add(1, Relaxed);
                 // Who it woke goes to the scheduler now, as after a global
@@ -884,6 +897,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 l.take_woke();
             }
             let mut hv = hv.lock();
+            deliver_pirqs(&mut hv);
             let action = match local_action {
                 Some(a) => a,
                 None => hv.handle_exit(s.d, s.v, vcpu.as_mut(), exit),

@@ -87,6 +87,8 @@ pub struct Options {
     /// `calls=N`: how many `xen_version` calls `role=bench` times (the
     /// SMP figure wants a loop long enough for two domains to overlap).
     pub calls: Option<u64>,
+    /// `dev=`, `bar=`, `io=`, `gsi=`: for the PCI roles.
+    pub pci: pci::PciOptions,
 }
 
 /// The guest's part in a multi-domain test (`role=` on its command line).
@@ -127,6 +129,12 @@ pub enum Role {
     /// (vif 0, back end in domain B) that answers ARP and ICMP echo
     /// requests for its address until told to shut down.
     NetPeer,
+    /// `role=pci-owner dev=DD bar=ADDR io=PORT`: the domain assigned PCI
+    /// function 00:DD.0 (see [`pci`]).
+    PciOwner,
+    /// `role=pci-probe dev=DD bar=ADDR io=PORT gsi=G`: a domain assigned
+    /// nothing, probing for that function (see [`pci`]).
+    PciProbe,
     /// An unknown role (reported, otherwise ignored).
     Unknown,
 }
@@ -147,6 +155,8 @@ impl Role {
             Role::NetHostile => "net-hostile",
             Role::NetPeer => "net-peer",
             Role::XsBench => "xs-bench",
+            Role::PciOwner => "pci-owner",
+            Role::PciProbe => "pci-probe",
             Role::Unknown => "unknown",
         }
     }
@@ -197,6 +207,7 @@ mod bench;
 mod cregs;
 mod grants;
 mod mmio;
+mod pci;
 mod xenstore;
 
 fn record<W: Write>(r: &mut Report<W>, name: &str, o: Outcome) {
@@ -348,6 +359,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                     "blk-hostile" => Role::BlkHostile,
                     "net-hostile" => Role::NetHostile,
                     "net-peer" => Role::NetPeer,
+                    "pci-owner" => Role::PciOwner,
+                    "pci-probe" => Role::PciProbe,
                     _ => Role::Unknown,
                 };
             } else if let Some(peer) = w.strip_prefix("peer=") {
@@ -360,6 +373,20 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                 opts.ip = parse_ipv4(ip);
             } else if let Some(n) = w.strip_prefix("calls=") {
                 opts.calls = n.parse().ok().filter(|&n| n > 0);
+            } else if let Some(v) = w.strip_prefix("dev=") {
+                opts.pci.dev = u8::from_str_radix(v, 16).unwrap_or(0);
+            } else if let Some(v) = w.strip_prefix("bar=") {
+                opts.pci.bar = u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or(0);
+            } else if let Some(v) = w.strip_prefix("io=") {
+                opts.pci.io = u16::from_str_radix(v.trim_start_matches("0x"), 16).unwrap_or(0);
+            } else if let Some(v) = w.strip_prefix("directmap=") {
+                // ` directmap=0xBASE:0xSIZE`, appended by the hypervisor.
+                let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+                opts.pci.directmap = v
+                    .split_once(':')
+                    .and_then(|(b, s)| Some((hex(b)?, hex(s)?)));
+            } else if let Some(v) = w.strip_prefix("gsi=") {
+                opts.pci.gsi = v.parse().unwrap_or(-1);
             } else if let Some(name) = w.strip_prefix("xsname=") {
                 opts.xsname = Some(name);
             } else if let Some(list) = w.strip_prefix("wait=") {
@@ -477,6 +504,8 @@ pub fn run_all<W: Write>(r: &mut Report<W>, start_info: u64) -> Options {
                         xenstore::net_peer(r, &mut ctx, e, opts.ip);
                     }
                 }
+                Role::PciOwner => pci::owner(r, &mut ctx, &opts.pci),
+                Role::PciProbe => pci::probe(r, &mut ctx, &opts.pci),
                 Role::XsBench => {
                     if let Some(e) = &xs {
                         let o = xenstore::bench(r, &mut ctx, e);

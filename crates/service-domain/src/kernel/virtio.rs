@@ -16,9 +16,10 @@
 //! Interrupts: each device's INTx becomes a pirq and an event channel
 //! ([`super::pci::bind_intx`]); the event loop acknowledges the device
 //! (its ISR register, which drops the line) and then ends the interrupt
-//! (`PHYSDEVOP_eoi`). The drivers are synchronous (a request is polled
-//! to completion in place), so only the network device's interrupt
-//! matters: it says frames arrived.
+//! (`PHYSDEVOP_eoi`); the network device's says frames arrived. The
+//! block driver runs one request at a time and waits for it asleep in
+//! `SCHEDOP_poll` on its own port (acknowledging and ending the interrupt
+//! there), or spins on the used ring when it has no interrupt.
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -30,7 +31,7 @@ use service_domain::blkback::{IoError, Storage};
 use service_domain::dma::PageAlloc;
 use service_domain::uplink::Uplink;
 use spin::Mutex;
-use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::device::net::VirtIONet;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
@@ -168,6 +169,57 @@ pub struct VirtioDisk {
     /// [`BLK_CHUNK`] bytes in the region: data goes to and from the
     /// device through it without a bounce per request.
     buf: &'static mut [u8],
+    /// The device's interrupt: a request in flight is waited for in
+    /// `SCHEDOP_poll` on its port (the vCPU sleeps and QEMU's I/O runs)
+    /// rather than by spinning on the used ring.
+    irq: Option<(Hypercall, Pirq)>,
+}
+
+impl VirtioDisk {
+    /// Runs one request on `buf` (the region's block buffer, `len` bytes)
+    /// and waits for it: asleep on the interrupt's port when there is
+    /// one (acknowledging the device and ending the interrupt each time
+    /// it fires), else spinning.
+    fn run(&mut self, block: usize, len: usize, write: bool) -> Result<(), IoError> {
+        let mut dev = self.dev.borrow_mut();
+        let buf = &mut self.buf[..len];
+        let mut req = BlkReq::default();
+        let mut resp = BlkResp::default();
+        // SAFETY: `req`, `buf` and `resp` are not touched until the
+        // request completes below (or the queue refuses it).
+        let token = unsafe {
+            if write {
+                dev.write_blocks_nb(block, &mut req, buf, &mut resp)
+            } else {
+                dev.read_blocks_nb(block, &mut req, buf, &mut resp)
+            }
+        }
+        .map_err(|_| IoError)?;
+        while dev.peek_used() != Some(token) {
+            match self.irq {
+                Some((hc, p)) => {
+                    if !super::xen::take_pending_port(p.port) {
+                        let _ = hc.sched_poll(&[p.port], 0);
+                        if !super::xen::take_pending_port(p.port) {
+                            continue;
+                        }
+                    }
+                    dev.ack_interrupt();
+                    pci::eoi(hc, p.pirq);
+                }
+                None => core::hint::spin_loop(),
+            }
+        }
+        // SAFETY: the same `req`, `buf` and `resp` as the request `token`.
+        unsafe {
+            if write {
+                dev.complete_write_blocks(token, &req, buf, &mut resp)
+            } else {
+                dev.complete_read_blocks(token, &req, buf, &mut resp)
+            }
+        }
+        .map_err(|_| IoError)
+    }
 }
 
 impl VirtioDisk {
@@ -191,22 +243,28 @@ impl Storage for VirtioDisk {
         None
     }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let mut dev = self.dev.borrow_mut();
+        // The driver asserts whole, non-empty sectors: checked here so no
+        // request can make it panic (blkback only sends whole sectors).
+        if offset % 512 != 0 || buf.len() % 512 != 0 {
+            return Err(IoError);
+        }
         for (k, chunk) in buf.chunks_mut(BLK_CHUNK).enumerate() {
-            let block = (offset + (k * BLK_CHUNK) as u64) / 512;
-            let b = &mut self.buf[..chunk.len()];
-            dev.read_blocks(block as usize, b).map_err(|_| IoError)?;
-            chunk.copy_from_slice(b);
+            let block =
+                usize::try_from((offset + (k * BLK_CHUNK) as u64) / 512).map_err(|_| IoError)?;
+            self.run(block, chunk.len(), false)?;
+            chunk.copy_from_slice(&self.buf[..chunk.len()]);
         }
         Ok(())
     }
     fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        let mut dev = self.dev.borrow_mut();
+        if offset % 512 != 0 || buf.len() % 512 != 0 {
+            return Err(IoError);
+        }
         for (k, chunk) in buf.chunks(BLK_CHUNK).enumerate() {
-            let block = (offset + (k * BLK_CHUNK) as u64) / 512;
-            let b = &mut self.buf[..chunk.len()];
-            b.copy_from_slice(chunk);
-            dev.write_blocks(block as usize, b).map_err(|_| IoError)?;
+            let block =
+                usize::try_from((offset + (k * BLK_CHUNK) as u64) / 512).map_err(|_| IoError)?;
+            self.buf[..chunk.len()].copy_from_slice(chunk);
+            self.run(block, chunk.len(), true)?;
         }
         Ok(())
     }
@@ -391,8 +449,11 @@ pub fn probe(
                 let buf = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, BLK_CHUNK) };
                 match VirtIOBlk::<DirectHal, _>::new(transport) {
                     Ok(mut b) => {
-                        // Requests are polled to completion in place.
-                        b.disable_interrupts();
+                        // Without an interrupt, requests are polled to
+                        // completion in place.
+                        if irq.is_err() {
+                            b.disable_interrupts();
+                        }
                         let d = Rc::new(RefCell::new(b));
                         let sectors = d.borrow().capacity();
                         let read_only = d.borrow().readonly();
@@ -401,6 +462,7 @@ pub fn probe(
                             sectors,
                             read_only,
                             buf,
+                            irq: irq.ok().map(|p| (hc, p)),
                         };
                         let _ = writeln!(
                             con,

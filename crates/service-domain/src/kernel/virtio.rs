@@ -245,7 +245,7 @@ impl Storage for VirtioDisk {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         // The driver asserts whole, non-empty sectors: checked here so no
         // request can make it panic (blkback only sends whole sectors).
-        if offset % 512 != 0 || buf.len() % 512 != 0 {
+        if !offset.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
             return Err(IoError);
         }
         for (k, chunk) in buf.chunks_mut(BLK_CHUNK).enumerate() {
@@ -257,7 +257,7 @@ impl Storage for VirtioDisk {
         Ok(())
     }
     fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
-        if offset % 512 != 0 || buf.len() % 512 != 0 {
+        if !offset.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
             return Err(IoError);
         }
         for (k, chunk) in buf.chunks(BLK_CHUNK).enumerate() {

@@ -32,7 +32,7 @@ use service_domain::dma::PageAlloc;
 use service_domain::uplink::Uplink;
 use spin::Mutex;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
-use virtio_drivers::device::net::VirtIONet;
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::transport::{DeviceType, Transport};
@@ -159,7 +159,7 @@ unsafe impl Hal for DirectHal {
 }
 
 type Blk = VirtIOBlk<DirectHal, PciTransport>;
-type Net = VirtIONet<DirectHal, PciTransport, NET_QUEUE>;
+type Net = VirtIONetRaw<DirectHal, PciTransport, NET_QUEUE>;
 
 /// A virtio-blk disk as blkback's storage.
 pub struct VirtioDisk {
@@ -279,27 +279,139 @@ impl Storage for VirtioDisk {
     }
 }
 
-/// A virtio-net device as the switch's uplink.
+/// A virtio-net device as the switch's uplink. Its receive and transmit
+/// buffers are pages of the direct-mapped region (no bounce), one per
+/// queue slot: [`NET_QUEUE`] receive buffers stay posted, and a frame
+/// goes out without waiting for the device (its buffer is taken back once
+/// the device has used it), so QEMU can take several at once.
 pub struct VirtioUplink {
     dev: Rc<RefCell<Net>>,
+    rx: Vec<&'static mut [u8]>,
+    /// Receive buffer of each queue token.
+    rx_token: [Option<usize>; NET_QUEUE],
+    tx: Vec<&'static mut [u8]>,
+    /// Transmit buffer (and its length) of each token in flight.
+    tx_token: [Option<(usize, usize)>; NET_QUEUE],
+    tx_free: Vec<usize>,
+}
+
+/// `n` buffers of [`NET_BUF`] bytes, a page each, in the region.
+fn region_buffers(n: usize) -> Option<Vec<&'static mut [u8]>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let pa = alloc_pages(1)?;
+        // SAFETY: one page of the region, just allocated to us alone and
+        // never given back; identity-mapped. The device reaches it only
+        // while it is posted to a queue, and we do not touch it then.
+        v.push(unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, NET_BUF) });
+    }
+    Some(v)
+}
+
+impl VirtioUplink {
+    fn new(dev: Rc<RefCell<Net>>) -> Option<Self> {
+        let mut up = Self {
+            dev,
+            rx: region_buffers(NET_QUEUE)?,
+            rx_token: [None; NET_QUEUE],
+            tx: region_buffers(NET_QUEUE)?,
+            tx_token: [None; NET_QUEUE],
+            tx_free: (0..NET_QUEUE).rev().collect(),
+        };
+        for i in 0..NET_QUEUE {
+            up.post(i).ok()?;
+        }
+        Some(up)
+    }
+
+    /// Posts receive buffer `i`.
+    fn post(&mut self, i: usize) -> Result<(), ()> {
+        let mut dev = self.dev.borrow_mut();
+        // SAFETY: buffer `i` is ours ('static, in the region) and not
+        // posted; we leave it alone until its token comes back used.
+        let t = unsafe { dev.receive_begin(self.rx[i]) }.map_err(|_| ())?;
+        *self.rx_token.get_mut(usize::from(t)).ok_or(())? = Some(i);
+        Ok(())
+    }
+
+    /// Takes back the transmit buffers the device is done with.
+    fn reap(&mut self) {
+        let mut dev = self.dev.borrow_mut();
+        while let Some(t) = dev.poll_transmit() {
+            let Some((i, len)) = self.tx_token.get_mut(usize::from(t)).and_then(Option::take)
+            else {
+                break;
+            };
+            // SAFETY: the same buffer (and length) as `transmit_begin`'s
+            // for this token.
+            let _ = unsafe { dev.transmit_complete(t, &self.tx[i][..len]) };
+            self.tx_free.push(i);
+        }
+    }
 }
 
 impl Uplink for VirtioUplink {
     fn send(&mut self, frame: &[u8]) -> bool {
-        let mut dev = self.dev.borrow_mut();
-        let mut tx = dev.new_tx_buffer(frame.len());
-        tx.packet_mut().copy_from_slice(frame);
-        dev.send(tx).is_ok()
-    }
-    fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut dev = self.dev.borrow_mut();
-        if !dev.can_recv() {
-            return None;
+        self.reap();
+        // A full queue: wait for the device a little (it completes in
+        // order), else drop.
+        let mut spins = 0u32;
+        while self.tx_free.is_empty() && spins < 1_000_000 {
+            core::hint::spin_loop();
+            self.reap();
+            spins += 1;
         }
-        let rx = dev.receive().ok()?;
-        let frame = rx.packet().to_vec();
-        let _ = dev.recycle_rx_buffer(rx);
-        Some(frame)
+        let Some(i) = self.tx_free.pop() else {
+            return false;
+        };
+        let mut dev = self.dev.borrow_mut();
+        let buf = &mut *self.tx[i];
+        let Ok(hdr) = dev.fill_buffer_header(buf) else {
+            self.tx_free.push(i);
+            return false;
+        };
+        let len = hdr + frame.len();
+        let Some(dst) = buf.get_mut(hdr..len) else {
+            // Larger than a buffer (no offloads: frames are at most 1514).
+            self.tx_free.push(i);
+            return false;
+        };
+        dst.copy_from_slice(frame);
+        // SAFETY: buffer `i` is ours ('static, in the region) and stays
+        // untouched until `reap` takes it back for this token.
+        match unsafe { dev.transmit_begin(&buf[..len]) } {
+            Ok(t) => match self.tx_token.get_mut(usize::from(t)) {
+                Some(slot) => {
+                    *slot = Some((i, len));
+                    true
+                }
+                None => false,
+            },
+            Err(_) => {
+                self.tx_free.push(i);
+                false
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        let (t, i) = {
+            let dev = self.dev.borrow();
+            let t = dev.poll_receive()?;
+            (t, self.rx_token.get_mut(usize::from(t))?.take()?)
+        };
+        let got = {
+            let mut dev = self.dev.borrow_mut();
+            // SAFETY: the buffer posted under this token.
+            unsafe { dev.receive_complete(t, self.rx[i]) }
+        };
+        let frame = got
+            .ok()
+            .and_then(|(hdr, len)| self.rx[i].get(hdr..hdr + len))
+            .map(<[u8]>::to_vec);
+        let _ = self.post(i);
+        // A bad completion gives an empty frame, which the switch drops.
+        Some(frame.unwrap_or_default())
     }
 }
 
@@ -480,16 +592,23 @@ pub fn probe(
                 }
             }
             DeviceType::Network if out.uplink.is_none() => {
-                match VirtIONet::<DirectHal, _, NET_QUEUE>::new(transport, NET_BUF) {
+                match VirtIONetRaw::<DirectHal, _, NET_QUEUE>::new(transport) {
                     Ok(n) => {
                         let mac = n.mac_address();
+                        let d = Rc::new(RefCell::new(n));
+                        let Some(up) = VirtioUplink::new(d.clone()) else {
+                            let _ = writeln!(
+                                con,
+                                "service-domain: {name}: virtio-net: the DMA region is too small"
+                            );
+                            continue;
+                        };
                         let _ = writeln!(
                             con,
                             "service-domain: {name}: virtio-net {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, the switch's uplink",
                             mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
                         );
-                        let d = Rc::new(RefCell::new(n));
-                        out.uplink = Some(VirtioUplink { dev: d.clone() });
+                        out.uplink = Some(up);
                         IrqDev::Net(d)
                     }
                     Err(e) => {

@@ -166,6 +166,14 @@ struct Guests {
     /// for none).
     disk: Option<PathBuf>,
     no_disk: bool,
+    /// `--disk-file PATH`: the first Linux's `xvda` is PATH on QEMU's
+    /// virtio-blk, assigned to the service domain (created from the root
+    /// image if missing). QEMU only.
+    disk_file: Option<PathBuf>,
+    /// `--net user[,hostfwd=...]`: a virtio-net device on QEMU's user
+    /// network, assigned to the service domain as its switch's uplink;
+    /// the text after `user` goes to `-netdev` as it is. QEMU only.
+    net: Option<String>,
     /// `--host-mem` was given (else it grows with a disk).
     host_mem_given: bool,
 }
@@ -211,6 +219,21 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
             "--domains" => g.domains = num("--domains", value("--domains")?)?.clamp(1, 8),
             "--disk" => g.disk = Some(value("--disk")?.into()),
             "--no-disk" => g.no_disk = true,
+            "--disk-file" => g.disk_file = Some(value("--disk-file")?.into()),
+            "--net" => {
+                let v = value("--net")?;
+                let rest = v
+                    .strip_prefix("user")
+                    .filter(|r| r.is_empty() || r.starts_with(','));
+                match rest {
+                    Some(r) => g.net = Some(r.to_string()),
+                    None => {
+                        return Err(format!(
+                            "--net takes `user` or `user,hostfwd=...` (QEMU's user network), not `{v}`"
+                        ));
+                    }
+                }
+            }
             "--shell" => g.shell = true,
             "--module" => o.modules.push(Module::plain(value("--module")?.into())),
             "--timeout" => {
@@ -228,6 +251,15 @@ fn parse_options(args: &[&str]) -> Result<(RunOptions, Guests), String> {
     }
     if g.domains > 1 && !g.linux {
         return Err("--domains goes with --linux".into());
+    }
+    if (g.disk_file.is_some() || g.net.is_some()) && !(g.linux && g.service()) {
+        return Err("--disk-file and --net go with --linux and the service domain".into());
+    }
+    if (g.disk_file.is_some() || g.net.is_some()) && o.vendor == Vendor::Intel {
+        return Err("--disk-file and --net need QEMU's virtio devices: Bochs (--vendor intel) has none and keeps the boot-module disk (--disk FILE)".into());
+    }
+    if g.disk_file.is_some() && (g.disk.is_some() || g.no_disk) {
+        return Err("--disk-file replaces --disk and --no-disk".into());
     }
     let guest_mem = g.guest_mem.unwrap_or(if g.linux { 256 } else { 64 });
     o.mem_mib = host_mem.unwrap_or((guest_mem * g.domains + 192).max(256));
@@ -296,7 +328,111 @@ pub fn linux_plan(
     service_last: bool,
     net: bool,
 ) -> Result<Vec<Module>, String> {
+    linux_plan_with(
+        domains,
+        mem_mib,
+        vcpus,
+        service,
+        words,
+        disks,
+        service_last,
+        net,
+        PassThrough::default(),
+    )
+}
+
+/// QEMU devices assigned to the service domain (`cargo xtask run --linux
+/// --disk-file PATH` and `--net user`; issue 17).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PassThrough {
+    /// A virtio-blk disk at [`DISK_SLOT`]: the first Linux's `xvda`.
+    pub disk: bool,
+    /// A virtio-net device at [`NET_SLOT`]: the switch's uplink; the
+    /// Linux domains get addresses on QEMU's user network.
+    pub uplink: bool,
+}
+
+impl PassThrough {
+    fn any(self) -> bool {
+        self.disk || self.uplink
+    }
+
+    /// The `pci=` list of the service domain's module options.
+    fn pci(self) -> String {
+        let mut f = Vec::new();
+        if self.disk {
+            f.push(format!("00:{DISK_SLOT}.0"));
+        }
+        if self.uplink {
+            f.push(format!("00:{NET_SLOT}.0"));
+        }
+        f.join(",")
+    }
+}
+
+/// The PCI slot (hexadecimal) of `--disk-file`'s virtio-blk device.
+pub const DISK_SLOT: &str = "04";
+/// The PCI slot of `--net`'s virtio-net device.
+pub const NET_SLOT: &str = "05";
+/// The service domain's direct-mapped region for device DMA (MiB): the
+/// virtqueues, a 256 KiB block buffer and a page per posted receive
+/// buffer fit with room to spare.
+pub const DIRECTMAP_MIB: u32 = 16;
+/// The Linux domains' addresses on QEMU's user network (`--net user`):
+/// 10.0.2.15 for the first, as QEMU's own DHCP would give, then up.
+const USER_NET_FIRST: u32 = 15;
+
+/// Attaches `path` as a raw virtio-blk disk at [`DISK_SLOT`], creating it
+/// from the Linux root image (`cargo xtask linux`'s `root.ext4`) if
+/// missing.
+fn attach_disk_file(o: &mut RunOptions, path: &Path) -> Result<(), String> {
+    if !path.exists() {
+        let root = crate::linux::root_image_path();
+        std::fs::copy(&root, path).map_err(|e| {
+            format!(
+                "--disk-file: copying {} to {}: {e}",
+                root.display(),
+                path.display()
+            )
+        })?;
+        eprintln!("{}: created from {}", path.display(), root.display());
+    }
+    let file = path
+        .to_str()
+        .filter(|p| !p.contains(','))
+        .ok_or("--disk-file: the path must be UTF-8 without commas (QEMU's -drive syntax)")?;
+    o.extra_qemu_args.extend([
+        "-drive".to_string(),
+        format!("file={file},if=none,format=raw,id=svcdisk"),
+        "-device".to_string(),
+        format!("virtio-blk-pci,drive=svcdisk,addr={DISK_SLOT}.0"),
+    ]);
+    Ok(())
+}
+
+/// [`linux_plan`] with devices assigned to the service domain: its
+/// module options get `pci=` and `directmap=` (and its memory the
+/// region), its command line `pci=` and `vdisk=ID` (the first Linux's
+/// `xvda` is the virtio disk); with an uplink the Linux domains' addresses
+/// are on QEMU's user network (10.0.2.15 up, gateway 10.0.2.2).
+#[allow(clippy::too_many_arguments)]
+pub fn linux_plan_with(
+    domains: u32,
+    mem_mib: u32,
+    vcpus: u32,
+    service: bool,
+    words: &str,
+    disks: &[&Path],
+    service_last: bool,
+    net: bool,
+    devices: PassThrough,
+) -> Result<Vec<Module>, String> {
     let net = net && service;
+    let devices = if service {
+        devices
+    } else {
+        PassThrough::default()
+    };
     let disks = &disks[..disks.len().min(domains as usize)];
     let disk = match disks {
         [] => None,
@@ -314,6 +450,13 @@ pub fn linux_plan(
             ""
         });
         let mut svc_mem = SERVICE_MEM_MIB;
+        if devices.any() {
+            options.push_str(&format!(" pci={}", devices.pci()));
+            svc_mem += DIRECTMAP_MIB;
+        }
+        if devices.disk {
+            options.push_str(&format!(" vdisk={first}"));
+        }
         if let [d] = disks {
             options.push_str(&format!(" disk={first}"));
             svc_mem += disks_mib(&[d])?;
@@ -330,7 +473,15 @@ pub fn linux_plan(
             svc_mem +=
                 u32::try_from(bytes.len().div_ceil(1 << 20)).map_err(|_| "disks too large")?;
         }
-        modules.push(service_module_mem(options.trim(), svc_mem)?);
+        let mut m = service_module_mem(options.trim(), svc_mem)?;
+        if devices.any() {
+            m.cmdline = m.cmdline.replacen(
+                " service ",
+                &format!(" service pci={} directmap={DIRECTMAP_MIB} ", devices.pci()),
+                1,
+            );
+        }
+        modules.push(m);
         if let Some(d) = &disk {
             modules.push(Module {
                 path: d.to_path_buf(),
@@ -351,7 +502,15 @@ pub fn linux_plan(
                 w.push_str(&format!(" pvhpeer={}", first + (1 - i)));
             }
         }
-        if net {
+        if net && devices.uplink {
+            w.push_str(&format!(
+                " pvhip=10.0.2.{}/24 pvhgw=10.0.2.2",
+                USER_NET_FIRST + i
+            ));
+            if domains == 2 {
+                w.push_str(&format!(" pvhping=10.0.2.{}", USER_NET_FIRST + (1 - i)));
+            }
+        } else if net {
             w.push_str(&format!(" pvhip=10.0.0.{}/24", first + i));
             if domains == 2 {
                 w.push_str(&format!(" pvhping=10.0.0.{}", first + (1 - i)));
@@ -507,13 +666,29 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
         // `--disk FILE` for the first Linux, else a copy of the root
         // image for each.
         let root = crate::linux::root_image_path();
-        let disks: Vec<&Path> = match (&g.disk, g.no_disk || !g.service()) {
+        let disks: Vec<&Path> = match (&g.disk, g.no_disk || !g.service() || g.disk_file.is_some())
+        {
             (_, true) => Vec::new(),
             (Some(d), false) => vec![d.as_path()],
             (None, false) if root.is_file() => vec![root.as_path(); g.domains as usize],
             (None, false) => Vec::new(),
         };
-        o.modules.extend(linux_plan(
+        let devices = PassThrough {
+            disk: g.disk_file.is_some(),
+            uplink: g.net.is_some(),
+        };
+        if let Some(path) = &g.disk_file {
+            attach_disk_file(&mut o, path)?;
+        }
+        if let Some(rest) = &g.net {
+            o.extra_qemu_args.extend([
+                "-netdev".to_string(),
+                format!("user,id=up0{rest}"),
+                "-device".to_string(),
+                format!("virtio-net-pci,netdev=up0,addr={NET_SLOT}.0"),
+            ]);
+        }
+        o.modules.extend(linux_plan_with(
             g.domains,
             guest_mem,
             g.vcpus,
@@ -521,9 +696,13 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             words,
             &disks,
             false,
-            // Two or more domains: each a vif on the switch.
-            g.domains >= 2,
+            // Two or more domains, or an uplink: each a vif on the switch.
+            g.domains >= 2 || devices.uplink,
+            devices,
         )?);
+        if !g.host_mem_given && devices.any() {
+            o.mem_mib += DIRECTMAP_MIB;
+        }
         // The disks are a boot module (held by the hypervisor) and then
         // live in the service domain's memory: twice their size.
         if !g.host_mem_given {
@@ -1436,6 +1615,7 @@ fn case_names() -> Vec<&'static str> {
     v.extend(NET_HOSTILE_CASES.iter().map(|(n, _)| *n));
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
+    v.push(DEVICES_CASE);
     v.extend(crate::xen::CASES);
     v
 }
@@ -1493,6 +1673,7 @@ fn run_cases(
     pci_e2e(ctx, image, guest, filter)?;
     net_hostile_e2e(ctx, image, guest, filter)?;
     linux_e2e(ctx, image, filter)?;
+    devices_e2e(ctx, image, filter)?;
     xen_e2e(ctx, guest, filter)?;
     Ok(())
 }
@@ -2196,6 +2377,121 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
     Ok(())
 }
 
+/// Devices assigned to the service domain (issue 17): two machines, one
+/// after the other, on one disk file (`target/e2e-virtio.img`, made
+/// afresh from `root.ext4`) on QEMU's virtio-blk, with virtio-net on
+/// QEMU's user network as the switch's uplink. The first Linux finds the
+/// disk unclaimed and claims it, and pings QEMU's gateway 10.0.2.2 through
+/// the uplink; after a whole power-off, the second finds it claimed by
+/// the first (the data reached the file); then `e2fsck -fn` on the host
+/// finds the file clean.
+const DEVICES_CASE: &str = "qemu-svm-linux-virtio";
+
+const DEVICES_EXPECT: &[&str] = &[
+    "(d1) service-domain: DMA region ",
+    "(d1) service-domain: 00:04.0: virtio-blk, 32 MiB",
+    "(d1) service-domain: 00:05.0: virtio-net 52:54:00:12:34:56, the switch's uplink",
+    "(d1) service-domain: d2 xvda: virtio-blk, 32 MiB",
+    "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
+    "(d2) PVH-LINUX-INIT: xvda was unclaimed, now linux's",
+    "(d2) PVH-LINUX-NET: eth0 00:16:3e:00:00:02 10.0.2.15/24",
+    "(d2) PVH-LINUX-NET: ping 10.0.2.2 ok",
+    "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
+    "(d1) service-domain: netback: uplink: ",
+    "e2e boot 2",
+    "(d2) PVH-LINUX-INIT: xvda was linux, now linux's",
+    "all domains shut down (cleanly)",
+];
+
+fn devices_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Result<(), String> {
+    if !selected(filter, DEVICES_CASE) {
+        return Ok(());
+    }
+    let (kernel, initrd) = linux_files();
+    let root = crate::linux::root_image_path();
+    if !kernel.exists() || !initrd.exists() || !root.exists() {
+        if std::env::var("PVH_REQUIRE_LINUX").is_ok_and(|v| v == "1") {
+            return Err("PVH_REQUIRE_LINUX=1 but no cached kernel: run `cargo xtask linux`".into());
+        }
+        eprintln!("e2e: {DEVICES_CASE} skipped (run `cargo xtask linux` first)");
+        return Ok(());
+    }
+    let disk = target_dir().join("e2e-virtio.img");
+    let _ = std::fs::remove_file(&disk);
+    let start = Instant::now();
+    let mut serial = String::new();
+    let mut status = None;
+    let mut missing = Vec::new();
+    for boot in 1..=2 {
+        let devices = PassThrough {
+            disk: true,
+            uplink: true,
+        };
+        let mut o = RunOptions {
+            modules: linux_plan_with(
+                1,
+                256,
+                1,
+                true,
+                "pvhping=10.0.2.2",
+                &[],
+                false,
+                true,
+                devices,
+            )?,
+            mem_mib: 512 + DIRECTMAP_MIB,
+            smp: 1,
+            timeout: Some(Duration::from_secs(600)),
+            ..Default::default()
+        };
+        attach_disk_file(&mut o, &disk)?;
+        o.extra_qemu_args.extend([
+            "-netdev".to_string(),
+            "user,id=up0".to_string(),
+            "-device".to_string(),
+            format!("virtio-net-pci,netdev=up0,addr={NET_SLOT}.0"),
+        ]);
+        let out = boot_case(ctx, image, &mut o, DEVICES_CASE)?;
+        serial.push_str(&format!("\n==== e2e boot {boot} ====\n"));
+        serial.push_str(&out.serial);
+        status = out.status;
+        if out.status != Some(QEMU_EXIT_SUCCESS) {
+            missing.push(format!("the success exit status of boot {boot}"));
+            break;
+        }
+    }
+    // The file, checked on the host after both machines are gone.
+    let mut c = Command::new("e2fsck");
+    c.arg("-fn").arg(&disk);
+    match c.output() {
+        Ok(r) if r.status.success() => {}
+        Ok(r) => missing.push(format!(
+            "e2fsck -fn clean on the host (status {:?}: {})",
+            r.status.code(),
+            String::from_utf8_lossy(&r.stdout).trim()
+        )),
+        Err(e) => missing.push(format!("e2fsck on the host: {e}")),
+    }
+    eprintln!(
+        "e2e: {DEVICES_CASE} ran in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    for l in serial
+        .lines()
+        .filter(|l| l.contains("rtt min/avg/max") || l.contains("uplink:"))
+    {
+        eprintln!("e2e: {DEVICES_CASE}: {l}");
+    }
+    ctx.record(
+        DEVICES_CASE,
+        Vendor::Amd,
+        DEVICES_EXPECT,
+        Outcome { serial, status },
+        missing,
+    );
+    Ok(())
+}
+
 /// A Linux boot with the shell, driven by typed commands.
 struct ShellCase {
     name: &'static str,
@@ -2849,6 +3145,63 @@ mod tests {
         assert_eq!(
             got,
             "/t/svc kernel service -- vif=2,,mac=00:16:3e:00:00:02,/t/a,,b.img,/t/vmlinux kernel -- x"
+        );
+    }
+
+    #[test]
+    fn disk_file_and_net_options() {
+        let (_, g) = parse_options(&[
+            "--linux",
+            "--disk-file",
+            "/tmp/d.img",
+            "--net",
+            "user,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80",
+        ])
+        .unwrap();
+        assert_eq!(g.disk_file.as_deref(), Some(Path::new("/tmp/d.img")));
+        assert_eq!(
+            g.net.as_deref(),
+            Some(",hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80")
+        );
+        assert_eq!(
+            parse_options(&["--linux", "--net", "user"])
+                .unwrap()
+                .1
+                .net
+                .as_deref(),
+            Some("")
+        );
+        for bad in [
+            &["--linux", "--net", "tap"][..],
+            &["--linux", "--net", "username"],
+            &["--disk-file", "/tmp/d.img"],
+            &["--linux", "--no-service", "--net", "user"],
+            &[
+                "--linux",
+                "--disk-file",
+                "/tmp/d.img",
+                "--disk",
+                "/tmp/e.img",
+            ],
+        ] {
+            assert!(parse_options(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_options(&["--vendor", "intel", "--linux", "--disk-file", "/tmp/d.img"])
+            .unwrap_err();
+        assert!(e.contains("Bochs"), "{e}");
+        assert!(parse_options(&["--vendor", "intel", "--linux", "--net", "user"]).is_err());
+        let p = PassThrough {
+            disk: true,
+            uplink: true,
+        };
+        assert_eq!(p.pci(), "00:04.0,00:05.0");
+        assert_eq!(
+            PassThrough {
+                disk: false,
+                uplink: true
+            }
+            .pci(),
+            "00:05.0"
         );
     }
 

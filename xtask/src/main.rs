@@ -61,7 +61,13 @@ commands:
                      --mem MiB, --smp N, --module FILE, --timeout SECS, --gdb,
                      --bochs-cpu MODEL (Intel runs; e.g. ryzen for SVM),
                      --service (start the service domain first: xenstore
-                     for every domain)
+                     for every domain); with --linux (QEMU only):
+                     --disk-file PATH (PATH on virtio-blk at 00:04.0,
+                     assigned to the service domain, is the Linux's xvda;
+                     created from root.ext4 if missing), --net
+                     user[,hostfwd=...] (virtio-net at 00:05.0 on QEMU's
+                     user network as the switch's uplink; the Linux is
+                     10.0.2.15/24, gateway 10.0.2.2)
   image [--vendor V] build the bootable image: target/image/hypervisor.elf
   linux [--force]    fetch Debian's PVH Linux kernel (apt, network) and build
                      a busybox initramfs: target/linux/vmlinux and

@@ -82,11 +82,16 @@ const PAGE: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoError;
 
-/// A disk as the back end sees it: bytes in the service domain's memory,
-/// which grant copies and persistent grants move data to and from
-/// directly (no bounce buffer). Offsets and lengths are bytes, always
+/// A disk as the back end sees it. Offsets and lengths are bytes, always
 /// whole sectors of [`Storage::sector_size`] and inside the disk (the
 /// back end checks before calling).
+///
+/// Two kinds: a disk in the service domain's memory (the boot module)
+/// hands out its bytes ([`Storage::bytes`]) and grant copies and
+/// persistent grants move data to and from them in place, with no bounce
+/// buffer; a device (virtio-blk) answers `None` there and the back end
+/// moves each request's data through a staging buffer with
+/// [`Storage::read`] and [`Storage::write`].
 pub trait Storage {
     /// Logical sector size in bytes (512 or 4096).
     fn sector_size(&self) -> u32;
@@ -94,12 +99,22 @@ pub trait Storage {
     fn sectors(&self) -> u64;
     /// Whether writes are refused.
     fn read_only(&self) -> bool;
-    /// The disk's bytes (at least [`Storage::sectors`] whole sectors).
-    /// The back end writes them only for requests it accepted as writes
-    /// (never on a read-only disk).
-    fn bytes(&mut self) -> &mut [u8];
-    /// Makes earlier writes durable.
+    /// The disk's bytes (at least [`Storage::sectors`] whole sectors)
+    /// when it lives in memory, `None` for a device. The back end writes
+    /// them only for requests it accepted as writes (never on a read-only
+    /// disk).
+    fn bytes(&mut self) -> Option<&mut [u8]>;
+    /// Reads `buf.len()` bytes at `offset`.
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    /// Writes `buf` at `offset` (never called on a read-only disk).
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError>;
+    /// Makes earlier writes durable (`BLKIF_OP_FLUSH_DISKCACHE`).
     fn flush(&mut self) -> Result<(), IoError>;
+    /// Whether [`Storage::discard`] works (`feature-discard` is offered
+    /// only then, and never for a read-only disk).
+    fn can_discard(&self) -> bool {
+        true
+    }
     /// Drops the contents of a range (reads of it may return anything).
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), IoError>;
 }
@@ -145,8 +160,19 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Storage for MemDisk<B> {
     fn read_only(&self) -> bool {
         self.read_only
     }
-    fn bytes(&mut self) -> &mut [u8] {
-        self.data.as_mut()
+    fn bytes(&mut self) -> Option<&mut [u8]> {
+        Some(self.data.as_mut())
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        buf.copy_from_slice(self.range(offset, buf.len())?);
+        Ok(())
+    }
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        if self.read_only {
+            return Err(IoError);
+        }
+        self.range(offset, buf.len())?.copy_from_slice(buf);
+        Ok(())
     }
     fn flush(&mut self) -> Result<(), IoError> {
         Ok(())
@@ -529,6 +555,29 @@ struct Work {
     ind: Vec<u8>,
     /// One request's segments.
     segs: Vec<BlkifRequestSegment>,
+    /// The data of the pass, for a disk that is a device (no
+    /// [`Storage::bytes`]): each request's range in turn, emptied once
+    /// it passes [`STAGE_MAX`] and nothing queued refers to it.
+    stage: Vec<u8>,
+}
+
+/// Bytes the staging buffer grows to before it is emptied (a request is
+/// at most 256 x 4 KiB = 1 MiB).
+const STAGE_MAX: usize = 4 << 20;
+
+/// Where the data of disk requests lives: the disk's bytes, or the
+/// staging buffer for a device.
+fn local_mem<'a, S: Storage>(disk: &'a mut S, stage: &'a mut [u8]) -> &'a mut [u8] {
+    match disk.bytes() {
+        Some(b) => b,
+        None => stage,
+    }
+}
+
+/// The bytes `segs` cover, if every one is well-formed.
+fn seg_total(segs: &[BlkifRequestSegment]) -> Option<u64> {
+    segs.iter()
+        .try_fold(0u64, |t, s| Some(t + u64::from(s.byte_len()?)))
 }
 
 /// One virtual block device: a disk, the domain it is given to and its
@@ -649,7 +698,7 @@ impl<S: Storage, R: SharedMem> Blkback<S, R> {
         }
         let features = Features {
             flush: true,
-            discard: !disk.read_only(),
+            discard: !disk.read_only() && disk.can_discard(),
             max_indirect: MAX_INDIRECT_SEGMENTS,
         };
         self.vbds.push(Vbd {
@@ -1101,6 +1150,7 @@ fn serve_pass<P: BlkPlatform, S: Storage>(
         status,
         ind,
         segs,
+        stage,
     } = w;
     pending.clear();
     ind.clear();
@@ -1177,13 +1227,15 @@ fn serve_pass<P: BlkPlatform, S: Storage>(
         let st = match req {
             Request::Bad { .. } => continue,
             Request::Flush { .. } => {
-                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+                let mem = local_mem(disk, stage);
+                run_batch(p, fe, mem, batch, owner, status, pending, stats);
                 disk.flush().is_ok()
             }
             Request::Discard {
                 sector, nr_sectors, ..
             } => {
-                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+                let mem = local_mem(disk, stage);
+                run_batch(p, fe, mem, batch, owner, status, pending, stats);
                 match disk_range(disk, *sector, *nr_sectors) {
                     Some((off, len)) if !disk.read_only() => disk.discard(off, len).is_ok(),
                     _ => false,
@@ -1207,21 +1259,50 @@ fn serve_pass<P: BlkPlatform, S: Storage>(
                         }
                         None => segs.extend_from_slice(direct),
                     }
-                    queue_rw(
-                        p,
-                        fe,
-                        disk,
-                        pg.as_deref_mut(),
-                        *write,
-                        *sector,
-                        segs,
-                        k,
-                        batch,
-                        owner,
-                        status,
-                        pending,
-                        stats,
-                    )
+                    let range = seg_total(segs)
+                        .and_then(|total| disk_range(disk, *sector, total / 512))
+                        .and_then(|(start, len)| Some((start, usize::try_from(len).ok()?)));
+                    match range {
+                        None => false,
+                        Some((start, len)) => {
+                            if let Some(mem) = disk.bytes() {
+                                usize::try_from(start).is_ok_and(|local| {
+                                    queue_rw(
+                                        p,
+                                        fe,
+                                        mem,
+                                        local,
+                                        pg.as_deref_mut(),
+                                        *write,
+                                        segs,
+                                        k,
+                                        batch,
+                                        owner,
+                                        status,
+                                        pending,
+                                        stats,
+                                    )
+                                })
+                            } else {
+                                staged_rw(
+                                    p,
+                                    fe,
+                                    disk,
+                                    stage,
+                                    pg.as_deref_mut(),
+                                    *write,
+                                    (start, len),
+                                    segs,
+                                    k,
+                                    batch,
+                                    owner,
+                                    status,
+                                    pending,
+                                    stats,
+                                )
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -1229,8 +1310,19 @@ fn serve_pass<P: BlkPlatform, S: Storage>(
             pending[k].status = BLKIF_RSP_ERROR;
         }
     }
-    run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
-    // 3. Flushes after their data.
+    run_batch(
+        p,
+        fe,
+        local_mem(disk, stage),
+        batch,
+        owner,
+        status,
+        pending,
+        stats,
+    );
+    stage.clear();
+    // 3. Flushes after their data (a device's writes went to it as each
+    // request was served).
     for q in pending.iter_mut() {
         if q.flush && q.status == BLKIF_RSP_OKAY && disk.flush().is_err() {
             q.status = BLKIF_RSP_ERROR;
@@ -1238,17 +1330,18 @@ fn serve_pass<P: BlkPlatform, S: Storage>(
     }
 }
 
-/// Moves one read or write's data (request `k` of the pass), or queues it
-/// in the batch; false if the request is bad as it stands (a segment
-/// list entry out of shape, a range off the disk).
+/// Moves one read or write's data (request `k` of the pass) between the
+/// granted pages and `mem` from `local` on (the disk's bytes, or the
+/// staging buffer), or queues it in the batch; false if a segment is out
+/// of shape or `mem` too short (checked by the caller, so never).
 #[allow(clippy::too_many_arguments)]
-fn queue_rw<P: BlkPlatform, S: Storage>(
+fn queue_rw<P: BlkPlatform>(
     p: &mut P,
     fe: u16,
-    disk: &mut S,
+    mem: &mut [u8],
+    mut local: usize,
     mut pg: Option<&mut PersistentGrants<P::Ring>>,
     write: bool,
-    sector: u64,
     segs: &[BlkifRequestSegment],
     k: usize,
     batch: &mut Vec<CopySeg>,
@@ -1257,28 +1350,16 @@ fn queue_rw<P: BlkPlatform, S: Storage>(
     pending: &mut [Pending],
     stats: &mut VbdStats,
 ) -> bool {
-    let mut total = 0u64;
-    for s in segs {
-        let Some(len) = s.byte_len() else {
-            return false;
-        };
-        total += u64::from(len);
-    }
-    let Some((start, len)) = disk_range(disk, sector, total / 512) else {
-        return false;
-    };
-    debug_assert_eq!(len, total);
-    let Ok(mut local) = usize::try_from(start) else {
-        return false;
-    };
     let dir = if write {
         CopyDir::FromGuest
     } else {
         CopyDir::ToGuest
     };
     for s in segs {
-        // Checked above: 1..=4096 bytes inside the page.
-        let len = s.byte_len().unwrap_or(0) as usize;
+        let Some(len) = s.byte_len() else {
+            return false;
+        };
+        let len = len as usize;
         let offset = usize::from(s.first_sect) * 512;
         let mut mapped = false;
         let page = pg
@@ -1288,9 +1369,9 @@ fn queue_rw<P: BlkPlatform, S: Storage>(
         if let Some(page) = page {
             // Copies queued before come first.
             if !batch.is_empty() {
-                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+                run_batch(p, fe, mem, batch, owner, status, pending, stats);
             }
-            let Some(bytes) = disk.bytes().get_mut(local..local + len) else {
+            let Some(bytes) = mem.get_mut(local..local + len) else {
                 return false;
             };
             if write {
@@ -1301,7 +1382,7 @@ fn queue_rw<P: BlkPlatform, S: Storage>(
             stats.persistent_segs += 1;
         } else {
             if batch.len() >= COPY_BATCH {
-                run_batch(p, fe, disk.bytes(), batch, owner, status, pending, stats);
+                run_batch(p, fe, mem, batch, owner, status, pending, stats);
             }
             batch.push(CopySeg {
                 gref: s.gref,
@@ -1313,6 +1394,53 @@ fn queue_rw<P: BlkPlatform, S: Storage>(
             owner.push(k);
         }
         local += len;
+    }
+    true
+}
+
+/// One read or write on a device disk (request `k`, `len` bytes at disk
+/// offset `start`), through the staging buffer: a read is read from the
+/// device at once and its copies to the front end are queued; a write's
+/// copies from the front end are issued at once (with what was queued
+/// before) and it goes to the device before the next request is served,
+/// so requests reach the device in ring order.
+#[allow(clippy::too_many_arguments)]
+fn staged_rw<P: BlkPlatform, S: Storage>(
+    p: &mut P,
+    fe: u16,
+    disk: &mut S,
+    stage: &mut Vec<u8>,
+    pg: Option<&mut PersistentGrants<P::Ring>>,
+    write: bool,
+    (start, len): (u64, usize),
+    segs: &[BlkifRequestSegment],
+    k: usize,
+    batch: &mut Vec<CopySeg>,
+    owner: &mut Vec<usize>,
+    status: &mut Vec<i16>,
+    pending: &mut [Pending],
+    stats: &mut VbdStats,
+) -> bool {
+    if stage.len().saturating_add(len) > STAGE_MAX {
+        run_batch(p, fe, stage, batch, owner, status, pending, stats);
+        stage.clear();
+    }
+    let at = stage.len();
+    stage.resize(at + len, 0);
+    if !write && disk.read(start, &mut stage[at..at + len]).is_err() {
+        return false;
+    }
+    if !queue_rw(
+        p, fe, stage, at, pg, write, segs, k, batch, owner, status, pending, stats,
+    ) {
+        return false;
+    }
+    if write {
+        run_batch(p, fe, stage, batch, owner, status, pending, stats);
+        if pending[k].status != BLKIF_RSP_OKAY {
+            return false;
+        }
+        return disk.write(start, &stage[at..at + len]).is_ok();
     }
     true
 }

@@ -41,6 +41,43 @@ pub struct Options {
     /// of that name): whether the vbds offer `feature-persistent`; `None`
     /// leaves blkback's default (on).
     pub blk_persistent: Option<bool>,
+    /// `directmap=0xBASE:0xSIZE` (hexadecimal bytes, appended by the
+    /// hypervisor): our RAM at guest-physical == host-physical, the only
+    /// memory a device may be given for DMA. The module option
+    /// `directmap=MiB` (decimal, no colon) is the hypervisor's and is
+    /// ignored here.
+    pub directmap: Option<(u64, u64)>,
+    /// `pci=BB:DD.F[,...]`: the assigned PCI functions to drive (bus,
+    /// device, function); empty: every function bus 0 shows us.
+    pub pci: Vec<(u8, u8, u8)>,
+    /// `vdisk=ID`: the virtio-blk disk assigned to us is domain ID's
+    /// `xvda` (instead of a boot-module `disk=` word for it).
+    pub virtio_disk: Option<u16>,
+}
+
+fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?, 16).ok()
+}
+
+fn parse_directmap(v: &str) -> Option<(u64, u64)> {
+    let (base, size) = v.split_once(':')?;
+    let (base, size) = (parse_hex(base)?, parse_hex(size)?);
+    (size > 0 && base % 4096 == 0 && size % 4096 == 0 && base.checked_add(size).is_some())
+        .then_some((base, size))
+}
+
+/// `BB:DD.F` or `0000:BB:DD.F` (hexadecimal, segment 0), as `lspci`.
+pub fn parse_bdf(s: &str) -> Option<(u8, u8, u8)> {
+    let s = s.strip_prefix("0000:").unwrap_or(s);
+    let (bus, rest) = s.split_once(':')?;
+    let (dev, func) = rest.split_once('.')?;
+    let hex = |t: &str, max: u8| {
+        (!t.is_empty() && t.len() <= 2)
+            .then(|| u8::from_str_radix(t, 16).ok())
+            .flatten()
+            .filter(|&v| v <= max)
+    };
+    Some((hex(bus, 0xff)?, hex(dev, 31)?, hex(func, 7)?))
 }
 
 /// One `vif=` word.
@@ -125,6 +162,16 @@ pub fn parse(line: &str) -> Options {
                 "1" | "y" | "Y" => Some(true),
                 _ => o.blk_persistent,
             };
+        } else if let Some(v) = word.strip_prefix("directmap=") {
+            if let Some(d) = parse_directmap(v) {
+                o.directmap = Some(d);
+            }
+        } else if let Some(id) = word.strip_prefix("vdisk=") {
+            if let Ok(id) = id.parse() {
+                o.virtio_disk = Some(id);
+            }
+        } else if let Some(list) = word.strip_prefix("pci=") {
+            o.pci.extend(list.split(',').filter_map(parse_bdf));
         } else if let Some(list) = word.strip_prefix("shutdown=") {
             o.shutdown
                 .extend(list.split(',').filter_map(|d| d.parse::<u16>().ok()));
@@ -203,5 +250,27 @@ mod tests {
         );
         assert!(!o.net_split_events);
         assert!(parse("net-split-events").net_split_events);
+    }
+
+    #[test]
+    fn directmap_and_pci() {
+        // The module option (MiB) is the hypervisor's; the appended word
+        // is ours.
+        let o = parse("directmap=16 pci=00:04.0,0000:00:05.0 directmap=0x20000000:0x1000000");
+        assert_eq!(o.directmap, Some((0x2000_0000, 0x100_0000)));
+        assert_eq!(o.pci, [(0, 4, 0), (0, 5, 0)]);
+        for bad in [
+            "directmap=0x1000",
+            "directmap=0x1001:0x1000",
+            "directmap=0x1000:0",
+            "directmap=1000:1000",
+            "directmap=0xffffffffffff0000:0x20000",
+        ] {
+            assert_eq!(parse(bad).directmap, None, "{bad}");
+        }
+        assert!(parse("pci=00:20.0,00:04.8,0:4,100:00.0,x").pci.is_empty());
+        assert_eq!(parse("pci=ff:1f.7").pci, [(0xff, 0x1f, 7)]);
+        assert_eq!(parse("vdisk=2").virtio_disk, Some(2));
+        assert_eq!(parse("vdisk=x").virtio_disk, None);
     }
 }

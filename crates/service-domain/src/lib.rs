@@ -22,8 +22,10 @@ extern crate alloc;
 
 pub mod blkback;
 pub mod cmdline;
+pub mod dma;
 pub mod netback;
 pub mod switch;
+pub mod uplink;
 pub mod xenbus;
 pub mod xenstore;
 

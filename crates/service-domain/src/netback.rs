@@ -64,6 +64,7 @@
 // Xen's names for the xenbus states and netif flags.
 #![allow(non_upper_case_globals)]
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
@@ -77,10 +78,15 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::blkback::{BlkPlatform, CopyDir, CopySeg, MapId, copy_all};
 use crate::switch::{Forward, MAC_TABLE_SIZE, Mac, Switch};
+use crate::uplink::{Uplink, UplinkStats, segment_gso};
 use crate::xenbus::{self, Step, read_u32};
 use crate::xenstore::{Errno, Platform, StoreService};
 
-/// Packets taken from one vif's tx ring per [`Netback::pump`] pass.
+/// The switch port of the uplink ([`Netback::set_uplink`]); the vifs are
+/// ports 0, 1, .. in order.
+pub const UPLINK_PORT: u32 = u32::MAX;
+/// Packets taken from one vif's tx ring per [`Netback::pump`] pass (and
+/// frames from the uplink).
 pub const TX_BUDGET: usize = 64;
 /// Packets queued for one vif's rx ring at most (more are dropped).
 pub const RX_QUEUE: usize = 256;
@@ -477,6 +483,9 @@ pub struct Netback<R> {
     kick: Vec<u32>,
     /// Whether vifs offered from now on get `feature-split-event-channels`.
     split_events: bool,
+    /// The port to the outside, if any.
+    uplink: Option<Box<dyn Uplink>>,
+    up_stats: UplinkStats,
 }
 
 fn fe_dir(fe: u16, handle: u32) -> String {
@@ -498,7 +507,27 @@ impl<R: SharedMem> Netback<R> {
             bounce: Vec::new(),
             kick: Vec::new(),
             split_events: false,
+            uplink: None,
+            up_stats: UplinkStats::default(),
         }
+    }
+
+    /// Joins `up` to the switch as its port to the outside
+    /// ([`UPLINK_PORT`]): frames for addresses the switch has not seen on
+    /// a vif (and broadcasts) go out there, frames from it reach the vif
+    /// that owns their destination.
+    pub fn set_uplink(&mut self, up: Box<dyn Uplink>) {
+        self.uplink = Some(up);
+    }
+
+    /// Whether an uplink is joined.
+    pub fn uplink_attached(&self) -> bool {
+        self.uplink.is_some()
+    }
+
+    /// The uplink's counters.
+    pub fn uplink_stats(&self) -> UplinkStats {
+        self.up_stats
     }
 
     /// Whether vifs offered from now on offer `feature-split-event-channels`
@@ -694,7 +723,7 @@ impl<R: SharedMem> Netback<R> {
         self.vifs[i].rxq_bytes = 0;
         for v in &mut self.vifs {
             v.rxq.retain(|(src, _)| *src != i as u32);
-            if let Some(n) = v.rxq_from.get_mut(i) {
+            if let Some(n) = v.rxq_from.get_mut(from_slot(i as u32)) {
                 v.rxq_bytes = v.rxq_bytes.saturating_sub(n.1 as usize);
                 *n = (0, 0);
             }
@@ -877,6 +906,7 @@ impl<R: SharedMem> Netback<R> {
                 Err(e) => self.fatal(svc, i, e),
             }
         }
+        more |= self.uplink_in();
         for i in 0..n {
             match self.rx_one(svc.platform(), i) {
                 Ok(m) => more |= m,
@@ -887,6 +917,38 @@ impl<R: SharedMem> Netback<R> {
             Platform::notify(svc.platform(), port);
         }
         more
+    }
+
+    /// Takes up to [`TX_BUDGET`] frames from the uplink through the
+    /// switch; true if there may be more.
+    fn uplink_in(&mut self) -> bool {
+        let Some(up) = self.uplink.as_mut() else {
+            return false;
+        };
+        for _ in 0..TX_BUDGET {
+            let Some(data) = up.recv() else {
+                return false;
+            };
+            self.up_stats.rx_frames += 1;
+            let pkt = Packet {
+                data,
+                csum_blank: false,
+                data_validated: false,
+                gso: None,
+            };
+            match self.switch.forward(UPLINK_PORT, &pkt.data) {
+                Forward::Drop => {}
+                Forward::Port(d) => enqueue(&mut self.vifs, UPLINK_PORT, d as usize, pkt),
+                Forward::Flood => {
+                    for d in 0..self.vifs.len() {
+                        if self.vifs[d].conn.is_some() {
+                            enqueue(&mut self.vifs, UPLINK_PORT, d, pkt.clone());
+                        }
+                    }
+                }
+            }
+        }
+        true
     }
 
     fn fatal<P: Platform + BlkPlatform<Ring = R>>(
@@ -914,6 +976,8 @@ impl<R: SharedMem> Netback<R> {
             bounce,
             switch,
             kick,
+            uplink,
+            up_stats,
             ..
         } = self;
         let fe = vifs[i].fe;
@@ -1014,13 +1078,16 @@ impl<R: SharedMem> Netback<R> {
         st.tx_events += u64::from(event);
         let full = pkts.len() >= TX_BUDGET || bytes >= TX_BATCH_BYTES;
         for pkt in out {
-            match switch.forward(i as u32, &pkt.data) {
+            let src = i as u32;
+            match switch.forward(src, &pkt.data) {
                 Forward::Drop => {}
-                Forward::Port(d) => enqueue(vifs, i, d as usize, pkt),
+                Forward::Port(UPLINK_PORT) => send_up(uplink, up_stats, &pkt),
+                Forward::Port(d) => enqueue(vifs, src, d as usize, pkt),
                 Forward::Flood => {
+                    send_up(uplink, up_stats, &pkt);
                     for d in 0..vifs.len() {
                         if d != i && vifs[d].conn.is_some() {
-                            enqueue(vifs, i, d, pkt.clone());
+                            enqueue(vifs, src, d, pkt.clone());
                         }
                     }
                 }
@@ -1163,13 +1230,49 @@ impl<R: SharedMem> Netback<R> {
 
 /// Queues `pkt`, from vif `src`, for vif `d` (dropped if `d` is not
 /// connected, its queue is full or `src`'s share of it is).
-fn enqueue<R>(vifs: &mut [Vif<R>], src: usize, d: usize, pkt: Packet) {
+/// Sends a packet from a vif out of the uplink, cut into segments if it
+/// is a GSO packet.
+fn send_up(up: &mut Option<Box<dyn Uplink>>, st: &mut UplinkStats, pkt: &Packet) {
+    let Some(up) = up.as_mut() else {
+        return;
+    };
+    let mut one = |f: &[u8]| {
+        if up.send(f) {
+            st.tx_frames += 1;
+        } else {
+            st.tx_dropped += 1;
+        }
+    };
+    match pkt.gso {
+        None => one(&pkt.data),
+        Some(g) => match segment_gso(&pkt.data, g) {
+            Some(segs) => segs.iter().for_each(|s| one(s)),
+            None => st.tx_dropped += 1,
+        },
+    }
+}
+
+/// The slot of `rxq_from` counting the packets of source port `src`: 0
+/// for the uplink, vif `i` at `i + 1`.
+fn from_slot(src: u32) -> usize {
+    if src == UPLINK_PORT {
+        0
+    } else {
+        src as usize + 1
+    }
+}
+
+/// Queues `pkt` from port `src` (a vif's index or [`UPLINK_PORT`]) for
+/// vif `d`, or drops it if that queue is full (or holds its share from
+/// `src`).
+fn enqueue<R>(vifs: &mut [Vif<R>], src: u32, d: usize, pkt: Packet) {
     let Some(v) = vifs.get_mut(d) else { return };
-    if v.rxq_from.len() <= src {
-        v.rxq_from.resize(src + 1, (0, 0));
+    let slot = from_slot(src);
+    if v.rxq_from.len() <= slot {
+        v.rxq_from.resize(slot + 1, (0, 0));
     }
     let len = pkt.data.len();
-    let (n, b) = &mut v.rxq_from[src];
+    let (n, b) = &mut v.rxq_from[slot];
     if v.conn.is_none()
         || v.rxq.len() >= RX_QUEUE
         || v.rxq_bytes + len > RX_QUEUE_BYTES
@@ -1182,7 +1285,7 @@ fn enqueue<R>(vifs: &mut [Vif<R>], src: usize, d: usize, pkt: Packet) {
     *n += 1;
     *b += len as u32;
     v.rxq_bytes += len;
-    v.rxq.push_back((src as u32, pkt));
+    v.rxq.push_back((src, pkt));
 }
 
 /// Takes the next packet off a vif's queue.
@@ -1193,7 +1296,7 @@ fn pop(
 ) -> Option<Packet> {
     let (src, pkt) = rxq.pop_front()?;
     let len = pkt.data.len();
-    if let Some((n, b)) = from.get_mut(src as usize) {
+    if let Some((n, b)) = from.get_mut(from_slot(src)) {
         *n = n.saturating_sub(1);
         *b = b.saturating_sub(len as u32);
     }

@@ -139,7 +139,75 @@ impl BlkPlatform for Mock {
     }
 }
 
-type Bb = Blkback<MemDisk<Vec<u8>>, RawMem<'static>>;
+/// What a device disk was asked to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DevOp {
+    Read(u64, usize),
+    Write(u64, usize),
+    Flush,
+}
+
+/// A disk for the tests: the boot module's kind (bytes in memory, moved
+/// in place) or, with `dev` set, a device's (no [`Storage::bytes`]: the
+/// back end reads and writes through [`Storage::read`]/[`Storage::write`],
+/// recorded in `dev` with the flushes).
+struct TestDisk {
+    mem: MemDisk<Vec<u8>>,
+    dev: Option<Rc<RefCell<Vec<DevOp>>>>,
+}
+
+impl TestDisk {
+    fn mem(d: MemDisk<Vec<u8>>) -> Self {
+        Self { mem: d, dev: None }
+    }
+    fn data(&self) -> &[u8] {
+        self.mem.data()
+    }
+}
+
+impl Storage for TestDisk {
+    fn sector_size(&self) -> u32 {
+        self.mem.sector_size()
+    }
+    fn sectors(&self) -> u64 {
+        self.mem.sectors()
+    }
+    fn read_only(&self) -> bool {
+        self.mem.read_only()
+    }
+    fn bytes(&mut self) -> Option<&mut [u8]> {
+        match self.dev {
+            Some(_) => None,
+            None => self.mem.bytes(),
+        }
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if let Some(d) = &self.dev {
+            d.borrow_mut().push(DevOp::Read(offset, buf.len()));
+        }
+        self.mem.read(offset, buf)
+    }
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        if let Some(d) = &self.dev {
+            d.borrow_mut().push(DevOp::Write(offset, buf.len()));
+        }
+        self.mem.write(offset, buf)
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        if let Some(d) = &self.dev {
+            d.borrow_mut().push(DevOp::Flush);
+        }
+        self.mem.flush()
+    }
+    fn can_discard(&self) -> bool {
+        self.dev.is_none()
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), IoError> {
+        self.mem.discard(offset, len)
+    }
+}
+
+type Bb = Blkback<TestDisk, RawMem<'static>>;
 type Front = FrontRing<RawMem<'static>, BlkifRequest, BlkifResponse>;
 
 struct Env {
@@ -165,7 +233,7 @@ impl Env {
     }
 
     fn disk(&mut self, fe: u16, bytes: usize, ss: u32, ro: bool) {
-        let d = MemDisk::new(pattern(bytes, 1), ss, ro).unwrap();
+        let d = TestDisk::mem(MemDisk::new(pattern(bytes, 1), ss, ro).unwrap());
         self.bb
             .add_disk(&mut self.svc, fe, XVDA, d, "disk.img")
             .unwrap();
@@ -325,7 +393,7 @@ fn handshake_writes_both_directories_with_owners() {
         ["n2", "r1"]
     );
     // The same device twice is refused.
-    let d = MemDisk::new(vec![0; 4096], 512, false).unwrap();
+    let d = TestDisk::mem(MemDisk::new(vec![0; 4096], 512, false).unwrap());
     assert_eq!(
         e.bb.add_disk(&mut e.svc, 2, XVDA, d, "x"),
         Err(xen_abi::EEXIST)
@@ -649,7 +717,7 @@ fn bad_ring_indices_disconnect_that_vbd_only() {
         &mut e.svc,
         3,
         XVDA,
-        MemDisk::new(vec![0; 1 << 20], 512, false).unwrap(),
+        TestDisk::mem(MemDisk::new(vec![0; 1 << 20], 512, false).unwrap()),
         "other.img",
     )
     .unwrap();
@@ -1159,4 +1227,73 @@ fn persistent_grants_are_unmapped_on_disconnect() {
     assert!(e.w.0.borrow().pmapped.is_empty());
     assert!(e.w.0.borrow().mapped.is_empty());
     assert_eq!(e.w.0.borrow().punmaps, 7);
+}
+
+/// A device disk (virtio-blk's kind): the back end moves data through
+/// `read`/`write`, in ring order, and flushes reach the device after the
+/// writes before them, by grant copy and by persistent grants alike.
+#[test]
+fn device_disk_sees_writes_then_flush_in_order() {
+    for persistent in [false, true] {
+        let mut e = Env::new();
+        e.bb.set_persistent(persistent);
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let d = TestDisk {
+            mem: MemDisk::new(pattern(1 << 20, 1), 512, false).unwrap(),
+            dev: Some(log.clone()),
+        };
+        e.bb.add_disk(&mut e.svc, 2, XVDA, d, "virtio-blk").unwrap();
+        // A device that cannot discard is not offered discard.
+        assert_eq!(e.be(2, "feature-discard"), None);
+        assert_eq!(e.be(2, "feature-flush-cache").as_deref(), Some("1"));
+        if persistent {
+            e.fe_write(2, "feature-persistent", "1");
+        }
+        let mut f = e.connect(2, None, 10);
+        let a = pattern(4096, 5);
+        let b = pattern(4096, 6);
+        e.grant(2, 100, &a, true);
+        e.grant(2, 101, &b, true);
+        e.grant(2, 200, &[], false);
+        // One pass: a write, a read of what it wrote, a write carrying a
+        // flush, a pure flush, a read off the disk's end.
+        let rsp = e.submit(
+            &mut f,
+            &[
+                rw(BLKIF_OP_WRITE, 1, 8, &[seg(100, 0, 7)]),
+                rw(BLKIF_OP_READ, 2, 8, &[seg(200, 0, 7)]),
+                rw(BLKIF_OP_FLUSH_DISKCACHE, 3, 16, &[seg(101, 0, 3)]),
+                rw(BLKIF_OP_FLUSH_DISKCACHE, 4, 0, &[]),
+                rw(BLKIF_OP_READ, 5, 2047, &[seg(200, 0, 1)]),
+            ],
+        );
+        let got: Vec<_> = rsp.iter().map(|r| (r.id, r.status)).collect();
+        assert_eq!(
+            got,
+            [
+                (1, BLKIF_RSP_OKAY),
+                (2, BLKIF_RSP_OKAY),
+                (3, BLKIF_RSP_OKAY),
+                (4, BLKIF_RSP_OKAY),
+                (5, BLKIF_RSP_ERROR)
+            ],
+            "persistent {persistent}"
+        );
+        assert_eq!(e.page(2, 200), a, "the read saw the write before it");
+        let disk = e.disk_bytes(0);
+        assert_eq!(&disk[8 * 512..16 * 512], &a[..]);
+        assert_eq!(&disk[16 * 512..20 * 512], &b[..2048]);
+        // Every write reached the device before the flushes, in order.
+        assert_eq!(
+            *log.borrow(),
+            [
+                DevOp::Write(8 * 512, 4096),
+                DevOp::Read(8 * 512, 4096),
+                DevOp::Write(16 * 512, 2048),
+                DevOp::Flush,
+                DevOp::Flush,
+            ],
+            "persistent {persistent}"
+        );
+    }
 }

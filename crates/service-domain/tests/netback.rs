@@ -986,3 +986,124 @@ fn a_rebooted_domain_gets_its_vif_again() {
     assert_eq!(e.received(&mut b)[0].0, f);
     assert_eq!(e.nb.vifs()[0].stats.connects, 2);
 }
+
+/// An uplink for the tests: frames sent are recorded, frames to receive
+/// are queued by the test.
+#[derive(Clone, Default)]
+struct FakeUplink(Rc<RefCell<Frames>>);
+
+/// The frames an uplink sent, and those waiting to be received.
+type Frames = (Vec<Vec<u8>>, std::collections::VecDeque<Vec<u8>>);
+
+impl service_domain::uplink::Uplink for FakeUplink {
+    fn send(&mut self, frame: &[u8]) -> bool {
+        self.0.borrow_mut().0.push(frame.to_vec());
+        true
+    }
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        self.0.borrow_mut().1.pop_front()
+    }
+}
+
+/// A TCPv4 frame of `payload` bytes from `src` to `dst`.
+fn tcp4(dst: Mac, src: Mac, payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 54 + payload];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12] = 0x08;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 2, 15]);
+    f[30..34].copy_from_slice(&[10, 0, 2, 2]);
+    f[46] = 0x50;
+    f[47] = 0x18;
+    for (i, b) in f[54..].iter_mut().enumerate() {
+        *b = (i * 3) as u8;
+    }
+    f
+}
+
+#[test]
+fn the_uplink_is_a_switch_port() {
+    let mut e = Env::new();
+    let up = FakeUplink::default();
+    e.nb.set_uplink(Box::new(up.clone()));
+    e.vif(2);
+    e.vif(3);
+    let mut a = e.connect(2, false);
+    let mut b = e.connect(3, false);
+    e.post_rx(&mut a, 64);
+    e.post_rx(&mut b, 64);
+    let gw: Mac = [0x52, 0x55, 0x0a, 0, 2, 2];
+    // A broadcast from a floods: b and the uplink.
+    let arp = frame(BCAST, mac(2), 60, 1);
+    e.queue_tx(&mut a, 0, &arp, 0, None);
+    let _ = a.tx.push_requests();
+    e.pump();
+    assert_eq!(e.received(&mut b).len(), 1);
+    assert_eq!(up.0.borrow().0, [arp]);
+    // A frame to an unknown address goes out of the uplink (and to b).
+    let f1 = frame(gw, mac(2), 100, 2);
+    e.queue_tx(&mut a, 1, &f1, 0, None);
+    let _ = a.tx.push_requests();
+    e.pump();
+    assert_eq!(up.0.borrow().0.last(), Some(&f1));
+    assert_eq!(e.received(&mut b).len(), 1, "unknown: flooded");
+    // The gateway answers from outside: a (whose address the switch
+    // learnt) gets it, b does not; the switch learns the gateway's port.
+    let r1 = frame(mac(2), gw, 200, 3);
+    up.0.borrow_mut().1.push_back(r1.clone());
+    e.pump();
+    let got = e.received(&mut a);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, r1);
+    assert!(e.received(&mut b).is_empty());
+    assert_eq!(e.nb.switch().lookup(&gw), Some(UPLINK_PORT));
+    // Now a's frames for the gateway go to the uplink only.
+    let sent = up.0.borrow().0.len();
+    let f2 = frame(gw, mac(2), 300, 4);
+    e.queue_tx(&mut a, 2, &f2, 0, None);
+    let _ = a.tx.push_requests();
+    e.pump();
+    assert_eq!(up.0.borrow().0.len(), sent + 1);
+    assert!(e.received(&mut b).is_empty());
+    // A GSO packet to the gateway leaves as MSS-sized frames, each with
+    // its checksum, carrying the same bytes.
+    let big = tcp4(gw, mac(2), 4000);
+    let gso = Gso {
+        kind: XEN_NETIF_GSO_TYPE_TCPV4,
+        size: 1448,
+    };
+    e.queue_tx(
+        &mut a,
+        3,
+        &big,
+        NETTXF_csum_blank | NETTXF_data_validated,
+        Some(gso),
+    );
+    let _ = a.tx.push_requests();
+    e.pump();
+    let out: Vec<Vec<u8>> = up.0.borrow().0[sent + 1..].to_vec();
+    assert_eq!(
+        out.iter().map(|f| f.len()).collect::<Vec<_>>(),
+        [54 + 1448, 54 + 1448, 54 + 1104]
+    );
+    let data: Vec<u8> = out.iter().flat_map(|f| f[54..].to_vec()).collect();
+    assert_eq!(data, &big[54..]);
+    for f in &out {
+        let mut c = f.clone();
+        assert!(complete_checksum(&mut c));
+        assert_eq!(&c, f, "checksum already right");
+    }
+    // Broadcasts from outside reach every vif; frames from outside for
+    // an address outside are dropped.
+    up.0.borrow_mut().1.push_back(frame(BCAST, gw, 60, 5));
+    up.0.borrow_mut().1.push_back(frame(gw, gw, 60, 6));
+    e.pump();
+    assert_eq!(e.received(&mut a).len(), 1);
+    assert_eq!(e.received(&mut b).len(), 1);
+    let s = e.nb.uplink_stats();
+    assert_eq!((s.tx_frames, s.rx_frames, s.tx_dropped), (6, 3, 0));
+}

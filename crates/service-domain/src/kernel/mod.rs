@@ -1,5 +1,7 @@
 //! The bare-metal half: entry, memory, console and the event loop.
 
+mod pci;
+mod virtio;
 mod xen;
 
 use core::fmt::Write;
@@ -11,13 +13,76 @@ use xen_abi::start_info::{
 
 use alloc::vec::Vec;
 use pv_rings::RawMem;
-use service_domain::blkback::{Blkback, MemDisk, xvd};
+use service_domain::blkback::{Blkback, IoError, MemDisk, Storage, xvd};
 use service_domain::cmdline::Disk;
 use service_domain::netback::{Netback, default_mac, format_mac};
 use service_domain::{DomainChange, StoreService};
 
-/// The block back end over the boot module's bytes.
-type Blk = Blkback<MemDisk<&'static mut [u8]>, RawMem<'static>>;
+/// A disk: the boot module's bytes, or the virtio-blk device.
+enum AnyDisk {
+    Module(MemDisk<&'static mut [u8]>),
+    Virtio(virtio::VirtioDisk),
+}
+
+impl Storage for AnyDisk {
+    fn sector_size(&self) -> u32 {
+        match self {
+            AnyDisk::Module(d) => d.sector_size(),
+            AnyDisk::Virtio(d) => d.sector_size(),
+        }
+    }
+    fn sectors(&self) -> u64 {
+        match self {
+            AnyDisk::Module(d) => d.sectors(),
+            AnyDisk::Virtio(d) => d.sectors(),
+        }
+    }
+    fn read_only(&self) -> bool {
+        match self {
+            AnyDisk::Module(d) => d.read_only(),
+            AnyDisk::Virtio(d) => d.read_only(),
+        }
+    }
+    fn bytes(&mut self) -> Option<&mut [u8]> {
+        match self {
+            AnyDisk::Module(d) => d.bytes(),
+            AnyDisk::Virtio(d) => d.bytes(),
+        }
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        match self {
+            AnyDisk::Module(d) => d.read(offset, buf),
+            AnyDisk::Virtio(d) => d.read(offset, buf),
+        }
+    }
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), IoError> {
+        match self {
+            AnyDisk::Module(d) => d.write(offset, buf),
+            AnyDisk::Virtio(d) => d.write(offset, buf),
+        }
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        match self {
+            AnyDisk::Module(d) => d.flush(),
+            AnyDisk::Virtio(d) => d.flush(),
+        }
+    }
+    fn can_discard(&self) -> bool {
+        match self {
+            AnyDisk::Module(d) => d.can_discard(),
+            AnyDisk::Virtio(d) => d.can_discard(),
+        }
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), IoError> {
+        match self {
+            AnyDisk::Module(d) => d.discard(offset, len),
+            AnyDisk::Virtio(d) => d.discard(offset, len),
+        }
+    }
+}
+
+/// The block back end over the boot module's bytes or the virtio disk.
+type Blk = Blkback<AnyDisk, RawMem<'static>>;
 /// The network back end and its switch.
 type Net = Netback<RawMem<'static>>;
 
@@ -74,20 +139,28 @@ svc_start:
     rep stosd
     mov esp, offset {stack} + {stack_size} /* the PVH ABI gives no stack */
 
-    /* PML4[0] -> PDPT, PDPT[0] -> PD, PD: 512 x 2 MiB = the first GiB. */
+    /* PML4[0] -> PDPT, PDPT[0..4] -> the four PDs (contiguous),
+       2048 x 2 MiB = the first 4 GiB, write-back (`uncache_mmio` makes
+       the MMIO window uncached once the memory map is known). */
     mov eax, offset {pdpt}
     or eax, 3
     mov dword ptr [{pml4}], eax
-    mov eax, offset {pd}
+    xor ecx, ecx
+3:  mov eax, ecx
+    shl eax, 12
+    add eax, offset {pd}
     or eax, 3
-    mov dword ptr [{pdpt}], eax
+    mov dword ptr [{pdpt} + ecx * 8], eax
+    inc ecx
+    cmp ecx, 4
+    jb 3b
     xor ecx, ecx
 1:  mov eax, ecx
     shl eax, 21
     or eax, 0x83                          /* present, writable, 2 MiB */
     mov dword ptr [{pd} + ecx * 8], eax
     inc ecx
-    cmp ecx, 512
+    cmp ecx, 2048
     jb 1b
 
     mov eax, cr4
@@ -139,7 +212,10 @@ struct HeapArea([u8; HEAP_SIZE]);
 
 static mut PML4: Table = Table([0; 512]);
 static mut PDPT: Table = Table([0; 512]);
-static mut PD: Table = Table([0; 512]);
+/// The four page directories, one after the other (4 x 512 entries).
+static mut PD: [Table; 4] = [const { Table([0; 512]) }; 4];
+/// What the identity map covers.
+const MAPPED: u64 = 4 << 30;
 static mut STACK: Stack = Stack([0; STACK_SIZE]);
 static mut HEAP: HeapArea = HeapArea([0; HEAP_SIZE]);
 
@@ -159,7 +235,7 @@ impl Write for Console {
 /// Reads a value at a guest-physical address of the identity map.
 ///
 /// # Safety
-/// `pa` must be mapped (below 1 GiB), hold a `T` and stay unchanged.
+/// `pa` must be mapped (below 4 GiB), hold a `T` and stay unchanged.
 unsafe fn read_phys<T: Copy>(pa: u64) -> T {
     // SAFETY: per the contract; unaligned reads are fine on x86.
     unsafe { core::ptr::read_unaligned(pa as *const T) }
@@ -173,6 +249,9 @@ struct Boot {
     hole_gfn: u64,
     /// The first boot module (our ramdisk): address and size.
     module: Option<(u64, u64)>,
+    /// The memory map's RAM entries (address, size), the direct-mapped
+    /// region among them.
+    ram: Vec<(u64, u64)>,
 }
 
 fn read_boot(start_info: u64) -> Boot {
@@ -180,6 +259,7 @@ fn read_boot(start_info: u64) -> Boot {
         cmdline: alloc::string::String::new(),
         hole_gfn: 0,
         module: None,
+        ram: Vec::new(),
     };
     if start_info == 0 || start_info >= 1 << 30 {
         return b;
@@ -208,6 +288,9 @@ fn read_boot(start_info: u64) -> Boot {
         for i in 0..u64::from(si.memmap_entries.min(128)) {
             // SAFETY: the loader's memory map, `memmap_entries` entries.
             let e: HvmMemmapTableEntry = unsafe { read_phys(si.memmap_paddr + i * 24) };
+            if e.r#type == 1 {
+                b.ram.push((e.addr, e.size));
+            }
             if e.r#type == 1 && e.addr < 1 << 30 {
                 end = end.max(e.addr.saturating_add(e.size));
             }
@@ -255,6 +338,42 @@ fn boot_disks(boot: &Boot, disks: &[Disk]) -> Vec<Option<&'static mut [u8]>> {
             Some(unsafe { core::slice::from_raw_parts_mut(base.as_ptr(), len) })
         })
         .collect()
+}
+
+/// Makes the 2 MiB pages of the identity map between 1 GiB and 4 GiB
+/// that hold no RAM uncached (PCD | PWT): that is where firmware put the
+/// BARs of the devices assigned to us. Below 1 GiB stays write-back: the
+/// frames past our RAM there are where grants are mapped
+/// (`XenPlatform`'s hole), and those are other domains' RAM.
+fn uncache_mmio(ram: &[(u64, u64)]) {
+    const PCD_PWT: u64 = 0x18;
+    let pd = core::ptr::addr_of_mut!(PD).cast::<u64>();
+    for i in 512..(MAPPED >> 21) as usize {
+        let (a, len) = ((i as u64) << 21, 1u64 << 21);
+        if ram
+            .iter()
+            .any(|&(b, l)| a < b.saturating_add(l) && b < a + len)
+        {
+            continue;
+        }
+        // SAFETY: entry `i` of the four contiguous page directories (2048
+        // entries); it maps no RAM, so no Rust value lives behind it and
+        // nothing has touched it yet; one vCPU.
+        unsafe {
+            let e = pd.add(i);
+            e.write_volatile(e.read_volatile() | PCD_PWT);
+        }
+    }
+    // SAFETY: reloading CR3 with its own value flushes the TLB so the new
+    // attributes take effect; the tables are unchanged otherwise.
+    unsafe {
+        core::arch::asm!(
+            "mov {t}, cr3",
+            "mov cr3, {t}",
+            t = out(reg) _,
+            options(nostack, preserves_flags)
+        );
+    }
 }
 
 /// Writes the canary at the bottom of the stack (far below the frames in
@@ -309,16 +428,37 @@ extern "C" fn svc_main(start_info: u64) -> ! {
             );
         }
     }
+    uncache_mmio(&boot.ram);
+    let mut devs = virtio::probe(hc, opts.directmap, &opts.pci, &boot.ram);
     let mut blk = Blk::new(me.unwrap_or(0));
     if let Some(on) = opts.blk_persistent {
         blk.set_persistent(on);
+    }
+    if let Some(fe) = opts.virtio_disk {
+        match devs.disk.take() {
+            Some(disk) => {
+                let mib = disk.mib();
+                match blk.add_disk(&mut svc, fe, xvd(0), AnyDisk::Virtio(disk), "virtio-blk") {
+                    Ok(()) => {
+                        let _ = writeln!(con, "service-domain: d{fe} xvda: virtio-blk, {mib} MiB");
+                    }
+                    Err(e) => {
+                        let _ = writeln!(con, "service-domain: d{fe} xvda: {e}");
+                    }
+                }
+            }
+            None => {
+                let _ = writeln!(con, "service-domain: vdisk={fe}: no virtio-blk device");
+            }
+        }
     }
     for (d, bytes) in opts.disks.iter().zip(boot_disks(&boot, &opts.disks)) {
         let fe = d.domid;
         match bytes.and_then(|b| MemDisk::new(b, 512, d.ro)) {
             Some(disk) => {
                 let mib = disk.data().len() >> 20;
-                if let Err(e) = blk.add_disk(&mut svc, fe, xvd(0), disk, "module") {
+                if let Err(e) = blk.add_disk(&mut svc, fe, xvd(0), AnyDisk::Module(disk), "module")
+                {
                     let _ = writeln!(con, "service-domain: d{fe} xvda: {e}");
                 } else {
                     let _ = writeln!(
@@ -337,6 +477,9 @@ extern "C" fn svc_main(start_info: u64) -> ! {
     }
     let mut net = Net::new(me.unwrap_or(0));
     net.set_split_event_channels(opts.net_split_events);
+    if let Some(up) = devs.uplink.take() {
+        net.set_uplink(alloc::boxed::Box::new(up));
+    }
     let mut handles: Vec<(u16, u32)> = Vec::new();
     for v in &opts.vifs {
         let fe = v.domid;
@@ -378,8 +521,12 @@ extern "C" fn svc_main(start_info: u64) -> ! {
         }
     };
     let _ = writeln!(con, "service-domain: xenstore ready");
-    event_loop(&mut svc, &mut blk, &mut net, virq)
+    event_loop(&mut svc, &mut blk, &mut net, virq, &devs)
 }
+
+/// How long the event loop sleeps when a device has no interrupt and must
+/// be polled.
+const POLL_NS: u64 = 1_000_000;
 
 /// Blocks until a port is pending, clears what is pending, then serves.
 fn event_loop(
@@ -387,6 +534,7 @@ fn event_loop(
     blk: &mut Blk,
     net: &mut Net,
     virq: Option<u32>,
+    devs: &virtio::Devices,
 ) -> ! {
     let mut more = serve(svc, blk, net);
     loop {
@@ -394,12 +542,26 @@ fn event_loop(
         ports.extend(blk.ports());
         ports.extend(net.ports());
         ports.extend(virq);
+        ports.extend(devs.irqs.iter().filter_map(|d| d.pirq).map(|p| p.port));
         if !more {
             let hc = svc.platform().hc();
-            if ports.is_empty() {
+            // A device without an interrupt is looked at every POLL_NS.
+            let timeout = if devs.poll {
+                hc.hvm_get_time().map_or(0, |t| t + POLL_NS)
+            } else {
+                0
+            };
+            if ports.is_empty() && timeout == 0 {
                 let _ = hc.sched_block();
-            } else if let Err(e) = hc.sched_poll(&ports, 0) {
+            } else if let Err(e) = hc.sched_poll(&ports, timeout) {
                 let _ = writeln!(Console(hc), "service-domain: SCHEDOP_poll: {e}");
+            }
+        }
+        for d in &devs.irqs {
+            if let Some(p) = d.pirq
+                && svc.platform().take_pending(p.port)
+            {
+                d.handle(svc.platform().hc());
             }
         }
         let dom_exc = virq.is_some_and(|v| svc.platform().take_pending(v));
@@ -454,6 +616,14 @@ fn event_loop(
                         s.rx_dropped,
                         s.tx_events,
                         s.rx_events
+                    );
+                }
+                if net.uplink_attached() {
+                    let s = net.uplink_stats();
+                    let _ = writeln!(
+                        con,
+                        "service-domain: netback: uplink: {} frames out ({} dropped), {} in",
+                        s.tx_frames, s.tx_dropped, s.rx_frames
                     );
                 }
                 let _ = writeln!(

@@ -64,6 +64,7 @@ impl XenPlatform {
         // SAFETY: the frame is `SHARED_INFO`, which no Rust value lives in
         // and which is only reached through atomics from now on.
         unsafe { hc.add_to_physmap(&mut xatp) }?;
+        SHARED_INFO_MAPPED.store(true, Ordering::Release);
         Ok(Self {
             hc,
             shared_info: page,
@@ -99,7 +100,30 @@ impl XenPlatform {
         self.pending_word(port)
             .is_some_and(|(w, b)| w.fetch_and(!b, Ordering::SeqCst) & b != 0)
     }
+}
 
+/// [`XenPlatform::take_pending`] for code that has no platform at hand
+/// (a device driver waiting for its interrupt); false before shared_info
+/// is mapped.
+pub fn take_pending_port(port: u32) -> bool {
+    if port >= 4096 || !SHARED_INFO_MAPPED.load(Ordering::Acquire) {
+        return false;
+    }
+    let page = core::ptr::addr_of_mut!(SHARED_INFO).cast::<u8>();
+    let off = EVTCHN_PENDING + (port as usize / 64) * 8;
+    let b = 1u64 << (port % 64);
+    // SAFETY: shared_info is mapped for good at `SHARED_INFO` (the flag
+    // says so); the word is 8-byte aligned inside it and only accessed
+    // atomically, as in `pending_word`.
+    let w = unsafe { AtomicU64::from_ptr(page.add(off).cast()) };
+    w.fetch_and(!b, Ordering::SeqCst) & b != 0
+}
+
+/// Set once shared_info is mapped at `SHARED_INFO`.
+static SHARED_INFO_MAPPED: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+impl XenPlatform {
     fn take_gfn(&mut self) -> Option<u64> {
         if let Some(g) = self.free.pop() {
             return Some(g);

@@ -100,7 +100,7 @@ const BOCHS_CPUS: [(&str, &str); 2] = [
 /// a halted CPU counting 16 per turn: not convertible).
 const BOCHS_SMP: u32 = 1;
 /// The longest a Bochs run may take (a loaded 2-core host).
-const BOCHS_TIMEOUT: Duration = Duration::from_secs(1800);
+pub(crate) const BOCHS_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// One machine's column of the side-by-side table, in instructions.
 #[derive(Default)]
@@ -112,7 +112,7 @@ struct Column {
     xenstore: Option<u64>,
 }
 
-fn icount() -> Vec<String> {
+pub(crate) fn icount() -> Vec<String> {
     vec!["-icount".into(), "shift=0".into()]
 }
 
@@ -978,18 +978,18 @@ fn side_by_side(columns: &[Column], out: &mut String) {
 
 /// One timed boot: when the patterns first appeared, measured from just
 /// before QEMU starts.
-struct Timed {
+pub(crate) struct Timed {
     /// Per pattern: seconds until it first appeared.
     seen: Vec<Option<f64>>,
     /// Seconds until QEMU exited (or was killed).
     total: f64,
     status: Option<i32>,
-    serial: String,
+    pub serial: String,
 }
 
 /// Runs `c` (stdout piped), timestamping the first appearance of each
 /// pattern; kills QEMU `grace` after the last pattern or at `timeout`.
-fn timed(
+pub(crate) fn timed(
     mut c: Command,
     patterns: &[&str],
     timeout: Duration,
@@ -1292,7 +1292,7 @@ fn linux_xenstore(
 }
 
 /// MiB each way in the block figures.
-const BLK_MIB: u32 = 64;
+pub(crate) const BLK_MIB: u32 = 64;
 /// Runs of each side in the block figures (alternating).
 const BLK_RUNS: usize = 2;
 /// Size of the disk the block figures use (the root image, grown so that
@@ -1301,7 +1301,7 @@ const BLK_DISK_MIB: u64 = 160;
 
 /// A fresh copy of `target/linux/root.ext4` grown to [`BLK_DISK_MIB`]
 /// MiB (`resize2fs`), at `target/bench-root.ext4`.
-fn blk_disk() -> Result<std::path::PathBuf, String> {
+pub(crate) fn blk_disk() -> Result<std::path::PathBuf, String> {
     let src = crate::linux::root_image_path();
     let dst = root().join("target/bench-root.ext4");
     std::fs::copy(&src, &dst).map_err(|e| format!("{}: {e}", src.display()))?;
@@ -1329,14 +1329,16 @@ fn blk_disk() -> Result<std::path::PathBuf, String> {
 
 /// What `/init`'s `pvhblkbench` measured (guest seconds).
 #[derive(Debug, PartialEq)]
-struct BlkBench {
-    write: f64,
-    read: f64,
-    read4k: f64,
+pub(crate) struct BlkBench {
+    pub write: f64,
+    pub read: f64,
+    pub read4k: f64,
+    /// 256 reads of 4 KiB at random blocks (a `dd` each).
+    pub rand4k: Option<f64>,
 }
 
 impl BlkBench {
-    fn parse(serial: &str) -> Option<Self> {
+    pub fn parse(serial: &str) -> Option<Self> {
         let line = serial
             .lines()
             .find(|l| l.contains("PVH-LINUX-INIT: blkbench n="))?;
@@ -1353,10 +1355,15 @@ impl BlkBench {
             .split_once("read4k=1024 ")
             .and_then(|(_, r)| r.split_ascii_whitespace().next())
             .and_then(span)?;
+        let rand4k = line
+            .split_once("rand4k=256 ")
+            .and_then(|(_, r)| r.split_ascii_whitespace().next())
+            .and_then(span);
         Some(Self {
             write: field("write=")?,
             read: field("read=")?,
             read4k,
+            rand4k,
         })
     }
 }
@@ -1940,9 +1947,12 @@ mod tests {
             Some(BlkBench {
                 write: 1.5,
                 read: 0.75,
-                read4k: 0.5
+                read4k: 0.5,
+                rand4k: None,
             })
         );
+        let s = "(d2) PVH-LINUX-INIT: blkbench n=64 MiB write=4.00..5.50 read=5.50..6.25 read4k=1024 6.25..6.75 rand4k=256 6.75..8.00 (O_DIRECT, 1 MiB blocks)";
+        assert_eq!(BlkBench::parse(s).and_then(|b| b.rand4k), Some(1.25));
         assert_eq!(
             BlkBench::parse("PVH-LINUX-INIT: blkbench n=1 write=1..2"),
             None

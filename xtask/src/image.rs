@@ -1,6 +1,8 @@
 //! `cargo xtask image` and `cargo xtask run`: build the hypervisor image and
 //! boot it in an emulator.
 
+mod devcases;
+
 use crate::{cargo, root, run};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -385,7 +387,7 @@ const USER_NET_FIRST: u32 = 15;
 /// Attaches `path` as a raw virtio-blk disk at [`DISK_SLOT`], creating it
 /// from the Linux root image (`cargo xtask linux`'s `root.ext4`) if
 /// missing.
-fn attach_disk_file(o: &mut RunOptions, path: &Path) -> Result<(), String> {
+pub(crate) fn attach_disk_file(o: &mut RunOptions, path: &Path) -> Result<(), String> {
     if !path.exists() {
         let root = crate::linux::root_image_path();
         std::fs::copy(&root, path).map_err(|e| {
@@ -408,6 +410,17 @@ fn attach_disk_file(o: &mut RunOptions, path: &Path) -> Result<(), String> {
         format!("virtio-blk-pci,drive=svcdisk,addr={DISK_SLOT}.0"),
     ]);
     Ok(())
+}
+
+/// Adds a virtio-net device at [`NET_SLOT`] on QEMU's user network;
+/// `rest` goes after `user,id=up0` as it is (`,hostfwd=...` or nothing).
+pub(crate) fn attach_uplink(o: &mut RunOptions, rest: &str) {
+    o.extra_qemu_args.extend([
+        "-netdev".to_string(),
+        format!("user,id=up0{rest}"),
+        "-device".to_string(),
+        format!("virtio-net-pci,netdev=up0,addr={NET_SLOT}.0"),
+    ]);
 }
 
 /// [`linux_plan`] with devices assigned to the service domain: its
@@ -681,12 +694,7 @@ pub fn run_cmd(args: &[&str]) -> Result<(), String> {
             attach_disk_file(&mut o, path)?;
         }
         if let Some(rest) = &g.net {
-            o.extra_qemu_args.extend([
-                "-netdev".to_string(),
-                format!("user,id=up0{rest}"),
-                "-device".to_string(),
-                format!("virtio-net-pci,netdev=up0,addr={NET_SLOT}.0"),
-            ]);
+            attach_uplink(&mut o, rest);
         }
         o.modules.extend(linux_plan_with(
             g.domains,
@@ -1615,7 +1623,7 @@ fn case_names() -> Vec<&'static str> {
     v.extend(NET_HOSTILE_CASES.iter().map(|(n, _)| *n));
     v.extend(LINUX_CASES.iter().map(|c| c.name));
     v.extend(SHELL_CASES.iter().map(|c| c.name));
-    v.push(DEVICES_CASE);
+    v.extend(devcases::CASES);
     v.extend(crate::xen::CASES);
     v
 }
@@ -1673,7 +1681,7 @@ fn run_cases(
     pci_e2e(ctx, image, guest, filter)?;
     net_hostile_e2e(ctx, image, guest, filter)?;
     linux_e2e(ctx, image, filter)?;
-    devices_e2e(ctx, image, filter)?;
+    devcases::run(ctx, image, filter)?;
     xen_e2e(ctx, guest, filter)?;
     Ok(())
 }
@@ -2374,121 +2382,6 @@ fn linux_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Re
         }
         ctx.record(case.name, Vendor::Amd, case.expect, out, missing);
     }
-    Ok(())
-}
-
-/// Devices assigned to the service domain (issue 17): two machines, one
-/// after the other, on one disk file (`target/e2e-virtio.img`, made
-/// afresh from `root.ext4`) on QEMU's virtio-blk, with virtio-net on
-/// QEMU's user network as the switch's uplink. The first Linux finds the
-/// disk unclaimed and claims it, and pings QEMU's gateway 10.0.2.2 through
-/// the uplink; after a whole power-off, the second finds it claimed by
-/// the first (the data reached the file); then `e2fsck -fn` on the host
-/// finds the file clean.
-const DEVICES_CASE: &str = "qemu-svm-linux-virtio";
-
-const DEVICES_EXPECT: &[&str] = &[
-    "(d1) service-domain: DMA region ",
-    "(d1) service-domain: 00:04.0: virtio-blk, 32 MiB",
-    "(d1) service-domain: 00:05.0: virtio-net 52:54:00:12:34:56, the switch's uplink",
-    "(d1) service-domain: d2 xvda: virtio-blk, 32 MiB",
-    "(d2) PVH-LINUX-INIT: up, cpus=1, xenstore name=linux, root=/dev/xvda",
-    "(d2) PVH-LINUX-INIT: xvda was unclaimed, now linux's",
-    "(d2) PVH-LINUX-NET: eth0 00:16:3e:00:00:02 10.0.2.15/24",
-    "(d2) PVH-LINUX-NET: ping 10.0.2.2 ok",
-    "(d2) PVH-LINUX-INIT: fsck.ext4 -fn /dev/xvda: clean",
-    "(d1) service-domain: netback: uplink: ",
-    "e2e boot 2",
-    "(d2) PVH-LINUX-INIT: xvda was linux, now linux's",
-    "all domains shut down (cleanly)",
-];
-
-fn devices_e2e(ctx: &mut Ctx, image: &std::path::Path, filter: Option<&str>) -> Result<(), String> {
-    if !selected(filter, DEVICES_CASE) {
-        return Ok(());
-    }
-    let (kernel, initrd) = linux_files();
-    let root = crate::linux::root_image_path();
-    if !kernel.exists() || !initrd.exists() || !root.exists() {
-        if std::env::var("PVH_REQUIRE_LINUX").is_ok_and(|v| v == "1") {
-            return Err("PVH_REQUIRE_LINUX=1 but no cached kernel: run `cargo xtask linux`".into());
-        }
-        eprintln!("e2e: {DEVICES_CASE} skipped (run `cargo xtask linux` first)");
-        return Ok(());
-    }
-    let disk = target_dir().join("e2e-virtio.img");
-    let _ = std::fs::remove_file(&disk);
-    let start = Instant::now();
-    let mut serial = String::new();
-    let mut status = None;
-    let mut missing = Vec::new();
-    for boot in 1..=2 {
-        let devices = PassThrough {
-            disk: true,
-            uplink: true,
-        };
-        let mut o = RunOptions {
-            modules: linux_plan_with(
-                1,
-                256,
-                1,
-                true,
-                "pvhping=10.0.2.2",
-                &[],
-                false,
-                true,
-                devices,
-            )?,
-            mem_mib: 512 + DIRECTMAP_MIB,
-            smp: 1,
-            timeout: Some(Duration::from_secs(600)),
-            ..Default::default()
-        };
-        attach_disk_file(&mut o, &disk)?;
-        o.extra_qemu_args.extend([
-            "-netdev".to_string(),
-            "user,id=up0".to_string(),
-            "-device".to_string(),
-            format!("virtio-net-pci,netdev=up0,addr={NET_SLOT}.0"),
-        ]);
-        let out = boot_case(ctx, image, &mut o, DEVICES_CASE)?;
-        serial.push_str(&format!("\n==== e2e boot {boot} ====\n"));
-        serial.push_str(&out.serial);
-        status = out.status;
-        if out.status != Some(QEMU_EXIT_SUCCESS) {
-            missing.push(format!("the success exit status of boot {boot}"));
-            break;
-        }
-    }
-    // The file, checked on the host after both machines are gone.
-    let mut c = Command::new("e2fsck");
-    c.arg("-fn").arg(&disk);
-    match c.output() {
-        Ok(r) if r.status.success() => {}
-        Ok(r) => missing.push(format!(
-            "e2fsck -fn clean on the host (status {:?}: {})",
-            r.status.code(),
-            String::from_utf8_lossy(&r.stdout).trim()
-        )),
-        Err(e) => missing.push(format!("e2fsck on the host: {e}")),
-    }
-    eprintln!(
-        "e2e: {DEVICES_CASE} ran in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    for l in serial
-        .lines()
-        .filter(|l| l.contains("rtt min/avg/max") || l.contains("uplink:"))
-    {
-        eprintln!("e2e: {DEVICES_CASE}: {l}");
-    }
-    ctx.record(
-        DEVICES_CASE,
-        Vendor::Amd,
-        DEVICES_EXPECT,
-        Outcome { serial, status },
-        missing,
-    );
     Ok(())
 }
 

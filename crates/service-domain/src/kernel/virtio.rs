@@ -46,6 +46,10 @@ const PAGE: usize = 4096;
 /// Largest transfer one virtio-blk request carries (blkback's requests
 /// are cut into these), through a buffer of this size in the region.
 const BLK_CHUNK: usize = 256 << 10;
+/// Block requests in flight at once (one 1 MiB blkfront request in four).
+const BLK_INFLIGHT: usize = 4;
+/// The region's block buffer: what one round of requests covers.
+const BLK_WINDOW: usize = BLK_CHUNK * BLK_INFLIGHT;
 /// Receive and transmit queue size of the network device.
 const NET_QUEUE: usize = 64;
 /// Receive buffer: a 1514-byte frame and the virtio-net header.
@@ -166,7 +170,7 @@ pub struct VirtioDisk {
     dev: Rc<RefCell<Blk>>,
     sectors: u64,
     read_only: bool,
-    /// [`BLK_CHUNK`] bytes in the region: data goes to and from the
+    /// [`BLK_WINDOW`] bytes in the region: data goes to and from the
     /// device through it without a bounce per request.
     buf: &'static mut [u8],
     /// The device's interrupt: a request in flight is waited for in
@@ -176,49 +180,77 @@ pub struct VirtioDisk {
 }
 
 impl VirtioDisk {
-    /// Runs one request on `buf` (the region's block buffer, `len` bytes)
-    /// and waits for it: asleep on the interrupt's port when there is
-    /// one (acknowledging the device and ending the interrupt each time
-    /// it fires), else spinning.
+    /// Runs the requests for `len` bytes from `block` on the region's
+    /// block buffer, at most [`BLK_INFLIGHT`] of [`BLK_CHUNK`] at once
+    /// (`len` is at most their product), and waits for all of them:
+    /// asleep on the interrupt's port when there is one (acknowledging
+    /// the device and ending the interrupt each time it fires), else
+    /// spinning. Every request submitted is waited for, even after one
+    /// failed, so the device is done with the buffer when this returns.
     fn run(&mut self, block: usize, len: usize, write: bool) -> Result<(), IoError> {
         let mut dev = self.dev.borrow_mut();
-        let buf = &mut self.buf[..len];
-        let mut req = BlkReq::default();
-        let mut resp = BlkResp::default();
-        // SAFETY: `req`, `buf` and `resp` are not touched until the
-        // request completes below (or the queue refuses it).
-        let token = unsafe {
-            if write {
-                dev.write_blocks_nb(block, &mut req, buf, &mut resp)
-            } else {
-                dev.read_blocks_nb(block, &mut req, buf, &mut resp)
-            }
-        }
-        .map_err(|_| IoError)?;
-        while dev.peek_used() != Some(token) {
-            match self.irq {
-                Some((hc, p)) => {
-                    if !super::xen::take_pending_port(p.port) {
-                        let _ = hc.sched_poll(&[p.port], 0);
-                        if !super::xen::take_pending_port(p.port) {
-                            continue;
-                        }
-                    }
-                    dev.ack_interrupt();
-                    pci::eoi(hc, p.pirq);
+        let mut reqs: [BlkReq; BLK_INFLIGHT] = core::array::from_fn(|_| BlkReq::default());
+        let mut resps: [BlkResp; BLK_INFLIGHT] = core::array::from_fn(|_| BlkResp::default());
+        let mut bufs: Vec<&mut [u8]> = self.buf[..len].chunks_mut(BLK_CHUNK).collect();
+        let mut tokens: [Option<u16>; BLK_INFLIGHT] = [None; BLK_INFLIGHT];
+        let mut ok = bufs.len() <= BLK_INFLIGHT;
+        for (k, ((b, req), resp)) in bufs
+            .iter_mut()
+            .zip(reqs.iter_mut())
+            .zip(resps.iter_mut())
+            .enumerate()
+        {
+            let at = block + k * (BLK_CHUNK / 512);
+            // SAFETY: `req`, `b` and `resp` are not touched until the
+            // request completes below (or the queue refuses it).
+            let t = unsafe {
+                if write {
+                    dev.write_blocks_nb(at, req, b, resp)
+                } else {
+                    dev.read_blocks_nb(at, req, b, resp)
                 }
-                None => core::hint::spin_loop(),
+            };
+            match t {
+                Ok(t) => tokens[k] = Some(t),
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
             }
         }
-        // SAFETY: the same `req`, `buf` and `resp` as the request `token`.
-        unsafe {
-            if write {
-                dev.complete_write_blocks(token, &req, buf, &mut resp)
-            } else {
-                dev.complete_read_blocks(token, &req, buf, &mut resp)
-            }
+        while tokens.iter().any(Option::is_some) {
+            let Some(t) = dev.peek_used() else {
+                match self.irq {
+                    Some((hc, p)) => {
+                        if !super::xen::take_pending_port(p.port) {
+                            let _ = hc.sched_poll(&[p.port], 0);
+                            if !super::xen::take_pending_port(p.port) {
+                                continue;
+                            }
+                        }
+                        dev.ack_interrupt();
+                        pci::eoi(hc, p.pirq);
+                    }
+                    None => core::hint::spin_loop(),
+                }
+                continue;
+            };
+            let Some(k) = tokens.iter().position(|&x| x == Some(t)) else {
+                // Not ours: nothing else is queued on this device.
+                return Err(IoError);
+            };
+            tokens[k] = None;
+            // SAFETY: the same `req`, buffer and `resp` as the request `t`.
+            let r = unsafe {
+                if write {
+                    dev.complete_write_blocks(t, &reqs[k], bufs[k], &mut resps[k])
+                } else {
+                    dev.complete_read_blocks(t, &reqs[k], bufs[k], &mut resps[k])
+                }
+            };
+            ok &= r.is_ok();
         }
-        .map_err(|_| IoError)
+        if ok { Ok(()) } else { Err(IoError) }
     }
 }
 
@@ -248,9 +280,9 @@ impl Storage for VirtioDisk {
         if !offset.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
             return Err(IoError);
         }
-        for (k, chunk) in buf.chunks_mut(BLK_CHUNK).enumerate() {
+        for (k, chunk) in buf.chunks_mut(BLK_WINDOW).enumerate() {
             let block =
-                usize::try_from((offset + (k * BLK_CHUNK) as u64) / 512).map_err(|_| IoError)?;
+                usize::try_from((offset + (k * BLK_WINDOW) as u64) / 512).map_err(|_| IoError)?;
             self.run(block, chunk.len(), false)?;
             chunk.copy_from_slice(&self.buf[..chunk.len()]);
         }
@@ -260,9 +292,9 @@ impl Storage for VirtioDisk {
         if !offset.is_multiple_of(512) || !buf.len().is_multiple_of(512) {
             return Err(IoError);
         }
-        for (k, chunk) in buf.chunks(BLK_CHUNK).enumerate() {
+        for (k, chunk) in buf.chunks(BLK_WINDOW).enumerate() {
             let block =
-                usize::try_from((offset + (k * BLK_CHUNK) as u64) / 512).map_err(|_| IoError)?;
+                usize::try_from((offset + (k * BLK_WINDOW) as u64) / 512).map_err(|_| IoError)?;
             self.buf[..chunk.len()].copy_from_slice(chunk);
             self.run(block, chunk.len(), true)?;
         }
@@ -550,15 +582,15 @@ pub fn probe(
         let irq = pci::bind_intx(hc, df);
         let dev = match transport.device_type() {
             DeviceType::Block if out.disk.is_none() => {
-                let Some(pa) = alloc_pages(BLK_CHUNK / PAGE) else {
+                let Some(pa) = alloc_pages(BLK_WINDOW / PAGE) else {
                     let _ = writeln!(con, "service-domain: {name}: the DMA region is too small");
                     continue;
                 };
-                // SAFETY: BLK_CHUNK bytes of the region, just allocated to
+                // SAFETY: BLK_WINDOW bytes of the region, just allocated to
                 // us alone and never given back; identity-mapped. The
                 // device reaches them only while a request we make on them
                 // runs.
-                let buf = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, BLK_CHUNK) };
+                let buf = unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, BLK_WINDOW) };
                 match VirtIOBlk::<DirectHal, _>::new(transport) {
                     Ok(mut b) => {
                         // Without an interrupt, requests are polled to

@@ -155,12 +155,16 @@ impl Platform for HostPlatform {
         Some(Hfn(hpa >> 12))
     }
     fn alloc_contiguous(&self, blocks: u64) -> Option<Hfn> {
-        // Not zeroed: hv-core zeroes the run before mapping it. Below 4 GiB
-        // (and the identity map), for 32-bit DMA.
+        // Not zeroed: hv-core zeroes the run before mapping it. Below 1 GiB
+        // where it fits (a run there never straddles 1 GiB, which the
+        // service domain's grant hole below 1 GiB needs, docs/architecture.md
+        // §13), else below 4 GiB (and the identity map), for 32-bit DMA.
         const BLOCK: u64 = 2 << 20;
         let size = blocks.checked_mul(BLOCK)?;
-        let limit = IDENTITY_MAPPED.min(1 << 32);
-        let hpa = FRAMES.lock().alloc(size, BLOCK, limit).ok()?;
+        let mut frames = FRAMES.lock();
+        let hpa = [1 << 30, IDENTITY_MAPPED.min(1 << 32)]
+            .into_iter()
+            .find_map(|limit| frames.alloc(size, BLOCK, limit).ok())?;
         Some(Hfn(hpa >> 12))
     }
     fn now_ns(&self) -> u64 {

@@ -469,19 +469,7 @@ impl Platform for MockPlatform {
         if let Some(&(_, r)) = self.irq_overrides.lock().iter().find(|(i, _)| *i == line) {
             return Some(r);
         }
-        match line {
-            0..=15 => Some(GsiRoute {
-                gsi: u32::from(line),
-                level: false,
-                active_low: false,
-            }),
-            255 => None,
-            _ => Some(GsiRoute {
-                gsi: u32::from(line),
-                level: true,
-                active_low: true,
-            }),
-        }
+        GsiRoute::bus_default(line)
     }
     fn ioapic_route(&self, gsi: u32, level: bool, active_low: bool) -> bool {
         if gsi >= MOCK_IOAPIC_PINS {

@@ -68,6 +68,27 @@ pub struct GsiRoute {
     pub active_low: bool,
 }
 
+impl GsiRoute {
+    /// Where interrupt line `line` goes without an override: the same GSI
+    /// number with the bus defaults (ISA IRQs 0-15 edge, active high;
+    /// above, PCI's level, active low). `None` for 255 (not connected).
+    pub fn bus_default(line: u8) -> Option<Self> {
+        match line {
+            255 => None,
+            0..=15 => Some(Self {
+                gsi: u32::from(line),
+                level: false,
+                active_low: false,
+            }),
+            _ => Some(Self {
+                gsi: u32::from(line),
+                level: true,
+                active_low: true,
+            }),
+        }
+    }
+}
+
 /// The machine: frames, time, kicks and the console.
 pub trait Platform: FrameAccess {
     /// Allocates one zeroed host frame, or `None` when memory is exhausted.
@@ -159,19 +180,7 @@ pub trait Platform: FrameAccess {
     /// edge, active high; above, PCI's level, active low). `None` for 255
     /// (not connected).
     fn irq_route(&self, line: u8) -> Option<GsiRoute> {
-        match line {
-            0..=15 => Some(GsiRoute {
-                gsi: u32::from(line),
-                level: false,
-                active_low: false,
-            }),
-            255 => None,
-            _ => Some(GsiRoute {
-                gsi: u32::from(line),
-                level: true,
-                active_low: true,
-            }),
-        }
+        GsiRoute::bus_default(line)
     }
     /// Programs the host IOAPIC pin of `gsi` for a guest's pirq: the
     /// hypervisor's fixed vector for that GSI, trigger and polarity as
@@ -184,5 +193,19 @@ pub trait Platform: FrameAccess {
     /// Masks or unmasks the host IOAPIC pin of `gsi` (routed before).
     fn ioapic_mask(&self, gsi: u32, masked: bool) {
         let _ = (gsi, masked);
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::GsiRoute;
+
+    #[test]
+    fn bus_defaults_without_an_override() {
+        let isa = GsiRoute::bus_default(11).unwrap();
+        assert_eq!((isa.gsi, isa.level, isa.active_low), (11, false, false));
+        let pci = GsiRoute::bus_default(16).unwrap();
+        assert_eq!((pci.gsi, pci.level, pci.active_low), (16, true, true));
+        assert_eq!(GsiRoute::bus_default(255), None);
     }
 }

@@ -133,19 +133,7 @@ pub fn irq_route(line: u8) -> Option<GsiRoute> {
     if let Some(Some(r)) = io.overrides.get(usize::from(line)) {
         return Some(*r);
     }
-    match line {
-        0..=15 => Some(GsiRoute {
-            gsi: u32::from(line),
-            level: false,
-            active_low: false,
-        }),
-        255 => None,
-        _ => Some(GsiRoute {
-            gsi: u32::from(line),
-            level: true,
-            active_low: true,
-        }),
-    }
+    GsiRoute::bus_default(line)
 }
 
 /// Programs `gsi`'s pin, masked, to its vector on the boot CPU.

@@ -106,11 +106,6 @@ static BOOT_CPU: Once<Cpu> = Once::new();
 static RELAUNCH: Once<Vec<Relaunch>> = Once::new();
 /// Xen's default vCPU weight.
 const DEFAULT_WEIGHT: u16 = 256;
-/// The service domain's vCPUs' weight (as Xen's admins give dom0 more):
-/// it works for every other domain, and with the default weight it burnt
-/// its credit serving them, so that a device interrupt often found it
-/// with less credit than the busy guest and waited for that guest's slice.
-const SERVICE_WEIGHT: u16 = 4 * DEFAULT_WEIGHT;
 /// VM exits handled, and of those the ones handled under their domain's
 /// lock alone (`hv_core::local`), per CPU: each CPU counts on its own
 /// cache lines, summed when the machine stops.
@@ -403,20 +398,8 @@ pub fn start(boot: &BootInfo, apic: LocalApic, local_exits: bool) -> ! {
     {
         let hv = HV.get().expect("set above").lock();
         let now = hv.now();
-        let service = |d: DomId| {
-            RELAUNCH
-                .get()
-                .into_iter()
-                .flatten()
-                .any(|r| r.plan.service && DomId(r.plan.domid) == d)
-        };
         for sl in &slots {
-            let weight = if service(sl.d) {
-                SERVICE_WEIGHT
-            } else {
-                DEFAULT_WEIGHT
-            };
-            sched.add_vcpu(key(sl.d, sl.v), weight, None);
+            sched.add_vcpu(key(sl.d, sl.v), DEFAULT_WEIGHT, None);
             if sl.v == 0 {
                 sched.wake(key(sl.d, sl.v), now);
             }

@@ -137,9 +137,6 @@ impl ExitCount {
 static GLOBAL_EXITS: [AtomicU64; EXIT_KINDS.len()] =
     [const { AtomicU64::new(0) }; EXIT_KINDS.len()];
 static GLOBAL_HYPERCALLS: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
-/// Runs cut short because a vCPU woken for the same CPU had more credit
-/// (the scheduler named this CPU to kick; see `drain_wakes`).
-static WAKE_PREEMPTS: AtomicU64 = AtomicU64::new(0);
 
 const EXIT_KINDS: [&str; 12] = [
     "hypercall",
@@ -713,22 +710,12 @@ fn make_backend(
 }
 
 /// Gives the scheduler the vCPUs hv-core woke, kicking the CPUs it names.
-/// Whether it named CPU `me`: a kick cannot reach the CPU that sends it,
-/// so a vCPU running on `me` must stop for the woken one itself.
-fn drain_wakes(
-    hv: &mut Hypervisor<HostPlatform>,
-    sched: &mut Scheduler,
-    now: u64,
-    me: u32,
-) -> bool {
-    let mut mine = false;
+fn drain_wakes(hv: &mut Hypervisor<HostPlatform>, sched: &mut Scheduler, now: u64) {
     for (d, v) in hv.take_woken() {
         if let Some(p) = sched.wake(key(d, v), now) {
-            mine |= p == me;
             hv_core::platform::Platform::kick_cpu(&*hv.platform, p);
         }
     }
-    mine
 }
 
 /// Creates the backends of vCPUs that INIT-SIPI-SIPI started.
@@ -816,7 +803,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if me == 0 {
                 crate::input::poll(&mut hv);
             }
-            drain_wakes(&mut hv, &mut sched, now, me);
+            drain_wakes(&mut hv, &mut sched, now);
             reboot_domains(&mut hv, &mut sched, slots, now);
             // A domain about to reboot is not down yet.
             let all_down = hv
@@ -880,8 +867,6 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             // (hv_core::tlb): before the backend reads the domain's epoch.
             tlb.enter(me, s.d);
             let exit = vcpu.run();
-            // A vCPU woken for this CPU outranks this one (drain_wakes).
-            let mut preempt = false;
             tlb.exit(me);
             ExitCount::mine(me).all.fetch_add(1, Relaxed);
             // Another CPU is stopping the machine. Its NMI parks us in the
@@ -909,14 +894,11 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                     let queued = core::mem::take(&mut *woken.lock());
                     for (d, v) in queued {
                         if let Some(p) = sched.wake(key(d, v), now) {
-                            preempt |= p == me;
                             hv_core::platform::Platform::kick_cpu(l.platform(), p);
                         }
                     }
                 }
-                if !preempt {
-                    continue;
-                }
+                continue;
             }
             if local_action.is_none() {
                 GLOBAL_EXITS[exit_kind(&exit)].fetch_add(1, Relaxed);
@@ -939,17 +921,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             let mut sched = sched.lock();
             start_vcpus(&mut hv, &mut sched, slots, now);
             let stop = match action {
-                ExitAction::Resume if now < slice_end => {
-                    // Wakes go in while this vCPU still runs, so that the
-                    // scheduler weighs them against it (a vCPU that stops
-                    // hands its wakes over only after `descheduled`, so that
-                    // one woken as it blocks is not lost).
-                    preempt |= drain_wakes(&mut hv, &mut sched, now, me);
-                    if preempt {
-                        WAKE_PREEMPTS.fetch_add(1, Relaxed);
-                    }
-                    preempt.then_some(true)
-                }
+                ExitAction::Resume if now < slice_end => None,
                 ExitAction::Resume | ExitAction::Yield => Some(true),
                 ExitAction::Block | ExitAction::Dead => Some(false),
             };
@@ -960,9 +932,10 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 sched.descheduled(k, me, now, runnable);
                 let st = hv.idle_runstate(s.d, s.v);
                 hv.set_runstate(s.d, s.v, st);
-                drain_wakes(&mut hv, &mut sched, now, me);
+                drain_wakes(&mut hv, &mut sched, now);
                 break;
             }
+            drain_wakes(&mut hv, &mut sched, now);
         }
     }
 }
@@ -1015,10 +988,6 @@ fn finish(me: u32) -> ! {
         }
     }
     log::info!("global-path exits:{kinds}; their hypercalls:{calls}");
-    log::info!(
-        "runs cut short for a vCPU woken on the same CPU: {}",
-        WAKE_PREEMPTS.load(SeqCst)
-    );
     let (n, deliver, unmask, handled) = crate::ioapic::latency();
     let us = |t: u64| t.saturating_mul(1_000_000) / crate::platform::tsc_hz().max(1);
     log::info!(

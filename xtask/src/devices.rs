@@ -193,6 +193,9 @@ pub fn http_ours(image: &Path) -> Result<(String, Fetched), String> {
         .join()
         .map_err(|_| "the QEMU thread panicked".to_string())??
         .serial;
+    if std::env::var_os("PVH_SERIAL").is_some() {
+        eprintln!("--- console ---\n{serial}");
+    }
     match fetched {
         Ok(f) => Ok((serial, f)),
         Err(e) => Err(format!("{e}\n--- console ---\n{serial}")),

@@ -15,7 +15,7 @@
 //! hole below 4 GiB (local APIC, IOAPIC at 0xfec00000, PCI BARs)
 //! uncacheable, which wins over write-back (as for the local APIC).
 
-use core::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use hv_core::platform::GsiRoute;
 
@@ -51,6 +51,40 @@ static REGS: spin::Mutex<()> = spin::Mutex::new(());
 static LEVEL_GSIS: AtomicU32 = AtomicU32::new(0);
 /// GSIs that fired and wait for the run loop.
 static PENDING: AtomicU32 = AtomicU32::new(0);
+
+/// Latency statistics, printed at stop ([`latency`]): the TSC when each
+/// GSI last fired (0: none outstanding), and sums of TSC ticks from the
+/// interrupt to the run loop's delivery and to the owner's unmask
+/// (`PHYSDEVOP_eoi` for a level pin).
+static FIRED_AT: [AtomicU64; PIRQ_PINS as usize] =
+    [const { AtomicU64::new(0) }; PIRQ_PINS as usize];
+static DELIVERED_AT: [AtomicU64; PIRQ_PINS as usize] =
+    [const { AtomicU64::new(0) }; PIRQ_PINS as usize];
+static STATS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+const FIRES: usize = 0;
+const TO_DELIVERY: usize = 1;
+const TO_UNMASK: usize = 2;
+const UNMASKS: usize = 3;
+const DELIVERY_TO_UNMASK: usize = 4;
+
+/// Bucket bounds (us) of the delivery-to-unmask histogram.
+pub const HIST_US: [u64; 5] = [50, 200, 1_000, 5_000, 10_000];
+/// Its counts (bucket `i`: below `HIST_US[i]`, the last: at or above all).
+pub static HIST: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+/// Interrupts taken, and the mean TSC ticks from each to its delivery to
+/// the owning domain and to its unmask (the owner's EOI), and from delivery
+/// to unmask.
+pub fn latency() -> (u64, u64, u64, u64) {
+    let n = STATS[FIRES].load(SeqCst);
+    let u = STATS[UNMASKS].load(SeqCst);
+    (
+        n,
+        STATS[TO_DELIVERY].load(SeqCst) / n.max(1),
+        STATS[TO_UNMASK].load(SeqCst) / u.max(1),
+        STATS[DELIVERY_TO_UNMASK].load(SeqCst) / u.max(1),
+    )
+}
 
 impl IoApic {
     fn read(&self, reg: u32) -> u32 {
@@ -170,6 +204,20 @@ pub fn mask(gsi: u32, masked: bool) {
     };
     let low = io.read(REDTBL + 2 * pin);
     let new = if masked { low | MASKED } else { low & !MASKED };
+    if !masked && let Some(f) = FIRED_AT.get(gsi as usize) {
+        let at = f.swap(0, SeqCst);
+        if at != 0 {
+            let now = crate::platform::rdtsc();
+            STATS[UNMASKS].fetch_add(1, SeqCst);
+            STATS[TO_UNMASK].fetch_add(now.saturating_sub(at), SeqCst);
+            let d = DELIVERED_AT[gsi as usize].swap(0, SeqCst);
+            let t = now.saturating_sub(d.max(at));
+            STATS[DELIVERY_TO_UNMASK].fetch_add(t, SeqCst);
+            let us = t.saturating_mul(1_000_000) / crate::platform::tsc_hz().max(1);
+            let b = HIST_US.iter().take_while(|&&l| us >= l).count();
+            HIST[b].fetch_add(1, SeqCst);
+        }
+    }
     if new != low {
         io.write(REDTBL + 2 * pin, new);
     }
@@ -188,6 +236,10 @@ pub fn on_interrupt(gsi: u32) {
     if LEVEL_GSIS.load(SeqCst) & (1 << gsi) != 0 {
         mask(gsi, true);
     }
+    if let Some(f) = FIRED_AT.get(gsi as usize) {
+        f.store(crate::platform::rdtsc(), SeqCst);
+        STATS[FIRES].fetch_add(1, SeqCst);
+    }
     PENDING.fetch_or(1 << gsi, SeqCst);
 }
 
@@ -198,5 +250,16 @@ pub fn pending() -> bool {
 
 /// Takes the GSIs that fired since the last call.
 pub fn take_pending() -> u32 {
-    PENDING.swap(0, SeqCst)
+    let fired = PENDING.swap(0, SeqCst);
+    if fired != 0 {
+        let now = crate::platform::rdtsc();
+        for (g, f) in FIRED_AT.iter().enumerate() {
+            if fired & (1 << g) != 0 {
+                let at = f.load(SeqCst);
+                STATS[TO_DELIVERY].fetch_add(now.saturating_sub(at), SeqCst);
+                DELIVERED_AT[g].store(now, SeqCst);
+            }
+        }
+    }
+    fired
 }

@@ -988,6 +988,22 @@ fn finish(me: u32) -> ! {
         }
     }
     log::info!("global-path exits:{kinds}; their hypercalls:{calls}");
+    let (n, deliver, unmask, handled) = crate::ioapic::latency();
+    let us = |t: u64| t.saturating_mul(1_000_000) / crate::platform::tsc_hz().max(1);
+    log::info!(
+        "device interrupts: {n}; mean from the interrupt to its delivery {} us, to the owner's EOI {} us (from delivery {} us)",
+        us(deliver),
+        us(unmask),
+        us(handled)
+    );
+    log::info!(
+        "delivery to EOI: histogram {:?} (upper bounds, us: {:?}, then more)",
+        crate::ioapic::HIST
+            .iter()
+            .map(|h| h.load(SeqCst))
+            .collect::<alloc::vec::Vec<_>>(),
+        crate::ioapic::HIST_US
+    );
     drop(hv);
     crate::machine::stop(clean)
 }

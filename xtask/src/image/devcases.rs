@@ -204,6 +204,9 @@ fn uplink_case(ctx: &mut Ctx, image: &Path) -> Result<(), String> {
     let fetched = client
         .join()
         .map_err(|_| "the HTTP client thread panicked".to_string())?;
+    if std::env::var_os("PVH_SERIAL").is_some() {
+        eprintln!("--- console ---\n{}", out.serial);
+    }
     let mut missing = Vec::new();
     if out.status != Some(QEMU_EXIT_SUCCESS) {
         missing.push("the success exit status".to_string());

@@ -1263,6 +1263,7 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK hostile_enosys: PASS",
             "(d1) CHECK hostile_ring3_eperm: PASS",
             "(d1) CHECK singleshot_timer: PASS",
+            "(d1) CHECK timer_while_spinning: PASS",
             "(d1) CHECK block_timer_wakeup: PASS",
             "(d1) CHECK poll_timeout: PASS",
             "(d1) CHECK pvclock_monotonic: PASS",
@@ -1274,7 +1275,7 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) XSAVE not offered: XSETBV must be #UD",
             "(d1) CHECK xcr0_invalid: PASS",
             "(d1) CHECK apic_modes: PASS",
-            "(d1) VERDICT: PASS 24/24",
+            "(d1) VERDICT: PASS 25/25",
             "d1: shutdown (Poweroff)",
             "all domains shut down (cleanly)",
         ],
@@ -1296,7 +1297,7 @@ const E2E_CASES: &[E2eCase] = &[
             "module 0: ",
             "2 CPUs online",
             "(d1) CHECK start_info: PASS",
-            "(d1) VERDICT: PASS 24/24",
+            "(d1) VERDICT: PASS 25/25",
             "all domains shut down (cleanly)",
         ],
         status: QEMU_EXIT_SUCCESS,
@@ -1316,7 +1317,7 @@ const E2E_CASES: &[E2eCase] = &[
             "module 0: ",
             "2 CPUs online",
             "(d1) CHECK start_info: PASS",
-            "(d1) VERDICT: PASS 24/24",
+            "(d1) VERDICT: PASS 25/25",
             "all domains shut down (cleanly)",
         ],
         status: QEMU_EXIT_SUCCESS,
@@ -1413,6 +1414,7 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) CHECK hostile_enosys: PASS",
             "(d1) CHECK hostile_ring3_eperm: PASS",
             "(d1) CHECK singleshot_timer: PASS",
+            "(d1) CHECK timer_while_spinning: PASS",
             "(d1) CHECK block_timer_wakeup: PASS",
             "(d1) CHECK poll_timeout: PASS",
             "(d1) CHECK pvclock_monotonic: PASS",
@@ -1424,7 +1426,7 @@ const E2E_CASES: &[E2eCase] = &[
             "(d1) XSAVE offered, XCR0 components 0x7",
             "(d1) CHECK xcr0_invalid: PASS",
             "(d1) CHECK apic_modes: PASS",
-            "(d1) VERDICT: PASS 24/24",
+            "(d1) VERDICT: PASS 25/25",
             "all domains shut down (cleanly)",
             STOP_OK,
         ],
@@ -2470,11 +2472,11 @@ fn multi_domain_e2e(
         "(d1) CHECK grant_shared: PASS",
         "(d1) CHECK grant_copy: PASS",
         "(d1) CHECK hostile_map_without_grant: PASS",
-        "(d1) VERDICT: PASS 29/29",
+        "(d1) VERDICT: PASS 30/30",
         "(d2) CHECK interdomain_pong: PASS",
         "(d2) CHECK grant_shared: PASS",
-        "(d2) VERDICT: PASS 26/26",
-        "(d3) VERDICT: PASS 24/24",
+        "(d2) VERDICT: PASS 27/27",
+        "(d3) VERDICT: PASS 25/25",
         "d3: crashed: triple fault",
         "d1: shutdown (Poweroff)",
         "d2: shutdown (Poweroff)",
@@ -2953,7 +2955,7 @@ fn xenstore_e2e(
             expect.push(cut_off_line(*d, kind));
             expect.push(format!("(d{d}) CHECK xenstore_hostile: PASS"));
             expect.push(format!("(d{d}) CHECK xenstore_hostile_signal: PASS"));
-            expect.push(format!("(d{d}) VERDICT: PASS 26/26"));
+            expect.push(format!("(d{d}) VERDICT: PASS 27/27"));
             expect.push(format!("d{d}: shutdown (Poweroff)"));
         }
         for check in [
@@ -2972,7 +2974,7 @@ fn xenstore_e2e(
             expect.push(format!("(d{client}) CHECK {check}: PASS"));
         }
         expect.extend([
-            format!("(d{client}) VERDICT: PASS 35/35"),
+            format!("(d{client}) VERDICT: PASS 36/36"),
             format!("d{client}: shutdown (Poweroff)"),
             "(d1) service-domain: every served domain has shut down; stopping".into(),
             "d1: shutdown (Poweroff)".into(),

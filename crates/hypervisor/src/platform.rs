@@ -298,6 +298,13 @@ impl LocalApic {
         u64::from(u32::MAX - left)
     }
 
+    /// Whether the one-shot timer has run out (or is stopped): its current
+    /// count is zero. A vCPU resumed after that would run with no host
+    /// timer to end its slice.
+    pub fn timer_expired(&self) -> bool {
+        self.read(REG_TIMER_CURRENT) == 0
+    }
+
     /// The timer's calibrated rate (ticks per millisecond, divide by 16),
     /// 0 before [`calibrate_tsc`] measured it.
     pub fn timer_per_ms(&self) -> u64 {

@@ -877,11 +877,20 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if exit == VmExit::ExternalInterrupt {
                 take_interrupts();
             }
+            // The slice ends when its timer fires, even if the TSC says
+            // it is a little early (the APIC timer and the TSC are
+            // calibrated apart, and the timer may run fast): resumed after
+            // that, the vCPU would have no host timer left, and a guest
+            // that spins without exits (Linux waiting for timer ticks in
+            // `try_to_generate_entropy`) would stay in guest mode until
+            // some device interrupt happened to come.
+            let timer_out = exit == VmExit::ExternalInterrupt && apic.timer_expired();
             let local_action = local
                 .as_ref()
                 .and_then(|l| l.handle_exit(s.v, vcpu.as_mut(), exit));
             if let Some(l) = local.as_ref()
                 && local_action == Some(ExitAction::Resume)
+                && !timer_out
                 && l.now() < slice_end
                 && !crate::ioapic::pending()
             {
@@ -921,7 +930,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             let mut sched = sched.lock();
             start_vcpus(&mut hv, &mut sched, slots, now);
             let stop = match action {
-                ExitAction::Resume if now < slice_end => None,
+                ExitAction::Resume if now < slice_end && !timer_out => None,
                 ExitAction::Resume | ExitAction::Yield => Some(true),
                 ExitAction::Block | ExitAction::Dead => Some(false),
             };

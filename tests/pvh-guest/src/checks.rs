@@ -14,6 +14,7 @@
 //! | `hostile_enosys` | unknown hypercall numbers give `-ENOSYS` |
 //! | `hostile_ring3_eperm` | a hypercall from CPL 3 gives `-EPERM` |
 //! | `singleshot_timer` | `VCPUOP_set_singleshot_timer` 1 ms ahead raises `VIRQ_TIMER` |
+//! | `timer_while_spinning` | 20 timers, each 1 ms ahead, reach a vCPU spinning with interrupts on and no exits (only the hypervisor's host timer can take it out of guest mode) |
 //! | `block_timer_wakeup` | `SCHEDOP_block` with nothing pending sleeps until the timer |
 //! | `block_woken_by_event` | a masked event does not end `SCHEDOP_block`, the timer's does; `EVTCHNOP_unmask` delivers the masked one |
 //! | `poll_timeout` | `SCHEDOP_poll` on a quiet port returns at its timeout |
@@ -665,6 +666,8 @@ fn run_hypercall_checks<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) {
     record(r, "hostile_ring3_eperm", o);
     let o = check_singleshot_timer(r, ctx);
     record(r, "singleshot_timer", o);
+    let o = check_timer_while_spinning(r, ctx);
+    record(r, "timer_while_spinning", o);
     let o = check_block_timer_wakeup(r, ctx);
     record(r, "block_timer_wakeup", o);
     let o = check_block_woken_by_event(r, ctx);
@@ -1290,6 +1293,70 @@ fn check_singleshot_timer<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome
         fail!("fired after {} ns, before its deadline", t1 - t0);
     }
     ctx.timer_works = true;
+    Ok(())
+}
+
+/// How many timers `timer_while_spinning` waits for.
+const SPIN_TIMERS: u64 = 20;
+
+/// Singleshot timers reach a vCPU that never leaves guest mode of its own
+/// accord: [`SPIN_TIMERS`] timers, each 1 ms ahead, each waited for by
+/// spinning with interrupts on, with no hypercall or other exit between
+/// arming it and its upcall (the clock is pvclock's, read from memory).
+/// Only the hypervisor's own host timer can take the vCPU out of guest
+/// mode to deliver them; one that resumed the vCPU with no host timer
+/// armed would leave this spin without an upcall, as it left Linux
+/// spinning in `try_to_generate_entropy`.
+fn check_timer_while_spinning<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    if !ctx.timer_works {
+        fail!("needs a working singleshot timer");
+    }
+    let port = match timer_port(ctx) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_virq(VIRQ_TIMER): {e}"),
+    };
+    let mut latest = 0;
+    for i in 0..SPIN_TIMERS {
+        let Some(t0) = now_ns(ctx) else {
+            fail!("no system time");
+        };
+        events::take_seen(port);
+        if let Err(e) = ctx.hc.vcpu_set_singleshot_timer(0, t0 + 1_000_000, 0) {
+            fail!("VCPUOP_set_singleshot_timer: {e}");
+        }
+        let deadline = t0 + 2_000_000_000;
+        let mut late = false;
+        let fired = events::wait_with_interrupts(
+            || {
+                if events::take_seen(port) {
+                    return true;
+                }
+                late = now_ns(ctx).is_none_or(|n| n > deadline);
+                late
+            },
+            TIMER_SPINS,
+        ) && !late;
+        let t1 = now_ns(ctx).unwrap_or(t0);
+        if !fired {
+            let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
+            fail!(
+                "timer {} of {SPIN_TIMERS}: no VIRQ_TIMER within 2 s of a timer 1 ms ahead while spinning",
+                i + 1
+            );
+        }
+        if t1 < t0 + 1_000_000 {
+            fail!(
+                "timer {}: fired after {} ns, before its deadline",
+                i + 1,
+                t1 - t0
+            );
+        }
+        latest = latest.max(t1 - t0 - 1_000_000);
+    }
+    r.note(format_args!(
+        "timer_while_spinning: {SPIN_TIMERS} timers 1 ms ahead, the latest {} us past its deadline",
+        latest / 1000
+    ));
     Ok(())
 }
 

@@ -1224,6 +1224,8 @@ struct E2eCase {
     cmdline: &'static str,
     expect: &'static [&'static str],
     status: i32,
+    /// Host CPUs (QEMU's `-smp`, Bochs' count).
+    cpus: u32,
 }
 
 const E2E_CASES: &[E2eCase] = &[
@@ -1238,6 +1240,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "",
         bare_guest: false,
         qemu_boot: QemuBoot::Multiboot,
+        cpus: 2,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot boot)",
@@ -1284,18 +1287,24 @@ const E2E_CASES: &[E2eCase] = &[
     // The same through the image's PVH entry: QEMU's `-kernel` prefers the
     // Multiboot header, so this boots a copy with the Multiboot magic wiped
     // (`pvh_image`) and reaches `pvh_entry` by the Xen ELF note.
+    //
+    // One CPU: with a second one idle, that CPU fires the guest's timers
+    // and kicks the running vCPU out of guest mode; alone, a CPU must end
+    // the vCPU's run by its own host timer (`timer_while_spinning`).
     E2eCase {
         name: "qemu-svm-pvh-boot",
         vendor: Vendor::Amd,
         bochs_cpu: "",
         bare_guest: false,
         qemu_boot: QemuBoot::Pvh,
+        cpus: 1,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Pvh boot)",
             "command line: \"exit=isa-debug-exit loglvl=debug\"",
             "module 0: ",
-            "2 CPUs online",
+            "1 CPUs online",
+            "(d1) CHECK timer_while_spinning: PASS",
             "(d1) CHECK start_info: PASS",
             "(d1) VERDICT: PASS 25/25",
             "all domains shut down (cleanly)",
@@ -1310,6 +1319,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "",
         bare_guest: false,
         qemu_boot: QemuBoot::Grub,
+        cpus: 2,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
@@ -1328,6 +1338,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "",
         bare_guest: false,
         qemu_boot: QemuBoot::Multiboot,
+        cpus: 2,
         cmdline: "selftest=ud",
         expect: &[
             "FATAL on CPU0: other CPUs parked: 1/1",
@@ -1346,6 +1357,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "",
         bare_guest: false,
         qemu_boot: QemuBoot::Multiboot,
+        cpus: 2,
         cmdline: "selftest=ap-stack",
         expect: &[
             "CPU1: selftest: overflowing the stack at 0x",
@@ -1364,6 +1376,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "corei7_skylake_x",
         bare_guest: false,
         qemu_boot: QemuBoot::Grub, // Bochs boots GRUB in any case
+        cpus: 2,
         cmdline: "loglvl=debug",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
@@ -1395,6 +1408,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "ryzen",
         bare_guest: false,
         qemu_boot: QemuBoot::Grub, // Bochs boots GRUB in any case
+        cpus: 2,
         cmdline: "",
         expect: &[
             "hypervisor 0.1.0 starting (Multiboot2 boot)",
@@ -1441,6 +1455,7 @@ const E2E_CASES: &[E2eCase] = &[
         bochs_cpu: "",
         bare_guest: true,
         qemu_boot: QemuBoot::Pvh,
+        cpus: 2,
         cmdline: "",
         expect: &[
             "CHECK start_info: PASS",
@@ -1498,6 +1513,7 @@ impl Ctx {
             (Some(n), Vendor::Amd) => {
                 let last = n.saturating_sub(1);
                 e.replace("2 CPUs online", &format!("{n} CPUs online"))
+                    .replace("1 CPUs online", &format!("{n} CPUs online"))
                     .replace("parked: 1/1", &format!("parked: {last}/{last}"))
                     .replace("CPU1: selftest", &format!("CPU{last}: selftest"))
                     .replace("on CPU1", &format!("on CPU{last}"))
@@ -1660,6 +1676,7 @@ fn run_cases(
             debugcon: case.bare_guest,
             bochs_cpu: case.bochs_cpu.into(),
             qemu_boot: case.qemu_boot,
+            smp: case.cpus,
             ..Default::default()
         };
         let out = match case.vendor {

@@ -834,6 +834,13 @@ impl<P: Platform> Hypervisor<P> {
         core::mem::take(&mut *self.woken.lock())
     }
 
+    /// The timer heap's earliest deadline, published with every change
+    /// ([`crate::time::NO_TIMER`] when none): a run loop arms its host
+    /// timer for it without the global lock.
+    pub fn earliest_timer(&self) -> Arc<core::sync::atomic::AtomicU64> {
+        self.timers.lock().earliest()
+    }
+
     /// The queue of woken vCPUs itself, for a run loop that drains it
     /// without the global lock after a domain-local exit woke someone
     /// (lock order: the scheduler's lock, then this leaf).

@@ -10,7 +10,9 @@
 //! stopped) is dropped when it surfaces.
 
 use alloc::collections::BinaryHeap;
+use alloc::sync::Arc;
 use core::cmp::Reverse;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::types::DomId;
 
@@ -86,24 +88,55 @@ pub struct TimerEntry {
 }
 
 /// Every pending timer of the machine, earliest first.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct TimerHeap {
     heap: BinaryHeap<Reverse<TimerEntry>>,
+    /// The earliest deadline ([`NO_TIMER`] when there is none), kept with
+    /// every change, for run loops to read without the heap's lock: a CPU
+    /// running a vCPU arms its host timer for it, and re-arms when a
+    /// domain-local exit sets an earlier one.
+    earliest: Arc<AtomicU64>,
+}
+
+/// [`TimerHeap::earliest`] with no timer pending.
+pub const NO_TIMER: u64 = u64::MAX;
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            earliest: Arc::new(AtomicU64::new(NO_TIMER)),
+        }
+    }
 }
 
 impl TimerHeap {
     /// Adds an expiry.
     pub fn insert(&mut self, e: TimerEntry) {
         self.heap.push(Reverse(e));
+        self.publish();
     }
 
     /// Removes and returns the earliest entry due at `now`.
     pub fn pop_due(&mut self, now: u64) -> Option<TimerEntry> {
         if self.heap.peek().is_some_and(|Reverse(e)| e.deadline <= now) {
-            self.heap.pop().map(|Reverse(e)| e)
+            let e = self.heap.pop().map(|Reverse(e)| e);
+            self.publish();
+            e
         } else {
             None
         }
+    }
+
+    /// The earliest deadline as last published, shared: what a run loop
+    /// reads without the heap's lock ([`NO_TIMER`] when there is none).
+    pub fn earliest(&self) -> Arc<AtomicU64> {
+        self.earliest.clone()
+    }
+
+    fn publish(&self) {
+        self.earliest
+            .store(self.next_deadline().unwrap_or(NO_TIMER), Ordering::Release);
     }
 
     /// The earliest deadline (possibly of an entry that is no longer valid:
@@ -125,6 +158,7 @@ impl TimerHeap {
     /// Drops every entry of domain `d` (teardown).
     pub fn remove_domain(&mut self, d: DomId) {
         self.heap.retain(|Reverse(e)| e.dom != d);
+        self.publish();
     }
 }
 
@@ -176,5 +210,31 @@ mod tests {
         assert_eq!(h.pop_due(25), None);
         h.remove_domain(DomId(1));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn earliest_follows_every_change() {
+        let mut h = TimerHeap::default();
+        let seen = h.earliest();
+        let at = || seen.load(Ordering::Acquire);
+        assert_eq!(at(), NO_TIMER);
+        let e = |deadline, dom| TimerEntry {
+            deadline,
+            dom: DomId(dom),
+            vcpu: 0,
+            kind: TimerKind::Singleshot,
+        };
+        h.insert(e(50, 1));
+        assert_eq!(at(), 50);
+        // An earlier one lowers it, a later one leaves it.
+        h.insert(e(20, 2));
+        h.insert(e(90, 1));
+        assert_eq!(at(), 20);
+        assert_eq!(h.pop_due(10), None);
+        assert_eq!(at(), 20);
+        assert_eq!(h.pop_due(30).map(|x| x.deadline), Some(20));
+        assert_eq!(at(), 50);
+        h.remove_domain(DomId(1));
+        assert_eq!(at(), NO_TIMER);
     }
 }

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::fmt::Write as _;
 use core::sync::atomic::{
     AtomicBool, AtomicU64,
-    Ordering::{Relaxed, SeqCst},
+    Ordering::{Acquire, Relaxed, SeqCst},
 };
 
 use arch_svm::npt::IdentityTables;
@@ -777,6 +777,15 @@ fn take_interrupts() {
     unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
+/// Arms this CPU's host timer for the end of a vCPU's slice or the
+/// earliest guest timer (`earliest`, the timer heap's), whichever comes
+/// first, and answers that time. One already past fires at once.
+fn arm_slice_timer(apic: &LocalApic, now: u64, slice_end: u64, earliest: &AtomicU64) -> u64 {
+    let at = slice_end.min(earliest.load(Acquire));
+    apic.arm_timer(TIMER_VECTOR, at.saturating_sub(now).max(1_000));
+    at
+}
+
 /// Sleeps until an interrupt (kick or timer).
 fn idle(apic: &LocalApic, ns: u64) {
     apic.arm_timer(TIMER_VECTOR, ns);
@@ -789,9 +798,9 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
     let slots = SLOTS.get().expect("set before GO");
     let hv = HV.get().expect("set before GO");
     let sched = SCHED.get().expect("set before GO");
-    let (tlb, woken) = {
+    let (tlb, woken, earliest) = {
         let hv = hv.lock();
-        (hv.tlb.clone(), hv.woken_queue())
+        (hv.tlb.clone(), hv.woken_queue(), hv.earliest_timer())
     };
     loop {
         let (now, pick, next_deadline, all_down) = {
@@ -855,7 +864,7 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
         };
         let slice = slice.clamp(100_000, SLICE_NS);
         let slice_end = now + slice;
-        apic.arm_timer(TIMER_VECTOR, slice);
+        let mut armed = arm_slice_timer(apic, now, slice_end, &earliest);
         loop {
             if !local
                 .as_ref()
@@ -877,13 +886,14 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
             if exit == VmExit::ExternalInterrupt {
                 take_interrupts();
             }
-            // The slice ends when its timer fires, even if the TSC says
-            // it is a little early (the APIC timer and the TSC are
-            // calibrated apart, and the timer may run fast): resumed after
-            // that, the vCPU would have no host timer left, and a guest
-            // that spins without exits (Linux waiting for timer ticks in
-            // `try_to_generate_entropy`) would stay in guest mode until
-            // some device interrupt happened to come.
+            // The host timer fired (for the slice's end or a guest
+            // timer): never resumed locally, and re-armed below before
+            // the vCPU runs again. The TSC may say the slice has a few
+            // microseconds left (the APIC timer and the TSC are calibrated
+            // apart); a vCPU resumed with no host timer armed would stay
+            // in guest mode for as long as the guest makes no exit (Linux
+            // spinning for timer ticks in `try_to_generate_entropy` did,
+            // until some device interrupt happened to come).
             let timer_out = exit == VmExit::ExternalInterrupt && apic.timer_expired();
             let local_action = local
                 .as_ref()
@@ -907,6 +917,11 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                         }
                     }
                 }
+                // A timer this exit set (a singleshot timer) sooner than
+                // the host timer is armed for.
+                if earliest.load(Acquire) < armed {
+                    armed = arm_slice_timer(apic, l.now(), slice_end, &earliest);
+                }
                 continue;
             }
             if local_action.is_none() {
@@ -927,10 +942,15 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 None => hv.handle_exit(s.d, s.v, vcpu.as_mut(), exit),
             };
             let now = hv.now();
+            // Guest timers due in the middle of the slice fire now, not at
+            // its end (the running vCPU's VIRQ_TIMER before its next entry).
+            if earliest.load(Acquire) <= now {
+                hv.tick(now);
+            }
             let mut sched = sched.lock();
             start_vcpus(&mut hv, &mut sched, slots, now);
             let stop = match action {
-                ExitAction::Resume if now < slice_end && !timer_out => None,
+                ExitAction::Resume if now < slice_end => None,
                 ExitAction::Resume | ExitAction::Yield => Some(true),
                 ExitAction::Block | ExitAction::Dead => Some(false),
             };
@@ -945,6 +965,9 @@ fn cpu_loop(me: u32, apic: &LocalApic) -> ! {
                 break;
             }
             drain_wakes(&mut hv, &mut sched, now);
+            if timer_out || earliest.load(Acquire) < armed {
+                armed = arm_slice_timer(apic, now, slice_end, &earliest);
+            }
         }
     }
 }

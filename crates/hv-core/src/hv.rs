@@ -834,6 +834,12 @@ impl<P: Platform> Hypervisor<P> {
         core::mem::take(&mut *self.woken.lock())
     }
 
+    /// Entries in the timer heap, live and stale (statistics, and tests
+    /// that a guest cannot grow it).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.lock().len()
+    }
+
     /// The timer heap's earliest deadline, published with every change
     /// ([`crate::time::NO_TIMER`] when none): a run loop arms its host
     /// timer for it without the global lock.

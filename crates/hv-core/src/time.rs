@@ -13,6 +13,7 @@ use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
 use core::cmp::Reverse;
 use core::sync::atomic::{AtomicU64, Ordering};
+use hashbrown::HashMap;
 
 use crate::types::DomId;
 
@@ -62,7 +63,7 @@ impl TimeScale {
 }
 
 /// What a timer does when it expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimerKind {
     /// `VCPUOP_set_singleshot_timer` / `set_timer_op`: VIRQ_TIMER once.
     Singleshot,
@@ -88,9 +89,18 @@ pub struct TimerEntry {
 }
 
 /// Every pending timer of the machine, earliest first.
+///
+/// A changed or stopped timer leaves its old entry in the heap (dropped
+/// when it surfaces), so a guest that re-arms a far-off timer over and
+/// over would grow the heap without end. `live` keeps the latest deadline
+/// armed for each (domain, vCPU, kind): an entry that is not it is stale,
+/// the same deadline armed again adds nothing, and the heap is cleared of
+/// stale entries whenever they outnumber the live ones (plus a margin), so
+/// it holds at most about twice one entry per live timer.
 #[derive(Debug)]
 pub struct TimerHeap {
     heap: BinaryHeap<Reverse<TimerEntry>>,
+    live: HashMap<(DomId, u32, TimerKind), u64>,
     /// The earliest deadline ([`NO_TIMER`] when there is none), kept with
     /// every change, for run loops to read without the heap's lock: a CPU
     /// running a vCPU arms its host timer for it, and re-arms when a
@@ -101,19 +111,34 @@ pub struct TimerHeap {
 /// [`TimerHeap::earliest`] with no timer pending.
 pub const NO_TIMER: u64 = u64::MAX;
 
+/// Stale entries a [`TimerHeap`] tolerates beyond one per live timer
+/// before it clears them out.
+const STALE_MARGIN: usize = 64;
+
 impl Default for TimerHeap {
     fn default() -> Self {
         TimerHeap {
             heap: BinaryHeap::new(),
+            live: HashMap::new(),
             earliest: Arc::new(AtomicU64::new(NO_TIMER)),
         }
     }
 }
 
 impl TimerHeap {
-    /// Adds an expiry.
+    /// Adds an expiry; it replaces the one armed before for the same
+    /// vCPU and kind.
     pub fn insert(&mut self, e: TimerEntry) {
+        if self.live.insert(Self::key(&e), e.deadline) == Some(e.deadline) {
+            // Already in the heap.
+            return;
+        }
         self.heap.push(Reverse(e));
+        if self.heap.len() > 2 * self.live.len() + STALE_MARGIN {
+            let live = &self.live;
+            self.heap
+                .retain(|Reverse(x)| live.get(&Self::key(x)) == Some(&x.deadline));
+        }
         self.publish();
     }
 
@@ -121,11 +146,20 @@ impl TimerHeap {
     pub fn pop_due(&mut self, now: u64) -> Option<TimerEntry> {
         if self.heap.peek().is_some_and(|Reverse(e)| e.deadline <= now) {
             let e = self.heap.pop().map(|Reverse(e)| e);
+            if let Some(e) = &e
+                && self.live.get(&Self::key(e)) == Some(&e.deadline)
+            {
+                self.live.remove(&Self::key(e));
+            }
             self.publish();
             e
         } else {
             None
         }
+    }
+
+    fn key(e: &TimerEntry) -> (DomId, u32, TimerKind) {
+        (e.dom, e.vcpu, e.kind)
     }
 
     /// The earliest deadline as last published, shared: what a run loop
@@ -158,6 +192,7 @@ impl TimerHeap {
     /// Drops every entry of domain `d` (teardown).
     pub fn remove_domain(&mut self, d: DomId) {
         self.heap.retain(|Reverse(e)| e.dom != d);
+        self.live.retain(|k, _| k.0 != d);
         self.publish();
     }
 }
@@ -210,6 +245,38 @@ mod tests {
         assert_eq!(h.pop_due(25), None);
         h.remove_domain(DomId(1));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn rearming_keeps_the_heap_bounded() {
+        let mut h = TimerHeap::default();
+        let e = |deadline, vcpu, kind| TimerEntry {
+            deadline,
+            dom: DomId(1),
+            vcpu,
+            kind,
+        };
+        // A hostile vCPU re-arms a far-off timer 100,000 times, with new
+        // deadlines and with the same one; another vCPU keeps one timer.
+        h.insert(e(500, 1, TimerKind::Singleshot));
+        for i in 0..100_000u64 {
+            h.insert(e((1 << 40) | (i % 1000), 0, TimerKind::Singleshot));
+            h.insert(e(1 << 41, 0, TimerKind::PollTimeout));
+            assert!(h.len() <= 2 * 3 + STALE_MARGIN + 1, "{} entries", h.len());
+        }
+        // Only the live ones fire: the other vCPU's, then the last of each.
+        assert_eq!(h.pop_due(1000).map(|x| x.vcpu), Some(1));
+        let mut left = Vec::new();
+        while let Some(x) = h.pop_due(u64::MAX) {
+            left.push((x.deadline, x.kind));
+        }
+        assert!(left.contains(&((1 << 40) | 999, TimerKind::Singleshot)));
+        assert!(left.contains(&(1 << 41, TimerKind::PollTimeout)));
+        // A stale entry may still surface (tick drops it), never more
+        // than the bound.
+        assert!(left.len() <= 2 * 3 + STALE_MARGIN + 1);
+        assert!(h.live.is_empty());
+        assert_eq!(h.earliest().load(Ordering::Acquire), NO_TIMER);
     }
 
     #[test]

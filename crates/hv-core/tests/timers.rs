@@ -366,6 +366,29 @@ fn thousands_of_timers() {
 }
 
 #[test]
+fn rearming_timers_cannot_grow_the_heap() {
+    let (mut hv, d) = setup(2);
+    let t0 = hv.now();
+    bind_timer(&mut hv, d, 0);
+    bind_timer(&mut hv, d, 1);
+    assert_eq!(singleshot(&mut hv, d, 1, t0 + 5_000, 0), 0);
+    // vCPU 0 re-arms a timer a day ahead 100,000 times (each a new
+    // deadline, then the same one): the heap stays small.
+    for i in 0..100_000u64 {
+        let t = t0 + 86_400_000_000_000 + (i % 5000).min(4000);
+        assert_eq!(singleshot(&mut hv, d, 0, t, 0), 0);
+        assert!(hv.timer_entries() <= 200, "{} entries", hv.timer_entries());
+    }
+    // vCPU 1's timer fires on time, vCPU 0's is still armed.
+    hv.tick(t0 + 5_000);
+    assert!(hv.domain(d).unwrap().vcpus[1].singleshot.is_none());
+    assert_eq!(
+        hv.domain(d).unwrap().vcpus[0].singleshot,
+        Some(t0 + 86_400_000_000_000 + 4000)
+    );
+}
+
+#[test]
 fn runstate_area_tracks_time_per_state() {
     let (mut hv, d) = setup(1);
     // Registered at a guest address (paging off: linear = physical),

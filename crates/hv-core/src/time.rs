@@ -7,7 +7,8 @@
 //! protocol. Timers live in one binary heap ordered by deadline: inserting
 //! and expiring are O(log n) whatever the number of vCPUs. An entry that
 //! no longer matches its vCPU's settings (the timer was changed or
-//! stopped) is dropped when it surfaces.
+//! stopped) is dropped when it surfaces, or earlier when stale entries
+//! outnumber live ones ([`TimerHeap`]), so re-arming cannot grow it.
 
 use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;

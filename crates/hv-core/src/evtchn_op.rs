@@ -303,7 +303,14 @@ pub fn reset<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
     for p in ports {
         let _ = hv.evtchn_close(d, p);
     }
-    if let Some(dom) = hv.domain_mut(d) {
+    // The FIFO control blocks and array pages go back to the guest
+    // unpinned (Xen's evtchn_fifo_destroy puts them): kept pinned, a guest
+    // could set FIFO up, give the pages back and reset, over and over,
+    // each round holding host frames until the domain dies.
+    if let Some(dom) = hv.domains.get_mut(&d.0) {
+        for hfn in dom.evtchn.pinned_frames() {
+            crate::gnttab::unpin_frame(&mut hv.retire, dom, hfn);
+        }
         dom.evtchn.reset_abi();
     }
 }

@@ -343,7 +343,7 @@ impl GrantTable {
 
 /// Drops one pin of host frame `hfn` held by the grant code in `dom`; a
 /// zombie no longer pinned is freed.
-fn unpin_frame(retire: &mut crate::hv::Retire, dom: &mut Domain, hfn: Hfn) {
+pub(crate) fn unpin_frame(retire: &mut crate::hv::Retire, dom: &mut Domain, hfn: Hfn) {
     if let Some(n) = dom.pinned.get_mut(&hfn.0) {
         *n -= 1;
         if *n == 0 {

@@ -935,6 +935,71 @@ fn fifo_masked_and_racing_guest() {
     assert_eq!(ready, 1 << 2);
 }
 
+/// Setting FIFO up on pages, giving the pages back and resetting, round
+/// after round, holds no host frame: the reset unpins them (Xen's
+/// evtchn_fifo_destroy), and the given-back ones are freed.
+#[test]
+fn fifo_reset_unpins_its_pages() {
+    use xen_abi::memory as m;
+    let mut s = Sim::new();
+    let d = s.domain(4, 1, false);
+    let baseline = s.hv.platform.frames_in_use();
+    for round in 0..40u64 {
+        let (control, array) = (0x300 + 2 * round, 0x301 + 2 * round);
+        let (r, _) = s.evtchn(
+            d,
+            ev::EVTCHNOP_init_control,
+            &ev::EvtchnInitControl {
+                control_gfn: control,
+                offset: 0,
+                vcpu: 0,
+                link_bits: 0,
+                _pad: [0; 7],
+            },
+        );
+        assert_eq!(r, 0, "round {round}: init_control");
+        let (r, _) = s.evtchn(
+            d,
+            ev::EVTCHNOP_expand_array,
+            &ev::EvtchnExpandArray { array_gfn: array },
+        );
+        assert_eq!(r, 0, "round {round}: expand_array");
+        // Both pages back to the hypervisor while FIFO holds them.
+        s.hv.guest_mem(d)
+            .unwrap()
+            .write(BUF, &[control.to_le_bytes(), array.to_le_bytes()].concat())
+            .unwrap();
+        s.write(
+            d,
+            ARG,
+            &m::XenMemoryReservation {
+                extent_start: BUF,
+                nr_extents: 2,
+                extent_order: 0,
+                mem_flags: 0,
+                domid: DomId::SELF,
+                pad: [0; 6],
+            },
+        );
+        assert_eq!(
+            s.call(
+                d,
+                x::__HYPERVISOR_memory_op,
+                [m::XENMEM_decrease_reservation as u64, ARG, 0, 0, 0]
+            ),
+            2
+        );
+        assert_eq!(s.hv.domain(d).unwrap().zombies.len(), 2, "pinned meanwhile");
+        let (r, _) = s.evtchn(d, ev::EVTCHNOP_reset, &ev::EvtchnReset { dom: DomId::SELF });
+        assert_eq!(r, 0);
+        let dom = s.hv.domain(d).unwrap();
+        assert!(dom.zombies.is_empty(), "round {round}: {:?}", dom.zombies);
+        assert!(dom.pinned.is_empty(), "round {round}: {:?}", dom.pinned);
+    }
+    // The 80 pages given back are gone from the host's count too.
+    assert_eq!(s.hv.platform.frames_in_use(), baseline - 80);
+}
+
 #[test]
 fn fifo_setup_rejects_bad_input() {
     let mut s = Sim::new();

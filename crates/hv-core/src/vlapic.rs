@@ -212,6 +212,10 @@ fn divide(cfg: u32) -> u64 {
 /// nanosecond with divide-by-1.
 pub const TIMER_HZ: u64 = 1_000_000_000;
 
+/// The shortest period of the timer in periodic mode, as Xen's
+/// `create_periodic_time` has it (0.1 ms).
+pub const MIN_PERIOD_NS: u64 = 100_000;
+
 impl Vlapic {
     /// The APIC of vCPU `vcpu` after reset.
     pub fn new(vcpu: u32) -> Self {
@@ -360,7 +364,9 @@ impl Vlapic {
         }
         if lvt & LVT_TIMER_PERIODIC != 0 {
             self.timer_start = now;
-            Some(u64::from(self.timer_init) * self.timer_ns_per_tick())
+            // Xen's create_periodic_time: a period under 100 us is 100 us
+            // (a 1-tick period would fire every few host cycles).
+            Some((u64::from(self.timer_init) * self.timer_ns_per_tick()).max(MIN_PERIOD_NS))
         } else {
             self.timer_init = 0;
             None
@@ -572,8 +578,12 @@ mod tests {
             WriteEffect::Timer(Some(1000))
         );
         assert_eq!(a.timer_current(600), 500);
-        assert_eq!(a.timer_fired(1100), Some(1000));
+        // The first expiry as programmed, the period then at least Xen's
+        // 100 us.
+        assert_eq!(a.timer_fired(1100), Some(MIN_PERIOD_NS));
         assert_eq!(a.pending_vector(), Some(0x40));
+        a.write(reg::TIMER_INIT, 1_000_000, 0).unwrap();
+        assert_eq!(a.timer_fired(1_000_000), Some(1_000_000));
         a.write(reg::LVT_TIMER, 0x41, 0).unwrap();
         a.write(reg::TIMER_INIT, 10, 0).unwrap();
         assert_eq!(a.timer_fired(10), None, "one-shot");

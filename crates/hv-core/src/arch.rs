@@ -358,6 +358,10 @@ pub trait NestedPaging: Send {
     fn is_mapped(&self, _gfn: Gfn) -> bool {
         false
     }
+    /// Caps the host frames the tables may take (Xen's per-domain paging
+    /// pool, [`crate::p2m::table_limit`]); by default no cap (tables that
+    /// take no host frames).
+    fn set_table_limit(&mut self, _frames: usize) {}
     /// Makes earlier changes visible to every CPU running the domain.
     fn flush(&mut self);
     /// The root the hardware loads (nCR3 or EPTP), for the backend.

@@ -219,6 +219,8 @@ impl<P: Platform> Hypervisor<P> {
         let si = self.platform.alloc_frame().ok_or(Errno::ENOMEM)?;
         let id = DomId(id);
         self.next_domid = self.next_domid.max(id.0 + 1);
+        let mut npt = npt;
+        npt.set_table_limit(crate::p2m::table_limit(cfg.vcpus, cfg.max_pages));
         let mut d = Domain::new(id, cfg.name, cfg.privileged, cfg.vcpus, P2m::new(npt), si);
         d.max_pages = cfg.max_pages;
         d.unique_id = self.next_unique;

@@ -34,6 +34,21 @@ use crate::arch::{NestedPaging, NptError, P2mPerms};
 use crate::platform::FrameAccess;
 use crate::types::{DomId, Gfn, Hfn, PAGE_SIZE};
 
+/// The host frames a domain's nested page tables may take, by libxl's
+/// default paging pool for an HVM guest (`libxl_get_required_shadow_memory`:
+/// 4 KiB x (256 per vCPU + 2 per MiB of memory)), and never fewer than 512.
+/// Dense memory needs about one table per 2 MiB; the rest covers grant
+/// maps, MMIO and sparse layouts with room to spare. A guest that maps
+/// pages at scattered frame numbers gets `-ENOMEM` past it, as on Xen when
+/// its pool is used up.
+pub fn table_limit(vcpus: u32, max_pages: u64) -> usize {
+    let mib = max_pages / 256;
+    let frames = 256u64
+        .saturating_mul(u64::from(vcpus))
+        .saturating_add(mib.saturating_mul(2));
+    usize::try_from(frames.max(512)).unwrap_or(usize::MAX)
+}
+
 /// Frames in a 2 MiB block.
 pub const BLOCK_FRAMES: u64 = 512;
 

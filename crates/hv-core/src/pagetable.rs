@@ -85,6 +85,8 @@ pub struct PageTable<F: EntryFormat, M: PageTableMemory> {
     retired: Vec<u64>,
     /// Tables currently allocated (the root included).
     tables: usize,
+    /// Most tables the tree may hold at once ([`PageTable::set_table_limit`]).
+    limit: usize,
     _format: core::marker::PhantomData<F>,
 }
 
@@ -102,6 +104,7 @@ impl<F: EntryFormat, M: PageTableMemory> PageTable<F, M> {
             root,
             retired: Vec::new(),
             tables: 1,
+            limit: usize::MAX,
             _format: core::marker::PhantomData,
         };
         pt.clear(root);
@@ -116,6 +119,15 @@ impl<F: EntryFormat, M: PageTableMemory> PageTable<F, M> {
     /// Table frames in use, including those waiting for a flush.
     pub fn table_frames(&self) -> usize {
         self.tables
+    }
+
+    /// Caps the table frames the tree may hold (the root included): past
+    /// it, a change that needs a new table fails with `NoMemory`, as Xen's
+    /// per-domain paging pool runs dry. Without it a guest that maps a page
+    /// at scattered frame numbers (say shared_info, moved again and again)
+    /// would take a host frame for a table each time, without end.
+    pub fn set_table_limit(&mut self, frames: usize) {
+        self.limit = frames;
     }
 
     /// The table memory (for tests and statistics).
@@ -138,6 +150,9 @@ impl<F: EntryFormat, M: PageTableMemory> PageTable<F, M> {
     }
 
     fn new_table(&mut self) -> Result<u64, NptError> {
+        if self.tables >= self.limit {
+            return Err(NptError::NoMemory);
+        }
         let t = self.mem.alloc_table().ok_or(NptError::NoMemory)?;
         self.tables += 1;
         self.clear(t);
@@ -382,6 +397,10 @@ impl<F: EntryFormat + Send, M: PageTableMemory + Send> crate::arch::NestedPaging
 
     fn is_mapped(&self, gfn: Gfn) -> bool {
         self.pt.lookup(gfn).is_some()
+    }
+
+    fn set_table_limit(&mut self, frames: usize) {
+        self.pt.set_table_limit(frames)
     }
 
     /// Bumps the epoch: every vCPU of the domain drops its cached

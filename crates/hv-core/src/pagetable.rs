@@ -477,40 +477,43 @@ impl PageTableMemory for MockTables {
     }
 }
 
+/// A made-up entry format for host tests: present 0, write 1, exec 2,
+/// large 7.
+#[cfg(any(test, feature = "mock"))]
+pub struct MockFormat;
+
+#[cfg(any(test, feature = "mock"))]
+impl EntryFormat for MockFormat {
+    const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+    fn table(table_hpa: u64) -> u64 {
+        table_hpa | 0b111
+    }
+    fn leaf(hpa: u64, perms: P2mPerms, large: bool) -> u64 {
+        hpa | 1
+            | (u64::from(perms.write) << 1)
+            | (u64::from(perms.exec) << 2)
+            | (u64::from(large) << 7)
+    }
+    fn present(entry: u64) -> bool {
+        entry & 1 != 0
+    }
+    fn large(entry: u64) -> bool {
+        entry & (1 << 7) != 0
+    }
+    fn perms(entry: u64) -> P2mPerms {
+        P2mPerms {
+            write: entry & 2 != 0,
+            exec: entry & 4 != 0,
+            uncached: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A made-up format: present 0, write 1, exec 2, large 7.
-    struct TestFormat;
-
-    impl EntryFormat for TestFormat {
-        const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
-        fn table(table_hpa: u64) -> u64 {
-            table_hpa | 0b111
-        }
-        fn leaf(hpa: u64, perms: P2mPerms, large: bool) -> u64 {
-            hpa | 1
-                | (u64::from(perms.write) << 1)
-                | (u64::from(perms.exec) << 2)
-                | (u64::from(large) << 7)
-        }
-        fn present(entry: u64) -> bool {
-            entry & 1 != 0
-        }
-        fn large(entry: u64) -> bool {
-            entry & (1 << 7) != 0
-        }
-        fn perms(entry: u64) -> P2mPerms {
-            P2mPerms {
-                write: entry & 2 != 0,
-                exec: entry & 4 != 0,
-                uncached: false,
-            }
-        }
-    }
-
-    type Pt<'a> = PageTable<TestFormat, &'a mut MockTables>;
+    type Pt<'a> = PageTable<MockFormat, &'a mut MockTables>;
 
     fn tr(hfn: u64, perms: P2mPerms, large: bool) -> Option<Translation> {
         Some(Translation {

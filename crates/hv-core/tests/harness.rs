@@ -101,6 +101,30 @@ impl Sim {
         (r, self.read(d, ARG))
     }
 
+    /// `XENMEM_decrease_reservation` of single frames `gfns` of `d`.
+    fn decrease_reservation(&mut self, d: DomId, gfns: &[u64]) -> i64 {
+        use xen_abi::memory as m;
+        let list: Vec<u8> = gfns.iter().flat_map(|g| g.to_le_bytes()).collect();
+        self.hv.guest_mem(d).unwrap().write(BUF, &list).unwrap();
+        self.write(
+            d,
+            ARG,
+            &m::XenMemoryReservation {
+                extent_start: BUF,
+                nr_extents: gfns.len() as u64,
+                extent_order: 0,
+                mem_flags: 0,
+                domid: DomId::SELF,
+                pad: [0; 6],
+            },
+        );
+        self.call(
+            d,
+            x::__HYPERVISOR_memory_op,
+            [m::XENMEM_decrease_reservation as u64, ARG, 0, 0, 0],
+        )
+    }
+
     fn upcall_pending(&self, d: DomId, v: u32) -> bool {
         let dom = self.hv.domain(d).unwrap();
         let (h, o) = dom.vcpu_info[v as usize].unwrap();
@@ -332,33 +356,7 @@ fn memory_map_and_reservations() {
 
     // Give back two frames, then populate one above RAM.
     let before = s.hv.domain(d).unwrap().tot_pages;
-    s.hv.guest_mem(d)
-        .unwrap()
-        .write(
-            BUF,
-            &[0x300u64.to_le_bytes(), 0x301u64.to_le_bytes()].concat(),
-        )
-        .unwrap();
-    s.write(
-        d,
-        ARG,
-        &m::XenMemoryReservation {
-            extent_start: BUF,
-            nr_extents: 2,
-            extent_order: 0,
-            mem_flags: 0,
-            domid: DomId::SELF,
-            pad: [0; 6],
-        },
-    );
-    assert_eq!(
-        s.call(
-            d,
-            x::__HYPERVISOR_memory_op,
-            [m::XENMEM_decrease_reservation as u64, ARG, 0, 0, 0]
-        ),
-        2
-    );
+    assert_eq!(s.decrease_reservation(d, &[0x300, 0x301]), 2);
     assert_eq!(s.hv.domain(d).unwrap().tot_pages, before - 2);
     assert!(s.hv.domain(d).unwrap().p2m.get(Gfn(0x300)).is_none());
     s.hv.guest_mem(d)
@@ -940,7 +938,6 @@ fn fifo_masked_and_racing_guest() {
 /// evtchn_fifo_destroy), and the given-back ones are freed.
 #[test]
 fn fifo_reset_unpins_its_pages() {
-    use xen_abi::memory as m;
     let mut s = Sim::new();
     let d = s.domain(4, 1, false);
     let baseline = s.hv.platform.frames_in_use();
@@ -965,30 +962,7 @@ fn fifo_reset_unpins_its_pages() {
         );
         assert_eq!(r, 0, "round {round}: expand_array");
         // Both pages back to the hypervisor while FIFO holds them.
-        s.hv.guest_mem(d)
-            .unwrap()
-            .write(BUF, &[control.to_le_bytes(), array.to_le_bytes()].concat())
-            .unwrap();
-        s.write(
-            d,
-            ARG,
-            &m::XenMemoryReservation {
-                extent_start: BUF,
-                nr_extents: 2,
-                extent_order: 0,
-                mem_flags: 0,
-                domid: DomId::SELF,
-                pad: [0; 6],
-            },
-        );
-        assert_eq!(
-            s.call(
-                d,
-                x::__HYPERVISOR_memory_op,
-                [m::XENMEM_decrease_reservation as u64, ARG, 0, 0, 0]
-            ),
-            2
-        );
+        assert_eq!(s.decrease_reservation(d, &[control, array]), 2);
         assert_eq!(s.hv.domain(d).unwrap().zombies.len(), 2, "pinned meanwhile");
         let (r, _) = s.evtchn(d, ev::EVTCHNOP_reset, &ev::EvtchnReset { dom: DomId::SELF });
         assert_eq!(r, 0);

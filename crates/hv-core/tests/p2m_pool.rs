@@ -3,9 +3,9 @@
 //! `-ENOMEM` once its tables reach `p2m::table_limit`, and takes no host
 //! frame beyond it; its own memory and other domains keep working.
 
-use hv_core::arch::{P2mPerms, VmExit};
+use hv_core::arch::VmExit;
 use hv_core::mock::{MockPlatform, MockVcpu};
-use hv_core::pagetable::{EntryFormat, MockTables, NestedTables};
+use hv_core::pagetable::{MockFormat, MockTables, NestedTables};
 use hv_core::{DomId, DomainConfig, Gfn, Hypervisor};
 use xen_abi::memory as m;
 use xen_abi::xen as x;
@@ -13,37 +13,8 @@ use xen_abi::xen as x;
 const ARG: u64 = 0x10_0000;
 const ENOMEM: i64 = -12;
 
-/// An entry format for the test: present 0, write 1, exec 2, large 7.
-struct Fmt;
-
-impl EntryFormat for Fmt {
-    const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
-    fn table(table_hpa: u64) -> u64 {
-        table_hpa | 0b111
-    }
-    fn leaf(hpa: u64, perms: P2mPerms, large: bool) -> u64 {
-        hpa | 1
-            | (u64::from(perms.write) << 1)
-            | (u64::from(perms.exec) << 2)
-            | (u64::from(large) << 7)
-    }
-    fn present(entry: u64) -> bool {
-        entry & 1 != 0
-    }
-    fn large(entry: u64) -> bool {
-        entry & (1 << 7) != 0
-    }
-    fn perms(entry: u64) -> P2mPerms {
-        P2mPerms {
-            write: entry & 2 != 0,
-            exec: entry & 4 != 0,
-            uncached: false,
-        }
-    }
-}
-
 fn domain(hv: &mut Hypervisor<MockPlatform>, pages: u64) -> DomId {
-    let tables = NestedTables::<Fmt, MockTables>::new(MockTables::default()).unwrap();
+    let tables = NestedTables::<MockFormat, MockTables>::new(MockTables::default()).unwrap();
     let d = hv
         .create_domain(
             DomainConfig {

@@ -1253,14 +1253,11 @@ fn check_hostile_ring3_eperm(ctx: &mut Ctx) -> Outcome {
     expect_errno("xen_version from CPL 3", rax as i64, EPERM)
 }
 
-fn check_singleshot_timer<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
-    if !ctx.upcalls_work {
-        fail!("needs working upcalls (upcall_self_event)");
-    }
-    let port = match timer_port(ctx) {
-        Ok(p) => p,
-        Err(e) => fail!("EVTCHNOP_bind_virq(VIRQ_TIMER): {e}"),
-    };
+/// Arms the singleshot timer 1 ms ahead and waits for its VIRQ_TIMER
+/// upcall on `port`, spinning with interrupts on and no exit (pvclock is
+/// read from memory), for at most 2 s. Answers the system times it armed
+/// at and saw the upcall at; the timer is stopped if it never came.
+fn timer_1ms_ahead(ctx: &mut Ctx, port: u32) -> Result<(u64, u64), Why> {
     let Some(t0) = now_ns(ctx) else {
         fail!("no system time (pvclock unpublished, HVMOP_get_time refused)");
     };
@@ -1285,13 +1282,25 @@ fn check_singleshot_timer<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome
         let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
         fail!("no VIRQ_TIMER upcall within 2 s of a timer 1 ms ahead");
     }
+    if t1 < t0 + 1_000_000 {
+        fail!("fired after {} ns, before its deadline", t1 - t0);
+    }
+    Ok((t0, t1))
+}
+
+fn check_singleshot_timer<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Outcome {
+    if !ctx.upcalls_work {
+        fail!("needs working upcalls (upcall_self_event)");
+    }
+    let port = match timer_port(ctx) {
+        Ok(p) => p,
+        Err(e) => fail!("EVTCHNOP_bind_virq(VIRQ_TIMER): {e}"),
+    };
+    let (t0, t1) = timer_1ms_ahead(ctx, port)?;
     r.note(format_args!(
         "singleshot_timer: VIRQ_TIMER port {port} after {} us",
         (t1 - t0) / 1000
     ));
-    if t1 < t0 + 1_000_000 {
-        fail!("fired after {} ns, before its deadline", t1 - t0);
-    }
     ctx.timer_works = true;
     Ok(())
 }
@@ -1317,40 +1326,10 @@ fn check_timer_while_spinning<W: Write>(r: &mut Report<W>, ctx: &mut Ctx) -> Out
     };
     let (mut latest, mut total) = (0, 0);
     for i in 0..SPIN_TIMERS {
-        let Some(t0) = now_ns(ctx) else {
-            fail!("no system time");
+        let (t0, t1) = match timer_1ms_ahead(ctx, port) {
+            Ok(t) => t,
+            Err(e) => fail!("timer {} of {SPIN_TIMERS}, spinning: {e}", i + 1),
         };
-        events::take_seen(port);
-        if let Err(e) = ctx.hc.vcpu_set_singleshot_timer(0, t0 + 1_000_000, 0) {
-            fail!("VCPUOP_set_singleshot_timer: {e}");
-        }
-        let deadline = t0 + 2_000_000_000;
-        let mut late = false;
-        let fired = events::wait_with_interrupts(
-            || {
-                if events::take_seen(port) {
-                    return true;
-                }
-                late = now_ns(ctx).is_none_or(|n| n > deadline);
-                late
-            },
-            TIMER_SPINS,
-        ) && !late;
-        let t1 = now_ns(ctx).unwrap_or(t0);
-        if !fired {
-            let _ = ctx.hc.vcpu_stop_singleshot_timer(0);
-            fail!(
-                "timer {} of {SPIN_TIMERS}: no VIRQ_TIMER within 2 s of a timer 1 ms ahead while spinning",
-                i + 1
-            );
-        }
-        if t1 < t0 + 1_000_000 {
-            fail!(
-                "timer {}: fired after {} ns, before its deadline",
-                i + 1,
-                t1 - t0
-            );
-        }
         latest = latest.max(t1 - t0 - 1_000_000);
         total += t1 - t0 - 1_000_000;
     }

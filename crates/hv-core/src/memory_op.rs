@@ -19,8 +19,11 @@ use crate::types::{DomId, Errno, Gfn, XenResult};
 pub const MEMOP_CMD_MASK: u64 = (1 << 6) - 1;
 /// See [`MEMOP_CMD_MASK`].
 pub const MEMOP_EXTENT_SHIFT: u32 = 6;
-/// Extents handled per exit before a continuation.
-pub const EXTENTS_PER_EXIT: u64 = 512;
+/// Frames populated or released per exit before a continuation: 512
+/// single frames, or one 2 MiB extent (Xen checks for preemption after
+/// each extent; a whole call of 512 2 MiB extents would allocate and zero
+/// 1 GiB under the lock in one exit).
+pub const FRAMES_PER_EXIT: u64 = 512;
 /// Largest extent order accepted (2 MiB).
 pub const MAX_EXTENT_ORDER: u32 = 9;
 
@@ -193,7 +196,7 @@ fn reservation<P: Platform>(
         return Ok(start);
     }
     let frames = 1u64 << a.extent_order;
-    let end = a.nr_extents.min(start + EXTENTS_PER_EXIT);
+    let end = a.nr_extents.min(start + (FRAMES_PER_EXIT / frames).max(1));
     let mut i = start;
     while i < end {
         let mut b = [0u8; 8];

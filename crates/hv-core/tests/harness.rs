@@ -221,6 +221,54 @@ fn long_console_write_is_a_continuation() {
     assert_eq!(s.hv.platform.console_of(d).len(), 100);
 }
 
+/// A reservation call of 2 MiB extents gives one extent per exit: no exit
+/// allocates or zeroes more than 512 frames (Xen preempts after each
+/// extent).
+#[test]
+fn large_extents_are_a_continuation_each() {
+    use xen_abi::memory as m;
+    let mut s = Sim::new();
+    let d = s.domain(16, 1, false);
+    let before = s.hv.domain(d).unwrap().tot_pages;
+    let list: Vec<u8> = [0x400u64, 0x600, 0x800]
+        .iter()
+        .flat_map(|g| g.to_le_bytes())
+        .collect();
+    s.hv.guest_mem(d).unwrap().write(BUF, &list).unwrap();
+    s.write(
+        d,
+        ARG,
+        &m::XenMemoryReservation {
+            extent_start: BUF,
+            nr_extents: 3,
+            extent_order: 9,
+            mem_flags: 0,
+            domid: DomId::SELF,
+            pad: [0; 6],
+        },
+    );
+    let mut cpu = MockVcpu::flat64();
+    cpu.hypercall(
+        x::__HYPERVISOR_memory_op as u64,
+        [m::XENMEM_decrease_reservation as u64, ARG, 0, 0, 0],
+    );
+    let mut exits = 0;
+    loop {
+        exits += 1;
+        let rip = cpu.rip;
+        let pages = s.hv.domain(d).unwrap().tot_pages;
+        s.hv.handle_exit(d, 0, &mut cpu, VmExit::Hypercall);
+        assert!(pages - s.hv.domain(d).unwrap().tot_pages <= 512);
+        if cpu.rip != rip {
+            break;
+        }
+        assert!(exits < 10);
+    }
+    assert_eq!(exits, 3, "one 2 MiB extent per exit");
+    assert_eq!(cpu.ret(), 3);
+    assert_eq!(s.hv.domain(d).unwrap().tot_pages, before - 1536);
+}
+
 #[test]
 fn dispatch_refuses_ring3_and_unknown_calls() {
     let mut s = Sim::new();

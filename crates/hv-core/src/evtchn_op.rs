@@ -220,7 +220,11 @@ pub(crate) fn event_channel_op<P: Platform>(
         ev::EVTCHNOP_reset => {
             let a: ev::EvtchnReset = read_arg(hv, c, arg)?;
             let t = target_domain(hv, c, a.dom)?;
-            reset(hv, t);
+            // In steps, the call re-executed until every port is closed
+            // (Xen's reset is preemptible since XSA-344).
+            if !reset(hv, t) {
+                hv.restart = true;
+            }
             Ok(0)
         }
         ev::EVTCHNOP_init_control => {
@@ -294,12 +298,28 @@ pub fn send<P: Platform>(hv: &mut Hypervisor<P>, d: DomId, port: u32) -> XenResu
     Ok(())
 }
 
-/// Closes every port of `d` and returns it to the 2-level ABI.
-pub fn reset<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
+/// Ports `EVTCHNOP_reset` closes per exit.
+pub const RESET_PORTS_PER_EXIT: usize = 4096;
+
+/// Closes up to [`RESET_PORTS_PER_EXIT`] ports of `d`; once none is left,
+/// returns it to the 2-level ABI and answers true.
+pub fn reset<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) -> bool {
     let ports: alloc::vec::Vec<u32> = hv
         .domain(d)
-        .map(|x| x.evtchn.iter().map(|(p, _)| p).collect())
+        .map(|x| {
+            x.evtchn
+                .iter()
+                .map(|(p, _)| p)
+                .take(RESET_PORTS_PER_EXIT + 1)
+                .collect()
+        })
         .unwrap_or_default();
+    if ports.len() > RESET_PORTS_PER_EXIT {
+        for &p in &ports[..RESET_PORTS_PER_EXIT] {
+            let _ = hv.evtchn_close(d, p);
+        }
+        return false;
+    }
     for p in ports {
         let _ = hv.evtchn_close(d, p);
     }
@@ -313,4 +333,5 @@ pub fn reset<P: Platform>(hv: &mut Hypervisor<P>, d: DomId) {
         }
         dom.evtchn.reset_abi();
     }
+    true
 }

@@ -693,6 +693,7 @@ impl<P: Platform> Hypervisor<P> {
         }
         crate::gnttab::teardown(self, d);
         self.release_pirqs(d);
+        self.quiesce_pci(d);
         let mut dom = self.domains.remove(&d.0).ok_or(Errno::ESRCH)?;
         // A CPU still holding the cell finds it empty and takes the global
         // path, which no longer knows the domain.

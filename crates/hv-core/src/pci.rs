@@ -407,7 +407,27 @@ impl<P: Platform> Hypervisor<P> {
         dom.pci.functions.push(f);
         Ok(())
     }
+
+    /// Stops the functions assigned to `d` before its memory goes (domain
+    /// destruction): bus mastering, memory and I/O decoding off in each
+    /// one's command register. Without an IOMMU a device left running
+    /// could write by DMA into frames already handed to other domains.
+    /// The next owner's driver turns them on again.
+    pub(crate) fn quiesce_pci(&self, d: DomId) {
+        let Some(dom) = self.domain(d) else {
+            return;
+        };
+        for f in dom.pci.assigned() {
+            let command = self.platform.pci_config_read(f.bdf, REG_COMMAND, 2) & 0xFFFF;
+            self.platform
+                .pci_config_write(f.bdf, REG_COMMAND, 2, command & !COMMAND_STOP);
+        }
+    }
 }
+
+/// Command register bits [`Hypervisor::quiesce_pci`] clears: I/O space,
+/// memory space, bus master.
+pub const COMMAND_STOP: u32 = 0x7;
 
 /// The pages of memory BAR `(addr, size)`: whole pages only (a BAR of
 /// 4 KiB or more is page-aligned, as BARs are aligned to their size).

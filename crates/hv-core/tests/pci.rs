@@ -582,6 +582,31 @@ fn memory_bars_are_identity_mapped_uncached_for_the_assignee_only() {
 }
 
 #[test]
+fn a_dead_owners_function_stops_bus_mastering() {
+    let mut s = Sim::new();
+    let a = s.domain(1);
+    s.hv.assign_pci(a, NIC).unwrap();
+    // The owner's driver turns on decoding and bus mastering.
+    s.cfg_write(a, NIC, 0x04, 2, 0x0407);
+    assert_eq!(s.host(NIC).config[4] & 0x7, 0x7);
+    s.take_host_writes();
+    s.hv.destroy_domain(a).unwrap();
+    // Off before its memory went; INTx disable (bit 10) as it was.
+    let writes = s.take_host_writes();
+    assert!(
+        writes.contains(&(NIC, 0x04, 2, 0x0400)),
+        "command register writes: {writes:?}"
+    );
+    let host = s.host(NIC);
+    assert_eq!(u16::from_le_bytes([host.config[4], host.config[5]]), 0x0400);
+    // The next owner finds it stopped and turns it on again.
+    let b = s.domain(1);
+    s.hv.assign_pci(b, NIC).unwrap();
+    s.cfg_write(b, NIC, 0x04, 2, 0x0007);
+    assert_eq!(s.host(NIC).config[4] & 0x7, 0x7);
+}
+
+#[test]
 fn a_bar_over_the_domains_memory_refuses_the_assignment() {
     use hv_core::Gfn;
     let mut s = Sim::new();
